@@ -1,0 +1,266 @@
+"""Certificate authority primitives: keys, trust anchor, issuer and SPIFFE leaves.
+
+Pure functions over `cryptography` objects; files and services live elsewhere.
+Keys are ECDSA P-256 throughout. Every certificate starts slightly in the past
+(clock skew between hosts) and never outlives the certificate that signed it.
+"""
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from vm_mesh import defaults
+
+
+@dataclass(frozen=True, slots=True)
+class CertifiedKey:
+    """A private key and the certificate for it."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    """A new ECDSA P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _name(common_name: str, trust_domain: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
+
+
+def _signing_cert(
+    *,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    trust_domain: str,
+    path_length: int,
+    not_before: datetime,
+    not_after: datetime,
+    issuer: CertifiedKey | None,
+    key: ec.EllipticCurvePrivateKey,
+) -> x509.Certificate:
+    signer_key = issuer.key if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if issuer:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+    return builder.sign(signer_key, hashes.SHA256())
+
+
+def create_anchor(
+    trust_domain: str,
+    *,
+    now: datetime | None = None,
+    lifetime: timedelta = defaults.ANCHOR_LIFETIME,
+) -> CertifiedKey:
+    """A self-signed trust anchor (root) for `trust_domain`."""
+    now = now or utcnow()
+    key = generate_key()
+    cert = _signing_cert(
+        subject=_name(f"vmesh trust anchor {now:%Y-%m-%d %H%M%S}", trust_domain),
+        public_key=key.public_key(),
+        trust_domain=trust_domain,
+        path_length=1,
+        not_before=now - defaults.CLOCK_SKEW_BACKDATE,
+        not_after=now + lifetime,
+        issuer=None,
+        key=key,
+    )
+    return CertifiedKey(key, cert)
+
+
+def create_issuer(
+    anchor: CertifiedKey,
+    trust_domain: str,
+    *,
+    now: datetime | None = None,
+    lifetime: timedelta = defaults.ISSUER_LIFETIME,
+) -> CertifiedKey:
+    """An intermediate CA (path length 0) signed by `anchor`; it signs every leaf."""
+    now = now or utcnow()
+    key = generate_key()
+    cert = _signing_cert(
+        subject=_name(f"vmesh issuer {now:%Y-%m-%d %H%M%S}", trust_domain),
+        public_key=key.public_key(),
+        trust_domain=trust_domain,
+        path_length=0,
+        not_before=now - defaults.CLOCK_SKEW_BACKDATE,
+        not_after=min(now + lifetime, anchor.cert.not_valid_after_utc),
+        issuer=anchor,
+        key=key,
+    )
+    return CertifiedKey(key, cert)
+
+
+def issue_leaf(
+    issuer: CertifiedKey,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    spiffe_id: str | None,
+    common_name: str,
+    trust_domain: str,
+    now: datetime | None = None,
+    lifetime: timedelta = defaults.LEAF_LIFETIME,
+    dns_names: Iterable[str] = (),
+    ip_addresses: Iterable[str] = (),
+) -> x509.Certificate:
+    """A leaf for mutual TLS: CA:false, digitalSignature, serverAuth + clientAuth.
+
+    Workload leaves carry exactly one URI SAN (`spiffe_id`); the identity
+    service's own server certificate carries DNS/IP names instead.
+    """
+    now = now or utcnow()
+    names: list[x509.GeneralName] = []
+    if spiffe_id:
+        names.append(x509.UniformResourceIdentifier(spiffe_id))
+    names += [x509.DNSName(name) for name in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    if not names:
+        raise ValueError("a leaf certificate needs a SPIFFE ID or at least one DNS/IP name")
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, trust_domain))
+        .issuer_name(issuer.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - defaults.CLOCK_SKEW_BACKDATE)
+        .not_valid_after(min(now + lifetime, issuer.cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+        .sign(issuer.key, hashes.SHA256())
+    )
+
+
+def new_serial_hex(cert: x509.Certificate) -> str:
+    """The certificate serial as lowercase hex, the form logs and the CA database use."""
+    return format(cert.serial_number, "x")
+
+
+# --- PEM encoding and files -------------------------------------------------------------
+
+
+def cert_pem(*certs: x509.Certificate) -> bytes:
+    """PEM text of one or more certificates (a chain when several)."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM of a private key, encrypted when a passphrase is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def load_certs(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle, in order."""
+    return x509.load_pem_x509_certificates(data)
+
+
+def load_key(data: bytes, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """An ECDSA private key from PEM; ValueError when it is another kind of key."""
+    key = serialization.load_pem_private_key(data, password=passphrase)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("expected an ECDSA private key")
+    return key
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` atomically (temp file + rename) with `mode`, creating parent dirs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write secret material readable by the owner only (0600)."""
+    write_file(path, data, mode=0o600)

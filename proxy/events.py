@@ -1,0 +1,92 @@
+"""The one event every request produces, and the bus that hands it to subscribers.
+
+Metrics, tap and the access log are subscribers of the same bus; the
+forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
+(cheap to fill); the nested tap shape of DESIGN.md is built only on demand by
+`to_tap()`, so events cost almost nothing when nobody taps.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Direction = Literal["inbound", "outbound"]
+Subscriber = Callable[["RequestEvent"], None]
+
+
+@dataclass(slots=True)
+class RequestEvent:
+    """What happened to one request (or one opaque TCP connection) at this proxy."""
+
+    ts: float
+    id: str
+    direction: Direction
+    src_addr: str
+    src_id: str | None = None
+    dst_service: str | None = None
+    dst_instance: str | None = None
+    dst_addr: str | None = None
+    dst_id: str | None = None
+    tls: bool = False
+    method: str | None = None
+    authority: str | None = None
+    path: str | None = None
+    route: str = "default"
+    status: int | None = None
+    latency_ms: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    retries: int = 0
+    policy_decision: str | None = None
+    policy_rule: str | None = None
+    error: str | None = None
+    trace_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_tap(self) -> dict[str, Any]:
+        """The tap event of DESIGN.md (one JSON object per line on `/v1/tap`)."""
+        return {
+            "ts": self.ts,
+            "id": self.id,
+            "direction": self.direction,
+            "src": {"id": self.src_id, "addr": self.src_addr},
+            "dst": {
+                "service": self.dst_service,
+                "instance": self.dst_instance,
+                "addr": self.dst_addr,
+                "id": self.dst_id,
+            },
+            "tls": self.tls,
+            "method": self.method,
+            "authority": self.authority,
+            "path": self.path,
+            "route": self.route,
+            "status": self.status,
+            "latency_ms": round(self.latency_ms, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "retries": self.retries,
+            "policy": {"decision": self.policy_decision, "rule": self.policy_rule},
+            "error": self.error,
+            "trace_id": self.trace_id,
+        }
+
+
+class EventBus:
+    """Synchronous fan-out of request events; subscribers must not block."""
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns the function that removes it again."""
+        self._subscribers = (*self._subscribers, subscriber)
+
+        def unsubscribe() -> None:
+            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+        return unsubscribe
+
+    def publish(self, event: RequestEvent) -> None:
+        for subscriber in self._subscribers:
+            subscriber(event)

@@ -1,0 +1,21 @@
+"""Names, ports and lifetimes shared by every part of vmesh (see DESIGN.md)."""
+
+from datetime import timedelta
+
+TRUST_DOMAIN = "vmesh.local"
+
+OUTBOUND_PORT = 4140
+INBOUND_PORT = 4143
+ADMIN_PORT = 4191
+IDENTITY_PORT = 8443
+
+LEAF_LIFETIME = timedelta(hours=24)
+ISSUER_LIFETIME = timedelta(days=365)
+ANCHOR_LIFETIME = timedelta(days=3650)
+RENEW_AT_FRACTION = 0.7
+# Certificates are valid from slightly in the past so peers with a skewed clock accept them.
+CLOCK_SKEW_BACKDATE = timedelta(minutes=5)
+
+MDNS_SERVICE_TYPE = "_vmesh._tcp.local."
+CLIENT_ID_HEADER = "vmesh-client-id"
+ERROR_HEADER = "vmesh-error"

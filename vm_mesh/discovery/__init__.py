@@ -1,0 +1,1 @@
+"""Service discovery: one interface (register an instance, watch a service), several backends."""

@@ -1,0 +1,58 @@
+"""The discovery interface shared by the mDNS, Consul and static-file backends."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance of a service: where its proxy takes mTLS traffic and serves admin."""
+
+    service: str
+    instance_id: str
+    address: str
+    port: int
+    admin_port: int | None = None
+    zone: str = ""
+    weight: int = 100
+    version: str = ""
+    proto: str = "http"
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSet:
+    """The complete set of instances of a service at one moment, and where it came from.
+
+    `source` names the backend (`mdns`, `consul`, `static`, or `last-known-good`);
+    `updated_at` is when the backend last confirmed this set (epoch seconds), so
+    its age can be shown wherever it is used.
+    """
+
+    service: str
+    instances: tuple[Instance, ...]
+    source: str
+    updated_at: float
+    stale: bool = False
+
+
+class Discovery(Protocol):
+    """A discovery backend."""
+
+    async def register(self, instance: Instance) -> None:
+        """Announce an instance (idempotent)."""
+
+    async def deregister(self, instance: Instance) -> None:
+        """Withdraw an instance (on drain)."""
+
+    def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+        """Complete endpoint sets of `service`, one each time it changes."""
+        ...
+
+    async def close(self) -> None:
+        """Withdraw everything registered and release the backend."""

@@ -1,0 +1,43 @@
+"""Structured JSON logging: one object per line on stdout, which journald keeps as is."""
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+# Attributes every LogRecord has; anything else passed via `extra=` becomes a field.
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured form of a log record: ts, level, logger, msg, plus its extra fields."""
+    fields: dict[str, Any] = {
+        "ts": round(record.created, 3),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    for key, value in vars(record).items():
+        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            fields[key] = value
+    if record.exc_info and record.exc_info[1] is not None:
+        fields["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line (non-JSON values are rendered with str)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(record_fields(record), default=str, separators=(",", ":"))
+
+
+def configure(level: str = "info", stream: TextIO | None = None) -> None:
+    """Send vmesh's logs as JSON lines to `stream` (stdout by default)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.Formatter.converter = time.gmtime

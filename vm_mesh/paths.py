@@ -1,0 +1,41 @@
+"""Where vmesh keeps config, state and sockets; `VMESH_ROOT` prefixes every path."""
+
+import os
+from pathlib import Path
+
+
+def root() -> Path:
+    """The filesystem prefix: `/` on a host, a temporary directory in tests."""
+    return Path(os.environ.get("VMESH_ROOT", "/"))
+
+
+def etc_dir() -> Path:
+    return root() / "etc" / "vmesh"
+
+
+def mesh_config() -> Path:
+    """The mesh-wide configuration file."""
+    return etc_dir() / "mesh.toml"
+
+
+def service_config(service: str) -> Path:
+    """The per-service configuration file read by `vmesh proxy run <service>`."""
+    return etc_dir() / "services" / f"{service}.toml"
+
+
+def policy_dir() -> Path:
+    return etc_dir() / "policy.d"
+
+
+def state_dir(name: str) -> Path:
+    """Private state of one service (or `identity` for the identity service)."""
+    return root() / "var" / "lib" / "vmesh" / name
+
+
+def run_dir() -> Path:
+    return root() / "run" / "vmesh"
+
+
+def admin_socket(service: str) -> Path:
+    """The proxy's local admin API socket (no auth: protected by file permissions)."""
+    return run_dir() / f"{service}.sock"

@@ -157,6 +157,7 @@ def _validate(
         return model.model_validate(data)
     except ValidationError as exc:
         label = _label(kind, data, index)
+        found = []
         for error in _most_specific(exc.errors()):
             loc = _field_loc(node, error["loc"])
             target = _node_at(node, loc, key=error["type"] == "extra_forbidden")
@@ -165,7 +166,8 @@ def _validate(
                 message += f" (got {error['input']!r})"
             where = _dotted(loc)
             reason = f"{label}: {where}: {message}" if where else f"{label}: {message}"
-            errors.append(PolicyError(name, _line(target), reason, f"policy.{error['type']}"))
+            found.append(PolicyError(name, _line(target), reason, f"policy.{error['type']}"))
+        errors.extend(sorted(found, key=lambda e: e.line))
         return None
 
 

@@ -20,6 +20,7 @@ from vm_mesh.errors import UserError
 COMMAND_MODULES = (
     "identity.cli",
     "vm_mesh.policy.cli",
+    "console.cli",
 )
 
 

@@ -1,0 +1,294 @@
+"""`vmesh console`: the Textual app.
+
+Data flow: per-source workers (poll, tap stream, log stream) feed `MeshData`
+and bounded inboxes; one UI tick drains the inboxes and refreshes the view on
+screen. A poll is re-armed only when the previous one finished, so a slow
+source never piles up requests; a failing source is marked with its reason
+and never stops the others (`exit_on_error=False`).
+
+Keys, k9s style: `:` then a view name, the number keys, `/` to filter, `?`
+for every key, `q` to quit; the command palette (ctrl+p) lists the views too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from console.api import LogLine, TapEvent
+from console.checks import CheckOptions, check_identity, check_ports, judge_polls
+from console.client import OperatorCredentials
+from console.collect import poll_source
+from console.screens import HelpScreen
+from console.sources import Source, Sources
+from console.state import MeshData
+from console.streams import StreamFailure, StreamItem, follow_source
+from console.views import VIEW_CLASSES, HostsView, View
+
+VIEWS = tuple(VIEW_CLASSES)
+POLL_INTERVAL_S = 2.0
+SOURCES_INTERVAL_S = 5.0
+CHECKS_INTERVAL_S = 15.0
+HOSTS_INTERVAL_S = 2.0
+TICK_S = 0.25
+INBOX_BOUND = 20_000
+
+CSS = """
+Screen { layout: vertical; }
+#crumbs { height: 1; background: $primary-background; color: $text; padding: 0 1; }
+ContentSwitcher { height: 1fr; }
+.viewbar { height: 1; color: $text-muted; padding: 0 1; }
+#problems { height: auto; max-height: 5; padding: 0 1; }
+#hint { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
+View { height: 1fr; }
+View DataTable { height: 1fr; }
+View Log { height: 1fr; }
+#prompt { dock: bottom; height: 3; display: none; }
+#prompt.shown { display: block; }
+TapDetail, HelpScreen { align: center middle; }
+#detail, #help { width: 90%; max-width: 100; height: 90%; border: round $primary;
+                 background: $surface; padding: 0 1; }
+.title { text-style: bold; }
+"""
+
+
+class ConsoleApp(App[None]):
+    """The live console over every reachable admin API."""
+
+    TITLE = "vmesh console"
+    CSS = CSS
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        Binding("colon", "command", "View", key_display=":", id="app.command"),
+        Binding("slash", "filter", "Filter", key_display="/", id="app.filter"),
+        Binding("escape", "cancel", "Back", show=False, id="app.cancel"),
+        *(
+            Binding(str(i), f"show('{name}')", name, show=False, id=f"app.view.{name}")
+            for i, name in enumerate(VIEWS, start=1)
+        ),
+    ]
+
+    def __init__(self, sources: Sources, credentials: OperatorCredentials | None = None, *,
+                 first_view: str = "overview", data: MeshData | None = None,
+                 live: bool = True, clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        self.sources = sources
+        self.credentials = credentials
+        self.first_view = first_view
+        self.data = data or (MeshData(clock) if clock else MeshData())
+        self.live = live
+        self.known: dict[str, Source] = {}
+        self._tap_inbox: deque[TapEvent] = deque(maxlen=INBOX_BOUND)
+        self._log_inbox: deque[LogLine] = deque(maxlen=INBOX_BOUND)
+        self._prompt_mode: str | None = None
+
+    # --- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="crumbs")
+        with ContentSwitcher(initial=self.first_view):
+            for name, cls in VIEW_CLASSES.items():
+                yield cls(id=name)
+        yield Input(id="prompt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._focus_view()
+        self.tick()
+        self.set_interval(TICK_S, self.tick)
+        if self.live:
+            self.discover_sources()
+            self.set_interval(SOURCES_INTERVAL_S, self.discover_sources)
+            self.set_interval(HOSTS_INTERVAL_S, self.sample_hosts)
+            self.set_timer(1.0, self.run_checks)
+
+    @property
+    def view(self) -> View:
+        switcher = self.query_one(ContentSwitcher)
+        return self.query_one(f"#{switcher.current}", View)
+
+    def _focus_view(self) -> None:
+        view = self.view
+        focusable = [w for w in view.query("*") if w.can_focus]
+        if focusable:
+            focusable[0].focus()
+
+    def tick(self) -> None:
+        """Drain the inboxes into the models and redraw the view on screen."""
+        while self._tap_inbox:
+            self.data.add_tap(self._tap_inbox.popleft())
+        while self._log_inbox:
+            self.data.add_log(self._log_inbox.popleft())
+        if len(self.screen_stack) > 1:
+            return  # a modal is open: no redraw under it
+        self.view.refresh_from(self.data)
+        self._update_crumbs()
+
+    def _update_crumbs(self) -> None:
+        statuses = list(self.data.statuses.values())
+        down = [s.name for s in statuses if s.state == "unreachable"]
+        text = f"vmesh > {self.view.title} | {len(statuses)} proxies"
+        if down:
+            text += f", {len(down)} unreachable ({', '.join(down[:3])})"
+        text += f" | tap {self.data.tap.received}"
+        self.query_one("#crumbs", Static).update(text)
+
+    # --- sources and workers -------------------------------------------------------------
+
+    def discover_sources(self) -> None:
+        self.run_worker(self._discover(), group="sources", exclusive=True, exit_on_error=False)
+
+    async def _discover(self) -> None:
+        for source in await self.sources.list():
+            if source.name in self.known:
+                continue
+            self.known[source.name] = source
+            self.data.add_source(source)
+            self.start_poll(source)
+            self.run_worker(self._follow(source, "/v1/tap", {}), name=f"tap:{source.name}",
+                            group=f"tap:{source.name}", exclusive=True, exit_on_error=False)
+            self.run_worker(self._follow(source, "/v1/logs", {"follow": "1"}),
+                            name=f"logs:{source.name}", group=f"logs:{source.name}",
+                            exclusive=True, exit_on_error=False)
+
+    def start_poll(self, source: Source) -> None:
+        self.run_worker(self._poll(source), name=f"poll:{source.name}",
+                        group=f"poll:{source.name}", exclusive=True, exit_on_error=False)
+
+    async def _poll(self, source: Source) -> None:
+        try:
+            self.data.apply_poll(await poll_source(source, self.credentials))
+        finally:
+            # Re-armed only now that this poll is over: polls of one source never overlap.
+            self.set_timer(POLL_INTERVAL_S, partial(self.start_poll, source))
+
+    async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
+        def emit(item: StreamItem | StreamFailure) -> None:
+            if isinstance(item, StreamFailure):
+                self.data.stream_errors[f"{item.source}{path}"] = item.reason
+            elif path == "/v1/tap":
+                self._tap_inbox.append(TapEvent.from_json(item.source, item.data))
+            else:
+                self._log_inbox.append(LogLine.from_json(item.source, item.data))
+
+        await follow_source(source, path, params, self.credentials, emit)
+
+    def sample_hosts(self) -> None:
+        if self.query_one(ContentSwitcher).current == "hosts":
+            self.run_worker(self._sample_hosts(), group="hosts", exclusive=True,
+                            exit_on_error=False)
+
+    async def _sample_hosts(self) -> None:
+        import asyncio
+
+        hosts = self.query_one(HostsView)
+        hosts.processes = await asyncio.to_thread(hosts.sampler.sample)
+
+    def run_checks(self) -> None:
+        self.run_worker(self._checks(), group="checks", exclusive=True, exit_on_error=False)
+
+    async def _checks(self) -> None:
+        import asyncio
+
+        try:
+            findings = judge_polls(list(self.data.polls.values()), self.data.now())
+            findings += await asyncio.to_thread(check_ports)
+            findings.append(await check_identity(CheckOptions()))
+            self.data.findings = findings
+        finally:
+            self.set_timer(CHECKS_INTERVAL_S, self.run_checks)
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def action_show(self, name: str) -> None:
+        """Switch to view `name`."""
+        self._hide_prompt()
+        self.query_one(ContentSwitcher).current = name
+        self._focus_view()
+        if name == "hosts" and self.live:
+            self.sample_hosts()
+        self.tick()
+
+    def action_command(self) -> None:
+        self._show_prompt("command", "", "view: " + " ".join(VIEWS) + "  (q quits)")
+
+    def action_filter(self) -> None:
+        view = self.view
+        if not view.filter_help:
+            self.notify(f"{view.title} has no filter", severity="warning", timeout=2)
+            return
+        self._show_prompt("filter", view.current_filter(self.data), view.filter_help)
+
+    def action_cancel(self) -> None:
+        self._hide_prompt()
+
+    def action_help(self) -> None:
+        def keys(bindings: list[Binding]) -> list[tuple[str, str]]:
+            return [(b.key_display or b.key, b.description) for b in bindings]
+
+        view = self.view
+        app_keys = [b for b in self.BINDINGS if isinstance(b, Binding) and b.show]
+        view_keys = [b for b in view.BINDINGS if isinstance(b, Binding)]
+        sections = [
+            ("global", [*keys(app_keys), ("ctrl+p", "command palette"),
+                        ("esc", "close prompt / pane")]),
+            (f"view {view.title}", [*keys(view_keys), ("up/down", "move"),
+                                    ("pgup/pgdn", "page"), ("home/end", "first / last row")]),
+            ("views", [(f"{i} or :{n}", n) for i, n in enumerate(VIEWS, start=1)]),
+        ]
+        if view.filter_help:
+            sections[1][1].append(("/", f"filter: {view.filter_help}"))
+        self.push_screen(HelpScreen(sections))
+
+    def _show_prompt(self, mode: str, value: str, placeholder: str) -> None:
+        prompt = self.query_one("#prompt", Input)
+        self._prompt_mode = mode
+        prompt.value = value
+        prompt.placeholder = placeholder
+        prompt.border_title = ":" if mode == "command" else "/"
+        prompt.add_class("shown")
+        prompt.focus()
+
+    def _hide_prompt(self) -> None:
+        prompt = self.query_one("#prompt", Input)
+        if prompt.has_class("shown"):
+            prompt.remove_class("shown")
+            self._prompt_mode = None
+            self._focus_view()
+
+    @on(Input.Submitted, "#prompt")
+    def _prompt_submitted(self, message: Input.Submitted) -> None:
+        text = message.value.strip()
+        if self._prompt_mode == "command":
+            word = text.removeprefix(":").strip()
+            if word in ("q", "quit", "q!"):
+                self.exit()
+                return
+            matches = [v for v in VIEWS if v.startswith(word)] if word else []
+            if len(matches) != 1:
+                self.notify(f"no view {word!r}: try " + ", ".join(VIEWS),
+                            severity="error", timeout=3)
+                return
+            self.action_show(matches[0])
+        elif self._prompt_mode == "filter":
+            try:
+                self.view.apply_filter(text, self.data)
+            except ValueError as exc:
+                self.notify(str(exc), severity="error", timeout=3)
+                return
+            self._hide_prompt()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for name in VIEWS:
+            yield SystemCommand(f"View: {name}", VIEW_CLASSES[name].__doc__ or name,
+                                partial(self.action_show, name))
+        yield from super().get_system_commands(screen)

@@ -1,0 +1,189 @@
+"""`vmesh check`: collect facts from admin APIs, files and sockets, then judge them.
+
+The judgements are the pure functions of `console.models.checks`; this module
+only gathers their inputs: polls of every admin source, the service configs
+of this host and who listens on their ports, and the identity service.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from console.collect import Poll, poll_all
+from console.hosts import proxy_service
+from console.models.checks import (
+    Finding,
+    PortUse,
+    Status,
+    check_cert,
+    check_clock,
+    check_discovery,
+    check_port,
+    check_reachable,
+)
+from console.sources import Source
+from vm_mesh import defaults, paths
+
+IDENTITY_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    """Where to look beyond the admin sources."""
+
+    identity_url: str | None = None  # default: from mesh.toml
+    ca_bundle: Path | None = None  # to verify the identity service
+
+
+def judge_polls(polls: Sequence[Poll], now: datetime) -> list[Finding]:
+    """Findings about admin reachability, certificates, discovery and clocks."""
+    findings: list[Finding] = []
+    seen_ca: set[str] = set()
+    for poll in polls:
+        name = poll.source.name
+        findings.append(check_reachable(
+            "admin", f"{name} ({poll.source.address})",
+            None if poll.ok else poll.detail, poll.reason,
+            f"is vmesh-proxy@{name} running? `systemctl status vmesh-proxy@{name}`"))
+        if not poll.ok:
+            continue
+        if poll.ready is False:
+            findings.append(Finding("admin", Status.WARN, name, "answers but is not ready",
+                                    "admin.not_ready",
+                                    f"see `vmesh logs --service {name} --level warning`"))
+        for cert in poll.certs.certs if poll.certs else ():
+            if cert.kind != "leaf":
+                if cert.serial in seen_ca:
+                    continue
+                seen_ca.add(cert.serial)
+            findings.append(check_cert(cert, name, now))
+        findings += check_discovery(name, poll.endpoints, now)
+        if poll.server_date is not None:
+            findings.append(check_clock(name, poll.server_date, now))
+    return findings
+
+
+def _mesh_config() -> dict[str, Any]:
+    try:
+        return tomllib.loads(paths.mesh_config().read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _identity_url(options: CheckOptions) -> str | None:
+    if options.identity_url:
+        return options.identity_url
+    config = _mesh_config()
+    identity = config.get("identity")
+    url = config.get("identity_url")
+    if not url and isinstance(identity, dict):
+        url = identity.get("url")
+    return str(url) if url else None
+
+
+def _ca_bundle(options: CheckOptions) -> Path | None:
+    if options.ca_bundle:
+        return options.ca_bundle
+    candidates = [paths.state_dir("operator") / "bundle.pem",
+                  *sorted(paths.state_dir("").glob("*/bundle.pem"))]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+async def check_identity(options: CheckOptions) -> Finding:
+    """The identity service answers over TLS verified by our trust bundle."""
+    url = _identity_url(options)
+    if not url:
+        return Finding("identity", Status.WARN, "identity service",
+                       "address not configured", "identity.not_configured",
+                       f"set identity_url in {paths.mesh_config()} or pass --identity URL")
+    bundle = _ca_bundle(options)
+    if bundle is None:
+        return Finding("identity", Status.WARN, url, "no trust bundle to verify it with",
+                       "identity.no_bundle", "pass --ca BUNDLE or join this host first")
+    try:
+        async with httpx.AsyncClient(verify=str(bundle), timeout=IDENTITY_TIMEOUT_S) as http:
+            await http.get(url)
+    except httpx.HTTPError as exc:
+        return check_reachable("identity", url, f"{type(exc).__name__}: {exc}".rstrip(": "),
+                               "identity.unreachable",
+                               "is vmesh-identity running? `systemctl status vmesh-identity`; "
+                               "proxies keep serving on their current certs meanwhile")
+    return check_reachable("identity", url, None, None, "")
+
+
+def configured_ports() -> list[tuple[str, str, int]]:
+    """(service, role, port) from every service config of this host."""
+    result = []
+    services = paths.etc_dir() / "services"
+    for path in sorted(services.glob("*.toml")) if services.is_dir() else ():
+        try:
+            config = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        ports = config.get("ports") if isinstance(config.get("ports"), dict) else {}
+        for role, default in (("inbound", defaults.INBOUND_PORT),
+                              ("outbound", defaults.OUTBOUND_PORT),
+                              ("admin", defaults.ADMIN_PORT)):
+            port = ports.get(role, config.get(f"{role}_port", default))
+            if isinstance(port, int) and port > 0:
+                result.append((path.stem, role, port))
+    return result
+
+
+def listeners() -> dict[int, tuple[str, bool]]:
+    """TCP port -> (process name, whether it is a vmesh proxy) for this host's listeners."""
+    found: dict[int, tuple[str, bool]] = {}
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return found
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr:
+            continue
+        name, is_proxy = "unknown process", False
+        if conn.pid:
+            try:
+                proc = psutil.Process(conn.pid)
+                name = f"{proc.name()} (pid {conn.pid})"
+                is_proxy = proxy_service(proc.cmdline()) is not None
+            except psutil.Error:
+                pass
+        found.setdefault(conn.laddr.port, (name, is_proxy))
+    return found
+
+
+def check_ports() -> list[Finding]:
+    ports = configured_ports()
+    if not ports:
+        return []
+    listening = listeners()
+    findings = []
+    for service, role, port in ports:
+        holder = listening.get(port)
+        findings.append(check_port(PortUse(service, role, port, holder[0] if holder else None,
+                                           bool(holder and holder[1]))))
+    return findings
+
+
+async def run_checks(sources: Sequence[Source], credentials: Any = None,
+                     options: CheckOptions | None = None) -> list[Finding]:
+    """Every check, in a stable order: admin, certs, discovery, clock, ports, identity."""
+    options = options or CheckOptions()
+    polls = await poll_all(sources, credentials)
+    findings = judge_polls(polls, datetime.now(UTC))
+    findings += check_ports()
+    findings.append(await check_identity(options))
+    if not sources:
+        findings.insert(0, Finding("admin", Status.FAIL, "this host", "no proxy admin API found",
+                                   "admin.no_sources",
+                                   f"no sockets in {paths.run_dir()}; pass --admin HOST:PORT"))
+    order = ["admin", "certs", "discovery", "clock", "ports", "identity"]
+    return sorted(findings, key=lambda f: order.index(f.check) if f.check in order else 99)

@@ -1,0 +1,373 @@
+"""`vmesh tap|top|stat|certs|logs|check|console`: the console's views as plain text and JSON.
+
+Text output uses linkerd viz column names so people and scripts recognise
+them; `--json` prints one JSON object per line (streams stay streams).
+Heavy modules are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vm_mesh.cli import add_command
+from vm_mesh.errors import UserError
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where to read from")
+    group.add_argument("--admin", action="append", default=[], metavar="HOST:PORT",
+                       help="a proxy's admin API (mTLS); repeatable; also a socket path")
+    group.add_argument("--no-local", action="store_true",
+                       help="ignore the local proxies' admin sockets")
+    group.add_argument("--cert", type=Path, help="operator certificate for remote admin APIs")
+    group.add_argument("--key", type=Path, help="operator private key")
+    group.add_argument("--ca", type=Path, help="trust bundle to verify remote proxies")
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the console's commands."""
+    p = add_command(commands, "console", "Open the live terminal console of the mesh.")
+    _source_options(p)
+    p.add_argument("--view", default="overview", help="view to open first (overview, tap, ...)")
+    p.set_defaults(handler=_console)
+
+    p = add_command(commands, "stat", "Golden metrics per service: success, rps, latency.")
+    _source_options(p)
+    _json_option(p)
+    p.set_defaults(handler=_stat)
+
+    p = add_command(commands, "tap", "Stream the requests passing through the proxies.")
+    _source_options(p)
+    _json_option(p)
+    p.add_argument("filter", nargs="*",
+                   help="filter terms: svc=NAME path=/PREFIX method=GET status=5xx lat>=250")
+    p.add_argument("--max", type=int, default=0, metavar="N", help="stop after N requests")
+    p.set_defaults(handler=_tap)
+
+    p = add_command(commands, "top", "Routes ranked by traffic, from a few seconds of tap.")
+    _source_options(p)
+    _json_option(p)
+    p.add_argument("--duration", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to watch before printing (default 5)")
+    p.add_argument("--sort", default="rps", choices=("rps", "count", "latency", "success"))
+    p.set_defaults(handler=_top)
+
+    p = add_command(commands, "certs", "Certificates of every proxy with time left.")
+    _source_options(p)
+    _json_option(p)
+    p.set_defaults(handler=_certs)
+
+    p = add_command(commands, "logs", "The proxies' own log lines, filtered.")
+    _source_options(p)
+    _json_option(p)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("--level", default="info",
+                   choices=("debug", "info", "warning", "error", "critical"),
+                   help="lowest level shown (default info)")
+    p.add_argument("--service", help="only this proxy")
+    p.add_argument("--search", help="only lines containing this text")
+    p.set_defaults(handler=_logs)
+
+    p = add_command(commands, "check", "Check certificates, discovery, clocks, ports, services.")
+    _source_options(p)
+    _json_option(p)
+    p.add_argument("--identity", metavar="URL", help="identity service URL (default: mesh.toml)")
+    p.set_defaults(handler=_check)
+
+
+# --- shared ------------------------------------------------------------------------------
+
+
+def _credentials(args: argparse.Namespace):
+    from console.client import OperatorCredentials
+
+    default = OperatorCredentials.default()
+    return OperatorCredentials(args.cert or default.cert, args.key or default.key,
+                               args.ca or default.ca)
+
+
+def _sources(args: argparse.Namespace) -> list:
+    import asyncio
+
+    from console.sources import default_sources
+
+    try:
+        sources = asyncio.run(default_sources(args.admin, local=not args.no_local).list())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not sources:
+        from vm_mesh import paths
+
+        raise UserError(f"no proxy found: no admin sockets in {paths.run_dir()} and no --admin "
+                        "given (start a proxy or pass --admin HOST:PORT)")
+    return sources
+
+
+def _report_failures(polls: list) -> None:
+    import sys
+
+    for poll in polls:
+        if not poll.ok:
+            print(f"vmesh: {poll.source.name}: {poll.detail} [{poll.reason}]", file=sys.stderr)
+
+
+def _print_json(obj: object) -> None:
+    import json
+
+    print(json.dumps(obj, default=str, separators=(",", ":")), flush=True)
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+
+def _console(args: argparse.Namespace) -> int:
+    from console.app import VIEWS, ConsoleApp
+    from console.sources import default_sources
+
+    if args.view not in VIEWS:
+        raise UserError(f"unknown view {args.view!r}: choose one of {', '.join(VIEWS)}")
+    try:
+        sources = default_sources(args.admin, local=not args.no_local)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    ConsoleApp(sources, _credentials(args), first_view=args.view).run()
+    return 0
+
+
+def _stat(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from console import format as fmt
+    from console.collect import poll_all
+    from console.models.overview import SourceStatus, stat_rows
+
+    polls = asyncio.run(poll_all(_sources(args), _credentials(args), what=("stats",)))
+    statuses = []
+    for poll in polls:
+        status = SourceStatus(poll.source.name, poll.source.address)
+        if poll.ok:
+            status.succeeded(poll.at)
+            status.ready, status.stats = poll.ready, poll.stats
+        else:
+            status.failed(poll.reason or "", poll.detail or "")
+        statuses.append(status)
+    rows = stat_rows(statuses)
+    if args.json:
+        for row in rows:
+            g = row.golden
+            _print_json({"name": row.name, "meshed": row.meshed,
+                         "success": g.success_rate if g else None, "rps": g.rps if g else None,
+                         "latency_p50_ms": g.p50_ms if g else None,
+                         "latency_p95_ms": g.p95_ms if g else None,
+                         "latency_p99_ms": g.p99_ms if g else None, "tcp_conn": row.tcp_conn})
+    else:
+        header = ("NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
+                  "LATENCY_P99", "TCP_CONN")
+        table = [
+            (r.name, r.meshed,
+             fmt.percent(r.golden.success_rate) if r.golden else "-",
+             fmt.rps(r.golden.rps) if r.golden else "-",
+             fmt.ms(r.golden.p50_ms) if r.golden else "-",
+             fmt.ms(r.golden.p95_ms) if r.golden else "-",
+             fmt.ms(r.golden.p99_ms) if r.golden else "-",
+             "-" if r.tcp_conn is None else str(r.tcp_conn))
+            for r in rows
+        ]
+        print(fmt.columns(header, table, right=frozenset(range(2, 8))))
+    _report_failures(polls)
+    return 0 if any(p.ok for p in polls) else 1
+
+
+def tap_lines(event) -> list[str]:
+    """linkerd-style `req`/`rsp`/`end` lines of one tap event."""
+    ident = f"{event.proxy}:{event.id}"
+    tls = "true" if event.tls else "no_identity"
+    src = event.src_addr or "-"
+    dst = event.dst_addr or event.destination_name
+    lines = [
+        f"req id={ident} proxy={event.direction[:3]} src={src} dst={dst} tls={tls} "
+        f":method={event.method or '-'} :authority={event.authority or '-'} "
+        f":path={event.path or '-'}"
+    ]
+    latency_us = round(event.latency_ms * 1000)
+    if event.status is not None:
+        lines.append(f"rsp id={ident} proxy={event.direction[:3]} src={src} dst={dst} tls={tls} "
+                     f":status={event.status} latency={latency_us}µs")
+    end = f"error={event.error}" if event.error else "grpc-status=-"
+    lines.append(f"end id={ident} proxy={event.direction[:3]} src={src} dst={dst} tls={tls} "
+                 f"{end} duration={latency_us}µs response-length={event.bytes_out}B")
+    return lines
+
+
+def _tap(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+
+    from console.api import TapEvent
+    from console.models.tap import TapFilter
+    from console.streams import MergedStream, StreamFailure
+
+    try:
+        tap_filter = TapFilter.parse(" ".join(args.filter))
+    except ValueError as exc:
+        raise UserError(f"tap filter: {exc}") from None
+    sources = _sources(args)
+
+    async def run() -> int:
+        shown = 0
+        failed: set[str] = set()
+        stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
+        async for item in stream:
+            if isinstance(item, StreamFailure):
+                if item.source not in failed:
+                    print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
+                failed.add(item.source)
+                continue
+            failed.discard(item.source)
+            event = TapEvent.from_json(item.source, item.data)
+            if not tap_filter.matches(event):
+                continue
+            if args.json:
+                _print_json({"proxy": item.source, **item.data})
+            else:
+                print("\n".join(tap_lines(event)), flush=True)
+            shown += 1
+            if args.max and shown >= args.max:
+                return 0
+        return 0
+
+    return asyncio.run(run())
+
+
+def _top(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import time
+
+    from console import format as fmt
+    from console.api import TapEvent
+    from console.models.top import TopTable
+    from console.streams import MergedStream, StreamItem
+
+    sources = _sources(args)
+    table = TopTable()
+
+    async def watch() -> None:
+        async for item in MergedStream(sources, "/v1/tap", {}, _credentials(args)):
+            if isinstance(item, StreamItem):
+                table.add(TapEvent.from_json(item.source, item.data))
+
+    async def run() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch(), args.duration)
+
+    asyncio.run(run())
+    rows = table.ranked(args.sort, time.time())
+    window = min(args.duration, 10.0)
+    if args.json:
+        for r in rows:
+            _print_json({"source": r.source, "destination": r.destination, "method": r.method,
+                         "path": r.path, "count": r.count, "rps": r.rps(time.time(), window),
+                         "best_ms": r.best_ms, "worst_ms": r.worst_ms, "last_ms": r.last_ms,
+                         "success_rate": r.success_rate})
+        return 0
+    header = ("Source", "Destination", "Method", "Path", "Count", "RPS", "Best", "Worst", "Last",
+              "Success Rate")
+    print(fmt.columns(header, [
+        (r.source, r.destination, r.method, r.path, str(r.count),
+         fmt.rps(r.rps(time.time(), window)), fmt.ms(r.best_ms), fmt.ms(r.worst_ms),
+         fmt.ms(r.last_ms), fmt.percent(r.success_rate))
+        for r in rows
+    ], right=frozenset(range(4, 10))))
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from console import format as fmt
+    from console.collect import poll_all
+    from console.models.certs import cert_rows
+
+    polls = asyncio.run(poll_all(_sources(args), _credentials(args), what=("certs",)))
+    now = datetime.now(UTC)
+    rows = cert_rows({p.source.name: p.certs for p in polls if p.ok and p.certs}, now)
+    if args.json:
+        for r in rows:
+            _print_json({"kind": r.cert.kind, "owners": list(r.owners), "subject": r.cert.subject,
+                         "san": list(r.cert.san), "serial": r.cert.serial,
+                         "not_before": r.cert.not_before.isoformat(),
+                         "not_after": r.cert.not_after.isoformat(), "state": r.health.label,
+                         "next_renewal": r.next_renewal.isoformat() if r.next_renewal else None})
+    else:
+        header = ("KIND", "OWNER", "IDENTITY", "NOT_AFTER", "LEFT", "STATE", "NEXT_RENEWAL")
+        print(fmt.columns(header, [
+            (r.cert.kind,
+             ",".join(r.owners) if r.cert.kind == "leaf" else f"{len(r.owners)} proxies",
+             (r.cert.san[0] if r.cert.san else r.cert.subject),
+             f"{r.cert.not_after:%Y-%m-%d %H:%M}", r.left, r.health.label,
+             f"{r.next_renewal:%Y-%m-%d %H:%M}" if r.next_renewal else "-")
+            for r in rows
+        ]))
+    _report_failures(polls)
+    return 1 if any(r.health.failing for r in rows) or not any(p.ok for p in polls) else 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+
+    from console.api import LogLine
+    from console.models.logs import LogFilter
+    from console.streams import MergedStream, StreamFailure
+
+    sources = [s for s in _sources(args) if not args.service or s.name == args.service]
+    if not sources:
+        raise UserError(f"no proxy named {args.service!r} found")
+    log_filter = LogFilter(args.level, args.service, args.search)
+    params = {"level": args.level, **({"follow": "1"} if args.follow else {})}
+
+    async def run() -> int:
+        stream = MergedStream(sources, "/v1/logs", params, _credentials(args),
+                              retry=args.follow)
+        async for item in stream:
+            if isinstance(item, StreamFailure):
+                print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
+                continue
+            line = LogLine.from_json(item.source, item.data)
+            if log_filter.matches(line):
+                if args.json:
+                    _print_json({"proxy": item.source, **item.data})
+                else:
+                    print(line.render(), flush=True)
+        return 0
+
+    return asyncio.run(run())
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
+    from console.checks import CheckOptions, run_checks
+    from console.models.checks import exit_code
+    from console.sources import default_sources
+
+    try:
+        sources = asyncio.run(default_sources(args.admin, local=not args.no_local).list())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    findings = asyncio.run(run_checks(sources, _credentials(args),
+                                      CheckOptions(identity_url=args.identity, ca_bundle=args.ca)))
+    for finding in findings:
+        if args.json:
+            _print_json({**dataclasses.asdict(finding), "status": finding.status.value})
+        else:
+            print(finding.line())
+    return exit_code(findings)

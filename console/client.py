@@ -1,0 +1,223 @@
+"""The admin API client: JSON gets and NDJSON streams from one source at a time.
+
+Local sources are reached over their unix socket (protected by file
+permissions); remote ones over mutual TLS with an operator certificate
+(`vmesh identity operator NAME`). The peer must present a leaf of the trust
+bundle with a `spiffe://<td>/svc/...` identity: its certificates carry no DNS
+names, so the SPIFFE ID is checked instead of a hostname.
+
+Every failure becomes an `AdminError` with a stable reason string
+(`admin.connect_refused`, `admin.timeout`, ...) and one line of detail, so the
+console and the checks can show why a source is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+
+from console.sources import Source
+from vm_mesh import paths
+
+# Per-request timeouts: short connect (a dead host must not stall a view),
+# a read timeout for JSON, none between lines of a stream (taps may be quiet).
+JSON_TIMEOUT = httpx.Timeout(3.0, connect=1.5)
+STREAM_TIMEOUT = httpx.Timeout(None, connect=1.5)
+
+
+class AdminError(Exception):
+    """A source could not answer; `reason` is stable, `detail` is for people."""
+
+    def __init__(self, source: str, reason: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail} [{reason}]")
+        self.source = source
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCredentials:
+    """The operator's client certificate, key and trust bundle for remote admin APIs."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    @classmethod
+    def default(cls) -> OperatorCredentials:
+        """`paths.state_dir("operator")/{cert,key,bundle}.pem`, as `vmesh identity operator`."""
+        base = paths.state_dir("operator")
+        return cls(base / "cert.pem", base / "key.pem", base / "bundle.pem")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context: TLS 1.2+, our bundle only, our certificate, no hostname check."""
+        for what, path in (("certificate", self.cert), ("key", self.key), ("CA bundle", self.ca)):
+            if not path.is_file():
+                raise AdminError(
+                    "tls", "admin.operator_cert_missing",
+                    f"operator {what} {path} not found "
+                    "(run `vmesh identity operator NAME` or pass --cert/--key/--ca)",
+                )
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False  # mesh leaves carry a SPIFFE URI SAN, checked below
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+
+def _peer_is_mesh_proxy(response: httpx.Response) -> str | None:
+    """The problem with the peer's certificate, or None when it is a vmesh proxy."""
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream else None
+    if ssl_object is None:
+        return None  # not TLS (unix socket)
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return "peer sent no certificate"
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    if len(uris) != 1 or "/svc/" not in uris[0] or not uris[0].startswith("spiffe://"):
+        return f"peer identity {uris or 'none'} is not a vmesh service"
+    return None
+
+
+class AdminClient:
+    """An async client for one source's admin API; use as `async with`."""
+
+    def __init__(self, source: Source, credentials: OperatorCredentials | None = None) -> None:
+        self.source = source
+        if source.kind == "unix":
+            transport = httpx.AsyncHTTPTransport(uds=source.address, retries=0)
+            base_url = "http://admin"
+        else:
+            context = (credentials or OperatorCredentials.default()).ssl_context()
+            transport = httpx.AsyncHTTPTransport(verify=context, retries=0)
+            base_url = f"https://{source.address}"
+        self._http = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=JSON_TIMEOUT)
+        self.last_server_date: datetime | None = None
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """The JSON body of `GET path`; AdminError on any failure."""
+        async with self._errors_mapped():
+            response = await self._http.get(path, params=params)
+            self._check(response)
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise AdminError(self.source.name, "admin.bad_json", f"{path}: {exc}") from exc
+
+    async def get_status(self, path: str) -> int:
+        """The HTTP status of `GET path` (for /ready and /live); AdminError when unreachable."""
+        async with self._errors_mapped():
+            response = await self._http.get(path)
+            self._remember_date(response)
+            return response.status_code
+
+    async def stream(self, path: str, params: dict[str, str] | None = None
+                     ) -> AsyncIterator[dict[str, Any]]:
+        """The objects of an NDJSON stream, one per line, until the server ends it."""
+        async with self._errors_mapped(), self._http.stream("GET", path, params=params,
+                                     timeout=STREAM_TIMEOUT) as response:
+            if response.status_code != 200:
+                await response.aread()
+            self._check(response)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError as exc:
+                    raise AdminError(self.source.name, "admin.bad_json",
+                                     f"{path}: {exc}") from exc
+                if isinstance(item, dict):
+                    yield item
+
+    def _remember_date(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        if date:
+            try:
+                self.last_server_date = parsedate_to_datetime(date)
+            except (TypeError, ValueError):
+                self.last_server_date = None
+
+    def _check(self, response: httpx.Response) -> None:
+        self._remember_date(response)
+        problem = _peer_is_mesh_proxy(response)
+        if problem:
+            raise AdminError(self.source.name, "admin.peer_identity", problem)
+        if response.status_code != 200:
+            body = response.text.strip().splitlines()[0][:120] if response.text.strip() else ""
+            raise AdminError(
+                self.source.name, f"admin.http_{response.status_code}",
+                f"{response.request.url.path} answered {response.status_code} {body}".rstrip(),
+            )
+
+    def _errors_mapped(self) -> _ErrorMapper:
+        return _ErrorMapper(self.source)
+
+
+class _ErrorMapper:
+    """Turns transport exceptions into AdminError (the one mapping table of the client)."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, AdminError):
+            return False
+        where = self._source.address
+        mapped: tuple[str, str] | None = None
+        if isinstance(exc, httpx.TimeoutException):
+            mapped = ("admin.timeout", f"no answer from {where} in time")
+        elif isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            mapped = _connect_reason(exc, where)
+        elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+            mapped = ("admin.connection_lost", f"connection to {where} lost: {exc or 'closed'}")
+        elif isinstance(exc, ssl.SSLError):
+            mapped = ("admin.tls_error", f"TLS with {where} failed: {exc}")
+        elif isinstance(exc, httpx.HTTPError | OSError):
+            mapped = ("admin.error", f"{where}: {type(exc).__name__}: {exc}")
+        if mapped is None:
+            return False
+        raise AdminError(self._source.name, *mapped) from exc
+
+
+def _connect_reason(exc: Exception, where: str) -> tuple[str, str]:
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not isinstance(cause, OSError | ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLError) or "SSL" in text or "certificate" in text:
+        return "admin.tls_error", f"TLS with {where} failed: {text}"
+    if isinstance(cause, FileNotFoundError) or "No such file" in text:
+        return "admin.socket_missing", f"socket {where} does not exist (proxy not running?)"
+    if isinstance(cause, ConnectionRefusedError) or "refused" in text.lower():
+        return "admin.connect_refused", f"connection to {where} refused (proxy not running?)"
+    return "admin.connect_failed", f"cannot connect to {where}: {text or type(exc).__name__}"

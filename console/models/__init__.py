@@ -1,0 +1,1 @@
+"""Headless view models: filtering, ordering and aggregation, testable without Textual."""

@@ -1,0 +1,147 @@
+"""`vmesh check`: pure judgements over collected facts, one `Finding` each.
+
+Every finding has a stable `reason` (`certs.leaf_expired`, ...), the thing it
+is about, one line saying what is wrong, and a hint how to fix it. Collecting
+the facts (admin APIs, files, sockets) happens in `console.checks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from console.api import CertInfo, UpstreamEndpoints
+from console.models.certs import Health, health, time_left
+
+DISCOVERY_MAX_AGE = timedelta(minutes=5)
+CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
+# Leaves start 5 minutes in the past (defaults.CLOCK_SKEW_BACKDATE): beyond that, mTLS breaks.
+CLOCK_SKEW_FAIL = timedelta(minutes=5)
+
+
+class Status(Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One result line of `vmesh check`."""
+
+    check: str  # certs | discovery | clock | ports | identity | admin
+    status: Status
+    target: str
+    message: str
+    reason: str
+    hint: str = ""
+
+    def line(self) -> str:
+        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[self.status.value]
+        text = f"[{mark}] {self.check:<9} {self.target}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint and self.status is not Status.OK else text
+
+
+def exit_code(findings: Iterable[Finding]) -> int:
+    """1 when any finding failed, else 0 (warnings alone do not fail `vmesh check`)."""
+    return 1 if any(f.status is Status.FAIL for f in findings) else 0
+
+
+_CERT_HINTS = {
+    "leaf": "the proxy renews it from the identity service; check `vmesh check` identity "
+            "and the proxy's logs (`vmesh logs --service SVC --level warning`)",
+    "issuer": "issue a new issuer with `vmesh identity` on the CA host before leaves stop renewing",
+    "anchor": "add a new anchor to every trust bundle, then rotate issuers (see docs/rotation)",
+}
+
+
+def check_cert(cert: CertInfo, owner: str, now: datetime) -> Finding:
+    """A certificate against the thresholds of its kind."""
+    state = health(cert, now)
+    target = f"{cert.kind} of {owner}" if cert.kind == "leaf" else f"{cert.kind} {cert.subject}"
+    reason = f"certs.{cert.kind}_{state.label.replace('-', '_')}"
+    if state is Health.OK:
+        return Finding("certs", Status.OK, target, f"valid, {time_left(cert, now)} left", reason)
+    status = Status.FAIL if state.failing else Status.WARN
+    if state is Health.EXPIRED:
+        message = f"expired at {cert.not_after:%Y-%m-%d %H:%M:%SZ} ({time_left(cert, now)})"
+    elif state is Health.NOT_YET_VALID:
+        message = f"not valid before {cert.not_before:%Y-%m-%d %H:%M:%SZ} (clock skew?)"
+    else:
+        message = f"{state.label}: only {time_left(cert, now)} left"
+    return Finding("certs", status, target, message, reason, _CERT_HINTS.get(cert.kind, ""))
+
+
+def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetime,
+                    max_age: timedelta = DISCOVERY_MAX_AGE) -> list[Finding]:
+    """Each upstream a proxy resolves: stale or last-known-good data is a warning."""
+    findings = []
+    for up in upstreams:
+        target = f"{owner} -> {up.service}"
+        age = (now - up.updated_at) if up.updated_at else None
+        if up.instances == 0:
+            findings.append(Finding(
+                "discovery", Status.FAIL, target, f"no instances known (source {up.source})",
+                "discovery.no_instances",
+                f"start {up.service} or check its registration (`vmesh check` on its host)"))
+        elif up.stale or up.source == "last-known-good" or (age and age > max_age):
+            shown = f"{int(age.total_seconds())}s old" if age else "age unknown"
+            findings.append(Finding(
+                "discovery", Status.WARN, target,
+                f"stale: {up.instances} instance(s) from {up.source}, {shown}",
+                "discovery.stale",
+                "the discovery backend is not answering; check mDNS/Consul on this host"))
+        else:
+            findings.append(Finding(
+                "discovery", Status.OK, target,
+                f"{up.instances} instance(s) from {up.source}", "discovery.fresh"))
+    return findings
+
+
+def check_clock(owner: str, server_time: datetime, local_time: datetime,
+                tolerance: timedelta = CLOCK_SKEW_TOLERANCE) -> Finding:
+    """Clock skew between this host and a proxy's host (from the HTTP Date header)."""
+    skew = server_time - local_time
+    seconds = skew.total_seconds()
+    text = f"clock differs by {seconds:+.0f}s"
+    if abs(skew) > CLOCK_SKEW_FAIL:
+        return Finding("clock", Status.FAIL, owner, text, "clock.skew_breaks_tls",
+                       "certificates are backdated 5 min only; run chrony/timesyncd on both hosts")
+    if abs(skew) > tolerance:
+        return Finding("clock", Status.WARN, owner, text, "clock.skew",
+                       "enable time synchronisation (chrony or systemd-timesyncd)")
+    return Finding("clock", Status.OK, owner, f"in sync ({seconds:+.0f}s)", "clock.in_sync")
+
+
+@dataclass(frozen=True, slots=True)
+class PortUse:
+    """A port a service is configured to listen on, and who listens there now."""
+
+    service: str
+    role: str  # inbound | outbound | admin
+    port: int
+    holder: str | None  # process name holding it, None when nobody listens
+    holder_is_proxy: bool
+
+
+def check_port(use: PortUse) -> Finding:
+    target = f"{use.service} {use.role} port {use.port}"
+    if use.holder is None:
+        return Finding("ports", Status.WARN, target, "nobody listens (proxy not running?)",
+                       "ports.not_listening",
+                       f"start the proxy: systemctl start vmesh-proxy@{use.service}")
+    if not use.holder_is_proxy:
+        return Finding("ports", Status.FAIL, target, f"held by another process: {use.holder}",
+                       "ports.in_use_by_other",
+                       "stop that process or give the service another port in its config")
+    return Finding("ports", Status.OK, target, "listened on by its proxy", "ports.ok")
+
+
+def check_reachable(check: str, target: str, error: str | None, reason: str | None,
+                    hint: str) -> Finding:
+    """A service the mesh depends on (admin API, identity service) answered or not."""
+    if error is None:
+        return Finding(check, Status.OK, target, "reachable", f"{check}.reachable")
+    return Finding(check, Status.FAIL, target, error, reason or f"{check}.unreachable", hint)

@@ -1,0 +1,99 @@
+"""Many NDJSON streams (tap, logs) merged into one bounded queue.
+
+One task per source reads its stream; items go into a bounded queue. When
+the consumer falls behind, the oldest items are dropped and counted rather
+than letting memory grow. A source whose stream fails is reported once and
+retried after a pause; the others keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from console.client import AdminClient, AdminError, OperatorCredentials
+from console.sources import Source
+
+QUEUE_BOUND = 10_000
+RETRY_AFTER_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One object from one source's stream."""
+
+    source: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailure:
+    """A source's stream broke (it is retried); `reason` is the client's reason string."""
+
+    source: str
+    reason: str
+    detail: str
+
+
+async def follow_source(source: Source, path: str, params: dict[str, str],
+                        credentials: OperatorCredentials | None,
+                        emit: Callable[[StreamItem | StreamFailure], None],
+                        *, retry: bool = True) -> None:
+    """Read `path` from one source forever (or once when `retry` is False)."""
+    while True:
+        try:
+            async with AdminClient(source, credentials) as client:
+                async for data in client.stream(path, params):
+                    emit(StreamItem(source.name, data))
+            if not retry:
+                return
+        except AdminError as exc:
+            emit(StreamFailure(source.name, exc.reason, exc.detail))
+            if not retry:
+                return
+        await asyncio.sleep(RETRY_AFTER_S)
+
+
+class MergedStream:
+    """The items of `path` from every source, through one bounded queue."""
+
+    def __init__(self, sources: Sequence[Source], path: str, params: dict[str, str],
+                 credentials: OperatorCredentials | None = None, *,
+                 bound: int = QUEUE_BOUND, retry: bool = True) -> None:
+        self._sources = list(sources)
+        self._path, self._params, self._credentials = path, params, credentials
+        self._queue: asyncio.Queue[StreamItem | StreamFailure] = asyncio.Queue(bound)
+        self._retry = retry
+        self.dropped = 0
+
+    def _emit(self, item: StreamItem | StreamFailure) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    async def __aiter__(self) -> AsyncIterator[StreamItem | StreamFailure]:
+        tasks = [
+            asyncio.create_task(follow_source(s, self._path, self._params, self._credentials,
+                                              self._emit, retry=self._retry))
+            for s in self._sources
+        ]
+        try:
+            while True:
+                getter = asyncio.ensure_future(self._queue.get())
+                running = [t for t in tasks if not t.done()]
+                if not running and self._queue.empty():
+                    getter.cancel()
+                    return
+                done, _ = await asyncio.wait([getter, *running],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,415 @@
+"""The console's views: one widget each, rendering a view model from `MeshData`.
+
+Each view has `refresh_from(data)`, called by the app's tick; it changes the
+DataTable as little as possible: only changed cells when the rows and their
+order are the same (`update_cell`), otherwise one `clear()` + `add_rows()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Log, Static
+
+from console import format as fmt
+from console.api import LogLine, TapEvent, short_identity
+from console.hosts import HostSampler, ProxyProcess
+from console.models.certs import cert_rows, timeline_bar
+from console.models.checks import Status
+from console.models.logs import LogFilter, next_level
+from console.models.overview import combine
+from console.models.tap import TapFilter
+from console.models.top import SORT_KEYS
+from console.state import MeshData
+
+Cell = str | Text
+Row = tuple[str, Sequence[Cell]]
+
+
+def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
+    """Make `table` show `rows` (key, cells), touching only what changed."""
+    keys = [key for key, _ in rows]
+    current = [row_key.value for row_key in table.rows]
+    if keys == current:
+        columns = list(table.columns)
+        for key, cells in rows:
+            for column, cell in zip(columns, cells, strict=True):
+                if table.get_cell(key, column) != cell:
+                    table.update_cell(key, column, cell)
+        return
+    cursor_key = None
+    if table.row_count and 0 <= table.cursor_row < table.row_count:
+        cursor_key = current[table.cursor_row]
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if cursor_key in keys:
+        table.move_cursor(row=keys.index(cursor_key), animate=False)
+
+
+def styled(label: str, style: str) -> Text:
+    return Text(label, style=f"bold {style}")
+
+
+class View(Vertical):
+    """Base of every view: a title, a refresh hook and an optional filter."""
+
+    title = ""
+    filter_help = ""  # non-empty when `/` filters this view
+
+    def refresh_from(self, data: MeshData) -> None:
+        raise NotImplementedError
+
+    def apply_filter(self, text: str, data: MeshData) -> None:
+        """Apply what was typed after `/`; ValueError with the reason when it is wrong."""
+        raise ValueError("this view has no filter")
+
+    def current_filter(self, data: MeshData) -> str:
+        return ""
+
+
+def _table(*columns: tuple[str, int | None]) -> DataTable:
+    table = DataTable(cursor_type="row", zebra_stripes=False)
+    for label, width in columns:
+        table.add_column(label, key=label, width=width)
+    return table
+
+
+class OverviewView(View):
+    """Every proxy with health and golden metrics; unreachable ones with their reason."""
+
+    title = "overview"
+
+    def compose(self) -> ComposeResult:
+        yield _table(("PROXY", 10), ("STATE", 11), ("RPS", 6), ("SUCCESS", 7), ("P50", 6),
+                     ("P99", 6), ("VERSION", 7), ("SEEN", 7), ("ADDRESS", None))
+        yield Static("", id="problems")
+
+    def refresh_from(self, data: MeshData) -> None:
+        now = data.clock()
+        rows: list[Row] = []
+        for name, status in sorted(data.statuses.items()):
+            golden = combine(status.stats.inbound) if status.stats else None
+            state_style = {"ready": "green", "not-ready": "yellow", "unreachable": "red"}
+            rows.append((name, (
+                name,
+                styled(status.state, state_style.get(status.state, "")),
+                fmt.rps(golden.rps) if golden else "-",
+                fmt.percent(golden.success_rate) if golden else "-",
+                fmt.ms(golden.p50_ms) if golden else "-",
+                fmt.ms(golden.p99_ms) if golden else "-",
+                (status.stats.version if status.stats else None) or "-",
+                fmt.ago(now - status.last_ok) if status.last_ok else "never",
+                status.address,
+            )))
+        sync_table(self.query_one(DataTable), rows)
+        problems = [
+            Text.assemble((f"{s.name}: ", "bold red"), f"{s.detail} [{s.reason}]")
+            for s in data.unreachable()
+        ]
+        self.query_one("#problems", Static).update(Text("\n").join(problems))
+
+
+class TopView(View):
+    """Routes ranked live, like `linkerd viz top`; `s` changes the ranking."""
+
+    title = "top"
+    BINDINGS = [Binding("s", "cycle_sort", "Sort", id="top.sort")]
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.sort_by = "rps"
+        self._data: MeshData | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="viewbar")
+        yield _table(("SOURCE", 8), ("DEST", 8), ("METH", 4), ("PATH", 13), ("COUNT", 5),
+                     ("RPS", 5), ("BEST", 5), ("WORST", 5), ("SUCCESS", 7), ("LAST", 5))
+
+    def action_cycle_sort(self) -> None:
+        self.sort_by = SORT_KEYS[(SORT_KEYS.index(self.sort_by) + 1) % len(SORT_KEYS)]
+        if self._data:
+            self.refresh_from(self._data)
+
+    def refresh_from(self, data: MeshData) -> None:
+        self._data = data
+        now = data.clock()
+        self.query_one(Static).update(f"sorted by {self.sort_by} (s to change) · "
+                                      f"{len(data.top)} routes")
+        rows: list[Row] = [
+            ("|".join(r.key), (r.source, r.destination, r.method, r.path, str(r.count),
+                               fmt.rps(r.rps(now)), fmt.ms(r.best_ms), fmt.ms(r.worst_ms),
+                               fmt.percent(r.success_rate), fmt.ms(r.last_ms)))
+            for r in data.top.ranked(self.sort_by, now)[:200]
+        ]
+        sync_table(self.query_one(DataTable), rows)
+
+
+class TapView(View):
+    """The newest requests across all proxies; `/` filters, `p` pauses, enter shows one."""
+
+    title = "tap"
+    filter_help = "svc=NAME path=/PREFIX method=GET status=5xx|404|>=400 lat>=MS"
+    BINDINGS = [
+        Binding("p,space", "toggle_pause", "Pause", id="tap.pause"),
+        Binding("enter", "detail", "Detail", id="tap.detail"),
+        Binding("c", "clear_filter", "Clear filter", id="tap.clear"),
+    ]
+    ROWS_SHOWN = 500
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._data: MeshData | None = None
+        self._shown_at: tuple[int, str] | None = None
+        self._events: list[TapEvent] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="viewbar")
+        yield _table(("TIME", 8), ("PROXY", 8), ("DIR", 3), ("METH", 5), ("PATH", 16),
+                     ("ST", 3), ("LATENCY", 7), ("DST", 8), ("TLS", 3))
+
+    def refresh_from(self, data: MeshData) -> None:
+        self._data = data
+        tap = data.tap
+        bar = (f"{'PAUSED · ' if tap.paused else ''}filter: {str(tap.filter) or 'none'} · "
+               f"{tap.received} events, {len(tap)} kept")
+        self.query_one(Static).update(bar)
+        marker = (tap.received if not tap.paused else -1, str(tap.filter))
+        if marker == self._shown_at:
+            return
+        self._shown_at = marker
+        table = self.query_one(DataTable)
+        selected = None
+        if self._events and 0 <= table.cursor_row < len(self._events):
+            selected = self._events[table.cursor_row]
+        self._events = tap.visible(self.ROWS_SHOWN)
+        rows = []
+        for e in self._events:
+            status = "-" if e.status is None else str(e.status)
+            rows.append((
+                datetime.fromtimestamp(e.ts, UTC).strftime("%H:%M:%S"),
+                e.proxy, e.direction[:3], e.method or "-", e.path or "-",
+                status if e.ok else styled(status, "red"),
+                fmt.ms(e.latency_ms), e.destination_name, "yes" if e.tls else "no",
+            ))
+        # A "last N" table: rebuilding it is cheaper than one O(n) remove_row per new event.
+        with self.app.batch_update():
+            table.clear()
+            table.add_rows(rows)
+            if selected in self._events:
+                table.move_cursor(row=self._events.index(selected), animate=False)
+
+    def action_toggle_pause(self) -> None:
+        if self._data is None:
+            return
+        tap = self._data.tap
+        tap.resume() if tap.paused else tap.pause()
+        self.refresh_from(self._data)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_detail()
+
+    def action_detail(self) -> None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return
+        if 0 <= table.cursor_row < len(self._events):
+            from console.screens import TapDetail
+
+            self.app.push_screen(TapDetail(self._events[table.cursor_row]))
+
+    def action_clear_filter(self) -> None:
+        if self._data is not None:
+            self._data.tap.filter = TapFilter()
+            self.refresh_from(self._data)
+
+    def apply_filter(self, text: str, data: MeshData) -> None:
+        data.tap.filter = TapFilter.parse(text)
+        self.refresh_from(data)
+
+    def current_filter(self, data: MeshData) -> str:
+        return str(data.tap.filter)
+
+
+class EdgesView(View):
+    """Who talks to whom, with identities and whether mTLS was on."""
+
+    title = "edges"
+
+    def compose(self) -> ComposeResult:
+        yield _table(("SRC", 10), ("DST", 10), ("CLIENT_ID", 14), ("SERVER_ID", 14),
+                     ("SECURED", 7), ("REQS", 6))
+
+    def refresh_from(self, data: MeshData) -> None:
+        rows: list[Row] = []
+        for edge in data.edges.rows():
+            tls_style = {"yes": "green", "no": "red", "partial": "yellow"}[edge.tls]
+            rows.append((f"{edge.src}|{edge.dst}", (
+                edge.src, edge.dst, short_identity(edge.client_id) or "-",
+                short_identity(edge.server_id) or "-", styled(edge.tls, tls_style),
+                str(edge.requests))))
+        sync_table(self.query_one(DataTable), rows)
+
+
+class CertsView(View):
+    """Anchors, issuers and leaves on a lifetime timeline, coloured by time left."""
+
+    title = "certs"
+
+    def compose(self) -> ComposeResult:
+        yield Static("timeline: # elapsed, - left, | renewal point (70%)", classes="viewbar")
+        yield _table(("KIND", 6), ("OWNER", 8), ("IDENTITY", 11), ("TIMELINE", 10),
+                     ("LEFT", 10), ("STATE", 8), ("RENEWAL", 11))
+
+    def refresh_from(self, data: MeshData) -> None:
+        now = data.now()
+        rows: list[Row] = []
+        for row in cert_rows(data.certs, now):
+            cert = row.cert
+            owner = ",".join(row.owners) if cert.kind == "leaf" else f"{len(row.owners)} prx"
+            ident = short_identity(cert.san[0]) if cert.kind == "leaf" and cert.san else None
+            ident = ident or cert.subject.removeprefix("CN=")
+            rows.append((f"{cert.kind}|{','.join(row.owners)}|{cert.serial}", (
+                cert.kind, owner, ident or "-", timeline_bar(cert, now, 10),
+                styled(row.left, row.health.style), styled(row.health.label, row.health.style),
+                f"{row.next_renewal:%m-%d %H:%M}" if row.next_renewal else "-",
+            )))
+        sync_table(self.query_one(DataTable), rows)
+
+
+class LogsView(View):
+    """The proxies' log lines, following; `/` searches, `l` changes the lowest level."""
+
+    title = "logs"
+    filter_help = "svc=NAME level=warning WORDS"
+    BINDINGS = [
+        Binding("l", "cycle_level", "Level", id="logs.level"),
+        Binding("f", "toggle_follow", "Follow", id="logs.follow"),
+    ]
+    MAX_LINES = 2_000
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._data: MeshData | None = None
+        self._written: LogLine | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="viewbar")
+        yield Log(max_lines=self.MAX_LINES, auto_scroll=True)
+
+    def refresh_from(self, data: MeshData) -> None:
+        self._data = data
+        log = self.query_one(Log)
+        self.query_one(Static).update(
+            f"filter: {data.logs.filter} · {'following' if log.auto_scroll else 'not following'}")
+        lines = data.logs.visible(self.MAX_LINES)
+        if self._written is not None and self._written in lines:
+            start = len(lines) - lines[::-1].index(self._written)
+            new = lines[start:]
+        else:
+            log.clear()
+            new = lines
+        if new:
+            log.write_lines([line.render() for line in new])
+            self._written = new[-1]
+
+    def _rewrite(self) -> None:
+        self._written = None
+        if self._data:
+            self.refresh_from(self._data)
+
+    def action_cycle_level(self) -> None:
+        if self._data:
+            f = self._data.logs.filter
+            self._data.logs.filter = LogFilter(next_level(f.min_level), f.service, f.search)
+            self._rewrite()
+
+    def action_toggle_follow(self) -> None:
+        log = self.query_one(Log)
+        log.auto_scroll = not log.auto_scroll
+        if self._data:
+            self.refresh_from(self._data)
+
+    def apply_filter(self, text: str, data: MeshData) -> None:
+        data.logs.filter = LogFilter.parse(text, data.logs.filter.min_level)
+        self._rewrite()
+
+    def current_filter(self, data: MeshData) -> str:
+        f = data.logs.filter
+        return " ".join(x for x in (f"svc={f.service}" if f.service else "", f.search or "") if x)
+
+
+class HostsView(View):
+    """The proxy processes of this host: CPU, memory, threads, uptime (psutil)."""
+
+    title = "hosts"
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.sampler = HostSampler()
+        self.processes: list[ProxyProcess] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("proxy processes on this host", classes="viewbar")
+        yield _table(("PID", 8), ("SERVICE", 14), ("CPU%", 6), ("RSS", 10), ("THREADS", 7),
+                     ("UPTIME", 10))
+
+    def refresh_from(self, data: MeshData) -> None:
+        from datetime import timedelta
+
+        from console.models.certs import format_span
+
+        rows: list[Row] = [
+            (str(p.pid), (str(p.pid), p.service, f"{p.cpu_percent:.1f}", fmt.size(p.rss_bytes),
+                          str(p.threads), format_span(timedelta(seconds=p.uptime_s))))
+            for p in self.processes
+        ]
+        sync_table(self.query_one(DataTable), rows)
+
+
+class ChecksView(View):
+    """The findings of `vmesh check`, worst first; the hint of the selected line below."""
+
+    title = "checks"
+
+    def compose(self) -> ComposeResult:
+        yield _table(("STATUS", 6), ("CHECK", 9), ("TARGET", 22), ("MESSAGE", None))
+        yield Static("", id="hint")
+
+    def refresh_from(self, data: MeshData) -> None:
+        order = {Status.FAIL: 0, Status.WARN: 1, Status.OK: 2}
+        findings = sorted(data.findings, key=lambda f: order[f.status])
+        colours = {Status.FAIL: "red", Status.WARN: "yellow", Status.OK: "green"}
+        rows: list[Row] = [
+            (f"{f.check}|{f.target}|{f.reason}",
+             (styled(f.status.value, colours[f.status]), f.check, f.target, f.message))
+            for f in findings
+        ]
+        table = self.query_one(DataTable)
+        sync_table(table, rows)
+        hint = ""
+        if findings and 0 <= table.cursor_row < len(findings):
+            chosen = findings[table.cursor_row]
+            hint = f"{chosen.target}: {chosen.message}\n{chosen.reason}"
+            if chosen.hint and chosen.status is not Status.OK:
+                hint += f" · hint: {chosen.hint}"
+        self.query_one("#hint", Static).update(hint)
+
+
+VIEW_CLASSES: dict[str, type[View]] = {
+    "overview": OverviewView,
+    "top": TopView,
+    "tap": TapView,
+    "edges": EdgesView,
+    "certs": CertsView,
+    "logs": LogsView,
+    "hosts": HostsView,
+    "checks": ChecksView,
+}

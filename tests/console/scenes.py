@@ -1,0 +1,105 @@
+"""Deterministic admin-API answers for view-model tests and layout snapshots.
+
+Built as the JSON documents of DESIGN.md (tap events, stats, certs), so every
+test also goes through the console's parsing. Live behaviour is tested
+against real processes elsewhere; these only pin content so that a snapshot
+shows layout, not the clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from console.api import LogLine, ProxyCerts, ProxyStats, TapEvent
+from console.checks import judge_polls
+from console.collect import Poll
+from console.sources import Source
+from console.state import MeshData
+
+NOW = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
+TD = "vmesh.local"
+
+
+def tap_json(n: int, *, proxy_dir: str = "outbound", src: str | None = None,
+             dst: str = "api", method: str = "GET", path: str = "/items",
+             status: int | None = 200, latency_ms: float = 3.0, tls: bool = True,
+             error: str | None = None, ts: float | None = None) -> dict[str, Any]:
+    return {
+        "ts": ts if ts is not None else NOW.timestamp() - 20 + n * 0.5,
+        "id": f"r{n}",
+        "direction": proxy_dir,
+        "src": {"id": f"spiffe://{TD}/svc/{src}" if src else None, "addr": "127.0.0.1:50000"},
+        "dst": {"service": dst, "instance": f"{dst}-1", "addr": "127.0.0.1:4143",
+                "id": f"spiffe://{TD}/svc/{dst}"},
+        "tls": tls, "method": method, "authority": dst, "path": path, "route": "default",
+        "status": status, "latency_ms": latency_ms, "bytes_in": 120, "bytes_out": 512,
+        "retries": 0, "policy": {"decision": "allow", "rule": "default"}, "error": error,
+        "trace_id": f"trace-{n}",
+    }
+
+
+def tap_event(n: int, proxy: str = "web", **kwargs: Any) -> TapEvent:
+    return TapEvent.from_json(proxy, tap_json(n, **kwargs))
+
+
+def cert_json(kind: str, name: str, not_before: datetime, not_after: datetime,
+              serial: str) -> dict[str, Any]:
+    san = [f"spiffe://{TD}/svc/{name}"] if kind == "leaf" else [f"spiffe://{TD}"]
+    return {"kind": kind, "subject": f"CN={name}", "san": san, "serial": serial,
+            "not_before": not_before.isoformat(), "not_after": not_after.isoformat(),
+            "issuer": "CN=vmesh issuer"}
+
+
+def certs_json(service: str, leaf_left: timedelta, serial: str) -> dict[str, Any]:
+    leaf_after = NOW + leaf_left
+    return {
+        "identity": f"spiffe://{TD}/svc/{service}",
+        "chain": [
+            cert_json("leaf", service, leaf_after - timedelta(hours=24), leaf_after, serial),
+            cert_json("issuer", "vmesh issuer", NOW - timedelta(days=30),
+                      NOW + timedelta(days=335), "1551"),
+        ],
+        "bundle": [cert_json("anchor", "vmesh anchor", NOW - timedelta(days=30),
+                             NOW + timedelta(days=3620), "a0")],
+        "next_renewal": (leaf_after - timedelta(hours=24 * 0.3)).isoformat(),
+    }
+
+
+def stats_json(service: str, rps: float, success: float, p50: float, p99: float
+               ) -> dict[str, Any]:
+    return {"service": service, "instance": f"{service}-1", "version": "0.1.0",
+            "window_s": 60, "tcp_open": 3,
+            "routes": [{"route": "default", "service": service, "rps": rps,
+                        "success_rate": success, "p50_ms": p50, "p95_ms": p99 * 0.8,
+                        "p99_ms": p99, "requests": int(rps * 60)}]}
+
+
+def scene() -> MeshData:
+    """Three proxies (one down), a leaf expired, traffic and logs, frozen at NOW."""
+    data = MeshData(clock=lambda: NOW.timestamp())
+    layout = [("api", 12.5, 0.995, 3.0, 40.0, timedelta(hours=20)),
+              ("store", 4.0, 0.9, 8.0, 250.0, -timedelta(hours=2)),
+              ("web", 20.0, 1.0, 2.0, 15.0, timedelta(hours=5))]
+    for i, (name, rps, success, p50, p99, left) in enumerate(layout):
+        source = Source(name, "unix", f"/run/vmesh/{name}.sock")
+        poll = Poll(source, True, ready=True, at=NOW.timestamp() - 1,
+                    stats=ProxyStats.from_json(stats_json(name, rps, success, p50, p99)),
+                    certs=ProxyCerts.from_json(name, certs_json(name, left, f"5e{i}")))
+        data.apply_poll(poll)
+    down = Source("cache", "unix", "/run/vmesh/cache.sock")
+    data.apply_poll(Poll(down, False, "admin.connect_refused",
+                         "connection to /run/vmesh/cache.sock refused (proxy not running?)"))
+    for n in range(40):
+        status = 503 if n % 10 == 9 else 200
+        data.add_tap(tap_event(n, "web", dst="api" if n % 3 else "store",
+                               path=f"/items/{n % 4}", status=status,
+                               latency_ms=2.0 + (n % 7) * 3.5,
+                               method="GET" if n % 5 else "POST"))
+    for n in range(12):
+        level = ("info", "warning", "error")[n % 3]
+        data.add_log(LogLine.from_json(("api", "web", "store")[n % 3], {
+            "ts": NOW.timestamp() - 30 + n, "level": level, "logger": "vmesh.proxy",
+            "msg": f"event {n}", "peer": f"127.0.0.1:{5000 + n}"}))
+    data.findings = judge_polls(list(data.polls.values()), NOW)
+    return data

@@ -1,0 +1,76 @@
+"""`vmesh check` judgements: one finding per fact, failing ones with a reason and a hint."""
+
+from datetime import timedelta
+
+from console.api import ProxyCerts, UpstreamEndpoints
+from console.checks import judge_polls
+from console.collect import Poll
+from console.models.checks import (
+    PortUse,
+    Status,
+    check_clock,
+    check_discovery,
+    check_port,
+    exit_code,
+)
+from console.sources import Source
+from tests.console.scenes import NOW, certs_json
+
+
+def poll(name: str, leaf_left: timedelta, **kwargs) -> Poll:
+    return Poll(Source(name, "unix", f"/run/vmesh/{name}.sock"), True, ready=True,
+                certs=ProxyCerts.from_json(name, certs_json(name, leaf_left, name)),
+                server_date=NOW, **kwargs)
+
+
+def test_expired_leaf_fails_with_reason_and_hint() -> None:
+    findings = judge_polls([poll("api", -timedelta(minutes=5))], NOW)
+    [expired] = [f for f in findings if f.reason == "certs.leaf_expired"]
+    assert expired.status is Status.FAIL
+    assert expired.target == "leaf of api"
+    assert "expired" in expired.line() and "hint:" in expired.line()
+    assert exit_code(findings) == 1
+
+
+def test_healthy_proxy_passes_and_shared_cas_are_checked_once() -> None:
+    findings = judge_polls([poll("api", timedelta(hours=20)), poll("web", timedelta(hours=20))],
+                           NOW)
+    assert exit_code(findings) == 0
+    assert [f.reason for f in findings].count("certs.issuer_ok") == 1
+    assert {f.check for f in findings} == {"admin", "certs", "clock"}
+
+
+def test_unreachable_admin_fails_with_the_client_reason() -> None:
+    down = Poll(Source("cache", "unix", "/run/vmesh/cache.sock"), False,
+                "admin.connect_refused", "connection refused")
+    [finding] = judge_polls([down], NOW)
+    assert (finding.status, finding.reason) == (Status.FAIL, "admin.connect_refused")
+    assert "systemctl status vmesh-proxy@cache" in finding.hint
+
+
+def test_discovery_staleness() -> None:
+    fresh = UpstreamEndpoints("api", "mdns", 2, NOW - timedelta(seconds=10), False)
+    old = UpstreamEndpoints("store", "consul", 1, NOW - timedelta(minutes=20), False)
+    kept = UpstreamEndpoints("db", "last-known-good", 1, NOW - timedelta(seconds=5), True)
+    empty = UpstreamEndpoints("cache", "mdns", 0, NOW, False)
+    findings = check_discovery("web", [fresh, old, kept, empty], NOW)
+    assert [(f.status, f.reason) for f in findings] == [
+        (Status.OK, "discovery.fresh"), (Status.WARN, "discovery.stale"),
+        (Status.WARN, "discovery.stale"), (Status.FAIL, "discovery.no_instances")]
+    assert "1200s old" in findings[1].message
+
+
+def test_clock_skew_warns_then_fails_beyond_the_certificate_backdate() -> None:
+    assert check_clock("api", NOW + timedelta(seconds=2), NOW).status is Status.OK
+    assert check_clock("api", NOW + timedelta(seconds=90), NOW).status is Status.WARN
+    broken = check_clock("api", NOW - timedelta(minutes=6), NOW)
+    assert (broken.status, broken.reason) == (Status.FAIL, "clock.skew_breaks_tls")
+    assert "-360s" in broken.message
+
+
+def test_port_held_by_another_process_fails() -> None:
+    other = check_port(PortUse("api", "inbound", 4143, "nginx (pid 7)", False))
+    assert (other.status, other.reason) == (Status.FAIL, "ports.in_use_by_other")
+    assert "nginx" in other.message
+    assert check_port(PortUse("api", "inbound", 4143, None, False)).status is Status.WARN
+    assert check_port(PortUse("api", "inbound", 4143, "python (pid 9)", True)).status is Status.OK

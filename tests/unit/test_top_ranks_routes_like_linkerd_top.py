@@ -1,0 +1,46 @@
+"""`top`: rows merged on source/destination/method/path, with linkerd top's columns."""
+
+from console.models.top import TopTable
+from tests.console.scenes import NOW, tap_event
+
+
+def test_rows_merge_on_key_columns_and_keep_best_worst_last() -> None:
+    table = TopTable()
+    for n, latency in enumerate((5.0, 1.0, 9.0)):
+        table.add(tap_event(n, "web", dst="api", path="/items?page=1", latency_ms=latency))
+    table.add(tap_event(9, "web", dst="api", path="/items", status=502, latency_ms=2.0))
+    [row] = table.ranked("count", NOW.timestamp())
+    assert (row.source, row.destination, row.method, row.path) == ("web", "api", "GET", "/items")
+    assert (row.count, row.best_ms, row.worst_ms, row.last_ms) == (4, 1.0, 9.0, 2.0)
+    assert row.success_rate == 0.75
+
+
+def test_ranking_by_rps_latency_and_success() -> None:
+    table = TopTable()
+    now = NOW.timestamp()
+    for n in range(20):
+        table.add(tap_event(n, "web", dst="api", path="/busy", ts=now - 1))
+    table.add(tap_event(30, "web", dst="api", path="/slow", latency_ms=900.0, ts=now - 1))
+    table.add(tap_event(31, "web", dst="api", path="/failing", status=500, ts=now - 1))
+    assert table.ranked("rps", now)[0].path == "/busy"
+    assert table.ranked("rps", now)[0].rps(now) == 2.0  # 20 requests in a 10 s window
+    assert table.ranked("latency", now)[0].path == "/slow"
+    assert table.ranked("success", now)[0].path == "/failing"
+
+
+def test_a_request_seen_by_both_proxies_counts_once() -> None:
+    table = TopTable()
+    table.add(tap_event(1, "web", dst="api"))  # outbound at the client's proxy
+    table.add(tap_event(1, "api", dst="api", proxy_dir="inbound", src="web"))
+    table.add(tap_event(2, "api", dst="api", proxy_dir="inbound", src="batch"))  # untapped client
+    rows = table.ranked("count", NOW.timestamp())
+    assert sorted((r.source, r.count) for r in rows) == [("batch", 1), ("web", 1)]
+
+
+def test_row_count_is_bounded_by_evicting_the_least_recent() -> None:
+    table = TopTable(max_rows=10)
+    for n in range(50):
+        table.add(tap_event(n, path=f"/p{n}"))
+    assert len(table) == 10
+    assert {r.path for r in table.ranked("count", NOW.timestamp())} == {
+        f"/p{n}" for n in range(40, 50)}

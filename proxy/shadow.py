@@ -27,7 +27,7 @@ class ShadowDispatcher:
         self,
         max_in_flight: int = 64,
         timeout: float = 5.0,
-        on_outcome: Callable[[str, str], None] | None = None,
+        on_outcome: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.timeout = timeout
@@ -35,31 +35,31 @@ class ShadowDispatcher:
         self._on_outcome = on_outcome
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, shadow: str, send: Callable[[], Awaitable[object]]) -> bool:
-        """Start sending one copy; False (and counted) when too many copies are in flight."""
+    def submit(self, service: str, shadow: str, send: Callable[[], Awaitable[object]]) -> bool:
+        """Start sending one copy of a request to `service`; False when too many are in flight."""
         if len(self._tasks) >= self.max_in_flight:
-            self._record(shadow, DROPPED)
+            self._record(service, shadow, DROPPED)
             return False
-        task = asyncio.get_running_loop().create_task(self._run(shadow, send))
+        task = asyncio.get_running_loop().create_task(self._run(service, shadow, send))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, shadow: str, send: Callable[[], Awaitable[object]]) -> None:
+    async def _run(self, service: str, shadow: str, send: Callable[[], Awaitable[object]]) -> None:
         try:
             await asyncio.wait_for(send(), self.timeout)
         except TimeoutError:
-            self._record(shadow, TIMED_OUT)
+            self._record(service, shadow, TIMED_OUT)
         except Exception as exc:  # a shadow's failure is data, never the primary's problem
             log.debug("mirror copy failed", extra={"shadow": shadow, "error": repr(exc)})
-            self._record(shadow, FAILED)
+            self._record(service, shadow, FAILED)
         else:
-            self._record(shadow, SENT)
+            self._record(service, shadow, SENT)
 
-    def _record(self, shadow: str, outcome: str) -> None:
+    def _record(self, service: str, shadow: str, outcome: str) -> None:
         self.counts[outcome] += 1
         if self._on_outcome is not None:
-            self._on_outcome(shadow, outcome)
+            self._on_outcome(service, shadow, outcome)
 
     @property
     def in_flight(self) -> int:

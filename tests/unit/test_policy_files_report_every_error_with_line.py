@@ -162,6 +162,13 @@ def test_identity_patterns_must_be_spiffe_ids() -> None:
     ]
 
 
+def test_scalar_where_a_list_belongs() -> None:
+    text = "kind: Authorization\nservice: s\nrules:\n  - methods: GET\n"
+    assert errors_of(("l.yaml", text)) == [
+        "l.yaml:4: Authorization s: rules[0].methods: expected a list, like [GET]",
+    ]
+
+
 def test_cli_check_prints_one_line_per_error_and_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

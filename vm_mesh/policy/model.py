@@ -116,7 +116,10 @@ def _parse_path_glob(value: Any) -> Glob:
 
 
 def _list_to_tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    raise ValueError(f"expected a list, like [{value}]" if isinstance(value, str | int)
+                     else f"expected a list, not {value!r}")
 
 
 # YAML gives lists; the models keep tuples so that a loaded policy is immutable.

@@ -41,7 +41,7 @@ def test_renewal_has_no_gap_and_keeps_old_leaf_when_ca_is_down(
             service.stop()
             with caplog.at_level(logging.WARNING, logger="vmesh.identity.client"):
                 await _wait_for(
-                    lambda: any("renewal failed" in r.message for r in caplog.records), timeout=20
+                    lambda: any("renewal failed" in r.message for r in caplog.records), within=20
                 )
             task.cancel()
             return first, second, renewed[0]

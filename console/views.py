@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Log, Static
 
 from console import format as fmt
-from console.api import LogLine, TapEvent, short_identity
+from console.api import LogLine, TapEvent, common_name, short_identity
 from console.hosts import HostSampler, ProxyProcess
 from console.models.certs import cert_rows, timeline_bar
 from console.models.checks import Status
@@ -34,6 +34,12 @@ Row = tuple[str, Sequence[Cell]]
 
 def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
     """Make `table` show `rows` (key, cells), touching only what changed."""
+    seen: dict[str, int] = {}
+    unique: list[Row] = []
+    for key, cells in rows:  # keys must be unique: number repeats rather than fail
+        seen[key] = seen.get(key, 0) + 1
+        unique.append((key if seen[key] == 1 else f"{key}#{seen[key]}", cells))
+    rows = unique
     keys = [key for key, _ in rows]
     current = [row_key.value for row_key in table.rows]
     if keys == current:
@@ -275,7 +281,7 @@ class CertsView(View):
             cert = row.cert
             owner = ",".join(row.owners) if cert.kind == "leaf" else f"{len(row.owners)} prx"
             ident = short_identity(cert.san[0]) if cert.kind == "leaf" and cert.san else None
-            ident = ident or cert.subject.removeprefix("CN=")
+            ident = ident or common_name(cert.subject)
             rows.append((f"{cert.kind}|{','.join(row.owners)}|{cert.serial}", (
                 cert.kind, owner, ident or "-", timeline_bar(cert, now, 10),
                 styled(row.left, row.health.style), styled(row.health.label, row.health.style),

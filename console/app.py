@@ -20,6 +20,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from console.api import LogLine, TapEvent
@@ -53,8 +54,8 @@ View Log { height: 1fr; }
 #prompt { dock: bottom; height: 3; display: none; }
 #prompt.shown { display: block; }
 TapDetail, HelpScreen { align: center middle; }
-#detail, #help { width: 90%; max-width: 100; height: 90%; border: round $primary;
-                 background: $surface; padding: 0 1; }
+#detail, #help { width: 100%; max-width: 100; height: auto; max-height: 100%;
+                 border: round $primary; background: $surface; padding: 0 1; }
 .title { text-style: bold; }
 """
 
@@ -68,8 +69,10 @@ class ConsoleApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
-        Binding("colon", "command", "View", key_display=":", id="app.command"),
-        Binding("slash", "filter", "Filter", key_display="/", id="app.filter"),
+        # Priority: handled before the key reaches the table, so that keys typed right
+        # after `:` or `/` already land in the prompt (see check_action).
+        Binding("colon", "command", "View", key_display=":", priority=True, id="app.command"),
+        Binding("slash", "filter", "Filter", key_display="/", priority=True, id="app.filter"),
         Binding("escape", "cancel", "Back", show=False, id="app.cancel"),
         *(
             Binding(str(i), f"show('{name}')", name, show=False, id=f"app.view.{name}")
@@ -120,7 +123,15 @@ class ConsoleApp(App[None]):
         view = self.view
         focusable = [w for w in view.query("*") if w.can_focus]
         if focusable:
-            focusable[0].focus()
+            self._focus_now(focusable[0])
+
+    def _focus_now(self, widget: Widget) -> None:
+        """Focus at once: keys already queued (a fast typist, tmux send-keys) go to `widget`.
+
+        `Widget.focus()` defers the change with `call_later`, so keys typed right
+        after `/` or `:` would still reach the table.
+        """
+        self.screen.set_focus(widget)
 
     def tick(self) -> None:
         """Drain the inboxes into the models and redraw the view on screen."""
@@ -218,6 +229,12 @@ class ConsoleApp(App[None]):
             self.sample_hosts()
         self.tick()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`:` and `/` are plain characters while the prompt or a modal has the keyboard."""
+        if action in ("command", "filter"):
+            return not (self._prompt_mode or len(self.screen_stack) > 1)
+        return True
+
     def action_command(self) -> None:
         self._show_prompt("command", "", "view: " + " ".join(VIEWS) + "  (q quits)")
 
@@ -256,7 +273,7 @@ class ConsoleApp(App[None]):
         prompt.placeholder = placeholder
         prompt.border_title = ":" if mode == "command" else "/"
         prompt.add_class("shown")
-        prompt.focus()
+        self._focus_now(prompt)
 
     def _hide_prompt(self) -> None:
         prompt = self.query_one("#prompt", Input)

@@ -191,8 +191,8 @@ class TapView(View):
             return
         self._shown_at = marker
         table = self.query_one(DataTable)
-        selected = None
-        if self._events and 0 <= table.cursor_row < len(self._events):
+        selected = None  # on the top row the view follows the newest event
+        if self._events and 0 < table.cursor_row < len(self._events):
             selected = self._events[table.cursor_row]
         self._events = tap.visible(self.ROWS_SHOWN)
         rows = []

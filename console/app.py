@@ -53,6 +53,7 @@ View DataTable { height: 1fr; }
 View Log { height: 1fr; }
 #prompt { dock: bottom; height: 3; display: none; }
 #prompt.shown { display: block; }
+#prompt { border-subtitle-color: $error; }
 TapDetail, HelpScreen { align: center middle; }
 #detail, #help { width: 100%; max-width: 100; height: auto; max-height: 100%;
                  border: round $primary; background: $surface; padding: 0 1; }
@@ -272,8 +273,13 @@ class ConsoleApp(App[None]):
         prompt.value = value
         prompt.placeholder = placeholder
         prompt.border_title = ":" if mode == "command" else "/"
+        prompt.border_subtitle = ""
         prompt.add_class("shown")
         self._focus_now(prompt)
+
+    def _prompt_error(self, text: str) -> None:
+        """Keep the prompt open with what is wrong under it, until corrected or esc."""
+        self.query_one("#prompt", Input).border_subtitle = text
 
     def _hide_prompt(self) -> None:
         prompt = self.query_one("#prompt", Input)
@@ -292,15 +298,14 @@ class ConsoleApp(App[None]):
                 return
             matches = [v for v in VIEWS if v.startswith(word)] if word else []
             if len(matches) != 1:
-                self.notify(f"no view {word!r}: try " + ", ".join(VIEWS),
-                            severity="error", timeout=3)
+                self._prompt_error(f"no view {word!r}: try " + ", ".join(VIEWS))
                 return
             self.action_show(matches[0])
         elif self._prompt_mode == "filter":
             try:
                 self.view.apply_filter(text, self.data)
             except ValueError as exc:
-                self.notify(str(exc), severity="error", timeout=3)
+                self._prompt_error(str(exc))
                 return
             self._hide_prompt()
 

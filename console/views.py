@@ -167,7 +167,7 @@ class TapView(View):
         Binding("enter", "detail", "Detail", id="tap.detail"),
         Binding("c", "clear_filter", "Clear filter", id="tap.clear"),
     ]
-    ROWS_SHOWN = 500
+    ROWS_SHOWN = 200
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

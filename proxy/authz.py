@@ -1,0 +1,165 @@
+"""Inbound authorization: may this caller make this request to this service?
+
+Evaluation (the Istio order, which fails closed):
+  1. any matching `deny` rule denies;
+  2. else any matching `allow` rule allows;
+  3. else the default decides: the strictest default among the service's own
+     Authorization documents, else the strictest among mesh-wide ones (no
+     `service`), else `allow-mesh`. `allow-mesh` admits callers with an
+     identity in our trust domain; `allow-all` admits anyone, even
+     unauthenticated callers.
+Rules of mesh-wide documents apply to every service. Audit mode never changes
+what is enforced: the decision is taken with the `enforce` documents alone,
+and if it allows but the full set (audit documents included) would deny, the
+request goes through as an `audit` decision naming the rule that would have
+denied it. Paths are matched on the normalized path the proxy forwards.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from vm_mesh.policy.model import Authorization, AuthorizationRule, AuthzDefault
+from vm_mesh.policy.policyset import PolicySet, Sourced
+
+Verdict = Literal["allow", "deny", "audit"]
+
+# Stable reason strings (logs, metrics, tap, the 403 body).
+ALLOWED_BY_RULE = "authz.allowed_by_rule"
+ALLOWED_BY_DEFAULT = "authz.allowed_by_default"
+DENIED_BY_RULE = "authz.denied_by_rule"
+DEFAULT_DENY = "authz.default_deny"
+UNAUTHENTICATED = "authz.unauthenticated"
+FOREIGN_TRUST_DOMAIN = "authz.foreign_trust_domain"
+
+BUILTIN_DEFAULT: AuthzDefault = "allow-mesh"
+BUILTIN_RULE = "builtin.default"
+_STRICTNESS = {"deny": 0, "allow-mesh": 1, "allow-all": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzRequest:
+    """What authorization looks at. `peer_id` is None for an unauthenticated caller."""
+
+    peer_id: str | None
+    method: str | None
+    path: str | None
+    route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzDecision:
+    """The outcome, the rule that decided it, and a stable reason string."""
+
+    verdict: Verdict
+    rule: str
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict != "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    id: str
+    spec: AuthorizationRule
+
+    def matches(self, request: AuthzRequest) -> bool:
+        spec = self.spec
+        if spec.from_ is not None and (
+            request.peer_id is None or not any(p.matches(request.peer_id) for p in spec.from_)
+        ):
+            return False
+        if spec.methods is not None and request.method not in spec.methods:
+            return False
+        if spec.paths is not None and (
+            request.path is None or not any(p.matches(request.path) for p in spec.paths)
+        ):
+            return False
+        return spec.routes is None or request.route in spec.routes
+
+
+@dataclass(frozen=True, slots=True)
+class _Gate:
+    """A set of documents evaluated together."""
+
+    deny: tuple[_Rule, ...]
+    allow: tuple[_Rule, ...]
+    default: AuthzDefault
+    default_rule: str
+
+
+def _doc_label(doc: Authorization) -> str:
+    return doc.name or doc.service or "mesh"
+
+
+def _rules(docs: Sequence[Sourced[Authorization]], action: str) -> tuple[_Rule, ...]:
+    return tuple(
+        _Rule(f"{_doc_label(d.doc)}.{rule.name or f'rules[{i}]'}", rule)
+        for d in docs
+        for i, rule in enumerate(d.doc.rules)
+        if rule.action == action
+    )
+
+
+def _strictest(docs: Sequence[Sourced[Authorization]]) -> tuple[AuthzDefault, str] | None:
+    defaults = [(d.doc.default, f"{_doc_label(d.doc)}.default") for d in docs if d.doc.default]
+    if not defaults:
+        return None
+    return min(defaults, key=lambda pair: _STRICTNESS[pair[0]])
+
+
+def _gate(
+    service_docs: Sequence[Sourced[Authorization]], mesh_docs: Sequence[Sourced[Authorization]]
+) -> _Gate:
+    docs = [*service_docs, *mesh_docs]
+    default = _strictest(service_docs) or _strictest(mesh_docs) or (BUILTIN_DEFAULT, BUILTIN_RULE)
+    return _Gate(_rules(docs, "deny"), _rules(docs, "allow"), default[0], default[1])
+
+
+class Authorizer:
+    """The compiled authorization of one destination service."""
+
+    def __init__(self, service: str, policy: PolicySet, trust_domain: str) -> None:
+        self.service = service
+        self._mesh_prefix = f"spiffe://{trust_domain}/"
+        own = policy.authorizations_for(service)
+        mesh = policy.mesh_authorizations()
+        self._full = _gate(own, mesh)
+        self._enforced = _gate(
+            [d for d in own if d.doc.mode == "enforce"],
+            [d for d in mesh if d.doc.mode == "enforce"],
+        )
+
+    def decide(self, request: AuthzRequest) -> AuthzDecision:
+        enforced = self._evaluate(self._enforced, request)
+        if enforced.verdict == "deny":
+            return enforced
+        full = self._evaluate(self._full, request)
+        if full.verdict == "deny":
+            return AuthzDecision("audit", full.rule, full.reason)
+        return full
+
+    def _evaluate(self, gate: _Gate, request: AuthzRequest) -> AuthzDecision:
+        for rule in gate.deny:
+            if rule.matches(request):
+                return AuthzDecision("deny", rule.id, DENIED_BY_RULE)
+        for rule in gate.allow:
+            if rule.matches(request):
+                return AuthzDecision("allow", rule.id, ALLOWED_BY_RULE)
+        if gate.default == "allow-all":
+            return AuthzDecision("allow", gate.default_rule, ALLOWED_BY_DEFAULT)
+        if gate.default == "deny":
+            return AuthzDecision("deny", gate.default_rule, DEFAULT_DENY)
+        if request.peer_id is None:
+            return AuthzDecision("deny", gate.default_rule, UNAUTHENTICATED)
+        if not request.peer_id.startswith(self._mesh_prefix):
+            return AuthzDecision("deny", gate.default_rule, FOREIGN_TRUST_DOMAIN)
+        return AuthzDecision("allow", gate.default_rule, ALLOWED_BY_DEFAULT)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Authorizer {self.service} allow={len(self._full.allow)} "
+            f"deny={len(self._full.deny)} default={self._enforced.default}>"
+        )

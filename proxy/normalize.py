@@ -1,0 +1,106 @@
+"""Request-target normalization: the one path that routing, authorization and the app all see.
+
+Follows Istio's hardened normalization (after CVE-2021-31920): a single
+percent-decoding pass (never twice), `%00` rejected, `%2F`/`%5C` and `\\`
+turned into `/`, repeated slashes merged, `.` and `..` resolved as RFC 3986
+§5.2.4 says, the query split off before any path match. Unreserved
+characters are decoded, every other escape is kept with upper-case hex. The
+proxy forwards the normalized path, so no policy can be bypassed by
+spelling a path differently.
+"""
+
+import re
+from dataclasses import dataclass
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset("0123456789abcdefABCDEF")
+# RFC 3986 pchar / "/" / "?" plus "%" (escapes checked separately); anything else is rejected.
+_ALLOWED = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\\]*")
+_SLASHES = re.compile(r"/{2,}")
+
+NOT_ORIGIN_FORM = "http1.path.not_origin_form"
+INVALID_CHARACTER = "http1.path.invalid_character"
+INVALID_ESCAPE = "http1.path.invalid_percent_encoding"
+NUL = "http1.path.nul"
+
+
+class BadPath(ValueError):
+    """A request target that cannot be normalized; `reason` is the stable rejection string."""
+
+    def __init__(self, reason: str, target: str) -> None:
+        super().__init__(f"{reason}: {target[:200]!r}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A normalized origin-form target: the path to match and forward, and the raw query."""
+
+    path: str
+    query: str
+
+    def __str__(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+def normalize_target(raw: str) -> Target:
+    """Normalize an origin-form request target (`/a/./b?x=1`), or raise BadPath."""
+    if not raw.startswith("/"):
+        raise BadPath(NOT_ORIGIN_FORM, raw)
+    if not _ALLOWED.fullmatch(raw):
+        raise BadPath(INVALID_CHARACTER, raw)
+    path, _, query = raw.partition("?")
+    _check_escapes(query, raw)
+    path = _decode_once(path, raw).replace("\\", "/")
+    path = _remove_dot_segments(_SLASHES.sub("/", path))
+    return Target(path or "/", query)
+
+
+def _check_escapes(text: str, raw: str) -> None:
+    for index in _escape_positions(text, raw):
+        if text[index + 1 : index + 3] == "00":
+            raise BadPath(NUL, raw)
+
+
+def _escape_positions(text: str, raw: str) -> list[int]:
+    positions = []
+    index = text.find("%")
+    while index != -1:
+        if not (set(text[index + 1 : index + 3]) <= _HEX and len(text) >= index + 3):
+            raise BadPath(INVALID_ESCAPE, raw)
+        positions.append(index)
+        index = text.find("%", index + 3)
+    return positions
+
+
+def _decode_once(path: str, raw: str) -> str:
+    out = []
+    last = 0
+    for index in _escape_positions(path, raw):
+        out.append(path[last:index])
+        byte = int(path[index + 1 : index + 3], 16)
+        if byte == 0:
+            raise BadPath(NUL, raw)
+        char = chr(byte)
+        if char in "/\\":
+            out.append("/")
+        elif char in _UNRESERVED:
+            out.append(char)
+        else:
+            out.append(f"%{byte:02X}")
+        last = index + 3
+    out.append(path[last:])
+    return "".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    segments = path.split("/")[1:]
+    result: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if result:
+                result.pop()
+        elif segment != ".":
+            result.append(segment)
+    trailing = segments and segments[-1] in (".", "..")
+    return "/" + "/".join(result) + ("/" if trailing and result else "")

@@ -1,0 +1,170 @@
+"""Route matching: which HTTPRoute rule of a destination service a request falls under.
+
+Matching follows the Gateway API: all conditions of one match must hold, any
+match of a rule selects it, the first rule in load order wins (files sorted by
+name, documents and rules in file order), and a request no rule matches takes
+the service's default route. Path prefixes match on `/` boundaries (`/v2`
+matches `/v2` and `/v2/x`, not `/v2x`); regexes must match the whole path.
+The path given here must be the normalized path the proxy forwards, so that
+routing and authorization see exactly what the application sees.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import parse_qsl
+
+from vm_mesh.policy.model import (
+    Backend,
+    PathMatch,
+    RegexMatch,
+    Retry,
+    RouteMatch,
+    RouteRule,
+    Timeouts,
+    ValueMatch,
+)
+from vm_mesh.policy.policyset import PolicySet, Source
+
+DEFAULT_ROUTE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What routing looks at: method, normalized path, query and headers (lower-case names)."""
+
+    method: str
+    path: str
+    query: Mapping[str, tuple[str, ...]]
+    headers: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def build(
+        cls, method: str, path: str, query: str = "", headers: Iterable[tuple[str, str]] = ()
+    ) -> "RequestFacts":
+        """Facts from a request: `query` is the raw query string, headers name/value pairs."""
+        grouped: dict[str, list[str]] = {}
+        for name, value in headers:
+            grouped.setdefault(name.lower(), []).append(value)
+        params: dict[str, list[str]] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            params.setdefault(name, []).append(value)
+        return cls(
+            method=method,
+            path=path,
+            query=MappingProxyType({k: tuple(v) for k, v in params.items()}),
+            headers=MappingProxyType({k: tuple(v) for k, v in grouped.items()}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """The outcome of routing: the route label and what the layers below need from it."""
+
+    service: str
+    route: str
+    route_name: str | None
+    backends: tuple[Backend, ...]
+    timeouts: Timeouts
+    retry: Retry | None
+    source: Source | None
+
+
+def _path_matches(match: PathMatch, path: str) -> bool:
+    if match.exact is not None:
+        return path == match.exact
+    if match.prefix is not None:
+        prefix = match.prefix.rstrip("/")
+        return not prefix or path == prefix or path.startswith(prefix + "/")
+    assert match.regex is not None
+    return match.regex.fullmatch(path) is not None
+
+
+def _value_matches(expected: ValueMatch, values: tuple[str, ...]) -> bool:
+    if isinstance(expected, RegexMatch):
+        return any(expected.regex.fullmatch(v) for v in values)
+    return expected in values
+
+
+def match_holds(match: RouteMatch, facts: RequestFacts) -> bool:
+    """True when every condition of `match` holds for the request."""
+    if match.method is not None and match.method != facts.method:
+        return False
+    if match.path is not None and not _path_matches(match.path, facts.path):
+        return False
+    for name, expected in match.headers.items():
+        if not _value_matches(expected, facts.headers.get(name, ())):
+            return False
+    for name, expected in match.query.items():
+        if not _value_matches(expected, facts.query.get(name, ())):
+            return False
+    return True
+
+
+def rule_matches(rule: RouteRule, facts: RequestFacts) -> bool:
+    """A rule without matches takes every request; otherwise any one match must hold."""
+    return not rule.matches or any(match_holds(m, facts) for m in rule.matches)
+
+
+def _merge_timeouts(specific: Timeouts | None, fallback: Timeouts | None) -> Timeouts:
+    if specific is None:
+        return fallback or Timeouts()
+    if fallback is None:
+        return specific
+    return specific.model_copy(
+        update={
+            "request": specific.request if specific.request is not None else fallback.request,
+            "per_try": specific.per_try if specific.per_try is not None else fallback.per_try,
+        }
+    )
+
+
+class RouteTable:
+    """The compiled routes of one destination service."""
+
+    def __init__(self, service: str, policy: PolicySet) -> None:
+        self.service = service
+        service_policy = policy.service_policy(service)
+        service_timeouts = service_policy.doc.timeout if service_policy else None
+        rules: list[tuple[RouteRule, RouteTarget]] = []
+        for sourced in policy.routes_for(service):
+            route = sourced.doc
+            for index, rule in enumerate(route.rules):
+                if len(route.rules) == 1:
+                    label = route.name
+                else:
+                    label = f"{route.name}/{rule.name or index}"
+                target = RouteTarget(
+                    service=service,
+                    route=label,
+                    route_name=route.name,
+                    backends=rule.backends or (Backend(service=service),),
+                    timeouts=_merge_timeouts(rule.timeout, service_timeouts),
+                    retry=rule.retry,
+                    source=sourced.source,
+                )
+                rules.append((rule, target))
+        self._rules = tuple(rules)
+        self.default = RouteTarget(
+            service=service,
+            route=DEFAULT_ROUTE,
+            route_name=None,
+            backends=(Backend(service=service),),
+            timeouts=_merge_timeouts(None, service_timeouts),
+            retry=None,
+            source=service_policy.source if service_policy else None,
+        )
+
+    def match(self, facts: RequestFacts) -> RouteTarget:
+        """The target of the first rule that matches, else the default route."""
+        for rule, target in self._rules:
+            if rule_matches(rule, facts):
+                return target
+        return self.default
+
+    def targets(self) -> tuple[RouteTarget, ...]:
+        """Every route target, default last (for metrics pre-registration and `/v1/config`)."""
+        return (*(target for _, target in self._rules), self.default)
+
+    def __repr__(self) -> str:
+        return f"<RouteTable {self.service} rules={len(self._rules)}>"

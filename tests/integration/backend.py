@@ -1,0 +1,112 @@
+"""A backend the tests control, run as a real process: `python -m tests.integration.backend`.
+
+It answers every request with JSON naming itself, the path and the client
+identity header it received. Behaviour is set at start and can be changed at
+run time with `POST /_control` (`{"fail_every": 5, "status": 503, "delay": 0.2}`):
+`fail_every: N` fails every Nth request, `delay` stalls each response.
+`GET /_stats` returns counts. It prints `LISTENING <port>` once it accepts.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+
+import h11
+
+from vm_mesh.defaults import CLIENT_ID_HEADER
+
+
+class Backend:
+    def __init__(self, name: str, fail_every: int, status: int, delay: float) -> None:
+        self.name = name
+        self.mode = {"fail_every": fail_every, "status": status, "delay": delay}
+        self.requests = 0
+        self.by_path: Counter[str] = Counter()
+        self.failed = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    conn.receive_data(data)
+                    if not data and conn.their_state is not h11.SEND_BODY:
+                        return
+                    continue
+                if isinstance(event, h11.Request):
+                    body = await self._body(conn, reader)
+                    status, payload = await self._answer(event, body)
+                    data = json.dumps(payload).encode()
+                    headers = [("content-type", "application/json"),
+                               ("content-length", str(len(data)))]
+                    writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+                    writer.write(conn.send(h11.Data(data=data)))
+                    writer.write(conn.send(h11.EndOfMessage()))
+                    await writer.drain()
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (h11.RemoteProtocolError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    async def _body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:
+        chunks = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            else:
+                return b"".join(chunks)
+
+    async def _answer(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, object]]:
+        path = request.target.decode()
+        headers = {k.decode(): v.decode() for k, v in request.headers}
+        if path == "/_stats":
+            return 200, {"name": self.name, "requests": self.requests, "failed": self.failed,
+                         "by_path": dict(self.by_path)}
+        if path == "/_control" and request.method == b"POST":
+            self.mode.update(json.loads(body or b"{}"))
+            return 200, {"name": self.name, "mode": self.mode}
+        self.requests += 1
+        self.by_path[path] += 1
+        if self.mode["delay"]:
+            await asyncio.sleep(float(self.mode["delay"]))
+        every = int(self.mode["fail_every"])
+        if every and self.requests % every == 0:
+            self.failed += 1
+            return int(self.mode["status"]), {"name": self.name, "failed": True}
+        return 200, {"name": self.name, "path": path, "method": request.method.decode(),
+                     "client_id": headers.get(CLIENT_ID_HEADER), "body_bytes": len(body)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--status", type=int, default=503)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    backend = Backend(args.name, args.fail_every, args.status, args.delay)
+    server = await asyncio.start_server(backend.serve, "127.0.0.1", args.port, reuse_address=True)
+    port = server.sockets[0].getsockname()[1]
+    print(f"LISTENING {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,63 @@
+"""Starting and stopping the real processes of policy integration tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Process:
+    """A child process started by a test; `port` is what it reported listening on."""
+
+    proc: subprocess.Popen[str]
+    port: int
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def start(args: list[str], ready_prefix: str = "LISTENING", timeout: float = 20.0,
+          env: dict[str, str] | None = None) -> Process:
+    """Start `python args...` and wait for the line `<ready_prefix> <port>` on its stdout."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(ready_prefix):
+            return Process(proc, int(line.split()[1]))
+    Process(proc, 0).stop()
+    raise RuntimeError(f"{args} did not report {ready_prefix}: {''.join(seen)[-2000:]}")
+
+
+def start_backend(name: str, **options: object) -> Process:
+    """A test-controlled backend (tests/integration/backend.py) on a free loopback port."""
+    args = ["-m", "tests.integration.backend", "--name", name]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return start(args)

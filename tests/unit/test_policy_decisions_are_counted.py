@@ -1,0 +1,36 @@
+"""Policy metrics: authz decisions by rule, retries, per-backend requests of a split, shadows."""
+
+from prometheus_client import CollectorRegistry
+
+from proxy.events import EventBus, RequestEvent
+from proxy.policy_metrics import PolicyMetrics
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_events_feed_policy_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = PolicyMetrics(registry)
+    bus = EventBus()
+    bus.subscribe(metrics.observe)
+    bus.publish(RequestEvent(0, "1", "inbound", "127.0.0.1:1", dst_service="store",
+                             policy_decision="audit", policy_rule="store.default",
+                             extra={"authz_reason": "authz.default_deny"}))
+    for backend, status, retries in [("api-v1", 200, 0), ("api-v2", 503, 2), ("api-v2", 200, 1)]:
+        bus.publish(RequestEvent(0, "2", "outbound", "127.0.0.1:2", dst_service=backend,
+                                 route="canary", status=status, retries=retries,
+                                 latency_ms=12.0, extra={"service": "api"}))
+    bus.publish(RequestEvent(0, "3", "outbound", "127.0.0.1:2", dst_service="x"))  # no policy
+    metrics.mirror_outcome("api", "api-shadow", "failed")
+    assert sample(registry, "authz_decision_total", dst_service="store", decision="audit",
+                  rule="store.default", reason="authz.default_deny") == 1
+    assert sample(registry, "route_retry_total", dst_service="api", route="canary") == 3
+    assert sample(registry, "route_backend_request_total", dst_service="api", route="canary",
+                  backend="api-v2", status_code="503") == 1
+    assert sample(registry, "route_backend_response_latency_ms_count", dst_service="api",
+                  route="canary", backend="api-v1") == 1
+    assert sample(registry, "mirror_request_total", dst_service="api", shadow="api-shadow",
+                  outcome="failed") == 1

@@ -1,0 +1,200 @@
+"""Policy files: the DESIGN.md shapes load; every error of every file is reported with its line."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vm_mesh.cli import main
+from vm_mesh.policy.loader import PolicyInvalid, load_dir, load_files, load_texts
+from vm_mesh.policy.model import HTTPRoute, ServicePolicy
+
+DESIGN_EXAMPLE = """\
+kind: HTTPRoute
+name: api-canary
+service: api
+rules:
+  - matches:
+      - path: {prefix: /v2}
+        method: GET
+        headers: {x-canary: "1"}
+    backends:
+      - {service: api-v1, weight: 90}
+      - {service: api-v2, weight: 10}
+    timeout: {request: 2s, per_try: 500ms}
+    retry: {on: [5xx, connect-failure], attempts: 2}
+---
+kind: ServicePolicy
+service: api
+retry_budget: {ratio: 0.2, min_per_second: 10, window: 10s}
+circuit_breaker: {consecutive_failures: 7, backoff: {min: 1s, max: 60s, jitter: 0.5}}
+opaque_ports: [5432]
+---
+kind: Mirror
+service: api
+to: api-shadow
+percent: 5
+---
+kind: Authorization
+service: store
+mode: enforce
+default: deny
+rules:
+  - from: ["spiffe://vmesh.local/svc/api"]
+    methods: [GET, PUT]
+    paths: ["/items/*"]
+"""
+
+
+def errors_of(*texts: tuple[str, str]) -> list[str]:
+    with pytest.raises(PolicyInvalid) as caught:
+        load_texts(texts)
+    return [str(e) for e in caught.value.errors]
+
+
+def test_design_example_loads_with_sources(tmp_path: Path) -> None:
+    (tmp_path / "10-api.yaml").write_text(DESIGN_EXAMPLE)
+    policy = load_dir(tmp_path)
+    route = policy.routes_for("api")[0]
+    assert isinstance(route.doc, HTTPRoute)
+    assert route.doc.rules[0].retry is not None
+    assert route.doc.rules[0].retry.on == ("5xx", "connect-failure")  # `on` is not a boolean
+    assert route.doc.rules[0].timeout.per_try == 0.5
+    assert (route.source.document, route.source.line) == (1, 1)
+    service_policy = policy.service_policy("api")
+    assert isinstance(service_policy.doc, ServicePolicy)
+    assert service_policy.source.document == 2 and service_policy.source.line == 15
+    described = policy.describe()
+    kinds = [d["kind"] for d in described]
+    assert kinds == ["HTTPRoute", "ServicePolicy", "Mirror", "Authorization"]
+    source = {"file": str(tmp_path / "10-api.yaml"), "document": 4, "line": 26}
+    assert described[3]["source"] == source
+    assert described[0]["spec"]["rules"][0]["timeout"] == {"request": "2s", "per_try": "500ms"}
+
+
+def test_policy_set_is_immutable() -> None:
+    policy = load_texts([("a.yaml", DESIGN_EXAMPLE)])
+    route = policy.routes_for("api")[0].doc
+    with pytest.raises(Exception, match="frozen"):
+        route.name = "other"  # type: ignore[misc]
+    assert isinstance(route.rules, tuple)
+
+
+def test_errors_point_at_the_offending_line() -> None:
+    text = textwrap.dedent(
+        """\
+        kind: HTTPRoute
+        name: api
+        service: api
+        rules:
+          - matches:
+              - path: {prefix: v2}
+                method: get
+            timeout: {request: 2}
+            retry: {on: [6xx], tries: 3}
+            backends:
+              - {service: api-v1, weight: "90"}
+        """
+    )
+    assert errors_of(("r.yaml", text)) == [
+        "r.yaml:6: HTTPRoute api: rules[0].matches[0].path.prefix: path 'v2' must start with '/'",
+        "r.yaml:7: HTTPRoute api: rules[0].matches[0].method: invalid method 'get': "
+        "write it in upper case, like GET",
+        "r.yaml:8: HTTPRoute api: rules[0].timeout.request: "
+        "duration must be a string with a unit like 2s or 500ms, not 2",
+        "r.yaml:9: HTTPRoute api: rules[0].retry.on[0]: cannot retry on '6xx': "
+        "use 5xx, gateway-error, connect-failure, reset or a status code 400-599",
+        "r.yaml:9: HTTPRoute api: rules[0].retry.tries: Extra inputs are not permitted",
+        "r.yaml:11: HTTPRoute api: rules[0].backends[0].weight: "
+        "Input should be a valid integer (got '90')",
+    ]
+
+
+def test_regex_is_compiled_at_load() -> None:
+    text = "kind: HTTPRoute\nname: r\nservice: api\nrules:\n  - matches: [{path: {regex: '(v'}}]\n"
+    [error] = errors_of(("r.yaml", text))
+    assert error.startswith("r.yaml:5: HTTPRoute r: rules[0].matches[0].path.regex: invalid")
+
+
+def test_all_errors_of_all_files_are_collected() -> None:
+    bad_kind = "kind: Gateway\nname: x\n"
+    broken_yaml = "kind: Mirror\nservice: api\n  to: x\n"
+    duplicate_key = "kind: Mirror\nservice: api\nservice: web\nto: shadow\npercent: 5\n"
+    missing = "---\nkind: Mirror\nservice: api\n---\n- just a list\n"
+    errors = errors_of(
+        ("a.yaml", bad_kind),
+        ("b.yaml", broken_yaml),
+        ("c.yaml", duplicate_key),
+        ("d.yaml", missing),
+    )
+    assert errors == [
+        "a.yaml:1: document 1: unknown kind 'Gateway' "
+        "(expected one of HTTPRoute, ServicePolicy, Mirror, Authorization)",
+        "b.yaml:3: invalid YAML: mapping values are not allowed here",
+        "c.yaml:3: duplicate key 'service' (first at line 2)",
+        "d.yaml:2: Mirror api: to: Field required",
+        "d.yaml:2: Mirror api: percent: Field required",
+        "d.yaml:5: a policy document must be a mapping",
+    ]
+
+
+def test_cross_document_conflicts_are_errors() -> None:
+    first = (
+        "kind: ServicePolicy\nservice: api\n---\n"
+        "kind: HTTPRoute\nname: r\nservice: api\nrules: [{}]\n"
+    )
+    second = (
+        "kind: ServicePolicy\nservice: api\n---\n"
+        "kind: Authorization\nservice: api\nrules:\n  - routes: [r, nope]\n"
+    )
+    assert errors_of(("a.yaml", first), ("b.yaml", second)) == [
+        "b.yaml:1: ServicePolicy api: already defined at a.yaml:1",
+        "b.yaml:7: Authorization api: rules[0].routes[1]: no HTTPRoute 'nope' for service api",
+    ]
+
+
+def test_identity_patterns_must_be_spiffe_ids() -> None:
+    text = "kind: Authorization\nservice: s\nrules:\n  - from: [api]\n    paths: [items]\n"
+    assert errors_of(("z.yaml", text)) == [
+        "z.yaml:4: Authorization s: rules[0].from[0]: "
+        "client identity 'api' must be a spiffe:// ID or pattern",
+        "z.yaml:5: Authorization s: rules[0].paths[0]: path 'items' must start with '/'",
+    ]
+
+
+def test_scalar_where_a_list_belongs() -> None:
+    text = "kind: Authorization\nservice: s\nrules:\n  - methods: GET\n"
+    assert errors_of(("l.yaml", text)) == [
+        "l.yaml:4: Authorization s: rules[0].methods: expected a list, like [GET]",
+    ]
+
+
+def test_cli_check_prints_one_line_per_error_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(DESIGN_EXAMPLE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Mirror\nservice: api\nto: api\npercent: 500\n")
+    assert main(["policy", "check", str(good), str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"{bad}:4: Mirror api: percent: Input should be less than or equal to 100",
+    ]
+    assert err == "vmesh: policy check failed: 1 error\n"
+    assert main(["policy", "check", str(good)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("policy OK: 1 file, 1 Authorization, 1 HTTPRoute")
+
+
+def test_cli_check_defaults_to_the_policy_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VMESH_ROOT", str(tmp_path))
+    directory = tmp_path / "etc" / "vmesh" / "policy.d"
+    directory.mkdir(parents=True)
+    (directory / "a.yaml").write_text(DESIGN_EXAMPLE)
+    (directory / "notes.txt").write_text("not policy")
+    assert main(["policy", "check"]) == 0
+    assert "services: api, store" in capsys.readouterr().out
+    assert load_files([directory / "a.yaml"]).services() == ["api", "store"]

@@ -1,0 +1,120 @@
+"""The policy in force, and its reloading: on file change (polled) and on demand (SIGHUP).
+
+A valid change replaces the PolicySet atomically (readers hold the old one
+until their request ends; connections are never touched). An invalid change
+is refused: every error is logged in the `vmesh policy check` format and the
+previous policy stays in force.
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from vm_mesh import paths
+from vm_mesh.policy.loader import PolicyError, PolicyInvalid, load_files, policy_files
+from vm_mesh.policy.policyset import PolicySet
+
+log = logging.getLogger("vmesh.policy")
+
+Listener = Callable[[PolicySet], None]
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+def _fingerprint(directory: Path) -> Fingerprint:
+    entries = []
+    for path in policy_files(directory):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((path.name, st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(entries)
+
+
+class PolicyStore:
+    """Holds the current PolicySet of a policy directory and reloads it."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or paths.policy_dir()
+        self.current = PolicySet()
+        self.generation = 0
+        self.errors: list[PolicyError] = []
+        self._fingerprint: Fingerprint | None = None
+        self._listeners: list[Listener] = []
+
+    def load_initial(self) -> PolicySet:
+        """First load; raises PolicyInvalid so a proxy never starts on a broken policy."""
+        self._fingerprint = _fingerprint(self.directory)
+        self._install(load_files(policy_files(self.directory)), "initial")
+        return self.current
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(policy)` after every successful reload."""
+        self._listeners.append(listener)
+
+    def reload(self, trigger: str = "request") -> bool:
+        """Load the directory again; True if the new policy is now in force."""
+        self._fingerprint = _fingerprint(self.directory)
+        try:
+            policy = load_files(policy_files(self.directory))
+        except PolicyInvalid as exc:
+            self.errors = exc.errors
+            for error in exc.errors:
+                log.error(
+                    str(error),
+                    extra={"event": "policy_error", "code": error.code, "file": error.file,
+                           "line": error.line},
+                )
+            log.error(
+                "policy reload refused: %d error(s); the previous policy stays in force",
+                len(exc.errors),
+                extra={"event": "policy_refused", "trigger": trigger,
+                       "digest": self.current.digest(), "errors": [str(e) for e in exc.errors]},
+            )
+            return False
+        self._install(policy, trigger)
+        return True
+
+    def _install(self, policy: PolicySet, trigger: str) -> None:
+        changed = policy.digest() != self.current.digest() or self.generation == 0
+        self.current = policy
+        self.errors = []
+        self.generation += 1
+        log.info(
+            "policy loaded: %d document(s) from %d file(s)",
+            len(policy),
+            len(policy.files),
+            extra={"event": "policy_loaded", "trigger": trigger, "digest": policy.digest(),
+                   "generation": self.generation, "changed": changed},
+        )
+        for listener in self._listeners:
+            listener(policy)
+
+    def changed_on_disk(self) -> bool:
+        return _fingerprint(self.directory) != self._fingerprint
+
+    async def watch(self, interval: float = 0.25) -> None:
+        """Poll the directory and reload when a policy file appears, changes or goes away."""
+        while True:
+            await asyncio.sleep(interval)
+            if await asyncio.to_thread(self.changed_on_disk):
+                self.reload("file-change")
+
+    def install_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reload on SIGHUP (POSIX only; call from the thread running `loop`)."""
+        if os.name == "posix":
+            import signal
+
+            loop.add_signal_handler(signal.SIGHUP, self.reload, "sighup")
+
+    def describe(self) -> dict[str, object]:
+        """The policy part of `/v1/config`: every document with its source, and refused errors."""
+        return {
+            "directory": str(self.directory),
+            "generation": self.generation,
+            "digest": self.current.digest(),
+            "documents": self.current.describe(),
+            "refused": [str(e) for e in self.errors],
+        }

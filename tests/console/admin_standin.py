@@ -131,22 +131,28 @@ async def answer(standin: StandIn, conn: h11.Connection, writer: asyncio.StreamW
             *headers, ("content-type", "application/x-ndjson"),
             ("transfer-encoding", "chunked")])))
         follow = url.path == "/v1/tap" or query.get("follow") == ["1"]
-        interval = 1.0 / standin.rate if url.path == "/v1/tap" else 0.5
-        n = 0
+        # Paced against the clock in ticks of at least 10 ms, so high rates stay exact.
+        rate = standin.rate if url.path == "/v1/tap" else 2.0
+        tick = max(1.0 / rate, 0.01)
+        start, n = time.monotonic(), 0
         while True:
-            if url.path == "/v1/tap":
-                item = standin.tap_event()
-            else:
-                item = {"ts": time.time(), "level": ("info", "warning")[n % 2],
-                        "logger": "vmesh.proxy", "msg": f"{standin.name} log {n}"}
-            n += 1
-            writer.write(conn.send(h11.Data(data=json.dumps(item).encode() + b"\n")))
+            due = int((time.monotonic() - start) * rate) + 1
+            lines = []
+            while n < due:
+                if url.path == "/v1/tap":
+                    item = standin.tap_event()
+                else:
+                    item = {"ts": time.time(), "level": ("info", "warning")[n % 2],
+                            "logger": "vmesh.proxy", "msg": f"{standin.name} log {n}"}
+                lines.append(json.dumps(item).encode() + b"\n")
+                n += 1
+            writer.write(conn.send(h11.Data(data=b"".join(lines))))
             await writer.drain()
             if not follow and n >= 5:
                 writer.write(conn.send(h11.EndOfMessage()))
                 await writer.drain()
                 return
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
     data = b'{"error":"not found"}'
     writer.write(conn.send(h11.Response(status_code=404, headers=[
         *headers, ("content-length", str(len(data)))])))

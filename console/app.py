@@ -38,7 +38,7 @@ POLL_INTERVAL_S = 2.0
 SOURCES_INTERVAL_S = 5.0
 CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
-TICK_S = 0.25
+TICK_S = 0.5  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
 
 CSS = """
@@ -184,10 +184,14 @@ class ConsoleApp(App[None]):
             self.set_timer(POLL_INTERVAL_S, partial(self.start_poll, source))
 
     async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
+        key = f"{source.name}{path}"
+
         def emit(item: StreamItem | StreamFailure) -> None:
             if isinstance(item, StreamFailure):
-                self.data.stream_errors[f"{item.source}{path}"] = item.reason
-            elif path == "/v1/tap":
+                self.data.stream_errors[key] = item.reason
+                return
+            self.data.stream_errors.pop(key, None)
+            if path == "/v1/tap":
                 self._tap_inbox.append(TapEvent.from_json(item.source, item.data))
             else:
                 self._log_inbox.append(LogLine.from_json(item.source, item.data))

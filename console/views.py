@@ -8,7 +8,7 @@ order are the same (`update_cell`), otherwise one `clear()` + `add_rows()`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.text import Text
 from textual import on
@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Log, Static
 from console import format as fmt
 from console.api import LogLine, TapEvent, common_name, short_identity
 from console.hosts import HostSampler, ProxyProcess
-from console.models.certs import cert_rows, timeline_bar
+from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
 from console.models.logs import LogFilter, next_level
 from console.models.overview import combine
@@ -185,6 +185,10 @@ class TapView(View):
         tap = data.tap
         bar = (f"{'PAUSED · ' if tap.paused else ''}filter: {str(tap.filter) or 'none'} · "
                f"{tap.received} events, {len(tap)} kept")
+        failing = sorted(k.removesuffix("/v1/tap") for k in data.stream_errors
+                         if k.endswith("/v1/tap"))
+        if failing:
+            bar += f" · no tap from {', '.join(failing)}"
         self.query_one(Static).update(bar)
         marker = (tap.received if not tap.paused else -1, str(tap.filter))
         if marker == self._shown_at:
@@ -368,10 +372,6 @@ class HostsView(View):
                      ("UPTIME", 10))
 
     def refresh_from(self, data: MeshData) -> None:
-        from datetime import timedelta
-
-        from console.models.certs import format_span
-
         rows: list[Row] = [
             (str(p.pid), (str(p.pid), p.service, f"{p.cpu_percent:.1f}", fmt.size(p.rss_bytes),
                           str(p.threads), format_span(timedelta(seconds=p.uptime_s))))

@@ -12,6 +12,7 @@ for every key, `q` to quit; the command palette (ctrl+p) lists the views too.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -204,8 +205,6 @@ class ConsoleApp(App[None]):
                             exit_on_error=False)
 
     async def _sample_hosts(self) -> None:
-        import asyncio
-
         hosts = self.query_one(HostsView)
         hosts.processes = await asyncio.to_thread(hosts.sampler.sample)
 
@@ -213,8 +212,6 @@ class ConsoleApp(App[None]):
         self.run_worker(self._checks(), group="checks", exclusive=True, exit_on_error=False)
 
     async def _checks(self) -> None:
-        import asyncio
-
         try:
             findings = judge_polls(list(self.data.polls.values()), self.data.now())
             findings += await asyncio.to_thread(check_ports)

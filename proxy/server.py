@@ -78,7 +78,7 @@ class ProxyServer:
     async def start(self) -> None:
         config = self.ctx.config
         logging.getLogger().addHandler(self.ctx.observability.logs)
-        inbound = await asyncio.start_server(self.inbound.handle, *_split(config.listen.inbound))
+        inbound = await self.inbound.serve(*_split(config.listen.inbound))
         outbound = await asyncio.start_server(self.outbound.handle, *_split(config.listen.outbound))
         self._servers += [inbound, outbound]
         self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}

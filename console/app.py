@@ -12,6 +12,7 @@ for every key, `q` to quit; the command palette (ctrl+p) lists the views too.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -20,6 +21,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from console.api import LogLine, TapEvent
@@ -37,7 +39,7 @@ POLL_INTERVAL_S = 2.0
 SOURCES_INTERVAL_S = 5.0
 CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
-TICK_S = 0.25
+TICK_S = 0.5  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
 
 CSS = """
@@ -52,9 +54,10 @@ View DataTable { height: 1fr; }
 View Log { height: 1fr; }
 #prompt { dock: bottom; height: 3; display: none; }
 #prompt.shown { display: block; }
+#prompt { border-subtitle-color: $error; }
 TapDetail, HelpScreen { align: center middle; }
-#detail, #help { width: 90%; max-width: 100; height: 90%; border: round $primary;
-                 background: $surface; padding: 0 1; }
+#detail, #help { width: 100%; max-width: 100; height: auto; max-height: 100%;
+                 border: round $primary; background: $surface; padding: 0 1; }
 .title { text-style: bold; }
 """
 
@@ -68,8 +71,10 @@ class ConsoleApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
-        Binding("colon", "command", "View", key_display=":", id="app.command"),
-        Binding("slash", "filter", "Filter", key_display="/", id="app.filter"),
+        # Priority: handled before the key reaches the table, so that keys typed right
+        # after `:` or `/` already land in the prompt (see check_action).
+        Binding("colon", "command", "View", key_display=":", priority=True, id="app.command"),
+        Binding("slash", "filter", "Filter", key_display="/", priority=True, id="app.filter"),
         Binding("escape", "cancel", "Back", show=False, id="app.cancel"),
         *(
             Binding(str(i), f"show('{name}')", name, show=False, id=f"app.view.{name}")
@@ -120,7 +125,15 @@ class ConsoleApp(App[None]):
         view = self.view
         focusable = [w for w in view.query("*") if w.can_focus]
         if focusable:
-            focusable[0].focus()
+            self._focus_now(focusable[0])
+
+    def _focus_now(self, widget: Widget) -> None:
+        """Focus at once: keys already queued (a fast typist, tmux send-keys) go to `widget`.
+
+        `Widget.focus()` defers the change with `call_later`, so keys typed right
+        after `/` or `:` would still reach the table.
+        """
+        self.screen.set_focus(widget)
 
     def tick(self) -> None:
         """Drain the inboxes into the models and redraw the view on screen."""
@@ -172,10 +185,14 @@ class ConsoleApp(App[None]):
             self.set_timer(POLL_INTERVAL_S, partial(self.start_poll, source))
 
     async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
+        key = f"{source.name}{path}"
+
         def emit(item: StreamItem | StreamFailure) -> None:
             if isinstance(item, StreamFailure):
-                self.data.stream_errors[f"{item.source}{path}"] = item.reason
-            elif path == "/v1/tap":
+                self.data.stream_errors[key] = item.reason
+                return
+            self.data.stream_errors.pop(key, None)
+            if path == "/v1/tap":
                 self._tap_inbox.append(TapEvent.from_json(item.source, item.data))
             else:
                 self._log_inbox.append(LogLine.from_json(item.source, item.data))
@@ -188,8 +205,6 @@ class ConsoleApp(App[None]):
                             exit_on_error=False)
 
     async def _sample_hosts(self) -> None:
-        import asyncio
-
         hosts = self.query_one(HostsView)
         hosts.processes = await asyncio.to_thread(hosts.sampler.sample)
 
@@ -197,8 +212,6 @@ class ConsoleApp(App[None]):
         self.run_worker(self._checks(), group="checks", exclusive=True, exit_on_error=False)
 
     async def _checks(self) -> None:
-        import asyncio
-
         try:
             findings = judge_polls(list(self.data.polls.values()), self.data.now())
             findings += await asyncio.to_thread(check_ports)
@@ -217,6 +230,12 @@ class ConsoleApp(App[None]):
         if name == "hosts" and self.live:
             self.sample_hosts()
         self.tick()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`:` and `/` are plain characters while the prompt or a modal has the keyboard."""
+        if action in ("command", "filter"):
+            return not (self._prompt_mode or len(self.screen_stack) > 1)
+        return True
 
     def action_command(self) -> None:
         self._show_prompt("command", "", "view: " + " ".join(VIEWS) + "  (q quits)")
@@ -255,8 +274,13 @@ class ConsoleApp(App[None]):
         prompt.value = value
         prompt.placeholder = placeholder
         prompt.border_title = ":" if mode == "command" else "/"
+        prompt.border_subtitle = ""
         prompt.add_class("shown")
-        prompt.focus()
+        self._focus_now(prompt)
+
+    def _prompt_error(self, text: str) -> None:
+        """Keep the prompt open with what is wrong under it, until corrected or esc."""
+        self.query_one("#prompt", Input).border_subtitle = text
 
     def _hide_prompt(self) -> None:
         prompt = self.query_one("#prompt", Input)
@@ -275,15 +299,14 @@ class ConsoleApp(App[None]):
                 return
             matches = [v for v in VIEWS if v.startswith(word)] if word else []
             if len(matches) != 1:
-                self.notify(f"no view {word!r}: try " + ", ".join(VIEWS),
-                            severity="error", timeout=3)
+                self._prompt_error(f"no view {word!r}: try " + ", ".join(VIEWS))
                 return
             self.action_show(matches[0])
         elif self._prompt_mode == "filter":
             try:
                 self.view.apply_filter(text, self.data)
             except ValueError as exc:
-                self.notify(str(exc), severity="error", timeout=3)
+                self._prompt_error(str(exc))
                 return
             self._hide_prompt()
 

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vm_mesh.cli import add_command
 from vm_mesh.errors import UserError
+
+if TYPE_CHECKING:  # the handlers import these lazily
+    from console.api import TapEvent
+    from console.client import OperatorCredentials
+    from console.collect import Poll
+    from console.sources import Source
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +90,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # --- shared ------------------------------------------------------------------------------
 
 
-def _credentials(args: argparse.Namespace):
+def _credentials(args: argparse.Namespace) -> OperatorCredentials:
     from console.client import OperatorCredentials
 
     default = OperatorCredentials.default()
@@ -91,7 +98,7 @@ def _credentials(args: argparse.Namespace):
                                args.ca or default.ca)
 
 
-def _sources(args: argparse.Namespace) -> list:
+def _sources(args: argparse.Namespace) -> list[Source]:
     import asyncio
 
     from console.sources import default_sources
@@ -108,7 +115,7 @@ def _sources(args: argparse.Namespace) -> list:
     return sources
 
 
-def _report_failures(polls: list) -> None:
+def _report_failures(polls: list[Poll]) -> None:
     import sys
 
     for poll in polls:
@@ -183,7 +190,7 @@ def _stat(args: argparse.Namespace) -> int:
     return 0 if any(p.ok for p in polls) else 1
 
 
-def tap_lines(event) -> list[str]:
+def tap_lines(event: TapEvent) -> list[str]:
     """linkerd-style `req`/`rsp`/`end` lines of one tap event."""
     ident = f"{event.proxy}:{event.id}"
     tls = "true" if event.tls else "no_identity"

@@ -8,7 +8,7 @@ order are the same (`update_cell`), otherwise one `clear()` + `add_rows()`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.text import Text
 from textual import on
@@ -18,9 +18,9 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Log, Static
 
 from console import format as fmt
-from console.api import LogLine, TapEvent, short_identity
+from console.api import LogLine, TapEvent, common_name, short_identity
 from console.hosts import HostSampler, ProxyProcess
-from console.models.certs import cert_rows, timeline_bar
+from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
 from console.models.logs import LogFilter, next_level
 from console.models.overview import combine
@@ -34,6 +34,12 @@ Row = tuple[str, Sequence[Cell]]
 
 def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
     """Make `table` show `rows` (key, cells), touching only what changed."""
+    seen: dict[str, int] = {}
+    unique: list[Row] = []
+    for key, cells in rows:  # keys must be unique: number repeats rather than fail
+        seen[key] = seen.get(key, 0) + 1
+        unique.append((key if seen[key] == 1 else f"{key}#{seen[key]}", cells))
+    rows = unique
     keys = [key for key, _ in rows]
     current = [row_key.value for row_key in table.rows]
     if keys == current:
@@ -161,7 +167,7 @@ class TapView(View):
         Binding("enter", "detail", "Detail", id="tap.detail"),
         Binding("c", "clear_filter", "Clear filter", id="tap.clear"),
     ]
-    ROWS_SHOWN = 500
+    ROWS_SHOWN = 200
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -179,14 +185,18 @@ class TapView(View):
         tap = data.tap
         bar = (f"{'PAUSED · ' if tap.paused else ''}filter: {str(tap.filter) or 'none'} · "
                f"{tap.received} events, {len(tap)} kept")
+        failing = sorted(k.removesuffix("/v1/tap") for k in data.stream_errors
+                         if k.endswith("/v1/tap"))
+        if failing:
+            bar += f" · no tap from {', '.join(failing)}"
         self.query_one(Static).update(bar)
         marker = (tap.received if not tap.paused else -1, str(tap.filter))
         if marker == self._shown_at:
             return
         self._shown_at = marker
         table = self.query_one(DataTable)
-        selected = None
-        if self._events and 0 <= table.cursor_row < len(self._events):
+        selected = None  # on the top row the view follows the newest event
+        if self._events and 0 < table.cursor_row < len(self._events):
             selected = self._events[table.cursor_row]
         self._events = tap.visible(self.ROWS_SHOWN)
         rows = []
@@ -275,7 +285,7 @@ class CertsView(View):
             cert = row.cert
             owner = ",".join(row.owners) if cert.kind == "leaf" else f"{len(row.owners)} prx"
             ident = short_identity(cert.san[0]) if cert.kind == "leaf" and cert.san else None
-            ident = ident or cert.subject.removeprefix("CN=")
+            ident = ident or common_name(cert.subject)
             rows.append((f"{cert.kind}|{','.join(row.owners)}|{cert.serial}", (
                 cert.kind, owner, ident or "-", timeline_bar(cert, now, 10),
                 styled(row.left, row.health.style), styled(row.health.label, row.health.style),
@@ -362,10 +372,6 @@ class HostsView(View):
                      ("UPTIME", 10))
 
     def refresh_from(self, data: MeshData) -> None:
-        from datetime import timedelta
-
-        from console.models.certs import format_span
-
         rows: list[Row] = [
             (str(p.pid), (str(p.pid), p.service, f"{p.cpu_percent:.1f}", fmt.size(p.rss_bytes),
                           str(p.threads), format_span(timedelta(seconds=p.uptime_s))))

@@ -1,0 +1,108 @@
+"""Fixtures of the console tests: admin API processes under a private VMESH_ROOT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vm_mesh import paths
+
+REPO = Path(__file__).resolve().parents[2]
+START_DEADLINE_S = 15.0
+
+
+@dataclass
+class AdminProcess:
+    """One running admin API (a proxy's, or the stand-in's until the proxy is on main)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    socket: Path | None
+    tls_dir: Path
+    port: int | None = None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def wait_for(condition: Callable[[], object], deadline_s: float, what: str) -> object:
+    """Poll `condition` until it is truthy; fail the test naming `what` after the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+
+@pytest.fixture
+def vmesh_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private VMESH_ROOT (short path: unix socket paths are limited to 107 bytes)."""
+    root = Path(f"/tmp/vmc-{os.getpid()}-{tmp_path.name[-12:]}")
+    root.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("VMESH_ROOT", str(root))
+    paths.run_dir().mkdir(parents=True, exist_ok=True)
+    yield root
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def start_admin(vmesh_root: Path) -> Iterator[Callable[..., AdminProcess]]:
+    """Start admin API processes; every one is killed by PID when the test ends."""
+    started: list[AdminProcess] = []
+
+    def start(name: str, *, tls: bool = False, expired_leaf: bool = False,
+              rate: float = 20.0) -> AdminProcess:
+        tls_dir = paths.state_dir(name)
+        tls_dir.mkdir(parents=True, exist_ok=True)
+        socket = None if tls else paths.admin_socket(name)
+        port_file = vmesh_root / f"{name}.port"
+        cmd = [sys.executable, "-m", "tests.console.admin_standin", "--name", name,
+               "--tls-dir", str(tls_dir), "--rate", str(rate)]
+        cmd += ["--port-file", str(port_file)] if tls else ["--socket", str(socket)]
+        if expired_leaf:
+            cmd.append("--expired-leaf")
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        admin = AdminProcess(name, proc, socket, tls_dir)
+        started.append(admin)
+        if tls:
+            wait_for(port_file.exists, START_DEADLINE_S, f"{name} to listen")
+            admin.port = int(port_file.read_text())
+        else:
+            wait_for(lambda: _answers(socket), START_DEADLINE_S, f"{name} to answer on {socket}")
+        return admin
+
+    yield start
+    for admin in started:
+        admin.kill()
+
+
+def _answers(socket: Path | None) -> bool:
+    if socket is None or not socket.exists():
+        return False
+    try:
+        transport = httpx.HTTPTransport(uds=str(socket))
+        with httpx.Client(transport=transport, base_url="http://admin", timeout=1) as client:
+            return client.get("/ready").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blinking cursor makes screenshots depend on timing."""
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None, raising=False)

@@ -71,7 +71,10 @@ class TapSubscription:
     """One tap client: its filter, its feed of tap dicts, and its rate limit."""
 
     def __init__(
-        self, tap_filter: TapFilter, capacity: int, max_rate: float,
+        self,
+        tap_filter: TapFilter,
+        capacity: int,
+        max_rate: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.filter = tap_filter

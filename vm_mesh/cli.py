@@ -19,6 +19,7 @@ from vm_mesh.errors import UserError
 # Modules that contribute subcommands, in the order `vmesh --help` lists them.
 COMMAND_MODULES = (
     "identity.cli",
+    "proxy.cli",
     "vm_mesh.policy.cli",
     "console.cli",
 )

@@ -1,0 +1,327 @@
+"""HTTP/1.1 message framing on httptools (llhttp), strict, without I/O.
+
+`RequestReader` and `ResponseReader` take bytes and produce events: a head,
+body chunks, and the end of the message. llhttp already refuses most
+smuggling vectors; every refusal becomes an `Http1Error` with the status the
+client gets and a stable reason string (Envoy-style `http1.*`). Our own
+limits (request line, header section, header count, Host) are added here.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import httptools
+
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 100
+
+# Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+
+# llhttp's messages -> (status, reason); checked in order, first substring wins.
+_PARSER_ERRORS = (
+    ("can't be present with Content-Length", 400, "http1.content_length_and_chunked_not_allowed"),
+    ("Duplicate Content-Length", 400, "http1.duplicate_content_length"),
+    ("invalid `Transfer-Encoding`", 501, "http1.invalid_transfer_encoding"),
+    ("Content-Length", 400, "http1.invalid_content_length"),
+    ("Chunk size overflow", 400, "http1.chunk_size_overflow"),
+    ("chunk", 400, "http1.invalid_chunk"),
+    ("Unexpected whitespace after header value", 400, "http1.obs_fold_not_allowed"),
+    ("whitespace", 400, "http1.invalid_characters"),
+    ("header token", 400, "http1.invalid_characters"),
+    ("header value char", 400, "http1.invalid_characters"),
+    ("LF", 400, "http1.bare_cr_or_lf"),
+    ("method", 400, "http1.invalid_method"),
+    ("url", 400, "http1.invalid_url"),
+    ("version", 505, "http1.invalid_version"),
+)
+
+
+class Http1Error(Exception):
+    """Framing the peer got wrong: answer `status` (requests) and close the connection."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.status = status
+        self.reason = reason
+
+
+def _classify(exc: Exception) -> Http1Error:
+    message = str(exc)
+    if isinstance(exc, httptools.HttpParserUpgrade):
+        return Http1Error(501, "http1.upgrade_not_supported", "protocol upgrades are not proxied")
+    lowered = message.lower()
+    for needle, status, reason in _PARSER_ERRORS:
+        if needle.lower() in lowered:
+            return Http1Error(status, reason, message)
+    return Http1Error(400, "http1.codec_error", message)
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """Request line and headers (names lower-cased, in arrival order)."""
+
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool = True
+    chunked: bool = False
+    content_length: int | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header, or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """Status line and headers of a response."""
+
+    status: int
+    reason: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool = True
+    chunked: bool = False
+    content_length: int | None = None
+
+
+@dataclass(slots=True)
+class MessageEnd:
+    """The current message is complete; `keep_alive` says if the connection may be reused."""
+
+    keep_alive: bool
+
+
+Event = RequestHead | ResponseHead | bytes | MessageEnd
+
+
+@dataclass
+class _Collector:
+    """httptools callbacks for one parser; heads and body chunks go to `events`."""
+
+    events: deque[Event] = field(default_factory=deque)
+    url: bytearray = field(default_factory=bytearray)
+    reason: bytearray = field(default_factory=bytearray)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    header_bytes: int = 0
+    parser: object = None
+
+    def on_message_begin(self) -> None:
+        self.url.clear()
+        self.reason.clear()
+        self.headers = []
+        self.header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_REQUEST_LINE:
+            raise Http1Error(414, "http1.request_line_too_long")
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise Http1Error(431, "http1.headers_too_large")
+        if len(self.headers) >= MAX_HEADERS:
+            raise Http1Error(431, "http1.too_many_headers")
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        if body:
+            self.events.append(body)
+
+
+class _HeadResponseDone(Exception):
+    """Raised from a callback to stop parsing at the end of a response to HEAD."""
+
+
+class _Reader:
+    """Shared feeding logic of request and response readers."""
+
+    def __init__(self, collector: _Collector, parser: object) -> None:
+        self._collector = collector
+        self._parser = parser
+        self.failed = False
+
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; raises Http1Error on bad framing (the reader is unusable after)."""
+        if self.failed:
+            raise Http1Error(400, "http1.codec_error", "connection already failed")
+        try:
+            self._parser.feed_data(data)  # type: ignore[attr-defined]
+        except Http1Error:
+            self.failed = True
+            raise
+        except httptools.HttpParserError as exc:
+            self.failed = True
+            cause = exc.__context__
+            if isinstance(cause, Http1Error | _HeadResponseDone):
+                raise cause from None
+            raise _classify(exc) from None
+
+    def next_event(self) -> Event | None:
+        """The next parsed event, or None when more bytes are needed."""
+        return self._collector.events.popleft() if self._collector.events else None
+
+    @property
+    def in_message(self) -> bool:
+        """True once a message has begun and not yet ended (bytes are pending)."""
+        return self._collector.header_bytes > 0 or bool(self._collector.url)
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
+    chunked = any(k == b"transfer-encoding" for k, _ in headers)
+    length = next((v for k, v in headers if k == b"content-length"), None)
+    return chunked, int(length) if length is not None else None
+
+
+class _RequestCallbacks(_Collector):
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method().decode()  # type: ignore[attr-defined]
+        version = parser.get_http_version()  # type: ignore[attr-defined]
+        hosts = [v for k, v in self.headers if k == b"host"]
+        if version == "1.1" and not hosts:
+            raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
+        if len(hosts) > 1:
+            raise Http1Error(400, "http1.multiple_host", "more than one Host header")
+        if method == "CONNECT":
+            raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
+        chunked, length = _framing(self.headers)
+        self.events.append(
+            RequestHead(
+                method=method,
+                target=self.url.decode("ascii", "replace"),
+                version=version,
+                headers=self.headers,
+                keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
+                chunked=chunked,
+                content_length=length,
+            )
+        )
+
+    def on_message_complete(self) -> None:
+        # httptools forgets keep-alive once the message is done: read it here
+        self.events.append(MessageEnd(self.parser.should_keep_alive()))  # type: ignore[attr-defined]
+        self.url.clear()
+        self.header_bytes = 0
+
+
+class RequestReader(_Reader):
+    """Parses requests from a client connection (pipelined requests come out in order)."""
+
+    def __init__(self) -> None:
+        callbacks = _RequestCallbacks()
+        parser = httptools.HttpRequestParser(callbacks)
+        callbacks.parser = parser
+        super().__init__(callbacks, parser)
+
+
+class _ResponseCallbacks(_Collector):
+    head_request: bool = False
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        chunked, length = _framing(self.headers)
+        status = parser.get_status_code()  # type: ignore[attr-defined]
+        self.events.append(
+            ResponseHead(
+                status=status,
+                reason=bytes(self.reason),
+                version=parser.get_http_version(),  # type: ignore[attr-defined]
+                headers=self.headers,
+                keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
+                chunked=chunked,
+                content_length=length,
+            )
+        )
+        if self.head_request and status >= 200:
+            # a response to HEAD has no body whatever its headers say; llhttp cannot be told,
+            # so the message ends here and the reader starts a fresh parser for the next one
+            self.events.append(MessageEnd(parser.should_keep_alive()))  # type: ignore[attr-defined]
+            raise _HeadResponseDone
+
+    def on_message_complete(self) -> None:
+        self.events.append(MessageEnd(self.parser.should_keep_alive()))  # type: ignore[attr-defined]
+
+
+class ResponseReader(_Reader):
+    """Parses one response at a time from an upstream connection."""
+
+    def __init__(self) -> None:
+        self._new_parser()
+
+    def _new_parser(self) -> None:
+        callbacks = _ResponseCallbacks()
+        parser = httptools.HttpResponseParser(callbacks)
+        callbacks.parser = parser
+        _Reader.__init__(self, callbacks, parser)
+
+    def expect(self, method: str) -> None:
+        """Say which request the next response answers (HEAD responses carry no body)."""
+        self._collector.head_request = method == "HEAD"  # type: ignore[attr-defined]
+
+    def feed(self, data: bytes) -> None:
+        try:
+            super().feed(data)
+        except Http1Error:
+            raise
+        except _HeadResponseDone:
+            events = self._collector.events
+            self._new_parser()
+            self._collector.events = events
+
+
+def forwardable_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Drop hop-by-hop headers, including every header the Connection header names."""
+    named = {
+        token.strip().lower()
+        for key, value in headers
+        if key == b"connection"
+        for token in value.split(b",")
+    }
+    dropped = HOP_BY_HOP | named
+    return [(k, v) for k, v in headers if k not in dropped and k != b"content-length"]
+
+
+def encode_request_head(head: RequestHead, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [f"{head.method} {head.target} HTTP/1.1".encode()]
+    lines += [k + b": " + v for k, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def encode_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, reason or b"")]
+    lines += [k + b": " + v for k, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 
 from proxy.context import ProxyContext
 from proxy.downstream import Downstream
@@ -27,6 +28,33 @@ from proxy.upstream import Pool, Upstream
 from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.inbound")
+
+
+class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
+    """Reads nothing before `start_tls`.
+
+    A plain StreamReaderProtocol starts reading at once; when the loop is busy, the
+    peer's ClientHello lands in the plain-text buffer before the handler calls
+    `start_tls`, is lost to the TLS layer, and the handshake hangs until its timeout.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]  # a socket transport (uvloop's too)
+        super().connection_made(transport)
+
+
+async def start_inbound_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    host: str,
+    port: int,
+) -> asyncio.Server:
+    """Listen for mesh connections whose TLS handshake `handle` performs itself."""
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> _TlsFirstProtocol:
+        return _TlsFirstProtocol(asyncio.StreamReader(loop=loop), handle, loop=loop)
+
+    return await loop.create_server(protocol, host, port)
 
 
 class InboundProxy:

@@ -14,7 +14,6 @@ from proxy.endpoints import ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
 from proxy.outbound_policy import OutboundPolicy
-from proxy.policy_metrics import PolicyMetrics
 from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
 from proxy.traffic import TrafficPolicy
@@ -44,8 +43,7 @@ class ProxyContext:
         self.policy = policy
         self.bus = bus or EventBus()
         self.observability = Observability.attach(self.bus, access_log=config.access_log)
-        self.policy_metrics = PolicyMetrics(self.observability.metrics.registry)
-        self.bus.subscribe(self.policy_metrics.observe)
+        self.policy_metrics = self.observability.policy
         self.traffic = TrafficPolicy(policy.current, config.trust_domain)
         policy.subscribe(self._policy_changed)
         self.shadows = ShadowDispatcher(on_outcome=self.policy_metrics.mirror_outcome)

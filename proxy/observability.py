@@ -6,6 +6,7 @@ from proxy.accesslog import log_request
 from proxy.events import EventBus
 from proxy.logbuffer import LogBuffer
 from proxy.metrics import ProxyMetrics
+from proxy.policy_metrics import PolicyMetrics
 from proxy.stats import WindowedStats
 from proxy.tap import TapHub
 
@@ -19,12 +20,17 @@ class Observability:
     stats: WindowedStats
     tap: TapHub
     logs: LogBuffer
+    policy: PolicyMetrics
 
     @classmethod
     def attach(cls, bus: EventBus, *, access_log: bool = False) -> "Observability":
         """Subscribe metrics and stats (and the access log if enabled) to `bus`."""
-        observability = cls(bus, ProxyMetrics(), WindowedStats(), TapHub(bus), LogBuffer())
+        metrics = ProxyMetrics()
+        observability = cls(
+            bus, metrics, WindowedStats(), TapHub(bus), LogBuffer(), PolicyMetrics(metrics.registry)
+        )
         bus.subscribe(observability.metrics.observe)
+        bus.subscribe(observability.policy.observe)
         bus.subscribe(observability.stats.record)
         if access_log:
             bus.subscribe(log_request)

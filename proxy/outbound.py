@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from proxy.context import ProxyContext
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
-from proxy.http1 import Http1Error, RequestHead
+from proxy.http1 import Http1Error, MessageEnd, RequestHead
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import (
     Body,
@@ -222,7 +222,7 @@ class OutboundProxy:
                 event,
                 send,
                 lambda r: r.status,
-                discard,
+                self._discard,
                 send_shadow if isinstance(body, bytes) else None,
             )
         except NoEndpoints as exc:
@@ -246,6 +246,28 @@ class OutboundProxy:
         event.bytes_out = sent
         self.pool.release(response.upstream, reusable)
         return client.request_keep_alive
+
+    async def _discard(self, response: Response) -> None:
+        """Drop a retried attempt's response: drain a small body and pool the connection.
+
+        Keeping the connection spares the retry a new TLS handshake; a large, unframed or
+        slow body is not worth waiting for, so that connection is closed instead.
+        """
+        upstream = response.upstream
+        length = response.head.content_length
+        if length is None or length > MAX_BUFFERED_BODY or response.head.chunked:
+            await discard(response)
+            return
+        try:
+            async with asyncio.timeout(self.ctx.config.timeouts.connect):
+                while not isinstance(event := await upstream.next_event(), MessageEnd):
+                    if event is None:
+                        upstream.close()
+                        return
+        except (TimeoutError, Http1Error, ConnectionError, OSError):
+            upstream.close()
+            return
+        self.pool.release(upstream, event.keep_alive and response.head.keep_alive)
 
     async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
         """The body as bytes when small enough to retry, else a stream (never retried)."""

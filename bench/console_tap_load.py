@@ -135,7 +135,8 @@ def main() -> int:
             "cpu_percent_of_one_core": round(cpu, 1),
             "rss_mib": {"first": round(rss[0] / 2**20, 1), "last": round(rss[-1] / 2**20, 1),
                         "max": round(max(rss) / 2**20, 1),
-                        "growth_second_half": round((half[-1] - half[0]) / 2**20, 1)},
+                        "growth_second_half": round((half[-1] - half[0]) / 2**20, 1),
+                        "every_10s": [round(r / 2**20, 1) for r in rss[::10]]},
         }
         print(json.dumps(result, indent=2))
         return 0

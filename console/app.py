@@ -137,6 +137,8 @@ class ConsoleApp(App[None]):
 
     def tick(self) -> None:
         """Drain the inboxes into the models and redraw the view on screen."""
+        if not self.is_running or self._exit_renderables:
+            return  # shutting down: the views may be gone already
         while self._tap_inbox:
             self.data.add_tap(self._tap_inbox.popleft())
         while self._log_inbox:

@@ -31,7 +31,7 @@ from console.collect import poll_source
 from console.screens import HelpScreen
 from console.sources import Source, Sources
 from console.state import MeshData
-from console.streams import StreamFailure, StreamItem, follow_source
+from console.streams import StreamEvent, StreamFailure, StreamGap, follow_source
 from console.views import VIEW_CLASSES, HostsView, View
 
 VIEWS = tuple(VIEW_CLASSES)
@@ -189,9 +189,12 @@ class ConsoleApp(App[None]):
     async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
         key = f"{source.name}{path}"
 
-        def emit(item: StreamItem | StreamFailure) -> None:
+        def emit(item: StreamEvent) -> None:
             if isinstance(item, StreamFailure):
                 self.data.stream_errors[key] = item.reason
+                return
+            if isinstance(item, StreamGap):
+                self.data.dropped_at_source += item.dropped
                 return
             self.data.stream_errors.pop(key, None)
             if path == "/v1/tap":

@@ -17,6 +17,7 @@ from console.client import AdminClient, AdminError, OperatorCredentials
 from console.sources import Source
 
 QUEUE_BOUND = 10_000
+
 RETRY_AFTER_S = 2.0
 
 
@@ -29,6 +30,14 @@ class StreamItem:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamGap:
+    """The source dropped `dropped` items it could not send in time (`{"dropped": N}`)."""
+
+    source: str
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFailure:
     """A source's stream broke (it is retried); `reason` is the client's reason string."""
 
@@ -37,16 +46,23 @@ class StreamFailure:
     detail: str
 
 
+StreamEvent = StreamItem | StreamGap | StreamFailure
+
+
 async def follow_source(source: Source, path: str, params: dict[str, str],
                         credentials: OperatorCredentials | None,
-                        emit: Callable[[StreamItem | StreamFailure], None],
+                        emit: Callable[[StreamEvent], None],
                         *, retry: bool = True) -> None:
     """Read `path` from one source forever (or once when `retry` is False)."""
     while True:
         try:
             async with AdminClient(source, credentials) as client:
                 async for data in client.stream(path, params):
-                    emit(StreamItem(source.name, data))
+                    dropped = data.get("dropped")
+                    if len(data) == 1 and isinstance(dropped, int):
+                        emit(StreamGap(source.name, dropped))
+                    else:
+                        emit(StreamItem(source.name, data))
             if not retry:
                 return
         except AdminError as exc:
@@ -64,17 +80,17 @@ class MergedStream:
                  bound: int = QUEUE_BOUND, retry: bool = True) -> None:
         self._sources = list(sources)
         self._path, self._params, self._credentials = path, params, credentials
-        self._queue: asyncio.Queue[StreamItem | StreamFailure] = asyncio.Queue(bound)
+        self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue(bound)
         self._retry = retry
         self.dropped = 0
 
-    def _emit(self, item: StreamItem | StreamFailure) -> None:
+    def _emit(self, item: StreamEvent) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait(item)
 
-    async def __aiter__(self) -> AsyncIterator[StreamItem | StreamFailure]:
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         tasks = [
             asyncio.create_task(follow_source(s, self._path, self._params, self._credentials,
                                               self._emit, retry=self._retry))

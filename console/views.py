@@ -185,6 +185,8 @@ class TapView(View):
         tap = data.tap
         bar = (f"{'PAUSED · ' if tap.paused else ''}filter: {str(tap.filter) or 'none'} · "
                f"{tap.received} events, {len(tap)} kept")
+        if data.dropped_at_source:
+            bar += f" · {data.dropped_at_source} dropped by proxies"
         failing = sorted(k.removesuffix("/v1/tap") for k in data.stream_errors
                          if k.endswith("/v1/tap"))
         if failing:

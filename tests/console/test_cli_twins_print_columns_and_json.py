@@ -2,10 +2,12 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 from tests.console.conftest import REPO, wait_for
+from vm_mesh import paths
 
 
 def vmesh(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -89,3 +91,18 @@ def test_logs_filters_level_and_search(start_admin) -> None:
     lines = wait_for(lambda: vmesh("logs", "--level", "warning", "--service", "web"
                                    ).stdout.splitlines(), 10, "a warning of web")
     assert all(" WARNING web " in line for line in lines)
+
+
+def test_check_names_a_foreign_process_holding_a_proxy_port(start_admin, vmesh_root) -> None:
+    start_admin("api")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        config = paths.service_config("api")
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f"[ports]\ninbound = {port}\n")
+        check = vmesh("check")
+    assert check.returncode == 1
+    [line] = [x for x in check.stdout.splitlines() if f"inbound port {port}" in x]
+    assert line.startswith("[FAIL] ports") and f"(pid {os.getpid()})" in line

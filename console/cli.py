@@ -228,6 +228,7 @@ def _tap(args: argparse.Namespace) -> int:
     async def run() -> int:
         shown = 0
         failed: set[str] = set()
+        given_up: set[str] = set()
         stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
         async for item in stream:
             if isinstance(item, StreamGap):
@@ -238,6 +239,10 @@ def _tap(args: argparse.Namespace) -> int:
                 if item.source not in failed:
                     print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
                 failed.add(item.source)
+                if item.final:
+                    given_up.add(item.source)
+                    if len(given_up) == len(sources):
+                        return 1
                 continue
             failed.discard(item.source)
             event = TapEvent.from_json(item.source, item.data)

@@ -2,8 +2,8 @@
 
 One task per source reads its stream; items go into a bounded queue. When
 the consumer falls behind, the oldest items are dropped and counted rather
-than letting memory grow. A source whose stream fails is reported once and
-retried after a pause; the others keep flowing.
+than letting memory grow. A source whose stream fails is reported and
+retried after a pause (unless retrying cannot help); the others keep flowing.
 """
 
 from __future__ import annotations
@@ -39,11 +39,18 @@ class StreamGap:
 
 @dataclass(frozen=True, slots=True)
 class StreamFailure:
-    """A source's stream broke (it is retried); `reason` is the client's reason string."""
+    """A source's stream broke; `final` when retrying cannot help (refused, bad credentials)."""
 
     source: str
     reason: str
     detail: str
+    final: bool = False
+
+
+def is_final(reason: str) -> bool:
+    """Failures that the same request will meet again: 4xx answers, TLS and identity problems."""
+    return reason.startswith("admin.http_4") or reason in (
+        "admin.operator_cert_missing", "admin.peer_identity", "admin.tls_error")
 
 
 StreamEvent = StreamItem | StreamGap | StreamFailure
@@ -66,8 +73,9 @@ async def follow_source(source: Source, path: str, params: dict[str, str],
             if not retry:
                 return
         except AdminError as exc:
-            emit(StreamFailure(source.name, exc.reason, exc.detail))
-            if not retry:
+            final = is_final(exc.reason)
+            emit(StreamFailure(source.name, exc.reason, exc.detail, final))
+            if final or not retry:
                 return
         await asyncio.sleep(RETRY_AFTER_S)
 

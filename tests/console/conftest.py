@@ -64,7 +64,7 @@ def start_admin(vmesh_root: Path) -> Iterator[Callable[..., AdminProcess]]:
     started: list[AdminProcess] = []
 
     def start(name: str, *, tls: bool = False, expired_leaf: bool = False,
-              rate: float = 20.0) -> AdminProcess:
+              rate: float = 20.0, ca_dir: Path | None = None) -> AdminProcess:
         tls_dir = paths.state_dir(name)
         tls_dir.mkdir(parents=True, exist_ok=True)
         socket = None if tls else paths.admin_socket(name)
@@ -74,6 +74,8 @@ def start_admin(vmesh_root: Path) -> Iterator[Callable[..., AdminProcess]]:
         cmd += ["--port-file", str(port_file)] if tls else ["--socket", str(socket)]
         if expired_leaf:
             cmd.append("--expired-leaf")
+        if ca_dir:
+            cmd += ["--ca-dir", str(ca_dir)]
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         admin = AdminProcess(name, proc, socket, tls_dir)
         started.append(admin)

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography import x509
 
-from identity import pki
+from identity import castate, pki
 from proxy.admin import AdminServer
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
@@ -132,6 +132,17 @@ def write_identity(tls_dir: Path, name: str, expired: bool) -> None:
     pki.write_file(tls_dir / "issuer.pem", pki.cert_pem(issuer.cert))
 
 
+def write_identity_from_ca(tls_dir: Path, name: str, ca_dir: Path) -> None:
+    """A leaf for `name` from the CA that `vmesh identity init` created (as a joined host has)."""
+    ca = castate.load(ca_dir)
+    key = pki.generate_key()
+    leaf = pki.issue_leaf(ca.active, key.public_key(), spiffe_id=f"spiffe://{TD}/svc/{name}",
+                          common_name=name, trust_domain=ca.trust_domain)
+    pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
+    pki.write_file(tls_dir / "cert.pem", pki.cert_pem(leaf, ca.active.cert))
+    pki.write_file(tls_dir / "bundle.pem", pki.cert_pem(*ca.bundle))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
@@ -140,8 +151,11 @@ async def main() -> None:
     parser.add_argument("--port-file", type=Path)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--expired-leaf", action="store_true")
+    parser.add_argument("--ca-dir", type=Path, help="issue the leaf from this `vmesh identity` CA")
     args = parser.parse_args()
-    if not (args.tls_dir / "cert.pem").exists():
+    if args.ca_dir:
+        write_identity_from_ca(args.tls_dir, args.name, args.ca_dir)
+    elif not (args.tls_dir / "cert.pem").exists():
         write_identity(args.tls_dir, args.name, args.expired_leaf)
     bus = EventBus()
     observability = Observability.attach(bus)

@@ -143,6 +143,8 @@ def main() -> int:
         return 0
     finally:
         tmux(server, "kill-server")
+        tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (tmpdir / server).unlink(missing_ok=True)
         for proc in admins:
             proc.send_signal(signal.SIGKILL)
             proc.wait()

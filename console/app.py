@@ -13,8 +13,9 @@ for every key, `q` to quit; the command palette (ctrl+p) lists the views too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 
 from textual import on
@@ -180,11 +181,25 @@ class ConsoleApp(App[None]):
                         group=f"poll:{source.name}", exclusive=True, exit_on_error=False)
 
     async def _poll(self, source: Source) -> None:
-        try:
+        async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
             self.data.apply_poll(await poll_source(source, self.credentials))
+
+    @contextlib.asynccontextmanager
+    async def _rearm(self, delay_s: float, again: Callable[[], object]) -> AsyncIterator[None]:
+        """Schedule `again` once the work inside is over, failed or not, unless cancelled.
+
+        Re-arming only after the previous run ended keeps runs from overlapping
+        or piling up behind a slow source; a cancelled run means the app closes.
+        """
+        cancelled = False
+        try:
+            yield
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            # Re-armed only now that this poll is over: polls of one source never overlap.
-            self.set_timer(POLL_INTERVAL_S, partial(self.start_poll, source))
+            if not cancelled and self.is_running:
+                self.set_timer(delay_s, again)
 
     async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
         key = f"{source.name}{path}"
@@ -217,13 +232,11 @@ class ConsoleApp(App[None]):
         self.run_worker(self._checks(), group="checks", exclusive=True, exit_on_error=False)
 
     async def _checks(self) -> None:
-        try:
+        async with self._rearm(CHECKS_INTERVAL_S, self.run_checks):
             findings = judge_polls(list(self.data.polls.values()), self.data.now())
             findings += await asyncio.to_thread(check_ports)
             findings.append(await check_identity(CheckOptions()))
             self.data.findings = findings
-        finally:
-            self.set_timer(CHECKS_INTERVAL_S, self.run_checks)
 
     # --- keys ----------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from console.api import LogLine, TapEvent
 from console.checks import CheckOptions, check_identity, check_ports, judge_polls
-from console.client import OperatorCredentials
-from console.collect import poll_source
+from console.client import AdminClient, AdminError, OperatorCredentials
+from console.collect import Poll, poll_source
 from console.screens import HelpScreen
 from console.sources import Source, Sources
 from console.state import MeshData
@@ -96,6 +96,7 @@ class ConsoleApp(App[None]):
         self._tap_inbox: deque[TapEvent] = deque(maxlen=INBOX_BOUND)
         self._log_inbox: deque[LogLine] = deque(maxlen=INBOX_BOUND)
         self._prompt_mode: str | None = None
+        self._clients: dict[str, AdminClient] = {}
 
     # --- layout --------------------------------------------------------------------------
 
@@ -182,7 +183,18 @@ class ConsoleApp(App[None]):
 
     async def _poll(self, source: Source) -> None:
         async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
-            self.data.apply_poll(await poll_source(source, self.credentials))
+            try:
+                client = self._clients.get(source.name)
+                if client is None:  # one client per source for the session: connections reused
+                    client = self._clients[source.name] = AdminClient(source, self.credentials)
+            except AdminError as exc:  # no operator certificate for a remote source
+                self.data.apply_poll(Poll(source, False, exc.reason, exc.detail))
+                return
+            self.data.apply_poll(await poll_source(source, client=client))
+
+    async def on_unmount(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
 
     @contextlib.asynccontextmanager
     async def _rearm(self, delay_s: float, again: Callable[[], object]) -> AsyncIterator[None]:

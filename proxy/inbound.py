@@ -13,6 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from proxy.context import ProxyContext
 from proxy.downstream import Downstream
@@ -30,33 +31,6 @@ from vm_mesh.defaults import CLIENT_ID_HEADER
 log = logging.getLogger("vmesh.proxy.inbound")
 
 
-class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
-    """Reads nothing before `start_tls`.
-
-    A plain StreamReaderProtocol starts reading at once; when the loop is busy, the
-    peer's ClientHello lands in the plain-text buffer before the handler calls
-    `start_tls`, is lost to the TLS layer, and the handshake hangs until its timeout.
-    """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]  # a socket transport (uvloop's too)
-        super().connection_made(transport)
-
-
-async def start_inbound_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-    host: str,
-    port: int,
-) -> asyncio.Server:
-    """Listen for mesh connections whose TLS handshake `handle` performs itself."""
-    loop = asyncio.get_running_loop()
-
-    def protocol() -> _TlsFirstProtocol:
-        return _TlsFirstProtocol(asyncio.StreamReader(loop=loop), handle, loop=loop)
-
-    return await loop.create_server(protocol, host, port)
-
-
 class InboundProxy:
     """Serves mTLS connections from other proxies for the local app."""
 
@@ -67,6 +41,7 @@ class InboundProxy:
         self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
         self.authz = InboundAuthorization(config.service, lambda: context.traffic)
         self.name = f"{config.instance} inbound"
+        self._connections: set[asyncio.Task[None]] = set()  # strong references: see asyncio docs
 
     async def _connect_app(self, key: str) -> Upstream:
         host, _, port = key.rpartition(":")
@@ -84,21 +59,47 @@ class InboundProxy:
             ) from None
         return Upstream(key, reader, writer)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        """Listen for peer proxies; each connection is paused until its handshake starts."""
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            lambda: _AwaitingHandshake(self._connections, self._handshake), host, port
+        )
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        """TLS on an accepted connection whose reading is paused, so no byte is missed."""
+        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        peer = writer.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        reader = asyncio.StreamReader(limit=2**16)
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            await asyncio.wait_for(
-                writer.start_tls(self.ctx.tls.front), self.ctx.config.timeouts.header
+            tls_transport = await loop.start_tls(
+                transport,
+                protocol,
+                self.ctx.tls.front,
+                server_side=True,
+                ssl_handshake_timeout=self.ctx.config.timeouts.header,
             )
-            caller = str(peer_identity(writer.get_extra_info("ssl_object")))
-        except (ssl.SSLError, PeerIdentityError, TimeoutError, ConnectionError, OSError) as exc:
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
             self._handshake_refused(peer_addr, exc, started)
-            writer.close()
+            transport.abort()
             return
+        if tls_transport is None:
+            transport.abort()
+            return
+        protocol.connection_made(tls_transport)
+        writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
         try:
-            if writer.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN_OPAQUE:
+            caller = str(peer_identity(tls_transport.get_extra_info("ssl_object")))
+        except PeerIdentityError as exc:
+            self._handshake_refused(peer_addr, exc, started)
+            tls_transport.abort()
+            return
+        self.ctx.observability.metrics.connections.labels("inbound", "true").inc()
+        try:
+            if tls_transport.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN_OPAQUE:
                 await self._opaque(reader, writer, caller, peer_addr)
             else:
                 await self._http(reader, writer, caller)
@@ -108,7 +109,11 @@ class InboundProxy:
             writer.close()
 
     def _handshake_refused(self, peer_addr: str, exc: BaseException, started: float) -> None:
-        detail = "handshake timed out" if isinstance(exc, TimeoutError) else str(exc)
+        detail = (
+            "handshake timed out"
+            if isinstance(exc, TimeoutError)
+            else (str(exc) or type(exc).__name__)
+        )
         reason = "tls.no_identity" if isinstance(exc, PeerIdentityError) else "tls.handshake_failed"
         log.warning(
             "connection refused: no valid mesh identity",
@@ -260,3 +265,22 @@ class InboundProxy:
                 )
         finally:
             self.ctx.publish(event, started)
+
+
+class _AwaitingHandshake(asyncio.Protocol):
+    """Holds an accepted connection, not reading, until the TLS handshake takes it over."""
+
+    def __init__(
+        self,
+        tasks: set[asyncio.Task[None]],
+        on_connection: Callable[[asyncio.Transport], Awaitable[None]],
+    ) -> None:
+        self._tasks = tasks
+        self._on_connection = on_connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        stream.pause_reading()
+        task = asyncio.ensure_future(self._on_connection(stream))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)

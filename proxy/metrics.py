@@ -63,6 +63,13 @@ class ProxyMetrics:
             buckets=LATENCY_BUCKETS_MS,
             registry=r,
         )
+        self.connections = Counter(
+            "connection_open",
+            "Connections opened between proxies (inbound: accepted, "
+            "outbound: dialled), so keep-alive reuse shows as requests per connection.",
+            ["direction", "tls"],
+            registry=r,
+        )
         self.tcp_open = Counter("tcp_open", "TCP connections opened.", TCP_LABELS, registry=r)
         self.tcp_close = Counter(
             "tcp_close", "TCP connections closed.", [*TCP_LABELS, "error"], registry=r

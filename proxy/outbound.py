@@ -123,6 +123,7 @@ class OutboundProxy:
                 "connect-failure",
                 f"upstream.wrong_identity: {address} is {identity}, expected {expected}",
             )
+        self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
         return Upstream(key, reader, writer, identity)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -7,7 +7,7 @@ import signal
 
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
-from proxy.inbound import InboundProxy, start_inbound_server
+from proxy.inbound import InboundProxy
 from proxy.outbound import OutboundProxy
 from proxy.state import RunningProxyState
 from proxy.tcp import TcpUpstreamListener
@@ -78,7 +78,7 @@ class ProxyServer:
     async def start(self) -> None:
         config = self.ctx.config
         logging.getLogger().addHandler(self.ctx.observability.logs)
-        inbound = await start_inbound_server(self.inbound.handle, *_split(config.listen.inbound))
+        inbound = await self.inbound.serve(*_split(config.listen.inbound))
         outbound = await asyncio.start_server(self.outbound.handle, *_split(config.listen.outbound))
         self._servers += [inbound, outbound]
         self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from identity import castate, pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +29,7 @@ class ProxyProcess:
     """A running `vmesh proxy run`: its process, ports and the JSON log lines it printed."""
 
     service: str
+    root: Path
     proc: subprocess.Popen[str]
     ports: dict[str, int] = field(default_factory=dict)
     logs: list[dict] = field(default_factory=list)
@@ -42,6 +46,23 @@ class ProxyProcess:
                     return line
             time.sleep(0.02)
         raise AssertionError(f"no matching log line from {self.service}: {self.logs[-5:]}")
+
+    def admin(self) -> httpx.Client:
+        """A client of the proxy's admin API over its unix socket."""
+        socket_path = self.root / "run/vmesh" / f"{self.service}.sock"
+        transport = httpx.HTTPTransport(uds=str(socket_path))
+        return httpx.Client(transport=transport, base_url="http://admin", timeout=10)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` that carry `labels`."""
+        with self.admin() as client:
+            text = client.get("/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     def stop(self, sig: int = signal.SIGTERM, within: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -145,7 +166,7 @@ def _start(service: str, env: dict[str, str]) -> ProxyProcess:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    proxy = ProxyProcess(service, proc)
+    proxy = ProxyProcess(service, Path(env["VMESH_ROOT"]), proc)
     ready = threading.Event()
 
     def read() -> None:
@@ -165,3 +186,4 @@ def _start(service: str, env: dict[str, str]) -> ProxyProcess:
         proxy.stop()
         raise AssertionError(f"proxy {service} did not start: {proxy.logs[-10:]}")
     return proxy
+

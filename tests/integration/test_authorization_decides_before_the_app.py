@@ -93,6 +93,8 @@ def test_callers_are_allowed_denied_and_audited(policy_mesh: PolicyMesh, tmp_pat
 
     assert policy_mesh.stats(store_app)["by_path"] == {"/items/1": 1}  # only the allowed request
 
+    tap = policy_mesh.tap("store")
+    store.wait_for_log(lambda line: line.get("msg") == "tap started")
     policy_mesh.write_policy("authz.yaml", POLICY.format(mode="audit"))
     deadline = time.monotonic() + 10
     with policy_mesh.client(web) as client:
@@ -102,6 +104,11 @@ def test_callers_are_allowed_denied_and_audited(policy_mesh: PolicyMesh, tmp_pat
     assert status == 200
     audit = store.wait_for_log(lambda line: line.get("event") == "authz_audit")
     assert audit["rule"] == "store-access.default" and audit["client_id"].endswith("/svc/web")
+    deadline = time.monotonic() + 10  # tap shows the would-be denial with its rule
+    while not any(e["policy"] == {"decision": "audit", "rule": "store-access.default"}
+                  and e["status"] == 200 for e in list(tap)):
+        assert time.monotonic() < deadline, tap[-3:]
+        time.sleep(0.05)
     metrics = policy_mesh.metrics("store")
     assert sample(metrics, "authz_decision_total", decision="audit",
                   rule="store-access.default") >= 1

@@ -9,8 +9,9 @@ APIs stream tap events at the given total rate, and measures:
 - CPU of the console process (percent of one core, over the whole run);
 - RSS every second: first, last, max, and the growth over the second half.
 
-The admin APIs are the console tests' stand-in (tests/console/admin_standin.py)
-until the proxy's own admin API is on main; then point it at real proxies.
+The sources are the proxy's real admin API with simulated traffic
+(tests/console/simulated_proxy.py) until `vmesh proxy run` is on main; then
+point it at real proxies.
 
     .venv/bin/python bench/console_tap_load.py [--rate 1000] [--seconds 60] [--sources 2]
 """
@@ -73,7 +74,7 @@ def main() -> int:
             tls_dir = root / "var" / "lib" / "vmesh" / name
             tls_dir.mkdir(parents=True)
             admins.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.console.admin_standin", "--name", name,
+                [sys.executable, "-m", "tests.console.simulated_proxy", "--name", name,
                  "--socket", str(root / "run" / "vmesh" / f"{name}.sock"),
                  "--tls-dir", str(tls_dir), "--rate", str(args.rate / args.sources)],
                 cwd=REPO, env=env))
@@ -135,12 +136,15 @@ def main() -> int:
             "cpu_percent_of_one_core": round(cpu, 1),
             "rss_mib": {"first": round(rss[0] / 2**20, 1), "last": round(rss[-1] / 2**20, 1),
                         "max": round(max(rss) / 2**20, 1),
-                        "growth_second_half": round((half[-1] - half[0]) / 2**20, 1)},
+                        "growth_second_half": round((half[-1] - half[0]) / 2**20, 1),
+                        "every_10s": [round(r / 2**20, 1) for r in rss[::10]]},
         }
         print(json.dumps(result, indent=2))
         return 0
     finally:
         tmux(server, "kill-server")
+        tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (tmpdir / server).unlink(missing_ok=True)
         for proc in admins:
             proc.send_signal(signal.SIGKILL)
             proc.wait()

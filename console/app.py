@@ -13,8 +13,9 @@ for every key, `q` to quit; the command palette (ctrl+p) lists the views too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 
 from textual import on
@@ -26,12 +27,12 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from console.api import LogLine, TapEvent
 from console.checks import CheckOptions, check_identity, check_ports, judge_polls
-from console.client import OperatorCredentials
-from console.collect import poll_source
+from console.client import AdminClient, AdminError, OperatorCredentials
+from console.collect import Poll, poll_source
 from console.screens import HelpScreen
 from console.sources import Source, Sources
 from console.state import MeshData
-from console.streams import StreamFailure, StreamItem, follow_source
+from console.streams import StreamEvent, StreamFailure, StreamGap, follow_source
 from console.views import VIEW_CLASSES, HostsView, View
 
 VIEWS = tuple(VIEW_CLASSES)
@@ -95,6 +96,7 @@ class ConsoleApp(App[None]):
         self._tap_inbox: deque[TapEvent] = deque(maxlen=INBOX_BOUND)
         self._log_inbox: deque[LogLine] = deque(maxlen=INBOX_BOUND)
         self._prompt_mode: str | None = None
+        self._clients: dict[str, AdminClient] = {}
 
     # --- layout --------------------------------------------------------------------------
 
@@ -137,6 +139,8 @@ class ConsoleApp(App[None]):
 
     def tick(self) -> None:
         """Drain the inboxes into the models and redraw the view on screen."""
+        if not self.is_running or self._exit_renderables:
+            return  # shutting down: the views may be gone already
         while self._tap_inbox:
             self.data.add_tap(self._tap_inbox.popleft())
         while self._log_inbox:
@@ -178,18 +182,46 @@ class ConsoleApp(App[None]):
                         group=f"poll:{source.name}", exclusive=True, exit_on_error=False)
 
     async def _poll(self, source: Source) -> None:
+        async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
+            try:
+                client = self._clients.get(source.name)
+                if client is None:  # one client per source for the session: connections reused
+                    client = self._clients[source.name] = AdminClient(source, self.credentials)
+            except AdminError as exc:  # no operator certificate for a remote source
+                self.data.apply_poll(Poll(source, False, exc.reason, exc.detail))
+                return
+            self.data.apply_poll(await poll_source(source, client=client))
+
+    async def on_unmount(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _rearm(self, delay_s: float, again: Callable[[], object]) -> AsyncIterator[None]:
+        """Schedule `again` once the work inside is over, failed or not, unless cancelled.
+
+        Re-arming only after the previous run ended keeps runs from overlapping
+        or piling up behind a slow source; a cancelled run means the app closes.
+        """
+        cancelled = False
         try:
-            self.data.apply_poll(await poll_source(source, self.credentials))
+            yield
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            # Re-armed only now that this poll is over: polls of one source never overlap.
-            self.set_timer(POLL_INTERVAL_S, partial(self.start_poll, source))
+            if not cancelled and self.is_running:
+                self.set_timer(delay_s, again)
 
     async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
         key = f"{source.name}{path}"
 
-        def emit(item: StreamItem | StreamFailure) -> None:
+        def emit(item: StreamEvent) -> None:
             if isinstance(item, StreamFailure):
                 self.data.stream_errors[key] = item.reason
+                return
+            if isinstance(item, StreamGap):
+                self.data.dropped_at_source += item.dropped
                 return
             self.data.stream_errors.pop(key, None)
             if path == "/v1/tap":
@@ -212,13 +244,11 @@ class ConsoleApp(App[None]):
         self.run_worker(self._checks(), group="checks", exclusive=True, exit_on_error=False)
 
     async def _checks(self) -> None:
-        try:
+        async with self._rearm(CHECKS_INTERVAL_S, self.run_checks):
             findings = judge_polls(list(self.data.polls.values()), self.data.now())
             findings += await asyncio.to_thread(check_ports)
             findings.append(await check_identity(CheckOptions()))
             self.data.findings = findings
-        finally:
-            self.set_timer(CHECKS_INTERVAL_S, self.run_checks)
 
     # --- keys ----------------------------------------------------------------------------
 

@@ -217,7 +217,7 @@ def _tap(args: argparse.Namespace) -> int:
 
     from console.api import TapEvent
     from console.models.tap import TapFilter
-    from console.streams import MergedStream, StreamFailure
+    from console.streams import MergedStream, StreamFailure, StreamGap
 
     try:
         tap_filter = TapFilter.parse(" ".join(args.filter))
@@ -228,12 +228,21 @@ def _tap(args: argparse.Namespace) -> int:
     async def run() -> int:
         shown = 0
         failed: set[str] = set()
+        given_up: set[str] = set()
         stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
         async for item in stream:
+            if isinstance(item, StreamGap):
+                print(f"vmesh: {item.source} dropped {item.dropped} requests (tap rate limit "
+                      "or slow reader)", file=sys.stderr)
+                continue
             if isinstance(item, StreamFailure):
                 if item.source not in failed:
                     print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
                 failed.add(item.source)
+                if item.final:
+                    given_up.add(item.source)
+                    if len(given_up) == len(sources):
+                        return 1
                 continue
             failed.discard(item.source)
             event = TapEvent.from_json(item.source, item.data)
@@ -332,7 +341,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     from console.api import LogLine
     from console.models.logs import LogFilter
-    from console.streams import MergedStream, StreamFailure
+    from console.streams import MergedStream, StreamFailure, StreamGap
 
     sources = [s for s in _sources(args) if not args.service or s.name == args.service]
     if not sources:
@@ -346,6 +355,9 @@ def _logs(args: argparse.Namespace) -> int:
         async for item in stream:
             if isinstance(item, StreamFailure):
                 print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
+                continue
+            if isinstance(item, StreamGap):
+                print(f"vmesh: {item.source} dropped {item.dropped} log lines", file=sys.stderr)
                 continue
             line = LogLine.from_json(item.source, item.data)
             if log_filter.matches(line):

@@ -185,6 +185,8 @@ class TapView(View):
         tap = data.tap
         bar = (f"{'PAUSED · ' if tap.paused else ''}filter: {str(tap.filter) or 'none'} · "
                f"{tap.received} events, {len(tap)} kept")
+        if data.dropped_at_source:
+            bar += f" · {data.dropped_at_source} dropped by proxies"
         failing = sorted(k.removesuffix("/v1/tap") for k in data.stream_errors
                          if k.endswith("/v1/tap"))
         if failing:
@@ -261,8 +263,11 @@ class EdgesView(View):
         rows: list[Row] = []
         for edge in data.edges.rows():
             tls_style = {"yes": "green", "no": "red", "partial": "yellow"}[edge.tls]
+            # A proxy's own outbound requests carry no client ID: it is the proxy's identity.
+            own = data.certs.get(edge.src)
+            client = edge.client_id or (own.identity if own else None)
             rows.append((f"{edge.src}|{edge.dst}", (
-                edge.src, edge.dst, short_identity(edge.client_id) or "-",
+                edge.src, edge.dst, short_identity(client) or "-",
                 short_identity(edge.server_id) or "-", styled(edge.tls, tls_style),
                 str(edge.requests))))
         sync_table(self.query_one(DataTable), rows)

@@ -14,6 +14,7 @@ import logging
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -100,7 +101,11 @@ class _Exchange:
         await self.writer.drain()
 
     async def respond(self, status: int, body: bytes, content_type: str) -> None:
-        headers = [("content-type", content_type), ("content-length", str(len(body)))]
+        headers = [
+            ("content-type", content_type),
+            ("content-length", str(len(body))),
+            ("date", formatdate(usegmt=True)),  # `vmesh check` reads clock skew from it
+        ]
         await self.send(
             h11.Response(status_code=status, headers=headers),
             h11.Data(data=body),
@@ -342,7 +347,11 @@ class AdminServer:
         await exchange.send(
             h11.Response(
                 status_code=200,
-                headers=[("content-type", "application/x-ndjson"), ("cache-control", "no-store")],
+                headers=[
+                    ("content-type", "application/x-ndjson"),
+                    ("cache-control", "no-store"),
+                    ("date", formatdate(usegmt=True)),
+                ],
             )
         )
         if first:

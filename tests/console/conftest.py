@@ -22,7 +22,7 @@ START_DEADLINE_S = 15.0
 
 @dataclass
 class AdminProcess:
-    """One running admin API (a proxy's, or the stand-in's until the proxy is on main)."""
+    """One running proxy admin API (simulated traffic until `vmesh proxy run` is on main)."""
 
     name: str
     proc: subprocess.Popen[bytes]
@@ -64,16 +64,18 @@ def start_admin(vmesh_root: Path) -> Iterator[Callable[..., AdminProcess]]:
     started: list[AdminProcess] = []
 
     def start(name: str, *, tls: bool = False, expired_leaf: bool = False,
-              rate: float = 20.0) -> AdminProcess:
+              rate: float = 20.0, ca_dir: Path | None = None) -> AdminProcess:
         tls_dir = paths.state_dir(name)
         tls_dir.mkdir(parents=True, exist_ok=True)
         socket = None if tls else paths.admin_socket(name)
         port_file = vmesh_root / f"{name}.port"
-        cmd = [sys.executable, "-m", "tests.console.admin_standin", "--name", name,
+        cmd = [sys.executable, "-m", "tests.console.simulated_proxy", "--name", name,
                "--tls-dir", str(tls_dir), "--rate", str(rate)]
         cmd += ["--port-file", str(port_file)] if tls else ["--socket", str(socket)]
         if expired_leaf:
             cmd.append("--expired-leaf")
+        if ca_dir:
+            cmd += ["--ca-dir", str(ca_dir)]
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         admin = AdminProcess(name, proc, socket, tls_dir)
         started.append(admin)

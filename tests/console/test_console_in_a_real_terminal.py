@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,9 @@ class Terminal:
 
     def close(self) -> None:
         self.run("kill-server")
+        # kill-server leaves the socket file of our private server behind.
+        tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (tmpdir / self.server).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -1,69 +1,16 @@
 """`vmesh console` against real `vmesh proxy run` processes carrying real mTLS traffic.
 
-A small mesh on loopback (tests/integration/mesh.py): backends `api` and
-`store` with their proxies, and `web`, whose proxy the traffic goes out of.
-A bounded client thread sends requests through web's outbound listener.
+The mesh and its traffic are the `mesh` and `traffic` fixtures of conftest.
 """
 
-import contextlib
 import signal
-import threading
-import time
-from collections.abc import Iterator
 
-import httpx
-import pytest
 from textual.widgets import DataTable, Static
 
 from console.app import ConsoleApp
 from console.sources import default_sources
 from tests.console.pilot import column, table_rows, until
 from tests.integration.mesh import Mesh
-from tests.integration.processes import start_backend
-
-TRAFFIC_LIMIT = 5_000  # requests, at most
-TRAFFIC_SECONDS = 120.0  # and never longer than this
-
-
-@pytest.fixture
-def mesh(vmesh_root) -> Iterator[Mesh]:
-    mesh = Mesh(vmesh_root)
-    backends = []
-    try:
-        for name in ("api", "store"):
-            backends.append(backend := start_backend(name, fail_every=10, status=503))
-            mesh.start_proxy(name, backend.port)
-        mesh.start_proxy("web", 1)
-        yield mesh
-    finally:
-        mesh.stop()
-        for backend in backends:
-            backend.stop()
-
-
-@pytest.fixture
-def traffic(mesh: Mesh) -> Iterator[None]:
-    """Requests from web's app to api and store, until the test ends (bounded)."""
-    web = next(p for p in mesh.proxies if p.service == "web")
-    stop = threading.Event()
-
-    def send() -> None:
-        deadline = time.monotonic() + TRAFFIC_SECONDS
-        with httpx.Client(base_url=f"http://{web.outbound}", timeout=5) as client:
-            for n in range(TRAFFIC_LIMIT):
-                if stop.is_set() or time.monotonic() > deadline:
-                    return
-                host = ("api", "store")[n % 2]
-                # A proxy killed by the test fails its requests: keep sending to the others.
-                with contextlib.suppress(httpx.HTTPError):
-                    client.get(f"/items/{n % 3}", headers={"host": host})
-                stop.wait(0.02)
-
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=10)
 
 
 def table(console: ConsoleApp) -> DataTable:

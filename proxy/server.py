@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
@@ -33,13 +34,13 @@ def _split(address: str) -> tuple[str, int]:
 def open_discovery(loaded: LoadedConfig) -> Discovery:
     """The discovery backend the service file asks for."""
     settings = loaded.config.discovery
-    if settings.backend == "static":
-        from pathlib import Path
+    if settings.backend == "mdns":
+        from vm_mesh.discovery.mdns import MdnsDiscovery
 
-        return StaticDiscovery(
-            Path(settings.file) if settings.file else paths.etc_dir() / "endpoints.toml"
-        )
-    raise UserError(f"{loaded.path}: discovery backend {settings.backend!r} is not available")
+        return MdnsDiscovery(list(settings.interfaces) or None)
+    return StaticDiscovery(
+        Path(settings.file) if settings.file else paths.etc_dir() / "endpoints.toml"
+    )
 
 
 class ProxyServer:

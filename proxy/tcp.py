@@ -19,7 +19,11 @@ CHUNK = 64 * 1024
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Copy until EOF, then half-close the other side; returns the byte count."""
+    """Copy until EOF, then half-close the other side; returns the byte count.
+
+    A TLS stream cannot be half-closed by asyncio (no write_eof): there the end
+    of one direction closes the whole connection, so nothing is left hanging.
+    """
     total = 0
     try:
         while data := await reader.read(CHUNK):
@@ -28,6 +32,8 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
+        else:
+            writer.close()
     except (ConnectionError, OSError):
         writer.close()
     return total

@@ -19,7 +19,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,8 +70,9 @@ class Timeouts(_Strict):
 
 
 class Discovery(_Strict):
-    backend: str = "static"
-    file: str | None = None
+    backend: Literal["static", "mdns"] = "static"
+    file: str | None = None  # static: the endpoints file
+    interfaces: tuple[str, ...] = ()  # mdns: addresses of the interfaces to use (default: all)
 
 
 class ServiceConfig(_Strict):

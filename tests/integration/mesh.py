@@ -187,3 +187,12 @@ def _start(service: str, env: dict[str, str]) -> ProxyProcess:
         raise AssertionError(f"proxy {service} did not start: {proxy.logs[-10:]}")
     return proxy
 
+
+
+def wait_until(predicate, within: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate` until it is true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within}s")
+        time.sleep(0.05)

@@ -1,11 +1,18 @@
-"""Fixtures of the console tests: admin API processes under a private VMESH_ROOT."""
+"""Fixtures of the console tests under a private VMESH_ROOT.
+
+`mesh` + `traffic`: real `vmesh proxy run` processes with real mTLS traffic.
+`start_admin`: a proxy's real admin API with simulated traffic, for what a
+real proxy cannot be made to show on demand (an expired leaf, 1,000 events/s).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,10 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.mesh import Mesh
+from tests.integration.processes import start_backend
 from vm_mesh import paths
 
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 15.0
+TRAFFIC_LIMIT = 5_000  # requests, at most
+TRAFFIC_SECONDS = 120.0  # and never longer than this
 
 
 @dataclass
@@ -100,6 +111,50 @@ def _answers(socket: Path | None) -> bool:
             return client.get("/ready").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.fixture
+def mesh(vmesh_root) -> Iterator[Mesh]:
+    mesh = Mesh(vmesh_root)
+    backends = []
+    try:
+        for name in ("api", "store"):
+            backends.append(backend := start_backend(name, fail_every=10, status=503))
+            mesh.start_proxy(name, backend.port)
+        mesh.start_proxy("web", 1)
+        yield mesh
+    finally:
+        mesh.stop()
+        for backend in backends:
+            backend.stop()
+
+
+@pytest.fixture
+def traffic(mesh: Mesh) -> Iterator[None]:
+    """Requests from web's app to api and store through web's proxy, until the test ends.
+
+    Bounded in count and time; backends `api` and `store` fail 1 request in 10.
+    """
+    web = next(p for p in mesh.proxies if p.service == "web")
+    stop = threading.Event()
+
+    def send() -> None:
+        deadline = time.monotonic() + TRAFFIC_SECONDS
+        with httpx.Client(base_url=f"http://{web.outbound}", timeout=5) as client:
+            for n in range(TRAFFIC_LIMIT):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                host = ("api", "store")[n % 2]
+                # A proxy killed by the test fails its requests: keep sending to the others.
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(f"/items/{n % 3}", headers={"host": host})
+                stop.wait(0.02)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -61,31 +61,34 @@ def terminal() -> Iterator[Terminal]:
     term.close()
 
 
-def test_operator_switches_view_filters_tap_opens_detail_and_quits(start_admin, vmesh_root,
+def test_operator_switches_view_filters_tap_opens_detail_and_quits(mesh, traffic, vmesh_root,
                                                                    terminal) -> None:
-    start_admin("api", rate=20)
-    start_admin("web", rate=20)
+    """Real proxies with real traffic; keys typed into a real terminal."""
     env = f"VMESH_ROOT={shlex.quote(str(vmesh_root))} PYTHONPATH={shlex.quote(str(REPO))}"
     terminal.start(f"cd {shlex.quote(str(REPO))} && env {env} TERM=xterm-256color "
                    f"{shlex.quote(sys.executable)} -m vm_mesh console")
-    screen = terminal.expect("vmesh > overview")
-    terminal.expect("ready")
-    assert "api" in screen or "api" in terminal.screen()
+    terminal.expect("vmesh > overview")
+    wait_for(lambda: terminal.screen().count(" ready ") == 3, 20, "three ready proxies")
 
     terminal.keys(":")
     terminal.keys("tap", "Enter")
     terminal.expect("vmesh > tap")
-    terminal.expect("/api/items/")
+    terminal.expect(" store ")
 
     terminal.keys("/")
-    terminal.keys("svc=web", "Enter")
-    screen = terminal.expect("filter: svc=web")
-    wait_for(lambda: "/web/items/" in terminal.screen() and "/api/items/" not in
-             terminal.screen().split("filter:")[1], 10, "only web rows")
+    terminal.keys("svc=api", "Enter")
+    terminal.expect("filter: svc=api")
+
+    def only_api_rows() -> bool:
+        rows = [line for line in terminal.screen().splitlines() if " out " in line
+                or " in " in line]
+        return bool(rows) and all(" api " in line for line in rows)
+
+    wait_for(only_api_rows, 10, "only rows of requests to api")
 
     terminal.keys("p", "Enter")
     screen = terminal.expect("trace id")
-    assert "policy.decision" in screen and "dst.id" in screen
+    assert "policy.decision" in screen and "dst.service  api" in screen
 
     terminal.keys("Escape")
     wait_for(lambda: "trace id" not in terminal.screen(), 10, "detail pane closed")

@@ -22,15 +22,16 @@ def breaker_states(policy_mesh: PolicyMesh) -> dict[str, str]:
 
 def test_dead_instance_is_ejected_and_readmitted(policy_mesh: PolicyMesh) -> None:
     policy_mesh.write_policy("api.yaml", POLICY)
-    # the healthy instance is slower, so the latency-aware balancer prefers the other one
-    healthy, _ = policy_mesh.service("api", delay=0.03)
+    # the healthy instance is much slower, so the latency-aware balancer prefers the other
+    # one even when a loaded machine slows the failing path down
+    healthy, _ = policy_mesh.service("api", delay=0.1)
     doomed, _ = policy_mesh.service("api")
     front = policy_mesh.mesh.start_proxy("front", 1)
     doomed_port = doomed.port
     doomed.stop()  # its proxy now answers 502 (app.connect_failed)
 
     with policy_mesh.client(front) as client:
-        statuses = [client.get("/", headers={"Host": "api"}).status_code for _ in range(60)]
+        statuses = [client.get("/", headers={"Host": "api"}).status_code for _ in range(30)]
     assert statuses[:4] == [502, 502, 502, 200]  # three failures eject it
     assert breaker_states(policy_mesh) == {"api-1": "closed", "api-2": "open"}
     [api] = [u for u in policy_mesh.admin("front", "/v1/endpoints")["upstreams"]]
@@ -47,4 +48,4 @@ def test_dead_instance_is_ejected_and_readmitted(policy_mesh: PolicyMesh) -> Non
             assert client.get("/", headers={"Host": "api"}).status_code == 200
             time.sleep(0.02)
     assert breaker_states(policy_mesh) == {"api-1": "closed", "api-2": "closed"}
-    assert policy_mesh.stats(healthy)["requests"] > 40
+    assert policy_mesh.stats(healthy)["requests"] > 20

@@ -32,7 +32,9 @@ def test_dead_instance_is_ejected_and_readmitted(policy_mesh: PolicyMesh) -> Non
 
     with policy_mesh.client(front) as client:
         statuses = [client.get("/", headers={"Host": "api"}).status_code for _ in range(30)]
-    assert statuses[:4] == [502, 502, 502, 200]  # three failures eject it
+    # both start at the default latency, so the very first pick is a coin toss; then the
+    # failing (fast) instance is preferred until three failures eject it
+    assert statuses[:5].count(502) == 3 and statuses[3:5].count(200) >= 1
     assert breaker_states(policy_mesh) == {"api-1": "closed", "api-2": "open"}
     [api] = [u for u in policy_mesh.admin("front", "/v1/endpoints")["upstreams"]]
     ejections = {i["id"]: i["breaker"]["ejections"] for i in api["instances"]}["api-2"]

@@ -60,6 +60,9 @@ class ProxyContext:
 
     def _policy_changed(self, policy: Any) -> None:
         self.traffic = self.traffic.reloaded(policy)
+        for service, endpoints in self._services.items():
+            settings = self.traffic.service(service).circuit_breaker
+            endpoints.set_breaker(_breaker_settings(settings))
 
     def next_id(self) -> str:
         return f"{self.config.instance}:{next(self._ids)}"

@@ -54,6 +54,12 @@ class ServiceEndpoints:
         self.endpoints = current
         self.view = view
 
+    def set_breaker(self, settings: BreakerSettings) -> None:
+        """New breaker settings (a policy reload); every breaker keeps its current state."""
+        self._breaker = settings
+        for endpoint in self.endpoints.values():
+            endpoint.breaker.settings = settings
+
     def pick(self) -> Endpoint | None:
         return pick(list(self.endpoints.values()), self._rng)
 

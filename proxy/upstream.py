@@ -50,6 +50,10 @@ class Upstream:
                 continue
             self.responses.feed(data)
 
+    def has_buffered_event(self) -> bool:
+        """True when the next response event is already parsed (no wait on the socket)."""
+        return self.responses.has_event()
+
     def close(self) -> None:
         self.state = "closed"
         self.writer.close()

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "proxy.cli",
     "vm_mesh.policy.cli",
     "console.cli",
+    "vm_mesh.demo.cli",
 )
 
 

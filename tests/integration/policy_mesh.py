@@ -1,7 +1,9 @@
 """A loopback mesh with test-controlled backends and policy files, for policy tests."""
 
+import contextlib
 import json
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,23 @@ class PolicyMesh:
         transport = httpx.HTTPTransport(uds=str(socket))
         with httpx.Client(transport=transport, base_url="http://admin", timeout=10) as client:
             return client.get("/metrics").text
+
+    def tap(self, service: str) -> list[dict]:
+        """Start streaming `service`'s tap in the background; events are appended as they come."""
+        events: list[dict] = []
+        socket = self.root / "run/vmesh" / f"{service}.sock"
+
+        def follow() -> None:
+            transport = httpx.HTTPTransport(uds=str(socket))
+            with contextlib.suppress(httpx.HTTPError), httpx.Client(
+                transport=transport, base_url="http://admin", timeout=None
+            ) as c, c.stream("GET", "/v1/tap") as response:
+                for line in response.iter_lines():  # ends when the proxy stops
+                    if line.strip():
+                        events.append(json.loads(line))
+
+        threading.Thread(target=follow, daemon=True).start()
+        return events
 
     @staticmethod
     def stats(backend: Process) -> dict:

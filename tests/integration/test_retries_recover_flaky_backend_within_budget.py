@@ -1,6 +1,8 @@
 """Retries through real proxies: a 20 %-failing backend looks healthy, and against a dead one
 the budget caps the extra load at its ratio, so retries never multiply an outage."""
 
+import time
+
 from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture, sample  # noqa: F401
 
 POLICY = """\
@@ -28,6 +30,8 @@ def test_retries_hide_failures_and_the_budget_caps_a_storm(policy_mesh: PolicyMe
     flaky, _ = policy_mesh.service("flaky", fail_every=5)
     dead, _ = policy_mesh.service("dead", fail_every=1)
     front = policy_mesh.mesh.start_proxy("front", 1)
+    tap = policy_mesh.tap("front")
+    front.wait_for_log(lambda line: line.get("msg") == "tap started")
 
     with policy_mesh.client(front) as client:
         statuses = [client.get("/", headers={"Host": "flaky"}).status_code for _ in range(400)]
@@ -37,6 +41,10 @@ def test_retries_hide_failures_and_the_budget_caps_a_storm(policy_mesh: PolicyMe
     assert seen["requests"] == 499 and seen["failed"] == 99
     metrics = policy_mesh.metrics("front")
     assert sample(metrics, "route_retry_total", dst_service="flaky", route="flaky") == 99
+    deadline = time.monotonic() + 10  # each retry also shows in the request's tap event
+    while sum(e["retries"] for e in list(tap) if e["route"] == "flaky") < 99:
+        assert time.monotonic() < deadline, len(tap)
+        time.sleep(0.05)
 
     with policy_mesh.client(front) as client:
         statuses = [client.get("/", headers={"Host": "dead"}).status_code for _ in range(300)]

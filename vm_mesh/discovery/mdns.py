@@ -86,7 +86,8 @@ class MdnsDiscovery:
             properties=txt_record(instance),
             server=f"{instance.instance_id}.local.",
         )
-        await self._zeroconf.async_register_service(info, allow_name_change=False)
+        # another host may already use this instance name: take a free variant, keep the TXT id
+        await self._zeroconf.async_register_service(info, allow_name_change=True)
         self._registered[instance.instance_id] = info
         log.info(
             "registered over mDNS",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -134,7 +135,7 @@ class Mesh:
         self.configure(service, app_port, extra)
         if certificate:
             self.issue(service)
-        proxy = _start(service, self.env)
+        proxy = start_proxy_process(service, self.env)
         self.proxies.append(proxy)
         self.add_instance(service, proxy.ports["inbound"], f"{service}-{len(self.proxies)}")
         return proxy
@@ -157,9 +158,12 @@ class Mesh:
             proxy.stop()
 
 
-def _start(service: str, env: dict[str, str]) -> ProxyProcess:
+def start_proxy_process(
+    service: str, env: dict[str, str], prefix: Sequence[str] = ()
+) -> ProxyProcess:
+    """Start `vmesh proxy run <service>` (after `prefix`, e.g. `ip netns exec <ns>`) until ready."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vm_mesh", "proxy", "run", service],
+        [*prefix, sys.executable, "-m", "vm_mesh", "proxy", "run", service],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,10 @@ class Process:
 
 
 def start(args: list[str], ready_prefix: str = "LISTENING", timeout: float = 20.0,
-          env: dict[str, str] | None = None) -> Process:
-    """Start `python args...` and wait for the line `<ready_prefix> <port>` on its stdout."""
+          env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> Process:
+    """Start `[prefix...] python args...`; wait for the line `<ready_prefix> <port>` on stdout."""
     proc = subprocess.Popen(
-        [sys.executable, *args],
+        [*prefix, sys.executable, *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -55,9 +56,9 @@ def start(args: list[str], ready_prefix: str = "LISTENING", timeout: float = 20.
     raise RuntimeError(f"{args} did not report {ready_prefix}: {''.join(seen)[-2000:]}")
 
 
-def start_backend(name: str, **options: object) -> Process:
+def start_backend(name: str, prefix: Sequence[str] = (), **options: object) -> Process:
     """A test-controlled backend (tests/integration/backend.py) on a free loopback port."""
     args = ["-m", "tests.integration.backend", "--name", name]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    return start(args)
+    return start(args, prefix=prefix)

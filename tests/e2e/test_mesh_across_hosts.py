@@ -1,0 +1,152 @@
+"""A mesh over several hosts (network namespaces on a bridge): certificates from an identity
+service on another host, discovery over real multicast mDNS, mTLS between hosts, and what
+happens when an instance dies or a host drops off the network."""
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.netns import Host, hosts
+from tests.integration.mesh import ProxyProcess, start_proxy_process, wait_until
+from tests.integration.processes import start_backend
+from tests.support import require_tool
+
+pytestmark = pytest.mark.e2e
+
+OBTAIN = """\
+import asyncio, sys
+from pathlib import Path
+from identity.client import obtain
+from vm_mesh import paths
+url, token, host, service = sys.argv[1:]
+asyncio.run(obtain(url, token, host=host, service=service, directory=paths.state_dir(service)))
+"""
+
+
+@dataclass
+class World:
+    """Hosts on one bridge, an identity service on the first; proxies join it as they start."""
+
+    hosts: list[Host]
+    identity_url: str
+
+    def token(self, host: Host, service: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "vm_mesh", "identity", "token", "create",
+             "--host", host.namespace, "--services", service],
+            env=self.hosts[0].env, capture_output=True, text=True, timeout=30, check=True,
+        )
+        return result.stdout.strip()
+
+    def join(self, host: Host, service: str) -> None:
+        """Obtain the service's first leaf from the identity service, from inside `host`."""
+        token = self.token(host, service)
+        result = host.run([sys.executable, "-c", OBTAIN, self.identity_url, token,
+                           host.namespace, service])
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    def start(self, host: Host, service: str, app_port: int) -> ProxyProcess:
+        """Join, configure and start `service`'s proxy on `host`, announced over mDNS there."""
+        self.join(host, service)
+        config = host.root / "etc/vmesh/services" / f"{service}.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f'service = "{service}"\napp_port = {app_port}\n'
+            f'instance_id = "{service}-{host.namespace}"\n'
+            f'[listen]\ninbound = "{host.address}:0"\noutbound = "127.0.0.1:0"\n'
+            f'admin = "127.0.0.1:0"\nadvertise = "{host.address}"\n'
+            f'[discovery]\nbackend = "mdns"\ninterfaces = ["{host.address}"]\n'
+            '[timeouts]\nconnect = "500ms"\nheader = "2s"\nidle = "10s"\ndrain = "2s"\n'
+        )
+        proxy = start_proxy_process(service, host.env, prefix=host.command([]))
+        host.adopt(proxy.proc)
+        return proxy
+
+    def backend(self, host: Host, name: str) -> int:
+        """A JSON-answering app on `host`'s loopback; its answers carry `name`."""
+        process = start_backend(name, prefix=host.command([]))
+        host.adopt(process.proc)
+        return process.port
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    require_tool("curl")
+    with hosts(4, tmp_path) as made:
+        identity = made[0]
+        init = identity.run([sys.executable, "-m", "vm_mesh", "identity", "init"])
+        assert init.returncode == 0, init.stderr
+        proc = identity.popen([sys.executable, "-m", "vm_mesh", "identity", "serve",
+                               "--listen", f"{identity.address}:0"])
+        yield World(made, _listening_url(proc))
+
+
+def _listening_url(proc: subprocess.Popen[str]) -> str:
+    """The URL the identity service reports once it listens (read off its JSON log)."""
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"identity service listening"' in line:
+                found.append(f"https://{json.loads(line)['listen']}")
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ready.wait(20), "identity service did not start"
+    return found[0]
+
+
+def get(host: Host, proxy: ProxyProcess, service: str) -> tuple[int, dict]:
+    """curl from `host`'s app side through its outbound listener; (status, JSON body or {})."""
+    result = host.run(["curl", "-sS", "-m", "5", "-w", "\n%{http_code}", "-H",
+                       f"Host: {service}.mesh", f"http://127.0.0.1:{proxy.ports['outbound']}/hi"])
+    body, _, status = result.stdout.rpartition("\n")
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError:
+        payload = {"raw": body, "stderr": result.stderr}
+    return int(status or 0), payload
+
+
+def first_answer(host: Host, proxy: ProxyProcess, service: str, within: float = 10) -> dict:
+    """The first 200 answer: a proxy watches a service from its first request on, so the first
+    requests may find no instance yet."""
+    answers: list[tuple[int, dict]] = []
+    wait_until(lambda: answers.append(get(host, proxy, service)) or answers[-1][0] == 200,
+               within=within, what=f"{proxy.service} reaching {service}")
+    return answers[-1][1]
+
+
+def endpoint_ids(proxy: ProxyProcess, service: str) -> set[str]:
+    with proxy.admin() as admin:
+        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
+    return {i["id"] for u in upstreams if u["service"] == service for i in u["instances"]}
+
+
+def test_request_crosses_hosts_over_mtls_with_certificates_from_another_host(
+    world: World,
+) -> None:
+    _, front_host, api_host, _ = world.hosts
+    api = f"api-{secrets.token_hex(3)}"
+    world.start(api_host, api, world.backend(api_host, f"{api}@{api_host.namespace}"))
+    front = world.start(front_host, "front", 1)
+
+    answer = first_answer(front_host, front, api)
+
+    assert answer["name"] == f"{api}@{api_host.namespace}"
+    assert answer["client_id"] == "spiffe://vmesh.local/svc/front"
+    with front.admin() as admin:
+        [upstream] = [u for u in admin.get("/v1/endpoints").json()["upstreams"]
+                      if u["service"] == api]
+    assert upstream["source"] == "mdns"
+    [instance] = upstream["instances"]
+    assert instance["addr"].startswith(f"{api_host.address}:")

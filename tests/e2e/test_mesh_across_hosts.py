@@ -107,7 +107,7 @@ def _listening_url(proc: subprocess.Popen[str]) -> str:
 
 def get(host: Host, proxy: ProxyProcess, service: str) -> tuple[int, dict]:
     """curl from `host`'s app side through its outbound listener; (status, JSON body or {})."""
-    result = host.run(["curl", "-sS", "-m", "5", "-w", "\n%{http_code}", "-H",
+    result = host.run(["curl", "-sS", "-m", "15", "-w", "\n%{http_code}", "-H",
                        f"Host: {service}.mesh", f"http://127.0.0.1:{proxy.ports['outbound']}/hi"])
     body, _, status = result.stdout.rpartition("\n")
     try:
@@ -150,3 +150,76 @@ def test_request_crosses_hosts_over_mtls_with_certificates_from_another_host(
     assert upstream["source"] == "mdns"
     [instance] = upstream["instances"]
     assert instance["addr"].startswith(f"{api_host.address}:")
+
+
+def two_instances(world: World) -> tuple[Host, ProxyProcess, str, list[ProxyProcess]]:
+    """`front` on host 2 and one instance of a fresh api service on each of hosts 3 and 4,
+    both of which front has already answered from."""
+    _, front_host, *api_hosts = world.hosts
+    api = f"api-{secrets.token_hex(3)}"
+    proxies = [world.start(host, api, world.backend(host, host.namespace)) for host in api_hosts]
+    front = world.start(front_host, "front", 1)
+    first_answer(front_host, front, api)
+    wait_until(lambda: len(endpoint_ids(front, api)) == 2, within=10,
+               what="front knowing both api instances")
+    return front_host, front, api, proxies
+
+
+def breaker(proxy: ProxyProcess, service: str, instance_id: str) -> dict:
+    with proxy.admin() as admin:
+        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
+    [instance] = [i for u in upstreams if u["service"] == service
+                  for i in u["instances"] if i["id"] == instance_id]
+    return instance["breaker"]
+
+
+def after_failure(
+    host: Host, front: ProxyProcess, api: str, gone: Host
+) -> tuple[list[int], list[dict]]:
+    """What the app on `host` sees once `gone`'s instance failed: the statuses until ten answers
+    in a row (the failure-detection window), then the answers of 50 requests. Retries are opt-in
+    (none here), so every failed request of those 50 must be a breaker probe of the dead one."""
+    dead = f"{api}-{gone.namespace}"
+    streak: list[int] = []
+    wait_until(lambda: streak.append(get(host, front, api)[0]) or streak[-10:] == [200] * 10,
+               within=30, what="ten answers in a row after the failure")
+    print(f"after {gone.namespace} failed: {streak}")
+    ejections = breaker(front, api, dead)["ejections"]
+    answers = [get(host, front, api) for _ in range(50)]
+    failed = [status for status, _ in answers if status != 200]
+    assert failed == [502] * (breaker(front, api, dead)["ejections"] - ejections), answers
+    return streak, [answer for status, answer in answers if status == 200]
+
+
+def test_killed_instance_loses_its_traffic_to_the_other_host(world: World) -> None:
+    front_host, front, api, proxies = two_instances(world)
+    # kill the instance that just answered: the balancer prefers the faster one
+    last = get(front_host, front, api)[1]["name"]
+    [doomed_host] = [host for host in world.hosts if host.namespace == last]
+    [survivor_host] = [host for host in world.hosts[2:] if host is not doomed_host]
+    doomed = proxies[world.hosts.index(doomed_host) - 2]
+
+    doomed.proc.kill()  # SIGKILL: no drain, no mDNS goodbye
+    doomed.proc.wait(timeout=10)
+    detection, answered = after_failure(front_host, front, api, doomed_host)
+
+    # refused connections fail fast; the default breaker ejects after 7 in a row
+    assert 7 <= detection.count(502) <= 10, detection
+    assert breaker(front, api, f"{api}-{doomed_host.namespace}")["ejections"] >= 1
+
+    assert len(answered) >= 45
+    assert {answer["name"] for answer in answered} == {survivor_host.namespace}
+
+
+def test_host_cut_off_the_network_leaves_by_the_breaker_not_mdns(world: World) -> None:
+    front_host, front, api, _ = two_instances(world)
+    survivor_host, cut_host = world.hosts[2], world.hosts[3]
+
+    cut_host.cut()
+    _, answered = after_failure(front_host, front, api, cut_host)
+
+    assert len(answered) >= 45
+    assert {answer["name"] for answer in answered} == {survivor_host.namespace}
+    # no goodbye crossed the cut link, and zeroconf keeps a record for its TTL (SRV 120 s,
+    # PTR 75 min): the instance stays in the endpoint set; the balancer and breaker avoid it
+    assert f"{api}-{cut_host.namespace}" in endpoint_ids(front, api)

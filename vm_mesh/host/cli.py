@@ -1,4 +1,4 @@
-"""`vmesh systemd ...`: host lifecycle commands."""
+"""Host lifecycle commands: `vmesh systemd render`, `vmesh run`."""
 
 import argparse
 from pathlib import Path
@@ -26,6 +26,13 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                         f"(default {DEFAULT_DRAIN_S})")
     render.set_defaults(handler=_render)
 
+    run = add_command(commands, "run", "Run an app and its proxy together "
+                      "(transient systemd units, or supervised children without systemd).")
+    run.add_argument("service", help="the service (its file: /etc/vmesh/services/SERVICE.toml)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                     help="the app to run, after --")
+    run.set_defaults(handler=_run)
+
 
 def _render(args: argparse.Namespace) -> int:
     from vm_mesh.systemd import UnitSettings, write_units
@@ -38,3 +45,31 @@ def _render(args: argparse.Namespace) -> int:
         print(path)
     print("then: systemctl daemon-reload && systemctl enable --now vmesh-proxy@<service>")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import shutil
+    import subprocess
+
+    from vm_mesh.config import load_service
+    from vm_mesh.host.launcher import Supervisor, systemd_is_pid1, transient_units
+    from vm_mesh.logs import configure
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UserError(f"vmesh run {args.service}: no app command (usage: "
+                        f"vmesh run {args.service} -- <command> [args...])")
+    drain = load_service(args.service).config.timeouts.drain
+    if systemd_is_pid1():
+        systemd_run = shutil.which("systemd-run")
+        if systemd_run is None:
+            raise UserError("systemd is running but systemd-run is missing (install systemd)")
+        for argv in transient_units(args.service, command, drain, systemd_run):
+            subprocess.run(argv, check=True, timeout=60)
+        print(f"started vmesh-app-{args.service} and vmesh-proxy-{args.service}; "
+              f"logs: journalctl -u 'vmesh-*-{args.service}' -f; "
+              f"stop (proxy drains first): systemctl stop vmesh-app-{args.service}")
+        return 0
+    configure()
+    return asyncio.run(Supervisor(args.service, command, drain).run())

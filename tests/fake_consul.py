@@ -6,8 +6,9 @@ keeps the documented contract (/work/shared/reference, section 3):
 - `PUT /v1/agent/service/register`: keys matched case-insensitively (py-consul
   sends lower-case), `Check`/`check`/`Checks`/`checks` accepted; an HTTP check
   is really run against its URL every `Interval` (2xx passing, 429 warning,
-  anything else critical; new checks start critical unless `Status` says
-  otherwise); `DeregisterCriticalServiceAfter` is honoured.
+  anything else critical), a TCP check really connects to its `host:port`
+  (connected passing, else critical); new checks start critical unless
+  `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
 - `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
 - `GET /v1/health/service/:name`: Node/Service/Checks entries including the
   node's `serfHealth`; `?passing` (bare or a Go bool, else 400 `Invalid value
@@ -66,6 +67,7 @@ class Check:
     name: str
     status: str
     http: str | None
+    tcp: str | None
     interval_s: float
     timeout_s: float
     deregister_after_s: float | None
@@ -180,6 +182,7 @@ class FakeConsul:
                     name=check.get("name") or f"Service '{name}' check",
                     status=check.get("status") or "critical",
                     http=check.get("http"),
+                    tcp=check.get("tcp"),
                     interval_s=go_duration(check.get("interval") or "10s"),
                     timeout_s=go_duration(check.get("timeout") or "10s"),
                     deregister_after_s=go_duration(deregister) if deregister else None,
@@ -214,7 +217,7 @@ class FakeConsul:
                 services = list(self.services.values())
             for service in services:
                 for check in service.checks:
-                    if check.http and due.get(id(check), 0.0) <= now:
+                    if (check.http or check.tcp) and due.get(id(check), 0.0) <= now:
                         due[id(check)] = now + check.interval_s
                         self.set_status(check, *self._probe(check))
                     if (check.deregister_after_s is not None and check.critical_since is not None
@@ -224,6 +227,13 @@ class FakeConsul:
 
     @staticmethod
     def _probe(check: Check) -> tuple[str, str]:
+        if check.tcp is not None:
+            host, _, port = check.tcp.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), check.timeout_s):
+                    return "passing", f"TCP connect {check.tcp}: Success"
+            except OSError as exc:
+                return "critical", f"dial tcp {check.tcp}: {exc}"
         assert check.http is not None
         try:
             with urllib.request.urlopen(check.http, timeout=check.timeout_s) as answer:

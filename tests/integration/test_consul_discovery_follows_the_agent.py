@@ -1,8 +1,9 @@
 """Consul discovery against a fake agent that keeps Consul's HTTP contract (tests/fake_consul.py).
 
-The agent really probes each instance's `/ready`; the watcher sees instances
-join when ready, leave when not ready or deregistered, survives the index going
-backwards, and keeps serving (marked stale) when the agent is down.
+The agent really probes each instance's inbound port (a TCP check); the watcher
+sees instances join when they listen, leave when they stop listening or
+deregister, survives the index going backwards, and keeps serving (marked stale)
+when the agent is down.
 """
 
 import asyncio
@@ -23,28 +24,19 @@ from vm_mesh.discovery.lastknown import SOURCE, LastKnownGood
 
 
 class ReadyServer:
-    """A proxy's admin `/ready` on loopback whose answer the test chooses."""
+    """An instance's inbound port on loopback that the test can close and reopen."""
 
-    def __init__(self) -> None:
-        self.status = 200
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(server.status if self.path == "/ready" else 404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def __init__(self, port: int = 0) -> None:
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
         self.port = self.http.server_address[1]
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.http.shutdown()
         self.http.server_close()
+
+    def reopen(self) -> None:
+        self.__init__(self.port)  # type: ignore[misc]
 
 
 class Latest:
@@ -90,7 +82,7 @@ def settings_for(agent: FakeConsul) -> ConsulSettings:
 
 
 def instances(service: str, ready: list[ReadyServer]) -> list[Instance]:
-    return [Instance(service, f"{service}-{n}", "127.0.0.1", 40000 + n, admin_port=server.port,
+    return [Instance(service, f"{service}-{n}", "127.0.0.1", server.port, admin_port=40000 + n,
                      zone=f"z{n}", version="1.0")
             for n, server in enumerate(ready, start=1)]
 
@@ -110,9 +102,9 @@ async def test_instances_join_when_ready_and_leave_when_not(
         assert watcher.sets[-1].instances[0] == first  # meta carries zone, version, admin
         assert watcher.sets[-1].source == "consul" and not watcher.sets[-1].stale
 
-        ready[1].status = 503  # the proxy says it is not ready: the agent's check goes critical
+        ready[1].close()  # the instance stops listening: the agent's check goes critical
         await eventually(lambda: watcher.ids == {first.instance_id})
-        ready[1].status = 200
+        ready[1].reopen()
         await eventually(lambda: watcher.ids == {first.instance_id, second.instance_id})
 
         await discovery.deregister(first)  # drain

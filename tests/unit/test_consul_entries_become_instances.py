@@ -2,7 +2,6 @@
 
 from vm_mesh.discovery.base import Instance
 from vm_mesh.discovery.consul import (
-    ConsulDiscovery,
     ConsulSettings,
     instance_from_entry,
     instances_from_health,
@@ -35,13 +34,18 @@ def test_entries_without_port_or_with_bad_meta_are_skipped() -> None:
     assert instances_from_health(None) == ()
 
 
-def test_registration_checks_ready_and_deregisters_dead_instances() -> None:
+def test_registration_checks_the_inbound_port_and_deregisters_dead_instances() -> None:
     instance = Instance("api", "api-1", "127.0.0.1", 4143, admin_port=4191, weight=0)
     settings = ConsulSettings(check_interval="3s", deregister_after="2m")
-    kwargs = registration(instance, ConsulDiscovery.check_url(instance), settings)
+    kwargs = registration(instance, settings)
     assert kwargs["name"] == "api" and kwargs["service_id"] == "api-1"
-    assert kwargs["check"]["http"] == "http://127.0.0.1:4191/ready"
+    assert kwargs["check"]["tcp"] == "127.0.0.1:4143"  # admin /ready is mTLS-only
     assert kwargs["check"]["interval"] == "3s"
     assert kwargs["check"]["DeregisterCriticalServiceAfter"] == "2m"
     assert kwargs["weights"] == {"passing": 1, "warning": 1}  # Consul refuses weight 0
     assert kwargs["meta"]["admin"] == "4191"
+
+
+def test_an_ipv6_instance_is_checked_at_a_bracketed_address() -> None:
+    instance = Instance("api", "api-1", "::1", 4143)
+    assert registration(instance, ConsulSettings())["check"]["tcp"] == "[::1]:4143"

@@ -1,8 +1,13 @@
 """Consul discovery: register with the local agent, watch with health blocking queries.
 
-Registration puts the instance into the local agent with an HTTP check on the
-proxy's `/ready` and `DeregisterCriticalServiceAfter`, so a host that dies
-leaves the catalog without anyone cleaning up. Watching uses
+Registration puts the instance into the local agent with a health check and
+`DeregisterCriticalServiceAfter`, so a host that dies leaves the catalog
+without anyone cleaning up. The check is a TCP check on the instance's inbound
+port, not an HTTP check on `/ready`: the proxy's admin `/ready` is served over
+mutual TLS only (DESIGN.md), and a Consul agent has no mesh certificate. What
+the agent learns is therefore "the proxy accepts connections", which holds
+from the moment it registers (after its listeners, certificate and admin are
+up) until it drains, when it deregisters itself first. Watching uses
 `/v1/health/service/<name>?passing&index=N&wait=...` and follows Consul's
 rules for blocking queries: a response is no proof of change, an index that
 goes backwards restarts from 0, an index below 1 is treated as 1, and
@@ -66,7 +71,7 @@ def backoff_delay(failures: int, settings: ConsulSettings) -> float:
     return min(settings.backoff_min_s * 2 ** (failures - 1), settings.backoff_max_s)
 
 
-def registration(instance: Instance, check_url: str, settings: ConsulSettings) -> dict[str, Any]:
+def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:
     """Keyword arguments for py-consul's `agent.service.register` for `instance`."""
     meta = {
         "id": instance.instance_id,
@@ -83,8 +88,9 @@ def registration(instance: Instance, check_url: str, settings: ConsulSettings) -
         "meta": meta,
         # Consul requires both weights to be >= 1; weight 0 (drained) is kept in meta instead
         "weights": {"passing": max(instance.weight, 1), "warning": 1},
-        "check": consul.Check.http(
-            check_url,
+        "check": consul.Check.tcp(
+            instance.authority.rpartition(":")[0],  # an IPv6 address in brackets, as Consul wants
+            instance.port,
             settings.check_interval,
             timeout=settings.check_timeout,
             deregister=settings.deregister_after,
@@ -140,14 +146,8 @@ class ConsulDiscovery:
         )
         self._registered: dict[str, Instance] = {}
 
-    @staticmethod
-    def check_url(instance: Instance) -> str:
-        """Where the agent probes readiness: the proxy's admin `/ready`."""
-        host = f"[{instance.address}]" if ":" in instance.address else instance.address
-        return f"http://{host}:{instance.admin_port}/ready"
-
     async def register(self, instance: Instance) -> None:
-        kwargs = registration(instance, self.check_url(instance), self.settings)
+        kwargs = registration(instance, self.settings)
         await asyncio.to_thread(self._client.agent.service.register, **kwargs)
         self._registered[instance.instance_id] = instance
         log.info("registered with consul",

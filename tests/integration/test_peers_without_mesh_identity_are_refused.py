@@ -1,4 +1,5 @@
-"""A caller without a valid mesh identity is refused at the handshake, in the log and in tap."""
+"""A caller without a valid mesh identity is refused at the handshake, in the log, in tap and
+in `tls_handshake_failure_total`."""
 
 import json
 import socket
@@ -54,6 +55,11 @@ def test_foreign_certificate_is_refused_logged_and_tapped(tmp_path: Path) -> Non
         tap.join(10)
         assert tapped and tapped[0]["error"].startswith("tls.handshake_failed")
         assert tapped[0]["direction"] == "inbound" and tapped[0]["dst"]["service"] == "web"
+        refused = web.metric(
+            "tls_handshake_failure_total", direction="inbound", error="tls.handshake_failed"
+        )
+        assert refused == 1
+        assert web.metric("tcp_open_total", direction="inbound") == 0
         assert httpx.get(f"http://127.0.0.1:{backend.port}/_stats").json()["requests"] == 0
     finally:
         mesh.stop()

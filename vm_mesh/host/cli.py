@@ -1,4 +1,4 @@
-"""Host lifecycle commands: `vmesh systemd render`, `vmesh run`."""
+"""Host lifecycle commands: `vmesh join`, `vmesh run`, `vmesh systemd render`."""
 
 import argparse
 from pathlib import Path
@@ -32,6 +32,29 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                      help="the app to run, after --")
     run.set_defaults(handler=_run)
+
+    join = add_command(commands, "join", "Join the mesh: first certificate, service file, "
+                       "then start the proxy (and the app, given after --).")
+    join.add_argument("--token", required=True, help="a join token (vmesh identity token create)")
+    join.add_argument("--identity", required=True, metavar="URL",
+                      help="the identity service, e.g. https://ca.example:8443")
+    join.add_argument("--service", required=True, help="the service this host runs")
+    join.add_argument("--app-port", required=True, type=int, help="the port the app listens on")
+    join.add_argument("--discovery", choices=("mdns", "consul", "static"), default="mdns",
+                      help="how proxies find each other (default mdns)")
+    join.add_argument("--consul-url", default=None,
+                      help="the local Consul agent (default http://127.0.0.1:8500)")
+    join.add_argument("--host", default=None,
+                      help="the host name the token was made for (default: this machine's)")
+    for name in ("inbound", "outbound", "admin"):
+        join.add_argument(f"--{name}", default=None, metavar="HOST:PORT",
+                          help=f"the proxy's {name} listener (default from DESIGN.md)")
+    join.add_argument("--force", action="store_true", help="join again over an existing file")
+    join.add_argument("--no-start", action="store_true",
+                      help="only certificate and service file; do not start the proxy")
+    join.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                      help="optionally the app to run with its proxy (as `vmesh run`)")
+    join.set_defaults(handler=_join)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -73,3 +96,34 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     configure()
     return asyncio.run(Supervisor(args.service, command, drain).run())
+
+
+def _join(args: argparse.Namespace) -> int:
+    import os
+    import socket
+    import sys
+
+    from vm_mesh.host.join import JoinRequest, join
+    from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
+
+    request = JoinRequest(
+        token=args.token, identity_url=args.identity, service=args.service,
+        app_port=args.app_port, host=args.host or socket.gethostname(),
+        discovery=args.discovery, consul_url=args.consul_url,
+        inbound=args.inbound, outbound=args.outbound, admin=args.admin,
+    )
+    path = join(request, force=args.force)
+    print(f"joined as {args.service}; certificate in {paths.state_dir(args.service)}, "
+          f"service file {path}", file=sys.stderr, flush=True)
+    if args.no_start:
+        return 0
+    if args.command[1:] if args.command[:1] == ["--"] else args.command:
+        args.service = request.service
+        return _run(args)
+    if systemd_is_pid1():
+        print(f"start it: vmesh systemd render && systemctl daemon-reload && "
+              f"systemctl enable --now vmesh-proxy@{args.service}")
+        return 0
+    # no app to run with it: the proxy takes over this process (it drains on SIGTERM)
+    argv = proxy_argv(args.service)
+    os.execv(argv[0], argv)

@@ -88,7 +88,8 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
     name = f"api{secrets.token_hex(3)}"
     backends.append(start_backend(name))
     mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
-    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1, extra=consul_table(agent))
+    front_name = f"front{secrets.token_hex(3)}"
+    front = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
     wait_until(lambda: get(front, name).status_code == 200, within=15,
                what="the api instance being found")
 
@@ -102,3 +103,15 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
     assert answer.status_code == 200 and json.loads(answer.text)["name"] == name
     front.wait_for_log(lambda line: line.get("event") == "discovery_consul_error")
     assert front.proc.poll() is None  # no crash: it backs off and retries
+
+    # a proxy restarted while the agent is still down starts on the saved set
+    assert front.stop() == 0
+    restarted = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    answer = get(restarted, name)
+    assert answer.status_code == 200 and json.loads(answer.text)["name"] == name
+    saved = upstream(restarted, name)
+    assert saved["source"] == "last-known-good" and saved["stale"] is True
+    restarted.wait_for_log(lambda line: line.get("msg") == "endpoints updated"
+                           and line.get("source") == "last-known-good" and line.get("stale"))
+    restarted.wait_for_log(lambda line: line.get("msg") ==
+                           "consul agent unreachable; registering in the background")

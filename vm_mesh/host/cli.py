@@ -121,9 +121,28 @@ def _join(args: argparse.Namespace) -> int:
         args.service = request.service
         return _run(args)
     if systemd_is_pid1():
-        print(f"start it: vmesh systemd render && systemctl daemon-reload && "
-              f"systemctl enable --now vmesh-proxy@{args.service}")
-        return 0
+        return _start_proxy_unit(args.service)
     # no app to run with it: the proxy takes over this process (it drains on SIGTERM)
     argv = proxy_argv(args.service)
     os.execv(argv[0], argv)
+
+
+def _start_proxy_unit(service: str) -> int:
+    """Under systemd the rendered template runs the proxy: enable and start its instance."""
+    import shutil
+    import subprocess
+
+    from vm_mesh.systemd import PROXY_UNIT
+
+    if not (Path("/etc/systemd/system") / PROXY_UNIT).exists() or not shutil.which("systemctl"):
+        raise UserError(f"joined, but {PROXY_UNIT} is not installed; run `vmesh systemd render "
+                        f"&& systemctl daemon-reload`, then `systemctl enable --now "
+                        f"vmesh-proxy@{service}`")
+    unit = f"vmesh-proxy@{service}.service"
+    result = subprocess.run(["systemctl", "enable", "--now", unit],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise UserError(f"joined, but systemctl could not start {unit}: "
+                        f"{result.stderr.strip() or result.returncode}")
+    print(f"started {unit}; logs: journalctl -u {unit} -f")
+    return 0

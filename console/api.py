@@ -50,6 +50,15 @@ def short_identity(spiffe_id: str | None) -> str | None:
     return name if kind == "svc" else f"{kind}/{name}"
 
 
+def common_name(subject: str) -> str:
+    """`CN=vmesh issuer,O=vmesh.local` -> `vmesh issuer`; the subject itself without a CN."""
+    for part in subject.split(","):
+        key, sep, value = part.strip().partition("=")
+        if sep and key.upper() == "CN":
+            return value
+    return subject
+
+
 # --- tap ---------------------------------------------------------------------------------
 
 

@@ -12,24 +12,27 @@ for every key, `q` to quit; the command palette (ctrl+p) lists the views too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from console.api import LogLine, TapEvent
 from console.checks import CheckOptions, check_identity, check_ports, judge_polls
-from console.client import OperatorCredentials
-from console.collect import poll_source
+from console.client import AdminClient, AdminError, OperatorCredentials
+from console.collect import Poll, poll_source
 from console.screens import HelpScreen
 from console.sources import Source, Sources
 from console.state import MeshData
-from console.streams import StreamFailure, StreamItem, follow_source
+from console.streams import StreamEvent, StreamFailure, StreamGap, follow_source
 from console.views import VIEW_CLASSES, HostsView, View
 
 VIEWS = tuple(VIEW_CLASSES)
@@ -37,7 +40,7 @@ POLL_INTERVAL_S = 2.0
 SOURCES_INTERVAL_S = 5.0
 CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
-TICK_S = 0.25
+TICK_S = 0.5  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
 
 CSS = """
@@ -52,9 +55,10 @@ View DataTable { height: 1fr; }
 View Log { height: 1fr; }
 #prompt { dock: bottom; height: 3; display: none; }
 #prompt.shown { display: block; }
+#prompt { border-subtitle-color: $error; }
 TapDetail, HelpScreen { align: center middle; }
-#detail, #help { width: 90%; max-width: 100; height: 90%; border: round $primary;
-                 background: $surface; padding: 0 1; }
+#detail, #help { width: 100%; max-width: 100; height: auto; max-height: 100%;
+                 border: round $primary; background: $surface; padding: 0 1; }
 .title { text-style: bold; }
 """
 
@@ -68,8 +72,10 @@ class ConsoleApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
-        Binding("colon", "command", "View", key_display=":", id="app.command"),
-        Binding("slash", "filter", "Filter", key_display="/", id="app.filter"),
+        # Priority: handled before the key reaches the table, so that keys typed right
+        # after `:` or `/` already land in the prompt (see check_action).
+        Binding("colon", "command", "View", key_display=":", priority=True, id="app.command"),
+        Binding("slash", "filter", "Filter", key_display="/", priority=True, id="app.filter"),
         Binding("escape", "cancel", "Back", show=False, id="app.cancel"),
         *(
             Binding(str(i), f"show('{name}')", name, show=False, id=f"app.view.{name}")
@@ -90,6 +96,7 @@ class ConsoleApp(App[None]):
         self._tap_inbox: deque[TapEvent] = deque(maxlen=INBOX_BOUND)
         self._log_inbox: deque[LogLine] = deque(maxlen=INBOX_BOUND)
         self._prompt_mode: str | None = None
+        self._clients: dict[str, AdminClient] = {}
 
     # --- layout --------------------------------------------------------------------------
 
@@ -120,10 +127,20 @@ class ConsoleApp(App[None]):
         view = self.view
         focusable = [w for w in view.query("*") if w.can_focus]
         if focusable:
-            focusable[0].focus()
+            self._focus_now(focusable[0])
+
+    def _focus_now(self, widget: Widget) -> None:
+        """Focus at once: keys already queued (a fast typist, tmux send-keys) go to `widget`.
+
+        `Widget.focus()` defers the change with `call_later`, so keys typed right
+        after `/` or `:` would still reach the table.
+        """
+        self.screen.set_focus(widget)
 
     def tick(self) -> None:
         """Drain the inboxes into the models and redraw the view on screen."""
+        if not self.is_running or self._exit_renderables:
+            return  # shutting down: the views may be gone already
         while self._tap_inbox:
             self.data.add_tap(self._tap_inbox.popleft())
         while self._log_inbox:
@@ -165,17 +182,49 @@ class ConsoleApp(App[None]):
                         group=f"poll:{source.name}", exclusive=True, exit_on_error=False)
 
     async def _poll(self, source: Source) -> None:
+        async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
+            try:
+                client = self._clients.get(source.name)
+                if client is None:  # one client per source for the session: connections reused
+                    client = self._clients[source.name] = AdminClient(source, self.credentials)
+            except AdminError as exc:  # no operator certificate for a remote source
+                self.data.apply_poll(Poll(source, False, exc.reason, exc.detail))
+                return
+            self.data.apply_poll(await poll_source(source, client=client))
+
+    async def on_unmount(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _rearm(self, delay_s: float, again: Callable[[], object]) -> AsyncIterator[None]:
+        """Schedule `again` once the work inside is over, failed or not, unless cancelled.
+
+        Re-arming only after the previous run ended keeps runs from overlapping
+        or piling up behind a slow source; a cancelled run means the app closes.
+        """
+        cancelled = False
         try:
-            self.data.apply_poll(await poll_source(source, self.credentials))
+            yield
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            # Re-armed only now that this poll is over: polls of one source never overlap.
-            self.set_timer(POLL_INTERVAL_S, partial(self.start_poll, source))
+            if not cancelled and self.is_running:
+                self.set_timer(delay_s, again)
 
     async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
-        def emit(item: StreamItem | StreamFailure) -> None:
+        key = f"{source.name}{path}"
+
+        def emit(item: StreamEvent) -> None:
             if isinstance(item, StreamFailure):
-                self.data.stream_errors[f"{item.source}{path}"] = item.reason
-            elif path == "/v1/tap":
+                self.data.stream_errors[key] = item.reason
+                return
+            if isinstance(item, StreamGap):
+                self.data.dropped_at_source += item.dropped
+                return
+            self.data.stream_errors.pop(key, None)
+            if path == "/v1/tap":
                 self._tap_inbox.append(TapEvent.from_json(item.source, item.data))
             else:
                 self._log_inbox.append(LogLine.from_json(item.source, item.data))
@@ -188,8 +237,6 @@ class ConsoleApp(App[None]):
                             exit_on_error=False)
 
     async def _sample_hosts(self) -> None:
-        import asyncio
-
         hosts = self.query_one(HostsView)
         hosts.processes = await asyncio.to_thread(hosts.sampler.sample)
 
@@ -197,15 +244,11 @@ class ConsoleApp(App[None]):
         self.run_worker(self._checks(), group="checks", exclusive=True, exit_on_error=False)
 
     async def _checks(self) -> None:
-        import asyncio
-
-        try:
+        async with self._rearm(CHECKS_INTERVAL_S, self.run_checks):
             findings = judge_polls(list(self.data.polls.values()), self.data.now())
             findings += await asyncio.to_thread(check_ports)
             findings.append(await check_identity(CheckOptions()))
             self.data.findings = findings
-        finally:
-            self.set_timer(CHECKS_INTERVAL_S, self.run_checks)
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -217,6 +260,12 @@ class ConsoleApp(App[None]):
         if name == "hosts" and self.live:
             self.sample_hosts()
         self.tick()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`:` and `/` are plain characters while the prompt or a modal has the keyboard."""
+        if action in ("command", "filter"):
+            return not (self._prompt_mode or len(self.screen_stack) > 1)
+        return True
 
     def action_command(self) -> None:
         self._show_prompt("command", "", "view: " + " ".join(VIEWS) + "  (q quits)")
@@ -255,8 +304,13 @@ class ConsoleApp(App[None]):
         prompt.value = value
         prompt.placeholder = placeholder
         prompt.border_title = ":" if mode == "command" else "/"
+        prompt.border_subtitle = ""
         prompt.add_class("shown")
-        prompt.focus()
+        self._focus_now(prompt)
+
+    def _prompt_error(self, text: str) -> None:
+        """Keep the prompt open with what is wrong under it, until corrected or esc."""
+        self.query_one("#prompt", Input).border_subtitle = text
 
     def _hide_prompt(self) -> None:
         prompt = self.query_one("#prompt", Input)
@@ -275,15 +329,14 @@ class ConsoleApp(App[None]):
                 return
             matches = [v for v in VIEWS if v.startswith(word)] if word else []
             if len(matches) != 1:
-                self.notify(f"no view {word!r}: try " + ", ".join(VIEWS),
-                            severity="error", timeout=3)
+                self._prompt_error(f"no view {word!r}: try " + ", ".join(VIEWS))
                 return
             self.action_show(matches[0])
         elif self._prompt_mode == "filter":
             try:
                 self.view.apply_filter(text, self.data)
             except ValueError as exc:
-                self.notify(str(exc), severity="error", timeout=3)
+                self._prompt_error(str(exc))
                 return
             self._hide_prompt()
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 
+from console.client import OperatorCredentials
 from console.collect import Poll, poll_all
 from console.hosts import proxy_service
 from console.models.checks import (
@@ -173,7 +174,7 @@ def check_ports() -> list[Finding]:
     return findings
 
 
-async def run_checks(sources: Sequence[Source], credentials: Any = None,
+async def run_checks(sources: Sequence[Source], credentials: OperatorCredentials | None = None,
                      options: CheckOptions | None = None) -> list[Finding]:
     """Every check, in a stable order: admin, certs, discovery, clock, ports, identity."""
     options = options or CheckOptions()

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vm_mesh.cli import add_command
 from vm_mesh.errors import UserError
+
+if TYPE_CHECKING:  # the handlers import these lazily
+    from console.api import TapEvent
+    from console.client import OperatorCredentials
+    from console.collect import Poll
+    from console.sources import Source, Sources
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +27,8 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
                        help="a proxy's admin API (mTLS); repeatable; also a socket path")
     group.add_argument("--no-local", action="store_true",
                        help="ignore the local proxies' admin sockets")
+    group.add_argument("--discover", action="append", default=[], type=Path, metavar="FILE",
+                       help="every instance with an admin_port in this static discovery file")
     group.add_argument("--cert", type=Path, help="operator certificate for remote admin APIs")
     group.add_argument("--key", type=Path, help="operator private key")
     group.add_argument("--ca", type=Path, help="trust bundle to verify remote proxies")
@@ -83,7 +92,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # --- shared ------------------------------------------------------------------------------
 
 
-def _credentials(args: argparse.Namespace):
+def _credentials(args: argparse.Namespace) -> OperatorCredentials:
     from console.client import OperatorCredentials
 
     default = OperatorCredentials.default()
@@ -91,15 +100,30 @@ def _credentials(args: argparse.Namespace):
                                args.ca or default.ca)
 
 
-def _sources(args: argparse.Namespace) -> list:
-    import asyncio
-
+def _source_set(args: argparse.Namespace) -> Sources:
+    """Where the command reads from: local sockets, --admin and --discover."""
     from console.sources import default_sources
 
     try:
-        sources = asyncio.run(default_sources(args.admin, local=not args.no_local).list())
+        return default_sources(args.admin, local=not args.no_local, discover=args.discover)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def _list_sources(args: argparse.Namespace) -> list[Source]:
+    """Every source now; a provider that fails (a bad discovery file) is reported, not fatal."""
+    import asyncio
+    import sys
+
+    source_set = _source_set(args)
+    sources = asyncio.run(source_set.list())
+    for provider, error in source_set.provider_errors.items():
+        print(f"vmesh: {provider}: {error}", file=sys.stderr)
+    return sources
+
+
+def _sources(args: argparse.Namespace) -> list[Source]:
+    sources = _list_sources(args)
     if not sources:
         from vm_mesh import paths
 
@@ -108,7 +132,7 @@ def _sources(args: argparse.Namespace) -> list:
     return sources
 
 
-def _report_failures(polls: list) -> None:
+def _report_failures(polls: list[Poll]) -> None:
     import sys
 
     for poll in polls:
@@ -127,14 +151,10 @@ def _print_json(obj: object) -> None:
 
 def _console(args: argparse.Namespace) -> int:
     from console.app import VIEWS, ConsoleApp
-    from console.sources import default_sources
 
     if args.view not in VIEWS:
         raise UserError(f"unknown view {args.view!r}: choose one of {', '.join(VIEWS)}")
-    try:
-        sources = default_sources(args.admin, local=not args.no_local)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    sources = _source_set(args)
     ConsoleApp(sources, _credentials(args), first_view=args.view).run()
     return 0
 
@@ -183,7 +203,7 @@ def _stat(args: argparse.Namespace) -> int:
     return 0 if any(p.ok for p in polls) else 1
 
 
-def tap_lines(event) -> list[str]:
+def tap_lines(event: TapEvent) -> list[str]:
     """linkerd-style `req`/`rsp`/`end` lines of one tap event."""
     ident = f"{event.proxy}:{event.id}"
     tls = "true" if event.tls else "no_identity"
@@ -210,7 +230,7 @@ def _tap(args: argparse.Namespace) -> int:
 
     from console.api import TapEvent
     from console.models.tap import TapFilter
-    from console.streams import MergedStream, StreamFailure
+    from console.streams import MergedStream, StreamFailure, StreamGap
 
     try:
         tap_filter = TapFilter.parse(" ".join(args.filter))
@@ -221,12 +241,21 @@ def _tap(args: argparse.Namespace) -> int:
     async def run() -> int:
         shown = 0
         failed: set[str] = set()
+        given_up: set[str] = set()
         stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
         async for item in stream:
+            if isinstance(item, StreamGap):
+                print(f"vmesh: {item.source} dropped {item.dropped} requests (tap rate limit "
+                      "or slow reader)", file=sys.stderr)
+                continue
             if isinstance(item, StreamFailure):
                 if item.source not in failed:
                     print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
                 failed.add(item.source)
+                if item.final:
+                    given_up.add(item.source)
+                    if len(given_up) == len(sources):
+                        return 1
                 continue
             failed.discard(item.source)
             event = TapEvent.from_json(item.source, item.data)
@@ -325,7 +354,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     from console.api import LogLine
     from console.models.logs import LogFilter
-    from console.streams import MergedStream, StreamFailure
+    from console.streams import MergedStream, StreamFailure, StreamGap
 
     sources = [s for s in _sources(args) if not args.service or s.name == args.service]
     if not sources:
@@ -339,6 +368,9 @@ def _logs(args: argparse.Namespace) -> int:
         async for item in stream:
             if isinstance(item, StreamFailure):
                 print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
+                continue
+            if isinstance(item, StreamGap):
+                print(f"vmesh: {item.source} dropped {item.dropped} log lines", file=sys.stderr)
                 continue
             line = LogLine.from_json(item.source, item.data)
             if log_filter.matches(line):
@@ -357,12 +389,8 @@ def _check(args: argparse.Namespace) -> int:
 
     from console.checks import CheckOptions, run_checks
     from console.models.checks import exit_code
-    from console.sources import default_sources
 
-    try:
-        sources = asyncio.run(default_sources(args.admin, local=not args.no_local).list())
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    sources = _list_sources(args)
     findings = asyncio.run(run_checks(sources, _credentials(args),
                                       CheckOptions(identity_url=args.identity, ca_bundle=args.ca)))
     for finding in findings:

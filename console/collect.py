@@ -39,9 +39,16 @@ class Poll:
 
 async def poll_source(source: Source, credentials: OperatorCredentials | None = None,
                       *, what: Sequence[str] = ("stats", "certs", "endpoints"),
-                      deadline_s: float = POLL_DEADLINE_S) -> Poll:
-    """Ask one source for `what`; the answer arrives within `deadline_s` whatever happens."""
+                      deadline_s: float = POLL_DEADLINE_S,
+                      client: AdminClient | None = None) -> Poll:
+    """Ask one source for `what`; the answer arrives within `deadline_s` whatever happens.
+
+    A long-lived caller passes its own `client` (kept open, connections reused);
+    otherwise a client is made for this one poll.
+    """
     try:
+        if client is not None:
+            return await asyncio.wait_for(_ask(client, source, what), deadline_s)
         return await asyncio.wait_for(_poll(source, credentials, what), deadline_s)
     except TimeoutError:
         return Poll(source, False, "admin.timeout",
@@ -53,21 +60,24 @@ async def poll_source(source: Source, credentials: OperatorCredentials | None = 
 async def _poll(source: Source, credentials: OperatorCredentials | None,
                 what: Sequence[str]) -> Poll:
     async with AdminClient(source, credentials) as client:
-        ready = await client.get_status("/ready") == 200
-        result = Poll(source, True, ready=ready)
-        try:
-            if "stats" in what:
-                result.stats = ProxyStats.from_json(
-                    await client.get_json("/v1/stats", {"window": STATS_WINDOW}))
-            if "certs" in what:
-                result.certs = ProxyCerts.from_json(source.name, await client.get_json("/v1/certs"))
-            if "endpoints" in what:
-                result.endpoints = parse_endpoints(await client.get_json("/v1/endpoints"))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise AdminError(source.name, "admin.bad_response",
-                             f"unexpected answer: {type(exc).__name__}: {exc}") from exc
-        result.server_date = client.last_server_date
-        return result
+        return await _ask(client, source, what)
+
+
+async def _ask(client: AdminClient, source: Source, what: Sequence[str]) -> Poll:
+    result = Poll(source, True, ready=await client.get_status("/ready") == 200)
+    try:
+        if "stats" in what:
+            result.stats = ProxyStats.from_json(
+                await client.get_json("/v1/stats", {"window": STATS_WINDOW}))
+        if "certs" in what:
+            result.certs = ProxyCerts.from_json(source.name, await client.get_json("/v1/certs"))
+        if "endpoints" in what:
+            result.endpoints = parse_endpoints(await client.get_json("/v1/endpoints"))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise AdminError(source.name, "admin.bad_response",
+                         f"unexpected answer: {type(exc).__name__}: {exc}") from exc
+    result.server_date = client.last_server_date
+    return result
 
 
 async def poll_all(sources: Sequence[Source], credentials: OperatorCredentials | None = None,

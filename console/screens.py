@@ -22,9 +22,25 @@ class TapDetail(ModalScreen[None]):
         super().__init__()
         self.event = event
 
+    # Short fields share a line, so that every field fits on an 80x24 terminal.
+    LAYOUT = (
+        ("proxy", "direction"), ("id", "tls"), ("time",), ("src.id",), ("src.addr",),
+        ("dst.service", "dst.instance"), ("dst.addr",), ("dst.id",), ("method", "status"),
+        ("authority", "route"), ("path",), ("latency", "retries"), ("bytes in", "bytes out"),
+        ("policy.decision", "policy.rule"), ("error",), ("trace id",),
+    )
+
     def compose(self) -> ComposeResult:
-        width = max(len(label) for label, _ in self.event.fields())
-        text = "\n".join(f"{label:>{width}}  {value}" for label, value in self.event.fields())
+        values = dict(self.event.fields())
+        lines = []
+        for labels in self.LAYOUT:
+            first = f"{labels[0]:>15}  {values[labels[0]]}"
+            if len(labels) == 2 and len(first) <= 40:
+                lines.append(f"{first:<40}{labels[1]:>12}  {values[labels[1]]}")
+            else:
+                lines.append(first)
+                lines += [f"{label:>15}  {values[label]}" for label in labels[1:]]
+        text = "\n".join(lines)
         with VerticalScroll(id="detail"):
             yield Static(f"request {self.event.id} at {self.event.proxy}", classes="title")
             yield Static(text, id="detail-fields")

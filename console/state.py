@@ -36,6 +36,7 @@ class MeshData:
         self.logs = LogBuffer(log_capacity)
         self.findings: list[Finding] = []
         self.stream_errors: dict[str, str] = {}
+        self.dropped_at_source = 0  # tap and log items the proxies could not send in time
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

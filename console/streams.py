@@ -2,8 +2,8 @@
 
 One task per source reads its stream; items go into a bounded queue. When
 the consumer falls behind, the oldest items are dropped and counted rather
-than letting memory grow. A source whose stream fails is reported once and
-retried after a pause; the others keep flowing.
+than letting memory grow. A source whose stream fails is reported and
+retried after a pause (unless retrying cannot help); the others keep flowing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from console.client import AdminClient, AdminError, OperatorCredentials
 from console.sources import Source
 
 QUEUE_BOUND = 10_000
+
 RETRY_AFTER_S = 2.0
 
 
@@ -29,29 +30,52 @@ class StreamItem:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamGap:
+    """The source dropped `dropped` items it could not send in time (`{"dropped": N}`)."""
+
+    source: str
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFailure:
-    """A source's stream broke (it is retried); `reason` is the client's reason string."""
+    """A source's stream broke; `final` when retrying cannot help (refused, bad credentials)."""
 
     source: str
     reason: str
     detail: str
+    final: bool = False
+
+
+def is_final(reason: str) -> bool:
+    """Failures that the same request will meet again: 4xx answers, TLS and identity problems."""
+    return reason.startswith("admin.http_4") or reason in (
+        "admin.operator_cert_missing", "admin.peer_identity", "admin.tls_error")
+
+
+StreamEvent = StreamItem | StreamGap | StreamFailure
 
 
 async def follow_source(source: Source, path: str, params: dict[str, str],
                         credentials: OperatorCredentials | None,
-                        emit: Callable[[StreamItem | StreamFailure], None],
+                        emit: Callable[[StreamEvent], None],
                         *, retry: bool = True) -> None:
     """Read `path` from one source forever (or once when `retry` is False)."""
     while True:
         try:
             async with AdminClient(source, credentials) as client:
                 async for data in client.stream(path, params):
-                    emit(StreamItem(source.name, data))
+                    dropped = data.get("dropped")
+                    if len(data) == 1 and isinstance(dropped, int):
+                        emit(StreamGap(source.name, dropped))
+                    else:
+                        emit(StreamItem(source.name, data))
             if not retry:
                 return
         except AdminError as exc:
-            emit(StreamFailure(source.name, exc.reason, exc.detail))
-            if not retry:
+            final = is_final(exc.reason)
+            emit(StreamFailure(source.name, exc.reason, exc.detail, final))
+            if final or not retry:
                 return
         await asyncio.sleep(RETRY_AFTER_S)
 
@@ -64,17 +88,17 @@ class MergedStream:
                  bound: int = QUEUE_BOUND, retry: bool = True) -> None:
         self._sources = list(sources)
         self._path, self._params, self._credentials = path, params, credentials
-        self._queue: asyncio.Queue[StreamItem | StreamFailure] = asyncio.Queue(bound)
+        self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue(bound)
         self._retry = retry
         self.dropped = 0
 
-    def _emit(self, item: StreamItem | StreamFailure) -> None:
+    def _emit(self, item: StreamEvent) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait(item)
 
-    async def __aiter__(self) -> AsyncIterator[StreamItem | StreamFailure]:
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         tasks = [
             asyncio.create_task(follow_source(s, self._path, self._params, self._credentials,
                                               self._emit, retry=self._retry))

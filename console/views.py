@@ -1,14 +1,16 @@
 """The console's views: one widget each, rendering a view model from `MeshData`.
 
 Each view has `refresh_from(data)`, called by the app's tick; it changes the
-DataTable as little as possible: only changed cells when the rows and their
-order are the same (`update_cell`), otherwise one `clear()` + `add_rows()`.
+DataTable as little as possible, inside one `batch_update()`: only changed
+cells when the rows and their order are the same (`update_cell`), otherwise
+`clear()` and the rows again with their keys. The tap view, a "last N" ring
+buffer, rebuilds with `clear()` + `add_rows()` (cheaper than `remove_row`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.text import Text
 from textual import on
@@ -18,9 +20,9 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Log, Static
 
 from console import format as fmt
-from console.api import LogLine, TapEvent, short_identity
+from console.api import LogLine, TapEvent, common_name, short_identity
 from console.hosts import HostSampler, ProxyProcess
-from console.models.certs import cert_rows, timeline_bar
+from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
 from console.models.logs import LogFilter, next_level
 from console.models.overview import combine
@@ -34,23 +36,30 @@ Row = tuple[str, Sequence[Cell]]
 
 def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
     """Make `table` show `rows` (key, cells), touching only what changed."""
+    seen: dict[str, int] = {}
+    unique: list[Row] = []
+    for key, cells in rows:  # keys must be unique: number repeats rather than fail
+        seen[key] = seen.get(key, 0) + 1
+        unique.append((key if seen[key] == 1 else f"{key}#{seen[key]}", cells))
+    rows = unique
     keys = [key for key, _ in rows]
     current = [row_key.value for row_key in table.rows]
-    if keys == current:
-        columns = list(table.columns)
+    with table.app.batch_update():
+        if keys == current:
+            columns = list(table.columns)
+            for key, cells in rows:
+                for column, cell in zip(columns, cells, strict=True):
+                    if table.get_cell(key, column) != cell:
+                        table.update_cell(key, column, cell)
+            return
+        cursor_key = None
+        if table.row_count and 0 <= table.cursor_row < table.row_count:
+            cursor_key = current[table.cursor_row]
+        table.clear()
         for key, cells in rows:
-            for column, cell in zip(columns, cells, strict=True):
-                if table.get_cell(key, column) != cell:
-                    table.update_cell(key, column, cell)
-        return
-    cursor_key = None
-    if table.row_count and 0 <= table.cursor_row < table.row_count:
-        cursor_key = current[table.cursor_row]
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    if cursor_key in keys:
-        table.move_cursor(row=keys.index(cursor_key), animate=False)
+            table.add_row(*cells, key=key)
+        if cursor_key in keys:
+            table.move_cursor(row=keys.index(cursor_key), animate=False)
 
 
 def styled(label: str, style: str) -> Text:
@@ -161,7 +170,7 @@ class TapView(View):
         Binding("enter", "detail", "Detail", id="tap.detail"),
         Binding("c", "clear_filter", "Clear filter", id="tap.clear"),
     ]
-    ROWS_SHOWN = 500
+    ROWS_SHOWN = 200
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -179,14 +188,20 @@ class TapView(View):
         tap = data.tap
         bar = (f"{'PAUSED · ' if tap.paused else ''}filter: {str(tap.filter) or 'none'} · "
                f"{tap.received} events, {len(tap)} kept")
+        if data.dropped_at_source:
+            bar += f" · {data.dropped_at_source} dropped by proxies"
+        failing = sorted(k.removesuffix("/v1/tap") for k in data.stream_errors
+                         if k.endswith("/v1/tap"))
+        if failing:
+            bar += f" · no tap from {', '.join(failing)}"
         self.query_one(Static).update(bar)
         marker = (tap.received if not tap.paused else -1, str(tap.filter))
         if marker == self._shown_at:
             return
         self._shown_at = marker
         table = self.query_one(DataTable)
-        selected = None
-        if self._events and 0 <= table.cursor_row < len(self._events):
+        selected = None  # on the top row the view follows the newest event
+        if self._events and 0 < table.cursor_row < len(self._events):
             selected = self._events[table.cursor_row]
         self._events = tap.visible(self.ROWS_SHOWN)
         rows = []
@@ -251,8 +266,11 @@ class EdgesView(View):
         rows: list[Row] = []
         for edge in data.edges.rows():
             tls_style = {"yes": "green", "no": "red", "partial": "yellow"}[edge.tls]
+            # A proxy's own outbound requests carry no client ID: it is the proxy's identity.
+            own = data.certs.get(edge.src)
+            client = edge.client_id or (own.identity if own else None)
             rows.append((f"{edge.src}|{edge.dst}", (
-                edge.src, edge.dst, short_identity(edge.client_id) or "-",
+                edge.src, edge.dst, short_identity(client) or "-",
                 short_identity(edge.server_id) or "-", styled(edge.tls, tls_style),
                 str(edge.requests))))
         sync_table(self.query_one(DataTable), rows)
@@ -275,7 +293,7 @@ class CertsView(View):
             cert = row.cert
             owner = ",".join(row.owners) if cert.kind == "leaf" else f"{len(row.owners)} prx"
             ident = short_identity(cert.san[0]) if cert.kind == "leaf" and cert.san else None
-            ident = ident or cert.subject.removeprefix("CN=")
+            ident = ident or common_name(cert.subject)
             rows.append((f"{cert.kind}|{','.join(row.owners)}|{cert.serial}", (
                 cert.kind, owner, ident or "-", timeline_bar(cert, now, 10),
                 styled(row.left, row.health.style), styled(row.health.label, row.health.style),
@@ -362,10 +380,6 @@ class HostsView(View):
                      ("UPTIME", 10))
 
     def refresh_from(self, data: MeshData) -> None:
-        from datetime import timedelta
-
-        from console.models.certs import format_span
-
         rows: list[Row] = [
             (str(p.pid), (str(p.pid), p.service, f"{p.cpu_percent:.1f}", fmt.size(p.rss_bytes),
                           str(p.threads), format_span(timedelta(seconds=p.uptime_s))))

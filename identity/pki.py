@@ -157,10 +157,13 @@ def issue_leaf(
 ) -> x509.Certificate:
     """A leaf for mutual TLS: CA:false, digitalSignature, serverAuth + clientAuth.
 
+    The start is backdated for clock skew, by at most a tenth of the lifetime so
+    that short-lived leaves still renew at the intended point of their life.
     Workload leaves carry exactly one URI SAN (`spiffe_id`); the identity
     service's own server certificate carries DNS/IP names instead.
     """
     now = now or utcnow()
+    backdate = min(defaults.CLOCK_SKEW_BACKDATE, lifetime / 10)
     names: list[x509.GeneralName] = []
     if spiffe_id:
         names.append(x509.UniformResourceIdentifier(spiffe_id))
@@ -174,7 +177,7 @@ def issue_leaf(
         .issuer_name(issuer.cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - defaults.CLOCK_SKEW_BACKDATE)
+        .not_valid_before(now - backdate)
         .not_valid_after(min(now + lifetime, issuer.cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -1,253 +1,330 @@
-"""Sans-IO HTTP/1.1 message framing on httptools, strict about ambiguous input.
+"""HTTP/1.1 message framing on httptools (llhttp), strict, without I/O.
 
-`MessageReader.feed(data)` returns the events the bytes completed: `Head`,
-`Body` pieces and `End`. Anything ambiguous or oversized raises
-`ProtocolError` with the status to answer and a stable reason string (after
-Envoy's `http1.*` details); the caller answers it and closes the connection,
-so nothing after a bad message is ever parsed.
+`RequestReader` and `ResponseReader` take bytes and produce events: a head,
+body chunks, and the end of the message. llhttp already refuses most
+smuggling vectors; every refusal becomes an `Http1Error` with the status the
+client gets and a stable reason string (Envoy-style `http1.*`). Our own
+limits (request line, header section, header count, Host) are added here.
 """
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import httptools
 
-MAX_REQUEST_LINE = 8192
+MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADERS = 100
 
-# RFC 9110 §7.6.1 plus the ones every proxy strips.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
-})
+# Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
 
-Headers = list[tuple[str, str]]
+# llhttp's messages -> (status, reason); checked in order, first substring wins.
+_PARSER_ERRORS = (
+    ("can't be present with Content-Length", 400, "http1.content_length_and_chunked_not_allowed"),
+    ("Duplicate Content-Length", 400, "http1.duplicate_content_length"),
+    ("invalid `Transfer-Encoding`", 501, "http1.invalid_transfer_encoding"),
+    ("Content-Length", 400, "http1.invalid_content_length"),
+    ("Chunk size overflow", 400, "http1.chunk_size_overflow"),
+    ("chunk", 400, "http1.invalid_chunk"),
+    ("Unexpected whitespace after header value", 400, "http1.obs_fold_not_allowed"),
+    ("whitespace", 400, "http1.invalid_characters"),
+    ("header token", 400, "http1.invalid_characters"),
+    ("header value char", 400, "http1.invalid_characters"),
+    ("LF", 400, "http1.bare_cr_or_lf"),
+    ("method", 400, "http1.invalid_method"),
+    ("url", 400, "http1.invalid_url"),
+    ("version", 505, "http1.invalid_version"),
+)
 
 
-class ProtocolError(Exception):
-    """A message that must be refused: `status` to answer, `reason` for logs and `vmesh-error`."""
+class Http1Error(Exception):
+    """Framing the peer got wrong: answer `status` (requests) and close the connection."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
         self.status = status
         self.reason = reason
 
 
-@dataclass(slots=True)
-class Head:
-    """Start line and headers of a request (method, target) or a response (status)."""
+def _classify(exc: Exception) -> Http1Error:
+    message = str(exc)
+    if isinstance(exc, httptools.HttpParserUpgrade):
+        return Http1Error(501, "http1.upgrade_not_supported", "protocol upgrades are not proxied")
+    lowered = message.lower()
+    for needle, status, reason in _PARSER_ERRORS:
+        if needle.lower() in lowered:
+            return Http1Error(status, reason, message)
+    return Http1Error(400, "http1.codec_error", message)
 
+
+@dataclass(slots=True)
+class RequestHead:
+    """Request line and headers (names lower-cased, in arrival order)."""
+
+    method: str
+    target: str
     version: str
-    headers: Headers
-    method: str = ""
-    target: str = ""
-    status: int = 0
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool = True
     chunked: bool = False
     content_length: int | None = None
 
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (lower case), if present."""
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header, or None."""
         for key, value in self.headers:
             if key == name:
                 return value
         return None
 
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
 
 @dataclass(slots=True)
-class Body:
-    data: bytes
+class ResponseHead:
+    """Status line and headers of a response."""
+
+    status: int
+    reason: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool = True
+    chunked: bool = False
+    content_length: int | None = None
 
 
 @dataclass(slots=True)
-class End:
-    """The message is complete; `keep_alive` says whether the connection may carry another."""
+class MessageEnd:
+    """The current message is complete; `keep_alive` says if the connection may be reused."""
 
     keep_alive: bool
 
 
-Event = Head | Body | End
-
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+Event = RequestHead | ResponseHead | bytes | MessageEnd
 
 
-def _check_value(value: bytes) -> None:
-    for byte in value:
-        if (byte < 0x20 and byte != 0x09) or byte == 0x7F:
-            raise ProtocolError(400, "http1.invalid_characters")
+@dataclass
+class _Collector:
+    """httptools callbacks for one parser; heads and body chunks go to `events`."""
 
+    events: deque[Event] = field(default_factory=deque)
+    url: bytearray = field(default_factory=bytearray)
+    reason: bytearray = field(default_factory=bytearray)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    header_bytes: int = 0
+    parser: object = None
 
-class MessageReader:
-    """Incremental parser of requests (`response=False`) or responses on one connection."""
-
-    def __init__(self, response: bool = False) -> None:
-        self._response = response
-        parser_type = httptools.HttpResponseParser if response else httptools.HttpRequestParser
-        self._parser = parser_type(self)
-        self._events: list[Event] = []
-        self._failure: ProtocolError | None = None
-        self._reset()
-        self.head_request = False
-
-    def _reset(self) -> None:
-        self._url = b""
-        self._headers: Headers = []
-        self._name = b""
-        self._value = b""
-        self._header_bytes = 0
-        self._in_value = False
-
-    def feed(self, data: bytes) -> list[Event]:
-        """Parse `data`; returns the completed events in order."""
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            raise ProtocolError(501, "http1.upgrade_not_supported") from None
-        except httptools.HttpParserError as exc:
-            if self._failure is not None:
-                raise self._failure from None
-            raise ProtocolError(*_classify(str(exc))) from None
-        events, self._events = self._events, []
-        return events
-
-    def feed_eof(self) -> list[Event]:
-        """The peer closed: a response read until close ends here."""
-        if self._response and self._open_until_close:
-            self._open_until_close = False
-            return [End(keep_alive=False)]
-        return []
-
-    _open_until_close = False
-
-    def _fail(self, status: int, reason: str) -> None:
-        self._failure = ProtocolError(status, reason)
-        raise self._failure
-
-    # httptools callbacks
     def on_message_begin(self) -> None:
-        self._reset()
+        self.url.clear()
+        self.reason.clear()
+        self.headers = []
+        self.header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > MAX_REQUEST_LINE:
-            self._fail(414, "http1.request_line_too_long")
+        self.url += url
+        if len(self.url) > MAX_REQUEST_LINE:
+            raise Http1Error(414, "http1.request_line_too_long")
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # httptools hands whole name/value pairs (it buffers partial ones itself).
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > MAX_HEADER_BYTES:
-            self._fail(431, "http1.headers_too_large")
-        if len(self._headers) >= MAX_HEADERS:
-            self._fail(431, "http1.too_many_headers")
-        if not name or any(byte not in _TOKEN for byte in name):
-            self._fail(400, "http1.invalid_characters")
-        try:
-            _check_value(value)
-        except ProtocolError as exc:
-            self._failure = exc
-            raise
-        self._headers.append((name.decode("ascii").lower(), value.decode("latin-1").strip(" \t")))
-
-    def on_headers_complete(self) -> None:
-        parser = self._parser
-        version = parser.get_http_version()
-        head = Head(version=version, headers=self._headers)
-        if self._response:
-            head.status = parser.get_status_code()
-        else:
-            head.method = parser.get_method().decode("ascii")
-            head.target = self._url.decode("latin-1")
-        lengths = {value for key, value in self._headers if key == "content-length"}
-        encodings = [value for key, value in self._headers if key == "transfer-encoding"]
-        if encodings and lengths:
-            self._fail(400, "http1.content_length_and_chunked_not_allowed")
-        if len(lengths) > 1:
-            self._fail(400, "http1.content_length_mismatch")
-        if lengths:
-            (length,) = lengths
-            if not length.isdigit() or len(length) > 18:
-                self._fail(400, "http1.invalid_content_length")
-            head.content_length = int(length)
-        if encodings:
-            codings = [c.strip().lower() for value in encodings for c in value.split(",")]
-            if codings != ["chunked"]:
-                self._fail(501, "http1.invalid_transfer_encoding")
-            head.chunked = True
-        if self._response:
-            bodiless = self.head_request or head.status in (204, 304) or head.status < 200
-            if bodiless:
-                head.chunked, head.content_length = False, 0
-            elif not head.chunked and head.content_length is None:
-                self._open_until_close = True
-        elif not head.chunked and head.content_length is None:
-            head.content_length = 0
-        self._events.append(head)
-        if self._response and (self.head_request or head.status in (204, 304)):
-            # The parser cannot know a HEAD response has no body; tell it.
-            return 1  # type: ignore[return-value]
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise Http1Error(431, "http1.headers_too_large")
+        if len(self.headers) >= MAX_HEADERS:
+            raise Http1Error(431, "http1.too_many_headers")
+        self.headers.append((name.lower(), value))
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Body(bytes(body)))
+        if body:
+            self.events.append(body)
+
+
+class _HeadResponseDone(Exception):
+    """Raised from a callback to stop parsing at the end of a response to HEAD."""
+
+
+class _Reader:
+    """Shared feeding logic of request and response readers."""
+
+    def __init__(self, collector: _Collector, parser: object) -> None:
+        self._collector = collector
+        self._parser = parser
+        self.failed = False
+
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; raises Http1Error on bad framing (the reader is unusable after)."""
+        if self.failed:
+            raise Http1Error(400, "http1.codec_error", "connection already failed")
+        try:
+            self._parser.feed_data(data)  # type: ignore[attr-defined]
+        except Http1Error:
+            self.failed = True
+            raise
+        except httptools.HttpParserError as exc:
+            self.failed = True
+            cause = exc.__context__
+            if isinstance(cause, Http1Error | _HeadResponseDone):
+                raise cause from None
+            raise _classify(exc) from None
+
+    def next_event(self) -> Event | None:
+        """The next parsed event, or None when more bytes are needed."""
+        return self._collector.events.popleft() if self._collector.events else None
+
+    def has_event(self) -> bool:
+        return bool(self._collector.events)
+
+    @property
+    def in_message(self) -> bool:
+        """True once a message has begun and not yet ended (bytes are pending)."""
+        return self._collector.header_bytes > 0 or bool(self._collector.url)
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
+    chunked = any(k == b"transfer-encoding" for k, _ in headers)
+    length = next((v for k, v in headers if k == b"content-length"), None)
+    return chunked, int(length) if length is not None else None
+
+
+class _RequestCallbacks(_Collector):
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method().decode()  # type: ignore[attr-defined]
+        version = parser.get_http_version()  # type: ignore[attr-defined]
+        hosts = [v for k, v in self.headers if k == b"host"]
+        if version == "1.1" and not hosts:
+            raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
+        if len(hosts) > 1:
+            raise Http1Error(400, "http1.multiple_host", "more than one Host header")
+        if method == "CONNECT":
+            raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
+        chunked, length = _framing(self.headers)
+        self.events.append(
+            RequestHead(
+                method=method,
+                target=self.url.decode("ascii", "replace"),
+                version=version,
+                headers=self.headers,
+                keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
+                chunked=chunked,
+                content_length=length,
+            )
+        )
 
     def on_message_complete(self) -> None:
-        self._open_until_close = False
-        self._events.append(End(keep_alive=self._parser.should_keep_alive()))
+        # httptools forgets keep-alive once the message is done: read it here
+        self.events.append(MessageEnd(self.parser.should_keep_alive()))  # type: ignore[attr-defined]
+        self.url.clear()
+        self.header_bytes = 0
 
 
-def _classify(message: str) -> tuple[int, str]:
-    """Map a parser error message to a status and a stable reason."""
-    text = message.lower()
-    if "content-length" in text and ("transfer-encoding" in text or "can't be present" in text):
-        return 400, "http1.content_length_and_chunked_not_allowed"
-    if "duplicate content-length" in text:
-        return 400, "http1.content_length_mismatch"
-    if "transfer-encoding" in text:
-        return 501, "http1.invalid_transfer_encoding"
-    if "chunk size" in text or "chunk" in text:
-        return 400, "http1.invalid_chunk_size"
-    if "content-length" in text:
-        return 400, "http1.invalid_content_length"
-    if "lf" in text or "cr" in text or "character" in text or "header" in text:
-        return 400, "http1.invalid_characters"
-    if "method" in text:
-        return 400, "http1.invalid_method"
-    if "url" in text or "uri" in text:
-        return 400, "http1.invalid_url"
-    if "version" in text:
-        return 505, "http1.invalid_version"
-    return 400, "http1.codec_error"
+class RequestReader(_Reader):
+    """Parses requests from a client connection (pipelined requests come out in order)."""
+
+    def __init__(self) -> None:
+        callbacks = _RequestCallbacks()
+        parser = httptools.HttpRequestParser(callbacks)
+        callbacks.parser = parser
+        super().__init__(callbacks, parser)
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
-    """Headers without hop-by-hop ones, including those named in `Connection`."""
+class _ResponseCallbacks(_Collector):
+    head_request: bool = False
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        chunked, length = _framing(self.headers)
+        status = parser.get_status_code()  # type: ignore[attr-defined]
+        self.events.append(
+            ResponseHead(
+                status=status,
+                reason=bytes(self.reason),
+                version=parser.get_http_version(),  # type: ignore[attr-defined]
+                headers=self.headers,
+                keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
+                chunked=chunked,
+                content_length=length,
+            )
+        )
+        if self.head_request and status >= 200:
+            # a response to HEAD has no body whatever its headers say; llhttp cannot be told,
+            # so the message ends here and the reader starts a fresh parser for the next one
+            self.events.append(MessageEnd(parser.should_keep_alive()))  # type: ignore[attr-defined]
+            raise _HeadResponseDone
+
+    def on_message_complete(self) -> None:
+        self.events.append(MessageEnd(self.parser.should_keep_alive()))  # type: ignore[attr-defined]
+
+
+class ResponseReader(_Reader):
+    """Parses one response at a time from an upstream connection."""
+
+    def __init__(self) -> None:
+        self._new_parser()
+
+    def _new_parser(self) -> None:
+        callbacks = _ResponseCallbacks()
+        parser = httptools.HttpResponseParser(callbacks)
+        callbacks.parser = parser
+        _Reader.__init__(self, callbacks, parser)
+
+    def expect(self, method: str) -> None:
+        """Say which request the next response answers (HEAD responses carry no body)."""
+        self._collector.head_request = method == "HEAD"  # type: ignore[attr-defined]
+
+    def feed(self, data: bytes) -> None:
+        try:
+            super().feed(data)
+        except Http1Error:
+            raise
+        except _HeadResponseDone:
+            events = self._collector.events
+            self._new_parser()
+            self._collector.events = events
+
+
+def forwardable_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Drop hop-by-hop headers, including every header the Connection header names."""
     named = {
         token.strip().lower()
-        for key, value in headers if key == "connection"
-        for token in value.split(",")
+        for key, value in headers
+        if key == b"connection"
+        for token in value.split(b",")
     }
-    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named]
+    dropped = HOP_BY_HOP | named
+    return [(k, v) for k, v in headers if k not in dropped and k != b"content-length"]
 
 
-def encode_request_head(method: str, target: str, headers: Headers) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def encode_request_head(head: RequestHead, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [f"{head.method} {head.target} HTTP/1.1".encode()]
+    lines += [k + b": " + v for k, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def encode_response_head(status: int, reason: str, headers: Headers) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def encode_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, reason or b"")]
+    lines += [k + b": " + v for k, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def framing_headers(head: Head, until_close_as_chunked: bool = True) -> tuple[Headers, bool]:
-    """The framing header to send with `head`'s body, and whether to chunk it ourselves."""
-    if head.chunked:
-        return [("transfer-encoding", "chunked")], True
-    if head.content_length is not None:
-        return [("content-length", str(head.content_length))], False
-    return ([("transfer-encoding", "chunked")], True) if until_close_as_chunked else ([], False)
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 LAST_CHUNK = b"0\r\n\r\n"

@@ -29,7 +29,10 @@ class InboundAuthorization:
         self._traffic = traffic
 
     def check_http(
-        self, peer_id: str | None, method: str, target: Target,
+        self,
+        peer_id: str | None,
+        method: str,
+        target: Target,
         headers: list[tuple[str, str]] | None = None,
     ) -> AuthzDecision:
         """Decide for one HTTP request (`target` already normalized)."""
@@ -49,9 +52,15 @@ class InboundAuthorization:
             denied = decision.verdict == "deny"
             log.warning(
                 "request denied" if denied else "audit: request would be denied",
-                extra={"event": f"authz_{decision.verdict}", "dst_service": self.service,
-                       "client_id": request.peer_id, "method": request.method,
-                       "path": request.path, "rule": decision.rule, "reason": decision.reason},
+                extra={
+                    "event": f"authz_{decision.verdict}",
+                    "dst_service": self.service,
+                    "client_id": request.peer_id,
+                    "method": request.method,
+                    "path": request.path,
+                    "rule": decision.rule,
+                    "reason": decision.reason,
+                },
             )
         return decision
 

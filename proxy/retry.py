@@ -55,8 +55,9 @@ class RetryPolicy:
             self.method_allowed(method) and body_size is not None and body_size <= MAX_REPLAY_BODY
         )
 
-    def should_retry(self, retries_done: int, method: str, body_size: int | None,
-                     outcome: Outcome) -> bool:
+    def should_retry(
+        self, retries_done: int, method: str, body_size: int | None, outcome: Outcome
+    ) -> bool:
         """Retry after this outcome? (The budget is asked separately, last.)"""
         return (
             retries_done < self.spec.attempts
@@ -102,8 +103,9 @@ class RetryBudget:
         self.rejected = 0
 
     @classmethod
-    def from_spec(cls, spec: RetryBudgetSpec, clock: Callable[[], float] = time.monotonic
-                  ) -> "RetryBudget":
+    def from_spec(
+        cls, spec: RetryBudgetSpec, clock: Callable[[], float] = time.monotonic
+    ) -> "RetryBudget":
         return cls(spec.ratio, spec.min_per_second, spec.window, clock=clock)
 
     def _current(self) -> tuple[int, list[int]]:

@@ -19,8 +19,10 @@ from vm_mesh.errors import UserError
 # Modules that contribute subcommands, in the order `vmesh --help` lists them.
 COMMAND_MODULES = (
     "identity.cli",
+    "proxy.cli",
     "vm_mesh.policy.cli",
     "console.cli",
+    "vm_mesh.demo.cli",
 )
 
 
@@ -48,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`vmesh tap | head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"vmesh: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from console.api import CertInfo, UpstreamEndpoints
+from console.api import CertInfo, UpstreamEndpoints, common_name
 from console.models.certs import Health, health, time_left
 
 DISCOVERY_MAX_AGE = timedelta(minutes=5)
@@ -60,7 +60,8 @@ _CERT_HINTS = {
 def check_cert(cert: CertInfo, owner: str, now: datetime) -> Finding:
     """A certificate against the thresholds of its kind."""
     state = health(cert, now)
-    target = f"{cert.kind} of {owner}" if cert.kind == "leaf" else f"{cert.kind} {cert.subject}"
+    target = (f"leaf of {owner}" if cert.kind == "leaf"
+              else f"{cert.kind} {common_name(cert.subject)} #{cert.serial[:8]}")
     reason = f"certs.{cert.kind}_{state.label.replace('-', '_')}"
     if state is Health.OK:
         return Finding("certs", Status.OK, target, f"valid, {time_left(cert, now)} left", reason)

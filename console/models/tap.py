@@ -106,6 +106,8 @@ class TapFilter:
             params["path"] = self.path
         if self.method:
             params["method"] = self.method
+        if self.status and not self.status.startswith(">="):
+            params["status"] = self.status  # `503` or `5xx`; bounds are filtered here only
         if self.min_latency_ms is not None:
             params["min_latency_ms"] = f"{self.min_latency_ms:g}"
         return params

@@ -32,7 +32,9 @@ class TopRow:
     worst_ms: float = 0.0
     last_ms: float = 0.0
     last_ts: float = 0.0
-    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    # Requests per whole second over the last RATE_WINDOW_S seconds: constant memory.
+    _per_second: deque[list[int]] = field(
+        default_factory=lambda: deque(maxlen=int(RATE_WINDOW_S) + 1))
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -44,8 +46,8 @@ class TopRow:
 
     def rps(self, now: float, window_s: float = RATE_WINDOW_S) -> float:
         """Requests per second over the last `window_s` seconds before `now`."""
-        cutoff = now - window_s
-        recent = sum(1 for ts in self._recent if ts > cutoff)
+        cutoff = int(now - window_s)
+        recent = sum(count for second, count in self._per_second if second >= cutoff)
         return recent / window_s
 
     def add(self, event: TapEvent) -> None:
@@ -55,7 +57,11 @@ class TopRow:
         self.worst_ms = max(self.worst_ms, event.latency_ms)
         self.last_ms = event.latency_ms
         self.last_ts = max(self.last_ts, event.ts)
-        self._recent.append(event.ts)
+        second = int(event.ts)
+        if self._per_second and self._per_second[-1][0] == second:
+            self._per_second[-1][1] += 1
+        else:
+            self._per_second.append([second, 1])
 
 
 class TopTable:

@@ -1,8 +1,9 @@
 """Policy metrics: authz decisions by rule, retries, per-backend requests of a split, shadows."""
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy.events import EventBus, RequestEvent
+from proxy.observability import Observability
 from proxy.policy_metrics import PolicyMetrics
 
 
@@ -34,3 +35,14 @@ def test_events_feed_policy_metrics() -> None:
                   route="canary", backend="api-v1") == 1
     assert sample(registry, "mirror_request_total", dst_service="api", shadow="api-shadow",
                   outcome="failed") == 1
+
+
+def test_policy_series_are_served_with_the_proxy_metrics() -> None:
+    bus = EventBus()
+    observability = Observability.attach(bus)
+    bus.publish(RequestEvent(0, "1", "inbound", "127.0.0.1:1", dst_service="store",
+                             policy_decision="deny", policy_rule="store.default",
+                             extra={"authz_reason": "authz.default_deny"}))
+    text = generate_latest(observability.metrics.registry).decode()
+    assert ('authz_decision_total{decision="deny",dst_service="store",'
+            'reason="authz.default_deny",rule="store.default"} 1.0') in text

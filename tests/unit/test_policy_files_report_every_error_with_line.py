@@ -1,5 +1,6 @@
 """Policy files: the DESIGN.md shapes load; every error of every file is reported with its line."""
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -198,3 +199,24 @@ def test_cli_check_defaults_to_the_policy_directory(
     assert main(["policy", "check"]) == 0
     assert "services: api, store" in capsys.readouterr().out
     assert load_files([directory / "a.yaml"]).services() == ["api", "store"]
+
+
+def test_cli_explain_shows_route_backends_and_authorization(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.yaml").write_text(DESIGN_EXAMPLE)
+    args = ["policy", "explain", "--policy-dir", str(tmp_path)]
+    assert main([*args, "api", "/v2/x/../y", "-H", "X-Canary: 1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "path:          /v2/y" in lines
+    assert "route:         api-canary" in lines
+    assert "backends:      api-v1=90 api-v2=10" in lines
+    assert "retry:         on=5xx,connect-failure attempts=2 backoff=base=25ms max=250ms" in lines
+    assert main([*args, "store", "/items/1", "-X", "DELETE", "--from",
+                 "spiffe://vmesh.local/svc/api", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["authorization"] == {
+        "decision": "deny", "rule": "store.default", "reason": "authz.default_deny"
+    }
+    assert main([*args, "store", "/a%00b"]) == 1
+    assert capsys.readouterr().err == "vmesh: a proxy rejects this target: http1.path.nul\n"

@@ -58,5 +58,6 @@ def test_filter_round_trips_through_its_text() -> None:
 
 
 def test_server_side_part_carries_only_what_the_admin_api_filters() -> None:
-    params = TapFilter.parse("svc=api path=/items method=get lat>=5").server_params()
-    assert params == {"path": "/items", "method": "GET", "min_latency_ms": "5"}
+    params = TapFilter.parse("svc=api path=/items method=get status=5xx lat>=5").server_params()
+    assert params == {"path": "/items", "method": "GET", "status": "5xx", "min_latency_ms": "5"}
+    assert "status" not in TapFilter.parse("status>=400").server_params()

@@ -75,8 +75,8 @@ def load_dir(directory: Path | None = None) -> PolicySet:
     return load_files(policy_files(directory))
 
 
-def load_files(files: Iterable[Path]) -> PolicySet:
-    """Load the given files in order; raises PolicyInvalid with every error of every file."""
+def load_files(files: Iterable[Path], extra: Iterable[tuple[str, str]] = ()) -> PolicySet:
+    """Load files (then `extra` named texts, e.g. Consul keys); PolicyInvalid lists all errors."""
     texts = []
     errors: list[PolicyError] = []
     for path in files:
@@ -84,6 +84,7 @@ def load_files(files: Iterable[Path]) -> PolicySet:
             texts.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(PolicyError(str(path), 0, f"cannot read: {exc}", "policy.unreadable"))
+    texts.extend(extra)
     try:
         policy = load_texts(texts)
     except PolicyInvalid as exc:

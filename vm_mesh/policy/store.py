@@ -43,11 +43,13 @@ class PolicyStore:
         self.errors: list[PolicyError] = []
         self._fingerprint: Fingerprint | None = None
         self._listeners: list[Listener] = []
+        # Documents from other sources than the directory (Consul KV), as (name, text).
+        self.extra_texts: tuple[tuple[str, str], ...] = ()
 
     def load_initial(self) -> PolicySet:
         """First load; raises PolicyInvalid so a proxy never starts on a broken policy."""
         self._fingerprint = _fingerprint(self.directory)
-        self._install(load_files(policy_files(self.directory)), "initial")
+        self._install(load_files(policy_files(self.directory), self.extra_texts), "initial")
         return self.current
 
     def subscribe(self, listener: Listener) -> None:
@@ -58,7 +60,7 @@ class PolicyStore:
         """Load the directory again; True if the new policy is now in force."""
         self._fingerprint = _fingerprint(self.directory)
         try:
-            policy = load_files(policy_files(self.directory))
+            policy = load_files(policy_files(self.directory), self.extra_texts)
         except PolicyInvalid as exc:
             self.errors = exc.errors
             for error in exc.errors:
@@ -91,6 +93,15 @@ class PolicyStore:
         )
         for listener in self._listeners:
             listener(policy)
+
+    def set_extra_texts(self, texts: tuple[tuple[str, str], ...], trigger: str = "consul") -> bool:
+        """Replace the documents of another source and reload; refused like a bad file."""
+        previous = self.extra_texts
+        self.extra_texts = texts
+        if self.reload(trigger):
+            return True
+        self.extra_texts = previous  # keep what is in force consistent with its sources
+        return False
 
     def changed_on_disk(self) -> bool:
         return _fingerprint(self.directory) != self._fingerprint

@@ -1,0 +1,177 @@
+"""What the identity service decides: who gets a leaf, for which identity, and for how long.
+
+No sockets here: `join` and `renew` take the decoded request body and either
+return the response body or raise a `Rejection`. Every issued leaf is recorded
+in the store and logged.
+"""
+
+import base64
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
+
+from identity import pki, spiffe
+from identity.castate import CertificateAuthority
+from identity.csr import check_csr, load_csr
+from identity.errors import Rejection
+from identity.store import IssuedCert, Store
+from identity.tokens import check_token, parse_token
+from vm_mesh import defaults
+
+log = logging.getLogger("vmesh.identity")
+
+
+def _field(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise Rejection("request.missing_field", f"field {name!r} must be a non-empty string")
+    return value
+
+
+class Authority:
+    """Issues leaves from the CA's active issuer, recording each in the store."""
+
+    def __init__(
+        self, ca: CertificateAuthority, store: Store, leaf_ttl: timedelta = defaults.LEAF_LIFETIME
+    ) -> None:
+        self.ca = ca
+        self.store = store
+        self.leaf_ttl = leaf_ttl
+
+    def join(self, body: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        """Exchange a one-time join token and a CSR for a first leaf."""
+        now = time.time() if now is None else now
+        token = parse_token(_field(body, "token"))
+        host = _field(body, "host")
+        identity, key = check_csr(load_csr(body.get("csr")), trust_domain=self.ca.trust_domain)
+        record = self.store.token(token.token_id)
+        check_token(record, token, host=host, service=identity.name, now=now)
+        if self.store.host_revoked(host):
+            raise Rejection("host.revoked", f"host {host} is revoked", 403)
+        if not self.store.use_token(token.token_id, now):
+            raise Rejection("token.already_used", f"token {token.token_id} was used already", 401)
+        return self._issue(identity, key, host=host, token_id=token.token_id, now=now)
+
+    def renew(self, body: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        """Exchange the current, valid leaf (proven by a signature with its key) for a new one."""
+        now = time.time() if now is None else now
+        chain = self._verified_chain(_field(body, "certificate"), now)
+        current = chain[0]
+        try:
+            holder = spiffe.of_certificate(current)
+        except ValueError as exc:
+            raise Rejection("renew.invalid_identity", str(exc), 403) from None
+        csr = load_csr(body.get("csr"))
+        _check_proof(current, csr, _field(body, "proof"))
+        identity, key = check_csr(csr, trust_domain=self.ca.trust_domain)
+        if identity != holder:
+            raise Rejection(
+                "renew.identity_mismatch", f"a leaf for {holder} cannot renew as {identity}", 403
+            )
+        issued = self.store.issued(pki.new_serial_hex(current))
+        if issued is None:
+            raise Rejection("renew.unknown_certificate", "this CA has no record of that leaf", 403)
+        if self.store.host_revoked(issued.host):
+            raise Rejection("host.revoked", f"host {issued.host} is revoked", 403)
+        return self._issue(identity, key, host=issued.host, token_id=issued.token_id, now=now)
+
+    def _verified_chain(self, pem: str, now: float) -> list[x509.Certificate]:
+        try:
+            certs = pki.load_certs(pem.encode())
+        except ValueError:
+            raise Rejection("renew.malformed_certificate", "certificate is not PEM") from None
+        if not certs:
+            raise Rejection("renew.malformed_certificate", "no certificate given")
+        leaf, intermediates = certs[0], certs[1:]
+        if leaf.not_valid_after_utc.timestamp() <= now:
+            raise Rejection("renew.certificate_expired", "the current leaf has expired", 401)
+        verifier = (
+            verification.PolicyBuilder()
+            .store(verification.Store(self.ca.bundle))
+            .time(datetime.fromtimestamp(now, UTC))
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(leaf, intermediates)
+        except verification.VerificationError as exc:
+            raise Rejection(
+                "renew.untrusted_certificate", f"the leaf does not chain to this CA ({exc})", 401
+            ) from None
+        return certs
+
+    def _issue(
+        self,
+        identity: spiffe.SpiffeId,
+        key: ec.EllipticCurvePublicKey,
+        *,
+        host: str,
+        token_id: str | None,
+        now: float,
+    ) -> dict[str, Any]:
+        issuer = self.ca.active
+        leaf = pki.issue_leaf(
+            issuer,
+            key,
+            spiffe_id=str(identity),
+            common_name=identity.name,
+            trust_domain=self.ca.trust_domain,
+            now=datetime.fromtimestamp(now, UTC),
+            lifetime=self.leaf_ttl,
+        )
+        record = IssuedCert(
+            serial=pki.new_serial_hex(leaf),
+            identity=str(identity),
+            host=host,
+            issuer_serial=pki.new_serial_hex(issuer.cert),
+            not_after=leaf.not_valid_after_utc.timestamp(),
+            issued_at=now,
+            token_id=token_id,
+        )
+        self.store.record_issued(record)
+        log.info(
+            "certificate issued",
+            extra={
+                "event": "certificate_issued",
+                "serial": record.serial,
+                "identity": record.identity,
+                "host": host,
+                "not_after": leaf.not_valid_after_utc.isoformat(),
+                "token_id": token_id,
+            },
+        )
+        return {
+            "certificate": pki.cert_pem(leaf, issuer.cert).decode(),
+            "bundle": pki.cert_pem(*self.ca.bundle).decode(),
+            "serial": record.serial,
+            "not_after": leaf.not_valid_after_utc.isoformat(),
+        }
+
+
+def proof_of_possession(
+    key: ec.EllipticCurvePrivateKey, csr: x509.CertificateSigningRequest
+) -> str:
+    """The renewal proof: the new CSR signed with the current leaf's key, base64."""
+    der = csr.public_bytes(serialization.Encoding.DER)
+    return base64.b64encode(key.sign(der, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def _check_proof(leaf: x509.Certificate, csr: x509.CertificateSigningRequest, proof: str) -> None:
+    public_key = leaf.public_key()
+    try:
+        signature = base64.b64decode(proof, validate=True)
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise InvalidSignature
+        public_key.verify(
+            signature, csr.public_bytes(serialization.Encoding.DER), ec.ECDSA(hashes.SHA256())
+        )
+    except (InvalidSignature, ValueError):
+        raise Rejection(
+            "renew.bad_proof", "the CSR is not signed with the current leaf's key", 401
+        ) from None

@@ -1,0 +1,148 @@
+"""The certificate authority on disk: generations of anchor + issuer, and the trust bundle.
+
+Layout under `paths.state_dir("identity")`:
+
+    ca.json                 trust domain and the active generation
+    gen-<n>/anchor.pem      trust anchor (10 years); anchor.key may be passphrase-encrypted
+    gen-<n>/issuer.pem      issuer (1 year, path length 0) and issuer.key, signs every leaf
+    bundle.pem              the anchors peers trust: every generation not retired
+    ca.db                   tokens and the issuance log (identity.store)
+
+Rotation adds a generation and keeps the older ones in the bundle, so leaves
+of both verify during the overlap; retiring drops a generation from the bundle.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from identity import pki, spiffe
+from vm_mesh.errors import UserError
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One anchor and the issuer it signed."""
+
+    number: int
+    anchor: x509.Certificate
+    issuer: x509.Certificate
+    retired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateAuthority:
+    """A loaded CA: its trust domain, generations, the active issuer's key and the bundle."""
+
+    directory: Path
+    trust_domain: str
+    generations: tuple[Generation, ...]
+    active: pki.CertifiedKey
+
+    @property
+    def bundle(self) -> list[x509.Certificate]:
+        return [g.anchor for g in self.generations if not g.retired]
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "ca.db"
+
+
+def _meta_path(directory: Path) -> Path:
+    return directory / "ca.json"
+
+
+def _read_meta(directory: Path) -> dict:
+    path = _meta_path(directory)
+    if not path.is_file():
+        raise UserError(
+            f"no certificate authority in {directory} (run `vmesh identity init` first)"
+        )
+    return json.loads(path.read_text())
+
+
+def _write_generation(
+    directory: Path, number: int, trust_domain: str, passphrase: bytes | None, now: datetime
+) -> None:
+    anchor = pki.create_anchor(trust_domain, now=now)
+    issuer = pki.create_issuer(anchor, trust_domain, now=now)
+    gen = directory / f"gen-{number}"
+    pki.write_private(gen / "anchor.key", pki.key_pem(anchor.key, passphrase))
+    pki.write_file(gen / "anchor.pem", pki.cert_pem(anchor.cert))
+    pki.write_private(gen / "issuer.key", pki.key_pem(issuer.key))
+    pki.write_file(gen / "issuer.pem", pki.cert_pem(issuer.cert))
+
+
+def _write_meta_and_bundle(directory: Path, meta: dict) -> None:
+    pki.write_file(_meta_path(directory), json.dumps(meta, indent=2).encode())
+    anchors = [
+        pki.load_certs((directory / f"gen-{n}" / "anchor.pem").read_bytes())[0]
+        for n in meta["generations"]
+        if n not in meta["retired"]
+    ]
+    pki.write_file(directory / "bundle.pem", pki.cert_pem(*anchors))
+
+
+def init(
+    directory: Path, trust_domain: str, passphrase: bytes | None = None, now: datetime | None = None
+) -> None:
+    """Create the first anchor and issuer; refuses when a CA already exists there."""
+    spiffe.check_trust_domain(trust_domain)
+    if _meta_path(directory).exists():
+        raise UserError(
+            f"a certificate authority already exists in {directory}; "
+            "refusing to overwrite it (use `vmesh identity rotate` to add a new anchor)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    _write_generation(directory, 1, trust_domain, passphrase, now or pki.utcnow())
+    meta = {"trust_domain": trust_domain, "active": 1, "generations": [1], "retired": []}
+    _write_meta_and_bundle(directory, meta)
+
+
+def rotate(directory: Path, passphrase: bytes | None = None, now: datetime | None = None) -> int:
+    """Add a new anchor + issuer, make it active, keep older anchors trusted; returns its number."""
+    meta = _read_meta(directory)
+    number = max(meta["generations"]) + 1
+    _write_generation(directory, number, meta["trust_domain"], passphrase, now or pki.utcnow())
+    meta["generations"].append(number)
+    meta["active"] = number
+    _write_meta_and_bundle(directory, meta)
+    return number
+
+
+def retire(directory: Path, number: int) -> None:
+    """Drop an old generation's anchor from the bundle; the active one cannot be retired."""
+    meta = _read_meta(directory)
+    if number not in meta["generations"]:
+        raise UserError(f"no generation {number} (see `vmesh identity status`)")
+    if number == meta["active"]:
+        raise UserError(f"generation {number} is active; rotate first, then retire it")
+    if number not in meta["retired"]:
+        meta["retired"].append(number)
+    _write_meta_and_bundle(directory, meta)
+
+
+def load(directory: Path) -> CertificateAuthority:
+    """Load the CA with the active issuer's key (the anchor keys are not needed to issue)."""
+    meta = _read_meta(directory)
+    generations = []
+    for number in meta["generations"]:
+        gen = directory / f"gen-{number}"
+        generations.append(
+            Generation(
+                number=number,
+                anchor=pki.load_certs((gen / "anchor.pem").read_bytes())[0],
+                issuer=pki.load_certs((gen / "issuer.pem").read_bytes())[0],
+                retired=number in meta["retired"],
+            )
+        )
+    active_dir = directory / f"gen-{meta['active']}"
+    active = pki.CertifiedKey(
+        key=pki.load_key((active_dir / "issuer.key").read_bytes()),
+        cert=pki.load_certs((active_dir / "issuer.pem").read_bytes())[0],
+    )
+    return CertificateAuthority(directory, meta["trust_domain"], tuple(generations), active)

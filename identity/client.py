@@ -1,0 +1,213 @@
+"""The proxy's side of identity: obtain a first leaf with a join token, then keep it renewed.
+
+Files in the service's state directory (written atomically):
+`key.pem` (0600), `cert.pem` (leaf followed by the issuer) and `bundle.pem`.
+While the identity service is unreachable the proxy keeps serving on its
+current leaf, and the warnings grow louder as expiry nears.
+"""
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from identity import pki, spiffe
+from identity.authority import proof_of_possession
+from identity.renewal import expiry_level, renewal_time, retry_delay
+from identity.tokens import anchor_pin, parse_token
+from vm_mesh.errors import UserError
+
+log = logging.getLogger("vmesh.identity.client")
+
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class IdentityRefused(Exception):
+    """The identity service answered with a refusal (a 4xx and a reason)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFiles:
+    """Where a service's key, leaf chain and trust bundle live."""
+
+    directory: Path
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "key.pem"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "cert.pem"
+
+    @property
+    def bundle(self) -> Path:
+        return self.directory / "bundle.pem"
+
+    def leaf(self) -> x509.Certificate:
+        return pki.load_certs(self.cert.read_bytes())[0]
+
+    def save(self, key_pem: bytes, chain_pem: str, bundle_pem: str) -> None:
+        pki.write_file(self.bundle, bundle_pem.encode())
+        pki.write_private(self.key, key_pem)
+        pki.write_file(self.cert, chain_pem.encode())
+
+
+def _csr(key: Any, identity: str) -> x509.CertificateSigningRequest:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _tls_context(bundle: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(bundle))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert and key:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext) -> dict:
+    async with httpx.AsyncClient(verify=context, timeout=TIMEOUT) as client:
+        response = await client.post(url.rstrip("/") + path, json=body)
+    if response.status_code != 200:
+        try:
+            answer = response.json()
+            raise IdentityRefused(answer["error"], answer["detail"])
+        except (ValueError, KeyError, TypeError):
+            raise IdentityRefused(f"http.{response.status_code}", response.text[:200]) from None
+    return response.json()
+
+
+async def fetch_pinned_bundle(url: str, pin: str) -> str:
+    """The CA's trust bundle, accepted only if one of its anchors matches `pin`."""
+    async with httpx.AsyncClient(verify=False, timeout=TIMEOUT) as client:
+        response = await client.get(url.rstrip("/") + "/v1/bundle")
+    response.raise_for_status()
+    anchors = pki.load_certs(response.content)
+    if not any(anchor_pin(anchor) == pin for anchor in anchors):
+        raise UserError(
+            f"the identity service at {url} is not the CA this token was made for "
+            "(anchor pin mismatch); check the --identity URL"
+        )
+    return response.text
+
+
+async def obtain(
+    url: str, token_text: str, *, host: str, service: str, directory: Path
+) -> x509.Certificate:
+    """Join the mesh: exchange a token for a first leaf and store it in `directory`."""
+    token = parse_token(token_text)
+    bundle_pem = await fetch_pinned_bundle(url, token.anchor_pin)
+    anchor = pki.load_certs(bundle_pem.encode())[0]
+    trust_domain = spiffe.uri_sans(anchor)[0].removeprefix("spiffe://")
+    identity = str(spiffe.make(trust_domain, "svc", service))
+    files = LeafFiles(directory)
+    pki.write_file(files.bundle, bundle_pem.encode())
+    key = pki.generate_key()
+    csr = _csr(key, identity)
+    answer = await _post(
+        url,
+        "/v1/join",
+        {"token": str(token), "host": host, "csr": csr_pem(csr)},
+        _tls_context(files.bundle),
+    )
+    files.save(pki.key_pem(key), answer["certificate"], answer["bundle"])
+    log.info(
+        "joined the mesh",
+        extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
+    )
+    return files.leaf()
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def renew(url: str, directory: Path) -> x509.Certificate:
+    """Exchange the current leaf in `directory` for a new one (new key) and store it."""
+    files = LeafFiles(directory)
+    current_key = pki.load_key(files.key.read_bytes())
+    leaf = files.leaf()
+    identity = str(spiffe.of_certificate(leaf))
+    key = pki.generate_key()
+    csr = _csr(key, identity)
+    answer = await _post(
+        url,
+        "/v1/renew",
+        {
+            "certificate": files.cert.read_text(),
+            "csr": csr_pem(csr),
+            "proof": proof_of_possession(current_key, csr),
+        },
+        _tls_context(files.bundle),
+    )
+    files.save(pki.key_pem(key), answer["certificate"], answer["bundle"])
+    log.info(
+        "certificate renewed",
+        extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
+    )
+    return files.leaf()
+
+
+class Renewer:
+    """Keeps a service's leaf renewed at ~70 % of its lifetime, for as long as it runs."""
+
+    def __init__(
+        self,
+        url: str,
+        directory: Path,
+        on_renewed: Callable[[x509.Certificate], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.files = LeafFiles(directory)
+        self.on_renewed = on_renewed
+        self.clock = clock
+
+    async def run(self) -> None:
+        """Renew forever; cancel the task to stop."""
+        while True:
+            leaf = self.files.leaf()
+            not_before = leaf.not_valid_before_utc.timestamp()
+            not_after = leaf.not_valid_after_utc.timestamp()
+            await asyncio.sleep(max(0.0, renewal_time(not_before, not_after) - self.clock()))
+            attempt = 0
+            while True:
+                try:
+                    renewed = await renew(self.url, self.files.directory)
+                except (httpx.HTTPError, IdentityRefused, OSError, ssl.SSLError) as exc:
+                    now = self.clock()
+                    log.log(
+                        expiry_level(now, not_before, not_after),
+                        "certificate renewal failed; still serving on the current leaf",
+                        extra={
+                            "error": str(exc),
+                            "expires_in_s": round(not_after - now, 1),
+                            "identity_service": self.url,
+                        },
+                    )
+                    await asyncio.sleep(retry_delay(attempt, now, not_after))
+                    attempt += 1
+                    continue
+                if self.on_renewed:
+                    self.on_renewed(renewed)
+                break

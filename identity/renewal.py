@@ -1,0 +1,44 @@
+"""When to renew a leaf and how loudly to complain when renewal keeps failing (pure)."""
+
+import logging
+import random
+
+from vm_mesh import defaults
+
+
+def renewal_time(
+    not_before: float,
+    not_after: float,
+    *,
+    fraction: float = defaults.RENEW_AT_FRACTION,
+    jitter: float = 0.05,
+    rng: random.Random | None = None,
+) -> float:
+    """The moment to renew: `fraction` of the lifetime, moved earlier by up to `jitter` of it.
+
+    The jitter spreads a fleet's renewals so that hosts started together do not
+    all call the CA at the same second.
+    """
+    lifetime = not_after - not_before
+    spread = (rng or random).uniform(0.0, jitter)
+    return not_before + lifetime * (fraction - spread)
+
+
+def expiry_level(now: float, not_before: float, not_after: float) -> int:
+    """The log level for "renewal failed": louder the closer the leaf is to expiry."""
+    lifetime = max(not_after - not_before, 1e-9)
+    left = (not_after - now) / lifetime
+    if left <= 0:
+        return logging.CRITICAL
+    if left <= 0.15:
+        return logging.ERROR
+    return logging.WARNING
+
+
+def retry_delay(attempt: int, now: float, not_after: float) -> float:
+    """Back off exponentially from 1 s, at most 60 s, and never past a tenth of the time left."""
+    delay = min(60.0, 2.0**attempt)
+    time_left = not_after - now
+    if time_left > 0:
+        delay = min(delay, max(0.5, time_left / 10))
+    return delay

@@ -1,0 +1,183 @@
+"""The identity service: HTTPS endpoints in front of `Authority`.
+
+    POST /v1/join    {"token", "host", "csr"}                  -> leaf chain + bundle
+    POST /v1/renew   {"certificate", "csr", "proof"}           -> leaf chain + bundle
+    GET  /v1/bundle                                             -> trust bundle (PEM)
+    GET  /healthz                                               -> {"status": "ok"}
+
+Renewal proves possession of the current leaf by a signature over the new CSR
+made with the current key, so that an expired or foreign leaf is refused with
+a JSON reason rather than a bare TLS alert. Every refusal is a 4xx with
+`{"error": reason, "detail": ...}` and one log line.
+"""
+
+import json
+import logging
+import socket
+import ssl
+from datetime import timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from identity import pki
+from identity.authority import Authority
+from identity.errors import Rejection
+from identity.ratelimit import RateLimiter
+
+log = logging.getLogger("vmesh.identity")
+
+MAX_BODY_BYTES = 64 * 1024
+# A refused body up to this size is read and dropped before answering; a larger one is cut off.
+DRAIN_LIMIT_BYTES = 1024 * 1024
+SERVER_CERT_LIFETIME = timedelta(days=90)
+
+
+class IdentityServer(ThreadingHTTPServer):
+    """A threading HTTPS server; the TLS handshake runs in the connection's own thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        authority: Authority,
+        ssl_context: ssl.SSLContext,
+        limiter: RateLimiter,
+    ) -> None:
+        self.authority = authority
+        self.ssl_context = ssl_context
+        self.limiter = limiter
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(10)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.info(
+                "tls handshake failed",
+                extra={
+                    "reason": "tls.handshake_failed",
+                    "client": client_address[0],
+                    "detail": str(exc),
+                },
+            )
+            return
+        self.RequestHandlerClass(tls, client_address, self)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: IdentityServer
+    protocol_version = "HTTP/1.1"
+    server_version = "vmesh-identity"
+    sys_version = ""
+    timeout = 10
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(format % args, extra={"client": self.client_address[0]})
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._json(HTTPStatus.OK, {"status": "ok"})
+        elif self.path == "/v1/bundle":
+            bundle = pki.cert_pem(*self.server.authority.ca.bundle)
+            self._send(HTTPStatus.OK, bundle, "application/x-pem-file")
+        else:
+            self._refuse(Rejection("request.not_found", f"no endpoint {self.path}", 404))
+
+    def do_POST(self) -> None:
+        actions = {"/v1/join": self.server.authority.join, "/v1/renew": self.server.authority.renew}
+        action = actions.get(self.path)
+        try:
+            if action is None:
+                raise Rejection("request.not_found", f"no endpoint {self.path}", 404)
+            if not self.server.limiter.allow(self.client_address[0]):
+                raise Rejection("request.rate_limited", "too many requests; retry later", 429)
+            self._json(HTTPStatus.OK, action(self._body()))
+        except Rejection as rejection:
+            self._refuse(rejection)
+
+    def _body(self) -> dict[str, Any]:
+        length_header = self.headers.get("Content-Length")
+        if length_header is None or not length_header.isdigit():
+            raise Rejection("request.length_required", "Content-Length is required", 411)
+        length = int(length_header)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._discard(min(length, DRAIN_LIMIT_BYTES))
+            raise Rejection("request.too_large", f"body over {MAX_BODY_BYTES} bytes", 413)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise Rejection("request.malformed_json", "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise Rejection("request.malformed_json", "body must be a JSON object")
+        return body
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body, so the client sees the answer instead of a reset."""
+        while length > 0:
+            chunk = self.rfile.read(min(length, 64 * 1024))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _refuse(self, rejection: Rejection) -> None:
+        log.warning(
+            "request refused",
+            extra={
+                "reason": rejection.reason,
+                "detail": rejection.detail,
+                "client": self.client_address[0],
+                "path": self.path,
+            },
+        )
+        self._json(rejection.status, {"error": rejection.reason, "detail": rejection.detail})
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, json.dumps(body).encode() + b"\n", "application/json")
+
+    def _send(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def server_context(authority: Authority, names: list[str]) -> ssl.SSLContext:
+    """TLS 1.2+ server context with a fresh certificate for `names` (DNS names and IPs)."""
+    ca = authority.ca
+    key = pki.generate_key()
+    ips = [n for n in names if _is_ip(n)]
+    dns = [n for n in names if not _is_ip(n)]
+    cert = pki.issue_leaf(
+        ca.active,
+        key.public_key(),
+        spiffe_id=None,
+        common_name="vmesh identity service",
+        trust_domain=ca.trust_domain,
+        lifetime=SERVER_CERT_LIFETIME,
+        dns_names=dns,
+        ip_addresses=ips,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls_dir = ca.directory / "server"
+    pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
+    pki.write_file(tls_dir / "cert.pem", pki.cert_pem(cert, ca.active.cert))
+    context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
+    return context
+
+
+def _is_ip(name: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, name)
+            return True
+        except OSError:
+            continue
+    return False

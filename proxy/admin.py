@@ -1,0 +1,397 @@
+"""The admin API of a proxy: health, metrics, stats, tap, endpoints, certs, config and logs.
+
+Served on a local unix socket (no auth: file permissions guard it) and on a
+TCP port with mutual TLS, where the caller's SPIFFE ID decides what it may
+read: any identity of our trust domain gets health, metrics, stats,
+endpoints and certs; only operators get tap, logs and config. HTTP/1.1 is
+parsed by h11; streams are NDJSON over chunked encoding.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+import h11
+from cryptography import x509
+
+from identity import spiffe
+from proxy.feed import BoundedFeed
+from proxy.observability import Observability
+from proxy.tap import TapFilter
+from vm_mesh.policy.durations import parse_duration
+
+log = logging.getLogger("vmesh.admin")
+
+MAX_REQUEST_BODY = 16 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class ProxyState(Protocol):
+    """What the proxy tells its admin API about itself."""
+
+    service: str
+
+    def ready(self) -> tuple[bool, str]: ...
+    def in_flight(self) -> int: ...
+    def endpoints(self) -> dict[str, Any]: ...
+    def certs(self) -> dict[str, Any]: ...
+    def config(self) -> dict[str, Any]: ...
+
+
+class AdminError(Exception):
+    """A request the admin API answers with an error status and a JSON reason."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    path: str
+    query: dict[str, str]
+    caller: spiffe.SpiffeId | None  # None on the unix socket
+
+
+# path -> (handler name, who may call it over TCP)
+_ROUTES: dict[str, tuple[str, str]] = {
+    "/ready": ("_ready", "mesh"),
+    "/live": ("_live", "mesh"),
+    "/metrics": ("_metrics", "mesh"),
+    "/v1/stats": ("_stats", "mesh"),
+    "/v1/endpoints": ("_endpoints", "mesh"),
+    "/v1/certs": ("_certs", "mesh"),
+    "/v1/tap": ("_tap", "operator"),
+    "/v1/logs": ("_logs", "operator"),
+    "/v1/config": ("_config", "operator"),
+}
+
+
+class _Exchange:
+    """One HTTP/1.1 connection: h11 state plus the stream it writes to."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+
+    async def next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.reader.read(65536)
+            self.conn.receive_data(data)
+
+    async def send(self, *events: h11.Event) -> None:
+        for event in events:
+            data = self.conn.send(event)
+            if data:
+                self.writer.write(data)
+        await self.writer.drain()
+
+    async def respond(self, status: int, body: bytes, content_type: str) -> None:
+        headers = [
+            ("content-type", content_type),
+            ("content-length", str(len(body))),
+            ("date", formatdate(usegmt=True)),  # `vmesh check` reads clock skew from it
+        ]
+        await self.send(
+            h11.Response(status_code=status, headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        )
+
+    async def json(self, status: int, body: Any) -> None:
+        await self.respond(status, json.dumps(body).encode() + b"\n", "application/json")
+
+
+class AdminServer:
+    """Serves one proxy's admin API on a unix socket and/or a TCP port with mTLS."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        observability: Observability,
+        *,
+        trust_domain: str,
+        instance_id: str = "",
+        version: str = "",
+    ) -> None:
+        self.state = state
+        self.obs = observability
+        self.trust_domain = trust_domain
+        self.instance_id = instance_id
+        self.version = version
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def serve_unix(self, path: Path) -> None:
+        """Listen on a unix socket, readable and writable by owner and group only."""
+        _clear_socket_path(path)
+        server = await asyncio.start_unix_server(
+            lambda r, w: self._track(self._connection(r, w, remote=False)), path=str(path)
+        )
+        _restrict_socket(path)
+        self._servers.append(server)
+
+    async def serve_tcp(self, host: str, port: int, ssl_context: ssl.SSLContext) -> int:
+        """Listen with mutual TLS; returns the bound port (useful with port 0)."""
+        server = await asyncio.start_server(
+            lambda r, w: self._track(self._connection(r, w, remote=True)),
+            host=host,
+            port=port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=10,
+        )
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and end every open connection, streams included."""
+        for server in self._servers:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    def _track(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool
+    ) -> None:
+        exchange = _Exchange(reader, writer)
+        try:
+            caller = _peer_identity(writer) if remote else None
+            while True:
+                event = await exchange.next_event()
+                if not isinstance(event, h11.Request):
+                    break
+                await self._read_body(exchange)
+                await self._answer(exchange, event, caller, remote)
+                if exchange.conn.our_state is not h11.DONE:
+                    break
+                exchange.conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
+                await exchange.json(
+                    exc.error_status_hint, {"error": "admin.bad_request", "detail": str(exc)}
+                )
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    async def _read_body(self, exchange: _Exchange) -> None:
+        received = 0
+        while True:
+            event = await exchange.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return
+            if isinstance(event, h11.Data):
+                received += len(event.data)
+                if received > MAX_REQUEST_BODY:
+                    raise h11.RemoteProtocolError("request body too large", 413)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError
+
+    async def _answer(
+        self,
+        exchange: _Exchange,
+        request: h11.Request,
+        caller: spiffe.SpiffeId | None,
+        remote: bool,
+    ) -> None:
+        target = request.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        try:
+            route = _ROUTES.get(path)
+            if route is None:
+                raise AdminError(404, "admin.not_found", f"no admin endpoint {path}")
+            if request.method != b"GET":
+                raise AdminError(405, "admin.method_not_allowed", "the admin API is read-only")
+            name, audience = route
+            if remote:
+                self._authorize(caller, audience, path)
+            handler = getattr(self, name)
+            await handler(exchange, _Request(path, dict(parse_qsl(query)), caller))
+        except AdminError as error:
+            log.info(
+                "admin request refused",
+                extra={
+                    "reason": error.reason,
+                    "path": path,
+                    "caller": str(caller) if caller else None,
+                },
+            )
+            await exchange.json(error.status, {"error": error.reason, "detail": error.detail})
+
+    def _authorize(self, caller: spiffe.SpiffeId | None, audience: str, path: str) -> None:
+        if caller is None or caller.trust_domain != self.trust_domain:
+            raise AdminError(
+                403,
+                "admin.foreign_identity",
+                f"{caller or 'the caller'} is not in trust domain {self.trust_domain}",
+            )
+        if audience == "operator" and caller.kind != "operator":
+            raise AdminError(
+                403,
+                "admin.operator_only",
+                f"{path} is for operator identities; {caller} is not one",
+            )
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    async def _ready(self, exchange: _Exchange, request: _Request) -> None:
+        ready, reason = self.state.ready()
+        await exchange.json(200 if ready else 503, {"ready": ready, "reason": reason})
+
+    async def _live(self, exchange: _Exchange, request: _Request) -> None:
+        await exchange.json(200, {"live": True})
+
+    async def _metrics(self, exchange: _Exchange, request: _Request) -> None:
+        await exchange.respond(
+            200, self.obs.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def _stats(self, exchange: _Exchange, request: _Request) -> None:
+        try:
+            window = parse_duration(request.query.get("window", "60s"))
+        except ValueError as exc:
+            raise AdminError(400, "admin.bad_window", str(exc)) from None
+        rows = self.obs.stats.snapshot(window)
+        await exchange.json(
+            200,
+            {
+                "service": self.state.service,
+                "instance": self.instance_id,
+                "version": self.version,
+                "window_s": window,
+                "in_flight": self.state.in_flight(),
+                "routes": [r for r in rows if r["direction"] == "inbound"],
+                "upstreams": [r for r in rows if r["direction"] == "outbound"],
+            },
+        )
+
+    async def _endpoints(self, exchange: _Exchange, request: _Request) -> None:
+        await exchange.json(200, self.state.endpoints())
+
+    async def _certs(self, exchange: _Exchange, request: _Request) -> None:
+        await exchange.json(200, self.state.certs())
+
+    async def _config(self, exchange: _Exchange, request: _Request) -> None:
+        await exchange.json(200, self.state.config())
+
+    async def _tap(self, exchange: _Exchange, request: _Request) -> None:
+        try:
+            tap_filter = TapFilter.from_query(request.query)
+            rate = float(request.query.get("rate", "1000"))
+        except ValueError as exc:
+            raise AdminError(400, "admin.bad_tap_filter", str(exc)) from None
+        subscription = self.obs.tap.subscribe(tap_filter, max_rate=max(1.0, min(rate, 10_000)))
+        log.info(
+            "tap started",
+            extra={
+                "caller": str(request.caller) if request.caller else "local",
+                "filter": request.query,
+            },
+        )
+        try:
+            await self._stream(exchange, subscription.feed, [])
+        finally:
+            self.obs.tap.unsubscribe(subscription)
+
+    async def _logs(self, exchange: _Exchange, request: _Request) -> None:
+        level = request.query.get("level", "debug")
+        try:
+            limit = int(request.query.get("limit", "500"))
+            recent = self.obs.logs.recent(level, limit=max(1, min(limit, 5000)))
+            feed = (
+                self.obs.logs.follow(level)
+                if request.query.get("follow") in ("1", "true")
+                else None
+            )
+        except ValueError as exc:
+            raise AdminError(400, "admin.bad_log_query", str(exc)) from None
+        if feed is None:
+            body = b"".join(_line(item) for item in recent)
+            await exchange.respond(200, body, "application/x-ndjson")
+            return
+        try:
+            await self._stream(exchange, feed, recent)
+        finally:
+            self.obs.logs.unfollow(feed)
+
+    async def _stream(
+        self, exchange: _Exchange, feed: BoundedFeed[dict], first: list[dict]
+    ) -> None:
+        """NDJSON until the client goes away; `{"dropped": N}` tells it what it missed."""
+        await exchange.send(
+            h11.Response(
+                status_code=200,
+                headers=[
+                    ("content-type", "application/x-ndjson"),
+                    ("cache-control", "no-store"),
+                    ("date", formatdate(usegmt=True)),
+                ],
+            )
+        )
+        if first:
+            await exchange.send(h11.Data(data=b"".join(_line(item) for item in first)))
+        gone = asyncio.ensure_future(exchange.reader.read(1))
+        try:
+            while True:
+                batch = asyncio.ensure_future(feed.batch())
+                done, _ = await asyncio.wait({batch, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone in done:
+                    batch.cancel()
+                    return
+                items, dropped = batch.result()
+                payload = b"".join(_line(item) for item in items)
+                if dropped:
+                    payload += _line({"dropped": dropped})
+                await exchange.send(h11.Data(data=payload))
+        finally:
+            gone.cancel()
+
+
+def _clear_socket_path(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def _restrict_socket(path: Path) -> None:
+    path.chmod(0o660)
+
+
+def _line(item: dict) -> bytes:
+    return json.dumps(item, default=str, separators=(",", ":")).encode() + b"\n"
+
+
+def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    if not der:
+        return None
+    try:
+        return spiffe.of_certificate(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return None

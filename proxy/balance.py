@@ -1,0 +1,61 @@
+"""Per-request load balancing: power of two choices over peak-EWMA latency (as Linkerd).
+
+Each endpoint keeps an exponentially weighted moving average of its response
+latency that jumps up at once on a slow response (peak) and decays slowly;
+its cost is that average times (outstanding requests + 1). The balancer
+picks two available endpoints at random and sends to the cheaper one.
+"""
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+DEFAULT_RTT_MS = 30.0  # the cost of an endpoint before it has answered once
+DECAY_S = 10.0
+
+
+class PeakEwma:
+    """Peak-sensitive EWMA of latency in milliseconds, decaying with time."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.value = DEFAULT_RTT_MS
+        self._stamp = clock()
+        self.pending = 0
+
+    def observe(self, rtt_ms: float) -> None:
+        now = self._clock()
+        if rtt_ms > self.value:
+            self.value = rtt_ms
+        else:
+            weight = math.exp(-(now - self._stamp) / DECAY_S)
+            self.value = self.value * weight + rtt_ms * (1 - weight)
+        self._stamp = now
+
+    @property
+    def cost(self) -> float:
+        return self.value * (self.pending + 1)
+
+
+class Balanced(Protocol):
+    """What the balancer needs of an endpoint."""
+
+    ewma: PeakEwma
+
+    def available(self) -> bool: ...
+
+
+E = TypeVar("E", bound=Balanced)
+
+
+def pick(endpoints: Sequence[E], rng: random.Random) -> E | None:
+    """P2C: the cheaper of two random available endpoints; None when none is available."""
+    candidates = [e for e in endpoints if e.available()]
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    first, second = rng.sample(candidates, 2)
+    return first if first.ewma.cost <= second.ewma.cost else second

@@ -1,0 +1,141 @@
+"""Everything one proxy's listeners share: config, TLS, events, policy, endpoints, pools."""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from proxy.breaker import BreakerSettings
+from proxy.endpoints import ServiceEndpoints
+from proxy.events import EventBus, RequestEvent
+from proxy.observability import Observability
+from proxy.outbound_policy import OutboundPolicy
+from proxy.shadow import ShadowDispatcher
+from proxy.tls import TlsMaterial
+from proxy.traffic import TrafficPolicy
+from vm_mesh.config import ServiceConfig
+from vm_mesh.discovery.base import Discovery
+from vm_mesh.policy.store import PolicyStore
+
+log = logging.getLogger("vmesh.proxy")
+
+FIRST_VIEW_TIMEOUT = 2.0
+
+
+class ProxyContext:
+    """The shared state of one sidecar proxy."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        tls: TlsMaterial,
+        discovery: Discovery,
+        policy: PolicyStore,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.config = config
+        self.tls = tls
+        self.discovery = discovery
+        self.policy = policy
+        self.bus = bus or EventBus()
+        self.observability = Observability.attach(self.bus, access_log=config.access_log)
+        self.policy_metrics = self.observability.policy
+        self.traffic = TrafficPolicy(policy.current, config.trust_domain)
+        policy.subscribe(self._policy_changed)
+        self.shadows = ShadowDispatcher(on_outcome=self.policy_metrics.mirror_outcome)
+        self.outbound_policy = OutboundPolicy(lambda: self.traffic, self.shadows)
+        self.rng = random.Random()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.started_at = time.time()
+        self._ids = itertools.count(1)
+        self._services: dict[str, ServiceEndpoints] = {}
+        self._first_view: dict[str, asyncio.Event] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
+
+    def _policy_changed(self, policy: Any) -> None:
+        self.traffic = self.traffic.reloaded(policy)
+        for service, endpoints in self._services.items():
+            settings = self.traffic.service(service).circuit_breaker
+            endpoints.set_breaker(_breaker_settings(settings))
+
+    def next_id(self) -> str:
+        return f"{self.config.instance}:{next(self._ids)}"
+
+    def new_event(self, direction: str, src_addr: str) -> RequestEvent:
+        return RequestEvent(
+            ts=time.time(),
+            id=self.next_id(),
+            direction=direction,  # type: ignore[arg-type]
+            src_addr=src_addr,
+        )
+
+    def publish(self, event: RequestEvent, started: float) -> None:
+        event.latency_ms = (time.monotonic() - started) * 1000
+        self.bus.publish(event)
+
+    @contextlib.contextmanager
+    def request_in_flight(self) -> Iterator[None]:
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+    async def endpoints(self, service: str) -> ServiceEndpoints:
+        """The endpoints of `service`, watching discovery from the first time it is asked for."""
+        known = self._services.get(service)
+        if known is None:
+            settings = self.traffic.service(service).circuit_breaker
+            known = ServiceEndpoints(service, _breaker_settings(settings), self.rng)
+            self._services[service] = known
+            self._first_view[service] = asyncio.Event()
+            self._watches[service] = asyncio.create_task(self._watch(known))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_view[service].wait(), FIRST_VIEW_TIMEOUT)
+        return known
+
+    async def _watch(self, endpoints: ServiceEndpoints) -> None:
+        try:
+            async for view in self.discovery.watch(endpoints.service):
+                endpoints.update(view)
+                self._first_view[endpoints.service].set()
+                log.info(
+                    "endpoints updated",
+                    extra={
+                        "dst_service": endpoints.service,
+                        "source": view.source,
+                        "instances": [i.instance_id for i in view.instances],
+                        "stale": view.stale,
+                    },
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("discovery watch failed", extra={"dst_service": endpoints.service})
+
+    def describe_endpoints(self) -> dict[str, Any]:
+        return {"upstreams": [s.describe() for s in self._services.values()]}
+
+    async def close(self) -> None:
+        for task in self._watches.values():
+            task.cancel()
+        await asyncio.gather(*self._watches.values(), return_exceptions=True)
+
+
+def _breaker_settings(spec: Any) -> BreakerSettings:
+    backoff = spec.backoff
+    return BreakerSettings(
+        consecutive_failures=spec.consecutive_failures,
+        min_s=backoff.min,
+        max_s=backoff.max,
+        jitter=backoff.jitter,
+    )

@@ -1,0 +1,88 @@
+"""What the proxy knows of each upstream service: instances, their latency and breakers."""
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.balance import PeakEwma, pick
+from proxy.breaker import BreakerSettings, CircuitBreaker
+from vm_mesh.discovery.base import EndpointSet, Instance
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """One instance as the balancer sees it."""
+
+    instance: Instance
+    breaker: CircuitBreaker
+    ewma: PeakEwma = field(default_factory=PeakEwma)
+    last_seen: float = field(default_factory=time.time)
+
+    def available(self) -> bool:
+        return self.breaker.available()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Endpoint {self.instance.instance_id} {self.instance.authority} "
+            f"{self.breaker.state} ewma={self.ewma.value:.1f}ms pending={self.ewma.pending}>"
+        )
+
+
+class ServiceEndpoints:
+    """The endpoints of one upstream service, kept in step with discovery."""
+
+    def __init__(self, service: str, breaker: BreakerSettings, rng: random.Random) -> None:
+        self.service = service
+        self._breaker = breaker
+        self._rng = rng
+        self.endpoints: dict[str, Endpoint] = {}
+        self.view: EndpointSet | None = None
+
+    def update(self, view: EndpointSet) -> None:
+        """Install a new endpoint set; known instances keep their latency and breaker state."""
+        current = {}
+        for instance in view.instances:
+            known = self.endpoints.get(instance.instance_id)
+            if known is not None and known.instance == instance:
+                known.last_seen = time.time()
+                current[instance.instance_id] = known
+            else:
+                current[instance.instance_id] = Endpoint(
+                    instance, CircuitBreaker(self._breaker, rng=self._rng)
+                )
+        self.endpoints = current
+        self.view = view
+
+    def set_breaker(self, settings: BreakerSettings) -> None:
+        """New breaker settings (a policy reload); every breaker keeps its current state."""
+        self._breaker = settings
+        for endpoint in self.endpoints.values():
+            endpoint.breaker.settings = settings
+
+    def pick(self) -> Endpoint | None:
+        return pick(list(self.endpoints.values()), self._rng)
+
+    def describe(self) -> dict[str, Any]:
+        view = self.view
+        return {
+            "service": self.service,
+            "source": view.source if view else None,
+            "updated_at": view.updated_at if view else None,
+            "age_s": round(time.time() - view.updated_at, 1) if view else None,
+            "stale": view.stale if view else None,
+            "instances": [
+                {
+                    "id": e.instance.instance_id,
+                    "addr": e.instance.authority,
+                    "zone": e.instance.zone,
+                    "weight": e.instance.weight,
+                    "version": e.instance.version,
+                    "ewma_ms": round(e.ewma.value, 3),
+                    "pending": e.ewma.pending,
+                    "breaker": e.breaker.describe(),
+                    "last_seen": e.last_seen,
+                }
+                for e in self.endpoints.values()
+            ],
+        }

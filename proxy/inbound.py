@@ -1,0 +1,281 @@
+"""The inbound side: mTLS from peer proxies, authorized, then plain HTTP to the local app.
+
+The TLS handshake is done here (not by the listener) so that a peer without
+a valid mesh identity is refused with a reason in the log and in tap. The
+caller's SPIFFE ID is checked against the authorization policy before the
+app sees a byte, and passed to the app in `vmesh-client-id`, which this
+proxy always overwrites. Opaque TCP (ALPN `vmesh-opaque`) is relayed as bytes.
+"""
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from proxy.context import ProxyContext
+from proxy.downstream import Downstream
+from proxy.events import RequestEvent
+from proxy.http1 import Http1Error, RequestHead
+from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_response
+from proxy.normalize import BadPath, normalize_target
+from proxy.relay import UpstreamProtocolError, request_headers, send_request, stream_response
+from proxy.retrying import AttemptFailed
+from proxy.tcp import pipe_both_ways
+from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
+from proxy.upstream import Pool, Upstream, dial
+from vm_mesh.defaults import CLIENT_ID_HEADER
+
+log = logging.getLogger("vmesh.proxy.inbound")
+
+
+class InboundProxy:
+    """Serves mTLS connections from other proxies for the local app."""
+
+    def __init__(self, context: ProxyContext) -> None:
+        self.ctx = context
+        config = context.config
+        self.app = f"{config.app_address}:{config.app_port}"
+        self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
+        self.authz = InboundAuthorization(config.service, lambda: context.traffic)
+        self.name = f"{config.instance} inbound"
+        self._connections: set[asyncio.Task[None]] = set()  # strong references: see asyncio docs
+
+    async def _connect_app(self, key: str) -> Upstream:
+        host, _, port = key.rpartition(":")
+        reader, writer = await dial(
+            host,
+            int(port),
+            within=self.ctx.config.timeouts.connect,
+            reason="app",
+            what=f"the app at {key}",
+        )
+        return Upstream(key, reader, writer)
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        """Listen for peer proxies; each connection is paused until its handshake starts."""
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            lambda: _AwaitingHandshake(self._connections, self._handshake), host, port
+        )
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        """TLS on an accepted connection whose reading is paused, so no byte is missed."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        peer = transport.get_extra_info("peername")
+        peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        reader = asyncio.StreamReader(limit=2**16)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            tls_transport = await loop.start_tls(
+                transport,
+                protocol,
+                self.ctx.tls.front,
+                server_side=True,
+                ssl_handshake_timeout=self.ctx.config.timeouts.header,
+            )
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            self._handshake_refused(peer_addr, exc, started)
+            transport.abort()
+            return
+        if tls_transport is None:
+            transport.abort()
+            return
+        protocol.connection_made(tls_transport)
+        writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
+        try:
+            caller = str(peer_identity(tls_transport.get_extra_info("ssl_object")))
+        except PeerIdentityError as exc:
+            self._handshake_refused(peer_addr, exc, started)
+            tls_transport.abort()
+            return
+        self.ctx.observability.metrics.connections.labels("inbound", "true").inc()
+        try:
+            if tls_transport.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN_OPAQUE:
+                await self._opaque(reader, writer, caller, peer_addr)
+            else:
+                await self._http(reader, writer, caller)
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    def _handshake_refused(self, peer_addr: str, exc: BaseException, started: float) -> None:
+        detail = (
+            "handshake timed out"
+            if isinstance(exc, TimeoutError)
+            else (str(exc) or type(exc).__name__)
+        )
+        reason = "tls.no_identity" if isinstance(exc, PeerIdentityError) else "tls.handshake_failed"
+        log.warning(
+            "connection refused: no valid mesh identity",
+            extra={"reason": reason, "client": peer_addr, "detail": detail},
+        )
+        event = self.ctx.new_event("inbound", peer_addr)
+        event.dst_service, event.error = self.ctx.config.service, f"{reason}: {detail}"[:200]
+        self.ctx.publish(event, started)
+
+    async def _http(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, caller: str
+    ) -> None:
+        config = self.ctx.config
+        client = Downstream(
+            reader,
+            writer,
+            proxy_name=self.name,
+            header_timeout=config.timeouts.header,
+            idle_timeout=config.timeouts.idle,
+        )
+        while True:
+            started = time.monotonic()
+            try:
+                head = await client.next_request()
+            except Http1Error as exc:
+                event = self._event(client, caller)
+                event.status, event.error = exc.status, exc.reason
+                await client.send_error(exc.status, exc.reason, str(exc), close=True)
+                self.ctx.publish(event, started)
+                return
+            if head is None:
+                return
+            event = self._event(client, caller)
+            event.method, event.path, event.authority = (
+                head.method,
+                head.target,
+                (head.header(b"host") or b"").decode("ascii", "replace"),
+            )
+            with self.ctx.request_in_flight():
+                try:
+                    keep = await self._request(client, head, event, caller)
+                except Http1Error as exc:
+                    event.status, event.error = exc.status, exc.reason
+                    await client.send_error(exc.status, exc.reason, str(exc), close=True)
+                    keep = False
+                finally:
+                    self.ctx.publish(event, started)
+            if not keep:
+                return
+
+    def _event(self, client: Downstream, caller: str) -> RequestEvent:
+        event = self.ctx.new_event("inbound", client.peer_addr)
+        event.src_id, event.tls = caller, True
+        event.dst_service = self.ctx.config.service
+        event.dst_instance, event.dst_addr = self.ctx.config.instance, self.app
+        event.dst_id = str(self.ctx.tls.identity)
+        return event
+
+    async def _request(
+        self, client: Downstream, head: RequestHead, event: RequestEvent, caller: str
+    ) -> bool:
+        try:
+            target = normalize_target(head.target)
+        except BadPath as exc:
+            raise Http1Error(400, exc.reason, str(exc)) from None
+        head.target = event.path = str(target)
+        headers_text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
+        decision = self.authz.check_http(caller, head.method, target, headers_text)
+        annotate(event, decision)
+        if decision.verdict == "deny":
+            status, headers, body = forbidden_response(decision)
+            event.status = status
+            head_bytes = (
+                f"HTTP/1.1 {status} Forbidden\r\n".encode()
+                + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers)
+                + b"\r\n"
+            )
+            await client.write(head_bytes + body)
+            return False
+        if head.header(b"expect") == b"100-continue":
+            await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = (
+            client.body() if head.has_body else (b"" if head.content_length is not None else None)
+        )
+        headers = request_headers(head, body, [(CLIENT_ID_HEADER.encode(), caller.encode())])
+        upstream, _ = await self._app_connection(client, event)
+        if upstream is None:
+            return client.request_keep_alive
+        try:
+            response = await send_request(upstream, head, headers, body)
+        except (AttemptFailed, UpstreamProtocolError) as exc:
+            reason, _, detail = str(exc).partition(": ")
+            reason = (
+                getattr(exc, "reason", reason) if isinstance(exc, UpstreamProtocolError) else reason
+            )
+            event.status, event.error = 502, reason or "app.reset"
+            await client.send_error(502, event.error, detail or str(exc), close=True)
+            return False
+        event.status = response.status
+        try:
+            sent, reusable = await stream_response(response, client, head)
+        except UpstreamProtocolError as exc:
+            event.error = exc.reason
+            upstream.close()
+            return False
+        event.bytes_out = sent
+        self.pool.release(upstream, reusable)
+        return client.request_keep_alive
+
+    async def _app_connection(
+        self, client: Downstream, event: RequestEvent
+    ) -> tuple[Upstream | None, bool]:
+        try:
+            return await self.pool.acquire(self.app)
+        except AttemptFailed as exc:
+            reason, _, detail = str(exc).partition(": ")
+            event.status, event.error = 502, reason
+            log.warning("app unreachable", extra={"reason": reason, "detail": detail})
+            await client.send_error(502, reason, detail, close=False)
+            return None, False
+
+    async def _opaque(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        caller: str,
+        peer_addr: str,
+    ) -> None:
+        started = time.monotonic()
+        event = self.ctx.new_event("inbound", peer_addr)
+        event.src_id, event.tls, event.dst_service = caller, True, self.ctx.config.service
+        event.dst_addr = self.app
+        decision = self.authz.check_tcp(caller)
+        annotate(event, decision)
+        try:
+            if decision.verdict == "deny":
+                return
+            try:
+                app_reader, app_writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.ctx.config.app_address, self.ctx.config.app_port),
+                    self.ctx.config.timeouts.connect,
+                )
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                event.error = f"app.connect_failed: {exc}"[:200]
+                return
+            with self.ctx.request_in_flight(), contextlib.closing(app_writer):
+                event.bytes_in, event.bytes_out = await pipe_both_ways(
+                    reader, writer, app_reader, app_writer
+                )
+        finally:
+            self.ctx.publish(event, started)
+
+
+class _AwaitingHandshake(asyncio.Protocol):
+    """Holds an accepted connection, not reading, until the TLS handshake takes it over."""
+
+    def __init__(
+        self,
+        tasks: set[asyncio.Task[None]],
+        on_connection: Callable[[asyncio.Transport], Awaitable[None]],
+    ) -> None:
+        self._tasks = tasks
+        self._on_connection = on_connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        stream.pause_reading()
+        task = asyncio.ensure_future(self._on_connection(stream))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,331 @@
+"""The outbound side: plain HTTP from the local app, sent over mTLS to a peer proxy.
+
+The app sends to 127.0.0.1:4140 with `Host: <service>` (or `<service>.mesh`),
+or uses the proxy as HTTP_PROXY with absolute-form URLs. Each request goes
+through the stack: route -> policy (retry, timeout, split, mirror) ->
+balancer -> endpoint (breaker) -> pooled mTLS connection.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from proxy.context import ProxyContext
+from proxy.downstream import Downstream
+from proxy.events import RequestEvent
+from proxy.http1 import Http1Error, MessageEnd, RequestHead
+from proxy.normalize import BadPath, normalize_target
+from proxy.relay import (
+    Body,
+    Response,
+    UpstreamProtocolError,
+    discard,
+    request_headers,
+    send_request,
+    stream_response,
+)
+from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
+from proxy.route import RequestFacts
+from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
+from proxy.upstream import Pool, Upstream, dial
+from vm_mesh.defaults import CLIENT_ID_HEADER
+
+log = logging.getLogger("vmesh.proxy.outbound")
+
+MAX_BUFFERED_BODY = 64 * 1024  # bodies up to this size are kept, so they can be retried
+
+
+class NoEndpoints(Exception):
+    """No instance of the service can take the request now."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    service: str
+    authority: str
+    target: str
+
+
+def destination(head: RequestHead) -> Destination:
+    """The mesh service a request is for, from absolute-form or the Host header."""
+    target = head.target
+    if target.startswith(("http://", "https://")):
+        if target.startswith("https://"):
+            raise Http1Error(
+                400,
+                "http1.https_url_on_plaintext_connection",
+                "https:// URLs cannot be proxied in plain text",
+            )
+        url = urlsplit(target)
+        authority, target = url.netloc, (url.path or "/") + (f"?{url.query}" if url.query else "")
+    else:
+        authority = (head.header(b"host") or b"").decode("ascii", "replace")
+    host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+    service = host.lower().removesuffix(".")
+    service = service.removesuffix(".mesh")
+    if not service or "." in service:
+        raise Http1Error(
+            400,
+            "http1.unknown_authority",
+            f"{authority!r} is not a mesh service (use <service> or <service>.mesh)",
+        )
+    return Destination(service, authority, target)
+
+
+class OutboundProxy:
+    """Serves the app's outbound connections."""
+
+    def __init__(self, context: ProxyContext) -> None:
+        self.ctx = context
+        self.pool = Pool(self._connect, idle_timeout=context.config.timeouts.idle / 2)
+        self.name = f"{context.config.instance} outbound"
+
+    async def _connect(self, key: str) -> Upstream:
+        """Open an mTLS connection to `service@host:port` and check the server's identity."""
+        service, _, address = key.partition("@")
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{service}"
+        reader, writer = await dial(
+            host,
+            int(port),
+            within=self.ctx.config.timeouts.connect,
+            reason="upstream",
+            what=address,
+            ssl=self.ctx.tls.client,
+            server_hostname=service,
+        )
+        ssl_object = writer.get_extra_info("ssl_object")
+        try:
+            identity = str(peer_identity(ssl_object))
+        except PeerIdentityError as exc:
+            writer.close()
+            raise AttemptFailed("connect-failure", f"upstream.bad_identity: {exc}") from None
+        if identity != expected or ssl_object.selected_alpn_protocol() != ALPN_HTTP:
+            writer.close()
+            raise AttemptFailed(
+                "connect-failure",
+                f"upstream.wrong_identity: {address} is {identity}, expected {expected}",
+            )
+        self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
+        return Upstream(key, reader, writer, identity)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        config = self.ctx.config
+        client = Downstream(
+            reader,
+            writer,
+            proxy_name=self.name,
+            header_timeout=config.timeouts.header,
+            idle_timeout=config.timeouts.idle,
+        )
+        try:
+            while True:
+                try:
+                    head = await client.next_request()
+                except Http1Error as exc:
+                    await self._refuse(client, exc)
+                    return
+                if head is None or not await self._request(client, head):
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            client.close()
+
+    async def _refuse(self, client: Downstream, error: Http1Error) -> None:
+        started = time.monotonic()
+        event = self.ctx.new_event("outbound", client.peer_addr)
+        event.status, event.error = error.status, error.reason
+        log.info(
+            "request refused",
+            extra={"reason": error.reason, "client": client.peer_addr, "detail": str(error)},
+        )
+        await client.send_error(error.status, error.reason, str(error), close=True)
+        self.ctx.publish(event, started)
+
+    async def _request(self, client: Downstream, head: RequestHead) -> bool:
+        """Serve one request; False when the client connection must close."""
+        started = time.monotonic()
+        event = self.ctx.new_event("outbound", client.peer_addr)
+        event.method, event.path, event.tls = head.method, head.target, True
+        event.src_id = str(self.ctx.tls.identity)
+        traceparent = head.header(b"traceparent")
+        if traceparent and traceparent.count(b"-") == 3:
+            event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")
+        with self.ctx.request_in_flight():
+            try:
+                return await self._forward(client, head, event)
+            except Http1Error as exc:
+                event.status, event.error = exc.status, exc.reason
+                await client.send_error(exc.status, exc.reason, str(exc), close=True)
+                return False
+            finally:
+                self.ctx.publish(event, started)
+
+    async def _forward(self, client: Downstream, head: RequestHead, event: RequestEvent) -> bool:
+        dest = destination(head)
+        event.authority = dest.authority
+        event.dst_service = dest.service
+        try:
+            target = normalize_target(dest.target)
+        except BadPath as exc:
+            raise Http1Error(400, exc.reason, str(exc)) from None
+        event.path = str(target)
+        head.target = str(target)
+        body, body_size = await self._body(client, head)
+        headers = request_headers(head, body, [])
+        headers = [(k, v) for k, v in headers if k != CLIENT_ID_HEADER.encode()]
+        facts = RequestFacts.build(
+            head.method,
+            target.path,
+            target.query,
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers],
+        )
+
+        async def send(backend: str) -> Response:
+            return await self._send_once(backend, head, headers, body, event)
+
+        async def send_shadow(shadow: str) -> None:
+            response = await self._send_once(
+                shadow,
+                head,
+                headers,
+                body,
+                RequestEvent(
+                    ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
+                ),
+            )
+            await discard(response)
+
+        try:
+            response = await self.ctx.outbound_policy.forward(
+                dest.service,
+                facts,
+                body_size,
+                event,
+                send,
+                lambda r: r.status,
+                self._discard,
+                send_shadow if isinstance(body, bytes) else None,
+            )
+        except NoEndpoints as exc:
+            return await self._fail(client, event, 503, exc.reason, str(exc))
+        except DeadlineExceeded as exc:
+            return await self._fail(
+                client, event, 504, exc.reason, f"no response from {dest.service} in time"
+            )
+        except RetriesExhausted as exc:
+            reason, _, detail = str(exc.failure).partition(": ")
+            return await self._fail(client, event, 502, reason, detail or reason)
+        except UpstreamProtocolError as exc:
+            return await self._fail(client, event, 502, exc.reason, str(exc))
+        event.status = response.status
+        try:
+            sent, reusable = await stream_response(response, client, head)
+        except UpstreamProtocolError as exc:
+            event.error = exc.reason
+            response.upstream.close()
+            return False
+        event.bytes_out = sent
+        self.pool.release(response.upstream, reusable)
+        return client.request_keep_alive
+
+    async def _discard(self, response: Response) -> None:
+        """Drop a retried attempt's response: drain a small body and pool the connection.
+
+        Keeping the connection spares the retry a new TLS handshake; a large, unframed or
+        slow body is not worth waiting for, so that connection is closed instead.
+        """
+        upstream = response.upstream
+        length = response.head.content_length
+        if length is None or length > MAX_BUFFERED_BODY or response.head.chunked:
+            await discard(response)
+            return
+        try:
+            async with asyncio.timeout(self.ctx.config.timeouts.connect):
+                while not isinstance(event := await upstream.next_event(), MessageEnd):
+                    if event is None:
+                        upstream.close()
+                        return
+        except (TimeoutError, Http1Error, ConnectionError, OSError):
+            upstream.close()
+            return
+        self.pool.release(upstream, event.keep_alive and response.head.keep_alive)
+
+    async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
+        """The body as bytes when small enough to retry, else a stream (never retried)."""
+        if not head.has_body:
+            return (b"" if head.content_length is not None else None), 0
+        if head.header(b"expect") == b"100-continue":
+            await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if head.content_length is not None and head.content_length <= MAX_BUFFERED_BODY:
+            body = await client.read_body()
+            return body, len(body)
+        return client.body(), None
+
+    async def _send_once(
+        self,
+        backend: str,
+        head: RequestHead,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        event: RequestEvent,
+    ) -> Response:
+        endpoints = await self.ctx.endpoints(backend)
+        endpoint = endpoints.pick()
+        if endpoint is None:
+            if not endpoints.endpoints:
+                raise NoEndpoints("no_endpoints", f"discovery lists no instance of {backend}")
+            raise NoEndpoints(
+                "all_endpoints_ejected", f"every instance of {backend} is failing (circuit open)"
+            )
+        instance = endpoint.instance
+        event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+        endpoint.breaker.on_request()
+        endpoint.ewma.pending += 1
+        started = time.monotonic()
+        try:
+            upstream, reused = await self.pool.acquire(f"{backend}@{instance.authority}")
+            try:
+                response = await send_request(upstream, head, headers, body)
+            except AttemptFailed:
+                if not (reused and isinstance(body, bytes | None)):
+                    raise
+                # a pooled connection the peer had closed: try once on a fresh one
+                upstream, _ = await self.pool.acquire(f"{backend}@{instance.authority}")
+                response = await send_request(upstream, head, headers, body)
+        except (AttemptFailed, UpstreamProtocolError):
+            endpoint.breaker.on_failure()
+            raise
+        finally:
+            endpoint.ewma.pending -= 1
+        endpoint.ewma.observe((time.monotonic() - started) * 1000)
+        if response.status >= 500:
+            endpoint.breaker.on_failure()
+        else:
+            endpoint.breaker.on_success()
+        event.dst_id = upstream.peer_id
+        return response
+
+    async def _fail(
+        self, client: Downstream, event: RequestEvent, status: int, reason: str, detail: str
+    ) -> bool:
+        event.status, event.error = status, reason
+        log.info(
+            "request failed",
+            extra={
+                "status": status,
+                "reason": reason,
+                "detail": detail,
+                "dst_service": event.dst_service,
+            },
+        )
+        await client.send_error(status, reason, detail, close=False)
+        return client.request_keep_alive

@@ -1,0 +1,177 @@
+"""Moving one request and its response between a downstream and an upstream connection.
+
+`send_request` writes the request (streaming or buffered body) and waits for
+the response head; `stream_response` copies the response back, re-framing
+the body when the two sides need it. Failures before a response head are
+`AttemptFailed` (the retry layer may try again); bad framing from upstream
+is a 502, never relayed.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from proxy.downstream import Downstream
+from proxy.http1 import (
+    LAST_CHUNK,
+    Http1Error,
+    MessageEnd,
+    RequestHead,
+    ResponseHead,
+    encode_chunk,
+    encode_request_head,
+    encode_response_head,
+    forwardable_headers,
+)
+from proxy.retrying import AttemptFailed
+from proxy.upstream import Upstream
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream sent something that is not valid HTTP/1.1 framing."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Response:
+    """A response whose head has arrived; its body is still on the upstream connection."""
+
+    head: ResponseHead
+    upstream: Upstream
+    started: float
+
+    @property
+    def status(self) -> int:
+        return self.head.status
+
+
+def request_headers(
+    head: RequestHead, body: Body, extra: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """Headers to send upstream: end-to-end ones, our own, and the body's framing."""
+    names = {name for name, _ in extra}
+    headers = [
+        (k, v) for k, v in forwardable_headers(head.headers) if k not in names and k != b"expect"
+    ]
+    headers += extra
+    if isinstance(body, bytes):
+        if body or head.content_length is not None:
+            headers.append((b"content-length", str(len(body)).encode()))
+    elif body is not None:
+        headers.append((b"transfer-encoding", b"chunked"))
+    return headers
+
+
+async def send_request(
+    upstream: Upstream, head: RequestHead, headers: list[tuple[bytes, bytes]], body: Body
+) -> Response:
+    """Send one request; return when the response head is in."""
+    started = asyncio.get_running_loop().time()
+    writer = upstream.writer
+    upstream.requests += 1
+    upstream.responses.expect(head.method)
+    try:
+        if isinstance(body, bytes):
+            writer.write(encode_request_head(head, headers) + body)  # one write, one segment
+        else:
+            writer.write(encode_request_head(head, headers))
+        if body is not None and not isinstance(body, bytes):
+            async for chunk in body:
+                writer.write(encode_chunk(chunk))
+                await writer.drain()
+            writer.write(LAST_CHUNK)
+        await writer.drain()
+        while True:
+            event = await upstream.next_event()
+            if event is None:
+                raise AttemptFailed("reset", "upstream.reset: the upstream closed the connection")
+            if isinstance(event, ResponseHead):
+                if 100 <= event.status < 200:
+                    continue  # interim responses (100 Continue) are not relayed
+                return Response(event, upstream, started)
+    except Http1Error as exc:
+        upstream.close()
+        raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
+    except (ConnectionError, OSError) as exc:
+        upstream.close()
+        raise AttemptFailed("reset", f"upstream.reset: {exc}") from None
+    except BaseException:
+        upstream.close()  # cancelled (timeout) or failed mid-request: the connection is unusable
+        raise
+
+
+def response_framing(
+    head: ResponseHead, request: RequestHead
+) -> tuple[list[tuple[bytes, bytes]], str]:
+    """Headers for the client and how the body is sent: `length`, `chunked`, `close`, `none`."""
+    headers = forwardable_headers(head.headers)
+    if request.method == "HEAD" or head.status in (204, 304):
+        if head.content_length is not None:
+            headers.append((b"content-length", str(head.content_length).encode()))
+        return headers, "none"
+    if head.content_length is not None and not head.chunked:
+        headers.append((b"content-length", str(head.content_length).encode()))
+        return headers, "length"
+    if request.version == "1.1":
+        headers.append((b"transfer-encoding", b"chunked"))
+        return headers, "chunked"
+    return headers, "close"
+
+
+async def discard(response: Response) -> None:
+    """Drop a response that will not be relayed (a retried attempt): close its connection."""
+    response.upstream.close()
+
+
+async def stream_response(
+    response: Response,
+    client: Downstream,
+    request: RequestHead,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[int, bool]:
+    """Copy the response to the client; returns (body bytes, upstream reusable).
+
+    Writes are gathered while more of the response is already parsed, and flushed
+    before waiting on the upstream, so a small response leaves in one segment and
+    a slow stream is never held back.
+    """
+    head = response.head
+    headers, framing = response_framing(head, request)
+    headers += extra or []
+    if not (client.request_keep_alive and framing != "close"):
+        headers.append((b"connection", b"close"))
+        client.request_keep_alive = False  # the caller closes the client connection after this
+    pending = [encode_response_head(head.status, head.reason, headers)]
+    upstream = response.upstream
+    sent = 0
+    while True:
+        if pending and not upstream.has_buffered_event():
+            await client.write(b"".join(pending))
+            pending.clear()
+        try:
+            event = await upstream.next_event()
+        except Http1Error as exc:
+            raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
+        if event is None:
+            if framing != "none" and (head.content_length is not None or head.chunked):
+                raise UpstreamProtocolError(
+                    "upstream.truncated", "the upstream closed mid-response"
+                )
+            reusable = False
+            break
+        if isinstance(event, MessageEnd):
+            reusable = event.keep_alive
+            break
+        if isinstance(event, bytes) and framing != "none":
+            sent += len(event)
+            pending.append(encode_chunk(event) if framing == "chunked" else event)
+    if framing == "chunked":
+        pending.append(LAST_CHUNK)
+    if pending:
+        await client.write(b"".join(pending))
+    return sent, reusable

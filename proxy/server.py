@@ -1,0 +1,181 @@
+"""A sidecar proxy process: listeners, admin API, discovery registration, drain on SIGTERM."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from proxy.admin import AdminServer
+from proxy.context import ProxyContext
+from proxy.inbound import InboundProxy
+from proxy.outbound import OutboundProxy
+from proxy.state import RunningProxyState
+from proxy.tcp import TcpUpstreamListener
+from proxy.tls import TlsMaterial
+from vm_mesh import __version__, paths
+from vm_mesh.config import LoadedConfig
+from vm_mesh.discovery.base import Discovery, Instance
+from vm_mesh.discovery.static import StaticDiscovery
+from vm_mesh.errors import UserError
+from vm_mesh.policy.loader import PolicyInvalid
+from vm_mesh.policy.store import PolicyStore
+
+log = logging.getLogger("vmesh.proxy")
+
+CERT_CHECK_INTERVAL = 2.0
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def open_discovery(loaded: LoadedConfig) -> Discovery:
+    """The discovery backend the service file asks for."""
+    settings = loaded.config.discovery
+    if settings.backend == "mdns":
+        from vm_mesh.discovery.mdns import MdnsDiscovery
+
+        return MdnsDiscovery(list(settings.interfaces) or None)
+    return StaticDiscovery(
+        Path(settings.file) if settings.file else paths.etc_dir() / "endpoints.toml"
+    )
+
+
+class ProxyServer:
+    """One proxy: started by `start()`, stopped by `drain()`."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        config = loaded.config
+        tls = TlsMaterial(paths.state_dir(config.service))
+        if not tls.loaded:
+            raise UserError(
+                f"no usable certificate in {tls.directory} ({tls.last_error}); "
+                f"join the mesh first: vmesh join --service {config.service} ..."
+            )
+        policy = PolicyStore()
+        try:
+            policy.load_initial()
+        except PolicyInvalid as exc:
+            raise UserError("policy rejected:\n" + "\n".join(str(e) for e in exc.errors)) from None
+        self.ctx = ProxyContext(config, tls, open_discovery(loaded), policy)
+        self.state = RunningProxyState(self.ctx, str(loaded.path))
+        self.admin = AdminServer(
+            self.state,
+            self.ctx.observability,
+            trust_domain=config.trust_domain,
+            instance_id=config.instance,
+            version=config.version or __version__,
+        )
+        self.inbound = InboundProxy(self.ctx)
+        self.outbound = OutboundProxy(self.ctx)
+        self._servers: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.instance: Instance | None = None
+        self.ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        config = self.ctx.config
+        logging.getLogger().addHandler(self.ctx.observability.logs)
+        inbound = await self.inbound.serve(*_split(config.listen.inbound))
+        outbound = await asyncio.start_server(self.outbound.handle, *_split(config.listen.outbound))
+        self._servers += [inbound, outbound]
+        self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}
+        for upstream in config.tcp:
+            listener = TcpUpstreamListener(self.ctx, upstream.service)
+            server = await asyncio.start_server(listener.handle, *_split(upstream.listen))
+            self._servers.append(server)
+            self.ports[f"tcp:{upstream.service}"] = _port(server)
+        await self.admin.serve_unix(paths.admin_socket(config.service))
+        admin_host, admin_port = _split(config.listen.admin)
+        self.ports["admin"] = await self.admin.serve_tcp(admin_host, admin_port, self.ctx.tls.front)
+        self.state.listening = True
+        self.instance = Instance(
+            service=config.service,
+            instance_id=config.instance,
+            address=config.listen.advertise,
+            port=self.ports["inbound"],
+            admin_port=self.ports["admin"],
+            zone=config.zone,
+            weight=config.weight,
+            version=config.version or __version__,
+        )
+        await self.ctx.discovery.register(self.instance)
+        self._tasks += [
+            asyncio.create_task(self._watch_certificates()),
+            asyncio.create_task(self.ctx.policy.watch()),
+        ]
+        if config.identity_url:
+            from identity.client import Renewer
+
+            renewer = Renewer(
+                config.identity_url,
+                self.ctx.tls.directory,
+                on_renewed=lambda _: self.ctx.tls.reload(),
+            )
+            self._tasks.append(asyncio.create_task(renewer.run()))
+        log.info(
+            "proxy ready",
+            extra={
+                "service": config.service,
+                "instance": config.instance,
+                "identity": str(self.ctx.tls.identity),
+                **self.ports,
+            },
+        )
+
+    async def _watch_certificates(self) -> None:
+        while True:
+            await asyncio.sleep(CERT_CHECK_INTERVAL)
+            self.ctx.tls.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read policy and certificates (the endpoints file is watched anyway)."""
+        log.info("reload requested (SIGHUP)")
+        self.ctx.policy.reload("sighup")
+        self.ctx.tls.reload()
+
+    async def drain(self) -> None:
+        """Stop accepting, leave discovery, finish in-flight requests (bounded), then stop."""
+        self.state.draining = True
+        log.info("draining", extra={"in_flight": self.ctx.in_flight})
+        for server in self._servers:
+            server.close()
+        if self.instance is not None:
+            with contextlib.suppress(Exception):
+                await self.ctx.discovery.deregister(self.instance)
+        try:
+            await asyncio.wait_for(self.ctx.idle.wait(), self.ctx.config.timeouts.drain)
+        except TimeoutError:
+            log.warning(
+                "drain timeout: requests still in flight were cut",
+                extra={"in_flight": self.ctx.in_flight},
+            )
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.inbound.pool.close()
+        self.outbound.pool.close()
+        await self.admin.close()
+        await self.ctx.discovery.close()
+        await self.ctx.close()
+        log.info("stopped")
+
+
+def _port(server: asyncio.Server) -> int:
+    return server.sockets[0].getsockname()[1]
+
+
+async def run(loaded: LoadedConfig) -> None:
+    """Run a proxy until SIGTERM or SIGINT, then drain."""
+    server = ProxyServer(loaded)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    await stop.wait()
+    await server.drain()

@@ -1,0 +1,105 @@
+"""Golden metrics computed in the proxy: rps, success rate and latency percentiles per route.
+
+Counts are kept in one-second buckets per (direction, service, route), with a
+bounded reservoir of latencies per bucket, so memory stays flat at any rate
+and `/v1/stats?window=60s` needs no Prometheus.
+"""
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.events import RequestEvent
+
+MAX_WINDOW_S = 600
+SAMPLES_PER_SECOND = 256
+
+Key = tuple[str, str, str]  # direction, service, route
+
+
+@dataclass(slots=True)
+class _Bucket:
+    second: int
+    requests: int = 0
+    successes: int = 0
+    seen: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, latency_ms: float, success: bool, rng: random.Random) -> None:
+        self.requests += 1
+        self.successes += success
+        self.seen += 1
+        if len(self.latencies) < SAMPLES_PER_SECOND:
+            self.latencies.append(latency_ms)
+        else:  # reservoir sampling keeps an unbiased sample of the second
+            slot = rng.randrange(self.seen)
+            if slot < SAMPLES_PER_SECOND:
+                self.latencies[slot] = latency_ms
+
+
+def is_success(event: RequestEvent) -> bool:
+    """Success as Linkerd counts it: a response below 500 and no proxy error."""
+    return event.error is None and event.status is not None and event.status < 500
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of already sorted values; None when there are none."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+class WindowedStats:
+    """Per-route golden metrics over a sliding window of up to ten minutes."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, seed: int | None = None
+    ) -> None:
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._series: dict[Key, deque[_Bucket]] = {}
+
+    def record(self, event: RequestEvent) -> None:
+        """EventBus subscriber: HTTP requests only (TCP connections have no method)."""
+        if event.method is None:
+            return
+        service = event.extra.get("service") or event.dst_service or event.authority or "-"
+        key = (event.direction, service, event.route)
+        second = int(self._clock())
+        buckets = self._series.setdefault(key, deque())
+        if not buckets or buckets[-1].second != second:
+            buckets.append(_Bucket(second))
+            while buckets and buckets[0].second <= second - MAX_WINDOW_S:
+                buckets.popleft()
+        buckets[-1].add(event.latency_ms, is_success(event), self._rng)
+
+    def snapshot(self, window_s: float) -> list[dict[str, Any]]:
+        """One row per (direction, service, route) active in the last `window_s` seconds."""
+        window_s = min(max(window_s, 1.0), MAX_WINDOW_S)
+        since = self._clock() - window_s
+        rows = []
+        for (direction, service, route), buckets in self._series.items():
+            recent = [b for b in buckets if b.second >= since]
+            requests = sum(b.requests for b in recent)
+            if not requests:
+                continue
+            latencies = sorted(v for b in recent for v in b.latencies)
+            rows.append(
+                {
+                    "direction": direction,
+                    "service": service,
+                    "route": route,
+                    "requests": requests,
+                    "rps": round(requests / window_s, 3),
+                    "success_rate": round(sum(b.successes for b in recent) / requests, 4),
+                    "p50_ms": percentile(latencies, 0.50),
+                    "p95_ms": percentile(latencies, 0.95),
+                    "p99_ms": percentile(latencies, 0.99),
+                }
+            )
+        return sorted(rows, key=lambda r: (r["direction"], r["service"], r["route"]))

@@ -1,0 +1,153 @@
+"""Connections to upstreams (peer proxies over mTLS, or the local app) and their pool.
+
+A connection serves one request at a time and returns to the pool when its
+response ended cleanly with keep-alive, so a TLS handshake is paid once per
+connection, not per request.
+"""
+
+import asyncio
+import contextlib
+import ssl as ssl_module
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.http1 import Event, ResponseReader
+from proxy.retrying import AttemptFailed
+
+READ_SIZE = 64 * 1024
+
+
+class Upstream:
+    """One connection to an upstream and the parser of its responses."""
+
+    def __init__(
+        self,
+        key: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer_id: str | None = None,
+    ) -> None:
+        self.key = key
+        self.reader = reader
+        self.writer = writer
+        self.peer_id = peer_id
+        self.responses = ResponseReader()
+        self.requests = 0
+        self.state = "active"
+        self.idle_since = time.monotonic()
+        self.eof = False
+
+    async def next_event(self) -> Event | None:
+        """The next response event; None when the upstream closed the connection."""
+        while True:
+            event = self.responses.next_event()
+            if event is not None:
+                return event
+            if self.eof:
+                return None
+            data = await self.reader.read(READ_SIZE)
+            if not data:
+                self.eof = True
+                continue
+            self.responses.feed(data)
+
+    def has_buffered_event(self) -> bool:
+        """True when the next response event is already parsed (no wait on the socket)."""
+        return self.responses.has_event()
+
+    def close(self) -> None:
+        self.state = "closed"
+        self.writer.close()
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.key} {self.state.upper()} requests={self.requests}>"
+
+
+Connect = Callable[[str], Awaitable[Upstream]]
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    within: float,
+    reason: str,
+    what: str,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect (and handshake) within `within` seconds; failures are `AttemptFailed` with
+    `<reason>.connect_timeout` or `<reason>.connect_failed` and `what` in the detail."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=ssl,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=within if ssl else None,
+            ),
+            within,
+        )
+    except TimeoutError:
+        raise AttemptFailed(
+            "connect-failure", f"{reason}.connect_timeout: {what} did not answer in time"
+        ) from None
+    except (ConnectionError, OSError) as exc:
+        raise AttemptFailed("connect-failure", f"{reason}.connect_failed: {what}: {exc}") from None
+
+
+class Pool:
+    """Idle keep-alive connections per upstream key (`address:port`)."""
+
+    def __init__(self, connect: Connect, max_idle: int = 64, idle_timeout: float = 30.0) -> None:
+        self._connect = connect
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: dict[str, list[Upstream]] = {}
+        self.opened = 0
+        self.reused = 0
+
+    async def acquire(self, key: str) -> tuple[Upstream, bool]:
+        """A connection to `key` and whether it was reused from the pool."""
+        idle = self._idle.get(key, [])
+        now = time.monotonic()
+        while idle:
+            upstream = idle.pop()
+            if now - upstream.idle_since < self.idle_timeout and not upstream.reader.at_eof():
+                upstream.state = "active"
+                self.reused += 1
+                return upstream, True
+            upstream.close()
+        upstream = await self._connect(key)
+        self.opened += 1
+        return upstream, False
+
+    def release(self, upstream: Upstream, reusable: bool) -> None:
+        """Return a connection after its response ended; closed unless `reusable`."""
+        idle = self._idle.setdefault(upstream.key, [])
+        if not reusable or upstream.eof or len(idle) >= self.max_idle:
+            upstream.close()
+            return
+        upstream.state = "idle"
+        upstream.idle_since = time.monotonic()
+        idle.append(upstream)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for upstream in idle:
+                with contextlib.suppress(Exception):
+                    upstream.close()
+        self._idle.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "opened": self.opened,
+            "reused": self.reused,
+            "idle": {key: len(conns) for key, conns in self._idle.items() if conns},
+        }
+
+    def __repr__(self) -> str:
+        idle = sum(len(c) for c in self._idle.values())
+        return f"<Pool opened={self.opened} reused={self.reused} idle={idle}>"

@@ -1,0 +1,68 @@
+"""`vmesh console` against real `vmesh proxy run` processes carrying real mTLS traffic.
+
+The mesh and its traffic are the `mesh` and `traffic` fixtures of conftest.
+"""
+
+import signal
+
+from textual.widgets import DataTable, Static
+
+from console.app import ConsoleApp
+from console.sources import default_sources
+from tests.console.pilot import column, table_rows, until
+from tests.integration.mesh import Mesh
+
+
+def table(console: ConsoleApp) -> DataTable:
+    return console.view.query_one(DataTable)
+
+
+async def test_views_show_real_traffic_and_a_killed_proxy_is_marked_unreachable(
+        mesh: Mesh, traffic: None) -> None:
+    console = ConsoleApp(default_sources())
+    async with console.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: column(table(console), "STATE") == ["ready"] * 3,
+                    "three ready proxies", deadline_s=20)
+        await until(pilot, lambda: all(r != "-" for r in column(table(console), "SUCCESS")[:2]),
+                    "golden metrics of api and store")
+
+        await pilot.press("3")
+        await until(pilot, lambda: {"api", "store", "web"} <= set(column(table(console), "PROXY")),
+                    "tap events from every proxy")
+        rows = table_rows(table(console))
+        assert {r[7] for r in rows} <= {"api", "store"}  # every request went to api or store
+        assert {r[8] for r in rows} == {"yes"}  # proxy to proxy is mTLS
+        assert "503" in column(table(console), "ST")  # the backends fail 1 in 10
+
+        await pilot.press("4")
+        await until(pilot, lambda: [r[:2] for r in table_rows(table(console))] == [
+            ["web", "api"], ["web", "store"]], "edges from web")
+        assert [r[2:5] for r in table_rows(table(console))] == [
+            ["web", "api", "yes"], ["web", "store", "yes"]]
+
+        store = next(p for p in mesh.proxies if p.service == "store")
+        store.stop(signal.SIGKILL)
+        await pilot.press("1")
+        await until(pilot, lambda: column(table(console), "STATE")[1] == "unreachable",
+                    "store marked unreachable")
+        problems = str(console.view.query_one("#problems", Static).render())
+        assert "store: connection to" in problems and "[admin.connect_refused]" in problems
+        seen = {n: console.data.statuses[n].last_ok for n in ("api", "web")}
+        tapped = console.data.tap.received
+        await until(pilot, lambda: all(console.data.statuses[n].last_ok > seen[n]
+                                       for n in ("api", "web"))
+                    and console.data.tap.received > tapped + 20, "the others to keep updating")
+        assert column(table(console), "STATE") == ["ready", "unreachable", "ready"]
+
+
+async def test_certs_of_real_proxies_share_the_mesh_ca(mesh: Mesh) -> None:
+    console = ConsoleApp(default_sources())
+    async with console.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await until(pilot, lambda: column(table(console), "KIND").count("leaf") == 3,
+                    "three leaves")
+        rows = table_rows(table(console))
+        assert [r[0] for r in rows] == ["anchor", "issuer", "leaf", "leaf", "leaf"]
+        assert rows[0][1] == rows[1][1] == "3 prx"
+        assert {r[1] for r in rows[2:]} == {"api", "store", "web"}
+        assert {r[5] for r in rows} == {"ok"}

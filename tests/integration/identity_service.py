@@ -1,0 +1,102 @@
+"""A real identity service process for tests, with its CA under a temporary VMESH_ROOT."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def vmesh(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `vmesh` command with VMESH_ROOT=root."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vm_mesh", *args],
+        cwd=REPO,
+        env={**os.environ, "VMESH_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"vmesh {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+@dataclass
+class IdentityService:
+    """A running `vmesh identity serve`; `logs` collects its JSON log lines as they come."""
+
+    root: Path
+    proc: subprocess.Popen[str]
+    url: str = ""
+    logs: list[dict] = field(default_factory=list)
+
+    def wait_for_log(self, predicate, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.logs):
+                if predicate(line):
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no matching log line; last lines: {self.logs[-5:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@contextmanager
+def running_identity_service(root: Path, *serve_args: str) -> Iterator[IdentityService]:
+    """Start `vmesh identity serve` on a free loopback port (the CA must exist under root)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vm_mesh",
+            "identity",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            *serve_args,
+        ],
+        cwd=REPO,
+        env={**os.environ, "VMESH_ROOT": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    service = IdentityService(root, proc)
+    listening = threading.Event()
+
+    def read_logs() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = {"msg": line.rstrip()}
+            service.logs.append(record)
+            if record.get("msg") == "identity service listening":
+                service.url = f"https://{record['listen']}"
+                listening.set()
+
+    threading.Thread(target=read_logs, daemon=True).start()
+    try:
+        if not listening.wait(20):
+            raise AssertionError(f"identity service did not start: {service.logs[-5:]}")
+        yield service
+    finally:
+        service.stop()

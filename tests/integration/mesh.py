@@ -1,0 +1,198 @@
+"""A small mesh on loopback for tests: a CA, service files, real proxy processes.
+
+Every proxy listens on ports the OS picks; the endpoints file that static
+discovery reads is rewritten as proxies come up.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from identity import castate, pki
+
+REPO = Path(__file__).resolve().parents[2]
+TRUST_DOMAIN = "vmesh.local"
+
+
+@dataclass
+class ProxyProcess:
+    """A running `vmesh proxy run`: its process, ports and the JSON log lines it printed."""
+
+    service: str
+    root: Path
+    proc: subprocess.Popen[str]
+    ports: dict[str, int] = field(default_factory=dict)
+    logs: list[dict] = field(default_factory=list)
+
+    @property
+    def outbound(self) -> str:
+        return f"127.0.0.1:{self.ports['outbound']}"
+
+    def wait_for_log(self, predicate, within: float = 10.0) -> dict:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            for line in list(self.logs):
+                if predicate(line):
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no matching log line from {self.service}: {self.logs[-5:]}")
+
+    def admin(self) -> httpx.Client:
+        """A client of the proxy's admin API over its unix socket."""
+        socket_path = self.root / "run/vmesh" / f"{self.service}.sock"
+        transport = httpx.HTTPTransport(uds=str(socket_path))
+        return httpx.Client(transport=transport, base_url="http://admin", timeout=10)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` that carry `labels`."""
+        with self.admin() as client:
+            text = client.get("/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, within: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=within)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+
+class Mesh:
+    """A CA and any number of services with their proxies under one VMESH_ROOT."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ca_dir = root / "var/lib/vmesh/identity"
+        castate.init(self.ca_dir, TRUST_DOMAIN)
+        self.ca = castate.load(self.ca_dir)
+        self.proxies: list[ProxyProcess] = []
+        self.instances: list[dict] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "VMESH_ROOT": str(self.root)}
+
+    def issue(
+        self,
+        service: str,
+        directory: Path | None = None,
+        lifetime: timedelta = timedelta(hours=24),
+        kind: str = "svc",
+        trust_domain: str = TRUST_DOMAIN,
+        issuer: pki.CertifiedKey | None = None,
+    ) -> Path:
+        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir)."""
+        directory = directory or self.root / "var/lib/vmesh" / service
+        key = pki.generate_key()
+        leaf = pki.issue_leaf(
+            issuer or self.ca.active,
+            key.public_key(),
+            spiffe_id=f"spiffe://{trust_domain}/{kind}/{service}",
+            common_name=service,
+            trust_domain=trust_domain,
+            lifetime=lifetime,
+        )
+        pki.write_private(directory / "key.pem", pki.key_pem(key))
+        pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, (issuer or self.ca.active).cert))
+        pki.write_file(directory / "bundle.pem", pki.cert_pem(*self.ca.bundle))
+        return directory
+
+    def configure(self, service: str, app_port: int, extra: str = "") -> Path:
+        path = self.root / "etc/vmesh/services" / f"{service}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'service = "{service}"\napp_port = {app_port}\n'
+            f'instance_id = "{service}-{len(self.proxies) + 1}"\n'
+            f"{extra}\n"
+            '[listen]\ninbound = "127.0.0.1:0"\noutbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
+            '[timeouts]\nheader = "2s"\nidle = "10s"\ndrain = "10s"\n'
+        )
+        return path
+
+    def start_proxy(
+        self, service: str, app_port: int, extra: str = "", certificate: bool = True
+    ) -> ProxyProcess:
+        """Configure, certify and start the proxy of `service`; it is added to discovery."""
+        self.configure(service, app_port, extra)
+        if certificate:
+            self.issue(service)
+        proxy = _start(service, self.env)
+        self.proxies.append(proxy)
+        self.add_instance(service, proxy.ports["inbound"], f"{service}-{len(self.proxies)}")
+        return proxy
+
+    def add_instance(self, service: str, port: int, instance_id: str) -> None:
+        self.instances.append(
+            {"service": service, "id": instance_id, "address": "127.0.0.1", "port": port}
+        )
+        self.write_endpoints()
+
+    def write_endpoints(self) -> None:
+        lines = []
+        for entry in self.instances:
+            lines.append("[[instance]]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in entry.items()]
+        pki.write_file(self.root / "etc/vmesh/endpoints.toml", "\n".join(lines).encode() + b"\n")
+
+    def stop(self) -> None:
+        for proxy in self.proxies:
+            proxy.stop()
+
+
+def _start(service: str, env: dict[str, str]) -> ProxyProcess:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vm_mesh", "proxy", "run", service],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    proxy = ProxyProcess(service, Path(env["VMESH_ROOT"]), proc)
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = {"msg": line.rstrip()}
+            proxy.logs.append(record)
+            if record.get("msg") == "proxy ready":
+                proxy.ports = {k: v for k, v in record.items() if isinstance(v, int) and k != "ts"}
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(20):
+        proxy.stop()
+        raise AssertionError(f"proxy {service} did not start: {proxy.logs[-10:]}")
+    return proxy
+
+
+
+def wait_until(predicate, within: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate` until it is true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within}s")
+        time.sleep(0.05)

@@ -1,0 +1,118 @@
+"""Large bodies stream through with flat memory; opaque TCP relays bytes; SIGTERM drains."""
+
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.integration.mesh import Mesh, wait_until
+from tests.integration.processes import start_backend
+from tests.support import require_tool
+
+MB = 1024 * 1024
+
+
+def _peak_rss(pids: list[int], stop: threading.Event, peaks: dict[int, int]) -> None:
+    processes = [psutil.Process(pid) for pid in pids]
+    while not stop.is_set():
+        for process in processes:
+            peaks[process.pid] = max(peaks.get(process.pid, 0), process.memory_info().rss)
+        time.sleep(0.05)
+
+
+def test_hundred_megabyte_upload_streams_with_flat_proxy_memory(tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    mesh = Mesh(tmp_path)
+    backend = start_backend("sink")
+    try:
+        sink = mesh.start_proxy("sink", backend.port)
+        front = mesh.start_proxy("front", 1)
+        pids = [sink.proc.pid, front.proc.pid]
+        baseline = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+        peaks: dict[int, int] = {}
+        stop = threading.Event()
+        sampler = threading.Thread(target=_peak_rss, args=(pids, stop, peaks), daemon=True)
+        sampler.start()
+        zeros = subprocess.Popen(["head", "-c", str(100 * MB), "/dev/zero"], stdout=subprocess.PIPE)
+        result = subprocess.run(
+            [curl, "-sS", "-T", "-", "-H", "Host: sink", f"http://{front.outbound}/upload"],
+            stdin=zeros.stdout,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        zeros.wait(timeout=10)
+        stop.set()
+        sampler.join(5)
+        assert result.returncode == 0, result.stderr
+        assert '"body_bytes": 104857600' in result.stdout
+        for pid in pids:
+            assert peaks[pid] - baseline[pid] < 32 * MB, (pid, peaks[pid], baseline[pid])
+    finally:
+        mesh.stop()
+        backend.stop()
+
+
+def test_opaque_tcp_is_relayed_over_mtls(tmp_path: Path) -> None:
+    socat = require_tool("socat")
+    mesh = Mesh(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        echo_port = probe.getsockname()[1]
+    echo = subprocess.Popen(
+        [socat, f"TCP-LISTEN:{echo_port},bind=127.0.0.1,reuseaddr,fork", "EXEC:cat"]
+    )
+    try:
+        mesh.start_proxy("echo", echo_port)
+        front = mesh.start_proxy(
+            "front", 1, extra='[[tcp]]\nservice = "echo"\nlisten = "127.0.0.1:0"'
+        )
+        payload = bytes(range(256)) * 400
+        with socket.create_connection(("127.0.0.1", front.ports["tcp:echo"]), timeout=10) as sock:
+            sock.sendall(payload)
+            received = b""
+            while len(received) < len(payload):
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed early"
+                received += chunk
+        assert received == payload
+        wait_until(
+            lambda: front.metric("tcp_read_bytes_total", dst_service="echo") == len(payload),
+            what="the TCP connection in metrics",
+        )
+    finally:
+        mesh.stop()
+        echo.terminate()
+        echo.wait(timeout=10)
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path)
+    backend = start_backend("slow", delay=1.5)
+    try:
+        mesh.start_proxy("slow", backend.port)
+        front = mesh.start_proxy("front", 1)
+        answers: list[httpx.Response] = []
+        client = threading.Thread(
+            target=lambda: answers.append(
+                httpx.get(f"http://{front.outbound}/work", headers={"host": "slow"}, timeout=30)
+            )
+        )
+        client.start()
+        with front.admin() as admin:
+            deadline = time.monotonic() + 10
+            while admin.get("/v1/stats").json()["in_flight"] != 1:
+                assert time.monotonic() < deadline, "the request never got in flight"
+                time.sleep(0.02)
+        assert front.stop() == 0
+        client.join(30)
+        assert answers and answers[0].status_code == 200
+        assert answers[0].json()["name"] == "slow"
+        front.wait_for_log(lambda entry: entry.get("msg") == "stopped")
+    finally:
+        mesh.stop()
+        backend.stop()

@@ -1,0 +1,116 @@
+"""Bad HTTP gets the right status, the connection is closed, and the app never sees it."""
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.integration.mesh import Mesh
+from tests.integration.processes import start_backend
+
+GOOD = b"GET /ok HTTP/1.1\r\nHost: web\r\n\r\n"
+
+CASES = {
+    "content-length and chunked": (
+        b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: web\r\n\r\n",
+        400, "http1.content_length_and_chunked_not_allowed"),
+    "duplicate differing content-length": (
+        b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400, "http1.duplicate_content_length"),
+    "space in header name": (
+        b"GET / HTTP/1.1\r\nHost: web\r\nBad Name: x\r\n\r\n", 400, "http1.invalid_characters"),
+    "control character in header value": (
+        b"GET / HTTP/1.1\r\nHost: web\r\nX: a\x01b\r\n\r\n", 400, "http1.invalid_characters"),
+    "obs-fold": (
+        b"GET / HTTP/1.1\r\nHost: web\r\nX: a\r\n folded\r\n\r\n", 400,
+        "http1.obs_fold_not_allowed"),
+    "bare CR": (b"GET / HTTP/1.1\r\nHost: web\rX: y\r\n\r\n", 400, "http1.bare_cr_or_lf"),
+    "request line too long": (
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: web\r\n\r\n", 414,
+        "http1.request_line_too_long"),
+    "header section too large": (
+        b"GET / HTTP/1.1\r\nHost: web\r\n" + b"X-Big: " + b"b" * 40000 + b"\r\n\r\n", 431,
+        "http1.headers_too_large"),
+    "too many headers": (
+        b"GET / HTTP/1.1\r\nHost: web\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+        + b"\r\n", 431, "http1.too_many_headers"),
+    "transfer-encoding gzip": (
+        b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+        "http1.invalid_transfer_encoding"),
+    "chunk size overflow": (
+        b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"FFFFFFFFFFFFFFFFFFFF\r\n", 400, "http1.chunk_size_overflow"),
+    "missing host": (b"GET / HTTP/1.1\r\n\r\n", 400, "http1.missing_host"),
+    "two hosts": (b"GET / HTTP/1.1\r\nHost: web\r\nHost: evil\r\n\r\n", 400,
+                  "http1.multiple_host"),
+    "nul in path": (b"GET /a%00b HTTP/1.1\r\nHost: web\r\n\r\n", 400, None),
+    "CONNECT": (b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n", 405,
+                "http1.connect_not_allowed"),
+}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory):
+    mesh = Mesh(tmp_path_factory.mktemp("mesh"))
+    backend = start_backend("web")
+    mesh.start_proxy("web", backend.port)
+    front = mesh.start_proxy("front", 1)
+    yield front, backend
+    mesh.stop()
+    backend.stop()
+
+
+def _exchange(address: str, payload: bytes, timeout: float = 10) -> tuple[bytes, bool]:
+    """Send raw bytes; return everything received and whether the proxy closed the socket."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(payload)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return received, False
+            if not chunk:
+                return received, True
+            received += chunk
+    return received, False
+
+
+def _backend_requests(backend) -> int:
+    return json.loads(httpx.get(f"http://127.0.0.1:{backend.port}/_stats").text)["requests"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_malformed_request_is_refused_and_connection_closed(mesh, case: str) -> None:
+    front, backend = mesh
+    payload, status, reason = CASES[case]
+    before = _backend_requests(backend)
+    received, closed = _exchange(front.outbound, payload)
+    assert received.startswith(b"HTTP/1.1 %d " % status), received[:200]
+    if reason:
+        assert b"vmesh-error: " + reason.encode() in received
+    assert b"front-" in received  # the body names the proxy that refused
+    assert closed
+    assert _backend_requests(backend) == before
+
+
+def test_headers_that_never_finish_get_408(mesh) -> None:
+    front, _backend = mesh
+    host, port = front.outbound.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nX-Slow: ")
+        received = sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 408 "), received
+        assert b"vmesh-error: http1.header_timeout" in received
+        assert sock.recv(65536) == b""
+
+
+def test_a_good_request_after_all_that_still_works(mesh) -> None:
+    front, _backend = mesh
+    received, _ = _exchange(front.outbound, GOOD, timeout=3)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:200]

@@ -1,0 +1,48 @@
+"""Authorization of opaque TCP through real proxies: an allowed caller's bytes reach the app, a
+denied caller's connection is closed before the app sees a byte."""
+
+import re
+import socket
+
+from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture  # noqa: F401
+
+POLICY = """\
+kind: Authorization
+service: db
+default: deny
+rules:
+  - {name: api-only, from: ["spiffe://vmesh.local/svc/api"]}
+"""
+TCP = '[[tcp]]\nservice = "db"\nlisten = "127.0.0.1:0"\n'
+
+
+def exchange(port: int) -> bytes:
+    """Send an HTTP request as raw bytes through an opaque TCP listener; what comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /rows HTTP/1.1\r\nHost: db\r\nConnection: close\r\n\r\n")
+        received = b""
+        try:  # until the connection ends or the (content-length framed) answer is complete
+            while data := sock.recv(65536):
+                received += data
+                head, _, body = received.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+        except ConnectionResetError:
+            pass
+        return received
+
+
+def test_opaque_connection_of_a_denied_caller_is_refused(policy_mesh: PolicyMesh) -> None:
+    policy_mesh.write_policy("db.yaml", POLICY)
+    db, _ = policy_mesh.service("db")
+    api = policy_mesh.mesh.start_proxy("api", 1, extra=TCP)
+    web = policy_mesh.mesh.start_proxy("web", 1, extra=TCP)
+
+    assert exchange(api.ports["tcp:db"]).startswith(b"HTTP/1.1 200")
+    assert exchange(web.ports["tcp:db"]) == b""
+    assert policy_mesh.stats(db)["by_path"] == {"/rows": 1}
+    db_proxy = policy_mesh.mesh.proxies[0]
+    denial = db_proxy.wait_for_log(lambda line: line.get("event") == "authz_deny")
+    assert denial["client_id"] == "spiffe://vmesh.local/svc/web"
+    assert (denial["rule"], denial["reason"]) == ("db.default", "authz.default_deny")

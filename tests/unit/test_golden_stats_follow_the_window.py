@@ -1,0 +1,79 @@
+"""Per-route rps, success rate and percentiles over a sliding window, without sockets."""
+
+from proxy.events import RequestEvent
+from proxy.stats import WindowedStats, percentile
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _event(
+    status: int | None = 200,
+    latency: float = 10.0,
+    route: str = "default",
+    error: str | None = None,
+) -> RequestEvent:
+    return RequestEvent(
+        ts=0,
+        id="1",
+        direction="inbound",
+        src_addr="127.0.0.1:1",
+        method="GET",
+        dst_service="api",
+        route=route,
+        status=status,
+        latency_ms=latency,
+        error=error,
+    )
+
+
+def test_rps_and_success_rate_over_the_window() -> None:
+    clock = Clock()
+    stats = WindowedStats(clock=clock, seed=1)
+    for second in range(10):
+        clock.now = 1000.0 + second
+        for _ in range(9):
+            stats.record(_event(200))
+        stats.record(_event(503))
+    (row,) = stats.snapshot(10)
+    assert row["requests"] == 100 and row["rps"] == 10.0
+    assert row["success_rate"] == 0.9
+
+
+def test_old_requests_leave_the_window() -> None:
+    clock = Clock()
+    stats = WindowedStats(clock=clock)
+    stats.record(_event())
+    clock.now += 120
+    assert stats.snapshot(60) == []
+    assert stats.snapshot(600)[0]["requests"] == 1
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    values = sorted(float(v) for v in range(1, 101))
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([], 0.5) is None
+
+
+def test_latency_sample_stays_bounded_yet_representative() -> None:
+    clock = Clock()
+    stats = WindowedStats(clock=clock, seed=3)
+    for i in range(10_000):
+        stats.record(_event(latency=1.0 if i % 10 else 100.0))
+    (row,) = stats.snapshot(10)
+    assert row["requests"] == 10_000
+    assert row["p50_ms"] == 1.0 and row["p99_ms"] == 100.0
+
+
+def test_proxy_errors_count_as_failures_and_routes_are_separate() -> None:
+    stats = WindowedStats(clock=Clock())
+    stats.record(_event(status=None, error="upstream.connect_failed", route="a"))
+    stats.record(_event(status=200, route="b"))
+    rows = {r["route"]: r for r in stats.snapshot(60)}
+    assert rows["a"]["success_rate"] == 0.0 and rows["b"]["success_rate"] == 1.0

@@ -1,0 +1,25 @@
+"""When leaves are renewed and how loud a failing renewal is."""
+
+import logging
+import random
+
+from identity.renewal import expiry_level, renewal_time, retry_delay
+
+
+def test_renewal_is_at_seventy_percent_minus_jitter() -> None:
+    rng = random.Random(7)
+    times = [renewal_time(0.0, 1000.0, rng=rng) for _ in range(200)]
+    assert all(650.0 <= t <= 700.0 for t in times)
+    assert max(times) - min(times) > 10  # spread, not one instant for the whole fleet
+
+
+def test_failing_renewal_grows_louder_towards_expiry() -> None:
+    assert expiry_level(700, 0, 1000) == logging.WARNING
+    assert expiry_level(900, 0, 1000) == logging.ERROR
+    assert expiry_level(1001, 0, 1000) == logging.CRITICAL
+
+
+def test_retry_backoff_is_bounded_by_time_left() -> None:
+    assert retry_delay(0, 0, 10_000) == 1.0
+    assert retry_delay(10, 0, 10_000) == 60.0
+    assert retry_delay(10, 990, 1000) == 1.0

@@ -1,0 +1,154 @@
+"""A service's configuration file: `/etc/vmesh/services/<service>.toml`.
+
+    service = "api"
+    app_port = 8080
+    [listen]                      # all optional; defaults from DESIGN.md
+    inbound = "0.0.0.0:4143"
+    outbound = "127.0.0.1:4140"
+    admin = "127.0.0.1:4191"
+    advertise = "127.0.0.1"       # the address other hosts reach the inbound port on
+    [[tcp]]                       # opaque TCP upstreams: a local listener per upstream
+    service = "db"
+    listen = "127.0.0.1:15432"
+
+A bad file is reported with the file, the line and the reason.
+"""
+
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vm_mesh import defaults, paths
+from vm_mesh.errors import UserError
+from vm_mesh.policy.durations import parse_duration
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    inbound: str = f"0.0.0.0:{defaults.INBOUND_PORT}"
+    outbound: str = f"127.0.0.1:{defaults.OUTBOUND_PORT}"
+    admin: str = f"127.0.0.1:{defaults.ADMIN_PORT}"
+    advertise: str = "127.0.0.1"
+
+    _check = field_validator("inbound", "outbound", "admin")(_address)
+
+
+class TcpUpstream(_Strict):
+    service: str
+    listen: str
+
+    _check = field_validator("listen")(_address)
+
+
+class Timeouts(_Strict):
+    connect: float = 2.0
+    header: float = 10.0
+    idle: float = 60.0
+    drain: float = 30.0
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class Discovery(_Strict):
+    backend: Literal["static", "mdns"] = "static"
+    file: str | None = None  # static: the endpoints file
+    interfaces: tuple[str, ...] = ()  # mdns: addresses of the interfaces to use (default: all)
+
+
+class ServiceConfig(_Strict):
+    """Everything `vmesh proxy run <service>` needs to know."""
+
+    service: str
+    app_port: int = Field(ge=1, le=65535)
+    app_address: str = "127.0.0.1"
+    instance_id: str = ""
+    trust_domain: str = defaults.TRUST_DOMAIN
+    version: str = ""
+    zone: str = ""
+    weight: int = Field(default=100, ge=0, le=10000)
+    identity_url: str | None = None
+    access_log: bool = False
+    listen: Listen = Listen()
+    timeouts: Timeouts = Timeouts()
+    discovery: Discovery = Discovery()
+    tcp: tuple[TcpUpstream, ...] = ()
+
+    @field_validator("service")
+    @classmethod
+    def _service_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} is not a service name (lowercase letters, digits, '-')")
+        return value
+
+    @property
+    def instance(self) -> str:
+        return self.instance_id or f"{self.service}-{socket.gethostname()}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config and the file it came from."""
+
+    path: Path
+    config: ServiceConfig
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _line_of(text: str, location: tuple[Any, ...]) -> int:
+    """Best line for an error at `location`: the line that sets its last key, else 1."""
+    keys = [str(part) for part in location if isinstance(part, str)]
+    for key in reversed(keys):
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=|^\s*\[+\s*{re.escape(key)}\s*\]+")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if pattern.search(line):
+                return number
+    return 1
+
+
+def load_service_config(path: Path) -> LoadedConfig:
+    """Read and validate a service file; UserError as `file:line: reason` when it is bad."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such service file (create it, or run `vmesh join`)") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = match.group(1) if match else "1"
+        raise UserError(f"{path}:{line}: {exc}") from None
+    try:
+        config = ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{path}:{_line_of(text, err['loc'])}: "
+            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise UserError("\n".join(problems)) from None
+    return LoadedConfig(path, config, raw)
+
+
+def load_service(service: str) -> LoadedConfig:
+    """The config of `service` from its standard place under VMESH_ROOT."""
+    return load_service_config(paths.service_config(service))

@@ -1,0 +1,1 @@
+"""`vmesh demo`: a whole mesh on one machine, over mDNS on loopback."""

@@ -1,0 +1,262 @@
+"""Start a demo mesh on this machine: CA, three services with two instances each, traffic.
+
+Each instance runs as its own "host" (its own VMESH_ROOT under the demo
+directory), joins the mesh with a one-time token like a real VM, and finds
+the others over mDNS on loopback. `web` calls `api`, which calls `store`;
+`api-2` is slow and `store-2` is flaky, so the console has something to show.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from identity.client import obtain
+from vm_mesh.errors import UserError
+
+
+@dataclass(frozen=True, slots=True)
+class DemoInstance:
+    service: str
+    instance: str
+    calls: str | None = None
+    delay: float = 0.0
+    fail_rate: float = 0.0
+
+
+INSTANCES = (
+    DemoInstance("web", "web-1", calls="api"),
+    DemoInstance("web", "web-2", calls="api"),
+    DemoInstance("api", "api-1", calls="store", delay=0.01),
+    DemoInstance("api", "api-2", calls="store", delay=0.25),  # the slow one
+    DemoInstance("store", "store-1", delay=0.005),
+    DemoInstance("store", "store-2", delay=0.005, fail_rate=0.2),  # the flaky one
+)
+MARKER = ".vmesh-demo"
+PATHS = ("/", "/items/1", "/items/2", "/cart", "/checkout")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Demo:
+    """The processes of one demo run, and how to stop them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs = directory / "logs"
+        self.console_root = directory / "console"
+        self.web_outbound = ""
+
+    def _spawn(self, name: str, args: list[str], root: Path) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env={**os.environ, "VMESH_ROOT": str(root)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def _vmesh(self, root: Path, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "vm_mesh", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "VMESH_ROOT": str(root)},
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise UserError(f"demo: vmesh {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def start(self) -> None:
+        if (self.directory / MARKER).exists():
+            shutil.rmtree(self.directory)  # an earlier demo's state: start afresh
+        elif self.directory.exists() and any(self.directory.iterdir()):
+            raise UserError(f"{self.directory} is not empty; remove it or pass another --dir")
+        self.logs.mkdir(parents=True)
+        (self.directory / MARKER).touch()
+        ca_root = self.directory / "ca"
+        self._vmesh(ca_root, "identity", "init", "--trust-domain", "vmesh.local")
+        identity_port = _free_port()
+        identity_url = f"https://127.0.0.1:{identity_port}"
+        self._spawn(
+            "identity",
+            ["-m", "vm_mesh", "identity", "serve", "--listen", f"127.0.0.1:{identity_port}"],
+            ca_root,
+        )
+        _wait_for(lambda: _identity_up(identity_url), "the identity service")
+        print(f"identity service on {identity_url}")
+        sockets = self.console_root / "run" / "vmesh"
+        sockets.mkdir(parents=True)
+        for spec in INSTANCES:
+            self._start_instance(spec, ca_root, identity_url, sockets)
+        print(f"{len(INSTANCES)} instances ready; logs in {self.logs}")
+
+    def _start_instance(
+        self, spec: DemoInstance, ca_root: Path, identity_url: str, sockets: Path
+    ) -> None:
+        root = self.directory / "hosts" / spec.instance
+        app_port, outbound_port = _free_port(), _free_port()
+        token = self._vmesh(
+            ca_root,
+            "identity",
+            "token",
+            "create",
+            "--host",
+            spec.instance,
+            "--services",
+            spec.service,
+            "--ttl",
+            "10m",
+        )
+        asyncio.run(
+            obtain(
+                identity_url,
+                token,
+                host=spec.instance,
+                service=spec.service,
+                directory=root / "var/lib/vmesh" / spec.service,
+            )
+        )
+        config = root / "etc/vmesh/services" / f"{spec.service}.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f'service = "{spec.service}"\ninstance_id = "{spec.instance}"\n'
+            f'app_port = {app_port}\nidentity_url = "{identity_url}"\n'
+            '[listen]\ninbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
+            f'outbound = "127.0.0.1:{outbound_port}"\n'
+            '[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+        )
+        app = [
+            "-m",
+            "vm_mesh.demo.app",
+            "--service",
+            spec.service,
+            "--instance",
+            spec.instance,
+            "--port",
+            str(app_port),
+            "--outbound",
+            f"127.0.0.1:{outbound_port}",
+            "--delay",
+            str(spec.delay),
+            "--fail-rate",
+            str(spec.fail_rate),
+        ]
+        if spec.calls:
+            app += ["--calls", spec.calls]
+        self._spawn(f"{spec.instance}-app", app, root)
+        self._spawn(f"{spec.instance}-proxy", ["-m", "vm_mesh", "proxy", "run", spec.service], root)
+        admin_socket = root / "run/vmesh" / f"{spec.service}.sock"
+        _wait_for(lambda: _ready(admin_socket), f"the proxy of {spec.instance}")
+        (sockets / f"{spec.instance}.sock").symlink_to(admin_socket)
+        if spec.instance == "web-1":
+            self.web_outbound = f"127.0.0.1:{outbound_port}"
+        print(f"  {spec.instance:<8} app :{app_port}  outbound :{outbound_port}  ready")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_for(predicate, what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise UserError(f"demo: {what} did not come up within {within:.0f}s (see the logs)")
+        time.sleep(0.1)
+
+
+def _identity_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", verify=False, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _ready(admin_socket: Path) -> bool:
+    if not admin_socket.exists():
+        return False
+    transport = httpx.HTTPTransport(uds=str(admin_socket))
+    try:
+        with httpx.Client(transport=transport, base_url="http://admin", timeout=1) as client:
+            return client.get("/ready").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def generate_traffic(outbound: str, rate: float, duration: float | None) -> dict[str, int]:
+    """Send about `rate` requests per second to `web` through a proxy; returns status counts."""
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + duration if duration else None
+    async with httpx.AsyncClient(timeout=10) as client:
+        while deadline is None or time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                response = await client.get(
+                    f"http://{outbound}{random.choice(PATHS)}", headers={"host": "web"}
+                )
+                key = str(response.status_code)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            counts[key] = counts.get(key, 0) + 1
+            await asyncio.sleep(max(0.0, 1 / rate - (time.monotonic() - started)))
+    return counts
+
+
+def run(directory: Path, *, console: bool, duration: float | None, rate: float) -> int:
+    """The whole demo: start, send traffic, open the console (or wait), then stop."""
+    demo = Demo(directory)
+
+    def stop_on_signal(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through `finally`, which stops every process
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_on_signal)
+    try:
+        demo.start()
+        if console:
+            traffic = subprocess.Popen(
+                [sys.executable, "-m", "vm_mesh.demo.traffic", demo.web_outbound, str(rate)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            demo.processes.append(traffic)
+            env = {**os.environ, "VMESH_ROOT": str(demo.console_root)}
+            return subprocess.run(
+                [sys.executable, "-m", "vm_mesh", "console"], env=env, check=False
+            ).returncode
+        print(f"sending ~{rate:g} requests/s to web; Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            counts = asyncio.run(generate_traffic(demo.web_outbound, rate, duration))
+            print("responses:", json.dumps(counts, sort_keys=True))
+        return 0
+    finally:
+        demo.stop()

@@ -1,0 +1,74 @@
+"""Policy documents from Consul KV (`vmesh/policy/...`), watched with blocking queries.
+
+Each key under the prefix holds one YAML file's worth of documents and is
+validated exactly like a file; errors name the key (`consul:vmesh/policy/api`).
+The consul index is handled as Consul's docs require: a result is no proof
+of change, an index that goes backwards restarts from 0, and failures back
+off so a flapping agent is not hammered.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import consul
+
+log = logging.getLogger("vmesh.policy")
+
+PREFIX = "vmesh/policy/"
+NAME_PREFIX = "consul:"
+
+Texts = tuple[tuple[str, str], ...]
+
+
+class ConsulPolicySource:
+    """Reads the policy keys of one Consul agent."""
+
+    def __init__(self, client: consul.Consul, prefix: str = PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.index: int | None = None
+
+    def fetch(self, wait: str = "30s") -> tuple[bool, Texts]:
+        """Block until the keys may have changed; returns (index moved, texts by key)."""
+        index, items = self.client.kv.get(self.prefix, recurse=True, index=self.index, wait=wait)
+        index = max(int(index or 1), 1)
+        moved = self.index is None or index != self.index
+        self.index = 0 if self.index is not None and index < self.index else index
+        return moved, texts_of(items)
+
+
+def texts_of(items: list[dict[str, Any]] | None) -> Texts:
+    """(name, YAML text) per key with a value, sorted by key (folders and empty keys skipped)."""
+    texts = []
+    for item in items or []:
+        value = item.get("Value")
+        if item["Key"].endswith("/") or not value:
+            continue
+        text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+        texts.append((NAME_PREFIX + item["Key"], text))
+    return tuple(sorted(texts))
+
+
+async def watch(
+    source: ConsulPolicySource, on_change: Callable[[Texts], None], wait: str = "30s"
+) -> None:
+    """Call `on_change(texts)` whenever the keys change; back off (1 s to 30 s) on errors."""
+    backoff = 1.0
+    last: Texts | None = None
+    while True:
+        try:
+            _, texts = await asyncio.to_thread(source.fetch, wait)
+        except (consul.ConsulException, OSError) as exc:
+            log.warning("consul policy watch failed; retrying",
+                        extra={"event": "policy_consul_error", "error": str(exc),
+                               "retry_in_s": backoff})
+            source.index = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        backoff = 1.0
+        if texts != last:
+            last = texts
+            on_change(texts)

@@ -263,6 +263,7 @@ class _ResponseCallbacks(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        _require_chunked_only(self.headers)  # the proxy re-frames: other codings would be lost
         chunked, length = _framing(self.headers)
         status = parser.get_status_code()  # type: ignore[attr-defined]
         self.events.append(

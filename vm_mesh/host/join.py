@@ -7,6 +7,7 @@ vmesh-proxy@<service>` where systemd runs, the proxy in the foreground
 otherwise.
 """
 
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ class JoinRequest:
 
 
 def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string: JSON's escapes (\\n, \\", \\uXXXX) are TOML's too."""
+    return json.dumps(value, ensure_ascii=True)
 
 
 def service_file(request: JoinRequest) -> str:

@@ -39,8 +39,9 @@ KEY_TIMEOUT_S = 5.0
 
 
 def tmux(server: str, *args: str) -> str:
-    return subprocess.run(["tmux", "-L", server, *args], capture_output=True, text=True,
-                          check=False, timeout=10).stdout
+    return subprocess.run(
+        ["tmux", "-L", server, *args], capture_output=True, text=True, check=False, timeout=10
+    ).stdout
 
 
 def wait_screen(server: str, text: str, timeout_s: float) -> float | None:
@@ -73,19 +74,37 @@ def main() -> int:
             name = f"svc{i}"
             tls_dir = root / "var" / "lib" / "vmesh" / name
             tls_dir.mkdir(parents=True)
-            admins.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.console.simulated_proxy", "--name", name,
-                 "--socket", str(root / "run" / "vmesh" / f"{name}.sock"),
-                 "--tls-dir", str(tls_dir), "--rate", str(args.rate / args.sources)],
-                cwd=REPO, env=env))
+            admins.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.console.simulated_proxy",
+                        "--name",
+                        name,
+                        "--socket",
+                        str(root / "run" / "vmesh" / f"{name}.sock"),
+                        "--tls-dir",
+                        str(tls_dir),
+                        "--rate",
+                        str(args.rate / args.sources),
+                    ],
+                    cwd=REPO,
+                    env=env,
+                )
+            )
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(list((root / "run" / "vmesh").glob("*.sock"))) \
-                < args.sources:
+        while (
+            time.monotonic() < deadline
+            and len(list((root / "run" / "vmesh").glob("*.sock"))) < args.sources
+        ):
             time.sleep(0.05)
 
-        command = (f"cd {shlex.quote(str(REPO))} && exec env VMESH_ROOT={shlex.quote(str(root))} "
-                   f"TERM=xterm-256color {shlex.quote(sys.executable)} -m vm_mesh console "
-                   "--view tap")
+        command = (
+            f"cd {shlex.quote(str(REPO))} && exec env VMESH_ROOT={shlex.quote(str(root))} "
+            f"TERM=xterm-256color {shlex.quote(sys.executable)} -m vm_mesh console "
+            "--view tap"
+        )
         tmux(server, "new-session", "-d", "-s", "bench", "-x", "80", "-y", "24", command)
         if wait_screen(server, "vmesh > tap", 20) is None:
             print("the console did not start", file=sys.stderr)
@@ -121,23 +140,29 @@ def main() -> int:
         cpu = (sum(console.cpu_times()[:2]) - cpu_start) / elapsed * 100
         screen = tmux(server, "capture-pane", "-p", "-t", "bench")
         received = int(screen.split("| tap ")[1].split()[0]) if "| tap " in screen else -1
-        half = rss[len(rss) // 2:]
+        half = rss[len(rss) // 2 :]
         ordered = sorted(latencies)
         result = {
-            "rate_per_s": args.rate, "seconds": round(elapsed, 1), "sources": args.sources,
+            "rate_per_s": args.rate,
+            "seconds": round(elapsed, 1),
+            "sources": args.sources,
             "events_received": received,
             "events_per_s_received": round(received / elapsed, 1) if received >= 0 else None,
             "key_to_redraw_ms": {
-                "n": len(latencies), "missed": missed,
+                "n": len(latencies),
+                "missed": missed,
                 "p50": round(statistics.median(ordered) * 1000, 1) if ordered else None,
                 "p95": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 1) if ordered else None,
                 "max": round(ordered[-1] * 1000, 1) if ordered else None,
             },
             "cpu_percent_of_one_core": round(cpu, 1),
-            "rss_mib": {"first": round(rss[0] / 2**20, 1), "last": round(rss[-1] / 2**20, 1),
-                        "max": round(max(rss) / 2**20, 1),
-                        "growth_second_half": round((half[-1] - half[0]) / 2**20, 1),
-                        "every_10s": [round(r / 2**20, 1) for r in rss[::10]]},
+            "rss_mib": {
+                "first": round(rss[0] / 2**20, 1),
+                "last": round(rss[-1] / 2**20, 1),
+                "max": round(max(rss) / 2**20, 1),
+                "growth_second_half": round((half[-1] - half[0]) / 2**20, 1),
+                "every_10s": [round(r / 2**20, 1) for r in rss[::10]],
+            },
         }
         print(json.dumps(result, indent=2))
         return 0

@@ -187,6 +187,9 @@ class _Reader:
         """The next parsed event, or None when more bytes are needed."""
         return self._collector.events.popleft() if self._collector.events else None
 
+    def has_event(self) -> bool:
+        return bool(self._collector.events)
+
     @property
     def in_message(self) -> bool:
         """True once a message has begun and not yet ended (bytes are pending)."""

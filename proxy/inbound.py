@@ -25,7 +25,7 @@ from proxy.relay import UpstreamProtocolError, request_headers, send_request, st
 from proxy.retrying import AttemptFailed
 from proxy.tcp import pipe_both_ways
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
-from proxy.upstream import Pool, Upstream
+from proxy.upstream import Pool, Upstream, dial
 from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.inbound")
@@ -45,18 +45,13 @@ class InboundProxy:
 
     async def _connect_app(self, key: str) -> Upstream:
         host, _, port = key.rpartition(":")
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port)), self.ctx.config.timeouts.connect
-            )
-        except TimeoutError:
-            raise AttemptFailed(
-                "connect-failure", f"app.connect_timeout: the app at {key} did not answer"
-            ) from None
-        except (ConnectionError, OSError) as exc:
-            raise AttemptFailed(
-                "connect-failure", f"app.connect_failed: the app at {key}: {exc}"
-            ) from None
+        reader, writer = await dial(
+            host,
+            int(port),
+            within=self.ctx.config.timeouts.connect,
+            reason="app",
+            what=f"the app at {key}",
+        )
         return Upstream(key, reader, writer)
 
     async def serve(self, host: str, port: int) -> asyncio.Server:

@@ -29,7 +29,7 @@ from proxy.relay import (
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
-from proxy.upstream import Pool, Upstream
+from proxy.upstream import Pool, Upstream, dial
 from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.outbound")
@@ -92,25 +92,15 @@ class OutboundProxy:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{service}"
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    host,
-                    int(port),
-                    ssl=self.ctx.tls.client,
-                    server_hostname=service,
-                    ssl_handshake_timeout=self.ctx.config.timeouts.connect,
-                ),
-                self.ctx.config.timeouts.connect,
-            )
-        except TimeoutError:
-            raise AttemptFailed(
-                "connect-failure", f"upstream.connect_timeout: {address} did not answer in time"
-            ) from None
-        except (ConnectionError, OSError) as exc:
-            raise AttemptFailed(
-                "connect-failure", f"upstream.connect_failed: {address}: {exc}"
-            ) from None
+        reader, writer = await dial(
+            host,
+            int(port),
+            within=self.ctx.config.timeouts.connect,
+            reason="upstream",
+            what=address,
+            ssl=self.ctx.tls.client,
+            server_hostname=service,
+        )
         ssl_object = writer.get_extra_info("ssl_object")
         try:
             identity = str(peer_identity(ssl_object))

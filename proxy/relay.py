@@ -76,10 +76,11 @@ async def send_request(
     upstream.requests += 1
     upstream.responses.expect(head.method)
     try:
-        writer.write(encode_request_head(head, headers))
         if isinstance(body, bytes):
-            writer.write(body)
-        elif body is not None:
+            writer.write(encode_request_head(head, headers) + body)  # one write, one segment
+        else:
+            writer.write(encode_request_head(head, headers))
+        if body is not None and not isinstance(body, bytes):
             async for chunk in body:
                 writer.write(encode_chunk(chunk))
                 await writer.drain()
@@ -133,36 +134,44 @@ async def stream_response(
     request: RequestHead,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[int, bool]:
-    """Copy the response to the client; returns (body bytes, upstream reusable)."""
+    """Copy the response to the client; returns (body bytes, upstream reusable).
+
+    Writes are gathered while more of the response is already parsed, and flushed
+    before waiting on the upstream, so a small response leaves in one segment and
+    a slow stream is never held back.
+    """
     head = response.head
     headers, framing = response_framing(head, request)
     headers += extra or []
-    keep_client = client.request_keep_alive and framing != "close"
-    if not keep_client:
+    if not (client.request_keep_alive and framing != "close"):
         headers.append((b"connection", b"close"))
-    await client.write(encode_response_head(head.status, head.reason, headers))
-    if framing == "none":
-        event = await response.upstream.next_event()
-        return 0, isinstance(event, MessageEnd) and event.keep_alive
-    sent = 0
+        client.request_keep_alive = False  # the caller closes the client connection after this
+    pending = [encode_response_head(head.status, head.reason, headers)]
     upstream = response.upstream
+    sent = 0
     while True:
+        if pending and not upstream.has_buffered_event():
+            await client.write(b"".join(pending))
+            pending.clear()
         try:
             event = await upstream.next_event()
         except Http1Error as exc:
             raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
         if event is None:
-            if head.content_length is None and not head.chunked:
-                break  # a close-delimited body ends with the connection
-            raise UpstreamProtocolError("upstream.truncated", "the upstream closed mid-response")
+            if framing != "none" and (head.content_length is not None or head.chunked):
+                raise UpstreamProtocolError(
+                    "upstream.truncated", "the upstream closed mid-response"
+                )
+            reusable = False
+            break
         if isinstance(event, MessageEnd):
-            if framing == "chunked":
-                await client.write(LAST_CHUNK)
-            return sent, event.keep_alive
-        if isinstance(event, bytes):
+            reusable = event.keep_alive
+            break
+        if isinstance(event, bytes) and framing != "none":
             sent += len(event)
-            client.writer.write(encode_chunk(event) if framing == "chunked" else event)
-            await client.writer.drain()
+            pending.append(encode_chunk(event) if framing == "chunked" else event)
     if framing == "chunked":
-        await client.write(LAST_CHUNK)
-    return sent, False
+        pending.append(LAST_CHUNK)
+    if pending:
+        await client.write(b"".join(pending))
+    return sent, reusable

@@ -7,11 +7,13 @@ connection, not per request.
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.http1 import Event, ResponseReader
+from proxy.retrying import AttemptFailed
 
 READ_SIZE = 64 * 1024
 
@@ -50,6 +52,10 @@ class Upstream:
                 continue
             self.responses.feed(data)
 
+    def has_buffered_event(self) -> bool:
+        """True when the next response event is already parsed (no wait on the socket)."""
+        return self.responses.has_event()
+
     def close(self) -> None:
         self.state = "closed"
         self.writer.close()
@@ -59,6 +65,37 @@ class Upstream:
 
 
 Connect = Callable[[str], Awaitable[Upstream]]
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    within: float,
+    reason: str,
+    what: str,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect (and handshake) within `within` seconds; failures are `AttemptFailed` with
+    `<reason>.connect_timeout` or `<reason>.connect_failed` and `what` in the detail."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=ssl,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=within if ssl else None,
+            ),
+            within,
+        )
+    except TimeoutError:
+        raise AttemptFailed(
+            "connect-failure", f"{reason}.connect_timeout: {what} did not answer in time"
+        ) from None
+    except (ConnectionError, OSError) as exc:
+        raise AttemptFailed("connect-failure", f"{reason}.connect_failed: {what}: {exc}") from None
 
 
 class Pool:

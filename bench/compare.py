@@ -1,0 +1,280 @@
+"""Benchmark: vmesh against a direct connection and against HAProxy doing the same job.
+
+    .venv/bin/python bench/compare.py [--duration 10]
+
+One run on this machine, loopback only, every load bounded by wrk's duration:
+
+- direct:        wrk -> fixed backend
+- vmesh 2 hops:  wrk -> vmesh outbound -> mTLS -> vmesh inbound -> fixed backend
+- haproxy 2 hops: wrk -> haproxy -> mTLS (ECDSA P-256, same CA) -> haproxy -> fixed backend
+- vmesh 2 hops with a tap subscriber attached
+
+The fixed backend is HAProxy answering from memory (`http-request return`), so
+every path ends at the same server. Each proxy runs one thread (HAProxy
+`nbthread 1`, vmesh is one asyncio process). Prints rps, p50/p99 at c=1 and
+c=32, proxy CPU and RSS, and the ratios. A benchmark, not a test.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from identity import castate, pki  # noqa: E402
+
+TD = "vmesh.local"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def issue(ca: castate.CertificateAuthority, name: str, directory: Path) -> Path:
+    key = pki.generate_key()
+    leaf = pki.issue_leaf(
+        ca.active,
+        key.public_key(),
+        spiffe_id=f"spiffe://{TD}/svc/{name}",
+        common_name=name,
+        trust_domain=TD,
+    )
+    pki.write_private(directory / "key.pem", pki.key_pem(key))
+    pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, ca.active.cert))
+    pki.write_file(directory / "bundle.pem", pki.cert_pem(*ca.bundle))
+    # HAProxy wants chain and key in one file
+    pki.write_private(
+        directory / "haproxy.pem", pki.cert_pem(leaf, ca.active.cert) + pki.key_pem(key)
+    )
+    return directory
+
+
+WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, connections: int, seconds: int, host: str | None = None) -> dict[str, float]:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if host:
+        args += ["-H", f"Host: {host}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = {p: float(v) * UNIT_MS[u] for p, v, u in WRK_LATENCY.findall(out)}
+    return {
+        "rps": rps,
+        "p50_ms": latency.get("50", float("nan")),
+        "p99_ms": latency.get("99", float("nan")),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+class Usage:
+    """CPU seconds and peak RSS of some processes over a measurement."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.processes = [psutil.Process(p) for p in pids]
+        self.cpu0 = sum(p.cpu_times().user + p.cpu_times().system for p in self.processes)
+        self.t0 = time.monotonic()
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, max(p.memory_info().rss for p in self.processes))
+            time.sleep(0.1)
+
+    def done(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        cpu = sum(p.cpu_times().user + p.cpu_times().system for p in self.processes) - self.cpu0
+        return {
+            "cpu_cores": cpu / (time.monotonic() - self.t0),
+            "peak_rss_mb": self.peak_rss / 2**20,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    args = parser.parse_args()
+    for tool in ("wrk", "haproxy"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed (scripts/install-system-deps.sh installs it)")
+    work = Path(tempfile.mkdtemp(prefix="vmesh-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        ca_dir = work / "var/lib/vmesh/identity"
+        castate.init(ca_dir, TD)
+        ca = castate.load(ca_dir)
+        backend_port, ha_front, ha_mtls = free_port(), free_port(), free_port()
+        (work / "backend.cfg").write_text(
+            "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode http\n  timeout client 30s\n"
+            "  timeout server 30s\n  timeout connect 2s\n"
+            f"frontend fixed\n  bind 127.0.0.1:{backend_port}\n"
+            '  http-request return status 200 content-type text/plain string "hello, mesh\\n"\n'
+        )
+        ha_a = issue(ca, "front", work / "ha-a")
+        ha_b = issue(ca, "web", work / "ha-b")
+        (work / "pair.cfg").write_text(
+            "global\n  nbthread 1\n  maxconn 4000\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n"
+            "defaults\n  mode http\n  timeout client 30s\n  timeout server 30s\n"
+            "  timeout connect 2s\n  http-reuse always\n"
+            f"frontend a\n  bind 127.0.0.1:{ha_front}\n  default_backend to_b\n"
+            f"backend to_b\n  server b 127.0.0.1:{ha_mtls} ssl crt {ha_a}/haproxy.pem "
+            f"ca-file {ha_a}/bundle.pem verify required alpn http/1.1\n"
+            f"frontend b\n  bind 127.0.0.1:{ha_mtls} ssl crt {ha_b}/haproxy.pem "
+            f"ca-file {ha_b}/bundle.pem verify required\n  default_backend app\n"
+            f"backend app\n  server app 127.0.0.1:{backend_port}\n"
+        )
+        backend = subprocess.Popen(["haproxy", "-f", str(work / "backend.cfg")])
+        procs.append(backend)
+        wait_port(backend_port)
+
+        env = {**os.environ, "VMESH_ROOT": str(work)}
+        vmesh_ports = {}
+        for name, app_port in (("web", backend_port), ("front", 1)):
+            issue(ca, name, work / "var/lib/vmesh" / name)
+            out = free_port()
+            vmesh_ports[name] = out
+            cfg = work / "etc/vmesh/services" / f"{name}.toml"
+            cfg.parent.mkdir(parents=True, exist_ok=True)
+            inbound = free_port()
+            cfg.write_text(
+                f'service = "{name}"\napp_port = {app_port}\ninstance_id = "{name}-1"\n'
+                f'[listen]\ninbound = "127.0.0.1:{inbound}"\n'
+                f'outbound = "127.0.0.1:{out}"\nadmin = "127.0.0.1:0"\n'
+            )
+            if name == "web":
+                (work / "etc/vmesh/endpoints.toml").write_text(
+                    f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'
+                    f"port = {inbound}\n"
+                )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vm_mesh", "proxy", "run", name],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(proc)
+            wait_port(out)
+        vmesh_pids = [p.pid for p in procs[-2:]]
+        time.sleep(1)
+        idle_rss = [psutil.Process(p).memory_info().rss / 2**20 for p in vmesh_pids]
+        haproxy_pair = subprocess.Popen(["haproxy", "-f", str(work / "pair.cfg")])
+        procs.append(haproxy_pair)
+        wait_port(ha_front)
+
+        vmesh_url = f"http://127.0.0.1:{vmesh_ports['front']}/"
+        # warm up keep-alive pools on both sides
+        for url, host in ((vmesh_url, "web"), (f"http://127.0.0.1:{ha_front}/", None)):
+            wrk(url, 4, 1, host)
+
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for label, url, host, pids in (
+            ("direct", f"http://127.0.0.1:{backend_port}/", None, [backend.pid]),
+            ("vmesh 2 hops mTLS", vmesh_url, "web", vmesh_pids),
+            ("haproxy 2 hops mTLS", f"http://127.0.0.1:{ha_front}/", None, [haproxy_pair.pid]),
+        ):
+            results[label] = {}
+            for connections in (1, 32):
+                usage = Usage(pids)
+                run = wrk(url, connections, args.duration, host)
+                run.update(usage.done())
+                results[label][f"c={connections}"] = run
+
+        # tap attached: an operator follows every event while the load runs
+        stop = threading.Event()
+
+        def follow_tap() -> None:
+            sock = work / "run/vmesh/front.sock"
+            transport = httpx.HTTPTransport(uds=str(sock))
+            with (
+                httpx.Client(transport=transport, base_url="http://admin", timeout=None) as c,
+                c.stream("GET", "/v1/tap?rate=10000") as response,
+            ):
+                for _ in response.iter_lines():
+                    if stop.is_set():
+                        return
+
+        tap = threading.Thread(target=follow_tap, daemon=True)
+        tap.start()
+        usage = Usage(vmesh_pids)
+        run = wrk(vmesh_url, 32, args.duration, "web")
+        run.update(usage.done())
+        results["vmesh 2 hops + tap"] = {"c=32": run}
+        stop.set()
+
+        print(
+            f"\nvmesh benchmark, {args.duration}s per run, wrk -t1, loopback, this machine "
+            f"({os.cpu_count()} cores)\n"
+        )
+        print(
+            f"{'path':<22}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'cpu cores':>11}{'peak RSS MB':>13}{'non-2xx':>9}"
+        )
+        for label, runs in results.items():
+            for conns, r in runs.items():
+                print(
+                    f"{label:<22}{conns:>6}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                    f"{r['cpu_cores']:>11.2f}{r['peak_rss_mb']:>13.1f}{r['errors']:>9}"
+                )
+        v, h, d = (results["vmesh 2 hops mTLS"], results["haproxy 2 hops mTLS"], results["direct"])
+        added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
+        added_h = h["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
+        ratios = {
+            "vmesh/haproxy rps at c=32 (target >= 0.50)": v["c=32"]["rps"] / h["c=32"]["rps"],
+            "p50 added over direct at c=1, vmesh/haproxy (target <= 2.0)": added_v / added_h
+            if added_h > 0
+            else float("inf"),
+            "tap attached rps cost (target <= 0.10)": 1
+            - results["vmesh 2 hops + tap"]["c=32"]["rps"] / v["c=32"]["rps"],
+            "idle RSS per vmesh proxy, MB (target <= 40)": max(idle_rss),
+        }
+        print()
+        for name, value in ratios.items():
+            print(f"{name:<64}{value:>8.2f}")
+        print(json.dumps({"results": results, "ratios": ratios, "idle_rss_mb": idle_rss}))
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

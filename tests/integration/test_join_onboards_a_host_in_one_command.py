@@ -1,8 +1,5 @@
-"""`vmesh join` against a real identity service: certificate, service file, running proxy.
-
-Refusals are one line naming what failed: a bad token, an unreachable CA, a
-token made for another CA (pin mismatch); none of them leaves a service file.
-"""
+"""`vmesh join` writes the service file, exchanges the token for a certificate from our CA, and
+starts the proxy, which answers /ready; a reused token is refused in one line."""
 
 import json
 import os
@@ -11,123 +8,89 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import httpx
+from cryptography import x509
 
-from identity.client import LeafFiles
-from identity.spiffe import of_certificate
-from tests.integration.identity_service import (
-    REPO,
-    IdentityService,
-    running_identity_service,
-    vmesh,
-)
+from identity.spiffe import uri_sans
+from tests.integration.identity_service import REPO, running_identity_service, vmesh
 from tests.integration.mesh import wait_until
-from vm_mesh.config import load_service_config
 
 
-@pytest.fixture
-def ca(tmp_path: Path) -> Iterator[IdentityService]:
-    root = tmp_path / "ca"
-    vmesh(root, "identity", "init")
-    with running_identity_service(root) as service:
-        yield service
+def free_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def token_for(root: Path, host: str, service: str) -> str:
-    return vmesh(root, "identity", "token", "create", "--host", host,
-                 "--services", service).stdout.strip()
+def test_join_then_proxy_ready_and_token_single_use(tmp_path: Path) -> None:
+    ca, host = tmp_path / "ca", tmp_path / "host"
+    vmesh(ca, "identity", "init")
+    with running_identity_service(ca) as identity:
+        token = vmesh(ca, "identity", "token", "create", "--host", "vm-7", "--services", "cart",
+                      "--ttl", "5m").stdout.strip()
+        admin = free_address()
+        argv = [sys.executable, "-m", "vm_mesh", "join", "--token", token,
+                "--identity", identity.url, "--service", "cart", "--app-port", "8080",
+                "--host", "vm-7", "--inbound", "127.0.0.1:0", "--outbound", free_address(),
+                "--admin", admin]
+        env = {**os.environ, "VMESH_ROOT": str(host)}
+        join = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(join.stdout or []), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        try:
+            def ready() -> bool:  # asked on the local admin socket, as an operator would
+                transport = httpx.HTTPTransport(uds=str(host / "run/vmesh/cart.sock"))
+                try:
+                    with httpx.Client(transport=transport, base_url="http://admin") as client:
+                        return client.get("/ready", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(ready, within=30, what="the joined proxy ready")
+            wait_until(lambda: any('"proxy ready"' in line for line in lines), within=30,
+                       what="the proxy's ready log line")
+            service_file = (host / "etc/vmesh/services/cart.toml").read_text()
+            assert 'backend = "mdns"' in service_file and f'"{identity.url}"' in service_file
+            leaf = x509.load_pem_x509_certificate(
+                (host / "var/lib/vmesh/cart/cert.pem").read_bytes())
+            assert uri_sans(leaf) == ["spiffe://vmesh.local/svc/cart"]
+            assert (host / "var/lib/vmesh/cart/key.pem").stat().st_mode & 0o077 == 0
+        finally:
+            join.send_signal(signal.SIGTERM)  # it became the proxy: SIGTERM drains it
+            join.wait(timeout=60)
+            reader.join(timeout=10)
+        assert join.returncode == 0, lines[-5:]  # drained and exited, not killed
+        assert any(line.startswith("wrote ") for line in lines)
+        assert any(json.loads(line).get("msg") == "proxy ready"
+                   for line in lines if line.startswith("{"))
+
+        again = subprocess.run([*argv, "--no-start"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode != 0
+        assert again.stderr.startswith(f"vmesh: the identity service at {identity.url} refused")
+        assert again.stderr.count("\n") == 1
+
+        other_ports = subprocess.run([*argv[:-6], "--no-start"], cwd=REPO, env=env,
+                                     capture_output=True, text=True, timeout=60)
+        assert other_ports.returncode != 0
+        assert other_ports.stderr.strip().endswith(
+            "cart.toml exists with other settings; edit it or remove it, then join again")
 
 
-def join_args(token: str, url: str, service: str = "api") -> list[str]:
-    return ["join", "--token", token, "--identity", url, "--service", service,
-            "--app-port", "8080", "--host", "vm1", "--inbound", "127.0.0.1:0",
-            "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
-
-
-def test_join_writes_the_service_file_and_the_first_certificate(
-    ca: IdentityService, tmp_path: Path
-) -> None:
-    host_root = tmp_path / "vm1"
-    token = token_for(ca.root, "vm1", "api")
-    result = vmesh(host_root, *join_args(token, ca.url), "--discovery", "consul", "--no-start")
-    assert "joined as api" in result.stderr
-
-    config = load_service_config(host_root / "etc/vmesh/services/api.toml").config
-    assert (config.service, config.app_port) == ("api", 8080)
-    assert config.identity_url == ca.url and config.discovery.backend == "consul"
-    leaf = LeafFiles(host_root / "var/lib/vmesh/api").leaf()
-    assert str(of_certificate(leaf)).endswith("/svc/api")
-
-    again = vmesh(host_root, *join_args(token, ca.url), "--no-start", check=False)
-    assert again.returncode != 0 and "already exists" in again.stderr
-
-
-def refused(host_root: Path, *args: str) -> str:
-    result = vmesh(host_root, *args, check=False)
-    assert result.returncode != 0
-    assert not (host_root / "etc/vmesh/services/api.toml").exists()
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
-
-
-def test_bad_token_unreachable_ca_and_foreign_ca_are_one_line_refusals(
-    ca: IdentityService, tmp_path: Path
-) -> None:
-    host_root = tmp_path / "vm1"
-    assert "token.malformed" in refused(host_root, *join_args("not-a-token", ca.url), "--no-start")
-
-    used = token_for(ca.root, "vm1", "api")
-    vmesh(host_root, *join_args(used, ca.url), "--no-start")
-    (host_root / "etc/vmesh/services/api.toml").unlink()
-    assert "refused the join" in refused(host_root, *join_args(used, ca.url), "--no-start")
-
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        nowhere = f"https://127.0.0.1:{closed.getsockname()[1]}"
-    line = refused(host_root, *join_args(token_for(ca.root, "vm1", "api"), nowhere), "--no-start")
-    assert "cannot reach the identity service" in line and nowhere in line
-
-    other = tmp_path / "other-ca"
-    vmesh(other, "identity", "init")
-    foreign = token_for(other, "vm1", "api")
-    assert "anchor pin mismatch" in refused(host_root, *join_args(foreign, ca.url), "--no-start")
-
-
-def test_join_starts_the_proxy_which_drains_on_sigterm(
-    ca: IdentityService, tmp_path: Path
-) -> None:
-    host_root = tmp_path / "vm1"
-    token = token_for(ca.root, "vm1", "api")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vm_mesh", *join_args(token, ca.url), "--discovery", "static"],
-        cwd=REPO, env={**os.environ, "VMESH_ROOT": str(host_root)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: list[dict] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                lines.append({"msg": line.rstrip()})
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        wait_until(lambda: any(x.get("msg") == "proxy ready" for x in lines), within=20,
-                   what="the proxy started by join being ready")
-        ready = next(x for x in lines if x.get("msg") == "proxy ready")
-        assert ready["service"] == "api" and ready["identity"].endswith("/svc/api")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        wait_until(lambda: any(x.get("msg") == "stopped" for x in lines), within=5,
-                   what="the proxy's last log line")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+def test_join_reports_an_unreachable_identity_service(tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    vmesh(ca, "identity", "init")
+    token = vmesh(ca, "identity", "token", "create", "--host", "vm-7", "--services", "cart"
+                  ).stdout.strip()
+    nobody = f"https://{free_address()}"  # nothing listens there
+    done = vmesh(tmp_path / "host", "join", "--token", token, "--identity", nobody,
+                 "--service", "cart", "--app-port", "8080", "--host", "vm-7", "--no-start",
+                 check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"vmesh: cannot reach the identity service at {nobody}: ")
+    assert done.stderr.count("\n") == 1

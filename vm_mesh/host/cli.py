@@ -1,4 +1,4 @@
-"""Host lifecycle commands: `vmesh join`, `vmesh run`, `vmesh systemd render`."""
+"""Host lifecycle commands: `vmesh systemd render`, `vmesh run`, `vmesh join`."""
 
 import argparse
 from pathlib import Path
@@ -33,27 +33,28 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="the app to run, after --")
     run.set_defaults(handler=_run)
 
-    join = add_command(commands, "join", "Join the mesh: first certificate, service file, "
-                       "then start the proxy (and the app, given after --).")
-    join.add_argument("--token", required=True, help="a join token (vmesh identity token create)")
+    join = add_command(commands, "join", "Join a service on this host to the mesh: write its "
+                       "service file, fetch its first certificate, start its proxy.")
+    join.add_argument("--token", required=True, help="the one-time join token "
+                      "(from `vmesh identity token create` on the CA host)")
     join.add_argument("--identity", required=True, metavar="URL",
                       help="the identity service, e.g. https://ca.example:8443")
     join.add_argument("--service", required=True, help="the service this host runs")
-    join.add_argument("--app-port", required=True, type=int, help="the port the app listens on")
-    join.add_argument("--discovery", choices=("mdns", "consul", "static"), default="mdns",
-                      help="how proxies find each other (default mdns)")
-    join.add_argument("--consul-url", default=None,
-                      help="the local Consul agent (default http://127.0.0.1:8500)")
+    join.add_argument("--app-port", required=True, type=int, help="the app's port on loopback")
     join.add_argument("--host", default=None,
-                      help="the host name the token was made for (default: this machine's)")
-    for name in ("inbound", "outbound", "admin"):
-        join.add_argument(f"--{name}", default=None, metavar="HOST:PORT",
-                          help=f"the proxy's {name} listener (default from DESIGN.md)")
-    join.add_argument("--force", action="store_true", help="join again over an existing file")
+                      help="the host name the token was made for (default: this host's name)")
+    join.add_argument("--instance-id", default="", help="default: <service>-<host>")
+    join.add_argument("--advertise", default=None,
+                      help="the address other hosts reach this proxy on")
+    join.add_argument("--inbound", default=None, help="the mTLS listen address (host:port)")
+    join.add_argument("--outbound", default=None,
+                      help="the app-facing listen address (host:port; several proxies on a host "
+                      "need one each)")
+    join.add_argument("--admin", default=None, help="the admin API listen address (host:port)")
+    join.add_argument("--discovery", default="mdns", choices=("mdns", "static"),
+                      help="discovery backend written into the service file (default mdns)")
     join.add_argument("--no-start", action="store_true",
-                      help="only certificate and service file; do not start the proxy")
-    join.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                      help="optionally the app to run with its proxy (as `vmesh run`)")
+                      help="write the file and the certificate, but do not start the proxy")
     join.set_defaults(handler=_join)
 
 
@@ -99,50 +100,41 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
+    import asyncio
     import os
     import socket
-    import sys
-
-    from vm_mesh.host.join import JoinRequest, join
-    from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
-
-    request = JoinRequest(
-        token=args.token, identity_url=args.identity, service=args.service,
-        app_port=args.app_port, host=args.host or socket.gethostname(),
-        discovery=args.discovery, consul_url=args.consul_url,
-        inbound=args.inbound, outbound=args.outbound, admin=args.admin,
-    )
-    path = join(request, force=args.force)
-    print(f"joined as {args.service}; certificate in {paths.state_dir(args.service)}, "
-          f"service file {path}", file=sys.stderr, flush=True)
-    if args.no_start:
-        return 0
-    if args.command[1:] if args.command[:1] == ["--"] else args.command:
-        args.service = request.service
-        return _run(args)
-    if systemd_is_pid1():
-        return _start_proxy_unit(args.service)
-    # no app to run with it: the proxy takes over this process (it drains on SIGTERM)
-    argv = proxy_argv(args.service)
-    os.execv(argv[0], argv)
-
-
-def _start_proxy_unit(service: str) -> int:
-    """Under systemd the rendered template runs the proxy: enable and start its instance."""
-    import shutil
     import subprocess
 
-    from vm_mesh.systemd import PROXY_UNIT
+    import httpx
 
-    if not (Path("/etc/systemd/system") / PROXY_UNIT).exists() or not shutil.which("systemctl"):
-        raise UserError(f"joined, but {PROXY_UNIT} is not installed; run `vmesh systemd render "
-                        f"&& systemctl daemon-reload`, then `systemctl enable --now "
-                        f"vmesh-proxy@{service}`")
-    unit = f"vmesh-proxy@{service}.service"
-    result = subprocess.run(["systemctl", "enable", "--now", unit],
-                            capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise UserError(f"joined, but systemctl could not start {unit}: "
-                        f"{result.stderr.strip() or result.returncode}")
-    print(f"started {unit}; logs: journalctl -u {unit} -f")
-    return 0
+    from identity.client import IdentityRefused, obtain
+    from vm_mesh.host.join import JoinRequest, write_service_file
+    from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
+
+    request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
+                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery)
+    path = write_service_file(request)
+    print(f"wrote {path}")
+    host = args.host or socket.gethostname()
+    try:
+        leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
+                                  directory=paths.state_dir(args.service)))
+    except IdentityRefused as exc:
+        raise UserError(f"the identity service at {args.identity} refused the join: {exc} "
+                        "(ask for a new token for this host and service)") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the identity service at {args.identity}: "
+                        f"{exc or type(exc).__name__} (check --identity and the network)") from None
+    until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    print(f"certificate for {args.service} valid until {until} in {paths.state_dir(args.service)}")
+    if args.no_start:
+        print(f"start the proxy with: vmesh proxy run {args.service}")
+        return 0
+    if systemd_is_pid1():
+        subprocess.run(["systemctl", "enable", "--now", f"vmesh-proxy@{args.service}"],
+                       check=True, timeout=120)
+        print(f"started vmesh-proxy@{args.service}")
+        return 0
+    print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
+    argv = proxy_argv(args.service)
+    os.execv(argv[0], argv)

@@ -51,8 +51,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                       help="the app-facing listen address (host:port; several proxies on a host "
                       "need one each)")
     join.add_argument("--admin", default=None, help="the admin API listen address (host:port)")
-    join.add_argument("--discovery", default="mdns", choices=("mdns", "static"),
+    join.add_argument("--discovery", default="mdns", choices=("mdns", "consul", "static"),
                       help="discovery backend written into the service file (default mdns)")
+    join.add_argument("--consul-url", default=None, metavar="URL",
+                      help="with --discovery consul: the local agent (default "
+                      "http://127.0.0.1:8500)")
     join.add_argument("--no-start", action="store_true",
                       help="write the file and the certificate, but do not start the proxy")
     join.set_defaults(handler=_join)
@@ -108,17 +111,21 @@ def _join(args: argparse.Namespace) -> int:
     import httpx
 
     from identity.client import IdentityRefused, obtain
+    from identity.errors import Rejection
     from vm_mesh.host.join import JoinRequest, write_service_file
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
     request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
-                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery)
+                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery,
+                          args.consul_url)
     path = write_service_file(request)
     print(f"wrote {path}")
     host = args.host or socket.gethostname()
     try:
         leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
                                   directory=paths.state_dir(args.service)))
+    except Rejection as exc:  # the token is not even shaped like one
+        raise UserError(f"--token: {exc.reason}: {exc.detail}") from None
     except IdentityRefused as exc:
         raise UserError(f"the identity service at {args.identity} refused the join: {exc} "
                         "(ask for a new token for this host and service)") from None

@@ -32,6 +32,7 @@ class JoinRequest:
     outbound: str | None = None
     admin: str | None = None
     discovery: str = "mdns"
+    consul_url: str | None = None
 
 
 def _quote(value: str) -> str:
@@ -57,6 +58,8 @@ def service_file(request: JoinRequest) -> str:
     if listen:
         lines += ["", "[listen]", *listen]
     lines += ["", "[discovery]", f"backend = {_quote(request.discovery)}"]
+    if request.consul_url:
+        lines.append(f"consul_url = {_quote(request.consul_url)}")
     text = "\n".join(lines) + "\n"
     try:
         ServiceConfig.model_validate(tomllib.loads(text))

@@ -164,11 +164,12 @@ def _port(server: asyncio.Server) -> int:
 async def run(loaded: LoadedConfig) -> None:
     """Run a proxy until SIGTERM or SIGINT, then drain."""
     server = ProxyServer(loaded)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # before start(): a SIGTERM that arrives once /ready answers must still drain
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    await server.start()
     await stop.wait()
     await server.drain()

@@ -23,7 +23,7 @@ from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_respo
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import UpstreamProtocolError, request_headers, send_request, stream_response
 from proxy.retrying import AttemptFailed
-from proxy.tcp import pipe_both_ways
+from proxy.tcp import tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 from proxy.upstream import Pool, Upstream, dial
 from vm_mesh.defaults import CLIENT_ID_HEADER
@@ -255,8 +255,8 @@ class InboundProxy:
                 event.error = f"app.connect_failed: {exc}"[:200]
                 return
             with self.ctx.request_in_flight(), contextlib.closing(app_writer):
-                event.bytes_in, event.bytes_out = await pipe_both_ways(
-                    reader, writer, app_reader, app_writer
+                event.bytes_out, event.bytes_in = await tunnel(
+                    app_reader, app_writer, reader, writer
                 )
         finally:
             self.ctx.publish(event, started)

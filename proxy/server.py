@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
 
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
@@ -16,7 +15,6 @@ from proxy.tls import TlsMaterial
 from vm_mesh import __version__, paths
 from vm_mesh.config import LoadedConfig
 from vm_mesh.discovery.base import Discovery, Instance
-from vm_mesh.discovery.static import StaticDiscovery
 from vm_mesh.errors import UserError
 from vm_mesh.policy.loader import PolicyInvalid
 from vm_mesh.policy.store import PolicyStore
@@ -32,15 +30,10 @@ def _split(address: str) -> tuple[str, int]:
 
 
 def open_discovery(loaded: LoadedConfig) -> Discovery:
-    """The discovery backend the service file asks for."""
-    settings = loaded.config.discovery
-    if settings.backend == "mdns":
-        from vm_mesh.discovery.mdns import MdnsDiscovery
+    """The discovery backend the service file asks for (mdns and consul keep last known good)."""
+    from vm_mesh.discovery import factory
 
-        return MdnsDiscovery(list(settings.interfaces) or None)
-    return StaticDiscovery(
-        Path(settings.file) if settings.file else paths.etc_dir() / "endpoints.toml"
-    )
+    return factory.open_discovery(loaded.config.discovery, loaded.config.service)
 
 
 class ProxyServer:
@@ -171,11 +164,12 @@ def _port(server: asyncio.Server) -> int:
 async def run(loaded: LoadedConfig) -> None:
     """Run a proxy until SIGTERM or SIGINT, then drain."""
     server = ProxyServer(loaded)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # before start(): a SIGTERM that arrives once /ready answers must still drain
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    await server.start()
     await stop.wait()
     await server.drain()

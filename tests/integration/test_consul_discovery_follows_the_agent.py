@@ -178,3 +178,20 @@ async def test_agent_down_keeps_the_last_set_marked_stale_across_restarts(
     finally:
         await watcher.stop()
         await registrar.close()
+
+
+async def test_registering_while_the_agent_is_down_completes_when_it_returns(
+    agent: FakeConsul, ready: list[ReadyServer]
+) -> None:
+    service = f"api-{secrets.token_hex(3)}"
+    first, _ = instances(service, ready)
+    discovery = ConsulDiscovery(settings_for(agent))
+    agent.stop()
+    try:
+        await discovery.register(first)  # does not raise: the proxy must still come up
+        assert first.instance_id not in agent.services
+        agent.start()
+        await eventually(lambda: first.instance_id in agent.services, within=10)
+    finally:
+        await discovery.close()
+    assert agent.services == {}

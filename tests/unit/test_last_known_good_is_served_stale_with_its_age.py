@@ -39,4 +39,6 @@ def test_backend_that_never_answered_gives_way_to_the_saved_set() -> None:
 
 def test_backend_stale_set_with_instances_keeps_its_own_age() -> None:
     stale = EndpointSet("api", API, source="consul", updated_at=1_500.0, stale=True)
-    assert choose(stale, decode(encode(FRESH))) is stale
+    served = choose(stale, decode(encode(FRESH)))
+    assert served.source == SOURCE and served.stale
+    assert (served.instances, served.updated_at) == (API, 1_500.0)

@@ -145,15 +145,48 @@ class ConsulDiscovery:
             token=self.settings.token,
         )
         self._registered: dict[str, Instance] = {}
+        self._retrying: dict[str, asyncio.Task[None]] = {}
 
     async def register(self, instance: Instance) -> None:
+        """Register with the agent; when it is down, keep trying in the background.
+
+        A proxy must come up (and route on its last known good set) while the
+        local agent restarts, so an unreachable agent is logged, not raised.
+        """
+        try:
+            await self._register_once(instance)
+        except (consul.ConsulException, OSError) as exc:
+            log.warning("consul agent unreachable; registering in the background",
+                        extra={"event": "discovery_consul_error", "instance": instance.instance_id,
+                               "error": str(exc) or type(exc).__name__})
+            previous = self._retrying.pop(instance.instance_id, None)
+            if previous is not None:
+                previous.cancel()
+            self._retrying[instance.instance_id] = asyncio.create_task(self._retry(instance))
+
+    async def _register_once(self, instance: Instance) -> None:
         kwargs = registration(instance, self.settings)
         await asyncio.to_thread(self._client.agent.service.register, **kwargs)
         self._registered[instance.instance_id] = instance
         log.info("registered with consul",
                  extra={"instance": instance.instance_id, "addr": instance.authority})
 
+    async def _retry(self, instance: Instance) -> None:
+        failures = 1
+        while True:
+            await asyncio.sleep(backoff_delay(failures, self.settings))
+            try:
+                await self._register_once(instance)
+            except (consul.ConsulException, OSError):
+                failures += 1
+                continue
+            self._retrying.pop(instance.instance_id, None)
+            return
+
     async def deregister(self, instance: Instance) -> None:
+        retrying = self._retrying.pop(instance.instance_id, None)
+        if retrying is not None:
+            retrying.cancel()
         if self._registered.pop(instance.instance_id, None) is None:
             return
         await asyncio.to_thread(self._client.agent.service.deregister, instance.instance_id)
@@ -206,6 +239,9 @@ class ConsulDiscovery:
                 yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
 
     async def close(self) -> None:
+        for task in self._retrying.values():
+            task.cancel()
+        self._retrying.clear()
         for instance in list(self._registered.values()):
             try:
                 await self.deregister(instance)

@@ -72,14 +72,15 @@ def choose(fresh: EndpointSet, saved: EndpointSet | None) -> EndpointSet:
     """What to serve for a set from the backend, given the saved one.
 
     A fresh (not stale) set always wins. A stale set from the backend that
-    still lists instances is served as is (the backend knows its age); an empty
-    stale set (the backend never answered) gives way to the saved one.
+    still lists instances is served as last known good with the backend's own
+    age (it knows when it last confirmed it); an empty stale set (the backend
+    never answered) gives way to the saved one.
     """
     if not fresh.stale:
         return fresh
-    if fresh.instances or saved is None:
-        return fresh
-    return saved
+    if fresh.instances:
+        return replace(fresh, source=SOURCE)
+    return fresh if saved is None else saved
 
 
 class LastKnownGood:
@@ -162,7 +163,7 @@ class LastKnownGood:
                 pending = None
                 if item is None:  # the backend failed: keep what we have, marked stale
                     if last is not None and not last.stale:
-                        last = replace(last, stale=True)
+                        last = replace(last, source=SOURCE, stale=True)
                         yield last
                     elif last is None and saved is not None:
                         last = saved

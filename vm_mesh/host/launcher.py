@@ -4,9 +4,10 @@ Where systemd is PID 1 both become transient units (`systemd-run`), so they
 get the same restart policy, journald logging and drain-aware stop as the
 rendered units. Elsewhere (containers, CI) this process supervises both as
 children: their output goes to ours unchanged, a child that fails is
-restarted (at most `START_LIMIT_BURST` times in `START_LIMIT_INTERVAL_S`, as
-the units do), and on SIGTERM/SIGINT the proxy drains first (it leaves
-discovery and finishes in-flight requests), then the app is stopped.
+restarted after a delay that doubles with each recent failure (at most
+`START_LIMIT_BURST` times in `START_LIMIT_INTERVAL_S`, as the units do), and
+on SIGTERM/SIGINT the proxy drains first (it leaves discovery and finishes
+in-flight requests), then the app is stopped.
 """
 
 import asyncio
@@ -27,7 +28,8 @@ log = logging.getLogger("vmesh.run")
 
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 60.0
-RESTART_DELAY_S = 1.0
+RESTART_DELAY_S = 0.5  # after the first failure; doubles with each further one
+RESTART_DELAY_MAX_S = 30.0
 APP_STOP_TIMEOUT_S = 10.0
 
 
@@ -88,6 +90,11 @@ class Child:
         while self.starts and now - self.starts[0] > START_LIMIT_INTERVAL_S:
             self.starts.popleft()
         return len(self.starts) < START_LIMIT_BURST
+
+    def restart_delay(self) -> float:
+        """How long to wait before the next start: doubles with each recent failure (capped)."""
+        failures = max(len(self.starts), 1)
+        return min(RESTART_DELAY_S * 2 ** (failures - 1), RESTART_DELAY_MAX_S)
 
     async def start(self) -> None:
         self.starts.append(time.monotonic())
@@ -169,11 +176,12 @@ class Supervisor:
                                          "limit": START_LIMIT_BURST,
                                          "interval_s": START_LIMIT_INTERVAL_S})
                         return code or 1
+                    delay = child.restart_delay()
                     log.warning("exited; restarting",
                                 extra={"child": child.name, "exit_code": code,
-                                       "restart_in_s": RESTART_DELAY_S})
+                                       "restart_in_s": delay})
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(stop), RESTART_DELAY_S)
+                        await asyncio.wait_for(asyncio.shield(stop), delay)
                     if self._stop.is_set():
                         return 0
                     await child.start()

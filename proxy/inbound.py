@@ -155,6 +155,7 @@ class InboundProxy:
                     await client.send_error(exc.status, exc.reason, str(exc), close=True)
                     keep = False
                 finally:
+                    event.bytes_in = client.body_bytes
                     self.ctx.publish(event, started)
             if not keep:
                 return

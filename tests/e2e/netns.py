@@ -56,3 +56,40 @@ def linked_pair() -> Iterator[tuple[Host, Host]]:
         for name in created:
             with contextlib.suppress(subprocess.CalledProcessError):
                 ip("netns", "del", name)  # takes its end of the veth pair, and so the pair, along
+
+
+@contextlib.contextmanager
+def bridged_hosts(count: int) -> Iterator[list[Host]]:
+    """`count` namespaces on one bridge (itself in a namespace of its own), torn down on exit.
+
+    `Host.device` is the host's end of its link; `ip link set <device> down` inside the
+    host cuts it off the LAN.
+    """
+    tag = secrets.token_hex(3)
+    subnet = secrets.randbelow(_NET.num_addresses // 256)
+    base = _NET.network_address + subnet * 256
+    switch = f"vm-{tag}-sw"
+    created: list[str] = []
+    try:
+        ip("netns", "add", switch)
+        created.append(switch)
+        ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        ip("-n", switch, "link", "set", "br0", "up")
+        hosts = []
+        for number in range(1, count + 1):
+            name, device, port = f"vm-{tag}-h{number}", f"eth{number}", f"p{number}"
+            ip("netns", "add", name)
+            created.append(name)
+            ip("link", "add", device, "netns", name, "type", "veth", "peer", "name", port,
+               "netns", switch)
+            ip("-n", switch, "link", "set", port, "master", "br0", "up")
+            address = str(base + number)
+            ip("-n", name, "addr", "add", f"{address}/24", "dev", device)
+            ip("-n", name, "link", "set", device, "up", "multicast", "on")
+            ip("-n", name, "link", "set", "lo", "up")
+            hosts.append(Host(name, address, device))
+        yield hosts
+    finally:
+        for name in reversed(created):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("netns", "del", name)

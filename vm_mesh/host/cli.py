@@ -1,4 +1,4 @@
-"""Host lifecycle commands: `vmesh systemd render`, `vmesh run`."""
+"""Host lifecycle commands: `vmesh systemd render`, `vmesh run`, `vmesh join`."""
 
 import argparse
 from pathlib import Path
@@ -32,6 +32,30 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                      help="the app to run, after --")
     run.set_defaults(handler=_run)
+
+    join = add_command(commands, "join", "Join a service on this host to the mesh: write its "
+                       "service file, fetch its first certificate, start its proxy.")
+    join.add_argument("--token", required=True, help="the one-time join token "
+                      "(from `vmesh identity token create` on the CA host)")
+    join.add_argument("--identity", required=True, metavar="URL",
+                      help="the identity service, e.g. https://ca.example:8443")
+    join.add_argument("--service", required=True, help="the service this host runs")
+    join.add_argument("--app-port", required=True, type=int, help="the app's port on loopback")
+    join.add_argument("--host", default=None,
+                      help="the host name the token was made for (default: this host's name)")
+    join.add_argument("--instance-id", default="", help="default: <service>-<host>")
+    join.add_argument("--advertise", default=None,
+                      help="the address other hosts reach this proxy on")
+    join.add_argument("--inbound", default=None, help="the mTLS listen address (host:port)")
+    join.add_argument("--outbound", default=None,
+                      help="the app-facing listen address (host:port; several proxies on a host "
+                      "need one each)")
+    join.add_argument("--admin", default=None, help="the admin API listen address (host:port)")
+    join.add_argument("--discovery", default="mdns", choices=("mdns", "static"),
+                      help="discovery backend written into the service file (default mdns)")
+    join.add_argument("--no-start", action="store_true",
+                      help="write the file and the certificate, but do not start the proxy")
+    join.set_defaults(handler=_join)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -73,3 +97,44 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     configure()
     return asyncio.run(Supervisor(args.service, command, drain).run())
+
+
+def _join(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    from identity.client import IdentityRefused, obtain
+    from vm_mesh.host.join import JoinRequest, write_service_file
+    from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
+
+    request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
+                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery)
+    path = write_service_file(request)
+    print(f"wrote {path}")
+    host = args.host or socket.gethostname()
+    try:
+        leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
+                                  directory=paths.state_dir(args.service)))
+    except IdentityRefused as exc:
+        raise UserError(f"the identity service at {args.identity} refused the join: {exc} "
+                        "(ask for a new token for this host and service)") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the identity service at {args.identity}: "
+                        f"{exc or type(exc).__name__} (check --identity and the network)") from None
+    until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    print(f"certificate for {args.service} valid until {until} in {paths.state_dir(args.service)}")
+    if args.no_start:
+        print(f"start the proxy with: vmesh proxy run {args.service}")
+        return 0
+    if systemd_is_pid1():
+        subprocess.run(["systemctl", "enable", "--now", f"vmesh-proxy@{args.service}"],
+                       check=True, timeout=120)
+        print(f"started vmesh-proxy@{args.service}")
+        return 0
+    print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
+    argv = proxy_argv(args.service)
+    os.execv(argv[0], argv)

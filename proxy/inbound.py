@@ -4,7 +4,7 @@ The TLS handshake is done here (not by the listener) so that a peer without
 a valid mesh identity is refused with a reason in the log and in tap. The
 caller's SPIFFE ID is checked against the authorization policy before the
 app sees a byte, and passed to the app in `vmesh-client-id`, which this
-proxy always overwrites. Opaque TCP (ALPN `vmesh-opaque`) is relayed as bytes.
+proxy always overwrites. Opaque TCP (ALPN `vmesh-opaque/2`) is relayed as bytes.
 """
 
 import asyncio
@@ -155,6 +155,7 @@ class InboundProxy:
                     await client.send_error(exc.status, exc.reason, str(exc), close=True)
                     keep = False
                 finally:
+                    event.bytes_in = client.body_bytes
                     self.ctx.publish(event, started)
             if not keep:
                 return

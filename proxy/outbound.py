@@ -168,6 +168,7 @@ class OutboundProxy:
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
                 return False
             finally:
+                event.bytes_in = client.body_bytes
                 self.ctx.publish(event, started)
 
     async def _forward(self, client: Downstream, head: RequestHead, event: RequestEvent) -> bool:

@@ -1,7 +1,7 @@
 """Opaque TCP: bytes relayed both ways, half-close passed on, nothing parsed.
 
 On the outbound side each configured TCP upstream gets a local listener;
-its connections go over mTLS (ALPN `vmesh-opaque`) to an instance's inbound
+its connections go over mTLS (ALPN `vmesh-opaque/2`) to an instance's inbound
 port, which relays them to the app there. Between the two proxies the bytes
 are length-framed so either side's FIN crosses TLS as an end frame.
 """
@@ -11,7 +11,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from proxy.tls import PeerIdentityError, peer_identity
+from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
     from proxy.context import ProxyContext
@@ -125,6 +125,10 @@ class TcpUpstreamListener:
                 event.error = f"upstream.connect_failed: {exc}"[:200]
                 return
             expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
+            if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
+                up_writer.close()
+                event.error = "upstream.opaque_not_supported"
+                return
             if identity != expected:
                 up_writer.close()
                 event.error = f"upstream.wrong_identity: {identity}"

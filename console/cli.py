@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the handlers import these lazily
     from console.api import TapEvent
     from console.client import OperatorCredentials
     from console.collect import Poll
-    from console.sources import Source
+    from console.sources import Source, Sources
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,8 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
                        help="a proxy's admin API (mTLS); repeatable; also a socket path")
     group.add_argument("--no-local", action="store_true",
                        help="ignore the local proxies' admin sockets")
+    group.add_argument("--discover", action="append", default=[], type=Path, metavar="FILE",
+                       help="every instance with an admin_port in this static discovery file")
     group.add_argument("--cert", type=Path, help="operator certificate for remote admin APIs")
     group.add_argument("--key", type=Path, help="operator private key")
     group.add_argument("--ca", type=Path, help="trust bundle to verify remote proxies")
@@ -98,15 +100,30 @@ def _credentials(args: argparse.Namespace) -> OperatorCredentials:
                                args.ca or default.ca)
 
 
-def _sources(args: argparse.Namespace) -> list[Source]:
-    import asyncio
-
+def _source_set(args: argparse.Namespace) -> Sources:
+    """Where the command reads from: local sockets, --admin and --discover."""
     from console.sources import default_sources
 
     try:
-        sources = asyncio.run(default_sources(args.admin, local=not args.no_local).list())
+        return default_sources(args.admin, local=not args.no_local, discover=args.discover)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def _list_sources(args: argparse.Namespace) -> list[Source]:
+    """Every source now; a provider that fails (a bad discovery file) is reported, not fatal."""
+    import asyncio
+    import sys
+
+    source_set = _source_set(args)
+    sources = asyncio.run(source_set.list())
+    for provider, error in source_set.provider_errors.items():
+        print(f"vmesh: {provider}: {error}", file=sys.stderr)
+    return sources
+
+
+def _sources(args: argparse.Namespace) -> list[Source]:
+    sources = _list_sources(args)
     if not sources:
         from vm_mesh import paths
 
@@ -134,14 +151,10 @@ def _print_json(obj: object) -> None:
 
 def _console(args: argparse.Namespace) -> int:
     from console.app import VIEWS, ConsoleApp
-    from console.sources import default_sources
 
     if args.view not in VIEWS:
         raise UserError(f"unknown view {args.view!r}: choose one of {', '.join(VIEWS)}")
-    try:
-        sources = default_sources(args.admin, local=not args.no_local)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    sources = _source_set(args)
     ConsoleApp(sources, _credentials(args), first_view=args.view).run()
     return 0
 
@@ -376,12 +389,8 @@ def _check(args: argparse.Namespace) -> int:
 
     from console.checks import CheckOptions, run_checks
     from console.models.checks import exit_code
-    from console.sources import default_sources
 
-    try:
-        sources = asyncio.run(default_sources(args.admin, local=not args.no_local).list())
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    sources = _list_sources(args)
     findings = asyncio.run(run_checks(sources, _credentials(args),
                                       CheckOptions(identity_url=args.identity, ca_bundle=args.ca)))
     for finding in findings:

@@ -83,6 +83,28 @@ class StaticAdmins:
         return list(self._sources)
 
 
+class StaticFileAdmins:
+    """Every instance with an `admin_port` in a static discovery file (`endpoints.toml`).
+
+    The file is read on each call, so instances added to it show up; its
+    parse errors are the provider's failure (reported, never fatal).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    async def sources(self) -> list[Source]:
+        from vm_mesh.discovery.static import parse_instances
+
+        found = []
+        for instance in parse_instances(self._path.read_text()):
+            if instance.admin_port:
+                host = f"[{instance.address}]" if ":" in instance.address else instance.address
+                found.append(Source(instance.instance_id, "tcp",
+                                    f"{host}:{instance.admin_port}", "static"))
+        return found
+
+
 class Sources:
     """All providers merged; a failing provider is reported, never fatal."""
 
@@ -106,8 +128,11 @@ class Sources:
         return sorted(seen.values(), key=lambda s: (s.kind != "unix", s.name))
 
 
-def default_sources(admin: Iterable[str] = (), local: bool = True) -> Sources:
-    """Local sockets (unless `local` is False) plus every `--admin` address."""
+def default_sources(admin: Iterable[str] = (), local: bool = True,
+                    discover: Iterable[Path] = ()) -> Sources:
+    """Local sockets (unless `local` is False), every `--admin` address, and the
+    instances of each static discovery file given (`--discover FILE`)."""
     providers: list[SourceProvider] = [LocalSockets()] if local else []
     providers.append(StaticAdmins(admin))
+    providers += [StaticFileAdmins(path) for path in discover]
     return Sources(providers)

@@ -1,8 +1,10 @@
 """The console's views: one widget each, rendering a view model from `MeshData`.
 
 Each view has `refresh_from(data)`, called by the app's tick; it changes the
-DataTable as little as possible: only changed cells when the rows and their
-order are the same (`update_cell`), otherwise one `clear()` + `add_rows()`.
+DataTable as little as possible, inside one `batch_update()`: only changed
+cells when the rows and their order are the same (`update_cell`), otherwise
+`clear()` and the rows again with their keys. The tap view, a "last N" ring
+buffer, rebuilds with `clear()` + `add_rows()` (cheaper than `remove_row`).
 """
 
 from __future__ import annotations
@@ -42,21 +44,22 @@ def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
     rows = unique
     keys = [key for key, _ in rows]
     current = [row_key.value for row_key in table.rows]
-    if keys == current:
-        columns = list(table.columns)
+    with table.app.batch_update():
+        if keys == current:
+            columns = list(table.columns)
+            for key, cells in rows:
+                for column, cell in zip(columns, cells, strict=True):
+                    if table.get_cell(key, column) != cell:
+                        table.update_cell(key, column, cell)
+            return
+        cursor_key = None
+        if table.row_count and 0 <= table.cursor_row < table.row_count:
+            cursor_key = current[table.cursor_row]
+        table.clear()
         for key, cells in rows:
-            for column, cell in zip(columns, cells, strict=True):
-                if table.get_cell(key, column) != cell:
-                    table.update_cell(key, column, cell)
-        return
-    cursor_key = None
-    if table.row_count and 0 <= table.cursor_row < table.row_count:
-        cursor_key = current[table.cursor_row]
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    if cursor_key in keys:
-        table.move_cursor(row=keys.index(cursor_key), animate=False)
+            table.add_row(*cells, key=key)
+        if cursor_key in keys:
+            table.move_cursor(row=keys.index(cursor_key), animate=False)
 
 
 def styled(label: str, style: str) -> Text:

@@ -35,3 +35,23 @@ def test_a_service_certificate_is_refused_the_operator_only_tap(start_admin, vme
     tap = vmesh("tap", *as_service, "--max", "1")
     assert tap.returncode == 1
     assert "[admin.http_403]" in tap.stderr and "admin.operator_only" in tap.stderr
+
+
+def test_proxies_listed_in_a_static_discovery_file_are_polled(start_admin, vmesh_root) -> None:
+    vmesh("identity", "init")
+    vmesh("identity", "operator", "ann")
+    edges = [start_admin(name, tls=True, ca_dir=paths.state_dir("identity"))
+             for name in ("edge-a", "edge-b")]
+    endpoints = vmesh_root / "endpoints.toml"
+    endpoints.write_text("".join(
+        f'[[instance]]\nservice = "{p.name}"\nid = "{p.name}-1"\naddress = "127.0.0.1"\n'
+        f"port = 1\nadmin_port = {p.port}\n" for p in edges
+    ) + '[[instance]]\nservice = "no-admin"\naddress = "127.0.0.1"\nport = 2\n')
+    stat = vmesh("stat", "--no-local", "--discover", str(endpoints), "--json")
+    assert stat.returncode == 0, stat.stderr
+    assert sorted(json.loads(x)["name"] for x in stat.stdout.splitlines()) == ["edge-a", "edge-b"]
+
+    endpoints.write_text('[[instance]]\nservice = "broken"\n')
+    broken = vmesh("stat", "--no-local", "--discover", str(endpoints))
+    assert broken.returncode == 1
+    assert "StaticFileAdmins: ValueError: instance #1: missing or invalid" in broken.stderr

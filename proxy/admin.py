@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import h11
@@ -32,6 +32,9 @@ log = logging.getLogger("vmesh.admin")
 
 MAX_REQUEST_BODY = 16 * 1024
 MAX_HEADER_BYTES = 16 * 1024
+SHUTDOWN_GRACE_S = 2.0
+
+T = TypeVar("T")
 
 
 class ProxyState(Protocol):
@@ -135,6 +138,7 @@ class AdminServer:
         self.version = version
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
 
     async def serve_unix(self, path: Path) -> None:
         """Listen on a unix socket, readable and writable by owner and group only."""
@@ -158,15 +162,37 @@ class AdminServer:
         return server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Stop listening and end every open connection, streams included."""
+        """Stop listening; end open streams with their last chunk, then close every connection.
+
+        Streams and idle keep-alive connections notice the shutdown at once; a
+        connection still busy after `SHUTDOWN_GRACE_S` is cancelled.
+        """
+        self._closing.set()
         for server in self._servers:
             server.close()
+        if self._connections:
+            await asyncio.wait(set(self._connections), timeout=SHUTDOWN_GRACE_S)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+
+    async def _unless_closing(self, awaitable: Awaitable[T]) -> T | None:
+        """The result of `awaitable`, or None as soon as the server starts closing."""
+        if self._closing.is_set():
+            return None
+        work = asyncio.ensure_future(awaitable)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            done, _ = await asyncio.wait({work, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()
+        return None
 
     def _track(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -180,12 +206,12 @@ class AdminServer:
         try:
             caller = _peer_identity(writer) if remote else None
             while True:
-                event = await exchange.next_event()
+                event = await self._unless_closing(exchange.next_event())
                 if not isinstance(event, h11.Request):
                     break
                 await self._read_body(exchange)
                 await self._answer(exchange, event, caller, remote)
-                if exchange.conn.our_state is not h11.DONE:
+                if exchange.conn.our_state is not h11.DONE or self._closing.is_set():
                     break
                 exchange.conn.start_next_cycle()
         except h11.RemoteProtocolError as exc:
@@ -343,7 +369,8 @@ class AdminServer:
     async def _stream(
         self, exchange: _Exchange, feed: BoundedFeed[dict], first: list[dict]
     ) -> None:
-        """NDJSON until the client goes away; `{"dropped": N}` tells it what it missed."""
+        """NDJSON until the client goes away or the server closes (then the stream ends
+        properly, with its last chunk); `{"dropped": N}` tells the client what it missed."""
         await exchange.send(
             h11.Response(
                 status_code=200,
@@ -357,12 +384,19 @@ class AdminServer:
         if first:
             await exchange.send(h11.Data(data=b"".join(_line(item) for item in first)))
         gone = asyncio.ensure_future(exchange.reader.read(1))
+        closing = asyncio.ensure_future(self._closing.wait())
         try:
             while True:
                 batch = asyncio.ensure_future(feed.batch())
-                done, _ = await asyncio.wait({batch, gone}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {batch, gone, closing}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if gone in done:
                     batch.cancel()
+                    return
+                if batch not in done:
+                    batch.cancel()
+                    await exchange.send(h11.EndOfMessage())
                     return
                 items, dropped = batch.result()
                 payload = b"".join(_line(item) for item in items)
@@ -371,6 +405,7 @@ class AdminServer:
                 await exchange.send(h11.Data(data=payload))
         finally:
             gone.cancel()
+            closing.cancel()
 
 
 def _clear_socket_path(path: Path) -> None:

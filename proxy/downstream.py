@@ -34,6 +34,7 @@ class Downstream:
         self.parser = RequestReader()
         self.request_keep_alive = True
         self.bytes_read = 0
+        self.body_bytes = 0  # body bytes of the current request handed on so far
         peer = writer.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
 
@@ -55,6 +56,7 @@ class Downstream:
             event = self.parser.next_event()
             if isinstance(event, RequestHead):
                 self.request_keep_alive = event.keep_alive
+                self.body_bytes = 0
                 return event
             if event is not None:
                 continue  # leftovers of a message already answered
@@ -82,6 +84,7 @@ class Downstream:
                 self.request_keep_alive = event.keep_alive
                 return
             if isinstance(event, bytes):
+                self.body_bytes += len(event)
                 yield event
                 continue
             if event is None:

@@ -202,6 +202,19 @@ def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
     return chunked, int(length) if length is not None else None
 
 
+def _require_chunked_only(headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse any transfer coding but a single `chunked` (llhttp lets `gzip, chunked` pass,
+    and the proxy re-frames bodies, so another coding would be silently lost)."""
+    codings = [
+        coding.strip().lower()
+        for name, value in headers if name == b"transfer-encoding"
+        for coding in value.split(b",")
+    ]
+    if codings and codings != [b"chunked"]:
+        raise Http1Error(501, "http1.invalid_transfer_encoding",
+                         "only Transfer-Encoding: chunked is supported")
+
+
 class _RequestCallbacks(_Collector):
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -212,6 +225,7 @@ class _RequestCallbacks(_Collector):
             raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
         if len(hosts) > 1:
             raise Http1Error(400, "http1.multiple_host", "more than one Host header")
+        _require_chunked_only(self.headers)
         if method == "CONNECT":
             raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
         chunked, length = _framing(self.headers)
@@ -249,6 +263,7 @@ class _ResponseCallbacks(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        _require_chunked_only(self.headers)  # the proxy re-frames: other codings would be lost
         chunked, length = _framing(self.headers)
         status = parser.get_status_code()  # type: ignore[attr-defined]
         self.events.append(

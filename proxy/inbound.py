@@ -4,7 +4,7 @@ The TLS handshake is done here (not by the listener) so that a peer without
 a valid mesh identity is refused with a reason in the log and in tap. The
 caller's SPIFFE ID is checked against the authorization policy before the
 app sees a byte, and passed to the app in `vmesh-client-id`, which this
-proxy always overwrites. Opaque TCP (ALPN `vmesh-opaque`) is relayed as bytes.
+proxy always overwrites. Opaque TCP (ALPN `vmesh-opaque/2`) is relayed as bytes.
 """
 
 import asyncio
@@ -23,7 +23,7 @@ from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_respo
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import UpstreamProtocolError, request_headers, send_request, stream_response
 from proxy.retrying import AttemptFailed
-from proxy.tcp import pipe_both_ways
+from proxy.tcp import tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 from proxy.upstream import Pool, Upstream, dial
 from vm_mesh.defaults import CLIENT_ID_HEADER
@@ -155,6 +155,7 @@ class InboundProxy:
                     await client.send_error(exc.status, exc.reason, str(exc), close=True)
                     keep = False
                 finally:
+                    event.bytes_in = client.body_bytes
                     self.ctx.publish(event, started)
             if not keep:
                 return
@@ -255,8 +256,8 @@ class InboundProxy:
                 event.error = f"app.connect_failed: {exc}"[:200]
                 return
             with self.ctx.request_in_flight(), contextlib.closing(app_writer):
-                event.bytes_in, event.bytes_out = await pipe_both_ways(
-                    reader, writer, app_reader, app_writer
+                event.bytes_out, event.bytes_in = await tunnel(
+                    app_reader, app_writer, reader, writer
                 )
         finally:
             self.ctx.publish(event, started)

@@ -4,7 +4,12 @@ A subscriber of the request event: `request_total`, `response_total`,
 `response_latency_ms`, and for opaque TCP `tcp_open_total`, `tcp_close_total`,
 `tcp_read_bytes_total`, `tcp_write_bytes_total`. Labels are the destination
 service, route and identities, never paths or addresses, so cardinality stays
-bounded by the mesh's size.
+bounded by the mesh's size. Values a client or an upstream can choose are
+bounded too: errors keep only their stable reason (`upstream.connect_failed`,
+not the text after it), and each of `authority`, `client_id` and `server_id`
+takes at most `MAX_LABEL_VALUES` distinct values, after which new ones are
+counted as `other`. Refused TLS handshakes are counted in
+`tls_handshake_failure_total`, not as TCP connections.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -41,6 +46,34 @@ LATENCY_BUCKETS_MS = (
 )
 REQUEST_LABELS = ["direction", "authority", "dst_service", "route", "tls", "client_id", "server_id"]
 TCP_LABELS = ["direction", "dst_service", "tls", "client_id", "server_id"]
+MAX_LABEL_VALUES = 256
+MAX_LABEL_LENGTH = 128
+OVERFLOW = "other"
+
+
+def error_reason(error: str | None) -> str:
+    """The stable reason of an event's error: `app.connect_failed: [Errno 111] ...` ->
+    `app.connect_failed`."""
+    if not error:
+        return ""
+    return error.split(":", 1)[0].strip()[:64]
+
+
+class BoundedValues:
+    """Admits the first `limit` distinct label values; later new ones become `other`."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, value: str | None) -> str:
+        value = (value or "")[:MAX_LABEL_LENGTH]
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OVERFLOW
+        self._seen.add(value)
+        return value
 
 
 class ProxyMetrics:
@@ -80,22 +113,35 @@ class ProxyMetrics:
         self.tcp_write = Counter(
             "tcp_write_bytes", "Bytes written to the client side.", TCP_LABELS, registry=r
         )
+        self.tls_failures = Counter(
+            "tls_handshake_failure",
+            "TLS handshakes refused (no valid mesh identity, bad chain, timeout), by reason.",
+            ["direction", "error"],
+            registry=r,
+        )
+        self._authority = BoundedValues()
+        self._client_id = BoundedValues()
+        self._server_id = BoundedValues()
 
     def observe(self, event: RequestEvent) -> None:
         """EventBus subscriber."""
+        error = error_reason(event.error)
+        if error.startswith("tls."):
+            self.tls_failures.labels(event.direction, error).inc()
+            return
         tls = "true" if event.tls else "false"
-        client_id, server_id = event.src_id or "", event.dst_id or ""
+        client_id, server_id = self._client_id(event.src_id), self._server_id(event.dst_id)
         service = event.dst_service or ""
         if event.method is None:  # an opaque TCP connection, reported when it closed
             labels = (event.direction, service, tls, client_id, server_id)
             self.tcp_open.labels(*labels).inc()
-            self.tcp_close.labels(*labels, event.error or "").inc()
+            self.tcp_close.labels(*labels, error).inc()
             self.tcp_read.labels(*labels).inc(event.bytes_in)
             self.tcp_write.labels(*labels).inc(event.bytes_out)
             return
         labels = (
             event.direction,
-            event.authority or "",
+            self._authority(event.authority),
             service,
             event.route,
             tls,
@@ -106,7 +152,7 @@ class ProxyMetrics:
         status = str(event.status) if event.status is not None else ""
         failed = event.error is not None or event.status is None or event.status >= 500
         self.responses.labels(
-            *labels, status, "failure" if failed else "success", event.error or ""
+            *labels, status, "failure" if failed else "success", error
         ).inc()
         self.latency.labels(event.direction, service, event.route, status).observe(event.latency_ms)
 

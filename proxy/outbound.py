@@ -63,7 +63,8 @@ def destination(head: RequestHead) -> Destination:
                 "https:// URLs cannot be proxied in plain text",
             )
         url = urlsplit(target)
-        authority, target = url.netloc, (url.path or "/") + (f"?{url.query}" if url.query else "")
+        authority = url.netloc.rpartition("@")[2]  # userinfo never names the service
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     else:
         authority = (head.header(b"host") or b"").decode("ascii", "replace")
     host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
@@ -167,6 +168,7 @@ class OutboundProxy:
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
                 return False
             finally:
+                event.bytes_in = client.body_bytes
                 self.ctx.publish(event, started)
 
     async def _forward(self, client: Downstream, head: RequestHead, event: RequestEvent) -> bool:

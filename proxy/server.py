@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
 
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
@@ -14,14 +13,16 @@ from proxy.state import RunningProxyState
 from proxy.tcp import TcpUpstreamListener
 from proxy.tls import TlsMaterial
 from vm_mesh import __version__, paths
-from vm_mesh.config import LoadedConfig
+from vm_mesh.config import LoadedConfig, load_service_config
 from vm_mesh.discovery.base import Discovery, Instance
-from vm_mesh.discovery.static import StaticDiscovery
 from vm_mesh.errors import UserError
 from vm_mesh.policy.loader import PolicyInvalid
 from vm_mesh.policy.store import PolicyStore
 
 log = logging.getLogger("vmesh.proxy")
+
+# Service-file fields read afresh for every connection, so a SIGHUP can change them.
+LIVE_CONFIG_FIELDS = ("timeouts",)
 
 CERT_CHECK_INTERVAL = 2.0
 
@@ -32,15 +33,10 @@ def _split(address: str) -> tuple[str, int]:
 
 
 def open_discovery(loaded: LoadedConfig) -> Discovery:
-    """The discovery backend the service file asks for."""
-    settings = loaded.config.discovery
-    if settings.backend == "mdns":
-        from vm_mesh.discovery.mdns import MdnsDiscovery
+    """The discovery backend the service file asks for (mdns and consul keep last known good)."""
+    from vm_mesh.discovery import factory
 
-        return MdnsDiscovery(list(settings.interfaces) or None)
-    return StaticDiscovery(
-        Path(settings.file) if settings.file else paths.etc_dir() / "endpoints.toml"
-    )
+    return factory.open_discovery(loaded.config.discovery, loaded.config.service)
 
 
 class ProxyServer:
@@ -132,10 +128,35 @@ class ProxyServer:
             self.ctx.tls.reload()
 
     def reload(self) -> None:
-        """SIGHUP: re-read policy and certificates (the endpoints file is watched anyway)."""
+        """SIGHUP: re-read the service file, policy and certificates (the endpoints file is
+        watched anyway)."""
         log.info("reload requested (SIGHUP)")
+        self._reload_service_config()
         self.ctx.policy.reload("sighup")
         self.ctx.tls.reload()
+
+    def _reload_service_config(self) -> None:
+        """Apply the live-changeable parts (timeouts) of the service file; a file that does
+        not load keeps the config in force, and other changes are named as needing a restart."""
+        try:
+            fresh = load_service_config(self.loaded.path).config
+        except UserError as exc:
+            log.error("service config not reloaded; keeping the one in force",
+                      extra={"event": "config_reload_failed", "reason": "config.invalid",
+                             "detail": str(exc)})
+            return
+        current = self.ctx.config
+        needs_restart = sorted(
+            name for name in type(current).model_fields
+            if name not in LIVE_CONFIG_FIELDS and getattr(fresh, name) != getattr(current, name)
+        )
+        if needs_restart:
+            log.warning("service config changes need a restart to take effect",
+                        extra={"event": "config_restart_needed", "fields": needs_restart})
+        self.ctx.config = current.model_copy(
+            update={name: getattr(fresh, name) for name in LIVE_CONFIG_FIELDS}
+        )
+        log.info("service config reloaded", extra={"event": "config_reloaded"})
 
     async def drain(self) -> None:
         """Stop accepting, leave discovery, finish in-flight requests (bounded), then stop."""
@@ -171,11 +192,12 @@ def _port(server: asyncio.Server) -> int:
 async def run(loaded: LoadedConfig) -> None:
     """Run a proxy until SIGTERM or SIGINT, then drain."""
     server = ProxyServer(loaded)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # before start(): a SIGTERM that arrives once /ready answers must still drain
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    await server.start()
     await stop.wait()
     await server.drain()

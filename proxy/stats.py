@@ -2,7 +2,10 @@
 
 Counts are kept in one-second buckets per (direction, service, route), with a
 bounded reservoir of latencies per bucket, so memory stays flat at any rate
-and `/v1/stats?window=60s` needs no Prometheus.
+and `/v1/stats?window=60s` needs no Prometheus. Series idle for the whole
+window are forgotten, and at most `MAX_SERIES` exist at once (requests for
+yet more services, e.g. unknown `Host` values, are counted under `other`), so
+memory stays flat whatever clients send too.
 """
 
 import math
@@ -17,6 +20,8 @@ from proxy.events import RequestEvent
 
 MAX_WINDOW_S = 600
 SAMPLES_PER_SECOND = 256
+MAX_SERIES = 1024
+OVERFLOW = "other"
 
 Key = tuple[str, str, str]  # direction, service, route
 
@@ -71,6 +76,10 @@ class WindowedStats:
         service = event.extra.get("service") or event.dst_service or event.authority or "-"
         key = (event.direction, service, event.route)
         second = int(self._clock())
+        if key not in self._series and len(self._series) >= MAX_SERIES:
+            self._forget_idle(second)
+            if len(self._series) >= MAX_SERIES:
+                key = (event.direction, OVERFLOW, OVERFLOW)
         buckets = self._series.setdefault(key, deque())
         if not buckets or buckets[-1].second != second:
             buckets.append(_Bucket(second))
@@ -78,10 +87,18 @@ class WindowedStats:
                 buckets.popleft()
         buckets[-1].add(event.latency_ms, is_success(event), self._rng)
 
+    def _forget_idle(self, now: float) -> None:
+        """Drop series with no request in the last `MAX_WINDOW_S` seconds."""
+        idle = [k for k, b in self._series.items() if not b or b[-1].second <= now - MAX_WINDOW_S]
+        for key in idle:
+            del self._series[key]
+
     def snapshot(self, window_s: float) -> list[dict[str, Any]]:
         """One row per (direction, service, route) active in the last `window_s` seconds."""
         window_s = min(max(window_s, 1.0), MAX_WINDOW_S)
-        since = self._clock() - window_s
+        now = self._clock()
+        self._forget_idle(now)
+        since = now - window_s
         rows = []
         for (direction, service, route), buckets in self._series.items():
             recent = [b for b in buckets if b.second >= since]

@@ -84,17 +84,18 @@ class TapSubscription:
         self._allowance = max_rate
         self._last = clock()
 
-    def offer(self, event: RequestEvent) -> None:
+    def admits(self, event: RequestEvent) -> bool:
+        """Whether `event` passes the filter and the rate limit (a refusal is counted)."""
         if not self.filter.matches(event):
-            return
+            return False
         now = self._clock()
         self._allowance = min(self._max_rate, self._allowance + (now - self._last) * self._max_rate)
         self._last = now
         if self._allowance < 1.0:
             self.feed.drop()
-            return
+            return False
         self._allowance -= 1.0
-        self.feed.offer(event.to_tap())
+        return True
 
 
 class TapHub:
@@ -126,5 +127,10 @@ class TapHub:
             self._unsubscribe = None
 
     def _publish(self, event: RequestEvent) -> None:
+        # Formatted once, and only if some subscriber takes it; readers share the dict.
+        tap_event: dict | None = None
         for subscription in self._subscriptions:
-            subscription.offer(event)
+            if subscription.admits(event):
+                if tap_event is None:
+                    tap_event = event.to_tap()
+                subscription.feed.offer(tap_event)

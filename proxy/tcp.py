@@ -1,8 +1,9 @@
 """Opaque TCP: bytes relayed both ways, half-close passed on, nothing parsed.
 
 On the outbound side each configured TCP upstream gets a local listener;
-its connections go over mTLS (ALPN `vmesh-opaque`) to an instance's inbound
-port, which relays them to the app there.
+its connections go over mTLS (ALPN `vmesh-opaque/2`) to an instance's inbound
+port, which relays them to the app there. Between the two proxies the bytes
+are length-framed so either side's FIN crosses TLS as an end frame.
 """
 
 import asyncio
@@ -10,7 +11,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from proxy.tls import PeerIdentityError, peer_identity
+from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
     from proxy.context import ProxyContext
@@ -18,43 +19,72 @@ if TYPE_CHECKING:
 CHUNK = 64 * 1024
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Copy until EOF, then half-close the other side; returns the byte count.
+# Between proxies the bytes travel in frames: a 4-byte big-endian length, then that
+# many bytes; a frame of length 0 is the end of that direction. asyncio cannot
+# half-close a TLS stream (no write_eof), so without this a client's FIN would
+# have to tear down the whole connection and the server's reply would be lost.
+FRAME_HEADER = 4
+END_OF_STREAM = (0).to_bytes(FRAME_HEADER, "big")
 
-    A TLS stream cannot be half-closed by asyncio (no write_eof): there the end
-    of one direction closes the whole connection, so nothing is left hanging.
-    """
+
+async def _plain_to_frames(plain: asyncio.StreamReader, tls: asyncio.StreamWriter) -> int:
+    """Frame what the plain side sends; on its EOF send the end frame. Returns bytes."""
     total = 0
-    try:
-        while data := await reader.read(CHUNK):
-            total += len(data)
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-        else:
-            writer.close()
-    except (ConnectionError, OSError):
-        writer.close()
+    while data := await plain.read(CHUNK):
+        total += len(data)
+        tls.write(len(data).to_bytes(FRAME_HEADER, "big") + data)
+        await tls.drain()
+    tls.write(END_OF_STREAM)
+    await tls.drain()
     return total
 
 
-async def pipe_both_ways(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    server_reader: asyncio.StreamReader,
-    server_writer: asyncio.StreamWriter,
+async def _frames_to_plain(tls: asyncio.StreamReader, plain: asyncio.StreamWriter) -> int:
+    """Unframe what the peer proxy sends; the end frame half-closes the plain side.
+
+    A TLS connection that ends without the end frame was cut: the plain side is
+    closed outright rather than given an EOF that would look like a clean end.
+    """
+    total = 0
+    while size := int.from_bytes(await tls.readexactly(FRAME_HEADER), "big"):
+        data = await tls.readexactly(size)
+        total += len(data)
+        plain.write(data)
+        await plain.drain()
+    if plain.can_write_eof():
+        plain.write_eof()
+    return total
+
+
+async def tunnel(
+    plain_reader: asyncio.StreamReader,
+    plain_writer: asyncio.StreamWriter,
+    tls_reader: asyncio.StreamReader,
+    tls_writer: asyncio.StreamWriter,
 ) -> tuple[int, int]:
-    """Relay until both directions ended; returns (bytes from client, bytes to client)."""
-    upstream = asyncio.ensure_future(_copy(client_reader, server_writer))
-    downstream = asyncio.ensure_future(_copy(server_reader, client_writer))
+    """Relay a plain connection over a framed mTLS one until both directions ended.
+
+    Returns (bytes the plain side sent, bytes it received). A failure either way
+    (reset, cut TLS connection) closes both connections.
+    """
+    outgoing = asyncio.ensure_future(_plain_to_frames(plain_reader, tls_writer))
+    incoming = asyncio.ensure_future(_frames_to_plain(tls_reader, plain_writer))
     try:
-        sent, received = await asyncio.gather(upstream, downstream)
+        sent, received = await asyncio.gather(outgoing, incoming)
+    except (ConnectionError, OSError, asyncio.IncompleteReadError):
+        sent, received = 0, 0
+        for task in (outgoing, incoming):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                if task is outgoing:
+                    sent = task.result()
+                else:
+                    received = task.result()
     finally:
-        for task in (upstream, downstream):
+        for task in (outgoing, incoming):
             task.cancel()
-        with contextlib.suppress(Exception):
-            server_writer.close()
+        for writer in (tls_writer, plain_writer):
+            with contextlib.suppress(Exception):
+                writer.close()
     return sent, received
 
 
@@ -95,6 +125,10 @@ class TcpUpstreamListener:
                 event.error = f"upstream.connect_failed: {exc}"[:200]
                 return
             expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
+            if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
+                up_writer.close()
+                event.error = "upstream.opaque_not_supported"
+                return
             if identity != expected:
                 up_writer.close()
                 event.error = f"upstream.wrong_identity: {identity}"
@@ -102,7 +136,7 @@ class TcpUpstreamListener:
             endpoint.breaker.on_success()
             event.dst_id = identity
             with self.ctx.request_in_flight():
-                event.bytes_in, event.bytes_out = await pipe_both_ways(
+                event.bytes_in, event.bytes_out = await tunnel(
                     reader, writer, up_reader, up_writer
                 )
         finally:

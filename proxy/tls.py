@@ -6,7 +6,8 @@ connections keep theirs, so a renewal never drops traffic. If the new files
 do not load (say, a key written before its certificate), the old material
 stays in force and the next check tries again.
 
-Mesh hops negotiate ALPN: `http/1.1` for HTTP, `vmesh-opaque` for opaque TCP.
+Mesh hops negotiate ALPN: `http/1.1` for HTTP, `vmesh-opaque/2` for opaque TCP (length-
+framed, see proxy/tcp.py; the version keeps a peer with another framing from being used).
 """
 
 import logging
@@ -23,7 +24,7 @@ from identity.renewal import renewal_time
 log = logging.getLogger("vmesh.tls")
 
 ALPN_HTTP = "http/1.1"
-ALPN_OPAQUE = "vmesh-opaque"
+ALPN_OPAQUE = "vmesh-opaque/2"
 
 
 class PeerIdentityError(Exception):

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "vm_mesh.policy.cli",
     "console.cli",
     "vm_mesh.demo.cli",
+    "vm_mesh.host.cli",
 )
 
 

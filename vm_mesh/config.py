@@ -20,6 +20,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,9 +71,28 @@ class Timeouts(_Strict):
 
 
 class Discovery(_Strict):
-    backend: Literal["static", "mdns"] = "static"
+    """The `[discovery]` table: which backend finds the other services.
+
+    mdns and consul are wrapped in last-known-good (saved sets under the
+    service's state dir, served stale when the backend fails).
+    """
+
+    backend: Literal["static", "mdns", "consul"] = "static"
     file: str | None = None  # static: the endpoints file
     interfaces: tuple[str, ...] = ()  # mdns: addresses of the interfaces to use (default: all)
+    consul_url: str = "http://127.0.0.1:8500"  # consul: the local agent
+    consul_token: str | None = None
+    consul_wait: str = "30s"  # consul: how long one blocking query may last
+    consul_check_interval: str = "5s"
+    consul_deregister_after: str = "1m"  # Consul's minimum
+
+    @field_validator("consul_url")
+    @classmethod
+    def _consul_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+            raise ValueError(f"{value!r} is not an agent address like http://127.0.0.1:8500")
+        return value
 
 
 class ServiceConfig(_Strict):

@@ -1,123 +1,95 @@
-"""Hosts for multi-host tests: network namespaces on a Linux bridge, torn down even on failure.
+"""Network namespaces for e2e tests: unique names, addresses in 198.18.0.0/15, always removed."""
 
-Each host is a namespace `vm-<random>-<i>` with loopback up and one veth into a
-bridge in the root namespace, an address in 198.18.0.0/15 and a multicast route,
-so mDNS crosses the bridge as it would cross a LAN. Every host has its own
-VMESH_ROOT. Commands run in a host with `ip netns exec` (which execs, so the PID
-we get is the command's own and we stop it by that PID).
-"""
-
-import os
+import contextlib
+import ipaddress
 import secrets
-import signal
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-import pytest
-
-from tests.support import require_tool
-
-SUBNET_PREFIX = "198.18"  # RFC 2544 benchmarking range: never routed, ours to use in tests
+# one /24 per test run inside 198.18.0.0/15, picked at random so parallel runs rarely meet;
+# the namespaces are private anyway, the addresses only have to be in the range.
+_NET = ipaddress.ip_network("198.18.0.0/15")
 
 
-def _ip(*args: str) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Host:
-    """One namespace: its name, its address on the bridge, its own VMESH_ROOT."""
+    """One namespace and its address on the link."""
 
-    namespace: str
+    netns: str
     address: str
-    veth: str  # the root-namespace end of its link; down = the host is cut off
-    root: Path
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    device: str
 
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "VMESH_ROOT": str(self.root)}
-
-    def command(self, args: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.namespace, *args]
-
-    def run(self, args: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """Run `args` in this host and wait for it."""
-        return subprocess.run(self.command(args), env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=_REPO)
-
-    def popen(self, args: Sequence[str]) -> subprocess.Popen[str]:
-        """Start `args` in this host; it is stopped by PID when the hosts are torn down."""
-        proc = subprocess.Popen(self.command(args), env=self.env, cwd=_REPO, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.processes.append(proc)
-        return proc
-
-    def adopt(self, proc: subprocess.Popen[str]) -> None:
-        """Stop `proc` (started here by a helper) with the host's other processes."""
-        self.processes.append(proc)
-
-    def cut(self) -> None:
-        """Take the host's link down, as a pulled cable would."""
-        _ip("link", "set", self.veth, "down")
-
-    def stop_processes(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+    def command(self, *argv: str) -> list[str]:
+        """`argv` run inside this host's namespace."""
+        return ["ip", "netns", "exec", self.netns, *argv]
 
 
-_REPO = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def hosts(count: int, workdir: Path) -> Iterator[list[Host]]:
-    """`count` hosts on one fresh bridge; processes, links, bridge and namespaces go at the end."""
-    require_tool("ip")
-    if os.geteuid() != 0:
-        message = "network namespaces need root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+@contextlib.contextmanager
+def linked_pair() -> Iterator[tuple[Host, Host]]:
+    """Two namespaces joined by a veth link (multicast on), torn down on exit."""
     tag = secrets.token_hex(3)
-    subnet = f"{SUBNET_PREFIX}.{secrets.randbelow(256)}"
-    bridge = f"vmb-{tag}"
-    made: list[Host] = []
+    subnet = secrets.randbelow(_NET.num_addresses // 256)
+    base = _NET.network_address + subnet * 256
+    names = (f"vm-{tag}-a", f"vm-{tag}-b")
+    devices = (f"va{tag}", f"vb{tag}")
+    created: list[str] = []
     try:
-        _ip("link", "add", bridge, "type", "bridge", "mcast_snooping", "0")
-        _ip("link", "set", bridge, "up")
-        for index in range(1, count + 1):
-            host = Host(f"vm-{tag}-{index}", f"{subnet}.{index}", f"vm{tag}h{index}",
-                        workdir / f"host{index}")
-            host.root.mkdir(parents=True)
-            _ip("netns", "add", host.namespace)
-            made.append(host)
-            _ip("link", "add", host.veth, "type", "veth", "peer", "name", f"vm{tag}p{index}")
-            _ip("link", "set", f"vm{tag}p{index}", "netns", host.namespace, "name", "eth0")
-            _ip("link", "set", host.veth, "master", bridge, "up")
-            inside = ("-n", host.namespace)
-            _ip(*inside, "link", "set", "lo", "up")
-            _ip(*inside, "addr", "add", f"{host.address}/24", "dev", "eth0")
-            _ip(*inside, "link", "set", "eth0", "up")
-            _ip(*inside, "route", "add", "224.0.0.0/4", "dev", "eth0")
-        yield made
+        for name in names:
+            ip("netns", "add", name)
+            created.append(name)
+        ip("link", "add", devices[0], "netns", names[0], "type", "veth",
+           "peer", "name", devices[1], "netns", names[1])
+        hosts = []
+        for number, (name, device) in enumerate(zip(names, devices, strict=True), start=1):
+            address = str(base + number)
+            ip("-n", name, "addr", "add", f"{address}/24", "dev", device)
+            ip("-n", name, "link", "set", device, "up", "multicast", "on")
+            ip("-n", name, "link", "set", "lo", "up")
+            hosts.append(Host(name, address, device))
+        yield hosts[0], hosts[1]
     finally:
-        for host in made:
-            host.stop_processes()
-        for host in made:
-            subprocess.run(["ip", "link", "del", host.veth], capture_output=True, timeout=10)
-            subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True, timeout=10)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=10)
+        for name in created:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("netns", "del", name)  # takes its end of the veth pair, and so the pair, along
+
+
+@contextlib.contextmanager
+def bridged_hosts(count: int) -> Iterator[list[Host]]:
+    """`count` namespaces on one bridge (itself in a namespace of its own), torn down on exit.
+
+    `Host.device` is the host's end of its link; `ip link set <device> down` inside the
+    host cuts it off the LAN.
+    """
+    tag = secrets.token_hex(3)
+    subnet = secrets.randbelow(_NET.num_addresses // 256)
+    base = _NET.network_address + subnet * 256
+    switch = f"vm-{tag}-sw"
+    created: list[str] = []
+    try:
+        ip("netns", "add", switch)
+        created.append(switch)
+        ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        ip("-n", switch, "link", "set", "br0", "up")
+        hosts = []
+        for number in range(1, count + 1):
+            name, device, port = f"vm-{tag}-h{number}", f"eth{number}", f"p{number}"
+            ip("netns", "add", name)
+            created.append(name)
+            ip("link", "add", device, "netns", name, "type", "veth", "peer", "name", port,
+               "netns", switch)
+            ip("-n", switch, "link", "set", port, "master", "br0", "up")
+            address = str(base + number)
+            ip("-n", name, "addr", "add", f"{address}/24", "dev", device)
+            ip("-n", name, "link", "set", device, "up", "multicast", "on")
+            ip("-n", name, "link", "set", "lo", "up")
+            hosts.append(Host(name, address, device))
+        yield hosts
+    finally:
+        for name in reversed(created):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("netns", "del", name)

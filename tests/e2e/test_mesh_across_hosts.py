@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.netns import Host, hosts
+from tests.e2e.lan import Host, hosts
 from tests.integration.mesh import ProxyProcess, start_proxy_process, wait_until
 from tests.integration.processes import start_backend
 from tests.support import require_tool

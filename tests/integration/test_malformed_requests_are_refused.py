@@ -40,6 +40,9 @@ CASES = {
     "transfer-encoding gzip": (
         b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
         "http1.invalid_transfer_encoding"),
+    "transfer-encoding gzip, chunked": (
+        b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n", 501, "http1.invalid_transfer_encoding"),
     "chunk size overflow": (
         b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"FFFFFFFFFFFFFFFFFFFF\r\n", 400, "http1.chunk_size_overflow"),

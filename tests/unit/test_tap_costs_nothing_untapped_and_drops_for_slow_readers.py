@@ -77,3 +77,29 @@ async def test_rate_limit_drops_the_excess() -> None:
     items, dropped = await asyncio.wait_for(subscription.feed.batch(), 5)
     assert len(items) + dropped == 50
     assert len(items) <= 6
+
+
+class _CountingEvent(RequestEvent):
+    __slots__ = ()
+    formatted = 0
+
+    def to_tap(self) -> dict:
+        _CountingEvent.formatted += 1
+        return RequestEvent.to_tap(self)
+
+
+async def test_an_event_is_formatted_once_and_only_when_a_tap_takes_it() -> None:
+    bus = EventBus()
+    hub = TapHub(bus)
+    event = _CountingEvent(ts=0, id="1", direction="outbound", src_addr="a",
+                           dst_service="store", method="GET", path="/items/1", status=200)
+    other = hub.subscribe(TapFilter(service="billing"))
+    bus.publish(event)
+    assert _CountingEvent.formatted == 0
+    first = hub.subscribe(TapFilter(service="store"))
+    second = hub.subscribe(TapFilter())
+    bus.publish(event)
+    assert _CountingEvent.formatted == 1
+    assert (await first.feed.batch())[0][0]["path"] == "/items/1"
+    assert (await second.feed.batch())[0][0]["path"] == "/items/1"
+    hub.unsubscribe(other)

@@ -1,0 +1,75 @@
+"""Running the real playbooks of `ansible/` against the namespace hosts, and building wheels."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.sshhosts import SshCluster
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = REPO / "ansible"
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                    re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """What ansible-playbook printed, and its per-host recap."""
+
+    returncode: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+    def changed(self) -> dict[str, int]:
+        return {host: counts["changed"] for host, counts in self.recap.items()}
+
+
+def build_wheel(dest: Path, version: str | None = None) -> Path:
+    """`pip wheel --no-deps` of this repository, optionally with another version number."""
+    source = REPO
+    if version is not None:
+        source = dest / f"src-{version}"
+        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache", "tests"))
+        pyproject = source / "pyproject.toml"
+        pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"',
+                                    pyproject.read_text(), count=1))
+    wheels = dest / "wheels"
+    wheels.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "-w", str(wheels), str(source)],
+                   check=True, capture_output=True, text=True)
+    return wheels
+
+
+def build_wheelhouse(dest: Path, wheel: Path) -> Path:
+    """The dependencies of `wheel` as wheels, so hosts install with `--no-index` (offline)."""
+    wheelhouse = dest / "wheelhouse"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(wheelhouse),
+                    str(wheel)], check=True, capture_output=True, text=True)
+    return wheelhouse
+
+
+def run_playbook(cluster: SshCluster, inventory: Path, playbook: str,
+                 extra_vars: dict[str, str], timeout_s: float = 240) -> PlaybookRun:
+    """ansible-playbook with the repo's roles; returns the recap per host."""
+    env = cluster.ansible_env()
+    env["ANSIBLE_ROLES_PATH"] = str(PLAYBOOKS / "roles")
+    argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(PLAYBOOKS / playbook)]
+    argv += ["--extra-vars", json.dumps(extra_vars)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
+                            cwd=PLAYBOOKS)
+    output = result.stdout + result.stderr
+    recap = {
+        m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                     "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+        for m in _RECAP.finditer(result.stdout)
+    }
+    return PlaybookRun(result.returncode, output, recap)

@@ -1,0 +1,376 @@
+"""A fake Consul agent on a real loopback socket, for the parts of the HTTP API vmesh uses.
+
+No Consul binary is packaged for Debian, so tests run against this instead. It
+keeps the documented contract (/work/shared/reference, section 3):
+
+- `PUT /v1/agent/service/register`: keys matched case-insensitively (py-consul
+  sends lower-case), `Check`/`check`/`Checks`/`checks` accepted; an HTTP check
+  is really run against its URL every `Interval` (2xx passing, 429 warning,
+  anything else critical), a TCP check really connects to its `host:port`
+  (connected passing, else critical); new checks start critical unless
+  `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
+- `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
+- `GET /v1/health/service/:name`: Node/Service/Checks entries including the
+  node's `serfHealth`; `?passing` (bare or a Go bool, else 400 `Invalid value
+  for ?passing`); `?index=N&wait=D` blocks until the index passes N or the wait
+  ends (Go durations, default 5m, max 10m, bad -> 400 `Invalid wait time`,
+  bad index -> 400 `Invalid index`); `X-Consul-Index` (never 0),
+  `X-Consul-KnownLeader`, `X-Consul-LastContact` on every answer.
+
+Test hooks: `restore_snapshot(index)` makes the index go backwards, as a
+restored cluster does; `stop()`/`start()` take the agent down and back on the
+same port.
+"""
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+NODE = "fake-node"
+NODE_ADDRESS = "127.0.0.1"
+MAX_WAIT_S = 600.0
+DEFAULT_WAIT_S = 300.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+def go_duration(text: str) -> float:
+    """Seconds of a Go duration string (`10s`, `1m30s`, `250ms`); ValueError otherwise."""
+    if text == "0":
+        return 0.0
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(text)
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _lower_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k.lower(): v for k, v in value.items()}
+    return value
+
+
+@dataclass
+class Check:
+    check_id: str
+    name: str
+    status: str
+    http: str | None
+    tcp: str | None
+    interval_s: float
+    timeout_s: float
+    deregister_after_s: float | None
+    critical_since: float | None = None
+    output: str = ""
+
+
+@dataclass
+class Service:
+    service_id: str
+    name: str
+    address: str
+    port: int
+    tags: list[str]
+    meta: dict[str, str]
+    weights: dict[str, int]
+    checks: list[Check] = field(default_factory=list)
+    modify_index: int = 0
+
+
+class FakeConsul:
+    """The agent's state, its HTTP server and its check runner."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, Service] = {}
+        self.index = 1
+        self.changed = threading.Condition()
+        self.requests: list[str] = []  # path?query of every request, for assertions
+        self._server: ThreadingHTTPServer | None = None
+        self._port = 0
+        self._stopping = threading.Event()
+        self._checker: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def start(self) -> None:
+        """Serve on loopback (port chosen by the OS the first time, the same one after)."""
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._stopping.clear()
+        self._checker = threading.Thread(target=self._run_checks, daemon=True)
+        self._checker.start()
+
+    def stop(self) -> None:
+        """Take the agent down: the port refuses connections until `start()`."""
+        self._stopping.set()
+        with self.changed:
+            self.changed.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for connection in list(self._connections):  # kept-alive clients see the agent go too
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._connections.clear()
+        if self._checker is not None:
+            self._checker.join(timeout=5)
+
+    # ---- state changes ---------------------------------------------------------------------
+    def _bump(self, service: Service | None = None) -> None:
+        self.index += 1
+        if service is not None:
+            service.modify_index = self.index
+        self.changed.notify_all()
+
+    def restore_snapshot(self, index: int) -> None:
+        """Make the raft index go backwards (a restored snapshot), keeping the services."""
+        with self.changed:
+            self.index = index
+            for service in self.services.values():
+                service.modify_index = min(service.modify_index, index)
+            self.changed.notify_all()
+
+    def register(self, body: dict[str, Any]) -> None:
+        data = _lower_keys(body)
+        name = data.get("name")
+        if not name:
+            raise ValueError("Missing service name")
+        weights = _lower_keys(data.get("weights") or {})
+        service = Service(
+            service_id=data.get("id") or name,
+            name=name,
+            address=data.get("address") or "",
+            port=int(data.get("port") or 0),
+            tags=list(data.get("tags") or []),
+            meta=dict(data.get("meta") or {}),
+            weights={"Passing": int(weights.get("passing", 1)),
+                     "Warning": int(weights.get("warning", 1))},
+        )
+        definitions = []
+        for key in ("check", "checks"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                definitions.append(value)
+            elif isinstance(value, list):
+                definitions.extend(v for v in value if isinstance(v, dict))
+        for number, raw in enumerate(definitions, start=1):
+            check = _lower_keys(raw)
+            suffix = "" if len(definitions) == 1 else f":{number}"
+            deregister = check.get("deregistercriticalserviceafter")
+            service.checks.append(
+                Check(
+                    check_id=check.get("id") or check.get("checkid")
+                    or f"service:{service.service_id}{suffix}",
+                    name=check.get("name") or f"Service '{name}' check",
+                    status=check.get("status") or "critical",
+                    http=check.get("http"),
+                    tcp=check.get("tcp"),
+                    interval_s=go_duration(check.get("interval") or "10s"),
+                    timeout_s=go_duration(check.get("timeout") or "10s"),
+                    deregister_after_s=go_duration(deregister) if deregister else None,
+                    critical_since=time.monotonic(),
+                )
+            )
+        with self.changed:
+            self.services[service.service_id] = service
+            self._bump(service)
+
+    def deregister(self, service_id: str) -> None:
+        with self.changed:
+            if self.services.pop(service_id, None) is not None:
+                self._bump()
+
+    def set_status(self, check: Check, status: str, output: str = "") -> None:
+        with self.changed:
+            if check.status == status:
+                return
+            check.status = status
+            check.output = output
+            check.critical_since = time.monotonic() if status == "critical" else None
+            for service in self.services.values():
+                if check in service.checks:
+                    self._bump(service)
+
+    def _run_checks(self) -> None:
+        due: dict[int, float] = {}
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            with self.changed:
+                services = list(self.services.values())
+            for service in services:
+                for check in service.checks:
+                    if (check.http or check.tcp) and due.get(id(check), 0.0) <= now:
+                        due[id(check)] = now + check.interval_s
+                        self.set_status(check, *self._probe(check))
+                    if (check.deregister_after_s is not None and check.critical_since is not None
+                            and now - check.critical_since > check.deregister_after_s):
+                        self.deregister(service.service_id)
+            self._stopping.wait(0.02)
+
+    @staticmethod
+    def _probe(check: Check) -> tuple[str, str]:
+        if check.tcp is not None:
+            host, _, port = check.tcp.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), check.timeout_s):
+                    return "passing", f"TCP connect {check.tcp}: Success"
+            except OSError as exc:
+                return "critical", f"dial tcp {check.tcp}: {exc}"
+        assert check.http is not None
+        try:
+            with urllib.request.urlopen(check.http, timeout=check.timeout_s) as answer:
+                code = answer.status
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+        except Exception as exc:  # whatever goes wrong, the check is critical, as in Consul
+            return "critical", f"Get {check.http}: {exc}"
+        status = "passing" if 200 <= code < 300 else "warning" if code == 429 else "critical"
+        return status, f"HTTP GET {check.http}: {code}"
+
+    # ---- reads -----------------------------------------------------------------------------
+    def health_entries(self, name: str, passing: bool) -> list[dict[str, Any]]:
+        serf = {"Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
+                "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
+                "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "",
+                "Namespace": "default", "CreateIndex": 1, "ModifyIndex": 1}
+        entries = []
+        for service in sorted(self.services.values(), key=lambda s: s.service_id):
+            if service.name != name:
+                continue
+            checks = [serf] + [
+                {"Node": NODE, "CheckID": c.check_id, "Name": c.name, "Status": c.status,
+                 "Notes": "", "Output": c.output, "ServiceID": service.service_id,
+                 "ServiceName": service.name, "ServiceTags": service.tags,
+                 "Type": "http" if c.http else "", "Namespace": "default",
+                 "CreateIndex": service.modify_index, "ModifyIndex": service.modify_index}
+                for c in service.checks
+            ]
+            if passing and any(c["Status"] != "passing" for c in checks):
+                continue
+            entries.append({
+                "Node": {"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": NODE,
+                         "Address": NODE_ADDRESS, "Datacenter": "dc1",
+                         "TaggedAddresses": {"lan": NODE_ADDRESS, "wan": NODE_ADDRESS},
+                         "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1},
+                "Service": {"ID": service.service_id, "Service": service.name,
+                            "Tags": service.tags, "Address": service.address,
+                            "TaggedAddresses": {}, "Meta": service.meta, "Port": service.port,
+                            "Weights": service.weights, "EnableTagOverride": False,
+                            "Kind": "", "Proxy": {}, "Connect": {}, "Namespace": "default",
+                            "CreateIndex": service.modify_index,
+                            "ModifyIndex": service.modify_index},
+                "Checks": checks,
+            })
+        return entries
+
+    # ---- HTTP ------------------------------------------------------------------------------
+    def _handler(agent) -> type[BaseHTTPRequestHandler]:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                agent._connections.add(self.connection)
+
+            def finish(self) -> None:
+                agent._connections.discard(self.connection)
+                super().finish()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def _answer(self, status: int, body: bytes, content_type: str,
+                        index: int | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                if index is not None:
+                    self.send_header("X-Consul-Index", str(max(index, 1)))
+                    self.send_header("X-Consul-KnownLeader", "true")
+                    self.send_header("X-Consul-LastContact", "0")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _error(self, status: int, text: str) -> None:
+                self._answer(status, text.encode(), "text/plain; charset=utf-8")
+
+            def do_PUT(self) -> None:
+                url = urlparse(self.path)
+                agent.requests.append(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if url.path == "/v1/agent/service/register":
+                    try:
+                        agent.register(json.loads(body or b"{}"))
+                    except (ValueError, TypeError) as exc:
+                        self._error(400, f"Invalid service definition: {exc}")
+                        return
+                    self._answer(200, b"", "text/plain")
+                elif url.path.startswith("/v1/agent/service/deregister/"):
+                    agent.deregister(unquote(url.path.rsplit("/", 1)[1]))
+                    self._answer(200, b"", "text/plain")
+                else:
+                    self._error(404, "")
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                agent.requests.append(self.path)
+                if not url.path.startswith("/v1/health/service/"):
+                    self._error(404, "")
+                    return
+                name = unquote(url.path.removeprefix("/v1/health/service/"))
+                if not name:
+                    self._error(400, "Missing service name")
+                    return
+                query = parse_qs(url.query, keep_blank_values=True)
+                passing = False
+                if "passing" in query:
+                    value = query["passing"][0]
+                    if value and value not in _TRUE | _FALSE:
+                        self._error(400, "Invalid value for ?passing")
+                        return
+                    passing = value == "" or value in _TRUE
+                try:
+                    wait = min(go_duration(query["wait"][0]), MAX_WAIT_S) \
+                        if "wait" in query else DEFAULT_WAIT_S
+                except ValueError:
+                    self._error(400, "Invalid wait time")
+                    return
+                try:
+                    wanted = int(query["index"][0]) if "index" in query else 0
+                    if wanted < 0:
+                        raise ValueError
+                except ValueError:
+                    self._error(400, "Invalid index")
+                    return
+                with agent.changed:
+                    if wanted:
+                        deadline = time.monotonic() + wait
+                        agent.changed.wait_for(
+                            lambda: agent.index > wanted or agent._stopping.is_set()
+                            or time.monotonic() >= deadline,
+                            timeout=wait,
+                        )
+                    entries = agent.health_entries(name, passing)
+                    index = agent.index
+                self._answer(200, json.dumps(entries).encode(), "application/json", index)
+
+        return Handler

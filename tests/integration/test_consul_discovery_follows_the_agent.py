@@ -1,0 +1,197 @@
+"""Consul discovery against a fake agent that keeps Consul's HTTP contract (tests/fake_consul.py).
+
+The agent really probes each instance's inbound port (a TCP check); the watcher
+sees instances join when they listen, leave when they stop listening or
+deregister, survives the index going backwards, and keeps serving (marked stale)
+when the agent is down.
+"""
+
+import asyncio
+import contextlib
+import secrets
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.fake_consul import FakeConsul
+from tests.unit.policy_helpers import eventually
+from vm_mesh.discovery.base import Discovery, EndpointSet, Instance
+from vm_mesh.discovery.consul import ConsulDiscovery, ConsulSettings
+from vm_mesh.discovery.lastknown import SOURCE, LastKnownGood
+
+
+class ReadyServer:
+    """An instance's inbound port on loopback that the test can close and reopen."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
+        self.port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    def reopen(self) -> None:
+        self.__init__(self.port)  # type: ignore[misc]
+
+
+class Latest:
+    """Consumes a watch in the background; `sets` holds everything it yielded."""
+
+    def __init__(self, discovery: Discovery, service: str) -> None:
+        self.sets: list[EndpointSet] = []
+        self.task = asyncio.create_task(self._run(discovery.watch(service)))
+
+    async def _run(self, stream: AsyncIterator[EndpointSet]) -> None:
+        async for endpoints in stream:
+            self.sets.append(endpoints)
+
+    @property
+    def ids(self) -> set[str] | None:
+        return {i.instance_id for i in self.sets[-1].instances} if self.sets else None
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@pytest.fixture
+def agent() -> Iterator[FakeConsul]:
+    fake = FakeConsul()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def ready() -> Iterator[list[ReadyServer]]:
+    servers = [ReadyServer(), ReadyServer()]
+    yield servers
+    for server in servers:
+        server.close()
+
+
+def settings_for(agent: FakeConsul) -> ConsulSettings:
+    return ConsulSettings(port=agent.port, wait="1s", check_interval="100ms",
+                          deregister_after="1m", backoff_min_s=0.1, backoff_max_s=0.4)
+
+
+def instances(service: str, ready: list[ReadyServer]) -> list[Instance]:
+    return [Instance(service, f"{service}-{n}", "127.0.0.1", server.port, admin_port=40000 + n,
+                     zone=f"z{n}", version="1.0")
+            for n, server in enumerate(ready, start=1)]
+
+
+async def test_instances_join_when_ready_and_leave_when_not(
+    agent: FakeConsul, ready: list[ReadyServer]
+) -> None:
+    service = f"api-{secrets.token_hex(3)}"
+    discovery = ConsulDiscovery(settings_for(agent))
+    first, second = instances(service, ready)
+    watcher = Latest(discovery, service)
+    try:
+        await eventually(lambda: watcher.ids == set())  # unknown service: an empty answer
+        await discovery.register(first)
+        await discovery.register(second)
+        await eventually(lambda: watcher.ids == {first.instance_id, second.instance_id})
+        assert watcher.sets[-1].instances[0] == first  # meta carries zone, version, admin
+        assert watcher.sets[-1].source == "consul" and not watcher.sets[-1].stale
+
+        ready[1].close()  # the instance stops listening: the agent's check goes critical
+        await eventually(lambda: watcher.ids == {first.instance_id})
+        ready[1].reopen()
+        await eventually(lambda: watcher.ids == {first.instance_id, second.instance_id})
+
+        await discovery.deregister(first)  # drain
+        await eventually(lambda: watcher.ids == {second.instance_id})
+        assert any(p.startswith("/v1/health/service/") and "index=" in p and "passing" in p
+                   for p in agent.requests)
+    finally:
+        await watcher.stop()
+        await discovery.close()
+    assert agent.services == {}  # close withdrew what was still registered
+
+
+async def test_watch_recovers_when_the_index_goes_backwards(
+    agent: FakeConsul, ready: list[ReadyServer]
+) -> None:
+    service = f"api-{secrets.token_hex(3)}"
+    discovery = ConsulDiscovery(settings_for(agent))
+    first, second = instances(service, ready)
+    watcher = Latest(discovery, service)
+    try:
+        await discovery.register(first)
+        await eventually(lambda: watcher.ids == {first.instance_id})
+        churn = Instance(f"other-{service}", "other", "127.0.0.1", 1)
+        for _ in range(10):  # move the index well ahead of what the restore goes back to
+            await discovery.register(churn)
+            await discovery.deregister(churn)
+        high = agent.index
+        await eventually(lambda: any(f"/{service}?index={high}&" in p for p in agent.requests))
+        seen = len(agent.requests)
+        agent.restore_snapshot(index=2)  # a restored cluster: every index is lower now
+        await discovery.register(second)  # index 3, far below what the watcher last saw
+        await eventually(lambda: watcher.ids == {first.instance_id, second.instance_id})
+        queries = [p for p in agent.requests[seen:]
+                   if p.startswith(f"/v1/health/service/{service}")]
+        assert any("index=" not in p for p in queries), "the watcher never restarted at 0"
+    finally:
+        await watcher.stop()
+        await discovery.close()
+
+
+async def test_agent_down_keeps_the_last_set_marked_stale_across_restarts(
+    agent: FakeConsul, ready: list[ReadyServer], tmp_path: Path
+) -> None:
+    service = f"api-{secrets.token_hex(3)}"
+    first, _ = instances(service, ready)
+    registrar = ConsulDiscovery(settings_for(agent))
+    await registrar.register(first)
+    proxy = LastKnownGood(ConsulDiscovery(settings_for(agent)), tmp_path, startup_grace_s=0.5)
+    watcher = Latest(proxy, service)
+    try:
+        await eventually(lambda: watcher.ids == {first.instance_id})
+        assert (tmp_path / f"{service}.json").exists()
+
+        agent.stop()
+        await eventually(lambda: watcher.sets[-1].stale)
+        assert watcher.ids == {first.instance_id}  # still routing on what we knew
+        await watcher.stop()
+
+        # a restarted proxy while the agent is still down: the saved set, with its age
+        restarted = Latest(LastKnownGood(ConsulDiscovery(settings_for(agent)), tmp_path,
+                                         startup_grace_s=0.5), service)
+        await eventually(lambda: restarted.sets)
+        served = restarted.sets[-1]
+        assert served.stale and served.source == SOURCE
+        assert served.instances == (first,) and served.updated_at > 0
+
+        agent.start()  # back on the same port, with its state
+        await eventually(lambda: restarted.sets[-1].source == "consul", within=10)
+        assert not restarted.sets[-1].stale and restarted.ids == {first.instance_id}
+        await restarted.stop()
+    finally:
+        await watcher.stop()
+        await registrar.close()
+
+
+async def test_registering_while_the_agent_is_down_completes_when_it_returns(
+    agent: FakeConsul, ready: list[ReadyServer]
+) -> None:
+    service = f"api-{secrets.token_hex(3)}"
+    first, _ = instances(service, ready)
+    discovery = ConsulDiscovery(settings_for(agent))
+    agent.stop()
+    try:
+        await discovery.register(first)  # does not raise: the proxy must still come up
+        assert first.instance_id not in agent.services
+        agent.start()
+        await eventually(lambda: first.instance_id in agent.services, within=10)
+    finally:
+        await discovery.close()
+    assert agent.services == {}

@@ -1,0 +1,46 @@
+"""`vmesh join` refusals are one line naming what failed: a token that is not one, a token
+made for another CA (anchor pin mismatch); and `--discovery consul` writes a Consul table."""
+
+from pathlib import Path
+
+from tests.integration.identity_service import running_identity_service, vmesh
+from vm_mesh.config import load_service_config
+
+
+def join(root: Path, token: str, url: str, *extra: str):
+    return vmesh(root, "join", "--token", token, "--identity", url, "--service", "api",
+                 "--app-port", "8080", "--host", "vm1", "--no-start", *extra, check=False)
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_malformed_and_foreign_tokens_are_refused_in_one_line(tmp_path: Path) -> None:
+    ca_root, other_root = tmp_path / "ca", tmp_path / "other"
+    vmesh(ca_root, "identity", "init")
+    vmesh(other_root, "identity", "init")
+    foreign = vmesh(other_root, "identity", "token", "create", "--host", "vm1",
+                    "--services", "api").stdout.strip()
+    with running_identity_service(ca_root) as ca:
+        malformed = join(tmp_path / "vm1", "not-a-token", ca.url)
+        assert malformed.returncode != 0 and "token.malformed" in one_line(malformed.stderr)
+        mismatch = join(tmp_path / "vm2", foreign, ca.url)
+        assert mismatch.returncode != 0 and "anchor pin mismatch" in one_line(mismatch.stderr)
+    assert not (tmp_path / "vm2/var/lib/vmesh/api/cert.pem").exists()
+
+
+def test_consul_discovery_is_written_with_its_agent(tmp_path: Path) -> None:
+    vmesh(tmp_path / "ca", "identity", "init")
+    token = vmesh(tmp_path / "ca", "identity", "token", "create", "--host", "vm1",
+                  "--services", "api").stdout.strip()
+    with running_identity_service(tmp_path / "ca") as ca:
+        result = join(tmp_path / "vm1", token, ca.url, "--discovery", "consul",
+                      "--consul-url", "http://127.0.0.1:18500")
+    assert result.returncode == 0, result.stderr
+    config = load_service_config(tmp_path / "vm1/etc/vmesh/services/api.toml").config
+    assert config.discovery.backend == "consul"
+    assert config.discovery.consul_url == "http://127.0.0.1:18500"
+    assert config.identity_url == ca.url

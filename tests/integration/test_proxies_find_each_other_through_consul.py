@@ -1,0 +1,117 @@
+"""Real proxies with `backend = "consul"` find each other through a Consul agent.
+
+The agent is tests/fake_consul.py (no Consul binary is packaged for Debian): it
+keeps Consul's documented HTTP API and really runs the TCP checks the proxies
+register. When the agent goes away, the proxy keeps routing on its last known
+good set and says so in `/v1/endpoints`.
+"""
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fake_consul import FakeConsul
+from tests.integration.mesh import Mesh, ProxyProcess, wait_until
+from tests.integration.processes import Process, start_backend
+
+
+@pytest.fixture
+def agent() -> Iterator[FakeConsul]:
+    fake = FakeConsul()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[tuple[Mesh, list[Process]]]:
+    mesh = Mesh(tmp_path)
+    backends: list[Process] = []
+    yield mesh, backends
+    mesh.stop()
+    for backend in backends:
+        backend.stop()
+
+
+def consul_table(agent: FakeConsul) -> str:
+    return (
+        '[discovery]\nbackend = "consul"\n'
+        f'consul_url = "http://127.0.0.1:{agent.port}"\n'
+        'consul_wait = "1s"\nconsul_check_interval = "100ms"\n'
+    )
+
+
+def get(front: ProxyProcess, service: str) -> httpx.Response:
+    return httpx.get(f"http://{front.outbound}/hello", headers={"Host": f"{service}.mesh"},
+                     timeout=15)
+
+
+def upstream(front: ProxyProcess, service: str) -> dict:
+    with front.admin() as admin:
+        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
+    return next(u for u in upstreams if u["service"] == service)
+
+
+def test_request_crosses_and_a_stopped_instance_leaves_the_set(
+    agent: FakeConsul, mesh: tuple[Mesh, list[Process]]
+) -> None:
+    mesh, backends = mesh
+    name = f"api{secrets.token_hex(3)}"
+    backends.append(start_backend(name))
+    api = mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
+    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1, extra=consul_table(agent))
+
+    wait_until(lambda: get(front, name).status_code == 200, within=15,
+               what="the api instance passing its check and being found")
+    assert json.loads(get(front, name).text)["name"] == name
+    found = upstream(front, name)
+    assert found["source"] == "consul" and found["stale"] is False
+    assert [i["addr"] for i in found["instances"]] == [f"127.0.0.1:{api.ports['inbound']}"]
+    (entry,) = [s for s in agent.services.values() if s.name == name]
+    assert entry.checks[0].tcp == f"127.0.0.1:{api.ports['inbound']}"
+
+    assert api.stop() == 0  # drains: deregisters from the agent first
+    assert all(s.name != name for s in agent.services.values())
+    wait_until(lambda: get(front, name).status_code == 503, within=10,
+               what="the stopped instance leaving the endpoint set")
+    assert upstream(front, name)["instances"] == []
+
+
+def test_agent_gone_keeps_routing_on_the_last_known_good_set(
+    agent: FakeConsul, mesh: tuple[Mesh, list[Process]]
+) -> None:
+    mesh, backends = mesh
+    name = f"api{secrets.token_hex(3)}"
+    backends.append(start_backend(name))
+    mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
+    front_name = f"front{secrets.token_hex(3)}"
+    front = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    wait_until(lambda: get(front, name).status_code == 200, within=15,
+               what="the api instance being found")
+
+    agent.stop()
+    wait_until(lambda: upstream(front, name)["stale"] is True, within=15,
+               what="the proxy noticing the agent is gone")
+    stale = upstream(front, name)
+    assert stale["source"] == "last-known-good" and stale["age_s"] >= 0
+    assert len(stale["instances"]) == 1
+    answer = get(front, name)  # still routed, on the saved set
+    assert answer.status_code == 200 and json.loads(answer.text)["name"] == name
+    front.wait_for_log(lambda line: line.get("event") == "discovery_consul_error")
+    assert front.proc.poll() is None  # no crash: it backs off and retries
+
+    # a proxy restarted while the agent is still down starts on the saved set
+    assert front.stop() == 0
+    restarted = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    answer = get(restarted, name)
+    assert answer.status_code == 200 and json.loads(answer.text)["name"] == name
+    saved = upstream(restarted, name)
+    assert saved["source"] == "last-known-good" and saved["stale"] is True
+    restarted.wait_for_log(lambda line: line.get("msg") == "endpoints updated"
+                           and line.get("source") == "last-known-good" and line.get("stale"))
+    restarted.wait_for_log(lambda line: line.get("msg") ==
+                           "consul agent unreachable; registering in the background")

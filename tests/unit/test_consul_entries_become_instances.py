@@ -1,0 +1,51 @@
+"""Consul health entries map to instances; registrations carry the /ready check and the reaper."""
+
+from vm_mesh.discovery.base import Instance
+from vm_mesh.discovery.consul import (
+    ConsulSettings,
+    instance_from_entry,
+    instances_from_health,
+    registration,
+)
+
+ENTRY = {
+    "Node": {"Node": "host-a", "Address": "198.18.0.5"},
+    "Service": {
+        "ID": "api-host-a", "Service": "api", "Address": "", "Port": 4143,
+        "Meta": {"id": "api-1", "proto": "http", "zone": "rack-2", "ver": "1.4", "admin": "4191"},
+        "Weights": {"Passing": 30, "Warning": 1},
+    },
+    "Checks": [],
+}
+
+
+def test_empty_service_address_falls_back_to_the_node_address() -> None:
+    instance = instance_from_entry(ENTRY)
+    assert instance == Instance(
+        service="api", instance_id="api-1", address="198.18.0.5", port=4143, admin_port=4191,
+        zone="rack-2", weight=30, version="1.4", proto="http",
+    )
+
+
+def test_entries_without_port_or_with_bad_meta_are_skipped() -> None:
+    no_port = {**ENTRY, "Service": {**ENTRY["Service"], "Port": 0}}
+    bad_admin = {**ENTRY, "Service": {**ENTRY["Service"], "Meta": {"admin": "x"}}}
+    assert instances_from_health([no_port, bad_admin, ENTRY]) == (instance_from_entry(ENTRY),)
+    assert instances_from_health(None) == ()
+
+
+def test_registration_checks_the_inbound_port_and_deregisters_dead_instances() -> None:
+    instance = Instance("api", "api-1", "127.0.0.1", 4143, admin_port=4191, weight=0)
+    settings = ConsulSettings(check_interval="3s", deregister_after="2m")
+    kwargs = registration(instance, settings)
+    assert kwargs["name"] == "api" and kwargs["service_id"] == "api-1"
+    assert kwargs["check"]["tcp"] == "127.0.0.1:4143"  # admin /ready is mTLS-only
+    assert kwargs["check"]["interval"] == "3s"
+    assert kwargs["check"]["DeregisterCriticalServiceAfter"] == "2m"
+    assert kwargs["weights"] == {"passing": 1, "warning": 1}  # Consul refuses weight 0
+    assert kwargs["meta"]["admin"] == "4191"
+
+
+def test_an_ipv6_instance_is_checked_at_a_bracketed_address() -> None:
+    instance = Instance("api", "api-1", "::1", 4143)
+    assert registration(instance, ConsulSettings())["check"]["tcp"] == "[::1]:4143"

@@ -1,0 +1,105 @@
+"""The HTTP/1.1 reader refuses ambiguous or oversized requests with a stable reason,
+however the bytes are split, and keeps pipelined requests in order."""
+
+import pytest
+
+from proxy.http1 import (
+    Http1Error,
+    MessageEnd,
+    RequestHead,
+    RequestReader,
+    ResponseHead,
+    ResponseReader,
+    forwardable_headers,
+)
+
+HOST = b"POST / HTTP/1.1\r\nHost: a\r\n"
+BAD = {
+    "cl_and_te": (HOST + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
+                  "http1.content_length_and_chunked_not_allowed"),
+    "differing_cl": (HOST + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\n", 400,
+                     "http1.duplicate_content_length"),
+    "control_char": (b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n", 400, "http1.invalid_characters"),
+    "space_in_name": (b"GET / HTTP/1.1\r\nHo st: ab\r\n\r\n", 400, "http1.invalid_characters"),
+    "obs_fold": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  c\r\n\r\n", 400,
+                 "http1.obs_fold_not_allowed"),
+    "bare_cr": (b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", 400, "http1.bare_cr_or_lf"),
+    "long_line": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414,
+                  "http1.request_line_too_long"),
+    "big_headers": (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 400)
+                                                      for i in range(90)) + b"\r\n",
+                    431, "http1.headers_too_large"),
+    "many_headers": (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(150))
+                     + b"\r\n", 431, "http1.too_many_headers"),
+    "te_gzip": (HOST + b"Transfer-Encoding: gzip\r\n\r\n", 501, "http1.invalid_transfer_encoding"),
+    "te_gzip_chunked": (HOST + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501,
+                        "http1.invalid_transfer_encoding"),
+    "te_chunked_twice": (HOST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                         501, "http1.invalid_transfer_encoding"),
+    "chunk_overflow": (HOST + b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFFF\r\n", 400,
+                       "http1.chunk_size_overflow"),
+}
+
+
+def _drain(reader: RequestReader | ResponseReader) -> list[object]:
+    events = []
+    while (event := reader.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_request_is_refused_with_status_and_reason(case: str) -> None:
+    data, status, reason = BAD[case]
+    with pytest.raises(Http1Error) as caught:
+        RequestReader().feed(data)
+    assert (caught.value.status, caught.value.reason) == (status, reason)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_request_is_refused_when_fed_byte_by_byte(case: str) -> None:
+    data, status, reason = BAD[case]
+    reader = RequestReader()
+    with pytest.raises(Http1Error) as caught:
+        for i in range(len(data)):
+            reader.feed(data[i:i + 1])
+    assert (caught.value.status, caught.value.reason) == (status, reason)
+
+
+def test_reader_stays_failed_after_a_refusal() -> None:
+    reader = RequestReader()
+    with pytest.raises(Http1Error):
+        reader.feed(BAD["cl_and_te"][0])
+    with pytest.raises(Http1Error):
+        reader.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+
+def test_pipelined_requests_come_out_in_order_with_their_bodies() -> None:
+    reader = RequestReader()
+    reader.feed(HOST.replace(b"/", b"/a", 1) + b"Transfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    events = _drain(reader)
+    assert [e.target for e in events if isinstance(e, RequestHead)] == ["/a", "/b"]
+    assert b"".join(e for e in events if isinstance(e, bytes)) == b"abc"
+    assert [e.keep_alive for e in events if isinstance(e, MessageEnd)] == [True, True]
+
+
+def test_http10_request_without_keep_alive_ends_the_connection() -> None:
+    reader = RequestReader()
+    reader.feed(b"GET / HTTP/1.0\r\n\r\n")
+    assert _drain(reader)[-1] == MessageEnd(keep_alive=False)
+
+
+def test_response_with_content_length_is_framed() -> None:
+    reader = ResponseReader()
+    reader.expect("GET")
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    events = _drain(reader)
+    assert isinstance(events[0], ResponseHead) and events[0].status == 200
+    assert events[1:] == [b"hi", MessageEnd(keep_alive=True)]
+
+
+def test_hop_by_hop_headers_and_those_named_in_connection_are_not_forwarded() -> None:
+    headers = [(b"connection", b"keep-alive, x-secret"), (b"x-secret", b"1"),
+               (b"keep-alive", b"5"), (b"te", b"trailers"), (b"x-kept", b"1")]
+    assert forwardable_headers(headers) == [(b"x-kept", b"1")]

@@ -1,0 +1,52 @@
+"""The outbound proxy finds the mesh service from the Host header or an absolute-form URL."""
+
+import pytest
+
+from proxy.http1 import Http1Error, RequestHead, RequestReader, ResponseReader
+from proxy.outbound import destination
+
+
+def _head(raw: bytes) -> RequestHead:
+    reader = RequestReader()
+    reader.feed(raw)
+    head = reader.next_event()
+    assert isinstance(head, RequestHead)
+    return head
+
+
+@pytest.mark.parametrize(
+    ("raw", "service", "target"),
+    [
+        (b"GET /a HTTP/1.1\r\nHost: web\r\n\r\n", "web", "/a"),
+        (b"GET /a HTTP/1.1\r\nHost: web.mesh\r\n\r\n", "web", "/a"),
+        (b"GET /a HTTP/1.1\r\nHost: WEB.mesh.:4140\r\n\r\n", "web", "/a"),
+        (b"GET http://web/x?q=1 HTTP/1.1\r\nHost: other\r\n\r\n", "web", "/x?q=1"),
+        (b"GET http://user:pw@web.mesh:80 HTTP/1.1\r\nHost: web\r\n\r\n", "web", "/"),
+    ],
+)
+def test_service_and_origin_form_target(raw: bytes, service: str, target: str) -> None:
+    found = destination(_head(raw))
+    assert (found.service, found.target) == (service, target)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"GET https://web/ HTTP/1.1\r\nHost: web\r\n\r\n",
+         "http1.https_url_on_plaintext_connection"),
+        (b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", "http1.unknown_authority"),
+        (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", "http1.unknown_authority"),
+    ],
+)
+def test_requests_for_no_mesh_service_are_refused(raw: bytes, reason: str) -> None:
+    with pytest.raises(Http1Error) as caught:
+        destination(_head(raw))
+    assert caught.value.reason == reason
+
+
+def test_upstream_response_with_a_coding_besides_chunked_is_refused() -> None:
+    reader = ResponseReader()
+    reader.expect("GET")
+    with pytest.raises(Http1Error) as caught:
+        reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+    assert caught.value.reason == "http1.invalid_transfer_encoding"

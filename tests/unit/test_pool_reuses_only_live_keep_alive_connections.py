@@ -1,0 +1,81 @@
+"""The upstream pool hands back idle keep-alive connections, never closed or spent ones."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from proxy.upstream import Pool, Upstream
+
+
+class LoopbackServer:
+    """A real listener on loopback that counts accepts and can close its side."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.connected = asyncio.Event()
+
+    async def handle(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.append(writer)
+        self.connected.set()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[LoopbackServer, Pool]]:
+    server = LoopbackServer()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+
+    async def connect(key: str) -> Upstream:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return Upstream(key, reader, writer)
+
+    pool = Pool(connect)
+    yield server, pool
+    pool.close()
+    for writer in server.writers:
+        writer.close()
+    listener.close()
+    await listener.wait_closed()
+
+
+async def test_a_released_connection_is_reused(served) -> None:
+    server, pool = served
+    first, reused = await pool.acquire("a:1")
+    assert not reused
+    pool.release(first, reusable=True)
+    second, reused = await pool.acquire("a:1")
+    assert reused and second is first
+    assert server.accepted == 1
+    assert repr(pool) == "<Pool opened=1 reused=1 idle=0>"
+
+
+async def test_a_connection_not_kept_alive_is_closed_not_pooled(served) -> None:
+    _server, pool = served
+    first, _ = await pool.acquire("a:1")
+    pool.release(first, reusable=False)
+    second, reused = await pool.acquire("a:1")
+    assert not reused and second is not first
+
+
+async def test_a_connection_the_peer_closed_while_idle_is_not_reused(served) -> None:
+    server, pool = served
+    first, _ = await pool.acquire("a:1")
+    pool.release(first, reusable=True)
+    await asyncio.wait_for(server.connected.wait(), 5)
+    server.writers[0].close()
+    assert await asyncio.wait_for(first.reader.read(), 5) == b""  # the FIN has arrived
+    second, reused = await pool.acquire("a:1")
+    assert not reused and second is not first
+    assert server.accepted == 2
+
+
+async def test_connections_are_pooled_per_upstream(served) -> None:
+    _server, pool = served
+    a, _ = await pool.acquire("a:1")
+    pool.release(a, reusable=True)
+    _b, reused = await pool.acquire("b:1")
+    assert not reused
+    assert pool.describe()["idle"] == {"a:1": 1}

@@ -1,0 +1,46 @@
+"""A bad service file is reported as `file:line: reason`, one line, pointing at the culprit."""
+
+from pathlib import Path
+
+import pytest
+
+from vm_mesh.config import load_service_config
+from vm_mesh.errors import UserError
+
+GOOD = 'service = "web"\napp_port = 8080\n'
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "web.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_service_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message.removeprefix(f"{path}:")
+
+
+def test_a_good_file_loads_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "web.toml"
+    path.write_text(GOOD + '[timeouts]\nconnect = "500ms"\n')
+    config = load_service_config(path).config
+    assert (config.service, config.app_port, config.timeouts.connect) == ("web", 8080, 0.5)
+
+
+def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    assert _error(tmp_path, GOOD + "weight = = 3\n").startswith("3:")
+
+
+def test_out_of_range_port_names_its_line(tmp_path: Path) -> None:
+    message = _error(tmp_path, 'service = "web"\n\napp_port = 70000\n')
+    assert message.startswith("3:") and "app_port" in message
+
+
+def test_bad_listen_address_names_its_line(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD + '[listen]\ninbound = "nowhere"\n')
+    assert message.startswith("4:") and "host:port" in message
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD + "app_prot = 1\n")
+    assert message.startswith("3:") and "app_prot" in message

@@ -1,0 +1,250 @@
+"""Consul discovery: register with the local agent, watch with health blocking queries.
+
+Registration puts the instance into the local agent with a health check and
+`DeregisterCriticalServiceAfter`, so a host that dies leaves the catalog
+without anyone cleaning up. The check is a TCP check on the instance's inbound
+port, not an HTTP check on `/ready`: the proxy's admin `/ready` is served over
+mutual TLS only (DESIGN.md), and a Consul agent has no mesh certificate. What
+the agent learns is therefore "the proxy accepts connections", which holds
+from the moment it registers (after its listeners, certificate and admin are
+up) until it drains, when it deregisters itself first. Watching uses
+`/v1/health/service/<name>?passing&index=N&wait=...` and follows Consul's
+rules for blocking queries: a response is no proof of change, an index that
+goes backwards restarts from 0, an index below 1 is treated as 1, and
+failures back off exponentially so a flapping agent is not hammered.
+
+py-consul is synchronous; each call runs in a worker thread, and a blocking
+query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import consul
+
+from vm_mesh.discovery.base import EndpointSet, Instance
+
+log = logging.getLogger("vmesh.discovery.consul")
+
+# Meta keys carry what the TXT record carries over mDNS (DESIGN.md).
+META_KEYS = ("id", "proto", "zone", "ver", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsulSettings:
+    """Where the agent is and how we talk to it."""
+
+    host: str = "127.0.0.1"
+    port: int = 8500
+    scheme: str = "http"
+    token: str | None = None
+    wait: str = "30s"  # how long one blocking query may last
+    check_interval: str = "5s"
+    check_timeout: str = "2s"
+    deregister_after: str = "1m"  # Consul's minimum; a dead host leaves the catalog after this
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+def next_index(previous: int, returned: int | str | None) -> int:
+    """The index for the next blocking query, per Consul's blocking-query rules.
+
+    An index lower than the one we had means the servers' state was reset (a
+    restored snapshot, a new cluster): start again from 0 so the next query
+    answers at once. An index below 1 is treated as 1 so a query never spins.
+    """
+    try:
+        index = max(int(returned or 0), 1)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if index < previous else index
+
+
+def backoff_delay(failures: int, settings: ConsulSettings) -> float:
+    """Seconds to wait after `failures` consecutive failed queries (exponential, capped)."""
+    if failures <= 0:
+        return 0.0
+    return min(settings.backoff_min_s * 2 ** (failures - 1), settings.backoff_max_s)
+
+
+def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:
+    """Keyword arguments for py-consul's `agent.service.register` for `instance`."""
+    meta = {
+        "id": instance.instance_id,
+        "proto": instance.proto,
+        "zone": instance.zone,
+        "ver": instance.version,
+        "admin": str(instance.admin_port or ""),
+    }
+    return {
+        "name": instance.service,
+        "service_id": instance.instance_id,
+        "address": instance.address,
+        "port": instance.port,
+        "meta": meta,
+        # Consul requires both weights to be >= 1; weight 0 (drained) is kept in meta instead
+        "weights": {"passing": max(instance.weight, 1), "warning": 1},
+        "check": consul.Check.tcp(
+            instance.authority.rpartition(":")[0],  # an IPv6 address in brackets, as Consul wants
+            instance.port,
+            settings.check_interval,
+            timeout=settings.check_timeout,
+            deregister=settings.deregister_after,
+        ),
+    }
+
+
+def instance_from_entry(entry: Mapping[str, Any]) -> Instance | None:
+    """An instance from one `/v1/health/service` entry; None when it lacks an address or port."""
+    service = entry.get("Service") or {}
+    node = entry.get("Node") or {}
+    address = service.get("Address") or node.get("Address") or ""  # "" means "the node's"
+    port = service.get("Port") or 0
+    name = service.get("Service") or ""
+    if not address or not port or not name:
+        return None
+    meta = service.get("Meta") or {}
+    weights = service.get("Weights") or {}
+    try:
+        admin = int(meta["admin"]) if meta.get("admin") else None
+        weight = int(weights.get("Passing", 1))
+    except (TypeError, ValueError):
+        return None
+    return Instance(
+        service=name,
+        instance_id=meta.get("id") or service.get("ID") or f"{name}@{address}:{port}",
+        address=address,
+        port=int(port),
+        admin_port=admin,
+        zone=meta.get("zone", ""),
+        weight=weight,
+        version=meta.get("ver", ""),
+        proto=meta.get("proto") or "http",
+    )
+
+
+def instances_from_health(entries: list[Mapping[str, Any]] | None) -> tuple[Instance, ...]:
+    """The instances of a health answer, in a stable order (unusable entries skipped)."""
+    found = (instance_from_entry(entry) for entry in entries or [])
+    return tuple(sorted((i for i in found if i is not None), key=lambda i: i.instance_id))
+
+
+class ConsulDiscovery:
+    """A `Discovery` backend over the local Consul agent's HTTP API."""
+
+    def __init__(self, settings: ConsulSettings | None = None) -> None:
+        self.settings = settings or ConsulSettings()
+        self._client = consul.Consul(
+            host=self.settings.host,
+            port=self.settings.port,
+            scheme=self.settings.scheme,
+            token=self.settings.token,
+        )
+        self._registered: dict[str, Instance] = {}
+        self._retrying: dict[str, asyncio.Task[None]] = {}
+
+    async def register(self, instance: Instance) -> None:
+        """Register with the agent; when it is down, keep trying in the background.
+
+        A proxy must come up (and route on its last known good set) while the
+        local agent restarts, so an unreachable agent is logged, not raised.
+        """
+        try:
+            await self._register_once(instance)
+        except (consul.ConsulException, OSError) as exc:
+            log.warning("consul agent unreachable; registering in the background",
+                        extra={"event": "discovery_consul_error", "instance": instance.instance_id,
+                               "error": str(exc) or type(exc).__name__})
+            previous = self._retrying.pop(instance.instance_id, None)
+            if previous is not None:
+                previous.cancel()
+            self._retrying[instance.instance_id] = asyncio.create_task(self._retry(instance))
+
+    async def _register_once(self, instance: Instance) -> None:
+        kwargs = registration(instance, self.settings)
+        await asyncio.to_thread(self._client.agent.service.register, **kwargs)
+        self._registered[instance.instance_id] = instance
+        log.info("registered with consul",
+                 extra={"instance": instance.instance_id, "addr": instance.authority})
+
+    async def _retry(self, instance: Instance) -> None:
+        failures = 1
+        while True:
+            await asyncio.sleep(backoff_delay(failures, self.settings))
+            try:
+                await self._register_once(instance)
+            except (consul.ConsulException, OSError):
+                failures += 1
+                continue
+            self._retrying.pop(instance.instance_id, None)
+            return
+
+    async def deregister(self, instance: Instance) -> None:
+        retrying = self._retrying.pop(instance.instance_id, None)
+        if retrying is not None:
+            retrying.cancel()
+        if self._registered.pop(instance.instance_id, None) is None:
+            return
+        await asyncio.to_thread(self._client.agent.service.deregister, instance.instance_id)
+        log.info("deregistered from consul", extra={"instance": instance.instance_id})
+
+    def _query(self, service: str, index: int) -> tuple[Any, Any]:
+        return self._client.health.service(
+            service, passing=True, index=index or None, wait=self.settings.wait
+        )
+
+    async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+        """Complete sets of passing instances; never raises, retries with backoff.
+
+        When the agent stops answering, the last set is yielded once more
+        marked `stale` (with the time it was last confirmed), so users of the
+        set can report its age; `lastknown` serves a saved set when there is
+        none yet.
+        """
+        index = 0
+        failures = 0
+        last: tuple[Instance, ...] | None = None
+        confirmed_at = 0.0
+        while True:
+            try:
+                returned, entries = await asyncio.to_thread(self._query, service, index)
+            except (consul.ConsulException, OSError, ValueError) as exc:
+                failures += 1
+                delay = backoff_delay(failures, self.settings)
+                log.warning("consul watch failed; retrying",
+                            extra={"event": "discovery_consul_error", "dst_service": service,
+                                   "error": str(exc) or type(exc).__name__,
+                                   "retry_in_s": delay})
+                index = 0
+                if failures == 1:
+                    yield EndpointSet(service, last or (), source="consul",
+                                      updated_at=confirmed_at, stale=True)
+                await asyncio.sleep(delay)
+                continue
+            recovered = failures > 0
+            failures = 0
+            confirmed_at = time.time()
+            new_index = next_index(index, returned)
+            if index and new_index == 0:
+                log.info("consul index went backwards; starting over",
+                         extra={"dst_service": service, "was": index, "now": returned})
+            index = new_index
+            instances = instances_from_health(entries)
+            if instances != last or recovered:
+                last = instances
+                yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
+
+    async def close(self) -> None:
+        for task in self._retrying.values():
+            task.cancel()
+        self._retrying.clear()
+        for instance in list(self._registered.values()):
+            try:
+                await self.deregister(instance)
+            except (consul.ConsulException, OSError) as exc:
+                log.warning("could not deregister from consul; its check will remove it",
+                            extra={"instance": instance.instance_id, "error": str(exc)})

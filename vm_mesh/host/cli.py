@@ -1,0 +1,147 @@
+"""Host lifecycle commands: `vmesh systemd render`, `vmesh run`, `vmesh join`."""
+
+import argparse
+from pathlib import Path
+
+from vm_mesh import paths
+from vm_mesh.cli import add_command
+from vm_mesh.errors import UserError
+
+
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from vm_mesh.systemd import DEFAULT_DRAIN_S, DEFAULT_USER, DEFAULT_VMESH_BIN
+
+    systemd = add_command(commands, "systemd", "systemd unit files for vmesh.")
+    actions = systemd.add_subparsers(dest="systemd_command", metavar="ACTION", required=True)
+    render = add_command(actions, "render",
+                         "Write vmesh-proxy@.service and vmesh-identity.service.")
+    render.add_argument("--output", type=Path, default=None,
+                        help="directory to write into (default: /etc/systemd/system)")
+    render.add_argument("--vmesh-bin", default=DEFAULT_VMESH_BIN,
+                        help=f"the vmesh executable the units start (default {DEFAULT_VMESH_BIN})")
+    render.add_argument("--user", default=DEFAULT_USER,
+                        help=f"the dedicated user the units run as (default {DEFAULT_USER})")
+    render.add_argument("--drain", type=int, default=DEFAULT_DRAIN_S, metavar="SECONDS",
+                        help="the proxies' drain time; systemd waits a little longer on stop "
+                        f"(default {DEFAULT_DRAIN_S})")
+    render.set_defaults(handler=_render)
+
+    run = add_command(commands, "run", "Run an app and its proxy together "
+                      "(transient systemd units, or supervised children without systemd).")
+    run.add_argument("service", help="the service (its file: /etc/vmesh/services/SERVICE.toml)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                     help="the app to run, after --")
+    run.set_defaults(handler=_run)
+
+    join = add_command(commands, "join", "Join a service on this host to the mesh: write its "
+                       "service file, fetch its first certificate, start its proxy.")
+    join.add_argument("--token", required=True, help="the one-time join token "
+                      "(from `vmesh identity token create` on the CA host)")
+    join.add_argument("--identity", required=True, metavar="URL",
+                      help="the identity service, e.g. https://ca.example:8443")
+    join.add_argument("--service", required=True, help="the service this host runs")
+    join.add_argument("--app-port", required=True, type=int, help="the app's port on loopback")
+    join.add_argument("--host", default=None,
+                      help="the host name the token was made for (default: this host's name)")
+    join.add_argument("--instance-id", default="", help="default: <service>-<host>")
+    join.add_argument("--advertise", default=None,
+                      help="the address other hosts reach this proxy on")
+    join.add_argument("--inbound", default=None, help="the mTLS listen address (host:port)")
+    join.add_argument("--outbound", default=None,
+                      help="the app-facing listen address (host:port; several proxies on a host "
+                      "need one each)")
+    join.add_argument("--admin", default=None, help="the admin API listen address (host:port)")
+    join.add_argument("--discovery", default="mdns", choices=("mdns", "consul", "static"),
+                      help="discovery backend written into the service file (default mdns)")
+    join.add_argument("--consul-url", default=None, metavar="URL",
+                      help="with --discovery consul: the local agent (default "
+                      "http://127.0.0.1:8500)")
+    join.add_argument("--no-start", action="store_true",
+                      help="write the file and the certificate, but do not start the proxy")
+    join.set_defaults(handler=_join)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from vm_mesh.systemd import UnitSettings, write_units
+
+    if args.drain < 1:
+        raise UserError(f"--drain {args.drain}: must be at least 1 second")
+    output = args.output or paths.root() / "etc" / "systemd" / "system"
+    written = write_units(output, UnitSettings(args.vmesh_bin, args.user, args.drain))
+    for path in written:
+        print(path)
+    print("then: systemctl daemon-reload && systemctl enable --now vmesh-proxy@<service>")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import shutil
+    import subprocess
+
+    from vm_mesh.config import load_service
+    from vm_mesh.host.launcher import Supervisor, systemd_is_pid1, transient_units
+    from vm_mesh.logs import configure
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UserError(f"vmesh run {args.service}: no app command (usage: "
+                        f"vmesh run {args.service} -- <command> [args...])")
+    drain = load_service(args.service).config.timeouts.drain
+    if systemd_is_pid1():
+        systemd_run = shutil.which("systemd-run")
+        if systemd_run is None:
+            raise UserError("systemd is running but systemd-run is missing (install systemd)")
+        for argv in transient_units(args.service, command, drain, systemd_run):
+            subprocess.run(argv, check=True, timeout=60)
+        print(f"started vmesh-app-{args.service} and vmesh-proxy-{args.service}; "
+              f"logs: journalctl -u 'vmesh-*-{args.service}' -f; "
+              f"stop (proxy drains first): systemctl stop vmesh-app-{args.service}")
+        return 0
+    configure()
+    return asyncio.run(Supervisor(args.service, command, drain).run())
+
+
+def _join(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    from identity.client import IdentityRefused, obtain
+    from identity.errors import Rejection
+    from vm_mesh.host.join import JoinRequest, write_service_file
+    from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
+
+    request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
+                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery,
+                          args.consul_url)
+    path = write_service_file(request)
+    print(f"wrote {path}")
+    host = args.host or socket.gethostname()
+    try:
+        leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
+                                  directory=paths.state_dir(args.service)))
+    except Rejection as exc:  # the token is not even shaped like one
+        raise UserError(f"--token: {exc.reason}: {exc.detail}") from None
+    except IdentityRefused as exc:
+        raise UserError(f"the identity service at {args.identity} refused the join: {exc} "
+                        "(ask for a new token for this host and service)") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the identity service at {args.identity}: "
+                        f"{exc or type(exc).__name__} (check --identity and the network)") from None
+    until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    print(f"certificate for {args.service} valid until {until} in {paths.state_dir(args.service)}")
+    if args.no_start:
+        print(f"start the proxy with: vmesh proxy run {args.service}")
+        return 0
+    if systemd_is_pid1():
+        subprocess.run(["systemctl", "enable", "--now", f"vmesh-proxy@{args.service}"],
+                       check=True, timeout=120)
+        print(f"started vmesh-proxy@{args.service}")
+        return 0
+    print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
+    argv = proxy_argv(args.service)
+    os.execv(argv[0], argv)

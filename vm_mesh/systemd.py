@@ -1,0 +1,128 @@
+"""systemd unit files for the proxy (a template, one instance per service) and the identity service.
+
+The units run as a dedicated user with the filesystem read-only
+(`ProtectSystem=strict`) except the service's own state directory and
+`/run/vmesh`; logs go to journald; `systemctl reload` sends SIGHUP (the proxy
+re-reads policy and certificates); `systemctl stop` sends SIGTERM and waits
+long enough for the proxy's drain to finish before SIGKILL.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_VMESH_BIN = "/opt/vmesh/venv/bin/vmesh"
+DEFAULT_USER = "vmesh"
+# The proxy drains for at most its `timeouts.drain` (30 s by default); systemd waits longer.
+DEFAULT_DRAIN_S = 30
+STOP_MARGIN_S = 10
+
+PROXY_UNIT = "vmesh-proxy@.service"
+IDENTITY_UNIT = "vmesh-identity.service"
+
+_HARDENING = """\
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+CapabilityBoundingSet=
+UMask=0077"""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSettings:
+    """What differs between installations."""
+
+    vmesh_bin: str = DEFAULT_VMESH_BIN
+    user: str = DEFAULT_USER
+    drain_s: int = DEFAULT_DRAIN_S
+
+
+def _service_section(settings: UnitSettings, exec_start: str, state: str, log_id: str) -> str:
+    return f"""\
+[Service]
+Type=exec
+User={settings.user}
+Group={settings.user}
+ExecStart={exec_start}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=2s
+KillSignal=SIGTERM
+KillMode=mixed
+TimeoutStopSec={settings.drain_s + STOP_MARGIN_S}s
+Environment=PYTHONUNBUFFERED=1
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier={log_id}
+ConfigurationDirectory=vmesh
+StateDirectory={state}
+StateDirectoryMode=0700
+RuntimeDirectory=vmesh
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
+LimitNOFILE=65536
+{_HARDENING}
+"""
+
+
+def proxy_unit(settings: UnitSettings) -> str:
+    """`vmesh-proxy@.service`: the instance name is the service (`vmesh-proxy@api`)."""
+    return f"""\
+[Unit]
+Description=vmesh sidecar proxy for %i
+Wants=network-online.target
+After=network-online.target vmesh-identity.service
+StartLimitIntervalSec=60s
+StartLimitBurst=5
+
+{_service_section(settings, f"{settings.vmesh_bin} proxy run %i", "vmesh/%i", "vmesh-proxy@%i")}
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def identity_unit(settings: UnitSettings) -> str:
+    """`vmesh-identity.service`: the CA host's CSR-signing service."""
+    return f"""\
+[Unit]
+Description=vmesh identity service (issues short-lived mesh certificates)
+Wants=network-online.target
+After=network-online.target
+StartLimitIntervalSec=60s
+StartLimitBurst=5
+
+{_service_section(settings, f"{settings.vmesh_bin} identity serve", "vmesh/identity",
+                  "vmesh-identity")}
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render(settings: UnitSettings) -> dict[str, str]:
+    """File name -> content of every vmesh unit."""
+    return {PROXY_UNIT: proxy_unit(settings), IDENTITY_UNIT: identity_unit(settings)}
+
+
+def write_units(directory: Path, settings: UnitSettings) -> list[Path]:
+    """Write the units into `directory` (created if needed); returns the files written."""
+    from identity.pki import write_file
+
+    written = []
+    for name, text in render(settings).items():
+        path = directory / name
+        write_file(path, text.encode())
+        written.append(path)
+    return written

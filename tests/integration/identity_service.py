@@ -1,6 +1,5 @@
 """A real identity service process for tests, with its CA under a temporary VMESH_ROOT."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support import follow_json_logs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,19 +82,12 @@ def running_identity_service(root: Path, *serve_args: str) -> Iterator[IdentityS
     service = IdentityService(root, proc)
     listening = threading.Event()
 
-    def read_logs() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = {"msg": line.rstrip()}
-            service.logs.append(record)
-            if record.get("msg") == "identity service listening":
-                service.url = f"https://{record['listen']}"
-                listening.set()
+    def on_record(record: dict) -> None:
+        if record.get("msg") == "identity service listening":
+            service.url = f"https://{record['listen']}"
+            listening.set()
 
-    threading.Thread(target=read_logs, daemon=True).start()
+    follow_json_logs(proc, service.logs, on_record)
     try:
         if not listening.wait(20):
             raise AssertionError(f"identity service did not start: {service.logs[-5:]}")

@@ -20,6 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from identity import castate, pki
+from tests.support import follow_json_logs
 
 REPO = Path(__file__).resolve().parents[2]
 TRUST_DOMAIN = "vmesh.local"
@@ -173,19 +174,12 @@ def start_proxy_process(
     proxy = ProxyProcess(service, Path(env["VMESH_ROOT"]), proc)
     ready = threading.Event()
 
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = {"msg": line.rstrip()}
-            proxy.logs.append(record)
-            if record.get("msg") == "proxy ready":
-                proxy.ports = {k: v for k, v in record.items() if isinstance(v, int) and k != "ts"}
-                ready.set()
+    def on_record(record: dict) -> None:
+        if record.get("msg") == "proxy ready":
+            proxy.ports = {k: v for k, v in record.items() if isinstance(v, int) and k != "ts"}
+            ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    follow_json_logs(proc, proxy.logs, on_record)
     if not ready.wait(20):
         proxy.stop()
         raise AssertionError(f"proxy {service} did not start: {proxy.logs[-10:]}")

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.sshhosts import SshCluster
+from tests.e2e.sshhosts import SshCluster, SshHost
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "ansible"
@@ -47,6 +47,17 @@ def build_wheel(dest: Path, version: str | None = None) -> Path:
                     "-w", str(wheels), str(source)],
                    check=True, capture_output=True, text=True)
     return wheels
+
+
+def service_vars(host: SshHost, service: str, app_port: int = 8080) -> dict[str, str]:
+    """Inventory variables that run `service` on `host`: the test backend (it answers with
+    its name `<service>@<host>` and the caller's identity) as the app, from the host's venv."""
+    command = [str(host.vmesh_root / "opt/vmesh/venv/bin/python"),
+               str(REPO / "tests/integration/backend.py"),
+               "--name", f"{service}@{host.name}", "--port", str(app_port)]
+    services = [{"name": service, "app_port": app_port, "command": command,
+                 "drain_timeout": "5s"}]
+    return {"vmesh_proxy_services": f"'{json.dumps(services, separators=(',', ':'))}'"}
 
 
 def build_wheelhouse(dest: Path, wheel: Path) -> Path:

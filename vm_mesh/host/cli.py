@@ -28,6 +28,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
     run = add_command(commands, "run", "Run an app and its proxy together "
                       "(transient systemd units, or supervised children without systemd).")
+    run.add_argument("--supervise", action="store_true",
+                     help="supervise both as children even where systemd runs (for a unit or "
+                     "another process manager that runs `vmesh run` itself)")
     run.add_argument("service", help="the service (its file: /etc/vmesh/services/SERVICE.toml)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                      help="the app to run, after --")
@@ -40,7 +43,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     join.add_argument("--identity", required=True, metavar="URL",
                       help="the identity service, e.g. https://ca.example:8443")
     join.add_argument("--service", required=True, help="the service this host runs")
-    join.add_argument("--app-port", required=True, type=int, help="the app's port on loopback")
+    join.add_argument("--app-port", type=int, help="the app's port on loopback "
+                      "(required unless --use-service-file)")
+    join.add_argument("--use-service-file", action="store_true",
+                      help="keep the existing service file (e.g. written by Ansible) instead of "
+                      "writing one; only fetch the certificate (and start the proxy)")
     join.add_argument("--host", default=None,
                       help="the host name the token was made for (default: this host's name)")
     join.add_argument("--instance-id", default="", help="default: <service>-<host>")
@@ -88,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"vmesh run {args.service}: no app command (usage: "
                         f"vmesh run {args.service} -- <command> [args...])")
     drain = load_service(args.service).config.timeouts.drain
-    if systemd_is_pid1():
+    if systemd_is_pid1() and not args.supervise:
         systemd_run = shutil.which("systemd-run")
         if systemd_run is None:
             raise UserError("systemd is running but systemd-run is missing (install systemd)")
@@ -115,11 +122,18 @@ def _join(args: argparse.Namespace) -> int:
     from vm_mesh.host.join import JoinRequest, write_service_file
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
-    request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
-                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery,
-                          args.consul_url)
-    path = write_service_file(request)
-    print(f"wrote {path}")
+    if args.use_service_file:
+        from vm_mesh.config import load_service
+
+        print(f"using {load_service(args.service).path}")
+    elif args.app_port is None:
+        raise UserError("vmesh join: --app-port is required (or --use-service-file to keep "
+                        "an existing service file)")
+    else:
+        request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
+                              args.advertise, args.inbound, args.outbound, args.admin,
+                              args.discovery, args.consul_url)
+        print(f"wrote {write_service_file(request)}")
     host = args.host or socket.gethostname()
     try:
         leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,10 @@ class PlaybookRun:
         return {host: counts["changed"] for host, counts in self.recap.items()}
 
 
-def build_wheel(dest: Path, version: str | None = None) -> Path:
-    """`pip wheel --no-deps` of this repository, optionally with another version number."""
+def build_wheel(dest: Path, version: str | None = None,
+                patch: Callable[[Path], None] | None = None) -> Path:
+    """`pip wheel --no-deps` of this repository, optionally with another version number and
+    with `patch` applied to a copy of the source first (to build a broken release)."""
     source = REPO
     if version is not None:
         source = dest / f"src-{version}"
@@ -41,6 +44,8 @@ def build_wheel(dest: Path, version: str | None = None) -> Path:
         pyproject = source / "pyproject.toml"
         pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"',
                                     pyproject.read_text(), count=1))
+        if patch is not None:
+            patch(source)
     wheels = dest / "wheels"
     wheels.mkdir(exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
@@ -69,12 +74,16 @@ def build_wheelhouse(dest: Path, wheel: Path) -> Path:
 
 
 def run_playbook(cluster: SshCluster, inventory: Path, playbook: str,
-                 extra_vars: dict[str, str], timeout_s: float = 240) -> PlaybookRun:
-    """ansible-playbook with the repo's roles; returns the recap per host."""
+                 extra_vars: dict[str, str], timeout_s: float = 240,
+                 limit: str | None = None) -> PlaybookRun:
+    """ansible-playbook with the repo's roles (on the hosts of `limit`, if given); returns the
+    recap per host."""
     env = cluster.ansible_env()
     env["ANSIBLE_ROLES_PATH"] = str(PLAYBOOKS / "roles")
     argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(PLAYBOOKS / playbook)]
     argv += ["--extra-vars", json.dumps(extra_vars)]
+    if limit is not None:
+        argv += ["--limit", limit]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
                             cwd=PLAYBOOKS)
     output = result.stdout + result.stderr

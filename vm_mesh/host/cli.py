@@ -36,6 +36,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                      help="the app to run, after --")
     run.set_defaults(handler=_run)
 
+    renew = add_command(commands, "renew", "Renew a service's certificate now, e.g. after "
+                        "`vmesh identity rotate` (its running proxy loads the new files itself).")
+    renew.add_argument("service", help="the service (its file: /etc/vmesh/services/SERVICE.toml)")
+    renew.set_defaults(handler=_renew)
+
     join = add_command(commands, "join", "Join a service on this host to the mesh: write its "
                        "service file, fetch its first certificate, start its proxy.")
     join.add_argument("--token", required=True, help="the one-time join token "
@@ -159,3 +164,34 @@ def _join(args: argparse.Namespace) -> int:
     print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
     argv = proxy_argv(args.service)
     os.execv(argv[0], argv)
+
+
+def _renew(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from identity.client import IdentityRefused, renew
+    from identity.pki import new_serial_hex
+    from vm_mesh.config import load_service
+
+    config = load_service(args.service).config
+    if not config.identity_url:
+        raise UserError(f"{paths.service_config(args.service)}: no identity_url to renew from "
+                        "(add it, or join again)")
+    directory = paths.state_dir(args.service)
+    try:
+        leaf = asyncio.run(renew(config.identity_url, directory))
+    except FileNotFoundError as exc:
+        raise UserError(f"{args.service} has no certificate to renew ({exc.filename}); "
+                        "join first: vmesh join") from None
+    except IdentityRefused as exc:
+        raise UserError(f"the identity service at {config.identity_url} refused to renew "
+                        f"{args.service}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the identity service at {config.identity_url}: "
+                        f"{exc or type(exc).__name__}") from None
+    print(f"renewed {args.service}: serial {new_serial_hex(leaf)} from "
+          f"{leaf.issuer.rfc4514_string()}, valid until "
+          f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, in {directory}")
+    return 0

@@ -262,6 +262,13 @@ def test_a_rolling_upgrade_under_load_fails_no_request(mesh: Mesh) -> None:
                within=15, what="front routing to both upgraded api instances")
 
 
+def test_an_upgrade_to_the_running_version_leaves_healthy_hosts_alone(mesh: Mesh) -> None:
+    again = mesh.playbook("upgrade.yml", limit=ROLLOUT_LIMIT, vmesh_version="0.2.0")
+    assert again.returncode == 0, again.output[-4000:]
+    assert again.changed() == {"host1": 0, "host3": 0}, again.output[-4000:]
+    assert "upgraded to" not in again.output
+
+
 def test_a_host_failing_its_health_check_stops_the_rollout_and_the_rest_keeps_serving(
     mesh: Mesh,
 ) -> None:

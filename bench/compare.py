@@ -96,6 +96,22 @@ def wrk(url: str, connections: int, seconds: int, host: str | None = None) -> di
     }
 
 
+def profile(pids: list[int], directory: Path, seconds: int) -> list[subprocess.Popen]:
+    """py-spy recorders for `pids`, one collapsed-stack file each, running for `seconds`."""
+    if not shutil.which("py-spy"):
+        sys.exit("py-spy is not installed (pip install -e '.[bench]')")
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "--format", "raw", "--rate", "250", "--duration", str(seconds),
+             "--output", str(directory / f"proxy-{pid}.txt"), "--pid", str(pid), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
 class Usage:
     """CPU seconds and peak RSS of some processes over a measurement."""
 
@@ -126,6 +142,12 @@ class Usage:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles (collapsed stacks) of both vmesh proxies at c=32 into DIR",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "haproxy"):
         if not shutil.which(tool):
@@ -209,8 +231,15 @@ def main() -> None:
             results[label] = {}
             for connections in (1, 32):
                 usage = Usage(pids)
+                profiling = (
+                    profile(pids, args.profile, args.duration)
+                    if args.profile and label.startswith("vmesh") and connections == 32
+                    else []
+                )
                 run = wrk(url, connections, args.duration, host)
                 run.update(usage.done())
+                for recorder in profiling:
+                    recorder.wait(timeout=60)
                 results[label][f"c={connections}"] = run
 
         # tap attached: an operator follows every event while the load runs

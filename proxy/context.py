@@ -99,8 +99,10 @@ class ProxyContext:
             self._services[service] = known
             self._first_view[service] = asyncio.Event()
             self._watches[service] = asyncio.create_task(self._watch(known))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_view[service].wait(), FIRST_VIEW_TIMEOUT)
+        first_view = self._first_view[service]
+        if not first_view.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(first_view.wait(), FIRST_VIEW_TIMEOUT)
         return known
 
     async def _watch(self, endpoints: ServiceEndpoints) -> None:

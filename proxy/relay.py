@@ -72,31 +72,30 @@ async def send_request(
 ) -> Response:
     """Send one request; return when the response head is in."""
     started = asyncio.get_running_loop().time()
-    writer = upstream.writer
     upstream.requests += 1
     upstream.responses.expect(head.method)
     try:
         if isinstance(body, bytes):
-            writer.write(encode_request_head(head, headers) + body)  # one write, one segment
+            upstream.write(encode_request_head(head, headers) + body)  # one write, one segment
         else:
-            writer.write(encode_request_head(head, headers))
+            upstream.write(encode_request_head(head, headers))
         if body is not None and not isinstance(body, bytes):
-            async for chunk in body:
-                writer.write(encode_chunk(chunk))
-                await writer.drain()
-            writer.write(LAST_CHUNK)
-        await writer.drain()
+            async for chunk in body:  # a malformed client body raises Http1Error: the client's
+                upstream.write(encode_chunk(chunk))
+                await upstream.drain()
+            upstream.write(LAST_CHUNK)
+        await upstream.drain()
         while True:
-            event = await upstream.next_event()
+            try:
+                event = await upstream.next_event()
+            except Http1Error as exc:
+                raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
             if event is None:
                 raise AttemptFailed("reset", "upstream.reset: the upstream closed the connection")
             if isinstance(event, ResponseHead):
                 if 100 <= event.status < 200:
                     continue  # interim responses (100 Continue) are not relayed
                 return Response(event, upstream, started)
-    except Http1Error as exc:
-        upstream.close()
-        raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
     except (ConnectionError, OSError) as exc:
         upstream.close()
         raise AttemptFailed("reset", f"upstream.reset: {exc}") from None

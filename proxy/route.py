@@ -27,6 +27,7 @@ from vm_mesh.policy.model import (
 from vm_mesh.policy.policyset import PolicySet, Source
 
 DEFAULT_ROUTE = "default"
+DEFAULT_REQUEST_TIMEOUT = 15.0  # seconds, when neither the route nor the service sets one
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +108,14 @@ def rule_matches(rule: RouteRule, facts: RequestFacts) -> bool:
 
 
 def _merge_timeouts(specific: Timeouts | None, fallback: Timeouts | None) -> Timeouts:
-    if specific is None:
-        return fallback or Timeouts()
-    if fallback is None:
-        return specific
-    return specific.model_copy(
-        update={
-            "request": specific.request if specific.request is not None else fallback.request,
-            "per_try": specific.per_try if specific.per_try is not None else fallback.per_try,
-        }
+    """The rule's timeouts, else the service's; a request timeout always applies (Envoy's
+    15 s default), so a request to a host that vanished cannot hang its caller."""
+    specific, fallback = specific or Timeouts(), fallback or Timeouts()
+    request = specific.request if specific.request is not None else fallback.request
+    per_try = specific.per_try if specific.per_try is not None else fallback.per_try
+    return Timeouts.model_construct(
+        request=request if request is not None else DEFAULT_REQUEST_TIMEOUT,
+        per_try=per_try,
     )
 
 

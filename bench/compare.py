@@ -12,7 +12,8 @@ One run on this machine, loopback only, every load bounded by wrk's duration:
 The fixed backend is HAProxy answering from memory (`http-request return`), so
 every path ends at the same server. Each proxy runs one thread (HAProxy
 `nbthread 1`, vmesh is one asyncio process). Prints rps, p50/p99 at c=1 and
-c=32, proxy CPU and RSS, and the ratios. A benchmark, not a test.
+c=32, proxy CPU (cores, and microseconds of CPU per request: steadier than rps on a
+shared machine) and RSS, and the ratios. A benchmark, not a test.
 """
 
 import argparse
@@ -270,13 +271,14 @@ def main() -> None:
         )
         print(
             f"{'path':<22}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'cpu cores':>11}{'peak RSS MB':>13}{'non-2xx':>9}"
+            f"{'cpu cores':>11}{'cpu us/req':>12}{'peak RSS MB':>13}{'non-2xx':>9}"
         )
         for label, runs in results.items():
             for conns, r in runs.items():
                 print(
                     f"{label:<22}{conns:>6}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                    f"{r['cpu_cores']:>11.2f}{r['peak_rss_mb']:>13.1f}{r['errors']:>9}"
+                    f"{r['cpu_cores']:>11.2f}{1e6 * r['cpu_cores'] / r['rps']:>12.0f}"
+                    f"{r['peak_rss_mb']:>13.1f}{r['errors']:>9}"
                 )
         v, h, d = (results["vmesh 2 hops mTLS"], results["haproxy 2 hops mTLS"], results["direct"])
         added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]

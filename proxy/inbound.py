@@ -169,8 +169,7 @@ class InboundProxy:
         except BadPath as exc:
             raise Http1Error(400, exc.reason, str(exc)) from None
         head.target = event.path = str(target)
-        headers_text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
-        decision = self.authz.check_http(caller, head.method, target, headers_text)
+        decision = self.authz.check_http(caller, head.method, target, head.headers)
         annotate(event, decision)
         if decision.verdict == "deny":
             status, headers, body = forbidden_response(decision)

@@ -193,12 +193,7 @@ class OutboundProxy:
         body, body_size = await self._body(client, head)
         headers = request_headers(head, body, [])
         headers = [(k, v) for k, v in headers if k != CLIENT_ID_HEADER.encode()]
-        facts = RequestFacts.build(
-            head.method,
-            target.path,
-            target.query,
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers],
-        )
+        facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
 
         async def send(backend: str) -> Response:
             return await self._send_once(backend, head, headers, body, event)

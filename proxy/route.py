@@ -30,32 +30,53 @@ DEFAULT_ROUTE = "default"
 DEFAULT_REQUEST_TIMEOUT = 15.0  # seconds, when neither the route nor the service sets one
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """What routing looks at: method, normalized path, query and headers (lower-case names)."""
+HeaderPairs = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
 
-    method: str
-    path: str
-    query: Mapping[str, tuple[str, ...]]
-    headers: Mapping[str, tuple[str, ...]]
+
+class RequestFacts:
+    """What routing looks at: method, normalized path, query and headers (lower-case names).
+
+    Query and headers are grouped only when a rule looks at them, so a service
+    without routes pays nothing for them.
+    """
+
+    __slots__ = ("_headers", "_query", "_raw_headers", "_raw_query", "method", "path")
+
+    def __init__(self, method: str, path: str, query: str = "", headers: HeaderPairs = ()) -> None:
+        self.method = method
+        self.path = path
+        self._raw_query = query
+        self._raw_headers = headers
+        self._query: Mapping[str, tuple[str, ...]] | None = None
+        self._headers: Mapping[str, tuple[str, ...]] | None = None
 
     @classmethod
     def build(
-        cls, method: str, path: str, query: str = "", headers: Iterable[tuple[str, str]] = ()
+        cls, method: str, path: str, query: str = "", headers: HeaderPairs = ()
     ) -> "RequestFacts":
-        """Facts from a request: `query` is the raw query string, headers name/value pairs."""
-        grouped: dict[str, list[str]] = {}
-        for name, value in headers:
-            grouped.setdefault(name.lower(), []).append(value)
-        params: dict[str, list[str]] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            params.setdefault(name, []).append(value)
-        return cls(
-            method=method,
-            path=path,
-            query=MappingProxyType({k: tuple(v) for k, v in params.items()}),
-            headers=MappingProxyType({k: tuple(v) for k, v in grouped.items()}),
-        )
+        """Facts from a request: `query` is the raw query string, headers name/value pairs
+        (str, or bytes as parsed off the wire, read as latin-1)."""
+        return cls(method, path, query, headers)
+
+    @property
+    def query(self) -> Mapping[str, tuple[str, ...]]:
+        if self._query is None:
+            params: dict[str, list[str]] = {}
+            for name, value in parse_qsl(self._raw_query, keep_blank_values=True):
+                params.setdefault(name, []).append(value)
+            self._query = MappingProxyType({k: tuple(v) for k, v in params.items()})
+        return self._query
+
+    @property
+    def headers(self) -> Mapping[str, tuple[str, ...]]:
+        if self._headers is None:
+            grouped: dict[str, list[str]] = {}
+            for name, value in self._raw_headers:
+                if isinstance(name, bytes):
+                    name, value = name.decode("latin-1"), value.decode("latin-1")
+                grouped.setdefault(name.lower(), []).append(value)  # type: ignore[union-attr]
+            self._headers = MappingProxyType({k: tuple(v) for k, v in grouped.items()})
+        return self._headers
 
 
 @dataclass(frozen=True, slots=True)

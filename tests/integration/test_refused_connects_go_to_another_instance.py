@@ -19,7 +19,9 @@ def _closed_port() -> int:
 @pytest.fixture
 def mesh(tmp_path):
     mesh = Mesh(tmp_path)
-    backend = start_backend("web")
+    # 50 ms answers keep the live instance dearer than the refusing one's untried 30 ms
+    # (peak-EWMA), so the balancer is sure to pick the refusing one
+    backend = start_backend("web", delay=0.05)
     yield mesh, backend
     mesh.stop()
     backend.stop()

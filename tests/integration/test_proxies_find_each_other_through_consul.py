@@ -28,21 +28,13 @@ def agent() -> Iterator[FakeConsul]:
 
 
 @pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[tuple[Mesh, list[Process]]]:
-    mesh = Mesh(tmp_path)
+def mesh(tmp_path: Path, agent: FakeConsul) -> Iterator[tuple[Mesh, list[Process]]]:
+    mesh = Mesh(tmp_path, discovery=agent.discovery_table())
     backends: list[Process] = []
     yield mesh, backends
     mesh.stop()
     for backend in backends:
         backend.stop()
-
-
-def consul_table(agent: FakeConsul) -> str:
-    return (
-        '[discovery]\nbackend = "consul"\n'
-        f'consul_url = "http://127.0.0.1:{agent.port}"\n'
-        'consul_wait = "1s"\nconsul_check_interval = "100ms"\n'
-    )
 
 
 def get(front: ProxyProcess, service: str) -> httpx.Response:
@@ -62,8 +54,8 @@ def test_request_crosses_and_a_stopped_instance_leaves_the_set(
     mesh, backends = mesh
     name = f"api{secrets.token_hex(3)}"
     backends.append(start_backend(name))
-    api = mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
-    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1, extra=consul_table(agent))
+    api = mesh.start_proxy(name, backends[0].port)
+    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1)
 
     wait_until(lambda: get(front, name).status_code == 200, within=15,
                what="the api instance passing its check and being found")
@@ -87,9 +79,9 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
     mesh, backends = mesh
     name = f"api{secrets.token_hex(3)}"
     backends.append(start_backend(name))
-    mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
+    mesh.start_proxy(name, backends[0].port)
     front_name = f"front{secrets.token_hex(3)}"
-    front = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    front = mesh.start_proxy(front_name, 1)
     wait_until(lambda: get(front, name).status_code == 200, within=15,
                what="the api instance being found")
 
@@ -106,7 +98,7 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
 
     # a proxy restarted while the agent is still down starts on the saved set
     assert front.stop() == 0
-    restarted = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    restarted = mesh.start_proxy(front_name, 1)
     answer = get(restarted, name)
     assert answer.status_code == 200 and json.loads(answer.text)["name"] == name
     saved = upstream(restarted, name)

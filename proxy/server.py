@@ -49,7 +49,17 @@ def open_discovery(loaded: LoadedConfig, choice: DiscoveryChoice) -> Discovery:
     """The discovery backend `choice` names (mdns and consul keep last known good)."""
     from vm_mesh.discovery import factory
 
-    return factory.open_discovery(choice.settings, loaded.config.service)
+    return factory.open_discovery(
+        choice.settings, loaded.config.service, local_address(loaded.config.listen.admin)
+    )
+
+
+def local_address(listen: str) -> str:
+    """Where a process on this host reaches a listener on `listen` (loopback for a wildcard)."""
+    host, _ = _split(listen)
+    if host in ("", "0.0.0.0", "*"):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
 
 
 class ProxyServer:
@@ -100,7 +110,9 @@ class ProxyServer:
             self.ports[f"tcp:{upstream.service}"] = _port(server)
         await self.admin.serve_unix(paths.admin_socket(config.service))
         admin_host, admin_port = _split(config.listen.admin)
-        self.ports["admin"] = await self.admin.serve_tcp(admin_host, admin_port, self.ctx.tls.front)
+        self.ports["admin"] = await self.admin.serve_tcp(
+            admin_host, admin_port, self.ctx.tls.admin_front
+        )
         self.state.listening = True
         self.instance = Instance(
             service=config.service,

@@ -6,7 +6,8 @@ keeps the documented contract (/work/shared/reference, section 3):
 - `PUT /v1/agent/service/register`: keys matched case-insensitively (py-consul
   sends lower-case), `Check`/`check`/`Checks`/`checks` accepted; an HTTP check
   is really run against its URL every `Interval` (2xx passing, 429 warning,
-  anything else critical), a TCP check really connects to its `host:port`
+  anything else critical; an https URL's certificate is verified against the
+  system's CAs unless `TLSSkipVerify`), a TCP check really connects to its `host:port`
   (connected passing, else critical); new checks start critical unless
   `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
 - `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
@@ -33,6 +34,7 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -75,6 +77,7 @@ class Check:
     status: str
     http: str | None
     tcp: str | None
+    tls_skip_verify: bool
     interval_s: float
     timeout_s: float
     deregister_after_s: float | None
@@ -93,6 +96,7 @@ class Service:
     weights: dict[str, int]
     checks: list[Check] = field(default_factory=list)
     modify_index: int = 0
+    definition: dict[str, Any] = field(default_factory=dict)  # the registration body as sent
 
 
 @dataclass
@@ -193,6 +197,7 @@ class FakeConsul:
             meta=dict(data.get("meta") or {}),
             weights={"Passing": int(weights.get("passing", 1)),
                      "Warning": int(weights.get("warning", 1))},
+            definition=body,
         )
         definitions = []
         for key in ("check", "checks"):
@@ -213,6 +218,7 @@ class FakeConsul:
                     status=check.get("status") or "critical",
                     http=check.get("http"),
                     tcp=check.get("tcp"),
+                    tls_skip_verify=bool(check.get("tlsskipverify")),
                     interval_s=go_duration(check.get("interval") or "10s"),
                     timeout_s=go_duration(check.get("timeout") or "10s"),
                     deregister_after_s=go_duration(deregister) if deregister else None,
@@ -265,8 +271,13 @@ class FakeConsul:
             except OSError as exc:
                 return "critical", f"dial tcp {check.tcp}: {exc}"
         assert check.http is not None
+        context = ssl.create_default_context()
+        if check.tls_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(check.http, timeout=check.timeout_s) as answer:
+            with urllib.request.urlopen(check.http, timeout=check.timeout_s,
+                                        context=context) as answer:
                 code = answer.status
         except urllib.error.HTTPError as exc:
             code = exc.code

@@ -62,8 +62,10 @@ class World:
             f'instance_id = "{service}-{host.namespace}"\n'
             f'[listen]\ninbound = "{host.address}:0"\noutbound = "127.0.0.1:0"\n'
             f'admin = "127.0.0.1:0"\nadvertise = "{host.address}"\n'
-            f'[discovery]\nbackend = "mdns"\ninterfaces = ["{host.address}"]\n'
             '[timeouts]\nconnect = "500ms"\nheader = "2s"\nidle = "10s"\ndrain = "2s"\n'
+        )
+        (host.root / "etc/vmesh/mesh.toml").write_text(
+            f'[discovery]\nbackend = "mdns"\ninterfaces = ["{host.address}"]\n'
         )
         proxy = start_proxy_process(service, host.env, prefix=host.command([]))
         host.adopt(proxy.proc)

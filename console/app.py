@@ -41,7 +41,7 @@ POLL_INTERVAL_S = 2.0
 SOURCES_INTERVAL_S = 5.0
 CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
-TICK_S = 0.5  # redraw rate of the visible view; keys redraw at once
+TICK_S = 1.0  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
 
 CSS = """

@@ -5,9 +5,10 @@ screen only; it changes the DataTable as little as possible, inside one
 `batch_update()`: only changed cells when the rows and their order are the
 same (`update_cell`), otherwise `clear()` and the rows again with their keys.
 The tap view, a "last N" list that shifts with every event, keeps its rows in
-place and rewrites their cells: adding or clearing rows makes the table
-measure every cell and the screen re-lay out, which at 1,000 events/s cost
-most of the console's time. Cells are `Text`, never markup strings: no markup
+place and rewrites the cells of the rows on screen only (the others when they
+scroll into view): adding or clearing rows makes the table measure every cell
+and the screen re-lay out, which at 1,000 events/s cost most of the
+console's time. Cells are `Text`, never markup strings: no markup
 parsing per cell, and a path like `/[b]x` shows as it is.
 """
 
@@ -71,27 +72,12 @@ def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
             table.move_cursor(row=keys.index(cursor_key), animate=False)
 
 
-def fill_rows(table: DataTable, rows: Sequence[Sequence[Cell]]) -> None:
-    """Make `table` show `rows` keyed by position, rewriting cells in place.
-
-    While the number of rows stays the same (a full "last N" list), nothing is
-    added or removed, so the table neither re-measures its rows nor changes
-    size; new rows are only appended, and a shorter list (a new filter) is
-    rebuilt once.
-    """
-    columns = list(table.columns)
-    with table.app.batch_update():
-        if len(rows) < table.row_count:
-            table.clear()
-        shown = table.row_count
-        for index, cells in enumerate(rows[:shown]):
-            key = str(index)
-            for column, cell in zip(columns, cells, strict=True):
-                cell = _text(cell)
-                if table.get_cell(key, column) != cell:
-                    table.update_cell(key, column, cell)
-        for index, cells in enumerate(rows[shown:], start=shown):
-            table.add_row(*(_text(cell) for cell in cells), key=str(index))
+def write_row(table: DataTable, key: str, cells: Sequence[Cell]) -> None:
+    """Rewrite the cells of row `key` that differ from `cells` (no re-measuring, no layout)."""
+    for column, cell in zip(table.columns, cells, strict=True):
+        cell = _text(cell)
+        if table.get_cell(key, column) != cell:
+            table.update_cell(key, column, cell)
 
 
 class Bar(Static):
@@ -236,6 +222,10 @@ class TapView(View):
         self._data: MeshData | None = None
         self._shown_at: tuple[int, str] | None = None
         self._events: list[TapEvent] = []
+        self._stale: set[int] = set()  # rows whose cells are older than `_events`
+
+    def on_mount(self) -> None:
+        self.watch(self.query_one(DataTable), "scroll_y", self._write_stale_rows, init=False)
 
     def compose(self) -> ComposeResult:
         yield Bar(classes="viewbar")
@@ -264,9 +254,23 @@ class TapView(View):
             selected = self._events[table.cursor_row]
         self._events = tap.visible(self.ROWS_SHOWN)
         with self.app.batch_update():
-            fill_rows(table, [_tap_cells(e) for e in self._events])
+            if len(self._events) < table.row_count:
+                table.clear()  # a narrower filter: start again
+            kept = table.row_count
+            self._stale = set(range(kept))
+            for index in range(kept, len(self._events)):  # appended rows are measured once
+                table.add_row(*map(_text, _tap_cells(self._events[index])), key=str(index))
+            self._write_stale_rows()
             if selected in self._events:
                 table.move_cursor(row=self._events.index(selected), animate=False)
+
+    def _write_stale_rows(self) -> None:
+        """Bring the rows on screen up to date (called after a refresh and on scrolling)."""
+        table = self.query_one(DataTable)
+        top = int(table.scroll_y)
+        for index in sorted(self._stale.intersection(range(top, top + table.size.height))):
+            write_row(table, str(index), _tap_cells(self._events[index]))
+            self._stale.discard(index)
 
     def action_toggle_pause(self) -> None:
         if self._data is None:

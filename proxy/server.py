@@ -76,7 +76,7 @@ class ProxyServer:
         config = self.ctx.config
         logging.getLogger().addHandler(self.ctx.observability.logs)
         inbound = await self.inbound.serve(*_split(config.listen.inbound))
-        outbound = await asyncio.start_server(self.outbound.handle, *_split(config.listen.outbound))
+        outbound = await self.outbound.serve(*_split(config.listen.outbound))
         self._servers += [inbound, outbound]
         self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}
         for upstream in config.tcp:

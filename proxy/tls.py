@@ -40,6 +40,7 @@ class _Loaded:
     leaf: x509.Certificate
     chain: list[x509.Certificate]
     bundle: list[x509.Certificate]
+    identity: spiffe.SpiffeId
 
 
 def _context(
@@ -87,6 +88,7 @@ class TlsMaterial:
                 chain[0],
                 chain,
                 pki.load_certs((self.directory / "bundle.pem").read_bytes()),
+                spiffe.of_certificate(chain[0]),
             )
         except (OSError, ssl.SSLError, ValueError, IndexError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -128,7 +130,7 @@ class TlsMaterial:
     @property
     def identity(self) -> spiffe.SpiffeId:
         assert self._loaded is not None, "no certificates loaded"
-        return spiffe.of_certificate(self._loaded.leaf)
+        return self._loaded.identity
 
     def describe(self) -> dict[str, Any]:
         """`/v1/certs`: the chain (leaf first), the trust bundle and the next renewal."""

@@ -12,7 +12,8 @@ One run on this machine, loopback only, every load bounded by wrk's duration:
 The fixed backend is HAProxy answering from memory (`http-request return`), so
 every path ends at the same server. Each proxy runs one thread (HAProxy
 `nbthread 1`, vmesh is one asyncio process). Prints rps, p50/p99 at c=1 and
-c=32, proxy CPU and RSS, and the ratios. A benchmark, not a test.
+c=32, proxy CPU (cores, and microseconds of CPU per request: steadier than rps on a
+shared machine) and RSS, and the ratios. A benchmark, not a test.
 """
 
 import argparse
@@ -96,6 +97,22 @@ def wrk(url: str, connections: int, seconds: int, host: str | None = None) -> di
     }
 
 
+def profile(pids: list[int], directory: Path, seconds: int) -> list[subprocess.Popen]:
+    """py-spy recorders for `pids`, one collapsed-stack file each, running for `seconds`."""
+    if not shutil.which("py-spy"):
+        sys.exit("py-spy is not installed (pip install -e '.[bench]')")
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "--format", "raw", "--rate", "250", "--duration", str(seconds),
+             "--output", str(directory / f"proxy-{pid}.txt"), "--pid", str(pid), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
 class Usage:
     """CPU seconds and peak RSS of some processes over a measurement."""
 
@@ -126,6 +143,12 @@ class Usage:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles (collapsed stacks) of both vmesh proxies at c=32 into DIR",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "haproxy"):
         if not shutil.which(tool):
@@ -191,6 +214,8 @@ def main() -> None:
         vmesh_pids = [p.pid for p in procs[-2:]]
         time.sleep(1)
         idle_rss = [psutil.Process(p).memory_info().rss / 2**20 for p in vmesh_pids]
+        # USS: the pages only this proxy holds (shared libraries counted once per host)
+        idle_uss = [psutil.Process(p).memory_full_info().uss / 2**20 for p in vmesh_pids]
         haproxy_pair = subprocess.Popen(["haproxy", "-f", str(work / "pair.cfg")])
         procs.append(haproxy_pair)
         wait_port(ha_front)
@@ -209,8 +234,15 @@ def main() -> None:
             results[label] = {}
             for connections in (1, 32):
                 usage = Usage(pids)
+                profiling = (
+                    profile(pids, args.profile, args.duration)
+                    if args.profile and label.startswith("vmesh") and connections == 32
+                    else []
+                )
                 run = wrk(url, connections, args.duration, host)
                 run.update(usage.done())
+                for recorder in profiling:
+                    recorder.wait(timeout=60)
                 results[label][f"c={connections}"] = run
 
         # tap attached: an operator follows every event while the load runs
@@ -241,13 +273,14 @@ def main() -> None:
         )
         print(
             f"{'path':<22}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'cpu cores':>11}{'peak RSS MB':>13}{'non-2xx':>9}"
+            f"{'cpu cores':>11}{'cpu us/req':>12}{'peak RSS MB':>13}{'non-2xx':>9}"
         )
         for label, runs in results.items():
             for conns, r in runs.items():
                 print(
                     f"{label:<22}{conns:>6}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                    f"{r['cpu_cores']:>11.2f}{r['peak_rss_mb']:>13.1f}{r['errors']:>9}"
+                    f"{r['cpu_cores']:>11.2f}{1e6 * r['cpu_cores'] / r['rps']:>12.0f}"
+                    f"{r['peak_rss_mb']:>13.1f}{r['errors']:>9}"
                 )
         v, h, d = (results["vmesh 2 hops mTLS"], results["haproxy 2 hops mTLS"], results["direct"])
         added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
@@ -260,11 +293,13 @@ def main() -> None:
             "tap attached rps cost (target <= 0.10)": 1
             - results["vmesh 2 hops + tap"]["c=32"]["rps"] / v["c=32"]["rps"],
             "idle RSS per vmesh proxy, MB (target <= 40)": max(idle_rss),
+            "idle USS per vmesh proxy, MB (its own pages)": max(idle_uss),
         }
         print()
         for name, value in ratios.items():
             print(f"{name:<64}{value:>8.2f}")
-        print(json.dumps({"results": results, "ratios": ratios, "idle_rss_mb": idle_rss}))
+        memory = {"idle_rss_mb": idle_rss, "idle_uss_mb": idle_uss}
+        print(json.dumps({"results": results, "ratios": ratios, **memory}))
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

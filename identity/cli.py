@@ -88,7 +88,7 @@ def _ca_dir() -> Path:
 
 
 def _seconds(text: str, what: str) -> float:
-    from vm_mesh.policy.durations import parse_duration
+    from vm_mesh.durations import parse_duration
 
     try:
         return parse_duration(text)

@@ -60,8 +60,10 @@ class ServiceEndpoints:
         for endpoint in self.endpoints.values():
             endpoint.breaker.settings = settings
 
-    def pick(self) -> Endpoint | None:
-        return pick(list(self.endpoints.values()), self._rng)
+    def pick(self, exclude: frozenset[str] | set[str] = frozenset()) -> Endpoint | None:
+        """An endpoint by P2C, leaving out the instance ids in `exclude`."""
+        candidates = [e for i, e in self.endpoints.items() if i not in exclude]
+        return pick(candidates, self._rng)
 
     def describe(self) -> dict[str, Any]:
         view = self.view

@@ -10,11 +10,12 @@ proxy always overwrites. Opaque TCP (ALPN `vmesh-opaque/2`) is relayed as bytes.
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from typing import cast
 
+from proxy.acceptor import Acceptor
+from proxy.connection import Connection
 from proxy.context import ProxyContext
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
@@ -41,67 +42,62 @@ class InboundProxy:
         self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
         self.authz = InboundAuthorization(config.service, lambda: context.traffic)
         self.name = f"{config.instance} inbound"
-        self._connections: set[asyncio.Task[None]] = set()  # strong references: see asyncio docs
 
     async def _connect_app(self, key: str) -> Upstream:
         host, _, port = key.rpartition(":")
-        reader, writer = await dial(
+        connection = await dial(
             host,
             int(port),
             within=self.ctx.config.timeouts.connect,
             reason="app",
             what=f"the app at {key}",
         )
-        return Upstream(key, reader, writer)
+        return Upstream(key, connection)
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
-        """Listen for peer proxies; each connection is paused until its handshake starts."""
-        loop = asyncio.get_running_loop()
-        return await loop.create_server(
-            lambda: _AwaitingHandshake(self._connections, self._handshake), host, port
-        )
+    async def serve(self, host: str, port: int) -> Acceptor:
+        """Listen for peer proxies; every accepted socket is handshaken by `_handshake`."""
+        return Acceptor(host, port, self._handshake)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        """TLS on an accepted connection whose reading is paused, so no byte is missed."""
+    async def _handshake(self, sock: socket.socket) -> None:
+        """TLS on an accepted socket; a refused handshake is logged and tapped with its reason."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        peer = transport.get_extra_info("peername")
-        peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
-        reader = asyncio.StreamReader(limit=2**16)
-        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            tls_transport = await loop.start_tls(
-                transport,
-                protocol,
-                self.ctx.tls.front,
-                server_side=True,
+            peer = sock.getpeername()
+        except OSError:
+            sock.close()
+            return
+        peer_addr = f"{peer[0]}:{peer[1]}"
+        connection = Connection()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: connection,
+                sock,
+                ssl=self.ctx.tls.front,
                 ssl_handshake_timeout=self.ctx.config.timeouts.header,
             )
         except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
             self._handshake_refused(peer_addr, exc, started)
-            transport.abort()
+            sock.close()
             return
-        if tls_transport is None:
-            transport.abort()
-            return
-        protocol.connection_made(tls_transport)
-        writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
+        ssl_object = connection.get_extra_info("ssl_object")
         try:
-            caller = str(peer_identity(tls_transport.get_extra_info("ssl_object")))
+            caller = str(peer_identity(ssl_object))
         except PeerIdentityError as exc:
             self._handshake_refused(peer_addr, exc, started)
-            tls_transport.abort()
+            connection.abort()
             return
         self.ctx.observability.metrics.connections.labels("inbound", "true").inc()
         try:
-            if tls_transport.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN_OPAQUE:
+            if ssl_object.selected_alpn_protocol() == ALPN_OPAQUE:
+                reader, writer = connection.into_streams()
                 await self._opaque(reader, writer, caller, peer_addr)
             else:
-                await self._http(reader, writer, caller)
+                await self._http(connection, caller)
         except (ConnectionError, OSError, ssl.SSLError):
             pass
         finally:
-            writer.close()
+            connection.close()
 
     def _handshake_refused(self, peer_addr: str, exc: BaseException, started: float) -> None:
         detail = (
@@ -118,13 +114,10 @@ class InboundProxy:
         event.dst_service, event.error = self.ctx.config.service, f"{reason}: {detail}"[:200]
         self.ctx.publish(event, started)
 
-    async def _http(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, caller: str
-    ) -> None:
+    async def _http(self, connection: Connection, caller: str) -> None:
         config = self.ctx.config
         client = Downstream(
-            reader,
-            writer,
+            connection,
             proxy_name=self.name,
             header_timeout=config.timeouts.header,
             idle_timeout=config.timeouts.idle,
@@ -176,8 +169,7 @@ class InboundProxy:
         except BadPath as exc:
             raise Http1Error(400, exc.reason, str(exc)) from None
         head.target = event.path = str(target)
-        headers_text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
-        decision = self.authz.check_http(caller, head.method, target, headers_text)
+        decision = self.authz.check_http(caller, head.method, target, head.headers)
         annotate(event, decision)
         if decision.verdict == "deny":
             status, headers, body = forbidden_response(decision)
@@ -213,7 +205,6 @@ class InboundProxy:
             sent, reusable = await stream_response(response, client, head)
         except UpstreamProtocolError as exc:
             event.error = exc.reason
-            upstream.close()
             return False
         event.bytes_out = sent
         self.pool.release(upstream, reusable)
@@ -261,22 +252,3 @@ class InboundProxy:
                 )
         finally:
             self.ctx.publish(event, started)
-
-
-class _AwaitingHandshake(asyncio.Protocol):
-    """Holds an accepted connection, not reading, until the TLS handshake takes it over."""
-
-    def __init__(
-        self,
-        tasks: set[asyncio.Task[None]],
-        on_connection: Callable[[asyncio.Transport], Awaitable[None]],
-    ) -> None:
-        self._tasks = tasks
-        self._on_connection = on_connection
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = cast(asyncio.Transport, transport)
-        stream.pause_reading()
-        task = asyncio.ensure_future(self._on_connection(stream))
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from proxy.authz import AuthzDecision, AuthzRequest
 from proxy.events import RequestEvent
 from proxy.normalize import Target
-from proxy.route import RequestFacts
+from proxy.route import HeaderPairs, RequestFacts
 from proxy.traffic import TrafficPolicy
 from vm_mesh.defaults import ERROR_HEADER
 
@@ -33,11 +33,11 @@ class InboundAuthorization:
         peer_id: str | None,
         method: str,
         target: Target,
-        headers: list[tuple[str, str]] | None = None,
+        headers: HeaderPairs = (),
     ) -> AuthzDecision:
         """Decide for one HTTP request (`target` already normalized)."""
         traffic = self._traffic()
-        facts = RequestFacts.build(method, target.path, target.query, headers or [])
+        facts = RequestFacts.build(method, target.path, target.query, headers)
         route = traffic.service(self.service).routes.match(facts).route_name
         request = AuthzRequest(peer_id, method, target.path, route)
         return self._log(traffic.authorizer(self.service).decide(request), request)

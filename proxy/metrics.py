@@ -12,7 +12,10 @@ counted as `other`. Refused TLS handshakes are counted in
 `tls_handshake_failure_total`, not as TCP connections.
 """
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 from proxy.events import RequestEvent
 
@@ -76,6 +79,24 @@ class BoundedValues:
         return value
 
 
+class Children:
+    """`metric.labels(*values)` remembered, so a request's lookup is one dict hit instead of
+    prometheus_client's validation under a lock. Bounded: past `limit` the memo restarts."""
+
+    def __init__(self, metric: MetricWrapperBase, limit: int = 4096) -> None:
+        self._metric = metric
+        self._limit = limit
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            if len(self._children) >= self._limit:
+                self._children.clear()
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class ProxyMetrics:
     """The proxy's metric families in their own registry."""
 
@@ -122,6 +143,9 @@ class ProxyMetrics:
         self._authority = BoundedValues()
         self._client_id = BoundedValues()
         self._server_id = BoundedValues()
+        self._request = Children(self.requests)
+        self._response = Children(self.responses)
+        self._latency = Children(self.latency)
 
     def observe(self, event: RequestEvent) -> None:
         """EventBus subscriber."""
@@ -148,13 +172,11 @@ class ProxyMetrics:
             client_id,
             server_id,
         )
-        self.requests.labels(*labels).inc()
+        self._request(*labels).inc()
         status = str(event.status) if event.status is not None else ""
         failed = event.error is not None or event.status is None or event.status >= 500
-        self.responses.labels(
-            *labels, status, "failure" if failed else "success", error
-        ).inc()
-        self.latency.labels(event.direction, service, event.route, status).observe(event.latency_ms)
+        self._response(*labels, status, "failure" if failed else "success", error).inc()
+        self._latency(event.direction, service, event.route, status).observe(event.latency_ms)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every family in the registry."""

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from proxy.connection import Connection, ServedConnection
 from proxy.context import ProxyContext
 from proxy.downstream import Downstream
+from proxy.endpoints import Endpoint
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, MessageEnd, RequestHead
 from proxy.normalize import BadPath, normalize_target
@@ -35,6 +37,7 @@ from vm_mesh.defaults import CLIENT_ID_HEADER
 log = logging.getLogger("vmesh.proxy.outbound")
 
 MAX_BUFFERED_BODY = 64 * 1024  # bodies up to this size are kept, so they can be retried
+CONNECT_ATTEMPTS = 3  # instances tried when connecting fails, before the attempt fails
 
 
 class NoEndpoints(Exception):
@@ -86,6 +89,7 @@ class OutboundProxy:
         self.ctx = context
         self.pool = Pool(self._connect, idle_timeout=context.config.timeouts.idle / 2)
         self.name = f"{context.config.instance} outbound"
+        self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references
 
     async def _connect(self, key: str) -> Upstream:
         """Open an mTLS connection to `service@host:port` and check the server's identity."""
@@ -93,7 +97,7 @@ class OutboundProxy:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{service}"
-        reader, writer = await dial(
+        connection = await dial(
             host,
             int(port),
             within=self.ctx.config.timeouts.connect,
@@ -102,26 +106,31 @@ class OutboundProxy:
             ssl=self.ctx.tls.client,
             server_hostname=service,
         )
-        ssl_object = writer.get_extra_info("ssl_object")
+        ssl_object = connection.get_extra_info("ssl_object")
         try:
             identity = str(peer_identity(ssl_object))
         except PeerIdentityError as exc:
-            writer.close()
+            connection.close()
             raise AttemptFailed("connect-failure", f"upstream.bad_identity: {exc}") from None
         if identity != expected or ssl_object.selected_alpn_protocol() != ALPN_HTTP:
-            writer.close()
+            connection.close()
             raise AttemptFailed(
                 "connect-failure",
                 f"upstream.wrong_identity: {address} is {identity}, expected {expected}",
             )
         self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
-        return Upstream(key, reader, writer, identity)
+        return Upstream(key, connection, identity)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        """Listen for the app; each connection is served by `handle`."""
+        return await asyncio.get_running_loop().create_server(
+            lambda: ServedConnection(self.handle, self._connections), host, port
+        )
+
+    async def handle(self, connection: Connection) -> None:
         config = self.ctx.config
         client = Downstream(
-            reader,
-            writer,
+            connection,
             proxy_name=self.name,
             header_timeout=config.timeouts.header,
             idle_timeout=config.timeouts.idle,
@@ -184,12 +193,7 @@ class OutboundProxy:
         body, body_size = await self._body(client, head)
         headers = request_headers(head, body, [])
         headers = [(k, v) for k, v in headers if k != CLIENT_ID_HEADER.encode()]
-        facts = RequestFacts.build(
-            head.method,
-            target.path,
-            target.query,
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers],
-        )
+        facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
 
         async def send(backend: str) -> Response:
             return await self._send_once(backend, head, headers, body, event)
@@ -233,7 +237,6 @@ class OutboundProxy:
             sent, reusable = await stream_response(response, client, head)
         except UpstreamProtocolError as exc:
             event.error = exc.reason
-            response.upstream.close()
             return False
         event.bytes_out = sent
         self.pool.release(response.upstream, reusable)
@@ -280,28 +283,57 @@ class OutboundProxy:
         body: Body,
         event: RequestEvent,
     ) -> Response:
+        """Send to one instance of `backend`; an instance that refuses the connection (nothing
+        was sent) is skipped for another, whatever the method, as Linkerd does."""
         endpoints = await self.ctx.endpoints(backend)
-        endpoint = endpoints.pick()
-        if endpoint is None:
-            if not endpoints.endpoints:
-                raise NoEndpoints("no_endpoints", f"discovery lists no instance of {backend}")
-            raise NoEndpoints(
-                "all_endpoints_ejected", f"every instance of {backend} is failing (circuit open)"
-            )
+        refused: set[str] = set()
+        while True:
+            endpoint = endpoints.pick(exclude=refused)
+            if endpoint is None:
+                if not endpoints.endpoints:
+                    raise NoEndpoints("no_endpoints", f"discovery lists no instance of {backend}")
+                raise NoEndpoints(
+                    "all_endpoints_ejected",
+                    f"every instance of {backend} is failing (circuit open)",
+                )
+            try:
+                return await self._send_to(endpoint, backend, head, headers, body, event)
+            except AttemptFailed as exc:
+                refused.add(endpoint.instance.instance_id)
+                if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
+                    raise
+                if len(refused) == len(endpoints.endpoints):
+                    raise
+                log.info(
+                    "instance refused the connection; trying another",
+                    extra={"dst_service": backend, "instance": endpoint.instance.instance_id,
+                           "detail": str(exc)},
+                )
+
+    async def _send_to(
+        self,
+        endpoint: Endpoint,
+        backend: str,
+        head: RequestHead,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        event: RequestEvent,
+    ) -> Response:
         instance = endpoint.instance
         event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
         endpoint.breaker.on_request()
         endpoint.ewma.pending += 1
         started = time.monotonic()
+        key = f"{backend}@{instance.authority}"
         try:
-            upstream, reused = await self.pool.acquire(f"{backend}@{instance.authority}")
+            upstream, reused = await self.pool.acquire(key)
             try:
                 response = await send_request(upstream, head, headers, body)
             except AttemptFailed:
                 if not (reused and isinstance(body, bytes | None)):
                     raise
                 # a pooled connection the peer had closed: try once on a fresh one
-                upstream, _ = await self.pool.acquire(f"{backend}@{instance.authority}")
+                upstream, _ = await self.pool.acquire(key)
                 response = await send_request(upstream, head, headers, body)
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()

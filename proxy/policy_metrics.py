@@ -15,6 +15,7 @@ backend in `dst_service`; shadow copies are counted by the ShadowDispatcher.
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from proxy.events import RequestEvent
+from proxy.metrics import Children
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 LOGICAL_SERVICE = "service"
@@ -49,6 +50,8 @@ class PolicyMetrics:
             buckets=LATENCY_BUCKETS_MS,
             registry=registry,
         )
+        self._backend_requests = Children(self.backend_requests)
+        self._backend_latency = Children(self.backend_latency)
         self.mirrors = Counter(
             "mirror_request_total",
             "Shadow copies by outcome (sent, failed, timeout, dropped).",
@@ -74,8 +77,8 @@ class PolicyMetrics:
             self.retries.labels(service, event.route).inc(event.retries)
         backend = event.dst_service or ""
         status = str(event.status) if event.status is not None else ""
-        self.backend_requests.labels(service, event.route, backend, status).inc()
-        self.backend_latency.labels(service, event.route, backend).observe(event.latency_ms)
+        self._backend_requests(service, event.route, backend, status).inc()
+        self._backend_latency(service, event.route, backend).observe(event.latency_ms)
 
     def mirror_outcome(self, service: str, shadow: str, outcome: str) -> None:
         self.mirrors.labels(service, shadow, outcome).inc()

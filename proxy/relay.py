@@ -72,31 +72,30 @@ async def send_request(
 ) -> Response:
     """Send one request; return when the response head is in."""
     started = asyncio.get_running_loop().time()
-    writer = upstream.writer
     upstream.requests += 1
     upstream.responses.expect(head.method)
     try:
         if isinstance(body, bytes):
-            writer.write(encode_request_head(head, headers) + body)  # one write, one segment
+            upstream.write(encode_request_head(head, headers) + body)  # one write, one segment
         else:
-            writer.write(encode_request_head(head, headers))
+            upstream.write(encode_request_head(head, headers))
         if body is not None and not isinstance(body, bytes):
-            async for chunk in body:
-                writer.write(encode_chunk(chunk))
-                await writer.drain()
-            writer.write(LAST_CHUNK)
-        await writer.drain()
+            async for chunk in body:  # a malformed client body raises Http1Error: the client's
+                upstream.write(encode_chunk(chunk))
+                await upstream.drain()
+            upstream.write(LAST_CHUNK)
+        await upstream.drain()
         while True:
-            event = await upstream.next_event()
+            try:
+                event = await upstream.next_event()
+            except Http1Error as exc:
+                raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
             if event is None:
                 raise AttemptFailed("reset", "upstream.reset: the upstream closed the connection")
             if isinstance(event, ResponseHead):
                 if 100 <= event.status < 200:
                     continue  # interim responses (100 Continue) are not relayed
                 return Response(event, upstream, started)
-    except Http1Error as exc:
-        upstream.close()
-        raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
     except (ConnectionError, OSError) as exc:
         upstream.close()
         raise AttemptFailed("reset", f"upstream.reset: {exc}") from None
@@ -138,8 +137,22 @@ async def stream_response(
 
     Writes are gathered while more of the response is already parsed, and flushed
     before waiting on the upstream, so a small response leaves in one segment and
-    a slow stream is never held back.
+    a slow stream is never held back. On any failure (bad framing from upstream, the
+    client gone, cancellation) the upstream connection is closed: it is mid-message.
     """
+    try:
+        return await _copy_response(response, client, request, extra)
+    except BaseException:
+        response.upstream.close()
+        raise
+
+
+async def _copy_response(
+    response: Response,
+    client: Downstream,
+    request: RequestHead,
+    extra: list[tuple[bytes, bytes]] | None,
+) -> tuple[int, bool]:
     head = response.head
     headers, framing = response_framing(head, request)
     headers += extra or []

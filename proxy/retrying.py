@@ -81,7 +81,8 @@ async def send_with_retries(
         response: R | None = None
         failure: AttemptFailed | None = None
         try:
-            response = await asyncio.wait_for(attempt(), timeout)
+            async with asyncio.timeout(timeout):  # unlike wait_for, no task per attempt
+                response = await attempt()
             outcome: Outcome = status_of(response)
         except TimeoutError:
             if reason == REQUEST_TIMEOUT:

@@ -27,34 +27,56 @@ from vm_mesh.policy.model import (
 from vm_mesh.policy.policyset import PolicySet, Source
 
 DEFAULT_ROUTE = "default"
+DEFAULT_REQUEST_TIMEOUT = 15.0  # seconds, when neither the route nor the service sets one
 
 
-@dataclass(frozen=True, slots=True)
+HeaderPairs = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
+
+
 class RequestFacts:
-    """What routing looks at: method, normalized path, query and headers (lower-case names)."""
+    """What routing looks at: method, normalized path, query and headers (lower-case names).
 
-    method: str
-    path: str
-    query: Mapping[str, tuple[str, ...]]
-    headers: Mapping[str, tuple[str, ...]]
+    Query and headers are grouped only when a rule looks at them, so a service
+    without routes pays nothing for them.
+    """
+
+    __slots__ = ("_headers", "_query", "_raw_headers", "_raw_query", "method", "path")
+
+    def __init__(self, method: str, path: str, query: str = "", headers: HeaderPairs = ()) -> None:
+        self.method = method
+        self.path = path
+        self._raw_query = query
+        self._raw_headers = headers
+        self._query: Mapping[str, tuple[str, ...]] | None = None
+        self._headers: Mapping[str, tuple[str, ...]] | None = None
 
     @classmethod
     def build(
-        cls, method: str, path: str, query: str = "", headers: Iterable[tuple[str, str]] = ()
+        cls, method: str, path: str, query: str = "", headers: HeaderPairs = ()
     ) -> "RequestFacts":
-        """Facts from a request: `query` is the raw query string, headers name/value pairs."""
-        grouped: dict[str, list[str]] = {}
-        for name, value in headers:
-            grouped.setdefault(name.lower(), []).append(value)
-        params: dict[str, list[str]] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            params.setdefault(name, []).append(value)
-        return cls(
-            method=method,
-            path=path,
-            query=MappingProxyType({k: tuple(v) for k, v in params.items()}),
-            headers=MappingProxyType({k: tuple(v) for k, v in grouped.items()}),
-        )
+        """Facts from a request: `query` is the raw query string, headers name/value pairs
+        (str, or bytes as parsed off the wire, read as latin-1)."""
+        return cls(method, path, query, headers)
+
+    @property
+    def query(self) -> Mapping[str, tuple[str, ...]]:
+        if self._query is None:
+            params: dict[str, list[str]] = {}
+            for name, value in parse_qsl(self._raw_query, keep_blank_values=True):
+                params.setdefault(name, []).append(value)
+            self._query = MappingProxyType({k: tuple(v) for k, v in params.items()})
+        return self._query
+
+    @property
+    def headers(self) -> Mapping[str, tuple[str, ...]]:
+        if self._headers is None:
+            grouped: dict[str, list[str]] = {}
+            for name, value in self._raw_headers:
+                if isinstance(name, bytes):
+                    name, value = name.decode("latin-1"), value.decode("latin-1")
+                grouped.setdefault(name.lower(), []).append(value)  # type: ignore[union-attr]
+            self._headers = MappingProxyType({k: tuple(v) for k, v in grouped.items()})
+        return self._headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +129,14 @@ def rule_matches(rule: RouteRule, facts: RequestFacts) -> bool:
 
 
 def _merge_timeouts(specific: Timeouts | None, fallback: Timeouts | None) -> Timeouts:
-    if specific is None:
-        return fallback or Timeouts()
-    if fallback is None:
-        return specific
-    return specific.model_copy(
-        update={
-            "request": specific.request if specific.request is not None else fallback.request,
-            "per_try": specific.per_try if specific.per_try is not None else fallback.per_try,
-        }
+    """The rule's timeouts, else the service's; a request timeout always applies (Envoy's
+    15 s default), so a request to a host that vanished cannot hang its caller."""
+    specific, fallback = specific or Timeouts(), fallback or Timeouts()
+    request = specific.request if specific.request is not None else fallback.request
+    per_try = specific.per_try if specific.per_try is not None else fallback.per_try
+    return Timeouts.model_construct(
+        request=request if request is not None else DEFAULT_REQUEST_TIMEOUT,
+        per_try=per_try,
     )
 
 

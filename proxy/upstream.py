@@ -12,53 +12,52 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from proxy.connection import Connection
 from proxy.http1 import Event, ResponseReader
 from proxy.retrying import AttemptFailed
-
-READ_SIZE = 64 * 1024
 
 
 class Upstream:
     """One connection to an upstream and the parser of its responses."""
 
-    def __init__(
-        self,
-        key: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer_id: str | None = None,
-    ) -> None:
+    def __init__(self, key: str, connection: Connection, peer_id: str | None = None) -> None:
         self.key = key
-        self.reader = reader
-        self.writer = writer
+        self.connection = connection
         self.peer_id = peer_id
         self.responses = ResponseReader()
+        connection.start(self.responses)
         self.requests = 0
         self.state = "active"
         self.idle_since = time.monotonic()
-        self.eof = False
 
     async def next_event(self) -> Event | None:
         """The next response event; None when the upstream closed the connection."""
-        while True:
-            event = self.responses.next_event()
-            if event is not None:
-                return event
-            if self.eof:
-                return None
-            data = await self.reader.read(READ_SIZE)
-            if not data:
-                self.eof = True
-                continue
-            self.responses.feed(data)
+        return await self.connection.next_event()
 
     def has_buffered_event(self) -> bool:
         """True when the next response event is already parsed (no wait on the socket)."""
-        return self.responses.has_event()
+        return self.connection.buffered_event()
+
+    @property
+    def eof(self) -> bool:
+        """The upstream closed its side: the connection cannot carry another request."""
+        return self.connection.closed
+
+    @property
+    def reusable(self) -> bool:
+        """Open, and nothing arrived while idle: bytes an idle upstream sends on its own
+        (say, a 408 before it closes) would be taken as the next request's answer."""
+        return not self.connection.closed and not self.connection.received_while_idle()
+
+    def write(self, data: bytes) -> None:
+        self.connection.write(data)
+
+    async def drain(self) -> None:
+        await self.connection.drain()
 
     def close(self) -> None:
         self.state = "closed"
-        self.writer.close()
+        self.connection.close()
 
     def __repr__(self) -> str:
         return f"<Upstream {self.key} {self.state.upper()} requests={self.requests}>"
@@ -76,26 +75,28 @@ async def dial(
     what: str,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+) -> Connection:
     """Connect (and handshake) within `within` seconds; failures are `AttemptFailed` with
     `<reason>.connect_timeout` or `<reason>.connect_failed` and `what` in the detail."""
+    loop = asyncio.get_running_loop()
+    connection = Connection()
     try:
-        return await asyncio.wait_for(
-            asyncio.open_connection(
+        async with asyncio.timeout(within):
+            await loop.create_connection(
+                lambda: connection,
                 host,
                 port,
                 ssl=ssl,
                 server_hostname=server_hostname,
                 ssl_handshake_timeout=within if ssl else None,
-            ),
-            within,
-        )
+            )
     except TimeoutError:
         raise AttemptFailed(
             "connect-failure", f"{reason}.connect_timeout: {what} did not answer in time"
         ) from None
     except (ConnectionError, OSError) as exc:
         raise AttemptFailed("connect-failure", f"{reason}.connect_failed: {what}: {exc}") from None
+    return connection
 
 
 class Pool:
@@ -115,7 +116,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             upstream = idle.pop()
-            if now - upstream.idle_since < self.idle_timeout and not upstream.reader.at_eof():
+            if now - upstream.idle_since < self.idle_timeout and upstream.reusable:
                 upstream.state = "active"
                 self.reused += 1
                 return upstream, True
@@ -132,6 +133,7 @@ class Pool:
             return
         upstream.state = "idle"
         upstream.idle_since = time.monotonic()
+        upstream.connection.mark_idle()
         idle.append(upstream)
 
     def close(self) -> None:

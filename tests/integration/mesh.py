@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -80,8 +80,13 @@ class ProxyProcess:
 class Mesh:
     """A CA and any number of services with their proxies under one VMESH_ROOT."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, discovery: str = 'backend = "static"') -> None:
+        """`discovery`: the body of mesh.toml's `[discovery]` table (static: the endpoints file
+        this mesh rewrites as proxies start)."""
         self.root = root
+        mesh_toml = root / "etc/vmesh/mesh.toml"
+        mesh_toml.parent.mkdir(parents=True, exist_ok=True)
+        mesh_toml.write_text(f'trust_domain = "{TRUST_DOMAIN}"\n[discovery]\n{discovery}\n')
         self.ca_dir = root / "var/lib/vmesh/identity"
         castate.init(self.ca_dir, TRUST_DOMAIN)
         self.ca = castate.load(self.ca_dir)
@@ -100,8 +105,10 @@ class Mesh:
         kind: str = "svc",
         trust_domain: str = TRUST_DOMAIN,
         issuer: pki.CertifiedKey | None = None,
+        now: datetime | None = None,
     ) -> Path:
-        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir)."""
+        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir);
+        `now` moves the leaf's validity (a past `now` makes an expired leaf)."""
         directory = directory or self.root / "var/lib/vmesh" / service
         key = pki.generate_key()
         leaf = pki.issue_leaf(
@@ -111,6 +118,7 @@ class Mesh:
             common_name=service,
             trust_domain=trust_domain,
             lifetime=lifetime,
+            now=now,
         )
         pki.write_private(directory / "key.pem", pki.key_pem(key))
         pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, (issuer or self.ca.active).cert))

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.upstream import Pool, Upstream
+from proxy.upstream import Pool, Upstream, dial
 
 
 class LoopbackServer:
@@ -29,8 +29,7 @@ async def served() -> AsyncIterator[tuple[LoopbackServer, Pool]]:
     port = listener.sockets[0].getsockname()[1]
 
     async def connect(key: str) -> Upstream:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return Upstream(key, reader, writer)
+        return Upstream(key, await dial("127.0.0.1", port, within=5, reason="test", what=key))
 
     pool = Pool(connect)
     yield server, pool
@@ -66,10 +65,23 @@ async def test_a_connection_the_peer_closed_while_idle_is_not_reused(served) -> 
     pool.release(first, reusable=True)
     await asyncio.wait_for(server.connected.wait(), 5)
     server.writers[0].close()
-    assert await asyncio.wait_for(first.reader.read(), 5) == b""  # the FIN has arrived
+    assert await asyncio.wait_for(first.next_event(), 5) is None  # the FIN has arrived
     second, reused = await pool.acquire("a:1")
     assert not reused and second is not first
     assert server.accepted == 2
+
+
+async def test_a_connection_that_spoke_while_idle_is_not_reused(served) -> None:
+    server, pool = served
+    first, _ = await pool.acquire("a:1")
+    pool.release(first, reusable=True)
+    await asyncio.wait_for(server.connected.wait(), 5)
+    # an upstream that times the idle connection out answers 408 before it closes
+    server.writers[0].write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+    await first.connection.wait(5)  # the bytes have arrived
+    second, reused = await pool.acquire("a:1")
+    assert not reused and second is not first
+    assert first.state == "closed"
 
 
 async def test_connections_are_pooled_per_upstream(served) -> None:

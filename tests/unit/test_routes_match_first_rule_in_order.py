@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.route import RequestFacts, RouteTable
+from proxy.route import DEFAULT_REQUEST_TIMEOUT, RequestFacts, RouteTable
 from tests.unit.policy_helpers import policy
 
 ROUTES = """\
@@ -87,7 +87,9 @@ def test_route_timeouts_fall_back_to_service_policy() -> None:
 def test_service_without_routes_has_only_the_default() -> None:
     routes = RouteTable("web", policy(ROUTES))
     target = routes.match(RequestFacts.build("GET", "/v2"))
-    assert target.route == "default" and target.timeouts.request is None
+    assert target.route == "default" and target.timeouts.per_try is None
+    # no policy sets a request timeout: the mesh default still bounds the request
+    assert target.timeouts.request == DEFAULT_REQUEST_TIMEOUT
     assert repr(routes) == "<RouteTable web rules=0>"
 
 

@@ -1,6 +1,6 @@
 """The next attempt gets the smaller of the per-try timeout and what is left of the request."""
 
-from proxy.route import RequestFacts, RouteTable
+from proxy.route import DEFAULT_REQUEST_TIMEOUT, RequestFacts, RouteTable
 from proxy.timeouts import PER_TRY_TIMEOUT, REQUEST_TIMEOUT, Deadline
 from tests.unit.policy_helpers import policy
 
@@ -30,11 +30,13 @@ def test_per_try_until_the_request_deadline_is_closer() -> None:
     assert request.expired()
 
 
-def test_without_timeouts_nothing_expires() -> None:
+def test_without_a_request_timeout_the_mesh_default_bounds_the_request() -> None:
     clock = FakeClock()
     request = deadline("{}", clock)
-    clock.now += 1e6
-    assert request.next_try() == (None, REQUEST_TIMEOUT)
+    assert request.next_try() == (DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT)
+    clock.now += DEFAULT_REQUEST_TIMEOUT - 0.001
     assert not request.expired()
+    clock.now += 0.001
+    assert request.expired()
     per_try_only = deadline("{per_try: 1s}", clock)
     assert per_try_only.next_try() == (1.0, PER_TRY_TIMEOUT)

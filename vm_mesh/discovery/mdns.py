@@ -135,11 +135,19 @@ class MdnsDiscovery:
         )
         return EndpointSet(service, instances, source="mdns", updated_at=self._updated_at)
 
-    async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+    def browse(self) -> None:
+        """Start following the announcements of every vmesh instance (idempotent)."""
         if self._browser is None:
             self._browser = AsyncServiceBrowser(
                 self._zeroconf.zeroconf, MDNS_SERVICE_TYPE, handlers=[self._on_change]
             )
+
+    def instances(self) -> tuple[Instance, ...]:
+        """Every instance of any service seen so far (for the console), by instance id."""
+        return tuple(sorted(self._known.values(), key=lambda i: (i.service, i.instance_id)))
+
+    async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+        self.browse()
         last: EndpointSet | None = None
         if not self.current(service).instances:
             # give the first browse a moment, so a fresh proxy does not start with "no instances"

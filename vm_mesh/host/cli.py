@@ -63,8 +63,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                       help="the app-facing listen address (host:port; several proxies on a host "
                       "need one each)")
     join.add_argument("--admin", default=None, help="the admin API listen address (host:port)")
-    join.add_argument("--discovery", default="mdns", choices=("mdns", "consul", "static"),
-                      help="discovery backend written into the service file (default mdns)")
+    join.add_argument("--discovery", default=None, choices=("mdns", "consul", "static"),
+                      help="discovery backend of the host, written into mesh.toml when it has no "
+                      "[discovery] table yet (default mdns); must match the table otherwise")
     join.add_argument("--consul-url", default=None, metavar="URL",
                       help="with --discovery consul: the local agent (default "
                       "http://127.0.0.1:8500)")
@@ -124,7 +125,7 @@ def _join(args: argparse.Namespace) -> int:
 
     from identity.client import IdentityRefused, obtain
     from identity.errors import Rejection
-    from vm_mesh.host.join import JoinRequest, write_service_file
+    from vm_mesh.host.join import JoinRequest, write_mesh_discovery, write_service_file
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
     if args.use_service_file:
@@ -138,7 +139,11 @@ def _join(args: argparse.Namespace) -> int:
         request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
                               args.advertise, args.inbound, args.outbound, args.admin,
                               args.discovery, args.consul_url)
-        print(f"wrote {write_service_file(request)}")
+        mesh_path = write_mesh_discovery(request)
+        path = write_service_file(request)
+        if mesh_path is not None:
+            print(f"wrote the [discovery] table of {mesh_path}")
+        print(f"wrote {path}")
     host = args.host or socket.gethostname()
     try:
         leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,

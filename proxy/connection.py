@@ -1,0 +1,229 @@
+"""One connection as an asyncio Protocol whose bytes go straight into an HTTP/1.1 reader.
+
+This replaces asyncio streams on the request path: bytes are parsed in
+`data_received` as they arrive, and a coroutine awaits parsed events, not
+bytes, so a request costs no StreamReader buffer copies, no future per
+read and no timeout object per read (a wait that needs a deadline arms one
+timer). Reading pauses while unread body bytes pile up, writing waits while
+the transport's buffer is full: a slow side holds back the fast one.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
+
+HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
+_OPAQUE_LIMIT = 2**16
+
+
+class Connection(asyncio.Protocol):
+    """A transport and the reader of its messages (`None` until the protocol is known)."""
+
+    def __init__(self, reader: RequestReader | ResponseReader | None = None) -> None:
+        self.reader = reader
+        self.transport: asyncio.Transport | None = None
+        self.bytes_read = 0
+        self._since_idle = 0
+        self._loop = asyncio.get_running_loop()
+        self._early = bytearray()  # bytes that came before a reader was set
+        self._unread = 0
+        self._eof = False
+        self._error: Http1Error | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        self._since_idle += len(data)
+        if self.reader is None:
+            self._early += data
+            return
+        self._feed(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        # keep a plain connection half-open so the answer can still be written; TLS cannot
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        drain, self._drain_waiter = self._drain_waiter, None
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain_waiter = self._drain_waiter, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def start(self, reader: RequestReader | ResponseReader) -> None:
+        """Parse with `reader` from now on, beginning with any bytes that came before."""
+        self.reader = reader
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self._feed(early)
+
+    def _feed(self, data: bytes) -> None:
+        if self._error is None:
+            try:
+                self.reader.feed(data)  # type: ignore[union-attr]
+            except Http1Error as exc:
+                self._error = exc
+        self._unread += len(data)
+        if self._unread > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def mark_idle(self) -> None:
+        """The connection goes idle: bytes from now on were sent unasked."""
+        self._since_idle = 0
+
+    def received_while_idle(self) -> bool:
+        """True when bytes arrived since `mark_idle`, or a parsed event or error is waiting."""
+        return self._since_idle > 0 or self._error is not None or self.buffered_event()
+
+    def buffered_event(self) -> bool:
+        """True when the next event is already parsed (taking it will not wait)."""
+        return self.reader is not None and self.reader.has_event()
+
+    async def next_event(self, within: float | None = None) -> Event | None:
+        """The next parsed event; None once the peer has closed and every event is taken.
+
+        Raises the `Http1Error` of bad framing, and `TimeoutError` when nothing new
+        arrives within `within` seconds.
+        """
+        while True:
+            event = self.take_event()
+            if event is not None or self._eof:
+                return event
+            await self.wait(within)
+
+    def take_event(self) -> Event | None:
+        """The next parsed event if there is one (never waits); raises bad framing's error."""
+        reader = self.reader
+        assert reader is not None, "start() the connection with a reader first"
+        if self._error is not None:
+            raise self._error  # bad framing ends the connection, whatever came before it
+        event = reader.next_event()
+        if event is not None:
+            if event.__class__ is bytes:
+                self._unread -= len(event)  # type: ignore[arg-type]
+            return event
+        self._unread = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return None
+
+    async def wait(self, within: float | None) -> None:
+        """Wait until more bytes (or the end) arrive; TimeoutError after `within` seconds."""
+        if self._eof:
+            return
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        timer = self._loop.call_later(within, _expire, waiter) if within is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    @property
+    def closed(self) -> bool:
+        """The peer closed (or the connection was lost): nothing more will arrive."""
+        return self._eof
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self._loop.create_future()
+        await self._drain_waiter
+
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        await self.drain()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default) if self.transport else default
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- handing over --------------------------------------------------------------------
+
+    def into_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Hand the connection to asyncio streams (opaque TCP), with the bytes read so far."""
+        assert self.transport is not None and self.reader is None
+        stream_reader = asyncio.StreamReader(limit=_OPAQUE_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(stream_reader)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if self._early:
+            stream_reader.feed_data(bytes(self._early))
+            self._early = bytearray()
+        if self._eof:
+            stream_reader.feed_eof()
+        writer = asyncio.StreamWriter(self.transport, protocol, stream_reader, self._loop)
+        return stream_reader, writer
+
+
+class ServedConnection(Connection):
+    """An accepted connection that starts its handler as a task once it is made."""
+
+    def __init__(
+        self,
+        handler: Callable[[Connection], Awaitable[None]],
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        super().__init__()
+        self._handler = handler
+        self._tasks = tasks  # strong references: the loop keeps only weak ones
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        task = self._loop.create_task(self._handler(self))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

@@ -291,6 +291,8 @@ def _status(args: argparse.Namespace) -> int:
                 "generation": gen.number,
                 "role": role,
                 "retired": gen.retired,
+                "active": gen.issuer == ca.active.cert,
+                "serial": format(cert.serial_number, "x"),
                 "not_after": cert.not_valid_after_utc.isoformat(),
                 "days_left": round(days_left, 1),
             }

@@ -1,9 +1,13 @@
 """The admin API of a proxy: health, metrics, stats, tap, endpoints, certs, config and logs.
 
 Served on a local unix socket (no auth: file permissions guard it) and on a
-TCP port with mutual TLS, where the caller's SPIFFE ID decides what it may
-read: any identity of our trust domain gets health, metrics, stats,
-endpoints and certs; only operators get tap, logs and config. HTTP/1.1 is
+TCP port over TLS, where the caller's SPIFFE ID decides what it may read. A
+client certificate is optional on that port (as Linkerd's admin port serves
+its probes openly): a caller without one gets only `/ready` and `/live`, so a
+Consul agent or a load balancer can probe health; any identity of our trust
+domain also gets metrics, stats, endpoints and certs; only operators get tap,
+logs and config. A certificate that is sent must verify, or the handshake
+fails. HTTP/1.1 is
 parsed by h11; streams are NDJSON over chunked encoding.
 """
 
@@ -66,10 +70,10 @@ class _Request:
     caller: spiffe.SpiffeId | None  # None on the unix socket
 
 
-# path -> (handler name, who may call it over TCP)
+# path -> (handler name, who may call it over TCP: anyone, a mesh identity, an operator)
 _ROUTES: dict[str, tuple[str, str]] = {
-    "/ready": ("_ready", "mesh"),
-    "/live": ("_live", "mesh"),
+    "/ready": ("_ready", "anyone"),
+    "/live": ("_live", "anyone"),
     "/metrics": ("_metrics", "mesh"),
     "/v1/stats": ("_stats", "mesh"),
     "/v1/endpoints": ("_endpoints", "mesh"),
@@ -150,7 +154,8 @@ class AdminServer:
         self._servers.append(server)
 
     async def serve_tcp(self, host: str, port: int, ssl_context: ssl.SSLContext) -> int:
-        """Listen with mutual TLS; returns the bound port (useful with port 0)."""
+        """Listen with TLS (`ssl_context` decides whether client certificates are required);
+        returns the bound port (useful with port 0)."""
         server = await asyncio.start_server(
             lambda r, w: self._track(self._connection(r, w, remote=True)),
             host=host,
@@ -271,11 +276,20 @@ class AdminServer:
             await exchange.json(error.status, {"error": error.reason, "detail": error.detail})
 
     def _authorize(self, caller: spiffe.SpiffeId | None, audience: str, path: str) -> None:
-        if caller is None or caller.trust_domain != self.trust_domain:
+        if audience == "anyone":
+            return
+        if caller is None:
+            raise AdminError(
+                403,
+                "admin.client_certificate_required",
+                f"{path} needs a mesh client certificate; without one only /ready and /live "
+                "answer",
+            )
+        if caller.trust_domain != self.trust_domain:
             raise AdminError(
                 403,
                 "admin.foreign_identity",
-                f"{caller or 'the caller'} is not in trust domain {self.trust_domain}",
+                f"{caller} is not in trust domain {self.trust_domain}",
             )
         if audience == "operator" and caller.kind != "operator":
             raise AdminError(

@@ -13,7 +13,7 @@ from proxy.state import RunningProxyState
 from proxy.tcp import TcpUpstreamListener
 from proxy.tls import TlsMaterial
 from vm_mesh import __version__, paths
-from vm_mesh.config import LoadedConfig, load_service_config
+from vm_mesh.config import DiscoveryChoice, LoadedConfig, effective_discovery, load_service_config
 from vm_mesh.discovery.base import Discovery, Instance
 from vm_mesh.errors import UserError
 from vm_mesh.policy.loader import PolicyInvalid
@@ -32,11 +32,34 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def open_discovery(loaded: LoadedConfig) -> Discovery:
-    """The discovery backend the service file asks for (mdns and consul keep last known good)."""
+def choose_discovery(loaded: LoadedConfig) -> DiscoveryChoice:
+    """The discovery settings of this proxy (mesh.toml wins), logged with where they came from."""
+    choice = effective_discovery(loaded)
+    if choice.ignored is not None:
+        log.warning("the service file's [discovery] table is ignored: mesh.toml has one",
+                    extra={"event": "config_discovery_overridden", "file": str(choice.ignored),
+                           "used": str(choice.file)})
+    log.info("discovery backend chosen",
+             extra={"backend": choice.settings.backend,
+                    "file": str(choice.file) if choice.file else "defaults"})
+    return choice
+
+
+def open_discovery(loaded: LoadedConfig, choice: DiscoveryChoice) -> Discovery:
+    """The discovery backend `choice` names (mdns and consul keep last known good)."""
     from vm_mesh.discovery import factory
 
-    return factory.open_discovery(loaded.config.discovery, loaded.config.service)
+    return factory.open_discovery(
+        choice.settings, loaded.config.service, local_address(loaded.config.listen.admin)
+    )
+
+
+def local_address(listen: str) -> str:
+    """Where a process on this host reaches a listener on `listen` (loopback for a wildcard)."""
+    host, _ = _split(listen)
+    if host in ("", "0.0.0.0", "*"):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
 
 
 class ProxyServer:
@@ -56,8 +79,9 @@ class ProxyServer:
             policy.load_initial()
         except PolicyInvalid as exc:
             raise UserError("policy rejected:\n" + "\n".join(str(e) for e in exc.errors)) from None
-        self.ctx = ProxyContext(config, tls, open_discovery(loaded), policy)
-        self.state = RunningProxyState(self.ctx, str(loaded.path))
+        self.discovery = choose_discovery(loaded)
+        self.ctx = ProxyContext(config, tls, open_discovery(loaded, self.discovery), policy)
+        self.state = RunningProxyState(self.ctx, str(loaded.path), self.discovery)
         self.admin = AdminServer(
             self.state,
             self.ctx.observability,
@@ -86,7 +110,9 @@ class ProxyServer:
             self.ports[f"tcp:{upstream.service}"] = _port(server)
         await self.admin.serve_unix(paths.admin_socket(config.service))
         admin_host, admin_port = _split(config.listen.admin)
-        self.ports["admin"] = await self.admin.serve_tcp(admin_host, admin_port, self.ctx.tls.front)
+        self.ports["admin"] = await self.admin.serve_tcp(
+            admin_host, admin_port, self.ctx.tls.admin_front
+        )
         self.state.listening = True
         self.instance = Instance(
             service=config.service,
@@ -103,6 +129,8 @@ class ProxyServer:
             asyncio.create_task(self._watch_certificates()),
             asyncio.create_task(self.ctx.policy.watch()),
         ]
+        if self.discovery.settings.backend == "consul":
+            self._tasks.append(asyncio.create_task(self._watch_consul_policy()))
         if config.identity_url:
             from identity.client import Renewer
 
@@ -126,6 +154,20 @@ class ProxyServer:
         while True:
             await asyncio.sleep(CERT_CHECK_INTERVAL)
             self.ctx.tls.reload()
+
+    async def _watch_consul_policy(self) -> None:
+        """Policy documents from the agent's KV store (`vmesh/policy/...`) join the files."""
+        import consul
+
+        from vm_mesh.discovery.factory import consul_settings
+        from vm_mesh.policy.consul_source import ConsulPolicySource, watch
+
+        settings = consul_settings(self.discovery.settings)
+        client = consul.Consul(host=settings.host, port=settings.port, scheme=settings.scheme,
+                               token=settings.token)
+        await watch(ConsulPolicySource(client),
+                    lambda texts: self.ctx.policy.set_extra_texts(texts, "consul"),
+                    wait=settings.wait)
 
     def reload(self) -> None:
         """SIGHUP: re-read the service file, policy and certificates (the endpoints file is

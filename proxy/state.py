@@ -3,15 +3,19 @@
 from typing import Any
 
 from proxy.context import ProxyContext
+from vm_mesh.config import DiscoveryChoice
 
 
 class RunningProxyState:
     """The admin API's view of one proxy (`proxy.admin.ProxyState`)."""
 
-    def __init__(self, context: ProxyContext, source_file: str) -> None:
+    def __init__(
+        self, context: ProxyContext, source_file: str, discovery: DiscoveryChoice | None = None
+    ) -> None:
         self.ctx = context
         self.service = context.config.service
         self.source_file = source_file
+        self.discovery = discovery
         self.listening = False
         self.draining = False
 
@@ -35,6 +39,26 @@ class RunningProxyState:
 
     def config(self) -> dict[str, Any]:
         return {
-            "service": {"file": self.source_file, **self.ctx.config.model_dump(mode="json")},
+            "service": {
+                "file": self.source_file,
+                **_redacted(self.ctx.config.model_dump(mode="json")),
+            },
+            "discovery": self._discovery(),
             "policy": self.ctx.policy.describe(),
         }
+
+    def _discovery(self) -> dict[str, Any] | None:
+        if self.discovery is None:
+            return None
+        source = str(self.discovery.file) if self.discovery.file else "defaults"
+        return {"file": source, **_redacted(self.discovery.settings.model_dump(mode="json"))}
+
+
+def _redacted(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with the Consul ACL token (wherever it sits) replaced by a marker."""
+    out = dict(settings)
+    if out.get("consul_token"):
+        out["consul_token"] = "<redacted>"
+    if isinstance(out.get("discovery"), dict):
+        out["discovery"] = _redacted(out["discovery"])
+    return out

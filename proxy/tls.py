@@ -37,6 +37,7 @@ class _Loaded:
     server: ssl.SSLContext
     client: ssl.SSLContext
     client_opaque: ssl.SSLContext
+    admin: ssl.SSLContext
     leaf: x509.Certificate
     chain: list[x509.Certificate]
     bundle: list[x509.Certificate]
@@ -44,16 +45,23 @@ class _Loaded:
 
 
 def _context(
-    purpose: int, directory: Path, alpn: tuple[str, ...] = (ALPN_HTTP, ALPN_OPAQUE)
+    purpose: int,
+    directory: Path,
+    alpn: tuple[str, ...] = (ALPN_HTTP, ALPN_OPAQUE),
+    verify: ssl.VerifyMode = ssl.CERT_REQUIRED,
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(purpose)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = verify
     context.check_hostname = False  # identities are SPIFFE URIs, checked after the handshake
     context.load_verify_locations(cafile=str(directory / "bundle.pem"))
     context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
     context.set_alpn_protocols(list(alpn))
     return context
+
+
+def _admin_context(directory: Path) -> ssl.SSLContext:
+    return _context(ssl.PROTOCOL_TLS_SERVER, directory, (ALPN_HTTP,), ssl.CERT_OPTIONAL)
 
 
 class TlsMaterial:
@@ -68,6 +76,11 @@ class TlsMaterial:
         self.front = _context(ssl.PROTOCOL_TLS_SERVER, directory) if self._loaded else None
         if self.front is not None:
             self.front.sni_callback = self._select
+        # the admin port's: a client certificate is asked for and verified when sent, but not
+        # required, so health checkers without a mesh identity reach /ready and /live
+        self.admin_front = _admin_context(directory) if self._loaded else None
+        if self.admin_front is not None:
+            self.admin_front.sni_callback = self._select_admin
 
     def _fingerprint(self) -> tuple[int, ...]:
         stats = [(self.directory / n).stat() for n in ("key.pem", "cert.pem", "bundle.pem")]
@@ -85,6 +98,7 @@ class TlsMaterial:
                 _context(ssl.PROTOCOL_TLS_SERVER, self.directory),
                 _context(ssl.PROTOCOL_TLS_CLIENT, self.directory, (ALPN_HTTP,)),
                 _context(ssl.PROTOCOL_TLS_CLIENT, self.directory, (ALPN_OPAQUE,)),
+                _admin_context(self.directory),
                 chain[0],
                 chain,
                 pki.load_certs((self.directory / "bundle.pem").read_bytes()),
@@ -112,6 +126,10 @@ class TlsMaterial:
     def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _: Any) -> None:
         if self._loaded is not None:
             ssl_object.context = self._loaded.server
+
+    def _select_admin(self, ssl_object: ssl.SSLObject, server_name: str | None, _: Any) -> None:
+        if self._loaded is not None:
+            ssl_object.context = self._loaded.admin
 
     @property
     def loaded(self) -> bool:

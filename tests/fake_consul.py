@@ -6,7 +6,8 @@ keeps the documented contract (/work/shared/reference, section 3):
 - `PUT /v1/agent/service/register`: keys matched case-insensitively (py-consul
   sends lower-case), `Check`/`check`/`Checks`/`checks` accepted; an HTTP check
   is really run against its URL every `Interval` (2xx passing, 429 warning,
-  anything else critical), a TCP check really connects to its `host:port`
+  anything else critical; an https URL's certificate is verified against the
+  system's CAs unless `TLSSkipVerify`), a TCP check really connects to its `host:port`
   (connected passing, else critical); new checks start critical unless
   `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
 - `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
@@ -18,16 +19,24 @@ keeps the documented contract (/work/shared/reference, section 3):
   ends (Go durations, default 5m, max 10m, bad -> 400 `Invalid wait time`,
   bad index -> 400 `Invalid index`); `X-Consul-Index` (never 0),
   `X-Consul-KnownLeader`, `X-Consul-LastContact` on every answer.
+- `GET /v1/kv/:key[?recurse]`: a list of `{Key, Value (base64, null when empty),
+  Flags, CreateIndex, ModifyIndex, LockIndex}`, 404 when nothing matches, both
+  with `X-Consul-Index` (the highest ModifyIndex or deletion tombstone under the
+  prefix, else the raft index); blocking on
+  `?index=N&wait=D` as for health. `PUT /v1/kv/:key` (body = value) answers
+  `true`; `DELETE /v1/kv/:key[?recurse]` answers `true`.
 
 Test hooks: `restore_snapshot(index)` makes the index go backwards, as a
 restored cluster does; `stop()`/`start()` take the agent down and back on the
 same port.
 """
 
+import base64
 import contextlib
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -70,6 +79,7 @@ class Check:
     status: str
     http: str | None
     tcp: str | None
+    tls_skip_verify: bool
     interval_s: float
     timeout_s: float
     deregister_after_s: float | None
@@ -88,6 +98,15 @@ class Service:
     weights: dict[str, int]
     checks: list[Check] = field(default_factory=list)
     modify_index: int = 0
+    definition: dict[str, Any] = field(default_factory=dict)  # the registration body as sent
+
+
+@dataclass
+class KvEntry:
+    value: bytes
+    create_index: int
+    modify_index: int
+    flags: int = 0
 
 
 class FakeConsul:
@@ -95,6 +114,8 @@ class FakeConsul:
 
     def __init__(self) -> None:
         self.services: dict[str, Service] = {}
+        self.kv: dict[str, KvEntry] = {}
+        self.kv_tombstones: dict[str, int] = {}  # deleted key -> index of its deletion
         self.index = 1
         self.changed = threading.Condition()
         self.requests: list[str] = []  # path?query of every request, for assertions
@@ -108,6 +129,15 @@ class FakeConsul:
     @property
     def port(self) -> int:
         return self._port
+
+    def discovery_table(self) -> str:
+        """The body of mesh.toml's [discovery] table for proxies using this agent (short waits
+        and check intervals, for tests)."""
+        return (
+            'backend = "consul"\n'
+            f'consul_url = "http://127.0.0.1:{self.port}"\n'
+            'consul_wait = "1s"\nconsul_check_interval = "100ms"\n'
+        )
 
     def start(self) -> None:
         """Serve on loopback (port chosen by the OS the first time, the same one after)."""
@@ -148,6 +178,10 @@ class FakeConsul:
             self.index = index
             for service in self.services.values():
                 service.modify_index = min(service.modify_index, index)
+            for entry in self.kv.values():
+                entry.modify_index = min(entry.modify_index, index)
+                entry.create_index = min(entry.create_index, index)
+            self.kv_tombstones = {k: min(i, index) for k, i in self.kv_tombstones.items()}
             self.changed.notify_all()
 
     def register(self, body: dict[str, Any]) -> None:
@@ -165,6 +199,7 @@ class FakeConsul:
             meta=dict(data.get("meta") or {}),
             weights={"Passing": int(weights.get("passing", 1)),
                      "Warning": int(weights.get("warning", 1))},
+            definition=body,
         )
         definitions = []
         for key in ("check", "checks"):
@@ -185,6 +220,7 @@ class FakeConsul:
                     status=check.get("status") or "critical",
                     http=check.get("http"),
                     tcp=check.get("tcp"),
+                    tls_skip_verify=bool(check.get("tlsskipverify")),
                     interval_s=go_duration(check.get("interval") or "10s"),
                     timeout_s=go_duration(check.get("timeout") or "10s"),
                     deregister_after_s=go_duration(deregister) if deregister else None,
@@ -237,8 +273,13 @@ class FakeConsul:
             except OSError as exc:
                 return "critical", f"dial tcp {check.tcp}: {exc}"
         assert check.http is not None
+        context = ssl.create_default_context()
+        if check.tls_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(check.http, timeout=check.timeout_s) as answer:
+            with urllib.request.urlopen(check.http, timeout=check.timeout_s,
+                                        context=context) as answer:
                 code = answer.status
         except urllib.error.HTTPError as exc:
             code = exc.code
@@ -246,6 +287,40 @@ class FakeConsul:
             return "critical", f"Get {check.http}: {exc}"
         status = "passing" if 200 <= code < 300 else "warning" if code == 429 else "critical"
         return status, f"HTTP GET {check.http}: {code}"
+
+    def kv_put(self, key: str, value: bytes | str, flags: int = 0) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        with self.changed:
+            self.index += 1
+            old = self.kv.get(key)
+            created = old.create_index if old else self.index
+            self.kv[key] = KvEntry(data, created, self.index, flags)
+            self.changed.notify_all()
+
+    def kv_delete(self, key: str, recurse: bool = False) -> None:
+        with self.changed:
+            doomed = [k for k in self.kv if (k.startswith(key) if recurse else k == key)]
+            self._bump()
+            for name in doomed:
+                del self.kv[name]
+                self.kv_tombstones[name] = self.index
+
+    def kv_entries(self, key: str, recurse: bool) -> tuple[list[dict[str, Any]], int]:
+        """The entries a GET returns and its X-Consul-Index (call with `changed` held)."""
+        names = sorted(k for k in self.kv if (k.startswith(key) if recurse else k == key))
+        entries = [
+            {"LockIndex": 0, "Key": name, "Flags": self.kv[name].flags,
+             "Value": base64.b64encode(self.kv[name].value).decode() if self.kv[name].value
+             else None,
+             "CreateIndex": self.kv[name].create_index,
+             "ModifyIndex": self.kv[name].modify_index}
+            for name in names
+        ]
+        # tombstones keep the index of a prefix from going backwards when a key goes, as in Consul
+        indexes = [e["ModifyIndex"] for e in entries] + [
+            i for k, i in self.kv_tombstones.items() if (k.startswith(key) if recurse else k == key)
+        ]
+        return entries, max(indexes, default=self.index)
 
     # ---- reads -----------------------------------------------------------------------------
     def catalog(self) -> dict[str, list[str]]:
@@ -336,12 +411,71 @@ class FakeConsul:
                 elif url.path.startswith("/v1/agent/service/deregister/"):
                     agent.deregister(unquote(url.path.rsplit("/", 1)[1]))
                     self._answer(200, b"", "text/plain")
+                elif url.path.startswith("/v1/kv/"):
+                    flags = parse_qs(url.query).get("flags", ["0"])[0]
+                    agent.kv_put(unquote(url.path.removeprefix("/v1/kv/")), body, int(flags))
+                    self._answer(200, b"true", "application/json")
                 else:
                     self._error(404, "")
+
+            def do_DELETE(self) -> None:
+                url = urlparse(self.path)
+                agent.requests.append(self.path)
+                if not url.path.startswith("/v1/kv/"):
+                    self._error(404, "")
+                    return
+                query = parse_qs(url.query, keep_blank_values=True)
+                agent.kv_delete(unquote(url.path.removeprefix("/v1/kv/")), "recurse" in query)
+                self._answer(200, b"true", "application/json")
+
+            def _blocking(self, query: dict[str, list[str]]) -> tuple[float, int] | None:
+                """(wait, index) of a blocking query, or None after answering 400."""
+                try:
+                    wait = min(go_duration(query["wait"][0]), MAX_WAIT_S) \
+                        if "wait" in query else DEFAULT_WAIT_S
+                except ValueError:
+                    self._error(400, "Invalid wait time")
+                    return None
+                try:
+                    wanted = int(query["index"][0]) if "index" in query else 0
+                    if wanted < 0:
+                        raise ValueError
+                except ValueError:
+                    self._error(400, "Invalid index")
+                    return None
+                return wait, wanted
+
+            def _block(self, wait: float, wanted: int, index_now) -> None:
+                """Wait (holding `changed`) until `index_now()` passes `wanted` or `wait` ends."""
+                if wanted:
+                    deadline = time.monotonic() + wait
+                    agent.changed.wait_for(
+                        lambda: index_now() > wanted or agent._stopping.is_set()
+                        or time.monotonic() >= deadline,
+                        timeout=wait,
+                    )
+
+            def _kv_get(self, url: Any) -> None:
+                key = unquote(url.path.removeprefix("/v1/kv/"))
+                query = parse_qs(url.query, keep_blank_values=True)
+                blocking = self._blocking(query)
+                if blocking is None:
+                    return
+                recurse = "recurse" in query
+                with agent.changed:
+                    self._block(*blocking, lambda: agent.kv_entries(key, recurse)[1])
+                    entries, index = agent.kv_entries(key, recurse)
+                if not entries:
+                    self._answer(404, b"", "text/plain", index)
+                    return
+                self._answer(200, json.dumps(entries).encode(), "application/json", index)
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 agent.requests.append(self.path)
+                if url.path.startswith("/v1/kv/"):
+                    self._kv_get(url)
+                    return
                 if url.path == "/v1/catalog/services":
                     with agent.changed:
                         body, index = json.dumps(agent.catalog()).encode(), agent.index
@@ -362,27 +496,11 @@ class FakeConsul:
                         self._error(400, "Invalid value for ?passing")
                         return
                     passing = value == "" or value in _TRUE
-                try:
-                    wait = min(go_duration(query["wait"][0]), MAX_WAIT_S) \
-                        if "wait" in query else DEFAULT_WAIT_S
-                except ValueError:
-                    self._error(400, "Invalid wait time")
-                    return
-                try:
-                    wanted = int(query["index"][0]) if "index" in query else 0
-                    if wanted < 0:
-                        raise ValueError
-                except ValueError:
-                    self._error(400, "Invalid index")
+                blocking = self._blocking(query)
+                if blocking is None:
                     return
                 with agent.changed:
-                    if wanted:
-                        deadline = time.monotonic() + wait
-                        agent.changed.wait_for(
-                            lambda: agent.index > wanted or agent._stopping.is_set()
-                            or time.monotonic() >= deadline,
-                            timeout=wait,
-                        )
+                    self._block(*blocking, lambda: agent.index)
                     entries = agent.health_entries(name, passing)
                     index = agent.index
                 self._answer(200, json.dumps(entries).encode(), "application/json", index)

@@ -1,4 +1,16 @@
-"""A service's configuration file: `/etc/vmesh/services/<service>.toml`.
+"""Configuration files: the mesh-wide `/etc/vmesh/mesh.toml` and one file per service,
+`/etc/vmesh/services/<service>.toml`.
+
+mesh.toml holds what every proxy of a host shares, above all the discovery
+backend (all proxies of a mesh must find each other the same way):
+
+    trust_domain = "vmesh.local"
+    identity_url = "https://ca.example:8443"
+    [discovery]
+    backend = "mdns"              # mdns (default) | consul | static
+    interfaces = ["198.18.0.2"]
+
+A service file:
 
     service = "api"
     app_port = 8080
@@ -19,7 +31,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,13 +83,15 @@ class Timeouts(_Strict):
 
 
 class Discovery(_Strict):
-    """The `[discovery]` table: which backend finds the other services.
+    """The `[discovery]` table of mesh.toml: which backend finds the other services.
 
-    mdns and consul are wrapped in last-known-good (saved sets under the
-    service's state dir, served stale when the backend fails).
+    A service file may carry the same table (older files, tests that mix
+    backends under one root); it counts only when mesh.toml has none. mdns and
+    consul are wrapped in last-known-good (saved sets under the service's state
+    dir, served stale when the backend fails).
     """
 
-    backend: Literal["static", "mdns", "consul"] = "static"
+    backend: Literal["static", "mdns", "consul"] = "mdns"
     file: str | None = None  # static: the endpoints file
     interfaces: tuple[str, ...] = ()  # mdns: addresses of the interfaces to use (default: all)
     consul_url: str = "http://127.0.0.1:8500"  # consul: the local agent
@@ -110,7 +124,7 @@ class ServiceConfig(_Strict):
     access_log: bool = False
     listen: Listen = Listen()
     timeouts: Timeouts = Timeouts()
-    discovery: Discovery = Discovery()
+    discovery: Discovery | None = None  # see `effective_discovery`: mesh.toml wins
     tcp: tuple[TcpUpstream, ...] = ()
 
     @field_validator("service")
@@ -145,12 +159,11 @@ def _line_of(text: str, location: tuple[Any, ...]) -> int:
     return 1
 
 
-def load_service_config(path: Path) -> LoadedConfig:
-    """Read and validate a service file; UserError as `file:line: reason` when it is bad."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such service file (create it, or run `vmesh join`)") from None
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(path: Path, text: str, model: type[M]) -> tuple[M, dict[str, Any]]:
+    """Parse TOML `text` of `path` into `model`; UserError as `file:line: reason` lines."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -158,7 +171,7 @@ def load_service_config(path: Path) -> LoadedConfig:
         line = match.group(1) if match else "1"
         raise UserError(f"{path}:{line}: {exc}") from None
     try:
-        config = ServiceConfig.model_validate(raw)
+        return model.model_validate(raw), raw
     except ValidationError as exc:
         problems = [
             f"{path}:{_line_of(text, err['loc'])}: "
@@ -166,7 +179,56 @@ def load_service_config(path: Path) -> LoadedConfig:
             for err in exc.errors()
         ]
         raise UserError("\n".join(problems)) from None
+
+
+def load_service_config(path: Path) -> LoadedConfig:
+    """Read and validate a service file; UserError as `file:line: reason` when it is bad."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such service file (create it, or run `vmesh join`)") from None
+    config, raw = _parse(path, text, ServiceConfig)
     return LoadedConfig(path, config, raw)
+
+
+class MeshConfig(_Strict):
+    """`/etc/vmesh/mesh.toml`: what every proxy of the host shares."""
+
+    trust_domain: str = defaults.TRUST_DOMAIN
+    identity_url: str | None = None
+    discovery: Discovery | None = None  # None: the file has no [discovery] table
+
+
+def load_mesh_config(path: Path | None = None) -> MeshConfig:
+    """Read mesh.toml (default: its place under VMESH_ROOT); a missing file means defaults."""
+    path = path or paths.mesh_config()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return MeshConfig()
+    return _parse(path, text, MeshConfig)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryChoice:
+    """The discovery settings a proxy uses and the file they came from (None: defaults)."""
+
+    settings: Discovery
+    file: Path | None
+    ignored: Path | None = None  # a service file whose [discovery] table mesh.toml overrides
+
+
+def effective_discovery(loaded: LoadedConfig, mesh_path: Path | None = None) -> DiscoveryChoice:
+    """mesh.toml's `[discovery]` if it has one, else the service file's, else the defaults."""
+    mesh_path = mesh_path or paths.mesh_config()
+    mesh = load_mesh_config(mesh_path)
+    own = loaded.config.discovery
+    if mesh.discovery is not None:
+        ignored = loaded.path if own is not None and own != mesh.discovery else None
+        return DiscoveryChoice(mesh.discovery, mesh_path, ignored)
+    if own is not None:
+        return DiscoveryChoice(own, loaded.path)
+    return DiscoveryChoice(Discovery(), None)
 
 
 def load_service(service: str) -> LoadedConfig:

@@ -80,8 +80,13 @@ class ProxyProcess:
 class Mesh:
     """A CA and any number of services with their proxies under one VMESH_ROOT."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, discovery: str = 'backend = "static"') -> None:
+        """`discovery`: the body of mesh.toml's `[discovery]` table (static: the endpoints file
+        this mesh rewrites as proxies start)."""
         self.root = root
+        mesh_toml = root / "etc/vmesh/mesh.toml"
+        mesh_toml.parent.mkdir(parents=True, exist_ok=True)
+        mesh_toml.write_text(f'trust_domain = "{TRUST_DOMAIN}"\n[discovery]\n{discovery}\n')
         self.ca_dir = root / "var/lib/vmesh/identity"
         castate.init(self.ca_dir, TRUST_DOMAIN)
         self.ca = castate.load(self.ca_dir)

@@ -56,6 +56,41 @@ def test_hundred_megabyte_upload_streams_with_flat_proxy_memory(tmp_path: Path) 
         backend.stop()
 
 
+def test_hundred_megabyte_download_to_a_slow_client_keeps_proxy_memory_flat(
+    tmp_path: Path,
+) -> None:
+    curl = require_tool("curl")
+    mesh = Mesh(tmp_path)
+    backend = start_backend("source")
+    try:
+        source = mesh.start_proxy("source", backend.port)
+        front = mesh.start_proxy("front", 1)
+        pids = [source.proc.pid, front.proc.pid]
+        baseline = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+        peaks: dict[int, int] = {}
+        stop = threading.Event()
+        sampler = threading.Thread(target=_peak_rss, args=(pids, stop, peaks), daemon=True)
+        sampler.start()
+        # the app writes as fast as it can; the client reads at 40 MB/s: without
+        # backpressure the difference would pile up in the proxies
+        result = subprocess.run(
+            [curl, "-sS", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", "40M",
+             "-H", "Host: source", f"http://{front.outbound}/_bytes/{100 * MB}"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        stop.set()
+        sampler.join(5)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == str(100 * MB)
+        for pid in pids:
+            assert peaks[pid] - baseline[pid] < 32 * MB, (pid, peaks[pid], baseline[pid])
+    finally:
+        mesh.stop()
+        backend.stop()
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path: Path) -> None:
     mesh = Mesh(tmp_path)
     backend = start_backend("slow", delay=1.5)

@@ -1,14 +1,15 @@
 """Consul discovery against a fake agent that keeps Consul's HTTP contract (tests/fake_consul.py).
 
-The agent really probes each instance's inbound port (a TCP check); the watcher
-sees instances join when they listen, leave when they stop listening or
-deregister, survives the index going backwards, and keeps serving (marked stale)
-when the agent is down.
+The agent really probes each instance's `/ready` over HTTPS (the check the
+backend registers); the watcher sees instances join when they answer, leave
+when they stop answering or deregister, survives the index going backwards,
+and keeps serving (marked stale) when the agent is down.
 """
 
 import asyncio
 import contextlib
 import secrets
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from identity import pki
 from tests.fake_consul import FakeConsul
 from tests.unit.policy_helpers import eventually
 from vm_mesh.discovery.base import Discovery, EndpointSet, Instance
@@ -23,11 +25,38 @@ from vm_mesh.discovery.consul import ConsulDiscovery, ConsulSettings
 from vm_mesh.discovery.lastknown import SOURCE, LastKnownGood
 
 
-class ReadyServer:
-    """An instance's inbound port on loopback that the test can close and reopen."""
+class ReadyHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/ready" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
-    def __init__(self, port: int = 0) -> None:
-        self.http = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _tls_context(directory: Path) -> ssl.SSLContext:
+    """A server context with a leaf like ours: a SPIFFE URI SAN and no host name."""
+    if not (directory / "cert.pem").exists():
+        anchor = pki.create_anchor("vmesh.local")
+        key = pki.generate_key()
+        leaf = pki.issue_leaf(anchor, key.public_key(), spiffe_id="spiffe://vmesh.local/svc/api",
+                              common_name="api", trust_domain="vmesh.local")
+        pki.write_private(directory / "key.pem", pki.key_pem(key))
+        pki.write_file(directory / "cert.pem", pki.cert_pem(leaf))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+class ReadyServer:
+    """An instance's admin port on loopback (HTTPS `/ready`) that the test can close and
+    reopen."""
+
+    def __init__(self, directory: Path, port: int = 0) -> None:
+        self.directory = directory
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), ReadyHandler)
+        self.http.socket = _tls_context(directory).wrap_socket(self.http.socket, server_side=True)
         self.port = self.http.server_address[1]
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
@@ -36,7 +65,7 @@ class ReadyServer:
         self.http.server_close()
 
     def reopen(self) -> None:
-        self.__init__(self.port)  # type: ignore[misc]
+        self.__init__(self.directory, self.port)  # type: ignore[misc]
 
 
 class Latest:
@@ -69,8 +98,8 @@ def agent() -> Iterator[FakeConsul]:
 
 
 @pytest.fixture
-def ready() -> Iterator[list[ReadyServer]]:
-    servers = [ReadyServer(), ReadyServer()]
+def ready(tmp_path: Path) -> Iterator[list[ReadyServer]]:
+    servers = [ReadyServer(tmp_path), ReadyServer(tmp_path)]
     yield servers
     for server in servers:
         server.close()
@@ -82,7 +111,7 @@ def settings_for(agent: FakeConsul) -> ConsulSettings:
 
 
 def instances(service: str, ready: list[ReadyServer]) -> list[Instance]:
-    return [Instance(service, f"{service}-{n}", "127.0.0.1", server.port, admin_port=40000 + n,
+    return [Instance(service, f"{service}-{n}", "127.0.0.1", 40000 + n, admin_port=server.port,
                      zone=f"z{n}", version="1.0")
             for n, server in enumerate(ready, start=1)]
 

@@ -27,6 +27,10 @@ def free_address() -> str:
 def test_join_then_proxy_ready_and_token_single_use(tmp_path: Path) -> None:
     ca, host = tmp_path / "ca", tmp_path / "host"
     vmesh(ca, "identity", "init")
+    # the host's mesh.toml, as Ansible writes it: mDNS on loopback only (join keeps it)
+    mesh_toml = host / "etc/vmesh/mesh.toml"
+    mesh_toml.parent.mkdir(parents=True)
+    mesh_toml.write_text('[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n')
     with running_identity_service(ca) as identity:
         token = vmesh(ca, "identity", "token", "create", "--host", "vm-7", "--services", "cart",
                       "--ttl", "5m").stdout.strip()
@@ -55,7 +59,8 @@ def test_join_then_proxy_ready_and_token_single_use(tmp_path: Path) -> None:
             wait_until(lambda: any('"proxy ready"' in line for line in lines), within=30,
                        what="the proxy's ready log line")
             service_file = (host / "etc/vmesh/services/cart.toml").read_text()
-            assert 'backend = "mdns"' in service_file and f'"{identity.url}"' in service_file
+            assert f'identity_url = "{identity.url}"' in service_file
+            assert 'interfaces = ["127.0.0.1"]' in mesh_toml.read_text()
             leaf = x509.load_pem_x509_certificate(
                 (host / "var/lib/vmesh/cart/cert.pem").read_bytes())
             assert uri_sans(leaf) == ["spiffe://vmesh.local/svc/cart"]

@@ -1,10 +1,11 @@
 """`vmesh join` refusals are one line naming what failed: a token that is not one, a token
-made for another CA (anchor pin mismatch); and `--discovery consul` writes a Consul table."""
+made for another CA (anchor pin mismatch); `--discovery consul` writes a Consul table into
+mesh.toml, and one that contradicts mesh.toml is refused."""
 
 from pathlib import Path
 
 from tests.integration.identity_service import running_identity_service, vmesh
-from vm_mesh.config import load_service_config
+from vm_mesh.config import load_mesh_config, load_service_config
 
 
 def join(root: Path, token: str, url: str, *extra: str):
@@ -39,8 +40,32 @@ def test_consul_discovery_is_written_with_its_agent(tmp_path: Path) -> None:
     with running_identity_service(tmp_path / "ca") as ca:
         result = join(tmp_path / "vm1", token, ca.url, "--discovery", "consul",
                       "--consul-url", "http://127.0.0.1:18500")
-    assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, result.stderr
+        again = join(tmp_path / "vm1", token, ca.url, "--discovery", "mdns")
     config = load_service_config(tmp_path / "vm1/etc/vmesh/services/api.toml").config
-    assert config.discovery.backend == "consul"
-    assert config.discovery.consul_url == "http://127.0.0.1:18500"
-    assert config.identity_url == ca.url
+    mesh = load_mesh_config(tmp_path / "vm1/etc/vmesh/mesh.toml")
+    assert mesh.discovery is not None and mesh.discovery.backend == "consul"
+    assert mesh.discovery.consul_url == "http://127.0.0.1:18500"
+    assert config.identity_url == ca.url and config.discovery is None
+    assert again.returncode != 0
+    assert "already chooses discovery backend 'consul'" in one_line(again.stderr)
+
+
+def test_a_managed_service_file_is_kept_and_only_the_certificate_fetched(tmp_path: Path) -> None:
+    vmesh(tmp_path / "ca", "identity", "init")
+    token = vmesh(tmp_path / "ca", "identity", "token", "create", "--host", "vm1",
+                  "--services", "api").stdout.strip()
+    service_file = tmp_path / "vm1/etc/vmesh/services/api.toml"
+    service_file.parent.mkdir(parents=True)
+    written = 'service = "api"\napp_port = 9090\n# managed by Ansible\n'
+    service_file.write_text(written)
+    with running_identity_service(tmp_path / "ca") as ca:
+        no_port = vmesh(tmp_path / "vm1", "join", "--token", token, "--identity", ca.url,
+                        "--service", "api", "--host", "vm1", "--no-start", check=False)
+        assert no_port.returncode != 0 and "--app-port is required" in one_line(no_port.stderr)
+        kept = vmesh(tmp_path / "vm1", "join", "--token", token, "--identity", ca.url,
+                     "--service", "api", "--host", "vm1", "--no-start", "--use-service-file",
+                     check=False)
+    assert kept.returncode == 0, kept.stderr
+    assert service_file.read_text() == written
+    assert (tmp_path / "vm1/var/lib/vmesh/api/cert.pem").is_file()

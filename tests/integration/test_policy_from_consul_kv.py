@@ -1,101 +1,119 @@
-"""Policy from Consul KV: validated like files, reloaded on change, bad keys refused.
+"""Policy from Consul KV (`vmesh/policy/...`): validated like files, reloaded on change, a bad
+key refused with key, line and reason while the old policy stays in force.
 
-No Consul binary is packaged for Debian, so the agent here is a small fake that
-keeps the KV contract of /work/shared/reference (blocking `?index`, `X-Consul-Index`,
-base64 values, 404 for an empty prefix) on a real loopback socket.
+No Consul binary is packaged for Debian, so the agent is tests/fake_consul.py, which keeps the
+documented KV contract (blocking `?index`, `X-Consul-Index`, base64 values, 404 for an empty
+prefix) on a real loopback socket.
 """
 
 import asyncio
-import base64
+import http.client
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import consul
 import pytest
 
+from tests.fake_consul import FakeConsul
+from tests.integration.mesh import Mesh, wait_until
+from tests.integration.policy_mesh import PolicyMesh
 from tests.unit.policy_helpers import eventually
 from vm_mesh.policy.consul_source import ConsulPolicySource, watch
 from vm_mesh.policy.store import PolicyStore
 
 
-class FakeKV:
-    def __init__(self) -> None:
-        self.values: dict[str, tuple[int, bytes]] = {}
-        self.index = 1
-        self.changed = threading.Condition()
-
-    def put(self, key: str, value: str) -> None:
-        with self.changed:
-            self.index += 1
-            self.values[key] = (self.index, value.encode())
-            self.changed.notify_all()
-
-    def handler(kv) -> type[BaseHTTPRequestHandler]:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                query = parse_qs(url.query, keep_blank_values=True)
-                prefix = url.path.removeprefix("/v1/kv/")
-                wanted = int(query.get("index", ["0"])[0])
-                with kv.changed:
-                    kv.changed.wait_for(lambda: kv.index > wanted, timeout=1.0)
-                    items = [
-                        {"Key": k, "Value": base64.b64encode(v).decode(), "ModifyIndex": i,
-                         "CreateIndex": i, "LockIndex": 0, "Flags": 0}
-                        for k, (i, v) in sorted(kv.values.items()) if k.startswith(prefix)
-                    ]
-                    index = kv.index
-                body = json.dumps(items).encode()
-                self.send_response(200 if items else 404)
-                self.send_header("X-Consul-Index", str(index))
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body) if items else 0))
-                self.end_headers()
-                if items:
-                    self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-
 @pytest.fixture
-def kv() -> Iterator[tuple[FakeKV, int]]:
-    store = FakeKV()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), store.handler())
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield store, server.server_address[1]
-    server.shutdown()
-    server.server_close()
+def agent() -> Iterator[FakeConsul]:
+    fake = FakeConsul()
+    fake.start()
+    yield fake
+    fake.stop()
 
 
 ROUTE = "kind: HTTPRoute\nname: {name}\nservice: api\nrules: [{{}}]\n"
 
 
-async def test_consul_keys_join_the_file_policy(kv: tuple[FakeKV, int], tmp_path: Path) -> None:
-    fake, port = kv
+async def test_consul_keys_join_the_file_policy(agent: FakeConsul, tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("kind: ServicePolicy\nservice: api\n")
     store = PolicyStore(tmp_path)
     store.load_initial()
-    source = ConsulPolicySource(consul.Consul(host="127.0.0.1", port=port))
+    source = ConsulPolicySource(consul.Consul(host="127.0.0.1", port=agent.port))
     watcher = asyncio.create_task(watch(source, store.set_extra_texts, wait="1s"))
     try:
-        fake.put("vmesh/policy/api", ROUTE.format(name="from-kv"))
+        agent.kv_put("vmesh/policy/api", ROUTE.format(name="from-kv"))
         await eventually(lambda: len(store.current) == 2)
         sources = [d["source"]["file"] for d in store.describe()["documents"]]
         assert sources == [str(tmp_path / "a.yaml"), "consul:vmesh/policy/api"]
-        fake.put("vmesh/policy/api", ROUTE.format(name="from-kv") + "  bad: 1\n")
+        agent.kv_put("vmesh/policy/api", ROUTE.format(name="from-kv") + "  bad: 1\n")
         await eventually(lambda: store.errors)
         assert store.errors[0].file == "consul:vmesh/policy/api"
         assert store.current.routes_for("api")[0].doc.name == "from-kv"
-        fake.put("vmesh/policy/api", ROUTE.format(name="fixed"))
+        agent.kv_put("vmesh/policy/api", ROUTE.format(name="fixed"))
         await eventually(lambda: store.current.routes_for("api")[0].doc.name == "fixed")
+        agent.kv_delete("vmesh/policy/", recurse=True)
+        await eventually(lambda: len(store.current) == 1)
     finally:
         watcher.cancel()
+
+
+SPLIT = """\
+kind: HTTPRoute
+name: api-canary
+service: api
+rules:
+  - matches: [{{headers: {{x-canary: "1"}}}}]
+    backends: [{{service: {canary}}}]
+  - backends: [{{service: {stable}}}]
+"""
+
+
+@pytest.fixture
+def consul_mesh(tmp_path: Path, agent: FakeConsul) -> Iterator[PolicyMesh]:
+    mesh = PolicyMesh(Mesh(tmp_path, discovery=agent.discovery_table()))
+    try:
+        yield mesh
+    finally:
+        mesh.mesh.stop()
+        for backend in mesh.backends:
+            backend.stop()
+
+
+def test_route_put_into_kv_steers_traffic_and_a_bad_one_is_refused(
+    agent: FakeConsul, consul_mesh: PolicyMesh
+) -> None:
+    consul_mesh.service("api-v1")
+    consul_mesh.service("api-v2")
+    front = consul_mesh.mesh.start_proxy("front", 1)
+    conn = http.client.HTTPConnection("127.0.0.1", front.ports["outbound"], timeout=10)
+
+    def answer(**headers: str) -> str:
+        conn.request("GET", "/", headers={"Host": "api", **headers})
+        response = conn.getresponse()
+        body = response.read()
+        return json.loads(body)["name"] if response.status == 200 else str(response.status)
+
+    assert answer() == "503"  # no route and no instance of `api`: nothing to send it to
+
+    agent.kv_put("vmesh/policy/api", SPLIT.format(canary="api-v2", stable="api-v1"))
+    wait_until(lambda: answer() == "api-v1", within=15, what="the KV route taking effect")
+    assert answer(**{"x-canary": "1"}) == "api-v2"
+    config = consul_mesh.admin("front", "/v1/config")
+    [document] = config["policy"]["documents"]
+    assert document["source"]["file"] == "consul:vmesh/policy/api"
+    assert config["discovery"]["backend"] == "consul"
+
+    # a broken document: refused with key, line and reason; the route in force stays
+    agent.kv_put("vmesh/policy/api",
+                 SPLIT.format(canary="api-v1", stable="api-v2") + "    timeout: 2\n")
+    refusal = front.wait_for_log(lambda line: line.get("event") == "policy_refused"
+                                 and line.get("trigger") == "consul")
+    assert refusal["errors"] == [
+        "consul:vmesh/policy/api:8: HTTPRoute api-canary: rules[1].timeout: Input should be "
+        "a valid dictionary or instance of Timeouts (got 2)"
+    ]
+    assert answer() == "api-v1" and answer(**{"x-canary": "1"}) == "api-v2"
+
+    agent.kv_put("vmesh/policy/api", SPLIT.format(canary="api-v1", stable="api-v2"))
+    wait_until(lambda: answer() == "api-v2", within=15, what="the fixed KV route taking effect")
+    conn.close()

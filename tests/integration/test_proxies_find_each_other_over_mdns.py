@@ -9,19 +9,19 @@ from tests.integration.mesh import Mesh, wait_until
 from tests.integration.processes import start_backend
 from tests.support import require_tool
 
-MDNS = '[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
 
 
 def test_request_reaches_a_service_found_over_mdns_and_stops_after_goodbye(
     tmp_path: Path,
 ) -> None:
     curl = require_tool("curl")
-    mesh = Mesh(tmp_path)
+    mesh = Mesh(tmp_path, discovery=MDNS)
     name = f"web{secrets.token_hex(3)}"  # unique: other meshes may share this host's mDNS
     backend = start_backend(name)
     try:
-        web = mesh.start_proxy(name, backend.port, extra=MDNS)
-        front = mesh.start_proxy("front", 1, extra=MDNS)
+        web = mesh.start_proxy(name, backend.port)
+        front = mesh.start_proxy("front", 1)
 
         def get() -> subprocess.CompletedProcess[str]:
             return subprocess.run([curl, "-sS", "-H", f"Host: {name}.mesh",

@@ -1,13 +1,15 @@
 """Real proxies with `backend = "consul"` find each other through a Consul agent.
 
 The agent is tests/fake_consul.py (no Consul binary is packaged for Debian): it
-keeps Consul's documented HTTP API and really runs the TCP checks the proxies
-register. When the agent goes away, the proxy keeps routing on its last known
+keeps Consul's documented HTTP API and really runs the HTTPS checks of `/ready`
+the proxies register. When the agent goes away, the proxy keeps routing on its last known
 good set and says so in `/v1/endpoints`.
 """
 
 import json
 import secrets
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import Mesh, ProxyProcess, wait_until
 from tests.integration.processes import Process, start_backend
+from tests.support import require_tool
 
 
 @pytest.fixture
@@ -28,21 +31,13 @@ def agent() -> Iterator[FakeConsul]:
 
 
 @pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[tuple[Mesh, list[Process]]]:
-    mesh = Mesh(tmp_path)
+def mesh(tmp_path: Path, agent: FakeConsul) -> Iterator[tuple[Mesh, list[Process]]]:
+    mesh = Mesh(tmp_path, discovery=agent.discovery_table())
     backends: list[Process] = []
     yield mesh, backends
     mesh.stop()
     for backend in backends:
         backend.stop()
-
-
-def consul_table(agent: FakeConsul) -> str:
-    return (
-        '[discovery]\nbackend = "consul"\n'
-        f'consul_url = "http://127.0.0.1:{agent.port}"\n'
-        'consul_wait = "1s"\nconsul_check_interval = "100ms"\n'
-    )
 
 
 def get(front: ProxyProcess, service: str) -> httpx.Response:
@@ -62,8 +57,8 @@ def test_request_crosses_and_a_stopped_instance_leaves_the_set(
     mesh, backends = mesh
     name = f"api{secrets.token_hex(3)}"
     backends.append(start_backend(name))
-    api = mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
-    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1, extra=consul_table(agent))
+    api = mesh.start_proxy(name, backends[0].port)
+    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1)
 
     wait_until(lambda: get(front, name).status_code == 200, within=15,
                what="the api instance passing its check and being found")
@@ -72,7 +67,7 @@ def test_request_crosses_and_a_stopped_instance_leaves_the_set(
     assert found["source"] == "consul" and found["stale"] is False
     assert [i["addr"] for i in found["instances"]] == [f"127.0.0.1:{api.ports['inbound']}"]
     (entry,) = [s for s in agent.services.values() if s.name == name]
-    assert entry.checks[0].tcp == f"127.0.0.1:{api.ports['inbound']}"
+    assert entry.checks[0].http == f"https://127.0.0.1:{api.ports['admin']}/ready"
 
     assert api.stop() == 0  # drains: deregisters from the agent first
     assert all(s.name != name for s in agent.services.values())
@@ -87,9 +82,9 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
     mesh, backends = mesh
     name = f"api{secrets.token_hex(3)}"
     backends.append(start_backend(name))
-    mesh.start_proxy(name, backends[0].port, extra=consul_table(agent))
+    mesh.start_proxy(name, backends[0].port)
     front_name = f"front{secrets.token_hex(3)}"
-    front = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    front = mesh.start_proxy(front_name, 1)
     wait_until(lambda: get(front, name).status_code == 200, within=15,
                what="the api instance being found")
 
@@ -106,7 +101,7 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
 
     # a proxy restarted while the agent is still down starts on the saved set
     assert front.stop() == 0
-    restarted = mesh.start_proxy(front_name, 1, extra=consul_table(agent))
+    restarted = mesh.start_proxy(front_name, 1)
     answer = get(restarted, name)
     assert answer.status_code == 200 and json.loads(answer.text)["name"] == name
     saved = upstream(restarted, name)
@@ -115,3 +110,52 @@ def test_agent_gone_keeps_routing_on_the_last_known_good_set(
                            and line.get("source") == "last-known-good" and line.get("stale"))
     restarted.wait_for_log(lambda line: line.get("msg") ==
                            "consul agent unreachable; registering in the background")
+
+
+def curl(url: str, *options: str) -> tuple[int, str]:
+    result = subprocess.run([require_tool("curl"), "-sS", "-k", "-m", "5", "-w", "\n%{http_code}",
+                             *options, url], capture_output=True, text=True, timeout=15)
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status or 0), body
+
+
+def test_agent_checks_ready_over_https_without_a_client_certificate(
+    agent: FakeConsul, mesh: tuple[Mesh, list[Process]]
+) -> None:
+    mesh, backends = mesh
+    name = f"api{secrets.token_hex(3)}"
+    backends.append(start_backend(name))
+    api = mesh.start_proxy(name, backends[0].port)
+    front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1)
+    admin = f"https://127.0.0.1:{api.ports['admin']}"
+
+    # the definition the agent got, as Consul documents it: HTTPS GET of /ready, no name check
+    (entry,) = [s for s in agent.services.values() if s.name == name]
+    (check,) = entry.definition["checks"]
+    assert check == {
+        "Name": "vmesh proxy ready", "HTTP": f"{admin}/ready", "Method": "GET",
+        "TLSSkipVerify": True, "Interval": "100ms", "Timeout": "2s",
+        "DeregisterCriticalServiceAfter": "1m",
+    }
+    wait_until(lambda: entry.checks[0].status == "passing", within=10,
+               what="the agent's check of /ready passing")
+
+    # without a client certificate: health only, everything else refused with a reason
+    status, body = curl(f"{admin}/ready")
+    assert status == 200 and json.loads(body) == {"ready": True, "reason": "ok"}
+    assert curl(f"{admin}/live")[0] == 200
+    status, body = curl(f"{admin}/metrics")
+    assert status == 403 and json.loads(body)["error"] == "admin.client_certificate_required"
+    # a mesh identity gets metrics, as before
+    state = mesh.root / "var/lib/vmesh" / front.service
+    status, body = curl(f"{admin}/metrics", "--cert", str(state / "cert.pem"),
+                        "--key", str(state / "key.pem"))
+    assert status == 200 and "request_total" in body
+
+    # SIGKILL: no drain, no deregistration; the failing check takes it out of the passing set
+    wait_until(lambda: get(front, name).status_code == 200, within=15, what="api being found")
+    api.stop(signal.SIGKILL)
+    wait_until(lambda: entry.checks[0].status == "critical", within=10,
+               what="the agent's check failing")
+    wait_until(lambda: upstream(front, name)["instances"] == [], within=10,
+               what="the killed instance leaving the endpoint set")

@@ -34,18 +34,25 @@ def test_entries_without_port_or_with_bad_meta_are_skipped() -> None:
     assert instances_from_health(None) == ()
 
 
-def test_registration_checks_the_inbound_port_and_deregisters_dead_instances() -> None:
-    instance = Instance("api", "api-1", "127.0.0.1", 4143, admin_port=4191, weight=0)
+def test_registration_checks_ready_over_https_and_deregisters_dead_instances() -> None:
+    instance = Instance("api", "api-1", "198.18.0.7", 4143, admin_port=4191, weight=0)
     settings = ConsulSettings(check_interval="3s", deregister_after="2m")
     kwargs = registration(instance, settings)
     assert kwargs["name"] == "api" and kwargs["service_id"] == "api-1"
-    assert kwargs["check"]["tcp"] == "127.0.0.1:4143"  # admin /ready is mTLS-only
-    assert kwargs["check"]["interval"] == "3s"
-    assert kwargs["check"]["DeregisterCriticalServiceAfter"] == "2m"
+    assert kwargs["check"] == {
+        "Name": "vmesh proxy ready",
+        "HTTP": "https://127.0.0.1:4191/ready",  # the local agent probes the local admin port
+        "Method": "GET",
+        "TLSSkipVerify": True,  # our leaves carry no host name to verify
+        "Interval": "3s",
+        "Timeout": "2s",
+        "DeregisterCriticalServiceAfter": "2m",
+    }
     assert kwargs["weights"] == {"passing": 1, "warning": 1}  # Consul refuses weight 0
     assert kwargs["meta"]["admin"] == "4191"
 
 
-def test_an_ipv6_instance_is_checked_at_a_bracketed_address() -> None:
-    instance = Instance("api", "api-1", "::1", 4143)
-    assert registration(instance, ConsulSettings())["check"]["tcp"] == "[::1]:4143"
+def test_an_ipv6_admin_address_is_bracketed() -> None:
+    instance = Instance("api", "api-1", "::1", 4143, admin_port=4191)
+    check = registration(instance, ConsulSettings(check_host="::1"))["check"]
+    assert check["HTTP"] == "https://[::1]:4191/ready"

@@ -15,7 +15,7 @@ def test_written_file_loads_as_the_proxy_reads_it() -> None:
     config = ServiceConfig.model_validate(tomllib.loads(text))
     assert config.service == "cart" and config.app_port == 8080
     assert config.identity_url == "https://ca:8443" and config.instance == "cart-a"
-    assert config.listen.advertise == "198.18.0.7" and config.discovery.backend == "mdns"
+    assert config.listen.advertise == "198.18.0.7" and config.discovery is None
 
 
 def test_quotes_in_values_cannot_inject_settings() -> None:

@@ -145,6 +145,9 @@ class Demo:
             f'app_port = {app_port}\nidentity_url = "{identity_url}"\n'
             '[listen]\ninbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
             f'outbound = "127.0.0.1:{outbound_port}"\n'
+        )
+        # every "host" of the demo finds the others over mDNS on loopback
+        (root / "etc/vmesh/mesh.toml").write_text(
             '[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
         )
         app = [

@@ -1,13 +1,18 @@
 """Consul discovery: register with the local agent, watch with health blocking queries.
 
-Registration puts the instance into the local agent with a health check and
-`DeregisterCriticalServiceAfter`, so a host that dies leaves the catalog
-without anyone cleaning up. The check is a TCP check on the instance's inbound
-port, not an HTTP check on `/ready`: the proxy's admin `/ready` is served over
-mutual TLS only (DESIGN.md), and a Consul agent has no mesh certificate. What
-the agent learns is therefore "the proxy accepts connections", which holds
-from the moment it registers (after its listeners, certificate and admin are
-up) until it drains, when it deregisters itself first. Watching uses
+Registration puts the instance into the local agent with an HTTP check on the
+proxy's `/ready` and `DeregisterCriticalServiceAfter`, so a proxy that stops
+being ready leaves the healthy set within a check interval and a host that
+dies leaves the catalog without anyone cleaning up. The check calls the admin
+port over HTTPS, where `/ready` and `/live` answer without a client
+certificate (proxy/admin.py). It sets `TLSSkipVerify`: our leaf certificates
+carry only a SPIFFE URI SAN and no host name, so the agent could not match
+any name against them, and an agent has no mesh trust bundle anyway. What is
+lost is the agent's proof that it talks to our proxy, which a health probe on
+the host's own loopback does not need; the mesh traffic itself stays mutually
+authenticated. The check URL's host is where the local agent reaches the admin
+listener (`check_host`: loopback unless the admin port listens on one address).
+Watching uses
 `/v1/health/service/<name>?passing&index=N&wait=...` and follows Consul's
 rules for blocking queries: a response is no proof of change, an index that
 goes backwards restarts from 0, an index below 1 is treated as 1, and
@@ -45,6 +50,7 @@ class ConsulSettings:
     wait: str = "30s"  # how long one blocking query may last
     check_interval: str = "5s"
     check_timeout: str = "2s"
+    check_host: str = "127.0.0.1"  # where the local agent reaches the admin port
     deregister_after: str = "1m"  # Consul's minimum; a dead host leaves the catalog after this
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -88,13 +94,31 @@ def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]
         "meta": meta,
         # Consul requires both weights to be >= 1; weight 0 (drained) is kept in meta instead
         "weights": {"passing": max(instance.weight, 1), "warning": 1},
-        "check": consul.Check.tcp(
-            instance.authority.rpartition(":")[0],  # an IPv6 address in brackets, as Consul wants
-            instance.port,
-            settings.check_interval,
-            timeout=settings.check_timeout,
-            deregister=settings.deregister_after,
-        ),
+        "check": ready_check(instance, settings),
+    }
+
+
+def ready_check(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:
+    """The agent's check definition: HTTPS GET of the proxy's `/ready` on its admin port.
+
+    TLSSkipVerify because our leaves name no host (module docstring). Without an
+    admin port (never the case for a running proxy) it falls back to a TCP check
+    of the inbound port.
+    """
+    timing = {
+        "Interval": settings.check_interval,
+        "Timeout": settings.check_timeout,
+        "DeregisterCriticalServiceAfter": settings.deregister_after,
+    }
+    if instance.admin_port is None:
+        return {"Name": "vmesh inbound port", "TCP": instance.authority, **timing}
+    host = f"[{settings.check_host}]" if ":" in settings.check_host else settings.check_host
+    return {
+        "Name": "vmesh proxy ready",
+        "HTTP": f"https://{host}:{instance.admin_port}/ready",
+        "Method": "GET",
+        "TLSSkipVerify": True,
+        **timing,
     }
 
 

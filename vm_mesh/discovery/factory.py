@@ -1,7 +1,7 @@
-"""Open the discovery backend a service file's `[discovery]` table names.
+"""Open the discovery backend a `[discovery]` table (mesh.toml's, see vm_mesh.config) names.
 
     [discovery]
-    backend = "consul"                    # static (default) | mdns | consul
+    backend = "consul"                    # mdns (default) | consul | static
     consul_url = "http://127.0.0.1:8500"  # consul: the local agent
     interfaces = ["198.18.0.2"]           # mdns: addresses of the interfaces to use
     file = "/etc/vmesh/endpoints.toml"    # static: the endpoints file
@@ -24,8 +24,11 @@ if TYPE_CHECKING:
     from vm_mesh.discovery.consul import ConsulSettings
 
 
-def consul_settings(settings: DiscoverySettings) -> "ConsulSettings":
-    """The Consul backend's settings from the service file's consul_* keys."""
+def consul_settings(
+    settings: DiscoverySettings, check_host: str = "127.0.0.1"
+) -> "ConsulSettings":
+    """The Consul backend's settings from the table's consul_* keys; `check_host` is where the
+    local agent reaches this proxy's admin port."""
     from vm_mesh.discovery.consul import ConsulSettings
 
     url = urlsplit(settings.consul_url)
@@ -37,15 +40,16 @@ def consul_settings(settings: DiscoverySettings) -> "ConsulSettings":
         wait=settings.consul_wait,
         check_interval=settings.consul_check_interval,
         deregister_after=settings.consul_deregister_after,
+        check_host=check_host,
     )
 
 
-def open_backend(settings: DiscoverySettings) -> Discovery:
+def open_backend(settings: DiscoverySettings, check_host: str = "127.0.0.1") -> Discovery:
     """The bare backend `settings` names (no last-known-good wrapper)."""
     if settings.backend == "consul":
         from vm_mesh.discovery.consul import ConsulDiscovery
 
-        return ConsulDiscovery(consul_settings(settings))
+        return ConsulDiscovery(consul_settings(settings, check_host))
     if settings.backend == "mdns":
         from vm_mesh.discovery.mdns import MdnsDiscovery
 
@@ -57,9 +61,11 @@ def open_backend(settings: DiscoverySettings) -> Discovery:
     )
 
 
-def open_discovery(settings: DiscoverySettings, service: str) -> Discovery:
+def open_discovery(
+    settings: DiscoverySettings, service: str, check_host: str = "127.0.0.1"
+) -> Discovery:
     """The backend for the proxy of `service`; mdns and consul keep last known good sets."""
-    backend = open_backend(settings)
+    backend = open_backend(settings, check_host)
     if settings.backend == "static":
         return backend
     return LastKnownGood(backend, paths.state_dir(service) / "discovery")

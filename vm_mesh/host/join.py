@@ -1,10 +1,11 @@
 """`vmesh join`: onboard a host's service in one command.
 
-Writes the service file, exchanges the one-time token for the first
-certificate (the identity service is authenticated by the anchor pin the
-token carries), then starts the proxy: `systemctl enable --now
-vmesh-proxy@<service>` where systemd runs, the proxy in the foreground
-otherwise.
+Writes the service file (and, when the host's mesh.toml has no `[discovery]`
+table yet, that table: the backend is a host-wide choice), exchanges the
+one-time token for the first certificate (the identity service is
+authenticated by the anchor pin the token carries), then starts the proxy:
+`systemctl enable --now vmesh-proxy@<service>` where systemd runs, the proxy
+in the foreground otherwise.
 """
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vm_mesh import paths
-from vm_mesh.config import ServiceConfig
+from vm_mesh.config import ServiceConfig, load_mesh_config
 from vm_mesh.errors import UserError
 
 
@@ -31,7 +32,7 @@ class JoinRequest:
     inbound: str | None = None
     outbound: str | None = None
     admin: str | None = None
-    discovery: str = "mdns"
+    discovery: str | None = None  # None: whatever mesh.toml says, mdns when it says nothing
     consul_url: str | None = None
 
 
@@ -57,9 +58,6 @@ def service_file(request: JoinRequest) -> str:
     ]
     if listen:
         lines += ["", "[listen]", *listen]
-    lines += ["", "[discovery]", f"backend = {_quote(request.discovery)}"]
-    if request.consul_url:
-        lines.append(f"consul_url = {_quote(request.consul_url)}")
     text = "\n".join(lines) + "\n"
     try:
         ServiceConfig.model_validate(tomllib.loads(text))
@@ -79,4 +77,37 @@ def write_service_file(request: JoinRequest) -> Path:
     if path.exists() and path.read_text() != text:
         raise UserError(f"{path} exists with other settings; edit it or remove it, then join again")
     write_file(path, text.encode())
+    return path
+
+
+def discovery_table(request: JoinRequest) -> str:
+    """The `[discovery]` table `join` adds to mesh.toml."""
+    lines = ["[discovery]", f"backend = {_quote(request.discovery or 'mdns')}"]
+    if request.consul_url:
+        lines.append(f"consul_url = {_quote(request.consul_url)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_mesh_discovery(request: JoinRequest) -> Path | None:
+    """Add the `[discovery]` table to mesh.toml unless it has one; the path when written.
+
+    A host's proxies must all find the others the same way, so a `--discovery`
+    that contradicts the table already there is refused rather than ignored.
+    """
+    from identity.pki import write_file
+
+    path = paths.mesh_config()
+    chosen = load_mesh_config(path).discovery
+    if chosen is not None:
+        asked_url = request.consul_url or chosen.consul_url
+        asked = (request.discovery, asked_url)
+        if request.discovery and asked != (chosen.backend, chosen.consul_url):
+            where = f" at {chosen.consul_url}" if chosen.backend == "consul" else ""
+            raise UserError(f"{path} already chooses discovery backend {chosen.backend!r}{where}; "
+                            "edit it or drop --discovery/--consul-url")
+        return None
+    old = path.read_text() if path.exists() else ""
+    text = (old.rstrip("\n") + "\n\n" if old.strip() else "") + discovery_table(request)
+    write_file(path, text.encode())
+    load_mesh_config(path)  # what we wrote must load
     return path

@@ -1,0 +1,41 @@
+"""The mesh.toml the Ansible role renders is one the proxy loads, with the discovery backend the
+inventory asked for."""
+
+import json
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from vm_mesh.config import load_mesh_config
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "ansible/roles/vmesh/templates/mesh.toml.j2"
+
+
+def render(tmp_path: Path, **variables: object) -> Path:
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    environment.filters["to_json"] = json.dumps
+    defaults = {
+        "ansible_managed": "Ansible managed", "vmesh_trust_domain": "vmesh.local",
+        "vmesh_identity_url": "https://198.18.0.1:8443", "vmesh_discovery_interfaces": [],
+        "vmesh_discovery_consul_url": "http://127.0.0.1:8500",
+    }
+    text = environment.from_string(TEMPLATE.read_text()).render({**defaults, **variables})
+    path = tmp_path / "mesh.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["mdns", "consul", "static"])
+def test_rendered_mesh_toml_chooses_the_backend(tmp_path: Path, backend: str) -> None:
+    mesh = load_mesh_config(render(tmp_path, vmesh_discovery_backend=backend))
+    assert mesh.discovery is not None and mesh.discovery.backend == backend
+    assert mesh.identity_url == "https://198.18.0.1:8443"
+
+
+def test_interfaces_and_consul_agent_reach_the_discovery_table(tmp_path: Path) -> None:
+    mesh = load_mesh_config(render(tmp_path, vmesh_discovery_backend="consul",
+                                   vmesh_discovery_interfaces=["198.18.0.2"]))
+    assert mesh.discovery is not None
+    assert mesh.discovery.interfaces == ("198.18.0.2",)
+    assert mesh.discovery.consul_url == "http://127.0.0.1:8500"

@@ -7,6 +7,7 @@ of this host and who listens on their ports, and the identity service.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,7 +112,12 @@ async def check_identity(options: CheckOptions) -> Finding:
         return Finding("identity", Status.WARN, url, "no trust bundle to verify it with",
                        "identity.no_bundle", "pass --ca BUNDLE or join this host first")
     try:
-        async with httpx.AsyncClient(verify=str(bundle), timeout=IDENTITY_TIMEOUT_S) as http:
+        context = ssl.create_default_context(cafile=str(bundle))
+    except (ssl.SSLError, OSError) as exc:
+        return Finding("identity", Status.FAIL, url, f"trust bundle {bundle} unusable: {exc}",
+                       "identity.bad_bundle", "pass --ca BUNDLE with the mesh's anchors")
+    try:
+        async with httpx.AsyncClient(verify=context, timeout=IDENTITY_TIMEOUT_S) as http:
             await http.get(url)
     except httpx.HTTPError as exc:
         return check_reachable("identity", url, f"{type(exc).__name__}: {exc}".rstrip(": "),

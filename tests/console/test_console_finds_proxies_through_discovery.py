@@ -32,7 +32,7 @@ from tests.integration.processes import Process, start_backend
 from vm_mesh import paths
 from vm_mesh.config import Discovery
 
-MDNS = '[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]'  # mesh.toml's [discovery] table
 
 
 @dataclass
@@ -53,13 +53,13 @@ class TwoProxies:
 
 @contextlib.contextmanager
 def two_proxies(root, discovery: str) -> Iterator[TwoProxies]:
-    mesh = Mesh(root)
+    mesh = Mesh(root, discovery)
     suffix = secrets.token_hex(3)
     backend: Process | None = None
     try:
         backend = start_backend(f"web{suffix}")
-        web = mesh.start_proxy(f"web{suffix}", backend.port, extra=discovery)
-        front = mesh.start_proxy(f"front{suffix}", 1, extra=discovery)
+        web = mesh.start_proxy(f"web{suffix}", backend.port)
+        front = mesh.start_proxy(f"front{suffix}", 1)
         assert vmesh("identity", "operator", "ann").returncode == 0
         yield TwoProxies(mesh, web, front, suffix)
     finally:
@@ -84,8 +84,8 @@ def agent() -> Iterator[FakeConsul]:
 
 @pytest.fixture
 def over_consul(vmesh_root, agent: FakeConsul) -> Iterator[TwoProxies]:
-    table = (f'[discovery]\nbackend = "consul"\nconsul_url = "http://127.0.0.1:{agent.port}"\n'
-             'consul_wait = "1s"\nconsul_check_interval = "100ms"\n')
+    table = (f'backend = "consul"\nconsul_url = "http://127.0.0.1:{agent.port}"\n'
+             'consul_wait = "1s"\nconsul_check_interval = "100ms"')
     with two_proxies(vmesh_root, table) as proxies:
         yield proxies
 
@@ -161,7 +161,8 @@ async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxie
     with socket.socket() as closed:  # a port nobody listens on: the identity service is down
         closed.bind(("127.0.0.1", 0))
         identity_url = f"https://127.0.0.1:{closed.getsockname()[1]}"
-    paths.mesh_config().write_text(f'identity_url = "{identity_url}"\n')
+    mesh_toml = paths.mesh_config()
+    mesh_toml.write_text(f'identity_url = "{identity_url}"\n' + mesh_toml.read_text())
     consul = ConsulAdmins(Discovery(backend="consul", consul_url=f"http://127.0.0.1:{agent.port}"))
     console = ConsoleApp(Sources([consul]))
     async with console.run_test(size=(160, 48)) as pilot:
@@ -180,13 +181,16 @@ async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxie
                     "the proxies to keep updating")
         assert ours_ready(console, names)
 
-        console.run_checks()
+        console.run_checks()  # the periodic run may predate the agent's death
         await pilot.press("8")
-        await until(pilot, lambda: any(r[1] == "identity" for r in table_rows(
-            console.view.query_one(DataTable))), "the checks")
-        failed = {(r[1], r[2]) for r in table_rows(console.view.query_one(DataTable))
-                  if r[0] == "fail" and r[1] in ("admin", "discovery", "identity")}
-        assert failed == {("discovery", consul.label), ("identity", identity_url)}
+
+        def failed() -> set[tuple[str, str]]:
+            return {(r[1], r[2]) for r in table_rows(console.view.query_one(DataTable))
+                    if r[0] == "fail" and r[1] in ("admin", "discovery", "identity")}
+
+        await until(pilot, lambda: ("discovery", consul.label) in failed(),
+                    "the checks after the agent died")
+        assert failed() == {("discovery", consul.label), ("identity", identity_url)}
 
 
 def test_cli_twins_use_the_discovery_of_this_hosts_service_files(over_mdns: TwoProxies) -> None:

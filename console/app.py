@@ -73,6 +73,8 @@ class ConsoleApp(App[None]):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
+        # Ctrl-C quits, as an operator expects in a terminal (Textual would copy instead)
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         # Priority: handled before the key reaches the table, so that keys typed right
         # after `:` or `/` already land in the prompt (see check_action).

@@ -140,11 +140,13 @@ def test_no_color_leaves_only_shades_of_grey(start_admin, vmesh_root, terminal,
     wait_for(lambda: not terminal.alive(), 10, "the console to exit")
 
 
-def test_console_without_any_proxy_still_opens(vmesh_root, terminal) -> None:
+@pytest.mark.parametrize("quit_key", ["q", "C-c"])
+def test_console_without_any_proxy_still_opens_and_quits(vmesh_root, terminal,
+                                                         quit_key: str) -> None:
     env = f"VMESH_ROOT={shlex.quote(str(vmesh_root))} PYTHONPATH={shlex.quote(str(REPO))}"
     terminal.start(f"cd {shlex.quote(str(REPO))} && env {env} TERM=xterm-256color "
                    f"{shlex.quote(sys.executable)} -m vm_mesh console")
     terminal.expect("0 proxies")
-    terminal.keys("q")
+    terminal.keys(quit_key)
     wait_for(lambda: not terminal.alive(), 10, "the console to exit")
     assert os.environ.get("VMESH_ROOT") == str(vmesh_root)

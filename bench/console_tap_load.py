@@ -14,6 +14,11 @@ The sources are the proxy's real admin API with simulated traffic
 point it at real proxies.
 
     .venv/bin/python bench/console_tap_load.py [--rate 1000] [--seconds 60] [--sources 2]
+        [--profile FILE]
+
+`--profile FILE` runs the console under cProfile and writes its statistics
+to FILE when the run ends (`python -m pstats FILE`); the figures of such a
+run include the profiler's overhead.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="tap events/s in total")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--sources", type=int, default=2, help="admin APIs sharing the rate")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="run the console under cProfile, statistics to FILE")
     args = parser.parse_args()
     if not shutil.which("tmux"):
         print("tmux is not installed (scripts/install-system-deps.sh)", file=sys.stderr)
@@ -100,9 +107,12 @@ def main() -> int:
         ):
             time.sleep(0.05)
 
+        profiler = ""
+        if args.profile:
+            profiler = f"-m cProfile -o {shlex.quote(str(args.profile.resolve()))}"
         command = (
             f"cd {shlex.quote(str(REPO))} && exec env VMESH_ROOT={shlex.quote(str(root))} "
-            f"TERM=xterm-256color {shlex.quote(sys.executable)} -m vm_mesh console "
+            f"TERM=xterm-256color {shlex.quote(sys.executable)} {profiler} -m vm_mesh console "
             "--view tap"
         )
         tmux(server, "new-session", "-d", "-s", "bench", "-x", "80", "-y", "24", command)
@@ -165,6 +175,9 @@ def main() -> int:
             },
         }
         print(json.dumps(result, indent=2))
+        if args.profile:  # quit, so that the profiler writes its file
+            tmux(server, "send-keys", "-t", "bench", "q")
+            psutil.wait_procs([console], timeout=30)
         return 0
     finally:
         tmux(server, "kill-server")

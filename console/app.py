@@ -23,24 +23,25 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.widgets import ContentSwitcher, Footer, Input
 
 from console.api import LogLine, TapEvent
 from console.checks import CheckOptions, check_identity, check_ports, judge_polls
 from console.client import AdminClient, AdminError, OperatorCredentials
 from console.collect import Poll, poll_source
+from console.models.checks import check_discovery_source
 from console.screens import HelpScreen
-from console.sources import Source, Sources
+from console.sources import Source, SourceProvider, Sources
 from console.state import MeshData
 from console.streams import StreamEvent, StreamFailure, StreamGap, follow_source
-from console.views import VIEW_CLASSES, HostsView, View
+from console.views import VIEW_CLASSES, Bar, HostsView, View
 
 VIEWS = tuple(VIEW_CLASSES)
 POLL_INTERVAL_S = 2.0
 SOURCES_INTERVAL_S = 5.0
 CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
-TICK_S = 0.5  # redraw rate of the visible view; keys redraw at once
+TICK_S = 1.0  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
 
 CSS = """
@@ -101,7 +102,7 @@ class ConsoleApp(App[None]):
     # --- layout --------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="crumbs")
+        yield Bar(id="crumbs")
         with ContentSwitcher(initial=self.first_view):
             for name, cls in VIEW_CLASSES.items():
                 yield cls(id=name)
@@ -113,8 +114,8 @@ class ConsoleApp(App[None]):
         self.tick()
         self.set_interval(TICK_S, self.tick)
         if self.live:
-            self.discover_sources()
-            self.set_interval(SOURCES_INTERVAL_S, self.discover_sources)
+            for provider in self.sources.providers:
+                self.refresh_provider(provider)
             self.set_interval(HOSTS_INTERVAL_S, self.sample_hosts)
             self.set_timer(1.0, self.run_checks)
 
@@ -156,32 +157,76 @@ class ConsoleApp(App[None]):
         text = f"vmesh > {self.view.title} | {len(statuses)} proxies"
         if down:
             text += f", {len(down)} unreachable ({', '.join(down[:3])})"
+        if self.data.discovery_errors:
+            text += f" | discovery: {len(self.data.discovery_errors)} failing"
         text += f" | tap {self.data.tap.received}"
-        self.query_one("#crumbs", Static).update(text)
+        self.query_one("#crumbs", Bar).set(text)
 
     # --- sources and workers -------------------------------------------------------------
 
-    def discover_sources(self) -> None:
-        self.run_worker(self._discover(), group="sources", exclusive=True, exit_on_error=False)
+    def refresh_provider(self, provider: SourceProvider) -> None:
+        """List one provider's sources in its own worker (a slow backend delays no other)."""
+        self.run_worker(self._refresh_provider(provider), group=f"sources:{provider.label}",
+                        exclusive=True, exit_on_error=False)
 
-    async def _discover(self) -> None:
-        for source in await self.sources.list():
-            if source.name in self.known:
+    async def _refresh_provider(self, provider: SourceProvider) -> None:
+        async with self._rearm(SOURCES_INTERVAL_S, partial(self.refresh_provider, provider)):
+            await self.sources.refresh(provider)
+            self.data.discovery_errors = dict(self.sources.provider_errors)
+            self._adopt(self.sources.merged())
+
+    def _adopt(self, sources: list[Source]) -> None:
+        """Follow every source in `sources`; a proxy seen before under another name or
+        address (found over discovery first, then through its socket) is followed once.
+
+        A source that drops out of discovery stays: it is shown unreachable with the
+        reason, not silently forgotten.
+        """
+        wanted = {s.name: s for s in sources}
+        for name, source in list(self.known.items()):
+            replacement = wanted.get(name)
+            if replacement is not None and _same_endpoint(replacement, source):
+                self.known[name] = replacement  # e.g. its instance id is known now
                 continue
-            self.known[source.name] = source
-            self.data.add_source(source)
-            self.start_poll(source)
-            self.run_worker(self._follow(source, "/v1/tap", {}), name=f"tap:{source.name}",
-                            group=f"tap:{source.name}", exclusive=True, exit_on_error=False)
-            self.run_worker(self._follow(source, "/v1/logs", {"follow": "1"}),
-                            name=f"logs:{source.name}", group=f"logs:{source.name}",
-                            exclusive=True, exit_on_error=False)
+            now_elsewhere = source.instance is not None and any(
+                s.instance == source.instance and s.name != name for s in sources)
+            if replacement is not None or now_elsewhere:
+                self._retire(source)
+        for source in sources:
+            if source.name not in self.known:
+                self._follow_source(source)
+
+    def _follow_source(self, source: Source) -> None:
+        self.known[source.name] = source
+        self.data.add_source(source)
+        self.start_poll(source)
+        self.run_worker(self._follow(source, "/v1/tap", {}), name=f"tap:{source.name}",
+                        group=f"tap:{source.name}", exclusive=True, exit_on_error=False)
+        self.run_worker(self._follow(source, "/v1/logs", {"follow": "1"}),
+                        name=f"logs:{source.name}", group=f"logs:{source.name}",
+                        exclusive=True, exit_on_error=False)
+
+    def _retire(self, source: Source) -> None:
+        """Stop following `source` and forget what it said."""
+        del self.known[source.name]
+        for kind in ("poll", "tap", "logs"):
+            self.workers.cancel_group(self, f"{kind}:{source.name}")
+        client = self._clients.pop(source.name, None)
+        if client is not None:
+            self.run_worker(client.aclose(), exit_on_error=False)
+        self.data.remove_source(source.name)
+
+    def _following(self, source: Source) -> bool:
+        known = self.known.get(source.name)
+        return known is not None and _same_endpoint(known, source)
 
     def start_poll(self, source: Source) -> None:
         self.run_worker(self._poll(source), name=f"poll:{source.name}",
                         group=f"poll:{source.name}", exclusive=True, exit_on_error=False)
 
     async def _poll(self, source: Source) -> None:
+        if not self._following(source):
+            return  # retired while this poll was waiting to start
         async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
             try:
                 client = self._clients.get(source.name)
@@ -195,6 +240,7 @@ class ConsoleApp(App[None]):
     async def on_unmount(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        await self.sources.aclose()
 
     @contextlib.asynccontextmanager
     async def _rearm(self, delay_s: float, again: Callable[[], object]) -> AsyncIterator[None]:
@@ -246,6 +292,8 @@ class ConsoleApp(App[None]):
     async def _checks(self) -> None:
         async with self._rearm(CHECKS_INTERVAL_S, self.run_checks):
             findings = judge_polls(list(self.data.polls.values()), self.data.now())
+            findings += [check_discovery_source(label, error)
+                         for label, error in self.data.discovery_errors.items()]
             findings += await asyncio.to_thread(check_ports)
             findings.append(await check_identity(CheckOptions()))
             self.data.findings = findings
@@ -345,3 +393,7 @@ class ConsoleApp(App[None]):
             yield SystemCommand(f"View: {name}", VIEW_CLASSES[name].__doc__ or name,
                                 partial(self.action_show, name))
         yield from super().get_system_commands(screen)
+
+
+def _same_endpoint(a: Source, b: Source) -> bool:
+    return (a.kind, a.address) == (b.kind, b.address)

@@ -8,7 +8,7 @@ of this host and who listens on their ports, and the identity service.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from console.models.checks import (
     check_cert,
     check_clock,
     check_discovery,
+    check_discovery_source,
     check_port,
     check_reachable,
 )
@@ -175,11 +176,17 @@ def check_ports() -> list[Finding]:
 
 
 async def run_checks(sources: Sequence[Source], credentials: OperatorCredentials | None = None,
-                     options: CheckOptions | None = None) -> list[Finding]:
-    """Every check, in a stable order: admin, certs, discovery, clock, ports, identity."""
+                     options: CheckOptions | None = None,
+                     discovery_errors: Mapping[str, str] | None = None) -> list[Finding]:
+    """Every check, in a stable order: admin, certs, discovery, clock, ports, identity.
+
+    `discovery_errors`: why each discovery backend that failed listed no proxies.
+    """
     options = options or CheckOptions()
     polls = await poll_all(sources, credentials)
     findings = judge_polls(polls, datetime.now(UTC))
+    findings += [check_discovery_source(label, error)
+                 for label, error in (discovery_errors or {}).items()]
     findings += check_ports()
     findings.append(await check_identity(options))
     if not sources:

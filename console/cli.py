@@ -29,6 +29,15 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
                        help="ignore the local proxies' admin sockets")
     group.add_argument("--discover", action="append", default=[], type=Path, metavar="FILE",
                        help="every instance with an admin_port in this static discovery file")
+    group.add_argument("--mdns", action="store_true",
+                       help="every proxy announced over mDNS (all interfaces)")
+    group.add_argument("--mdns-interface", action="append", default=[], metavar="ADDR",
+                       help="browse mDNS on the interface with this address only; repeatable")
+    group.add_argument("--consul", metavar="URL",
+                       help="every proxy in the catalog of the Consul agent at URL")
+    group.add_argument("--consul-token", metavar="TOKEN", help="ACL token for --consul")
+    group.add_argument("--no-host-discovery", action="store_true",
+                       help="do not use the discovery backends of this host's service files")
     group.add_argument("--cert", type=Path, help="operator certificate for remote admin APIs")
     group.add_argument("--key", type=Path, help="operator private key")
     group.add_argument("--ca", type=Path, help="trust bundle to verify remote proxies")
@@ -101,23 +110,54 @@ def _credentials(args: argparse.Namespace) -> OperatorCredentials:
 
 
 def _source_set(args: argparse.Namespace) -> Sources:
-    """Where the command reads from: local sockets, --admin and --discover."""
+    """Where the command reads from: local sockets, --admin, and discovery (the backends of
+    this host's service files, --mdns, --consul, --discover)."""
+    from console.discovered import discovery_providers, host_discovery
     from console.sources import default_sources
+    from vm_mesh.config import Discovery
 
     try:
-        return default_sources(args.admin, local=not args.no_local, discover=args.discover)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+        settings = [] if args.no_host_discovery else host_discovery()
+        if args.mdns or args.mdns_interface:
+            settings.append(Discovery(backend="mdns", interfaces=tuple(args.mdns_interface)))
+        if args.consul:
+            settings.append(Discovery(backend="consul", consul_url=args.consul,
+                                      consul_token=args.consul_token))
+        return default_sources(args.admin, local=not args.no_local,
+                               discovery=discovery_providers(settings, args.discover))
+    except ValueError as exc:  # a bad --admin or --consul (pydantic errors are ValueErrors)
+        raise UserError(_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic: the message of the first error
+        return f"--consul: {errors()[0]['msg']}"
+    return str(exc)
+
+
+def _gather_sources(args: argparse.Namespace) -> tuple[list[Source], dict[str, str]]:
+    """Every source now, and why each provider that failed (a bad discovery file) gave none."""
+    import asyncio
+
+    source_set = _source_set(args)
+
+    async def listed() -> list[Source]:
+        try:
+            return await source_set.list()
+        finally:
+            await source_set.aclose()
+
+    sources = asyncio.run(listed())
+    return sources, dict(source_set.provider_errors)
 
 
 def _list_sources(args: argparse.Namespace) -> list[Source]:
-    """Every source now; a provider that fails (a bad discovery file) is reported, not fatal."""
-    import asyncio
+    """Every source now; a provider that failed is reported on stderr, not fatal."""
     import sys
 
-    source_set = _source_set(args)
-    sources = asyncio.run(source_set.list())
-    for provider, error in source_set.provider_errors.items():
+    sources, errors = _gather_sources(args)
+    for provider, error in errors.items():
         print(f"vmesh: {provider}: {error}", file=sys.stderr)
     return sources
 
@@ -127,8 +167,9 @@ def _sources(args: argparse.Namespace) -> list[Source]:
     if not sources:
         from vm_mesh import paths
 
-        raise UserError(f"no proxy found: no admin sockets in {paths.run_dir()} and no --admin "
-                        "given (start a proxy or pass --admin HOST:PORT)")
+        raise UserError(f"no proxy found: no admin sockets in {paths.run_dir()}, none through "
+                        "discovery and no --admin given (start a proxy, or pass --admin "
+                        "HOST:PORT, --mdns or --consul URL)")
     return sources
 
 
@@ -390,9 +431,10 @@ def _check(args: argparse.Namespace) -> int:
     from console.checks import CheckOptions, run_checks
     from console.models.checks import exit_code
 
-    sources = _list_sources(args)
+    sources, discovery_errors = _gather_sources(args)
     findings = asyncio.run(run_checks(sources, _credentials(args),
-                                      CheckOptions(identity_url=args.identity, ca_bundle=args.ca)))
+                                      CheckOptions(identity_url=args.identity, ca_bundle=args.ca),
+                                      discovery_errors=discovery_errors))
     for finding in findings:
         if args.json:
             _print_json({**dataclasses.asdict(finding), "status": finding.status.value})

@@ -1,9 +1,10 @@
 """Where the console's data comes from: the admin APIs it can reach.
 
 A `Source` is one proxy's admin API: a local unix socket or a remote
-`host:port` spoken to over mTLS. Providers list sources; `Sources` merges
-them. Discovery backends (mDNS, Consul, static file) plug in later as one
-more provider implementing `SourceProvider`, without touching the client.
+`host:port` spoken to over mTLS. Providers list sources: this host's sockets,
+`--admin` flags, and the discovery backends (`console.discovered`: mDNS,
+Consul, static file). `Sources` asks each provider under its own deadline and
+merges the answers; a proxy found both ways is kept once, over its socket.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from vm_mesh import defaults, paths
 
 Kind = Literal["unix", "tcp"]
 
+PROVIDER_TIMEOUT_S = 5.0  # one provider's answer; a slower one is reported, not waited for
+IDENTIFY_TIMEOUT_S = 1.0  # a local socket's instance id
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Source:
@@ -27,26 +31,64 @@ class Source:
     kind: Kind
     address: str  # socket path for unix, host:port for tcp
     origin: str = "local"  # local | flag | discovery backend name
+    instance: str | None = None  # the proxy's instance id, when known
 
 
 class SourceProvider(Protocol):
     """Anything that can list admin sources (local sockets, flags, discovery)."""
 
+    label: str  # how the console names the provider, e.g. "consul http://127.0.0.1:8500"
+
     async def sources(self) -> list[Source]:
         """The sources known now; a provider that fails raises and the others still count."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the provider holds (an mDNS browser)."""
+        ...
+
 
 class LocalSockets:
-    """The admin sockets of the proxies on this host: `paths.run_dir()/*.sock`."""
+    """The admin sockets of the proxies on this host: `paths.run_dir()/*.sock`.
+
+    Each socket is asked once for its proxy's instance id (`/v1/stats`), so that
+    the same proxy found through discovery is recognised and read over the
+    socket; a socket that does not answer stays listed, without an id.
+    """
+
+    label = "local sockets"
 
     def __init__(self, run_dir: Path | None = None) -> None:
         self._run_dir = run_dir
+        self._instances: dict[tuple[str, int, int], str] = {}  # (path, inode, mtime) -> id
 
     async def sources(self) -> list[Source]:
         run_dir = self._run_dir or paths.run_dir()
-        found = sorted(run_dir.glob("*.sock")) if run_dir.is_dir() else []
-        return [Source(p.stem, "unix", str(p), "local") for p in found]
+        found = [(p, p.stat()) for p in sorted(run_dir.glob("*.sock"))] if run_dir.is_dir() else []
+        ids = await asyncio.gather(*(self._instance_of(p, (str(p), st.st_ino, st.st_mtime_ns))
+                                     for p, st in found))
+        return [Source(p.stem, "unix", str(p), "local", i)
+                for (p, _), i in zip(found, ids, strict=True)]
+
+    async def _instance_of(self, path: Path, key: tuple[str, int, int]) -> str | None:
+        if key not in self._instances:
+            from console.client import AdminClient, AdminError
+
+            source = Source(path.stem, "unix", str(path))
+            try:
+                async with AdminClient(source) as client:
+                    stats = await asyncio.wait_for(client.get_json("/v1/stats"),
+                                                   IDENTIFY_TIMEOUT_S)
+            except (AdminError, TimeoutError):
+                return None  # asked again next time
+            instance = stats.get("instance") if isinstance(stats, dict) else None
+            if not instance:
+                return None
+            self._instances[key] = str(instance)
+        return self._instances[key]
+
+    async def aclose(self) -> None:
+        return None
 
 
 def parse_admin_address(text: str) -> Source:
@@ -76,63 +118,78 @@ def _port(text: str, whole: str) -> int:
 class StaticAdmins:
     """Sources given on the command line (`--admin host:port`, repeatable)."""
 
+    label = "--admin"
+
     def __init__(self, addresses: Iterable[str]) -> None:
         self._sources = [parse_admin_address(a) for a in addresses]
 
     async def sources(self) -> list[Source]:
         return list(self._sources)
 
-
-class StaticFileAdmins:
-    """Every instance with an `admin_port` in a static discovery file (`endpoints.toml`).
-
-    The file is read on each call, so instances added to it show up; its
-    parse errors are the provider's failure (reported, never fatal).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    async def sources(self) -> list[Source]:
-        from vm_mesh.discovery.static import parse_instances
-
-        found = []
-        for instance in parse_instances(self._path.read_text()):
-            if instance.admin_port:
-                host = f"[{instance.address}]" if ":" in instance.address else instance.address
-                found.append(Source(instance.instance_id, "tcp",
-                                    f"{host}:{instance.admin_port}", "static"))
-        return found
+    async def aclose(self) -> None:
+        return None
 
 
 class Sources:
-    """All providers merged; a failing provider is reported, never fatal."""
+    """All providers, each asked under its own deadline; a failing one is reported, never fatal.
 
-    def __init__(self, providers: Sequence[SourceProvider]) -> None:
-        self._providers = list(providers)
-        self.provider_errors: dict[str, str] = {}
+    The console refreshes providers one by one in their own workers
+    (`refresh`); the CLI asks all at once (`list`). `merged()` is the union of
+    the last answers.
+    """
+
+    def __init__(self, providers: Sequence[SourceProvider],
+                 timeout_s: float = PROVIDER_TIMEOUT_S) -> None:
+        self.providers = list(providers)
+        self.timeout_s = timeout_s
+        self.answers: dict[str, list[Source]] = {}  # label -> its last answer
+        self.provider_errors: dict[str, str] = {}  # label -> why it gave nothing
+
+    async def refresh(self, provider: SourceProvider) -> None:
+        """Ask one provider; on failure keep what it said last and record why."""
+        try:
+            found = await asyncio.wait_for(provider.sources(), self.timeout_s)
+        except TimeoutError:
+            self.provider_errors[provider.label] = f"no answer within {self.timeout_s:g}s"
+        except Exception as exc:  # any failure of a backend is shown, never raised
+            self.provider_errors[provider.label] = f"{type(exc).__name__}: {exc}"
+        else:
+            self.answers[provider.label] = found
+            self.provider_errors.pop(provider.label, None)
 
     async def list(self) -> list[Source]:
-        """Every source, deduplicated by address, in a stable order."""
-        results = await asyncio.gather(
-            *(p.sources() for p in self._providers), return_exceptions=True
-        )
-        seen: dict[tuple[str, str], Source] = {}
-        self.provider_errors = {}
-        for provider, result in zip(self._providers, results, strict=True):
-            if isinstance(result, BaseException):
-                self.provider_errors[type(provider).__name__] = f"{type(result).__name__}: {result}"
+        """Every source from every provider now, deduplicated, in a stable order."""
+        await asyncio.gather(*(self.refresh(p) for p in self.providers))
+        return self.merged()
+
+    def merged(self) -> list[Source]:
+        """The last answers merged: one source per address and per instance, sockets first."""
+        everything = [s for p in self.providers for s in self.answers.get(p.label, ())]
+        everything.sort(key=lambda s: s.kind != "unix")  # a socket wins over the same proxy's TCP
+        by_address: dict[tuple[str, str], Source] = {}
+        instances: set[str] = set()
+        names: set[str] = set()
+        for source in everything:
+            if (source.kind, source.address) in by_address or source.name in names:
                 continue
-            for source in result:
-                seen.setdefault((source.kind, source.address), source)
-        return sorted(seen.values(), key=lambda s: (s.kind != "unix", s.name))
+            if source.instance is not None:
+                if source.instance in instances:
+                    continue
+                instances.add(source.instance)
+            by_address[(source.kind, source.address)] = source
+            names.add(source.name)
+        return sorted(by_address.values(), key=lambda s: (s.kind != "unix", s.name))
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.aclose()
 
 
 def default_sources(admin: Iterable[str] = (), local: bool = True,
-                    discover: Iterable[Path] = ()) -> Sources:
-    """Local sockets (unless `local` is False), every `--admin` address, and the
-    instances of each static discovery file given (`--discover FILE`)."""
+                    discovery: Iterable[SourceProvider] = ()) -> Sources:
+    """Local sockets (unless `local` is False), every `--admin` address, and `discovery`
+    providers (see `console.discovered.discovery_providers`)."""
     providers: list[SourceProvider] = [LocalSockets()] if local else []
     providers.append(StaticAdmins(admin))
-    providers += [StaticFileAdmins(path) for path in discover]
+    providers += discovery
     return Sources(providers)

@@ -36,6 +36,7 @@ class MeshData:
         self.logs = LogBuffer(log_capacity)
         self.findings: list[Finding] = []
         self.stream_errors: dict[str, str] = {}
+        self.discovery_errors: dict[str, str] = {}  # provider label -> why it listed nothing
         self.dropped_at_source = 0  # tap and log items the proxies could not send in time
 
     def now(self) -> datetime:
@@ -46,6 +47,13 @@ class MeshData:
         if status is None:
             status = self.statuses[source.name] = SourceStatus(source.name, source.address)
         return status
+
+    def remove_source(self, name: str) -> None:
+        """Forget a source the console no longer follows (found again under another name)."""
+        for table in (self.statuses, self.polls, self.certs):
+            table.pop(name, None)
+        for key in [k for k in self.stream_errors if k.startswith(f"{name}/")]:
+            del self.stream_errors[key]
 
     def apply_poll(self, poll: Poll) -> None:
         """Record one poll: success refreshes the data, failure keeps it but marks why."""

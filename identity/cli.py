@@ -88,7 +88,7 @@ def _ca_dir() -> Path:
 
 
 def _seconds(text: str, what: str) -> float:
-    from vm_mesh.policy.durations import parse_duration
+    from vm_mesh.durations import parse_duration
 
     try:
         return parse_duration(text)
@@ -291,6 +291,8 @@ def _status(args: argparse.Namespace) -> int:
                 "generation": gen.number,
                 "role": role,
                 "retired": gen.retired,
+                "active": gen.issuer == ca.active.cert,
+                "serial": format(cert.serial_number, "x"),
                 "not_after": cert.not_valid_after_utc.isoformat(),
                 "days_left": round(days_left, 1),
             }

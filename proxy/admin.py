@@ -30,7 +30,7 @@ from identity import spiffe
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
 from proxy.tap import TapFilter
-from vm_mesh.policy.durations import parse_duration
+from vm_mesh.durations import parse_duration
 
 log = logging.getLogger("vmesh.admin")
 

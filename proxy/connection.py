@@ -25,6 +25,7 @@ class Connection(asyncio.Protocol):
         self.reader = reader
         self.transport: asyncio.Transport | None = None
         self.bytes_read = 0
+        self._since_idle = 0
         self._loop = asyncio.get_running_loop()
         self._early = bytearray()  # bytes that came before a reader was set
         self._unread = 0
@@ -42,6 +43,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
+        self._since_idle += len(data)
         if self.reader is None:
             self._early += data
             return
@@ -94,6 +96,14 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def mark_idle(self) -> None:
+        """The connection goes idle: bytes from now on were sent unasked."""
+        self._since_idle = 0
+
+    def received_while_idle(self) -> bool:
+        """True when bytes arrived since `mark_idle`, or a parsed event or error is waiting."""
+        return self._since_idle > 0 or self._error is not None or self.buffered_event()
 
     def buffered_event(self) -> bool:
         """True when the next event is already parsed (taking it will not wait)."""

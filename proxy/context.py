@@ -6,7 +6,6 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from proxy.breaker import BreakerSettings
@@ -79,16 +78,9 @@ class ProxyContext:
         event.latency_ms = (time.monotonic() - started) * 1000
         self.bus.publish(event)
 
-    @contextlib.contextmanager
-    def request_in_flight(self) -> Iterator[None]:
-        self.in_flight += 1
-        self.idle.clear()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
+    def request_in_flight(self) -> "InFlight":
+        """Count a request (or TCP connection) as in flight while the `with` block runs."""
+        return InFlight(self)
 
     async def endpoints(self, service: str) -> ServiceEndpoints:
         """The endpoints of `service`, watching discovery from the first time it is asked for."""
@@ -131,6 +123,28 @@ class ProxyContext:
         for task in self._watches.values():
             task.cancel()
         await asyncio.gather(*self._watches.values(), return_exceptions=True)
+
+
+class InFlight:
+    """The in-flight count of a proxy, held for one request; a class, not a generator
+    context manager, because every request enters one."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> None:
+        ctx = self._ctx
+        ctx.in_flight += 1
+        if ctx.in_flight == 1:
+            ctx.idle.clear()
+
+    def __exit__(self, *_: object) -> None:
+        ctx = self._ctx
+        ctx.in_flight -= 1
+        if not ctx.in_flight:
+            ctx.idle.set()
 
 
 def _breaker_settings(spec: Any) -> BreakerSettings:

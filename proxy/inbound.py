@@ -205,7 +205,6 @@ class InboundProxy:
             sent, reusable = await stream_response(response, client, head)
         except UpstreamProtocolError as exc:
             event.error = exc.reason
-            upstream.close()
             return False
         event.bytes_out = sent
         self.pool.release(upstream, reusable)

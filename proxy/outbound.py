@@ -237,7 +237,6 @@ class OutboundProxy:
             sent, reusable = await stream_response(response, client, head)
         except UpstreamProtocolError as exc:
             event.error = exc.reason
-            response.upstream.close()
             return False
         event.bytes_out = sent
         self.pool.release(response.upstream, reusable)

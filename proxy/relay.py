@@ -137,8 +137,22 @@ async def stream_response(
 
     Writes are gathered while more of the response is already parsed, and flushed
     before waiting on the upstream, so a small response leaves in one segment and
-    a slow stream is never held back.
+    a slow stream is never held back. On any failure (bad framing from upstream, the
+    client gone, cancellation) the upstream connection is closed: it is mid-message.
     """
+    try:
+        return await _copy_response(response, client, request, extra)
+    except BaseException:
+        response.upstream.close()
+        raise
+
+
+async def _copy_response(
+    response: Response,
+    client: Downstream,
+    request: RequestHead,
+    extra: list[tuple[bytes, bytes]] | None,
+) -> tuple[int, bool]:
     head = response.head
     headers, framing = response_framing(head, request)
     headers += extra or []

@@ -43,6 +43,12 @@ class Upstream:
         """The upstream closed its side: the connection cannot carry another request."""
         return self.connection.closed
 
+    @property
+    def reusable(self) -> bool:
+        """Open, and nothing arrived while idle: bytes an idle upstream sends on its own
+        (say, a 408 before it closes) would be taken as the next request's answer."""
+        return not self.connection.closed and not self.connection.received_while_idle()
+
     def write(self, data: bytes) -> None:
         self.connection.write(data)
 
@@ -110,7 +116,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             upstream = idle.pop()
-            if now - upstream.idle_since < self.idle_timeout and not upstream.eof:
+            if now - upstream.idle_since < self.idle_timeout and upstream.reusable:
                 upstream.state = "active"
                 self.reused += 1
                 return upstream, True
@@ -127,6 +133,7 @@ class Pool:
             return
         upstream.state = "idle"
         upstream.idle_since = time.monotonic()
+        upstream.connection.mark_idle()
         idle.append(upstream)
 
     def close(self) -> None:

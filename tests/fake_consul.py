@@ -11,6 +11,8 @@ keeps the documented contract (/work/shared/reference, section 3):
   (connected passing, else critical); new checks start critical unless
   `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
 - `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
+- `GET /v1/catalog/services`: `{name: [tags]}` of every registered service, with
+  `X-Consul-Index` (not blocking: vmesh lists it, it does not watch it).
 - `GET /v1/health/service/:name`: Node/Service/Checks entries including the
   node's `serfHealth`; `?passing` (bare or a Go bool, else 400 `Invalid value
   for ?passing`); `?index=N&wait=D` blocks until the index passes N or the wait
@@ -323,6 +325,13 @@ class FakeConsul:
         return entries, max(indexes, default=self.index)
 
     # ---- reads -----------------------------------------------------------------------------
+    def catalog(self) -> dict[str, list[str]]:
+        """`/v1/catalog/services`: each service name with the union of its instances' tags."""
+        tags: dict[str, set[str]] = {}
+        for service in self.services.values():
+            tags.setdefault(service.name, set()).update(service.tags)
+        return {name: sorted(found) for name, found in sorted(tags.items())}
+
     def health_entries(self, name: str, passing: bool) -> list[dict[str, Any]]:
         serf = {"Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
                 "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
@@ -468,6 +477,11 @@ class FakeConsul:
                 agent.requests.append(self.path)
                 if url.path.startswith("/v1/kv/"):
                     self._kv_get(url)
+                    return
+                if url.path == "/v1/catalog/services":
+                    with agent.changed:
+                        body, index = json.dumps(agent.catalog()).encode(), agent.index
+                    self._answer(200, body, "application/json", index)
                     return
                 if not url.path.startswith("/v1/health/service/"):
                     self._error(404, "")

@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vm_mesh import defaults, paths
+from vm_mesh.durations import parse_duration
 from vm_mesh.errors import UserError
-from vm_mesh.policy.durations import parse_duration
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 

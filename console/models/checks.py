@@ -101,6 +101,14 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
     return findings
 
 
+def check_discovery_source(label: str, error: str) -> Finding:
+    """A discovery backend the console could not list proxies from."""
+    return Finding("discovery", Status.FAIL, label, f"cannot list proxies: {error}",
+                   "discovery.source_unreachable",
+                   "proxies keep routing on their last known good view; check the backend "
+                   "(mDNS on this host's interfaces, the Consul agent, the endpoints file)")
+
+
 def check_clock(owner: str, server_time: datetime, local_time: datetime,
                 tolerance: timedelta = CLOCK_SKEW_TOLERANCE) -> Finding:
     """Clock skew between this host and a proxy's host (from the HTTP Date header)."""

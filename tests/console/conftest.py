@@ -1,8 +1,10 @@
 """Fixtures of the console tests under a private VMESH_ROOT.
 
 `mesh` + `traffic`: real `vmesh proxy run` processes with real mTLS traffic.
+`expired_store`: real proxies, one of them with an expired leaf.
 `start_admin`: a proxy's real admin API with simulated traffic, for what a
-real proxy cannot be made to show on demand (an expired leaf, 1,000 events/s).
+real proxy cannot be made to show on demand (1,000 events/s, a steady mix of
+failures for the golden metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -74,8 +77,8 @@ def start_admin(vmesh_root: Path) -> Iterator[Callable[..., AdminProcess]]:
     """Start admin API processes; every one is killed by PID when the test ends."""
     started: list[AdminProcess] = []
 
-    def start(name: str, *, tls: bool = False, expired_leaf: bool = False,
-              rate: float = 20.0, ca_dir: Path | None = None) -> AdminProcess:
+    def start(name: str, *, tls: bool = False, rate: float = 20.0,
+              ca_dir: Path | None = None) -> AdminProcess:
         tls_dir = paths.state_dir(name)
         tls_dir.mkdir(parents=True, exist_ok=True)
         socket = None if tls else paths.admin_socket(name)
@@ -83,8 +86,6 @@ def start_admin(vmesh_root: Path) -> Iterator[Callable[..., AdminProcess]]:
         cmd = [sys.executable, "-m", "tests.console.simulated_proxy", "--name", name,
                "--tls-dir", str(tls_dir), "--rate", str(rate)]
         cmd += ["--port-file", str(port_file)] if tls else ["--socket", str(socket)]
-        if expired_leaf:
-            cmd.append("--expired-leaf")
         if ca_dir:
             cmd += ["--ca-dir", str(ca_dir)]
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -127,6 +128,24 @@ def mesh(vmesh_root) -> Iterator[Mesh]:
         mesh.stop()
         for backend in backends:
             backend.stop()
+
+
+@pytest.fixture
+def expired_store(vmesh_root) -> Iterator[Mesh]:
+    """Real proxies: `api` with a fresh leaf, `store` with a leaf that expired two hours ago.
+
+    The proxy starts with an expired leaf (it loads its files without judging
+    their dates, so that it can serve its admin API and renew) and reports it.
+    """
+    mesh = Mesh(vmesh_root)
+    try:
+        mesh.start_proxy("api", 1)
+        mesh.configure("store", 1)
+        mesh.issue("store", now=datetime.now(UTC) - timedelta(hours=26))  # 24 h lifetime
+        mesh.start_proxy("store", 1, certificate=False)
+        yield mesh
+    finally:
+        mesh.stop()
 
 
 @pytest.fixture

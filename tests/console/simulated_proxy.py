@@ -8,7 +8,7 @@ rate, half inbound from a `client` service, half outbound to `store`. Once
 `vmesh proxy run` is on main the console tests start real proxies instead.
 
 Usage: python -m tests.console.simulated_proxy --name api --socket PATH --tls-dir DIR
-       [--port-file FILE (mTLS on TCP instead)] [--rate N] [--expired-leaf]
+       [--port-file FILE (mTLS on TCP instead)] [--rate N] [--ca-dir DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import logging
 import ssl
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +115,13 @@ async def chatter(service: str) -> None:
         await asyncio.sleep(0.5)
 
 
-def write_identity(tls_dir: Path, name: str, expired: bool) -> None:
-    """Anchor, issuer and a leaf for `name` (expired two hours ago when asked)."""
+def write_identity(tls_dir: Path, name: str) -> None:
+    """Anchor, issuer and a leaf for `name`."""
     anchor = pki.create_anchor("vmesh.local")
     issuer = pki.create_issuer(anchor, "vmesh.local")
     key = pki.generate_key()
-    now = datetime.now(UTC) - (timedelta(hours=26) if expired else timedelta(0))
     leaf = pki.issue_leaf(issuer, key.public_key(), spiffe_id=f"spiffe://vmesh.local/svc/{name}",
-                          common_name=name, trust_domain="vmesh.local", now=now)
+                          common_name=name, trust_domain="vmesh.local")
     pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
     pki.write_file(tls_dir / "cert.pem", pki.cert_pem(leaf, issuer.cert))
     pki.write_file(tls_dir / "bundle.pem", pki.cert_pem(anchor.cert))
@@ -150,13 +148,12 @@ async def main() -> None:
     parser.add_argument("--tls-dir", type=Path, required=True)
     parser.add_argument("--port-file", type=Path)
     parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--expired-leaf", action="store_true")
     parser.add_argument("--ca-dir", type=Path, help="issue the leaf from this `vmesh identity` CA")
     args = parser.parse_args()
     if args.ca_dir:
         write_identity_from_ca(args.tls_dir, args.name, args.ca_dir)
     elif not (args.tls_dir / "cert.pem").exists():
-        write_identity(args.tls_dir, args.name, args.expired_leaf)
+        write_identity(args.tls_dir, args.name)
     bus = EventBus()
     observability = Observability.attach(bus)
     logging.getLogger().addHandler(observability.logs)

@@ -59,9 +59,7 @@ def test_bad_tap_filter_is_one_line(start_admin) -> None:
         "vmesh: tap filter: unknown filter key 'colour': use svc, path, method, status, lat")
 
 
-def test_certs_and_check_fail_on_an_expired_leaf(start_admin) -> None:
-    start_admin("api")
-    start_admin("store", expired_leaf=True)
+def test_certs_and_check_fail_on_an_expired_leaf_of_a_real_proxy(expired_store) -> None:
     certs = vmesh("certs")
     assert certs.returncode == 1
     rows = [line.split() for line in certs.stdout.splitlines()]
@@ -71,11 +69,14 @@ def test_certs_and_check_fail_on_an_expired_leaf(start_admin) -> None:
 
     check = vmesh("check")
     assert check.returncode == 1
-    failing = [line for line in check.stdout.splitlines() if line.startswith("[FAIL]")]
+    # the service files name the default ports, which another process on this host may hold
+    failing = [line for line in check.stdout.splitlines()
+               if line.startswith("[FAIL]") and not line.startswith("[FAIL] ports")]
     assert len(failing) == 1
     assert "leaf of store: expired at" in failing[0] and "(hint:" in failing[0]
     findings = [json.loads(x) for x in vmesh("check", "--json").stdout.splitlines()]
-    assert {f["reason"] for f in findings if f["status"] == "fail"} == {"certs.leaf_expired"}
+    assert {f["reason"] for f in findings
+            if f["status"] == "fail" and f["check"] != "ports"} == {"certs.leaf_expired"}
 
 
 def test_check_passes_for_a_healthy_host(start_admin) -> None:

@@ -66,3 +66,25 @@ async def test_certs_of_real_proxies_share_the_mesh_ca(mesh: Mesh) -> None:
         assert rows[0][1] == rows[1][1] == "3 prx"
         assert {r[1] for r in rows[2:]} == {"api", "store", "web"}
         assert {r[5] for r in rows} == {"ok"}
+
+
+async def test_expired_leaf_of_a_real_proxy_is_red_on_certs_and_fails_in_checks(
+        expired_store: Mesh) -> None:
+    console = ConsoleApp(default_sources())
+    async with console.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await until(pilot, lambda: column(table(console), "KIND").count("leaf") == 2,
+                    "the leaves of both proxies")
+        rows = table_rows(table(console))
+        store = next(i for i, r in enumerate(rows) if r[0] == "leaf" and r[1] == "store")
+        state = table(console).get_cell_at((store, 5))
+        assert (str(state), "red" in str(state.style)) == ("expired", True)
+        assert str(table(console).get_cell_at((store, 4))).startswith("expired ")
+        api = next(i for i, r in enumerate(rows) if r[0] == "leaf" and r[1] == "api")
+        assert str(table(console).get_cell_at((api, 5))) == "ok"
+
+        await pilot.press("8")
+        await until(pilot, lambda: table(console).row_count > 0, "check results")
+        first = table_rows(table(console))[0]
+        assert first[:3] == ["fail", "certs", "leaf of store"]
+        assert "certs.leaf_expired" in str(console.view.query_one("#hint", Static).render())

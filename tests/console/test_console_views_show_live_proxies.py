@@ -143,30 +143,6 @@ async def test_edges_show_mtls_between_services(three_proxies) -> None:
                     "six edges with identities")
 
 
-async def test_expired_leaf_is_red_on_certs_and_fails_in_checks(start_admin) -> None:
-    start_admin("api")
-    start_admin("store", expired_leaf=True)
-    console = app()
-    async with console.run_test(size=(80, 24)) as pilot:
-        await pilot.press("5")
-        await until(pilot, lambda: column(view_table(console), "KIND").count("leaf") == 2,
-                    "the leaves of both proxies")
-        table = view_table(console)
-        rows = table_rows(table)
-        store = next(i for i, r in enumerate(rows) if r[0] == "leaf" and r[1] == "store")
-        state = table.get_cell_at((store, 5))
-        assert (str(state), "red" in str(state.style)) == ("expired", True)
-        assert str(table.get_cell_at((store, 4))).startswith("expired ")
-        api = next(i for i, r in enumerate(rows) if r[0] == "leaf" and r[1] == "api")
-        assert str(table.get_cell_at((api, 5))) == "ok"
-
-        await pilot.press("8")
-        await until(pilot, lambda: view_table(console).row_count > 0, "check results")
-        first = table_rows(view_table(console))[0]
-        assert first[:3] == ["fail", "certs", "leaf of store"]
-        assert "certs.leaf_expired" in str(console.view.query_one("#hint", Static).render())
-
-
 async def test_logs_follow_and_filter_by_service_and_level(three_proxies) -> None:
     console = app()
     async with console.run_test(size=(80, 24)) as pilot:

@@ -54,4 +54,4 @@ def test_proxies_listed_in_a_static_discovery_file_are_polled(start_admin, vmesh
     endpoints.write_text('[[instance]]\nservice = "broken"\n')
     broken = vmesh("stat", "--no-local", "--discover", str(endpoints))
     assert broken.returncode == 1
-    assert "StaticFileAdmins: ValueError: instance #1: missing or invalid" in broken.stderr
+    assert f"static {endpoints}: ValueError: instance #1: missing or invalid" in broken.stderr

@@ -7,10 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.sshhosts import SshCluster
+from tests.e2e.sshhosts import SshCluster, SshHost
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "ansible"
@@ -31,8 +32,10 @@ class PlaybookRun:
         return {host: counts["changed"] for host, counts in self.recap.items()}
 
 
-def build_wheel(dest: Path, version: str | None = None) -> Path:
-    """`pip wheel --no-deps` of this repository, optionally with another version number."""
+def build_wheel(dest: Path, version: str | None = None,
+                patch: Callable[[Path], None] | None = None) -> Path:
+    """`pip wheel --no-deps` of this repository, optionally with another version number and
+    with `patch` applied to a copy of the source first (to build a broken release)."""
     source = REPO
     if version is not None:
         source = dest / f"src-{version}"
@@ -41,12 +44,25 @@ def build_wheel(dest: Path, version: str | None = None) -> Path:
         pyproject = source / "pyproject.toml"
         pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"',
                                     pyproject.read_text(), count=1))
+        if patch is not None:
+            patch(source)
     wheels = dest / "wheels"
     wheels.mkdir(exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "-w", str(wheels), str(source)],
                    check=True, capture_output=True, text=True)
     return wheels
+
+
+def service_vars(host: SshHost, service: str, app_port: int = 8080) -> dict[str, str]:
+    """Inventory variables that run `service` on `host`: the test backend (it answers with
+    its name `<service>@<host>` and the caller's identity) as the app, from the host's venv."""
+    command = [str(host.vmesh_root / "opt/vmesh/venv/bin/python"),
+               str(REPO / "tests/integration/backend.py"),
+               "--name", f"{service}@{host.name}", "--port", str(app_port)]
+    services = [{"name": service, "app_port": app_port, "command": command,
+                 "drain_timeout": "5s"}]
+    return {"vmesh_proxy_services": f"'{json.dumps(services, separators=(',', ':'))}'"}
 
 
 def build_wheelhouse(dest: Path, wheel: Path) -> Path:
@@ -58,12 +74,16 @@ def build_wheelhouse(dest: Path, wheel: Path) -> Path:
 
 
 def run_playbook(cluster: SshCluster, inventory: Path, playbook: str,
-                 extra_vars: dict[str, str], timeout_s: float = 240) -> PlaybookRun:
-    """ansible-playbook with the repo's roles; returns the recap per host."""
+                 extra_vars: dict[str, str], timeout_s: float = 240,
+                 limit: str | None = None) -> PlaybookRun:
+    """ansible-playbook with the repo's roles (on the hosts of `limit`, if given); returns the
+    recap per host."""
     env = cluster.ansible_env()
     env["ANSIBLE_ROLES_PATH"] = str(PLAYBOOKS / "roles")
     argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(PLAYBOOKS / playbook)]
     argv += ["--extra-vars", json.dumps(extra_vars)]
+    if limit is not None:
+        argv += ["--limit", limit]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
                             cwd=PLAYBOOKS)
     output = result.stdout + result.stderr

@@ -205,6 +205,10 @@ def test_killed_instance_loses_its_traffic_to_the_other_host(world: World) -> No
     assert detection == [200] * 10, detection
     assert [status for status, _ in answers] == [200] * 50
     assert {answer["name"] for _, answer in answers} == {survivor_host.namespace}
+    skipped = front.wait_for_log(  # and the log names the instance that was skipped
+        lambda r: r.get("msg") == "instance refused the connection; trying another"
+    )
+    assert skipped["instance"] == f"{api}-{doomed_host.namespace}"
 
 
 def test_host_cut_off_the_network_leaves_the_endpoint_set(world: World) -> None:
@@ -222,8 +226,8 @@ def test_host_cut_off_the_network_leaves_the_endpoint_set(world: World) -> None:
     assert len(answered) >= 45, answers
     assert {answer["name"] for answer in answered} == {survivor_host.namespace}
 
-    # no goodbye crossed the cut link; the cut host's records stop being refreshed, so they
-    # expire (TTL 15 s + the 10 s cache sweep) and the instance leaves front's endpoint set
+    # no goodbye crossed the cut link; front's queries for the cut host's SRV record go
+    # unanswered, the record expires (10 s TTL) and the instance leaves front's endpoint set
     wait_until(lambda: cut_id not in endpoint_ids(front, api), within=45,
                what="the cut-off instance leaving the endpoint set")
     print(f"{cut_id} left the endpoint set {time.monotonic() - started:.1f} s after the cut")

@@ -4,7 +4,8 @@ It answers every request with JSON naming itself, the path and the client
 identity header it received. Behaviour is set at start and can be changed at
 run time with `POST /_control` (`{"fail_every": 5, "status": 503, "delay": 0.2}`):
 `fail_every: N` fails every Nth request, `delay` stalls each response.
-`GET /_stats` returns counts. It prints `LISTENING <port>` once it accepts.
+`GET /_stats` returns counts; `GET /_bytes/N` streams N zero bytes (chunked). It
+prints `LISTENING <port>` once it accepts.
 """
 
 import argparse
@@ -16,6 +17,8 @@ from collections import Counter
 import h11
 
 from vm_mesh.defaults import CLIENT_ID_HEADER
+
+STREAM_CHUNK = 64 * 1024
 
 
 class Backend:
@@ -39,6 +42,10 @@ class Backend:
                     continue
                 if isinstance(event, h11.Request):
                     body = await self._body(conn, reader)
+                    if event.target.startswith(b"/_bytes/"):
+                        await self._stream_bytes(conn, writer, int(event.target[8:]))
+                        conn.start_next_cycle()
+                        continue
                     status, payload = await self._answer(event, body)
                     data = json.dumps(payload).encode()
                     headers = [("content-type", "application/json"),
@@ -56,6 +63,18 @@ class Backend:
             return
         finally:
             writer.close()
+
+    async def _stream_bytes(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, size: int
+    ) -> None:
+        """Answer `size` zero bytes, chunked, as fast as the reader takes them."""
+        writer.write(conn.send(h11.Response(status_code=200, headers=[])))
+        chunk = bytes(STREAM_CHUNK)
+        for offset in range(0, size, STREAM_CHUNK):
+            writer.write(conn.send(h11.Data(data=chunk[: size - offset])))
+            await writer.drain()
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
 
     async def _body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:
         chunks = []

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -105,8 +105,10 @@ class Mesh:
         kind: str = "svc",
         trust_domain: str = TRUST_DOMAIN,
         issuer: pki.CertifiedKey | None = None,
+        now: datetime | None = None,
     ) -> Path:
-        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir)."""
+        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir);
+        `now` moves the leaf's validity (a past `now` makes an expired leaf)."""
         directory = directory or self.root / "var/lib/vmesh" / service
         key = pki.generate_key()
         leaf = pki.issue_leaf(
@@ -116,6 +118,7 @@ class Mesh:
             common_name=service,
             trust_domain=trust_domain,
             lifetime=lifetime,
+            now=now,
         )
         pki.write_private(directory / "key.pem", pki.key_pem(key))
         pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, (issuer or self.ca.active).cert))

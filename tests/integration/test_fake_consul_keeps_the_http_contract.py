@@ -72,3 +72,14 @@ def test_bad_query_parameters_are_400_with_consuls_words(
 ) -> None:
     answer = httpx.get(f"http://127.0.0.1:{agent.port}/v1/health/service/api?{query}")
     assert (answer.status_code, answer.text) == (400, message)
+
+
+def test_catalog_lists_every_service_once_with_the_union_of_its_tags(agent: FakeConsul) -> None:
+    client = consul.Consul(port=agent.port)
+    name = f"api-{secrets.token_hex(3)}"
+    client.agent.service.register(name, service_id=f"{name}-1", port=1, tags=["v1"])
+    client.agent.service.register(name, service_id=f"{name}-2", port=2, tags=["v2", "v1"])
+    client.agent.service.register(f"{name}-db", port=3)
+    index, services = client.catalog.services()
+    assert int(index) >= 1
+    assert services == {name: ["v1", "v2"], f"{name}-db": []}

@@ -49,3 +49,23 @@ def test_consul_discovery_is_written_with_its_agent(tmp_path: Path) -> None:
     assert config.identity_url == ca.url and config.discovery is None
     assert again.returncode != 0
     assert "already chooses discovery backend 'consul'" in one_line(again.stderr)
+
+
+def test_a_managed_service_file_is_kept_and_only_the_certificate_fetched(tmp_path: Path) -> None:
+    vmesh(tmp_path / "ca", "identity", "init")
+    token = vmesh(tmp_path / "ca", "identity", "token", "create", "--host", "vm1",
+                  "--services", "api").stdout.strip()
+    service_file = tmp_path / "vm1/etc/vmesh/services/api.toml"
+    service_file.parent.mkdir(parents=True)
+    written = 'service = "api"\napp_port = 9090\n# managed by Ansible\n'
+    service_file.write_text(written)
+    with running_identity_service(tmp_path / "ca") as ca:
+        no_port = vmesh(tmp_path / "vm1", "join", "--token", token, "--identity", ca.url,
+                        "--service", "api", "--host", "vm1", "--no-start", check=False)
+        assert no_port.returncode != 0 and "--app-port is required" in one_line(no_port.stderr)
+        kept = vmesh(tmp_path / "vm1", "join", "--token", token, "--identity", ca.url,
+                     "--service", "api", "--host", "vm1", "--no-start", "--use-service-file",
+                     check=False)
+    assert kept.returncode == 0, kept.stderr
+    assert service_file.read_text() == written
+    assert (tmp_path / "vm1/var/lib/vmesh/api/cert.pem").is_file()

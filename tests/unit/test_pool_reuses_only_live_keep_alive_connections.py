@@ -71,6 +71,19 @@ async def test_a_connection_the_peer_closed_while_idle_is_not_reused(served) -> 
     assert server.accepted == 2
 
 
+async def test_a_connection_that_spoke_while_idle_is_not_reused(served) -> None:
+    server, pool = served
+    first, _ = await pool.acquire("a:1")
+    pool.release(first, reusable=True)
+    await asyncio.wait_for(server.connected.wait(), 5)
+    # an upstream that times the idle connection out answers 408 before it closes
+    server.writers[0].write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+    await first.connection.wait(5)  # the bytes have arrived
+    second, reused = await pool.acquire("a:1")
+    assert not reused and second is not first
+    assert first.state == "closed"
+
+
 async def test_connections_are_pooled_per_upstream(served) -> None:
     _server, pool = served
     a, _ = await pool.acquire("a:1")

@@ -215,13 +215,22 @@ class MdnsDiscovery:
         )
         return EndpointSet(service, instances, source="mdns", updated_at=self._updated_at)
 
-    async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
-        self._watched.add(service)
+    def browse(self) -> None:
+        """Start following the announcements of every vmesh instance (idempotent)."""
         if self._browser is None:
             self._browser = AsyncServiceBrowser(
                 self._zeroconf.zeroconf, MDNS_SERVICE_TYPE, handlers=[self._on_change]
             )
             self._liveness = asyncio.create_task(self._keep_alive())
+
+    def instances(self) -> tuple[Instance, ...]:
+        """Every instance of any service seen so far and not silent (for the console)."""
+        return tuple(sorted((i for name, i in self._known.items() if name not in self._silent),
+                            key=lambda i: (i.service, i.instance_id)))
+
+    async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+        self._watched.add(service)
+        self.browse()
         last: EndpointSet | None = None
         if not self.current(service).instances:
             # give the first browse a moment, so a fresh proxy does not start with "no instances"

@@ -28,10 +28,18 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
     run = add_command(commands, "run", "Run an app and its proxy together "
                       "(transient systemd units, or supervised children without systemd).")
+    run.add_argument("--supervise", action="store_true",
+                     help="supervise both as children even where systemd runs (for a unit or "
+                     "another process manager that runs `vmesh run` itself)")
     run.add_argument("service", help="the service (its file: /etc/vmesh/services/SERVICE.toml)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                      help="the app to run, after --")
     run.set_defaults(handler=_run)
+
+    renew = add_command(commands, "renew", "Renew a service's certificate now, e.g. after "
+                        "`vmesh identity rotate` (its running proxy loads the new files itself).")
+    renew.add_argument("service", help="the service (its file: /etc/vmesh/services/SERVICE.toml)")
+    renew.set_defaults(handler=_renew)
 
     join = add_command(commands, "join", "Join a service on this host to the mesh: write its "
                        "service file, fetch its first certificate, start its proxy.")
@@ -40,7 +48,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     join.add_argument("--identity", required=True, metavar="URL",
                       help="the identity service, e.g. https://ca.example:8443")
     join.add_argument("--service", required=True, help="the service this host runs")
-    join.add_argument("--app-port", required=True, type=int, help="the app's port on loopback")
+    join.add_argument("--app-port", type=int, help="the app's port on loopback "
+                      "(required unless --use-service-file)")
+    join.add_argument("--use-service-file", action="store_true",
+                      help="keep the existing service file (e.g. written by Ansible) instead of "
+                      "writing one; only fetch the certificate (and start the proxy)")
     join.add_argument("--host", default=None,
                       help="the host name the token was made for (default: this host's name)")
     join.add_argument("--instance-id", default="", help="default: <service>-<host>")
@@ -89,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"vmesh run {args.service}: no app command (usage: "
                         f"vmesh run {args.service} -- <command> [args...])")
     drain = load_service(args.service).config.timeouts.drain
-    if systemd_is_pid1():
+    if systemd_is_pid1() and not args.supervise:
         systemd_run = shutil.which("systemd-run")
         if systemd_run is None:
             raise UserError("systemd is running but systemd-run is missing (install systemd)")
@@ -116,14 +128,22 @@ def _join(args: argparse.Namespace) -> int:
     from vm_mesh.host.join import JoinRequest, write_mesh_discovery, write_service_file
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
-    request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
-                          args.advertise, args.inbound, args.outbound, args.admin, args.discovery,
-                          args.consul_url)
-    mesh_path = write_mesh_discovery(request)
-    path = write_service_file(request)
-    if mesh_path is not None:
-        print(f"wrote the [discovery] table of {mesh_path}")
-    print(f"wrote {path}")
+    if args.use_service_file:
+        from vm_mesh.config import load_service
+
+        print(f"using {load_service(args.service).path}")
+    elif args.app_port is None:
+        raise UserError("vmesh join: --app-port is required (or --use-service-file to keep "
+                        "an existing service file)")
+    else:
+        request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
+                              args.advertise, args.inbound, args.outbound, args.admin,
+                              args.discovery, args.consul_url)
+        mesh_path = write_mesh_discovery(request)
+        path = write_service_file(request)
+        if mesh_path is not None:
+            print(f"wrote the [discovery] table of {mesh_path}")
+        print(f"wrote {path}")
     host = args.host or socket.gethostname()
     try:
         leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
@@ -149,3 +169,34 @@ def _join(args: argparse.Namespace) -> int:
     print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
     argv = proxy_argv(args.service)
     os.execv(argv[0], argv)
+
+
+def _renew(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from identity.client import IdentityRefused, renew
+    from identity.pki import new_serial_hex
+    from vm_mesh.config import load_service
+
+    config = load_service(args.service).config
+    if not config.identity_url:
+        raise UserError(f"{paths.service_config(args.service)}: no identity_url to renew from "
+                        "(add it, or join again)")
+    directory = paths.state_dir(args.service)
+    try:
+        leaf = asyncio.run(renew(config.identity_url, directory))
+    except FileNotFoundError as exc:
+        raise UserError(f"{args.service} has no certificate to renew ({exc.filename}); "
+                        "join first: vmesh join") from None
+    except IdentityRefused as exc:
+        raise UserError(f"the identity service at {config.identity_url} refused to renew "
+                        f"{args.service}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the identity service at {config.identity_url}: "
+                        f"{exc or type(exc).__name__}") from None
+    print(f"renewed {args.service}: serial {new_serial_hex(leaf)} from "
+          f"{leaf.issuer.rfc4514_string()}, valid until "
+          f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, in {directory}")
+    return 0

@@ -74,7 +74,7 @@ def _explain(args: argparse.Namespace) -> int:
     from proxy.route import RequestFacts
     from proxy.traffic import TrafficPolicy
     from vm_mesh import defaults
-    from vm_mesh.policy.durations import format_duration
+    from vm_mesh.durations import format_duration
     from vm_mesh.policy.loader import PolicyInvalid, load_dir
 
     try:

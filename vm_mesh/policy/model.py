@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from identity import spiffe
-from vm_mesh.policy.durations import format_duration, parse_duration
+from vm_mesh.durations import format_duration, parse_duration
 
 # Bodies up to this size are buffered so that a request can be retried or mirrored.
 MAX_REPLAY_BODY = 64 * 1024

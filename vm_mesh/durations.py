@@ -1,4 +1,5 @@
-"""Durations as policy files write them: `2s`, `500ms`, `1m30s` (Go/Envoy style)."""
+"""Durations as vmesh files write them (policy, service files, CLI flags): `2s`, `500ms`,
+`1m30s` (Go/Envoy style)."""
 
 import re
 

@@ -1,0 +1,179 @@
+"""Admin sources from discovery: every registered proxy, through mDNS, Consul or a static file.
+
+Each registered instance carries its admin port (TXT key `admin` over mDNS,
+service meta `admin` in Consul, `admin_port` in a static file); the console
+reaches it at `address:admin` over mutual TLS. A proxy of this host is also
+found through its socket, and `Sources` keeps that one (same instance id).
+
+Which backends to ask: those given on the command line, plus by default the
+ones this host's proxies use (the `[discovery]` table of each service file),
+so that `vmesh console` on any host of a mesh sees the whole mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from console.sources import Source, SourceProvider
+from vm_mesh import paths
+from vm_mesh.config import Discovery as DiscoverySettings
+from vm_mesh.discovery.base import Instance
+
+BROWSE_WINDOW_S = 1.5  # mDNS answers trickle in: the first listing waits this long
+CONSUL_TIMEOUT_S = 3.0  # each HTTP call to the agent
+
+
+def admin_source(instance: Instance, origin: str) -> Source | None:
+    """The admin API of a registered instance (None when it registered no admin port)."""
+    if not instance.admin_port:
+        return None
+    host = f"[{instance.address}]" if ":" in instance.address else instance.address
+    return Source(instance.instance_id, "tcp", f"{host}:{instance.admin_port}", origin,
+                  instance.instance_id)
+
+
+def _admin_sources(instances: Iterable[Instance], origin: str) -> list[Source]:
+    return [s for s in (admin_source(i, origin) for i in instances) if s is not None]
+
+
+class StaticFileAdmins:
+    """Every instance with an `admin_port` in a static discovery file (`endpoints.toml`).
+
+    The file is read on each call, so instances added to it show up; its
+    parse errors are the provider's failure (reported, never fatal).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.label = f"static {path}"
+
+    async def sources(self) -> list[Source]:
+        from vm_mesh.discovery.static import parse_instances
+
+        return _admin_sources(parse_instances(self.path.read_text()), "static")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MdnsAdmins:
+    """Every vmesh instance announced over mDNS (`_vmesh._tcp.local.`), of any service.
+
+    The browser starts on the first call and keeps following announcements and
+    goodbyes; the first call waits `browse_window_s` for the answers to arrive.
+    """
+
+    def __init__(self, interfaces: Sequence[str] = (),
+                 browse_window_s: float = BROWSE_WINDOW_S) -> None:
+        self.interfaces = tuple(interfaces)
+        self.label = "mdns" + (f" on {','.join(self.interfaces)}" if self.interfaces else "")
+        self._browse_window_s = browse_window_s
+        self._mdns = None
+        self._browsing_since = 0.0
+
+    async def sources(self) -> list[Source]:
+        if self._mdns is None:
+            from vm_mesh.discovery.mdns import MdnsDiscovery
+
+            self._mdns = MdnsDiscovery(list(self.interfaces) or None)
+            self._mdns.browse()
+            self._browsing_since = time.monotonic()
+        left = self._browsing_since + self._browse_window_s - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
+        return _admin_sources(self._mdns.instances(), "mdns")
+
+    async def aclose(self) -> None:
+        if self._mdns is not None:
+            await self._mdns.close()
+            self._mdns = None
+
+
+class ConsulAdmins:
+    """Every instance in the Consul catalog, passing or not (a failing proxy is worth seeing)."""
+
+    def __init__(self, settings: DiscoverySettings) -> None:
+        from vm_mesh.discovery.factory import consul_settings
+
+        self.settings = consul_settings(settings)
+        self.label = f"consul {settings.consul_url}"
+        self._client = None
+
+    def _list(self) -> list[Instance]:
+        import consul
+
+        from vm_mesh.discovery.consul import instances_from_health
+
+        if self._client is None:
+            self._client = consul.Consul(
+                host=self.settings.host, port=self.settings.port, scheme=self.settings.scheme,
+                token=self.settings.token, connections_timeout=CONSUL_TIMEOUT_S)
+        _, services = self._client.catalog.services()
+        found: list[Instance] = []
+        for name in sorted(services or {}):
+            _, entries = self._client.health.service(name)
+            found += instances_from_health(entries)
+        return found
+
+    async def sources(self) -> list[Source]:
+        try:
+            instances = await asyncio.to_thread(self._list)
+        except OSError as exc:  # requests' errors are OSErrors, with very long messages
+            text = str(exc).lower()
+            why = next((w for w in ("refused", "timed out", "reset") if w in text), "failed")
+            raise ConnectionError(f"agent at {self.settings.host}:{self.settings.port}: "
+                                  f"connection {why}") from exc
+        return _admin_sources(instances, "consul")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def host_discovery() -> list[DiscoverySettings]:
+    """The discovery settings of this host's service files (one per distinct backend).
+
+    A service file that does not parse is skipped here: `vmesh proxy run` and
+    `vmesh check` report it.
+    """
+    found: list[DiscoverySettings] = []
+    services = paths.etc_dir() / "services"
+    for path in sorted(services.glob("*.toml")) if services.is_dir() else ():
+        try:
+            table = tomllib.loads(path.read_text()).get("discovery", {})
+            settings = DiscoverySettings.model_validate(table)
+        except (OSError, ValueError):
+            continue
+        if settings not in found:
+            found.append(settings)
+    return found
+
+
+def discovery_providers(settings: Iterable[DiscoverySettings] = (),
+                        files: Iterable[Path] = ()) -> list[SourceProvider]:
+    """One provider per distinct backend in `settings`, plus one per static file in `files`.
+
+    A static backend without a file means the default endpoints file, which is
+    only read when it exists (a host without one simply has none).
+    """
+    providers: dict[str, SourceProvider] = {}
+    static_files = list(files)
+    for item in settings:
+        if item.backend == "mdns":
+            provider: SourceProvider = MdnsAdmins(item.interfaces)
+        elif item.backend == "consul":
+            provider = ConsulAdmins(item)
+        else:
+            default = paths.etc_dir() / "endpoints.toml"
+            file = Path(item.file) if item.file else default
+            if file != default or file.exists():
+                static_files.append(file)
+            continue
+        providers.setdefault(provider.label, provider)
+    for file in static_files:
+        provider = StaticFileAdmins(file)
+        providers.setdefault(provider.label, provider)
+    return list(providers.values())

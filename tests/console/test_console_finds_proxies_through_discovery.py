@@ -1,0 +1,210 @@
+"""`vmesh console` finds real proxies through discovery and reads them over mTLS.
+
+The proxies announce themselves over mDNS on loopback, or register with a
+Consul agent (tests/fake_consul.py); the console lists them from there and
+reaches each one's admin API at the registered `admin` port with the operator
+certificate of `vmesh identity operator`. Other meshes may share this host's
+mDNS, so names carry a random suffix and assertions look at ours only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from textual.widgets import DataTable
+
+from console.app import ConsoleApp
+from console.discovered import ConsulAdmins, MdnsAdmins, discovery_providers, host_discovery
+from console.sources import Sources, default_sources
+from tests.console.pilot import table_rows, until
+from tests.console.test_cli_twins_print_columns_and_json import vmesh
+from tests.fake_consul import FakeConsul
+from tests.integration.mesh import Mesh, ProxyProcess
+from tests.integration.processes import Process, start_backend
+from vm_mesh import paths
+from vm_mesh.config import Discovery
+
+MDNS = '[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+
+
+@dataclass
+class TwoProxies:
+    """`web<suffix>` (in front of a backend) and `front<suffix>` that calls it."""
+
+    mesh: Mesh
+    web: ProxyProcess
+    front: ProxyProcess
+    suffix: str
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Instance id -> admin address, as discovery announces them."""
+        return {f"web{self.suffix}-1": f"127.0.0.1:{self.web.ports['admin']}",
+                f"front{self.suffix}-2": f"127.0.0.1:{self.front.ports['admin']}"}
+
+
+@contextlib.contextmanager
+def two_proxies(root, discovery: str) -> Iterator[TwoProxies]:
+    mesh = Mesh(root)
+    suffix = secrets.token_hex(3)
+    backend: Process | None = None
+    try:
+        backend = start_backend(f"web{suffix}")
+        web = mesh.start_proxy(f"web{suffix}", backend.port, extra=discovery)
+        front = mesh.start_proxy(f"front{suffix}", 1, extra=discovery)
+        assert vmesh("identity", "operator", "ann").returncode == 0
+        yield TwoProxies(mesh, web, front, suffix)
+    finally:
+        mesh.stop()
+        if backend is not None:
+            backend.stop()
+
+
+@pytest.fixture
+def over_mdns(vmesh_root) -> Iterator[TwoProxies]:
+    with two_proxies(vmesh_root, MDNS) as proxies:
+        yield proxies
+
+
+@pytest.fixture
+def agent() -> Iterator[FakeConsul]:
+    fake = FakeConsul()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def over_consul(vmesh_root, agent: FakeConsul) -> Iterator[TwoProxies]:
+    table = (f'[discovery]\nbackend = "consul"\nconsul_url = "http://127.0.0.1:{agent.port}"\n'
+             'consul_wait = "1s"\nconsul_check_interval = "100ms"\n')
+    with two_proxies(vmesh_root, table) as proxies:
+        yield proxies
+
+
+@contextlib.contextmanager
+def requests_through(front: ProxyProcess, service: str) -> Iterator[None]:
+    """Requests from front's app to `service` until the block ends (at most 2,000, 60 s)."""
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(base_url=f"http://{front.outbound}", timeout=5) as client:
+            for _ in range(2_000):
+                if stop.wait(0.05):
+                    return
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get("/hello", headers={"host": f"{service}.mesh"})
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def overview(console: ConsoleApp) -> dict[str, list[str]]:
+    """PROXY -> the overview row, for every proxy shown."""
+    return {row[0]: row for row in table_rows(console.view.query_one(DataTable))}
+
+
+def ours_ready(console: ConsoleApp, names: dict[str, str]) -> bool:
+    rows = overview(console)
+    return all(name in rows and rows[name][1] == "ready" for name in names)
+
+
+async def test_proxies_announced_over_mdns_are_read_over_mtls(over_mdns: TwoProxies) -> None:
+    names = over_mdns.names
+    console = ConsoleApp(Sources([MdnsAdmins(["127.0.0.1"])]))  # no local sockets
+    async with console.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: ours_ready(console, names), "both proxies ready over mTLS",
+                    deadline_s=20)
+        rows = overview(console)
+        assert {name: rows[name][8] for name in names} == names  # ADDRESS: the admin port
+        web = f"web{over_mdns.suffix}-1"
+        with requests_through(over_mdns.front, f"web{over_mdns.suffix}"):
+            # tap is for operators only: events prove the operator certificate was used
+            await until(pilot, lambda: any(e.proxy == web for e in console.data.tap.visible(50)),
+                        "tap events of web over mTLS", deadline_s=20)
+        event = next(e for e in console.data.tap.visible(50) if e.proxy == web)
+        assert (event.direction, event.tls) == ("inbound", True)
+
+
+async def test_a_local_proxy_found_over_mdns_too_is_read_once_over_its_socket(
+        over_mdns: TwoProxies) -> None:
+    sources = default_sources(discovery=discovery_providers(host_discovery()))
+    (mdns,) = [p for p in sources.providers if isinstance(p, MdnsAdmins)]  # from service files
+    console = ConsoleApp(sources)
+    ids = set(over_mdns.names)
+    async with console.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: ids <= {s.instance for s in sources.answers.get(mdns.label, ())},
+                    "mDNS to list both proxies", deadline_s=20)
+        await pilot.pause(0.1)
+        ours = {s.name: s for s in console.known.values() if s.instance in ids}
+        assert {(name, s.kind) for name, s in ours.items()} == {
+            (f"web{over_mdns.suffix}", "unix"), (f"front{over_mdns.suffix}", "unix")}
+        await until(pilot, lambda: ours_ready(console, ours), "both ready over their sockets")
+
+
+async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxies_update(
+        over_consul: TwoProxies, agent: FakeConsul) -> None:
+    names = over_consul.names
+    with socket.socket() as closed:  # a port nobody listens on: the identity service is down
+        closed.bind(("127.0.0.1", 0))
+        identity_url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    paths.mesh_config().write_text(f'identity_url = "{identity_url}"\n')
+    consul = ConsulAdmins(Discovery(backend="consul", consul_url=f"http://127.0.0.1:{agent.port}"))
+    console = ConsoleApp(Sources([consul]))
+    async with console.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: ours_ready(console, names), "both proxies ready over mTLS",
+                    deadline_s=20)
+        assert {name: overview(console)[name][8] for name in names} == names
+
+        agent.stop()
+        problem = f"{consul.label}: ConnectionError: agent at 127.0.0.1:{agent.port}: " \
+                  "connection refused [discovery.source_unreachable]"
+        await until(pilot, lambda: problem in str(console.view.query_one("#problems").render()),
+                    "the dead agent shown", deadline_s=20)
+        assert "discovery: 1 failing" in str(console.query_one("#crumbs").render())
+        seen = {name: console.data.statuses[name].last_ok for name in names}
+        await until(pilot, lambda: all(console.data.statuses[n].last_ok > seen[n] for n in names),
+                    "the proxies to keep updating")
+        assert ours_ready(console, names)
+
+        console.run_checks()
+        await pilot.press("8")
+        await until(pilot, lambda: any(r[1] == "identity" for r in table_rows(
+            console.view.query_one(DataTable))), "the checks")
+        failed = {(r[1], r[2]) for r in table_rows(console.view.query_one(DataTable))
+                  if r[0] == "fail" and r[1] in ("admin", "discovery", "identity")}
+        assert failed == {("discovery", consul.label), ("identity", identity_url)}
+
+
+def test_cli_twins_use_the_discovery_of_this_hosts_service_files(over_mdns: TwoProxies) -> None:
+    stat = vmesh("stat", "--no-local", "--json")
+    assert stat.returncode == 0, stat.stderr
+    services = {json.loads(line)["name"] for line in stat.stdout.splitlines()}
+    assert {f"web{over_mdns.suffix}", f"front{over_mdns.suffix}"} <= services
+
+
+def test_check_fails_naming_an_unreachable_consul_agent(vmesh_root) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    result = vmesh("check", "--no-local", "--consul", url)
+    assert result.returncode == 1
+    line = next(x for x in result.stdout.splitlines() if x.startswith("[FAIL] discovery"))
+    assert f"consul {url}: cannot list proxies: ConnectionError: agent at" in line
+    assert "connection refused (hint: proxies keep routing on their last known good" in line
+    bad = vmesh("stat", "--consul", "127.0.0.1:8500")  # no scheme
+    assert bad.returncode != 0 and bad.stderr.startswith("vmesh: --consul: ")
+    assert len(bad.stderr.splitlines()) == 1

@@ -1,0 +1,283 @@
+"""The playbooks over SSH against hosts in network namespaces: site.yml installs the CA and the
+services (a request crosses hosts over mTLS; a second run changes nothing), rotate-certs.yml
+and a rolling upgrade.yml keep every request of a load through the mesh answered, and a host
+that fails its health check after an upgrade stops the rollout while the rest keeps serving.
+
+The tests share one set of hosts and run in file order, each starting from the state the one
+before left: host1 is the CA and runs an `api` instance, host3 runs the other `api`
+instance, host2 runs `front`, from whose outbound proxy the load goes to `api`. The rollouts
+leave host2 out (`--limit 'all:!host2'`): the load's own proxy cannot restart under it.
+"""
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from identity import pki
+from tests.e2e.playbooks import (
+    REPO,
+    build_wheel,
+    build_wheelhouse,
+    run_playbook,
+    service_vars,
+)
+from tests.e2e.sshhosts import SshCluster, SshHost
+from tests.integration.mesh import wait_until
+from tests.support import require_tool
+
+pytestmark = pytest.mark.e2e
+
+ROLLOUT_LIMIT = "all:!host2"  # the hosts the rollouts touch: all but the load's own
+LOAD_RATE = 40  # requests per second
+LOAD_MAX_SECONDS = 240
+OUTBOUND_PORT = 4140  # the role's default, in each host's own network namespace
+
+
+@dataclass
+class Mesh:
+    """The deployed hosts, their inventory and the extra vars every playbook run needs."""
+
+    cluster: SshCluster
+    inventory: Path
+    extra: dict[str, str]
+    api: str
+    front: str
+
+    @property
+    def hosts(self) -> dict[str, SshHost]:
+        return {host.name: host for host in self.cluster.hosts}
+
+    def playbook(self, name: str, limit: str | None = None, **extra: str):
+        return run_playbook(self.cluster, self.inventory, name, {**self.extra, **extra},
+                            limit=limit)
+
+
+@pytest.fixture(scope="module")
+def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
+    wheels = build_wheel(three_hosts.workdir)
+    wheelhouse = build_wheelhouse(three_hosts.workdir, wheels / "vmesh-0.1.0-py3-none-any.whl")
+    ca, front, api = three_hosts.hosts
+    suffix = secrets.token_hex(3)
+    api_service, front_service = f"api-{suffix}", f"front-{suffix}"
+    inventory = three_hosts.write_inventory(
+        three_hosts.workdir / "site.ini",
+        groups={"vmesh_ca": [ca.name], "vmesh_hosts": [front.name, api.name]},
+        host_vars={ca.name: service_vars(ca, api_service),
+                   front.name: service_vars(front, front_service),
+                   api.name: service_vars(api, api_service)},
+    )
+    extra = {"vmesh_wheel_dir": str(wheels), "vmesh_manage_user": "false",
+             "vmesh_service_manager": "process",
+             "vmesh_pip_extra_args": f"--no-index --find-links {wheelhouse}"}
+    deployed = Mesh(three_hosts, inventory, extra, api_service, front_service)
+    first = deployed.playbook("site.yml")
+    assert first.returncode == 0, first.output[-4000:]
+    yield deployed
+
+
+def vmesh(host: SshHost, *args: str) -> subprocess.CompletedProcess[str]:
+    return host.run(str(host.vmesh_root / "opt/vmesh/venv/bin/vmesh"), *args)
+
+
+def admin(host: SshHost, service: str, path: str) -> dict:
+    """GET on a proxy's local admin socket (a path socket: reachable from any namespace)."""
+    transport = httpx.HTTPTransport(uds=str(host.vmesh_root / f"run/vmesh/{service}.sock"))
+    with httpx.Client(transport=transport, base_url="http://admin", timeout=5) as client:
+        return client.get(path).json()
+
+
+def api_instances_known_to_front(mesh: Mesh) -> set[str]:
+    upstreams = admin(mesh.hosts["host2"], mesh.front, "/v1/endpoints")["upstreams"]
+    return {i["id"] for u in upstreams if u["service"] == mesh.api for i in u["instances"]}
+
+
+def get_through_front(mesh: Mesh) -> tuple[str, str]:
+    """curl from host2's app side through its outbound proxy to `api`: (status, body)."""
+    result = mesh.hosts["host2"].run(
+        "curl", "-sS", "-m", "5", "-H", f"Host: {mesh.api}", "-w", "\n%{http_code}",
+        f"http://127.0.0.1:{OUTBOUND_PORT}/hello")
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failed: int = 0
+    failures: list | None = None
+    backends: dict | None = None
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def load_through_front(mesh: Mesh) -> Iterator[LoadResult]:
+    """A bounded load (count and time) from host2 to `api` for the duration of the block;
+    the result is filled in when the block ends."""
+    front = mesh.hosts["host2"]
+    wait_until(lambda: api_instances_known_to_front(mesh) == {f"{mesh.api}-host1",
+                                                              f"{mesh.api}-host3"},
+               within=30, what="front knowing both api instances")
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", front.netns, sys.executable, "-m", "tests.e2e.loadgen",
+         "--port", str(OUTBOUND_PORT), "--service", mesh.api, "--rate", str(LOAD_RATE),
+         "--max-requests", str(LOAD_RATE * LOAD_MAX_SECONDS),
+         "--max-seconds", str(LOAD_MAX_SECONDS)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    result = LoadResult()
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "STARTED", process.stderr
+        yield result
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    assert summary, f"the load generator printed no summary: {err[-2000:]}"
+    result.__dict__.update(summary)
+    print(f"load: {result.ok} answered, {result.failed} failed in {result.seconds} s, "
+          f"by backend {result.backends}")
+
+
+def test_every_host_gets_its_own_vmesh_of_the_asked_version(mesh: Mesh) -> None:
+    for host in mesh.cluster.hosts:
+        result = vmesh(host, "--version")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "vmesh 0.1.0"
+        assert (host.vmesh_root / "etc/vmesh/mesh.toml").is_file()
+
+
+def test_the_ca_host_serves_certificates_from_its_own_anchor(mesh: Mesh) -> None:
+    require_tool("curl")
+    ca, other = mesh.hosts["host1"], mesh.hosts["host2"]
+    assert vmesh(ca, "identity", "status", "--json").returncode == 0
+    assert not (other.vmesh_root / "var/lib/vmesh/identity").exists()
+    result = other.run(
+        "curl", "-sS", "--cacert", str(ca.vmesh_root / "var/lib/vmesh/identity/bundle.pem"),
+        "-o", "/dev/null", "-w", "%{http_code}", f"https://{ca.address}:8443/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.isdigit(), "no HTTP answer over TLS verified by the CA bundle"
+
+
+def test_a_request_crosses_hosts_over_mtls_between_the_joined_services(mesh: Mesh) -> None:
+    require_tool("curl")
+    answers: list[tuple[str, str]] = []
+    # the front proxy watches api from its first request on: the first may find no instance yet
+    wait_until(lambda: answers.append(get_through_front(mesh)) or answers[-1][0] == "200",
+               within=15, what=f"{mesh.api} answering through the front proxy")
+    answer = json.loads(answers[-1][1])
+    assert answer["name"] in {f"{mesh.api}@host1", f"{mesh.api}@host3"}
+    assert answer["client_id"] == f"spiffe://vmesh.local/svc/{mesh.front}"
+
+
+def test_a_second_site_run_changes_nothing_and_keeps_the_anchor(mesh: Mesh) -> None:
+    anchor = mesh.hosts["host1"].vmesh_root / "var/lib/vmesh/identity/bundle.pem"
+    before = anchor.read_bytes()
+    second = mesh.playbook("site.yml")
+    assert second.returncode == 0, second.output[-4000:]
+    assert second.changed() == {name: 0 for name in mesh.hosts}, second.output[-4000:]
+    assert anchor.read_bytes() == before
+
+
+def ca_certificates(mesh: Mesh) -> list[dict]:
+    status = vmesh(mesh.hosts["host1"], "identity", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)["certificates"]
+
+
+def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_issuer(
+    mesh: Mesh,
+) -> None:
+    [old_issuer] = [c["serial"] for c in ca_certificates(mesh) if c["role"] == "issuer"]
+
+    with load_through_front(mesh) as load:
+        run = mesh.playbook("rotate-certs.yml")
+
+    assert run.returncode == 0, run.output[-4000:]
+    assert load.failed == 0, load.failures
+    assert load.ok > 0
+    certificates = ca_certificates(mesh)
+    [retired] = [c for c in certificates if c["role"] == "issuer" and c["retired"]]
+    [active] = [c for c in certificates if c["role"] == "issuer" and c["active"]]
+    assert retired["serial"] == old_issuer and active["serial"] != old_issuer
+    [new_anchor] = [c["serial"] for c in certificates if c["role"] == "anchor"
+                    and not c["retired"]]
+    services = [(mesh.hosts[name], service)
+                for name, service in (("host1", mesh.api), ("host2", mesh.front),
+                                      ("host3", mesh.api))]
+    for host, service in services:
+        state = host.vmesh_root / "var/lib/vmesh" / service
+        leaf, issuer = pki.load_certs((state / "cert.pem").read_bytes())
+        leaf.verify_directly_issued_by(issuer)
+        assert pki.new_serial_hex(issuer) == active["serial"], f"{service}@{host.name}"
+        bundle = pki.load_certs((state / "bundle.pem").read_bytes())
+        assert [pki.new_serial_hex(c) for c in bundle] == [new_anchor], f"{service}@{host.name}"
+        loaded = admin(host, service, "/v1/certs")  # what the running proxy serves and trusts
+        assert [c["serial"] for c in loaded["chain"]] == [
+            pki.new_serial_hex(leaf), active["serial"]]
+        assert [c["serial"] for c in loaded["bundle"]] == [new_anchor]
+
+
+def patched_proxy_that_never_starts(source: Path) -> None:
+    cli = source / "proxy" / "cli.py"
+    text = cli.read_text()
+    broken = text.replace("    loaded = load_service(args.service)\n",
+                          "    raise SystemExit('this build of the proxy is broken')\n", 1)
+    assert broken != text
+    cli.write_text(broken)
+
+
+def versions(mesh: Mesh) -> dict[str, str]:
+    return {name: vmesh(host, "--version").stdout.strip() for name, host in mesh.hosts.items()}
+
+
+def test_a_rolling_upgrade_under_load_fails_no_request(mesh: Mesh) -> None:
+    build_wheel(mesh.cluster.workdir, "0.2.0")
+
+    with load_through_front(mesh) as load:
+        run = mesh.playbook("upgrade.yml", limit=ROLLOUT_LIMIT, vmesh_version="0.2.0")
+
+    assert run.returncode == 0, run.output[-4000:]
+    per_host = re.findall(r"vmesh rollout: (\S+) upgraded to 0\.2\.0 in ([\d.]+) s", run.output)
+    print("rollout time per host: " + ", ".join(f"{host} {secs} s" for host, secs in per_host))
+    assert [host for host, _ in per_host] == ["host1", "host3"]
+    assert load.failed == 0, load.failures
+    assert load.ok > 0
+    assert versions(mesh) == {"host1": "vmesh 0.2.0", "host2": "vmesh 0.1.0",
+                              "host3": "vmesh 0.2.0"}
+    wait_until(lambda: api_instances_known_to_front(mesh) == {f"{mesh.api}-host1",
+                                                              f"{mesh.api}-host3"},
+               within=15, what="front routing to both upgraded api instances")
+
+
+def test_a_host_failing_its_health_check_stops_the_rollout_and_the_rest_keeps_serving(
+    mesh: Mesh,
+) -> None:
+    build_wheel(mesh.cluster.workdir, "0.2.1", patch=patched_proxy_that_never_starts)
+
+    with load_through_front(mesh) as load:
+        run = mesh.playbook("upgrade.yml", limit=ROLLOUT_LIMIT, vmesh_version="0.2.1",
+                            vmesh_proxy_ready_timeout_s="15")
+
+    assert run.returncode != 0
+    [stop] = [line for line in run.output.splitlines() if "vmesh rollout to 0.2.1 stopped" in line]
+    assert "stopped at host1: " in stop, run.output[-4000:]
+    assert f"the proxy of {mesh.api} on host1 is not ready after 15 s" in stop
+    assert "this build of the proxy is broken" in stop  # the proxy's own last words
+    assert versions(mesh)["host3"] == "vmesh 0.2.0", "the rollout went on after host1"
+    assert load.failed == 0, load.failures
+    assert (load.backends or {}).get(f"{mesh.api}@host3", 0) > 0
+    status, body = get_through_front(mesh)
+    assert status == "200" and json.loads(body)["name"] == f"{mesh.api}@host3"

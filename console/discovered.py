@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -134,18 +133,27 @@ class ConsulAdmins:
 
 
 def host_discovery() -> list[DiscoverySettings]:
-    """The discovery settings of this host's service files (one per distinct backend).
+    """The discovery settings this host's proxies use: mesh.toml's `[discovery]` table, or,
+    where it has none, each service file's own table (one per distinct backend).
 
-    A service file that does not parse is skipped here: `vmesh proxy run` and
-    `vmesh check` report it.
+    A file that does not parse is skipped here: `vmesh proxy run` and `vmesh
+    check` report it.
     """
+    from vm_mesh.config import load_mesh_config, load_service_config
+    from vm_mesh.errors import UserError
+
+    try:
+        chosen = load_mesh_config().discovery
+    except UserError:
+        chosen = None
+    if chosen is not None:
+        return [chosen]
     found: list[DiscoverySettings] = []
     services = paths.etc_dir() / "services"
     for path in sorted(services.glob("*.toml")) if services.is_dir() else ():
         try:
-            table = tomllib.loads(path.read_text()).get("discovery", {})
-            settings = DiscoverySettings.model_validate(table)
-        except (OSError, ValueError):
+            settings = load_service_config(path).config.discovery or DiscoverySettings()
+        except UserError:
             continue
         if settings not in found:
             found.append(settings)

@@ -32,7 +32,7 @@ from tests.integration.processes import Process, start_backend
 from vm_mesh import paths
 from vm_mesh.config import Discovery
 
-MDNS = '[discovery]\nbackend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
 
 
 @dataclass
@@ -53,13 +53,14 @@ class TwoProxies:
 
 @contextlib.contextmanager
 def two_proxies(root, discovery: str) -> Iterator[TwoProxies]:
-    mesh = Mesh(root)
+    """Two proxies under `root`, whose mesh.toml [discovery] table has the body `discovery`."""
+    mesh = Mesh(root, discovery=discovery)
     suffix = secrets.token_hex(3)
     backend: Process | None = None
     try:
         backend = start_backend(f"web{suffix}")
-        web = mesh.start_proxy(f"web{suffix}", backend.port, extra=discovery)
-        front = mesh.start_proxy(f"front{suffix}", 1, extra=discovery)
+        web = mesh.start_proxy(f"web{suffix}", backend.port)
+        front = mesh.start_proxy(f"front{suffix}", 1)
         assert vmesh("identity", "operator", "ann").returncode == 0
         yield TwoProxies(mesh, web, front, suffix)
     finally:
@@ -84,9 +85,7 @@ def agent() -> Iterator[FakeConsul]:
 
 @pytest.fixture
 def over_consul(vmesh_root, agent: FakeConsul) -> Iterator[TwoProxies]:
-    table = (f'[discovery]\nbackend = "consul"\nconsul_url = "http://127.0.0.1:{agent.port}"\n'
-             'consul_wait = "1s"\nconsul_check_interval = "100ms"\n')
-    with two_proxies(vmesh_root, table) as proxies:
+    with two_proxies(vmesh_root, agent.discovery_table()) as proxies:
         yield proxies
 
 
@@ -142,7 +141,7 @@ async def test_proxies_announced_over_mdns_are_read_over_mtls(over_mdns: TwoProx
 async def test_a_local_proxy_found_over_mdns_too_is_read_once_over_its_socket(
         over_mdns: TwoProxies) -> None:
     sources = default_sources(discovery=discovery_providers(host_discovery()))
-    (mdns,) = [p for p in sources.providers if isinstance(p, MdnsAdmins)]  # from service files
+    (mdns,) = [p for p in sources.providers if isinstance(p, MdnsAdmins)]  # from mesh.toml
     console = ConsoleApp(sources)
     ids = set(over_mdns.names)
     async with console.run_test(size=(80, 24)) as pilot:
@@ -189,7 +188,7 @@ async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxie
         assert failed == {("discovery", consul.label), ("identity", identity_url)}
 
 
-def test_cli_twins_use_the_discovery_of_this_hosts_service_files(over_mdns: TwoProxies) -> None:
+def test_cli_twins_use_the_discovery_of_this_hosts_mesh_toml(over_mdns: TwoProxies) -> None:
     stat = vmesh("stat", "--no-local", "--json")
     assert stat.returncode == 0, stat.stderr
     services = {json.loads(line)["name"] for line in stat.stdout.splitlines()}

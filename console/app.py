@@ -43,6 +43,7 @@ CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
 TICK_S = 1.0  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
+FOOTER_PRUNE_S = 10.0
 
 CSS = """
 Screen { layout: vertical; }
@@ -113,6 +114,7 @@ class ConsoleApp(App[None]):
         self._focus_view()
         self.tick()
         self.set_interval(TICK_S, self.tick)
+        self.set_interval(FOOTER_PRUNE_S, self.prune_footer_watchers)
         if self.live:
             for provider in self.sources.providers:
                 self.refresh_provider(provider)
@@ -150,6 +152,20 @@ class ConsoleApp(App[None]):
             return  # a modal is open: no redraw under it
         self.view.refresh_from(self.data)
         self._update_crumbs()
+
+    def prune_footer_watchers(self) -> None:
+        """Let go of the footer keys of earlier views (a Textual Footer leak).
+
+        The Footer rebuilds its keys whenever the focused view changes; each key
+        binds to the Footer's `compact` reactive, and Textual drops the bindings of
+        removed keys only when `compact` changes. Without this, every view switch
+        would keep its keys (and their styles and caches) for the whole session.
+        Setting `compact` there and back, between two frames, drops them.
+        """
+        footer = self.query_one(Footer)
+        compact = footer.compact
+        footer.compact = not compact
+        footer.compact = compact
 
     def _update_crumbs(self) -> None:
         statuses = list(self.data.statuses.values())

@@ -7,6 +7,7 @@ of this host and who listens on their ports, and the identity service.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from console.models.checks import (
     check_reachable,
 )
 from console.sources import Source
-from vm_mesh import defaults, paths
+from vm_mesh import paths
+from vm_mesh.config import load_service_config
+from vm_mesh.errors import UserError
 
 IDENTITY_TIMEOUT_S = 3.0
 
@@ -111,7 +114,12 @@ async def check_identity(options: CheckOptions) -> Finding:
         return Finding("identity", Status.WARN, url, "no trust bundle to verify it with",
                        "identity.no_bundle", "pass --ca BUNDLE or join this host first")
     try:
-        async with httpx.AsyncClient(verify=str(bundle), timeout=IDENTITY_TIMEOUT_S) as http:
+        context = ssl.create_default_context(cafile=str(bundle))
+    except (ssl.SSLError, OSError) as exc:
+        return Finding("identity", Status.FAIL, url, f"trust bundle {bundle} unusable: {exc}",
+                       "identity.bad_bundle", "pass --ca BUNDLE with the mesh's anchors")
+    try:
+        async with httpx.AsyncClient(verify=context, timeout=IDENTITY_TIMEOUT_S) as http:
             await http.get(url)
     except httpx.HTTPError as exc:
         return check_reachable("identity", url, f"{type(exc).__name__}: {exc}".rstrip(": "),
@@ -122,20 +130,18 @@ async def check_identity(options: CheckOptions) -> Finding:
 
 
 def configured_ports() -> list[tuple[str, str, int]]:
-    """(service, role, port) from every service config of this host."""
+    """(service, role, port) from every valid service file of this host (port 0: the OS
+    picks one, nothing to check)."""
     result = []
     services = paths.etc_dir() / "services"
     for path in sorted(services.glob("*.toml")) if services.is_dir() else ():
         try:
-            config = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        ports = config.get("ports") if isinstance(config.get("ports"), dict) else {}
-        for role, default in (("inbound", defaults.INBOUND_PORT),
-                              ("outbound", defaults.OUTBOUND_PORT),
-                              ("admin", defaults.ADMIN_PORT)):
-            port = ports.get(role, config.get(f"{role}_port", default))
-            if isinstance(port, int) and port > 0:
+            listen = load_service_config(path).config.listen
+        except UserError:
+            continue  # a bad service file is the proxy's to report, with file and line
+        for role in ("inbound", "outbound", "admin"):
+            port = int(getattr(listen, role).rsplit(":", 1)[1])
+            if port > 0:
                 result.append((path.stem, role, port))
     return result
 

@@ -133,28 +133,33 @@ class ConsulAdmins:
 
 
 def host_discovery() -> list[DiscoverySettings]:
-    """The discovery settings this host's proxies use: mesh.toml's `[discovery]` table, or,
-    where it has none, each service file's own table (one per distinct backend).
+    """The discovery settings this host's proxies use (one per distinct backend).
 
-    A file that does not parse is skipped here: `vmesh proxy run` and `vmesh
-    check` report it.
+    Each service file's proxy uses mesh.toml's `[discovery]`, else its own
+    table, else the defaults (`vm_mesh.config.effective_discovery`). A host
+    without service files uses mesh.toml's table when it has one. A service
+    file that does not load is skipped here: `vmesh proxy run` reports it.
     """
-    from vm_mesh.config import load_mesh_config, load_service_config
+    from vm_mesh.config import effective_discovery, load_mesh_config, load_service_config
     from vm_mesh.errors import UserError
 
-    try:
-        chosen = load_mesh_config().discovery
-    except UserError:
-        chosen = None
-    if chosen is not None:
-        return [chosen]
     found: list[DiscoverySettings] = []
     services = paths.etc_dir() / "services"
-    for path in sorted(services.glob("*.toml")) if services.is_dir() else ():
-        try:
-            settings = load_service_config(path).config.discovery or DiscoverySettings()
-        except UserError:
-            continue
+    files = sorted(services.glob("*.toml")) if services.is_dir() else []
+    try:
+        if files:
+            chosen = []
+            for path in files:
+                try:
+                    chosen.append(effective_discovery(load_service_config(path)).settings)
+                except UserError:
+                    continue
+        else:
+            table = load_mesh_config().discovery
+            chosen = [table] if table is not None else []
+    except UserError:  # a mesh.toml that does not load: the proxies report it
+        return []
+    for settings in chosen:
         if settings not in found:
             found.append(settings)
     return found

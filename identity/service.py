@@ -14,6 +14,7 @@ a JSON reason rather than a bare TLS alert. Every refusal is a 4xx with
 import json
 import logging
 import socket
+import socketserver
 import ssl
 from datetime import timedelta
 from http import HTTPStatus
@@ -50,6 +51,14 @@ class IdentityServer(ThreadingHTTPServer):
         self.ssl_context = ssl_context
         self.limiter = limiter
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the address (`socket.getfqdn`): on
+        a host whose resolver does not answer it stalls start-up for the resolver's timeout."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = port
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(10)

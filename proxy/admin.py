@@ -37,6 +37,7 @@ log = logging.getLogger("vmesh.admin")
 MAX_REQUEST_BODY = 16 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 SHUTDOWN_GRACE_S = 2.0
+STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
 
 T = TypeVar("T")
 
@@ -417,6 +418,9 @@ class AdminServer:
                 if dropped:
                     payload += _line({"dropped": dropped})
                 await exchange.send(h11.Data(data=payload))
+                # gather what comes next into one write: a busy proxy writes a stream
+                # 1/STREAM_FLUSH_S times a second, not once per request
+                await asyncio.sleep(STREAM_FLUSH_S)
         finally:
             gone.cancel()
             closing.cancel()

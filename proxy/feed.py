@@ -6,6 +6,7 @@ dropped and counted, and the reader is told how many it lost.
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from typing import Generic, TypeVar
 
@@ -19,12 +20,18 @@ class BoundedFeed(Generic[T]):
         self._items: deque[T] = deque(maxlen=capacity)
         self._dropped = 0
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._ready = asyncio.Event()
 
     def offer(self, item: T) -> None:
         if len(self._items) == self._items.maxlen:
             self._dropped += 1
         self._items.append(item)
+        if self._ready.is_set():
+            return  # the reader is already woken; it takes every item queued so far
+        if threading.get_ident() == self._thread:
+            self._ready.set()  # on the loop: no self-pipe write per item
+            return
         with contextlib.suppress(RuntimeError):  # the reader's loop is gone: nobody to wake
             self._loop.call_soon_threadsafe(self._ready.set)
 
@@ -36,6 +43,8 @@ class BoundedFeed(Generic[T]):
         """Wait for items; return them with the number dropped since the last batch."""
         while not self._items and not self._dropped:
             self._ready.clear()
+            if self._items or self._dropped:
+                break  # offered between the check and the clear: its wake-up was skipped
             await self._ready.wait()
         items = list(self._items)
         self._items.clear()

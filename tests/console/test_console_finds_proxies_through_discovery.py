@@ -32,7 +32,7 @@ from tests.integration.processes import Process, start_backend
 from vm_mesh import paths
 from vm_mesh.config import Discovery
 
-MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]'  # mesh.toml's [discovery] table
 
 
 @dataclass
@@ -53,8 +53,7 @@ class TwoProxies:
 
 @contextlib.contextmanager
 def two_proxies(root, discovery: str) -> Iterator[TwoProxies]:
-    """Two proxies under `root`, whose mesh.toml [discovery] table has the body `discovery`."""
-    mesh = Mesh(root, discovery=discovery)
+    mesh = Mesh(root, discovery)
     suffix = secrets.token_hex(3)
     backend: Process | None = None
     try:
@@ -85,7 +84,9 @@ def agent() -> Iterator[FakeConsul]:
 
 @pytest.fixture
 def over_consul(vmesh_root, agent: FakeConsul) -> Iterator[TwoProxies]:
-    with two_proxies(vmesh_root, agent.discovery_table()) as proxies:
+    table = (f'backend = "consul"\nconsul_url = "http://127.0.0.1:{agent.port}"\n'
+             'consul_wait = "1s"\nconsul_check_interval = "100ms"')
+    with two_proxies(vmesh_root, table) as proxies:
         yield proxies
 
 
@@ -141,7 +142,7 @@ async def test_proxies_announced_over_mdns_are_read_over_mtls(over_mdns: TwoProx
 async def test_a_local_proxy_found_over_mdns_too_is_read_once_over_its_socket(
         over_mdns: TwoProxies) -> None:
     sources = default_sources(discovery=discovery_providers(host_discovery()))
-    (mdns,) = [p for p in sources.providers if isinstance(p, MdnsAdmins)]  # from mesh.toml
+    (mdns,) = [p for p in sources.providers if isinstance(p, MdnsAdmins)]  # from service files
     console = ConsoleApp(sources)
     ids = set(over_mdns.names)
     async with console.run_test(size=(80, 24)) as pilot:
@@ -160,7 +161,8 @@ async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxie
     with socket.socket() as closed:  # a port nobody listens on: the identity service is down
         closed.bind(("127.0.0.1", 0))
         identity_url = f"https://127.0.0.1:{closed.getsockname()[1]}"
-    paths.mesh_config().write_text(f'identity_url = "{identity_url}"\n')
+    mesh_toml = paths.mesh_config()
+    mesh_toml.write_text(f'identity_url = "{identity_url}"\n' + mesh_toml.read_text())
     consul = ConsulAdmins(Discovery(backend="consul", consul_url=f"http://127.0.0.1:{agent.port}"))
     console = ConsoleApp(Sources([consul]))
     async with console.run_test(size=(160, 48)) as pilot:
@@ -179,16 +181,19 @@ async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxie
                     "the proxies to keep updating")
         assert ours_ready(console, names)
 
-        console.run_checks()
+        console.run_checks()  # the periodic run may predate the agent's death
         await pilot.press("8")
-        await until(pilot, lambda: any(r[1] == "identity" for r in table_rows(
-            console.view.query_one(DataTable))), "the checks")
-        failed = {(r[1], r[2]) for r in table_rows(console.view.query_one(DataTable))
-                  if r[0] == "fail" and r[1] in ("admin", "discovery", "identity")}
-        assert failed == {("discovery", consul.label), ("identity", identity_url)}
+
+        def failed() -> set[tuple[str, str]]:
+            return {(r[1], r[2]) for r in table_rows(console.view.query_one(DataTable))
+                    if r[0] == "fail" and r[1] in ("admin", "discovery", "identity")}
+
+        await until(pilot, lambda: ("discovery", consul.label) in failed(),
+                    "the checks after the agent died")
+        assert failed() == {("discovery", consul.label), ("identity", identity_url)}
 
 
-def test_cli_twins_use_the_discovery_of_this_hosts_mesh_toml(over_mdns: TwoProxies) -> None:
+def test_cli_twins_use_the_discovery_of_this_hosts_service_files(over_mdns: TwoProxies) -> None:
     stat = vmesh("stat", "--no-local", "--json")
     assert stat.returncode == 0, stat.stderr
     services = {json.loads(line)["name"] for line in stat.stdout.splitlines()}

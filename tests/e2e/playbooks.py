@@ -62,7 +62,9 @@ def service_vars(host: SshHost, service: str, app_port: int = 8080) -> dict[str,
                "--name", f"{service}@{host.name}", "--port", str(app_port)]
     services = [{"name": service, "app_port": app_port, "command": command,
                  "drain_timeout": "5s"}]
-    return {"vmesh_proxy_services": f"'{json.dumps(services, separators=(',', ':'))}'"}
+    return {"vmesh_proxy_services": f"'{json.dumps(services, separators=(',', ':'))}'",
+            # mDNS on the host's network only, not also on its loopback
+            "vmesh_discovery_interfaces": f"'{json.dumps([host.address])}'"}
 
 
 def build_wheelhouse(dest: Path, wheel: Path) -> Path:

@@ -190,9 +190,12 @@ def after_failure(
 
 def test_killed_instance_loses_its_traffic_to_the_other_host(world: World) -> None:
     front_host, front, api, proxies = two_instances(world)
-    # kill the instance that just answered: the balancer prefers the faster one
-    last = get(front_host, front, api)[1]["name"]
-    [doomed_host] = [host for host in world.hosts if host.namespace == last]
+    # kill the instance the balancer prefers (lowest latency estimate): it is picked next
+    with front.admin() as admin:
+        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
+    [instances] = [u["instances"] for u in upstreams if u["service"] == api]
+    preferred = min(instances, key=lambda i: i["ewma_ms"])["id"]
+    [doomed_host] = [host for host in world.hosts if f"{api}-{host.namespace}" == preferred]
     [survivor_host] = [host for host in world.hosts[2:] if host is not doomed_host]
     doomed = proxies[world.hosts.index(doomed_host) - 2]
 

@@ -6,9 +6,12 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from proxy.breaker import BreakerSettings
+from proxy.connection import Connection
+from proxy.downstream import Downstream
 from proxy.endpoints import ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
@@ -49,6 +52,8 @@ class ProxyContext:
         self.outbound_policy = OutboundPolicy(lambda: self.traffic, self.shadows)
         self.rng = random.Random()
         self.in_flight = 0
+        self.draining = False
+        self._clients: set[Downstream] = set()
         self.idle = asyncio.Event()
         self.idle.set()
         self.started_at = time.time()
@@ -77,6 +82,31 @@ class ProxyContext:
     def publish(self, event: RequestEvent, started: float) -> None:
         event.latency_ms = (time.monotonic() - started) * 1000
         self.bus.publish(event)
+
+    @contextlib.contextmanager
+    def downstream(self, connection: Connection, proxy_name: str) -> Iterator[Downstream]:
+        """A client connection of this proxy, known to `drain_clients` until it closes."""
+        timeouts = self.config.timeouts
+        client = Downstream(
+            connection,
+            proxy_name=proxy_name,
+            header_timeout=timeouts.header,
+            idle_timeout=timeouts.idle,
+        )
+        if self.draining:
+            client.drain()
+        self._clients.add(client)
+        try:
+            yield client
+        finally:
+            self._clients.discard(client)
+            client.close()
+
+    def drain_clients(self) -> None:
+        """Close idle client connections; busy ones close after their current response."""
+        self.draining = True
+        for client in list(self._clients):
+            client.drain()
 
     def request_in_flight(self) -> "InFlight":
         """Count a request (or TCP connection) as in flight while the `with` block runs."""

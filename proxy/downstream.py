@@ -32,6 +32,8 @@ class Downstream:
         self.idle_timeout = idle_timeout
         self.request_keep_alive = True
         self.body_bytes = 0  # body bytes of the current request handed on so far
+        self.waiting = False  # between requests, with no byte of the next one yet
+        self.draining = False
         peer = connection.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
 
@@ -43,15 +45,16 @@ class Downstream:
         while True:
             event = connection.take_event()
             if isinstance(event, RequestHead):
-                self.request_keep_alive = event.keep_alive
+                self.request_keep_alive = event.keep_alive and not self.draining
                 self.body_bytes = 0
                 return event
             if event is not None:
                 continue  # leftovers of a message already answered
-            if connection.closed:
+            if connection.closed or (self.draining and deadline is None):
                 return None
             if deadline is None and connection.reader.in_message:  # type: ignore[union-attr]
                 deadline = loop.time() + self.header_timeout
+            self.waiting = deadline is None
             try:
                 if deadline is None:
                     await connection.wait(self.idle_timeout)
@@ -63,6 +66,16 @@ class Downstream:
                 raise Http1Error(
                     408, "http1.header_timeout", "the request head did not arrive in time"
                 ) from None
+            finally:
+                self.waiting = False
+
+    def drain(self) -> None:
+        """The proxy is stopping: close now if idle, else after the current response (which
+        says `connection: close`), so that no client sends a request that would be cut."""
+        self.draining = True
+        self.request_keep_alive = False
+        if self.waiting:
+            self.connection.close()
 
     async def body(self) -> AsyncIterator[bytes]:
         """The current request's body chunks, as they arrive."""
@@ -72,7 +85,7 @@ class Downstream:
             except TimeoutError:
                 raise Http1Error(408, "http1.body_timeout", "the request body stalled") from None
             if isinstance(event, MessageEnd):
-                self.request_keep_alive = event.keep_alive
+                self.request_keep_alive = event.keep_alive and not self.draining
                 return
             if event is None:
                 raise ConnectionResetError("client closed mid-body")

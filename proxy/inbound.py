@@ -115,13 +115,11 @@ class InboundProxy:
         self.ctx.publish(event, started)
 
     async def _http(self, connection: Connection, caller: str) -> None:
-        config = self.ctx.config
-        client = Downstream(
-            connection,
-            proxy_name=self.name,
-            header_timeout=config.timeouts.header,
-            idle_timeout=config.timeouts.idle,
-        )
+        with self.ctx.downstream(connection, self.name) as client:
+            await self._serve(client, caller)
+
+    async def _serve(self, client: Downstream, caller: str) -> None:
+        """Requests of one peer connection, one after the other, until it ends."""
         while True:
             started = time.monotonic()
             try:

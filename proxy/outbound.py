@@ -128,26 +128,18 @@ class OutboundProxy:
         )
 
     async def handle(self, connection: Connection) -> None:
-        config = self.ctx.config
-        client = Downstream(
-            connection,
-            proxy_name=self.name,
-            header_timeout=config.timeouts.header,
-            idle_timeout=config.timeouts.idle,
-        )
-        try:
-            while True:
-                try:
-                    head = await client.next_request()
-                except Http1Error as exc:
-                    await self._refuse(client, exc)
-                    return
-                if head is None or not await self._request(client, head):
-                    return
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            client.close()
+        with self.ctx.downstream(connection, self.name) as client:
+            try:
+                while True:
+                    try:
+                        head = await client.next_request()
+                    except Http1Error as exc:
+                        await self._refuse(client, exc)
+                        return
+                    if head is None or not await self._request(client, head):
+                        return
+            except (ConnectionError, OSError):
+                pass
 
     async def _refuse(self, client: Downstream, error: Http1Error) -> None:
         started = time.monotonic()

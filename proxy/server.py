@@ -201,14 +201,17 @@ class ProxyServer:
         log.info("service config reloaded", extra={"event": "config_reloaded"})
 
     async def drain(self) -> None:
-        """Stop accepting, leave discovery, finish in-flight requests (bounded), then stop."""
+        """Leave discovery, stop accepting, close idle client connections, finish in-flight
+        requests (bounded; their responses say `connection: close`), then stop."""
         self.state.draining = True
         log.info("draining", extra={"in_flight": self.ctx.in_flight})
-        for server in self._servers:
-            server.close()
+        # leave discovery first, so peers stop picking this instance before it stops accepting
         if self.instance is not None:
             with contextlib.suppress(Exception):
                 await self.ctx.discovery.deregister(self.instance)
+        for server in self._servers:
+            server.close()
+        self.ctx.drain_clients()
         try:
             await asyncio.wait_for(self.ctx.idle.wait(), self.ctx.config.timeouts.drain)
         except TimeoutError:

@@ -1,5 +1,7 @@
 """Large bodies stream through with flat memory; SIGTERM drains."""
 
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -8,7 +10,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.integration.mesh import Mesh
+from tests.integration.mesh import Mesh, wait_until
 from tests.integration.processes import start_backend
 from tests.support import require_tool
 
@@ -114,6 +116,56 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path: Path) -> No
         assert answers and answers[0].status_code == 200
         assert answers[0].json()["name"] == "slow"
         front.wait_for_log(lambda entry: entry.get("msg") == "stopped")
+    finally:
+        mesh.stop()
+        backend.stop()
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_sigterm_closes_idle_client_connections_at_once_and_busy_ones_after_their_response(
+    tmp_path: Path,
+) -> None:
+    mesh = Mesh(tmp_path)
+    backend = start_backend("web")
+    try:
+        mesh.start_proxy("web", backend.port)
+        front = mesh.start_proxy("front", 1)
+        host, port = front.outbound.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as idle:
+            idle.sendall(b"GET /first HTTP/1.1\r\nHost: web\r\n\r\n")
+            assert _read_response(idle).startswith(b"HTTP/1.1 200 ")  # now idle, kept alive
+            httpx.post(f"http://127.0.0.1:{backend.port}/_control", json={"delay": 1.5})
+            answers: list[httpx.Response] = []
+            busy = threading.Thread(
+                target=lambda: answers.append(
+                    httpx.get(f"http://{front.outbound}/slow", headers={"host": "web"},
+                              timeout=30)
+                )
+            )
+            busy.start()
+            with front.admin() as admin:
+                wait_until(lambda: admin.get("/v1/stats").json()["in_flight"] == 1,
+                           what="the slow request in flight")
+                front.proc.send_signal(signal.SIGTERM)
+                assert idle.recv(65536) == b""  # closed by the proxy, not by a timeout...
+                # ... while the busy request is still being answered
+                assert admin.get("/v1/stats").json()["in_flight"] == 1
+        busy.join(30)
+        assert answers[0].status_code == 200
+        assert answers[0].headers["connection"] == "close"
+        assert front.proc.wait(timeout=30) == 0
     finally:
         mesh.stop()
         backend.stop()

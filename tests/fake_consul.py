@@ -28,7 +28,8 @@ keeps the documented contract (/work/shared/reference, section 3):
 
 Test hooks: `restore_snapshot(index)` makes the index go backwards, as a
 restored cluster does; `stop()`/`start()` take the agent down and back on the
-same port.
+same port. `python -m tests.fake_consul --listen ADDRESS` runs one in the
+foreground (the e2e hosts start it inside a network namespace).
 """
 
 import base64
@@ -112,7 +113,8 @@ class KvEntry:
 class FakeConsul:
     """The agent's state, its HTTP server and its check runner."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.services: dict[str, Service] = {}
         self.kv: dict[str, KvEntry] = {}
         self.kv_tombstones: dict[str, int] = {}  # deleted key -> index of its deletion
@@ -135,13 +137,13 @@ class FakeConsul:
         and check intervals, for tests)."""
         return (
             'backend = "consul"\n'
-            f'consul_url = "http://127.0.0.1:{self.port}"\n'
+            f'consul_url = "http://{self.host}:{self.port}"\n'
             'consul_wait = "1s"\nconsul_check_interval = "100ms"\n'
         )
 
     def start(self) -> None:
         """Serve on loopback (port chosen by the OS the first time, the same one after)."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
+        self._server = ThreadingHTTPServer((self.host, self._port), self._handler())
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -506,3 +508,25 @@ class FakeConsul:
                 self._answer(200, json.dumps(entries).encode(), "application/json", index)
 
         return Handler
+
+
+def main() -> None:
+    """Serve until SIGTERM; one JSON line on stdout says where, once it listens."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="A fake Consul agent for tests.")
+    parser.add_argument("--listen", default="127.0.0.1", help="the address to listen on")
+    args = parser.parse_args()
+    agent = FakeConsul(args.listen)
+    agent.start()
+    print(json.dumps({"msg": "fake consul listening", "listen": f"{args.listen}:{agent.port}"}),
+          flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    agent.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -70,7 +70,8 @@ rules:
 
 @pytest.fixture
 def consul_mesh(tmp_path: Path, agent: FakeConsul) -> Iterator[PolicyMesh]:
-    mesh = PolicyMesh(Mesh(tmp_path, discovery=agent.discovery_table()))
+    token = 'consul_token = "s3cr3t-acl-token"\n'  # the fake agent takes any token
+    mesh = PolicyMesh(Mesh(tmp_path, discovery=agent.discovery_table() + token))
     try:
         yield mesh
     finally:
@@ -102,6 +103,8 @@ def test_route_put_into_kv_steers_traffic_and_a_bad_one_is_refused(
     [document] = config["policy"]["documents"]
     assert document["source"]["file"] == "consul:vmesh/policy/api"
     assert config["discovery"]["backend"] == "consul"
+    assert config["discovery"]["consul_token"] == "<redacted>"
+    assert "s3cr3t" not in json.dumps(config)
 
     # a broken document: refused with key, line and reason; the route in force stays
     agent.kv_put("vmesh/policy/api",

@@ -170,6 +170,7 @@ class ConsulDiscovery:
         )
         self._registered: dict[str, Instance] = {}
         self._retrying: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
     async def register(self, instance: Instance) -> None:
         """Register with the agent; when it is down, keep trying in the background.
@@ -190,7 +191,17 @@ class ConsulDiscovery:
 
     async def _register_once(self, instance: Instance) -> None:
         kwargs = registration(instance, self.settings)
-        await asyncio.to_thread(self._client.agent.service.register, **kwargs)
+        # shielded: a registration already on the wire completes even when its retry task is
+        # cancelled, and `deregister`/`close` wait for it, so nothing is left behind
+        call = asyncio.ensure_future(
+            asyncio.to_thread(self._client.agent.service.register, **kwargs)
+        )
+        self._in_flight[instance.instance_id] = call
+        try:
+            await asyncio.shield(call)
+        finally:
+            if call.done():
+                self._in_flight.pop(instance.instance_id, None)
         self._registered[instance.instance_id] = instance
         log.info("registered with consul",
                  extra={"instance": instance.instance_id, "addr": instance.authority})
@@ -208,13 +219,21 @@ class ConsulDiscovery:
             return
 
     async def deregister(self, instance: Instance) -> None:
-        retrying = self._retrying.pop(instance.instance_id, None)
+        await self._withdraw(instance.instance_id)
+
+    async def _withdraw(self, instance_id: str) -> None:
+        """Stop registering `instance_id` and take it out of the agent if it may be there."""
+        retrying = self._retrying.pop(instance_id, None)
         if retrying is not None:
             retrying.cancel()
-        if self._registered.pop(instance.instance_id, None) is None:
+        in_flight = self._in_flight.pop(instance_id, None)
+        if in_flight is not None:  # a registration on the wire: let it land, then undo it
+            await asyncio.gather(in_flight, return_exceptions=True)
+        known = self._registered.pop(instance_id, None) is not None
+        if not known and in_flight is None:
             return
-        await asyncio.to_thread(self._client.agent.service.deregister, instance.instance_id)
-        log.info("deregistered from consul", extra={"instance": instance.instance_id})
+        await asyncio.to_thread(self._client.agent.service.deregister, instance_id)
+        log.info("deregistered from consul", extra={"instance": instance_id})
 
     def _query(self, service: str, index: int) -> tuple[Any, Any]:
         return self._client.health.service(
@@ -263,12 +282,9 @@ class ConsulDiscovery:
                 yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
 
     async def close(self) -> None:
-        for task in self._retrying.values():
-            task.cancel()
-        self._retrying.clear()
-        for instance in list(self._registered.values()):
+        for instance_id in {*self._retrying, *self._in_flight, *self._registered}:
             try:
-                await self.deregister(instance)
+                await self._withdraw(instance_id)
             except (consul.ConsulException, OSError) as exc:
                 log.warning("could not deregister from consul; its check will remove it",
-                            extra={"instance": instance.instance_id, "error": str(exc)})
+                            extra={"instance": instance_id, "error": str(exc)})

@@ -4,6 +4,19 @@ Each proxy announces `<instance>._vmesh._tcp.local.` with TXT keys `svc`,
 `id`, `proto`, `zone`, `weight`, `ver`, `admin`; watchers browse the type and
 keep the instances whose `svc` matches. Deregistering sends goodbye packets,
 so peers drop a drained instance at once instead of waiting for its TTL.
+
+An instance that vanishes without a goodbye (host cut off, power lost) is
+found out by continuous querying (RFC 6762 §5.2) of the SRV record of every
+instance of a watched service: our SRV and address records carry a TTL of
+`HOST_TTL_S`; once half of it has passed without a refresh, the watcher asks
+for the record again (every `LIVENESS_TICK_S`), and an instance whose SRV
+expires unanswered is left out of the set as silent until it answers again.
+Answers are multicast, so one query refreshes every peer's cache and each
+instance costs about one query and one answer per `HOST_TTL_S / 2` on the
+LAN, whatever the number of watchers. (zeroconf's own browser refreshes only
+PTR records, whose TTL it clamps to at least 1125 s, and the RFC's default
+host TTL is 120 s: far too slow for routing.) Meanwhile the proxy's balancer
+and breaker keep traffic off a silent instance.
 """
 
 import asyncio
@@ -13,7 +26,17 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 
-from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import (
+    DNSOutgoing,
+    DNSQuestion,
+    DNSRecord,
+    InterfaceChoice,
+    IPVersion,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+    current_time_millis,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 from vm_mesh.defaults import MDNS_SERVICE_TYPE
@@ -23,6 +46,12 @@ log = logging.getLogger("vmesh.discovery.mdns")
 
 RESOLVE_TIMEOUT_MS = 3000
 FIRST_BROWSE_S = 1.5
+HOST_TTL_S = 10  # TTL of our SRV and A records: a silent instance leaves within 1.5x this
+LIVENESS_TICK_S = 1.0  # how often the SRV records of watched instances are looked at
+DNS_TYPE_SRV = 33
+DNS_CLASS_IN = 1
+DNS_FLAGS_QUERY = 0
+RECORD_TTL_S = 15  # every record of ours (PTR, SRV, TXT, A): see the module docstring
 
 
 def txt_record(instance: Instance) -> dict[str, str]:
@@ -76,6 +105,9 @@ class MdnsDiscovery:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._updated_at = time.time()
+        self._watched: set[str] = set()
+        self._silent: set[str] = set()  # names whose SRV record expired unanswered
+        self._liveness: asyncio.Task[None] | None = None
 
     async def register(self, instance: Instance) -> None:
         info = ServiceInfo(
@@ -85,6 +117,8 @@ class MdnsDiscovery:
             port=instance.port,
             properties=txt_record(instance),
             server=f"{instance.instance_id}.local.",
+            host_ttl=RECORD_TTL_S,
+            other_ttl=RECORD_TTL_S,
         )
         # another host may already use this instance name: take a free variant, keep the TXT id
         await self._zeroconf.async_register_service(info, allow_name_change=True)
@@ -103,6 +137,7 @@ class MdnsDiscovery:
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
         if state_change is ServiceStateChange.Removed:
+            self._silent.discard(name)
             if self._known.pop(name, None) is not None:
                 self._notify()
             return
@@ -126,10 +161,55 @@ class MdnsDiscovery:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _srv(self, name: str) -> DNSRecord | None:
+        """The freshest SRV record of `name` in zeroconf's cache, if any."""
+        records = self._zeroconf.zeroconf.cache.async_all_by_details(
+            name, DNS_TYPE_SRV, DNS_CLASS_IN
+        )
+        return max(records, key=lambda r: r.created, default=None)
+
+    async def _keep_alive(self) -> None:
+        """Continuous querying of the SRV records of watched instances (module docstring)."""
+        while True:
+            await asyncio.sleep(LIVENESS_TICK_S)
+            now = current_time_millis()  # the clock zeroconf stamps records with
+            stale = []
+            for name, instance in list(self._known.items()):
+                if instance.service not in self._watched:
+                    continue
+                srv = self._srv(name)
+                alive = srv is not None and not srv.is_expired(now)
+                if alive == (name in self._silent):
+                    self._mark(name, instance, alive, srv)
+                if srv is None or srv.is_stale(now):  # past half its TTL, or gone
+                    stale.append(name)
+            if stale:
+                query = DNSOutgoing(DNS_FLAGS_QUERY)
+                for name in stale:
+                    query.add_question(DNSQuestion(name, DNS_TYPE_SRV, DNS_CLASS_IN))
+                self._zeroconf.zeroconf.async_send(query)
+
+    def _mark(self, name: str, instance: Instance, alive: bool, srv: DNSRecord | None) -> None:
+        if alive:
+            self._silent.discard(name)
+            log.info("mDNS instance answers again",
+                     extra={"instance": instance.instance_id, "dst_service": instance.service})
+        else:
+            self._silent.add(name)
+            log.warning("mDNS instance stopped answering; leaving it out until it answers",
+                        extra={"event": "discovery_mdns_silent", "instance": instance.instance_id,
+                               "dst_service": instance.service,
+                               "ttl_s": srv.ttl if srv is not None else None})
+        self._notify()
+
     def current(self, service: str) -> EndpointSet:
         instances = tuple(
             sorted(
-                (i for i in self._known.values() if i.service == service),
+                (
+                    i
+                    for name, i in self._known.items()
+                    if i.service == service and name not in self._silent
+                ),
                 key=lambda i: i.instance_id,
             )
         )
@@ -141,12 +221,15 @@ class MdnsDiscovery:
             self._browser = AsyncServiceBrowser(
                 self._zeroconf.zeroconf, MDNS_SERVICE_TYPE, handlers=[self._on_change]
             )
+            self._liveness = asyncio.create_task(self._keep_alive())
 
     def instances(self) -> tuple[Instance, ...]:
-        """Every instance of any service seen so far (for the console), by instance id."""
-        return tuple(sorted(self._known.values(), key=lambda i: (i.service, i.instance_id)))
+        """Every instance of any service seen so far and not silent (for the console)."""
+        return tuple(sorted((i for name, i in self._known.items() if name not in self._silent),
+                            key=lambda i: (i.service, i.instance_id)))
 
     async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+        self._watched.add(service)
         self.browse()
         last: EndpointSet | None = None
         if not self.current(service).instances:
@@ -162,6 +245,8 @@ class MdnsDiscovery:
             await changed.wait()
 
     async def close(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
         if self._browser is not None:
             await self._browser.async_cancel()
         for info in list(self._registered.values()):

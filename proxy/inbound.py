@@ -121,10 +121,10 @@ class InboundProxy:
     async def _serve(self, client: Downstream, caller: str) -> None:
         """Requests of one peer connection, one after the other, until it ends."""
         while True:
-            started = time.monotonic()
             try:
                 head = await client.next_request()
             except Http1Error as exc:
+                started = time.monotonic()
                 event = self._event(client, caller)
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
@@ -132,6 +132,7 @@ class InboundProxy:
                 return
             if head is None:
                 return
+            started = time.monotonic()  # not before: a kept-alive connection idles in between
             event = self._event(client, caller)
             event.method, event.path, event.authority = (
                 head.method,

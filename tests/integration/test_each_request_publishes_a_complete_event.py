@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ from tests.integration.mesh import Mesh
 from tests.integration.processes import start_backend
 
 TD = "vmesh.local"
+IDLE_S = 1.0
 
 
 def _first_event(proxy, found: list[dict], ready: threading.Event) -> None:
@@ -60,3 +62,30 @@ def test_outbound_and_inbound_events_name_both_identities_and_the_outcome(tmp_pa
     assert out["dst"]["instance"] and out["dst"]["addr"].startswith("127.0.0.1:")
     assert out["authority"] == "web"
     assert into["policy"]["decision"] == "allow"
+
+
+def test_inbound_latency_leaves_out_the_time_a_kept_alive_connection_sat_idle(
+    tmp_path: Path,
+) -> None:
+    mesh = Mesh(tmp_path)
+    backend = start_backend("web")
+    try:
+        web = mesh.start_proxy("web", backend.port)
+        front = mesh.start_proxy("front", 1)
+        with httpx.Client(base_url=f"http://{front.outbound}", headers={"host": "web"}) as app:
+            assert app.get("/first").status_code == 200
+            # the mTLS connection between the proxies is pooled: it now idles for a second
+            time.sleep(IDLE_S)
+            in_thread, inbound = _tap(web)
+            out_thread, outbound = _tap(front)
+            assert app.get("/second").status_code == 200
+            in_thread.join(10)
+            out_thread.join(10)
+        assert front.metric("connection_open_total", direction="outbound") == 1  # reused
+    finally:
+        mesh.stop()
+        backend.stop()
+    (into,), (out,) = inbound, outbound
+    assert into["path"] == "/second"
+    # the inbound hop is part of the outbound one, idle time excluded on both
+    assert into["latency_ms"] <= out["latency_ms"] < IDLE_S * 1000

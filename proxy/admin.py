@@ -142,6 +142,7 @@ class AdminServer:
         self.instance_id = instance_id
         self.version = version
         self._servers: list[asyncio.Server] = []
+        self._unix_sockets: list[tuple[Path, int]] = []  # (path, inode) to remove on close
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
 
@@ -153,6 +154,7 @@ class AdminServer:
         )
         _restrict_socket(path)
         self._servers.append(server)
+        self._unix_sockets.append((path, _inode(path)))
 
     async def serve_tcp(self, host: str, port: int, ssl_context: ssl.SSLContext) -> int:
         """Listen with TLS (`ssl_context` decides whether client certificates are required);
@@ -184,6 +186,9 @@ class AdminServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        for path, inode in self._unix_sockets:
+            _remove_socket(path, inode)
+        self._unix_sockets.clear()
 
     async def _unless_closing(self, awaitable: Awaitable[T]) -> T | None:
         """The result of `awaitable`, or None as soon as the server starts closing."""
@@ -429,6 +434,17 @@ class AdminServer:
 def _clear_socket_path(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
+
+
+def _inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+def _remove_socket(path: Path, inode: int) -> None:
+    """Remove our socket file, unless it is gone or a newer proxy has bound the path since."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == inode:
+            path.unlink()
 
 
 def _restrict_socket(path: Path) -> None:

@@ -42,6 +42,9 @@ def test_demo_serves_traffic_through_every_tier_and_cleans_up(tmp_path: Path) ->
     with sqlite3.connect(ca_db) as db:
         identities = {row[0] for row in db.execute("SELECT identity FROM certificates")}
     assert identities == {f"spiffe://vmesh.local/svc/{s}" for s in ("web", "api", "store")}
-    # and the processes are gone: the demo's sockets are no longer answered
+    # and the processes are gone, and no socket is left behind
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True)
     assert leftovers.stdout == b""
+    sockets = [path for path in (tmp_path / "demo").rglob("*.sock")
+               if path.is_socket() or path.is_symlink()]
+    assert sockets == []

@@ -187,6 +187,9 @@ class Demo:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        # the proxies removed their admin sockets; the console's links to them go too
+        for link in (self.console_root / "run" / "vmesh").glob("*.sock"):
+            link.unlink(missing_ok=True)
 
 
 def _wait_for(predicate, what: str, within: float = 30.0) -> None:

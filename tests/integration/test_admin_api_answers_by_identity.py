@@ -20,30 +20,10 @@ from identity import pki
 from proxy.admin import AdminServer
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
+from tests.integration.admin_support import FixedProxyFacts
 from tests.support import require_tool
 
 TD = "vmesh.local"
-
-
-class ProxyFacts:
-    """What a proxy tells its admin API; fixed values, as the test needs them."""
-
-    service = "api"
-
-    def ready(self) -> tuple[bool, str]:
-        return True, "listeners up"
-
-    def in_flight(self) -> int:
-        return 0
-
-    def endpoints(self) -> dict:
-        return {"upstreams": []}
-
-    def certs(self) -> dict:
-        return {"chain": []}
-
-    def config(self) -> dict:
-        return {"service": "api"}
 
 
 def _write_identity(
@@ -115,7 +95,7 @@ class RunningAdmin:
 async def admin(tmp_path: Path, pki_dirs: dict[str, Path]):
     bus = EventBus()
     observability = Observability.attach(bus)
-    server = AdminServer(ProxyFacts(), observability, trust_domain=TD, instance_id="api-1")
+    server = AdminServer(FixedProxyFacts(), observability, trust_domain=TD, instance_id="api-1")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED

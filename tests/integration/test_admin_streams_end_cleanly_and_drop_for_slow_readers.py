@@ -19,29 +19,9 @@ import pytest
 from proxy.admin import AdminServer
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
+from tests.integration.admin_support import FixedProxyFacts
 
 _ids = itertools.count()
-
-
-class LocalFacts:
-    """What the proxy tells its admin API; fixed values for these tests."""
-
-    service = "api"
-
-    def ready(self) -> tuple[bool, str]:
-        return True, "listeners up"
-
-    def in_flight(self) -> int:
-        return 0
-
-    def endpoints(self) -> dict:
-        return {"upstreams": []}
-
-    def certs(self) -> dict:
-        return {"chain": []}
-
-    def config(self) -> dict:
-        return {"service": "api"}
 
 
 class LocalAdmin:
@@ -57,7 +37,7 @@ class LocalAdmin:
 async def local_admin(tmp_path: Path) -> AsyncIterator[LocalAdmin]:
     bus = EventBus()
     observability = Observability.attach(bus)
-    server = AdminServer(LocalFacts(), observability, trust_domain="vmesh.local")
+    server = AdminServer(FixedProxyFacts(), observability, trust_domain="vmesh.local")
     socket_path = tmp_path / "run" / "api.sock"
     await server.serve_unix(socket_path)
     try:

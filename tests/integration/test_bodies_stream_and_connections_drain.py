@@ -1,10 +1,12 @@
 """Large bodies stream through with flat memory; SIGTERM drains."""
 
+import contextlib
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,12 +19,28 @@ from tests.support import require_tool
 MB = 1024 * 1024
 
 
-def _peak_rss(pids: list[int], stop: threading.Event, peaks: dict[int, int]) -> None:
+@contextlib.contextmanager
+def rss_growth(pids: list[int]) -> Iterator[dict[int, int]]:
+    """The peak RSS growth of each process over the block, sampled every 50 ms."""
     processes = [psutil.Process(pid) for pid in pids]
-    while not stop.is_set():
-        for process in processes:
-            peaks[process.pid] = max(peaks.get(process.pid, 0), process.memory_info().rss)
-        time.sleep(0.05)
+    baseline = {p.pid: p.memory_info().rss for p in processes}
+    growth = dict.fromkeys(pids, 0)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for process in processes:
+                grown = process.memory_info().rss - baseline[process.pid]
+                growth[process.pid] = max(growth[process.pid], grown)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield growth
+    finally:
+        stop.set()
+        sampler.join(5)
 
 
 def test_hundred_megabyte_upload_streams_with_flat_proxy_memory(tmp_path: Path) -> None:
@@ -32,27 +50,20 @@ def test_hundred_megabyte_upload_streams_with_flat_proxy_memory(tmp_path: Path) 
     try:
         sink = mesh.start_proxy("sink", backend.port)
         front = mesh.start_proxy("front", 1)
-        pids = [sink.proc.pid, front.proc.pid]
-        baseline = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
-        peaks: dict[int, int] = {}
-        stop = threading.Event()
-        sampler = threading.Thread(target=_peak_rss, args=(pids, stop, peaks), daemon=True)
-        sampler.start()
-        zeros = subprocess.Popen(["head", "-c", str(100 * MB), "/dev/zero"], stdout=subprocess.PIPE)
-        result = subprocess.run(
-            [curl, "-sS", "-T", "-", "-H", "Host: sink", f"http://{front.outbound}/upload"],
-            stdin=zeros.stdout,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        zeros.wait(timeout=10)
-        stop.set()
-        sampler.join(5)
+        with rss_growth([sink.proc.pid, front.proc.pid]) as growth:
+            zeros = subprocess.Popen(["head", "-c", str(100 * MB), "/dev/zero"],
+                                     stdout=subprocess.PIPE)
+            result = subprocess.run(
+                [curl, "-sS", "-T", "-", "-H", "Host: sink", f"http://{front.outbound}/upload"],
+                stdin=zeros.stdout,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+            zeros.wait(timeout=10)
         assert result.returncode == 0, result.stderr
         assert '"body_bytes": 104857600' in result.stdout
-        for pid in pids:
-            assert peaks[pid] - baseline[pid] < 32 * MB, (pid, peaks[pid], baseline[pid])
+        assert all(grown < 32 * MB for grown in growth.values()), growth
     finally:
         mesh.stop()
         backend.stop()
@@ -67,27 +78,19 @@ def test_hundred_megabyte_download_to_a_slow_client_keeps_proxy_memory_flat(
     try:
         source = mesh.start_proxy("source", backend.port)
         front = mesh.start_proxy("front", 1)
-        pids = [source.proc.pid, front.proc.pid]
-        baseline = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
-        peaks: dict[int, int] = {}
-        stop = threading.Event()
-        sampler = threading.Thread(target=_peak_rss, args=(pids, stop, peaks), daemon=True)
-        sampler.start()
         # the app writes as fast as it can; the client reads at 40 MB/s: without
         # backpressure the difference would pile up in the proxies
-        result = subprocess.run(
-            [curl, "-sS", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", "40M",
-             "-H", "Host: source", f"http://{front.outbound}/_bytes/{100 * MB}"],
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        stop.set()
-        sampler.join(5)
+        with rss_growth([source.proc.pid, front.proc.pid]) as growth:
+            result = subprocess.run(
+                [curl, "-sS", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", "40M",
+                 "-H", "Host: source", f"http://{front.outbound}/_bytes/{100 * MB}"],
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
         assert result.returncode == 0, result.stderr
         assert result.stdout == str(100 * MB)
-        for pid in pids:
-            assert peaks[pid] - baseline[pid] < 32 * MB, (pid, peaks[pid], baseline[pid])
+        assert all(grown < 32 * MB for grown in growth.values()), growth
     finally:
         mesh.stop()
         backend.stop()

@@ -75,14 +75,6 @@ def over_mdns(vmesh_root) -> Iterator[TwoProxies]:
 
 
 @pytest.fixture
-def agent() -> Iterator[FakeConsul]:
-    fake = FakeConsul()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def over_consul(vmesh_root, agent: FakeConsul) -> Iterator[TwoProxies]:
     table = (f'backend = "consul"\nconsul_url = "http://127.0.0.1:{agent.port}"\n'
              'consul_wait = "1s"\nconsul_check_interval = "100ms"')

@@ -90,14 +90,6 @@ class Latest:
 
 
 @pytest.fixture
-def agent() -> Iterator[FakeConsul]:
-    fake = FakeConsul()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def ready(tmp_path: Path) -> Iterator[list[ReadyServer]]:
     servers = [ReadyServer(tmp_path), ReadyServer(tmp_path)]
     yield servers

@@ -8,21 +8,12 @@ directly: entry shapes, `X-Consul-Index`, blocking with `index`/`wait`, the
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 
 import consul
 import httpx
 import pytest
 
 from tests.fake_consul import FakeConsul
-
-
-@pytest.fixture
-def agent() -> Iterator[FakeConsul]:
-    fake = FakeConsul()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_registered_service_is_an_entry_of_node_service_checks(agent: FakeConsul) -> None:

@@ -22,15 +22,6 @@ from tests.unit.policy_helpers import eventually
 from vm_mesh.policy.consul_source import ConsulPolicySource, watch
 from vm_mesh.policy.store import PolicyStore
 
-
-@pytest.fixture
-def agent() -> Iterator[FakeConsul]:
-    fake = FakeConsul()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 ROUTE = "kind: HTTPRoute\nname: {name}\nservice: api\nrules: [{{}}]\n"
 
 

@@ -23,14 +23,6 @@ from tests.support import require_tool
 
 
 @pytest.fixture
-def agent() -> Iterator[FakeConsul]:
-    fake = FakeConsul()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def mesh(tmp_path: Path, agent: FakeConsul) -> Iterator[tuple[Mesh, list[Process]]]:
     mesh = Mesh(tmp_path, discovery=agent.discovery_table())
     backends: list[Process] = []

@@ -24,7 +24,6 @@ class Connection(asyncio.Protocol):
     def __init__(self, reader: RequestReader | ResponseReader | None = None) -> None:
         self.reader = reader
         self.transport: asyncio.Transport | None = None
-        self.bytes_read = 0
         self._since_idle = 0
         self._loop = asyncio.get_running_loop()
         self._early = bytearray()  # bytes that came before a reader was set
@@ -42,7 +41,6 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
         self._since_idle += len(data)
         if self.reader is None:
             self._early += data

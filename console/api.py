@@ -50,6 +50,20 @@ def short_identity(spiffe_id: str | None) -> str | None:
     return name if kind == "svc" else f"{kind}/{name}"
 
 
+def address_host(address: str | None) -> str | None:
+    """`10.0.0.5:40001` -> `10.0.0.5`, `[::1]:40001` -> `::1`; None stays None.
+
+    A client without a mesh identity is known by its host: its ephemeral
+    source port differs with every connection.
+    """
+    if not address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return address
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def common_name(subject: str) -> str:
     """`CN=vmesh issuer,O=vmesh.local` -> `vmesh issuer`; the subject itself without a CN."""
     for part in subject.split(","):
@@ -131,8 +145,8 @@ class TapEvent:
 
     @property
     def source_name(self) -> str:
-        """Who sent the request: its identity's short name, else its address."""
-        return short_identity(self.src_id) or self.src_addr or "-"
+        """Who sent the request: its identity's short name, else its host."""
+        return short_identity(self.src_id) or address_host(self.src_addr) or "-"
 
     @property
     def client_name(self) -> str:

@@ -24,12 +24,13 @@ TD = "vmesh.local"
 def tap_json(n: int, *, proxy_dir: str = "outbound", src: str | None = None,
              dst: str = "api", method: str = "GET", path: str = "/items",
              status: int | None = 200, latency_ms: float = 3.0, tls: bool = True,
-             error: str | None = None, ts: float | None = None) -> dict[str, Any]:
+             error: str | None = None, ts: float | None = None,
+             src_addr: str = "127.0.0.1:50000") -> dict[str, Any]:
     return {
         "ts": ts if ts is not None else NOW.timestamp() - 20 + n * 0.5,
         "id": f"r{n}",
         "direction": proxy_dir,
-        "src": {"id": f"spiffe://{TD}/svc/{src}" if src else None, "addr": "127.0.0.1:50000"},
+        "src": {"id": f"spiffe://{TD}/svc/{src}" if src else None, "addr": src_addr},
         "dst": {"service": dst, "instance": f"{dst}-1", "addr": "127.0.0.1:4143",
                 "id": f"spiffe://{TD}/svc/{dst}"},
         "tls": tls, "method": method, "authority": dst, "path": path, "route": "default",

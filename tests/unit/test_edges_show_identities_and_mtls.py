@@ -25,3 +25,11 @@ def test_inbound_from_an_untapped_client_names_the_client_identity() -> None:
     [edge] = edges.rows()
     assert (edge.src, edge.dst, edge.client_id) == (
         "batch", "api", "spiffe://vmesh.local/svc/batch")
+
+
+def test_a_client_without_identity_is_one_edge_whatever_its_source_port() -> None:
+    edges = EdgeTable()
+    for n, addr in enumerate(("10.0.0.5:40001", "10.0.0.5:40002", "[fd00::7]:40003")):
+        edges.add(tap_event(n, "api", dst="api", proxy_dir="inbound", tls=False, src_addr=addr))
+    rows = {(e.src, e.dst): e.requests for e in edges.rows()}
+    assert rows == {("10.0.0.5", "api"): 2, ("fd00::7", "api"): 1}

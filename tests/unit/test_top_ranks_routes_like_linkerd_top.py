@@ -44,3 +44,12 @@ def test_row_count_is_bounded_by_evicting_the_least_recent() -> None:
     assert len(table) == 10
     assert {r.path for r in table.ranked("count", NOW.timestamp())} == {
         f"/p{n}" for n in range(40, 50)}
+
+
+def test_requests_of_a_client_without_identity_merge_across_its_connections() -> None:
+    table = TopTable()
+    for n in range(3):
+        table.add(tap_event(n, "api", dst="api", proxy_dir="inbound",
+                            src_addr=f"10.0.0.5:{4000 + n}"))
+    [row] = table.ranked("count", NOW.timestamp())
+    assert (row.source, row.count) == ("10.0.0.5", 3)

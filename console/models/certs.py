@@ -92,7 +92,8 @@ def format_span(span: timedelta) -> str:
     hours, rest = divmod(rest, 3_600)
     minutes, seconds = divmod(rest, 60)
     if days >= 365:
-        return f"{days // 365}y{(days % 365) // 30}mo"
+        years, months = divmod(days * 12 // 365, 12)
+        return f"{years}y{months}mo"
     if days:
         return f"{days}d{hours}h"
     if hours:

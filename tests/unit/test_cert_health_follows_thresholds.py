@@ -5,7 +5,14 @@ from datetime import timedelta
 import pytest
 
 from console.api import ProxyCerts
-from console.models.certs import Health, cert_rows, health, time_left, timeline_bar
+from console.models.certs import (
+    Health,
+    cert_rows,
+    format_span,
+    health,
+    time_left,
+    timeline_bar,
+)
 from tests.console.scenes import NOW, cert_json, certs_json
 
 
@@ -49,6 +56,12 @@ def test_time_left_and_timeline_bar() -> None:
     assert time_left(leaf(-timedelta(hours=2)), NOW) == "expired 2h0m ago"
     assert timeline_bar(leaf(timedelta(hours=12)), NOW, 10) == "#####--|--"
     assert timeline_bar(leaf(-timedelta(hours=1)), NOW, 10) == "#######|##"
+
+
+@pytest.mark.parametrize(("days", "shown"), [
+    (365, "1y0mo"), (3649, "9y11mo"), (3650, "10y0mo"), (364, "364d0h")])
+def test_long_spans_count_years_and_months(days: int, shown: str) -> None:
+    assert format_span(timedelta(days=days)) == shown
 
 
 def test_rows_share_ca_certificates_and_list_leaves_by_expiry() -> None:

@@ -245,8 +245,12 @@ def _stat(args: argparse.Namespace) -> int:
 
 
 def tap_lines(event: TapEvent) -> list[str]:
-    """linkerd-style `req`/`rsp`/`end` lines of one tap event."""
-    ident = f"{event.proxy}:{event.id}"
+    """linkerd-style `req`/`rsp`/`end` lines of one tap event.
+
+    The id names the proxy: a proxy's own ids already do (`api-1:340`), others
+    get the source's name in front, so that ids of several proxies never clash.
+    """
+    ident = event.id if ":" in event.id else f"{event.proxy}:{event.id}"
     tls = "true" if event.tls else "no_identity"
     src = event.src_addr or "-"
     dst = event.dst_addr or event.destination_name

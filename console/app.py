@@ -164,7 +164,9 @@ class ConsoleApp(App[None]):
         would keep its keys (and their styles and caches) for the whole session.
         Setting `compact` there and back, between two frames, drops them.
         """
-        footer = self.query_one(Footer)
+        footer = self.query_one_optional(Footer)
+        if footer is None:
+            return  # shutting down: the widgets are gone, the timer not yet
         compact = footer.compact
         footer.compact = not compact
         footer.compact = compact
@@ -296,7 +298,9 @@ class ConsoleApp(App[None]):
         await follow_source(source, path, params, self.credentials, emit)
 
     def sample_hosts(self) -> None:
-        if self.query_one(ContentSwitcher).current == "hosts":
+        """Sample this host's proxy processes, when the hosts view is on screen."""
+        switcher = self.query_one_optional(ContentSwitcher)
+        if switcher is not None and switcher.current == "hosts":
             self.run_worker(self._sample_hosts(), group="hosts", exclusive=True,
                             exit_on_error=False)
 

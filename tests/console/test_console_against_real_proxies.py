@@ -4,8 +4,9 @@ The mesh and its traffic are the `mesh` and `traffic` fixtures of conftest.
 """
 
 import signal
+import socket
 
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Log, Static
 
 from console.app import ConsoleApp
 from console.sources import default_sources
@@ -90,3 +91,65 @@ async def test_expired_leaf_of_a_real_proxy_is_red_on_certs_and_fails_in_checks(
         first = table_rows(table(console))[0]
         assert first[:3] == ["fail", "certs", "leaf of store"]
         assert "certs.leaf_expired" in str(console.view.query_one("#hint", Static).render())
+
+
+async def test_top_ranks_the_routes_of_real_traffic(mesh: Mesh, traffic: None) -> None:
+    console = ConsoleApp(default_sources(), first_view="top")
+    async with console.run_test(size=(80, 24)) as pilot:
+        def routes() -> set[tuple[str, str, str]]:
+            return {(r[0], r[1], r[3]) for r in table_rows(table(console))}
+
+        expected = {("web", dst, f"/items/{n}") for dst in ("api", "store") for n in range(3)}
+        await until(pilot, lambda: routes() == expected, "web's six routes", deadline_s=20)
+        rates = [float(x) for x in column(table(console), "RPS")]
+        assert rates == sorted(rates, reverse=True) and rates[0] > 0
+        await pilot.press("s", "s")  # rps -> count -> latency
+        await until(pilot, lambda: "sorted by latency" in str(
+            console.view.query_one(Static).render()), "the latency ranking")
+        worst = [float(x.removesuffix("ms")) for x in column(table(console), "WORST")]
+        assert worst == sorted(worst, reverse=True)
+
+
+def refused_handshake(mesh: Mesh, service: str) -> None:
+    """Plain HTTP to a proxy's mTLS port: the proxy refuses it and logs a warning."""
+    proxy = next(p for p in mesh.proxies if p.service == service)
+    with socket.create_connection(("127.0.0.1", proxy.ports["inbound"]), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        plain.recv(1024)  # the proxy closes the connection
+
+
+async def test_logs_follow_real_proxies_filtered_by_service_level_and_search(
+        mesh: Mesh) -> None:
+    console = ConsoleApp(default_sources(), first_view="logs")
+    async with console.run_test(size=(80, 24)) as pilot:
+        log = console.view.query_one(Log)
+        # every proxy logs the console's own tap subscription
+        await until(pilot, lambda: {p for p in ("api", "store", "web")
+                                    if any(f" {p} " in x and "tap started" in x
+                                           for x in log.lines)} == {"api", "store", "web"},
+                    "a line of each proxy")
+        await pilot.press("slash")
+        console.query_one("#prompt", Input).value = "svc=store level=warning refused"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert log.line_count == 0
+        refused_handshake(mesh, "api")
+        refused_handshake(mesh, "store")  # after the filter: it arrives while following
+        await until(pilot, lambda: log.line_count == 1, "store's warning")
+        [line] = log.lines
+        assert " WARNING store " in line and "connection refused: no valid mesh identity" in line
+        assert "reason=tls.handshake_failed" in line
+
+
+async def test_hosts_shows_the_real_proxy_processes(mesh: Mesh) -> None:
+    console = ConsoleApp(default_sources(), first_view="hosts")
+    ours = {str(p.proc.pid): p.service for p in mesh.proxies}
+    async with console.run_test(size=(80, 24)) as pilot:
+        def rows() -> dict[str, list[str]]:
+            return {r[0]: r for r in table_rows(table(console)) if r[0] in ours}
+
+        await until(pilot, lambda: len(rows()) == 3, "the three proxy processes")
+        for pid, row in rows().items():
+            assert row[1] == ours[pid]
+            assert float(row[2]) >= 0 and row[3].endswith("MiB") and int(row[4]) >= 1
+            assert row[5][-1] in "sm"  # started by this test: seconds or minutes ago

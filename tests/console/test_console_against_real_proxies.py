@@ -3,8 +3,12 @@
 The mesh and its traffic are the `mesh` and `traffic` fixtures of conftest.
 """
 
+import contextlib
 import signal
 import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 from textual.widgets import DataTable, Input, Log, Static
 
@@ -12,6 +16,7 @@ from console.app import ConsoleApp
 from console.sources import default_sources
 from tests.console.pilot import column, table_rows, until
 from tests.integration.mesh import Mesh
+from vm_mesh import paths
 
 
 def table(console: ConsoleApp) -> DataTable:
@@ -153,3 +158,51 @@ async def test_hosts_shows_the_real_proxy_processes(mesh: Mesh) -> None:
             assert row[1] == ours[pid]
             assert float(row[2]) >= 0 and row[3].endswith("MiB") and int(row[4]) >= 1
             assert row[5][-1] in "sm"  # started by this test: seconds or minutes ago
+
+
+@contextlib.contextmanager
+def silent_admin_socket(path: Path) -> Iterator[None]:
+    """A socket in the admin socket directory that accepts connections and never answers."""
+    held: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    held.append(server.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        try:
+            yield
+        finally:
+            server.shutdown(socket.SHUT_RDWR)
+            for conn in held:
+                conn.close()
+            path.unlink(missing_ok=True)
+
+
+async def test_a_proxy_that_never_answers_is_marked_and_holds_up_nothing(
+        mesh: Mesh, traffic: None) -> None:
+    with silent_admin_socket(paths.admin_socket("stuck")):
+        console = ConsoleApp(default_sources())
+        async with console.run_test(size=(80, 24)) as pilot:
+            def states() -> dict[str, str]:
+                return dict(zip(column(table(console), "PROXY"), column(table(console), "STATE"),
+                                strict=True))
+
+            await until(pilot, lambda: states() == {"api": "ready", "store": "ready",
+                                                    "stuck": "pending", "web": "ready"},
+                        "the three proxies ready while stuck has not answered")
+            await pilot.press("3")  # keys work meanwhile; the other tap streams flow
+            await until(pilot, lambda: {"api", "store", "web"} <= set(
+                column(table(console), "PROXY")), "tap rows of the answering proxies")
+            await pilot.press("1")
+            await until(pilot, lambda: states()["stuck"] == "unreachable", "stuck marked")
+            problems = str(console.view.query_one("#problems", Static).render())
+            assert f"stuck: no answer from {paths.admin_socket('stuck')} in time [admin.timeout]" \
+                in problems
+            seen = {n: console.data.statuses[n].last_ok for n in ("api", "store", "web")}
+            await until(pilot, lambda: all(console.data.statuses[n].last_ok > seen[n]
+                                           for n in seen), "the others to keep updating")

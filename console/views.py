@@ -30,7 +30,7 @@ from console.hosts import HostSampler, ProxyProcess
 from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
 from console.models.logs import LogFilter, next_level
-from console.models.overview import combine
+from console.models.overview import overview_rows
 from console.models.tap import TapFilter
 from console.models.top import SORT_KEYS
 from console.state import MeshData
@@ -132,31 +132,34 @@ def _table(*columns: tuple[str, int | None]) -> DataTable:
 
 
 class OverviewView(View):
-    """Every proxy with health and golden metrics; unreachable ones with their reason."""
+    """Every service with its golden metrics, its instances under it; unreachable ones with
+    their reason."""
 
     title = "overview"
+    HEALTH_STYLES = {"ok": "green", "degraded": "yellow", "down": "red", "pending": ""}
 
     def compose(self) -> ComposeResult:
-        yield _table(("PROXY", 10), ("STATE", 11), ("RPS", 6), ("SUCCESS", 7), ("P50", 6),
+        yield _table(("NAME", 10), ("STATE", 11), ("RPS", 6), ("SUCCESS", 7), ("P50", 6),
                      ("P99", 6), ("VERSION", 7), ("SEEN", 7), ("ADDRESS", None))
         yield Note(id="problems")
 
     def refresh_from(self, data: MeshData) -> None:
         now = data.clock()
         rows: list[Row] = []
-        for name, status in sorted(data.statuses.items()):
-            golden = combine(status.stats.inbound) if status.stats else None
-            state_style = {"ready": "green", "not-ready": "yellow", "unreachable": "red"}
-            rows.append((name, (
+        for row in overview_rows(list(data.statuses.values())):
+            golden = row.golden
+            name = Text(row.name, style="bold") if row.service else Text(
+                f"  {row.name}" if row.nested else row.name)
+            rows.append((row.key, (
                 name,
-                styled(status.state, state_style.get(status.state, "")),
+                styled(row.state, self.HEALTH_STYLES[row.health]),
                 fmt.rps(golden.rps) if golden else "-",
                 fmt.percent(golden.success_rate) if golden else "-",
                 fmt.ms(golden.p50_ms) if golden else "-",
                 fmt.ms(golden.p99_ms) if golden else "-",
-                (status.stats.version if status.stats else None) or "-",
-                fmt.ago(now - status.last_ok) if status.last_ok else "never",
-                status.address,
+                row.version or "-",
+                fmt.ago(now - row.last_ok) if row.last_ok else "never",
+                row.address,
             )))
         sync_table(self.query_one(DataTable), rows)
         problems = [

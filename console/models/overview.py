@@ -3,6 +3,8 @@
 The console keeps one `SourceStatus` per admin source: whether it answered,
 the reason when it did not, and its last stats. Rows of unreachable sources
 stay on screen with their reason, so a gone proxy is never silently missing.
+A service is the name a proxy reports (else its source's name); the overview
+shows each service with its instances under it.
 """
 
 from __future__ import annotations
@@ -89,14 +91,20 @@ class StatRow:
     tcp_conn: int | None
 
 
-def stat_rows(statuses: list[SourceStatus]) -> list[StatRow]:
-    """Services (by the name the proxy reports, else the source name), sorted by name."""
+def by_service(statuses: list[SourceStatus]) -> list[tuple[str, list[SourceStatus]]]:
+    """(service, its instances by name), services sorted by name."""
     groups: dict[str, list[SourceStatus]] = {}
     for status in statuses:
         name = (status.stats.service if status.stats else None) or status.name
         groups.setdefault(name, []).append(status)
+    return [(name, sorted(members, key=lambda m: m.name))
+            for name, members in sorted(groups.items())]
+
+
+def stat_rows(statuses: list[SourceStatus]) -> list[StatRow]:
+    """Services (by the name the proxy reports, else the source name), sorted by name."""
     rows = []
-    for name, members in sorted(groups.items()):
+    for name, members in by_service(statuses):
         ready = sum(1 for m in members if m.state == "ready")
         routes = [r for m in members if m.stats and m.reachable for r in m.stats.inbound]
         tcp = [m.stats.tcp_open for m in members
@@ -108,4 +116,67 @@ def stat_rows(statuses: list[SourceStatus]) -> list[StatRow]:
             golden=combine(routes) if answered else None,
             tcp_conn=sum(tcp) if tcp else None,
         ))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewRow:
+    """One line of the overview: a service (its instances combined) or one instance.
+
+    A service whose only instance carries its name is one line, the instance's.
+    """
+
+    key: str
+    name: str
+    service: bool  # a service line; False: an instance line
+    nested: bool  # an instance listed under its service line
+    state: str  # ready | not-ready | unreachable | pending; services: `1/2 ready`
+    health: str  # ok | degraded | down | pending: how worried to be (the colour)
+    golden: Golden | None
+    version: str | None
+    last_ok: float | None
+    address: str
+
+
+def _instance_health(status: SourceStatus) -> str:
+    return {"ready": "ok", "not-ready": "degraded", "unreachable": "down"}.get(status.state,
+                                                                           "pending")
+
+
+def _instance_row(status: SourceStatus, nested: bool) -> OverviewRow:
+    return OverviewRow(
+        key=f"instance|{status.name}", name=status.name, service=False, nested=nested,
+        state=status.state, health=_instance_health(status),
+        golden=combine(status.stats.inbound) if status.stats and status.reachable else None,
+        version=status.stats.version if status.stats else None,
+        last_ok=status.last_ok, address=status.address)
+
+
+def overview_rows(statuses: list[SourceStatus]) -> list[OverviewRow]:
+    """Each service, then its instances; the service line combines the instances that answer.
+
+    A service's state counts its ready instances (`1/2 ready`); its versions
+    are all those its instances run (a rollout in progress shows two).
+    """
+    rows: list[OverviewRow] = []
+    for service, members in by_service(statuses):
+        if len(members) == 1 and members[0].name == service:
+            rows.append(_instance_row(members[0], nested=False))
+            continue
+        ready = sum(1 for m in members if m.state == "ready")
+        answered = [m for m in members if m.reachable and m.stats]
+        versions = sorted({m.stats.version for m in answered if m.stats and m.stats.version})
+        seen = [m.last_ok for m in members if m.last_ok is not None]
+        if all(m.state == "pending" for m in members):
+            health = "pending"
+        else:
+            health = "ok" if ready == len(members) else "down" if not ready else "degraded"
+        rows.append(OverviewRow(
+            key=f"service|{service}", name=service, service=True, nested=False,
+            state=f"{ready}/{len(members)} ready", health=health,
+            golden=combine([r for m in answered if m.stats for r in m.stats.inbound])
+            if answered else None,
+            version=",".join(versions) or None, last_ok=max(seen) if seen else None,
+            address=f"{len(members)} instances"))
+        rows += [_instance_row(m, nested=True) for m in members]
     return rows

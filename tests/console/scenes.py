@@ -76,17 +76,24 @@ def stats_json(service: str, rps: float, success: float, p50: float, p99: float
                         "p99_ms": p99, "requests": int(rps * 60)}]}
 
 
-def scene() -> MeshData:
-    """Three proxies (one down), a leaf expired, traffic and logs, frozen at NOW."""
+def scene(*, api_instances: int = 0) -> MeshData:
+    """Three proxies (one down), a leaf expired, traffic and logs, frozen at NOW.
+
+    `api_instances`: that many instances of api (`api-1`, ...), the last one
+    not ready, instead of one proxy named api.
+    """
     data = MeshData(clock=lambda: NOW.timestamp())
-    layout = [("api", 12.5, 0.995, 3.0, 40.0, timedelta(hours=20)),
-              ("store", 4.0, 0.9, 8.0, 250.0, -timedelta(hours=2)),
-              ("web", 20.0, 1.0, 2.0, 15.0, timedelta(hours=5))]
-    for i, (name, rps, success, p50, p99, left) in enumerate(layout):
+    apis = [(f"api-{n}", "api") for n in range(1, api_instances + 1)] or [("api", "api")]
+    layout = [*((name, service, 12.5, 0.995, 3.0, 40.0, timedelta(hours=20))
+                for name, service in apis),
+              ("store", "store", 4.0, 0.9, 8.0, 250.0, -timedelta(hours=2)),
+              ("web", "web", 20.0, 1.0, 2.0, 15.0, timedelta(hours=5))]
+    for i, (name, service, rps, success, p50, p99, left) in enumerate(layout):
         source = Source(name, "unix", f"/run/vmesh/{name}.sock")
-        poll = Poll(source, True, ready=True, at=NOW.timestamp() - 1,
-                    stats=ProxyStats.from_json(stats_json(name, rps, success, p50, p99)),
-                    certs=ProxyCerts.from_json(name, certs_json(name, left, f"5e{i}")))
+        ready = not (api_instances > 1 and name == apis[-1][0])
+        poll = Poll(source, True, ready=ready, at=NOW.timestamp() - 1,
+                    stats=ProxyStats.from_json(stats_json(service, rps, success, p50, p99)),
+                    certs=ProxyCerts.from_json(name, certs_json(service, left, f"5e{i}")))
         data.apply_poll(poll)
     down = Source("cache", "unix", "/run/vmesh/cache.sock")
     data.apply_poll(Poll(down, False, "admin.connect_refused",

@@ -6,6 +6,7 @@ The mesh and its traffic are the `mesh` and `traffic` fixtures of conftest.
 import contextlib
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,10 @@ from pathlib import Path
 from textual.widgets import DataTable, Input, Log, Static
 
 from console.app import ConsoleApp
-from console.sources import default_sources
+from console.sources import LocalSockets, Sources, default_sources
 from tests.console.pilot import column, table_rows, until
 from tests.integration.mesh import Mesh
+from tests.integration.processes import start_backend
 from vm_mesh import paths
 
 
@@ -189,7 +191,7 @@ async def test_a_proxy_that_never_answers_is_marked_and_holds_up_nothing(
         console = ConsoleApp(default_sources())
         async with console.run_test(size=(80, 24)) as pilot:
             def states() -> dict[str, str]:
-                return dict(zip(column(table(console), "PROXY"), column(table(console), "STATE"),
+                return dict(zip(column(table(console), "NAME"), column(table(console), "STATE"),
                                 strict=True))
 
             await until(pilot, lambda: states() == {"api": "ready", "store": "ready",
@@ -206,3 +208,60 @@ async def test_a_proxy_that_never_answers_is_marked_and_holds_up_nothing(
             seen = {n: console.data.statuses[n].last_ok for n in ("api", "store", "web")}
             await until(pilot, lambda: all(console.data.statuses[n].last_ok > seen[n]
                                            for n in seen), "the others to keep updating")
+
+
+@contextlib.contextmanager
+def second_api_host(mesh: Mesh) -> Iterator[Mesh]:
+    """Another host (its own VMESH_ROOT) with a second instance of api, `api-9`, from the
+    same CA; web reaches it through the static discovery file of the first host."""
+    host = Mesh(Path(f"{mesh.root}b"))
+    host.ca = mesh.ca
+    backend = start_backend("api", fail_every=10, status=503)
+    try:
+        api = host.start_proxy("api", backend.port, instance_id="api-9")
+        mesh.add_instance("api", api.ports["inbound"], "api-9")
+        yield host
+    finally:
+        host.stop()
+        backend.stop()
+        subprocess.run(["rm", "-rf", str(host.root)], check=False)
+
+
+def instance_sockets(where: Path, hosts: dict[str, tuple[Mesh, str]]) -> Path:
+    """A directory of admin socket links named by instance (as `vmesh demo` gives its console)."""
+    where.mkdir(parents=True)
+    for instance, (host, service) in hosts.items():
+        (where / f"{instance}.sock").symlink_to(host.root / "run/vmesh" / f"{service}.sock")
+    return where
+
+
+async def test_overview_shows_a_service_over_its_instances_on_two_hosts(
+        mesh: Mesh, traffic: None) -> None:
+    with second_api_host(mesh) as host_b:
+        sockets = instance_sockets(mesh.root / "console", {
+            "api-1": (mesh, "api"), "api-9": (host_b, "api"), "store": (mesh, "store"),
+            "web": (mesh, "web")})
+        console = ConsoleApp(Sources([LocalSockets(sockets)]))
+        async with console.run_test(size=(80, 24)) as pilot:
+            def rows() -> dict[str, list[str]]:
+                return {r[0]: r for r in table_rows(table(console))}
+
+            def serving() -> bool:  # the balancer may prefer one instance: the faster one
+                shown = rows()
+                return all(shown.get(name, ["", "", "-"])[2] != "-"
+                           for name in ("api", "  api-1", "  api-9")) and \
+                    float(shown["api"][2]) > 0
+
+            await until(pilot, lambda: list(rows()) == ["api", "  api-1", "  api-9", "store",
+                                                        "web"], "api over its two instances")
+            await until(pilot, serving, "the rates of api and its instances", 20)
+            shown = rows()
+            assert shown["api"][1:2] + shown["  api-1"][1:2] == ["2/2 ready", "ready"]
+            assert shown["api"][8] == "2 instances"
+            total = float(shown["  api-1"][2]) + float(shown["  api-9"][2])
+            assert abs(float(shown["api"][2]) - total) <= 0.11  # the service's rate adds up
+
+            next(p for p in host_b.proxies if p.service == "api").stop(signal.SIGKILL)
+            await until(pilot, lambda: rows()["  api-9"][1] == "unreachable", "api-9 marked")
+            shown = rows()
+            assert shown["api"][1] == "1/2 ready" and shown["  api-9"][2:6] == ["-"] * 4

@@ -105,8 +105,8 @@ def requests_through(front: ProxyProcess, service: str) -> Iterator[None]:
 
 
 def overview(console: ConsoleApp) -> dict[str, list[str]]:
-    """PROXY -> the overview row, for every proxy shown."""
-    return {row[0]: row for row in table_rows(console.view.query_one(DataTable))}
+    """NAME -> the overview row, for every service and instance shown."""
+    return {row[0].strip(): row for row in table_rows(console.view.query_one(DataTable))}
 
 
 def ours_ready(console: ConsoleApp, names: dict[str, str]) -> bool:

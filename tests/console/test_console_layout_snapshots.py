@@ -30,3 +30,11 @@ def test_tap_detail_layout(size: tuple[int, int], snap_compare, no_cursor_blink)
 def test_tap_filter_prompt_layout(snap_compare, no_cursor_blink) -> None:
     app = ConsoleApp(Sources([]), first_view="tap", data=scene(), live=False)
     assert snap_compare(app, press=["slash", *"status=5xx"], terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x48"])
+def test_overview_of_a_service_with_instances_layout(size: tuple[int, int], snap_compare,
+                                                     no_cursor_blink) -> None:
+    app = ConsoleApp(Sources([]), first_view="overview", data=scene(api_instances=2),
+                     live=False)
+    assert snap_compare(app, terminal_size=size)

@@ -125,12 +125,16 @@ class Mesh:
         pki.write_file(directory / "bundle.pem", pki.cert_pem(*self.ca.bundle))
         return directory
 
-    def configure(self, service: str, app_port: int, extra: str = "") -> Path:
+    def configure(self, service: str, app_port: int, extra: str = "",
+                  instance_id: str | None = None) -> Path:
+        """Write the service file; the instance id defaults to `<service>-<n>`, n counting
+        this mesh's proxies."""
         path = self.root / "etc/vmesh/services" / f"{service}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
+        instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
         path.write_text(
             f'service = "{service}"\napp_port = {app_port}\n'
-            f'instance_id = "{service}-{len(self.proxies) + 1}"\n'
+            f'instance_id = "{instance_id}"\n'
             f"{extra}\n"
             '[listen]\ninbound = "127.0.0.1:0"\noutbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
             '[timeouts]\nheader = "2s"\nidle = "10s"\ndrain = "10s"\n'
@@ -138,15 +142,17 @@ class Mesh:
         return path
 
     def start_proxy(
-        self, service: str, app_port: int, extra: str = "", certificate: bool = True
+        self, service: str, app_port: int, extra: str = "", certificate: bool = True,
+        instance_id: str | None = None,
     ) -> ProxyProcess:
         """Configure, certify and start the proxy of `service`; it is added to discovery."""
-        self.configure(service, app_port, extra)
+        instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
+        self.configure(service, app_port, extra, instance_id)
         if certificate:
             self.issue(service)
         proxy = start_proxy_process(service, self.env)
         self.proxies.append(proxy)
-        self.add_instance(service, proxy.ports["inbound"], f"{service}-{len(self.proxies)}")
+        self.add_instance(service, proxy.ports["inbound"], instance_id)
         return proxy
 
     def add_instance(self, service: str, port: int, instance_id: str) -> None:

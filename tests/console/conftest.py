@@ -36,7 +36,7 @@ TRAFFIC_SECONDS = 120.0  # and never longer than this
 
 @dataclass
 class AdminProcess:
-    """One running proxy admin API (simulated traffic until `vmesh proxy run` is on main)."""
+    """One running proxy admin API with simulated traffic (see `start_admin`)."""
 
     name: str
     proc: subprocess.Popen[bytes]

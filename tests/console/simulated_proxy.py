@@ -4,8 +4,10 @@ The admin API is the proxy's own (`proxy.admin.AdminServer` over a real
 `Observability`: stats, tap, logs), served on a unix socket or with mutual
 TLS on a TCP port, and its certificates are real files. Only the traffic is
 simulated: request events are published on the proxy's event bus at a fixed
-rate, half inbound from a `client` service, half outbound to `store`. Once
-`vmesh proxy run` is on main the console tests start real proxies instead.
+rate, half inbound from a `client` service, half outbound to `store`. Tests
+use it for what real proxies (tests/integration/mesh.py) cannot be made to
+show on demand: a steady mix of failures and latencies, a remote admin API
+over TCP with a chosen CA, a rate of events without a data plane's load.
 
 Usage: python -m tests.console.simulated_proxy --name api --socket PATH --tls-dir DIR
        [--port-file FILE (mTLS on TCP instead)] [--rate N] [--ca-dir DIR]

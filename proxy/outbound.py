@@ -32,7 +32,6 @@ from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
 from proxy.upstream import Pool, Upstream, dial
-from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.outbound")
 
@@ -184,7 +183,6 @@ class OutboundProxy:
         head.target = str(target)
         body, body_size = await self._body(client, head)
         headers = request_headers(head, body, [])
-        headers = [(k, v) for k, v in headers if k != CLIENT_ID_HEADER.encode()]
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
 
         async def send(backend: str) -> Response:

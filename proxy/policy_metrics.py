@@ -8,7 +8,7 @@
   a split, so a canary can be judged against the stable version;
 - `mirror_request_total{dst_service, shadow, outcome}`: shadow copies by outcome.
 
-Outbound events name the logical service in `extra["service"]` and the chosen
+Outbound events name the logical service in `service` and the chosen
 backend in `dst_service`; shadow copies are counted by the ShadowDispatcher.
 """
 
@@ -18,7 +18,6 @@ from proxy.events import RequestEvent
 from proxy.series import Tables
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-LOGICAL_SERVICE = "service"
 
 
 class PolicyMetrics:
@@ -62,11 +61,11 @@ class PolicyMetrics:
                         event.dst_service or "",
                         event.policy_decision,
                         event.policy_rule or "",
-                        event.extra.get("authz_reason", ""),
+                        event.authz_reason or "",
                     )
                 )
             return
-        service = event.extra.get(LOGICAL_SERVICE)
+        service = event.service
         if service is None:
             return
         route = event.route

@@ -275,7 +275,7 @@ class OutboundProxy:
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
         was sent) is skipped for another, whatever the method, as Linkerd does."""
-        endpoints = await self.ctx.endpoints(backend)
+        endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
             endpoint = endpoints.pick(exclude=refused)

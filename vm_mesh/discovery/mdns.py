@@ -53,6 +53,7 @@ FIRST_BROWSE_S = 1.5
 HOST_TTL_S = 10  # TTL of our SRV and A records: a silent instance leaves within 1.5x this
 LIVENESS_TICK_S = 1.0  # how often the SRV records of watched instances are looked at
 DNS_TYPE_SRV = 33
+DNS_TYPE_PTR = 12
 DNS_CLASS_IN = 1
 DNS_FLAGS_QUERY = 0
 RECORD_TTL_S = 15  # every record of ours (PTR, SRV, TXT, A): see the module docstring
@@ -147,12 +148,23 @@ class MdnsDiscovery:
             other_ttl=RECORD_TTL_S,
         )
         # another host may already use this instance name: take a free variant, keep the TXT id
+        self._ask_who_announces()
         await self._zeroconf.async_register_service(info, allow_name_change=True)
         self._registered[instance.instance_id] = info
         log.info(
             "registered over mDNS",
-            extra={"instance": instance.instance_id, "addr": instance.authority},
+            extra={"instance": instance.instance_id, "addr": instance.authority,
+                   "record": info.name},
         )
+
+    def _ask_who_announces(self) -> None:
+        """Ask for every instance of our type, answers multicast. zeroconf's probing renames
+        on a name its cache holds, but the answers to its probes are unicast, and on a host
+        where several processes share port 5353 (a demo, a test mesh) only one of them gets a
+        unicast answer; multicast answers reach all, within the probing's 750 ms."""
+        query = DNSOutgoing(DNS_FLAGS_QUERY)
+        query.add_question(DNSQuestion(MDNS_SERVICE_TYPE, DNS_TYPE_PTR, DNS_CLASS_IN))
+        self._zeroconf.zeroconf.async_send(query)
 
     async def deregister(self, instance: Instance) -> None:
         info = self._registered.pop(instance.instance_id, None)

@@ -54,7 +54,10 @@ def open_discovery(loaded: LoadedConfig, choice: DiscoveryChoice) -> Discovery:
     from vm_mesh.discovery import factory
 
     return factory.open_discovery(
-        choice.settings, loaded.config.service, local_address(loaded.config.listen.admin)
+        choice.settings,
+        loaded.config.service,
+        local_address(loaded.config.listen.admin),
+        trust_domain=loaded.config.trust_domain,
     )
 
 

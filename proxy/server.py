@@ -111,8 +111,8 @@ class ProxyServer:
         self._servers += [inbound, outbound]
         self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}
         for upstream in config.tcp:
-            listener = TcpUpstreamListener(self.ctx, upstream.service)
-            server = await asyncio.start_server(listener.handle, *_split(upstream.listen))
+            listener = TcpUpstreamListener(self.ctx, upstream.service, self.outbound)
+            server = await listener.serve(*_split(upstream.listen))
             self._servers.append(server)
             self.ports[f"tcp:{upstream.service}"] = _port(server)
         await self.admin.serve_unix(paths.admin_socket(config.service))

@@ -184,6 +184,9 @@ def main() -> None:
         wait_port(backend_port)
 
         env = {**os.environ, "VMESH_ROOT": str(work)}
+        mesh_toml = work / "etc/vmesh/mesh.toml"
+        mesh_toml.parent.mkdir(parents=True, exist_ok=True)
+        mesh_toml.write_text('[discovery]\nbackend = "static"\n')  # etc/vmesh/endpoints.toml
         vmesh_ports = {}
         for name, app_port in (("web", backend_port), ("front", 1)):
             issue(ca, name, work / "var/lib/vmesh" / name)
@@ -221,9 +224,12 @@ def main() -> None:
         wait_port(ha_front)
 
         vmesh_url = f"http://127.0.0.1:{vmesh_ports['front']}/"
-        # warm up keep-alive pools on both sides
+        # every path must answer 200 before it is measured: errors are fast and would flatter it
         for url, host in ((vmesh_url, "web"), (f"http://127.0.0.1:{ha_front}/", None)):
-            wrk(url, 4, 1, host)
+            answer = httpx.get(url, headers={"Host": host} if host else None, timeout=10)
+            if answer.status_code != 200:
+                sys.exit(f"{url} (Host: {host}) answers {answer.status_code}: {answer.text}")
+            wrk(url, 4, 1, host)  # warm up keep-alive pools on both sides
 
         results: dict[str, dict[str, dict[str, float]]] = {}
         for label, url, host, pids in (
@@ -295,6 +301,10 @@ def main() -> None:
             "idle RSS per vmesh proxy, MB (target <= 40)": max(idle_rss),
             "idle USS per vmesh proxy, MB (its own pages)": max(idle_uss),
         }
+        failed = [f"{label} {conns}" for label, runs in results.items()
+                  for conns, r in runs.items() if r["errors"]]
+        if failed:
+            print(f"\nnon-2xx responses in: {', '.join(failed)}; the ratios below mean nothing")
         print()
         for name, value in ratios.items():
             print(f"{name:<64}{value:>8.2f}")

@@ -57,5 +57,8 @@ def pick(endpoints: Sequence[E], rng: random.Random) -> E | None:
         return None
     if len(candidates) == 1:
         return candidates[0]
-    first, second = rng.sample(candidates, 2)
+    count = len(candidates)
+    i = int(rng.random() * count)
+    j = int(rng.random() * (count - 1))
+    first, second = candidates[i], candidates[j + (j >= i)]  # two distinct, uniformly
     return first if first.ewma.cost <= second.ewma.cost else second

@@ -44,6 +44,7 @@ class Connection(asyncio.Protocol):
         self._since_idle += len(data)
         if self.reader is None:
             self._early += data
+            self._wake()
             return
         self._feed(data)
 
@@ -70,6 +71,11 @@ class Connection(asyncio.Protocol):
             drain.set_result(None)
 
     # --- reading -------------------------------------------------------------------------
+
+    @property
+    def early(self) -> bytes:
+        """The bytes received before a reader was set (what protocol detection looks at)."""
+        return bytes(self._early)
 
     def start(self, reader: RequestReader | ResponseReader) -> None:
         """Parse with `reader` from now on, beginning with any bytes that came before."""

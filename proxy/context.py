@@ -112,6 +112,13 @@ class ProxyContext:
         """Count a request (or TCP connection) as in flight while the `with` block runs."""
         return InFlight(self)
 
+    def known_endpoints(self, service: str) -> ServiceEndpoints | None:
+        """The endpoints of `service` once discovery has answered for it, without waiting."""
+        known = self._services.get(service)
+        if known is not None and self._first_view[service].is_set():
+            return known
+        return None
+
     async def endpoints(self, service: str) -> ServiceEndpoints:
         """The endpoints of `service`, watching discovery from the first time it is asked for."""
         known = self._services.get(service)

@@ -7,7 +7,7 @@ forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Direction = Literal["inbound", "outbound"]
@@ -41,7 +41,8 @@ class RequestEvent:
     policy_rule: str | None = None
     error: str | None = None
     trace_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    service: str | None = None  # outbound: the logical service routed to (dst: its backend)
+    authz_reason: str | None = None
 
     def to_tap(self) -> dict[str, Any]:
         """The tap event of DESIGN.md (one JSON object per line on `/v1/tap`)."""

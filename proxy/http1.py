@@ -314,16 +314,19 @@ class ResponseReader(_Reader):
             self._collector.events = events
 
 
-def forwardable_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers, including every header the Connection header names."""
-    named = {
-        token.strip().lower()
-        for key, value in headers
-        if key == b"connection"
-        for token in value.split(b",")
-    }
-    dropped = HOP_BY_HOP | named
-    return [(k, v) for k, v in headers if k not in dropped and k != b"content-length"]
+_REFRAMED = HOP_BY_HOP | {b"content-length"}  # the proxy writes the framing itself
+
+
+def forwardable_headers(
+    headers: list[tuple[bytes, bytes]], drop: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    """Drop hop-by-hop headers, every header the Connection header names, the framing
+    (re-done by the proxy) and the names in `drop`."""
+    dropped = _REFRAMED | drop
+    named = [value for key, value in headers if key == b"connection"]
+    if named:
+        dropped |= {token.strip().lower() for value in named for token in value.split(b",")}
+    return [(k, v) for k, v in headers if k not in dropped]
 
 
 def encode_request_head(head: RequestHead, headers: list[tuple[bytes, bytes]]) -> bytes:

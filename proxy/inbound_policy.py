@@ -69,7 +69,7 @@ def annotate(event: RequestEvent, decision: AuthzDecision) -> None:
     """Record the decision in the request event (tap `policy`, metrics, access log)."""
     event.policy_decision = decision.verdict
     event.policy_rule = decision.rule
-    event.extra["authz_reason"] = decision.reason
+    event.authz_reason = decision.reason
     if decision.verdict == "deny":
         event.error = decision.reason
 

@@ -9,15 +9,15 @@ bounded too: errors keep only their stable reason (`upstream.connect_failed`,
 not the text after it), and each of `authority`, `client_id` and `server_id`
 takes at most `MAX_LABEL_VALUES` distinct values, after which new ones are
 counted as `other`. Refused TLS handshakes are counted in
-`tls_handshake_failure_total`, not as TCP connections.
+`tls_handshake_failure_total`, not as TCP connections. The per-request families
+are `proxy.series` tables (one dict update per request); the rest, touched once
+per connection, are prometheus_client's own counters.
 """
 
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from proxy.events import RequestEvent
+from proxy.series import Tables
 
 # Linkerd's response_latency_ms buckets.
 LATENCY_BUCKETS_MS = (
@@ -79,43 +79,24 @@ class BoundedValues:
         return value
 
 
-class Children:
-    """`metric.labels(*values)` remembered, so a request's lookup is one dict hit instead of
-    prometheus_client's validation under a lock. Bounded: past `limit` the memo restarts."""
-
-    def __init__(self, metric: MetricWrapperBase, limit: int = 4096) -> None:
-        self._metric = metric
-        self._limit = limit
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *values: str) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            if len(self._children) >= self._limit:
-                self._children.clear()
-            child = self._children[values] = self._metric.labels(*values)
-        return child
-
-
 class ProxyMetrics:
     """The proxy's metric families in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("request", "Requests received.", REQUEST_LABELS, registry=r)
-        self.responses = Counter(
+        tables = Tables(r)  # per-request families: one dict update each
+        self.requests = tables.counter("request", "Requests received.", REQUEST_LABELS)
+        self.responses = tables.counter(
             "response",
             "Responses sent, by status and classification.",
             [*REQUEST_LABELS, "status_code", "classification", "error"],
-            registry=r,
         )
-        self.latency = Histogram(
+        self.latency = tables.histogram(
             "response_latency_ms",
             "Time from request to response headers, in milliseconds.",
             ["direction", "dst_service", "route", "status_code"],
-            buckets=LATENCY_BUCKETS_MS,
-            registry=r,
+            LATENCY_BUCKETS_MS,
         )
         self.connections = Counter(
             "connection_open",
@@ -143,9 +124,6 @@ class ProxyMetrics:
         self._authority = BoundedValues()
         self._client_id = BoundedValues()
         self._server_id = BoundedValues()
-        self._request = Children(self.requests)
-        self._response = Children(self.responses)
-        self._latency = Children(self.latency)
 
     def observe(self, event: RequestEvent) -> None:
         """EventBus subscriber."""
@@ -172,11 +150,11 @@ class ProxyMetrics:
             client_id,
             server_id,
         )
-        self._request(*labels).inc()
+        self.requests.inc(labels)
         status = str(event.status) if event.status is not None else ""
         failed = event.error is not None or event.status is None or event.status >= 500
-        self._response(*labels, status, "failure" if failed else "success", error).inc()
-        self._latency(event.direction, service, event.route, status).observe(event.latency_ms)
+        self.responses.inc((*labels, status, "failure" if failed else "success", error))
+        self.latency.observe((event.direction, service, event.route, status), event.latency_ms)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every family in the registry."""

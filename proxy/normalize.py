@@ -50,6 +50,8 @@ def normalize_target(raw: str) -> Target:
     if not _ALLOWED.fullmatch(raw):
         raise BadPath(INVALID_CHARACTER, raw)
     path, _, query = raw.partition("?")
+    if "%" not in raw and "\\" not in raw and "//" not in raw and "/." not in raw:
+        return Target(path, query)  # nothing to decode, merge or resolve: already normal
     _check_escapes(query, raw)
     path = _decode_once(path, raw).replace("\\", "/")
     path = _remove_dot_segments(_SLASHES.sub("/", path))

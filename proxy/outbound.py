@@ -32,7 +32,6 @@ from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
 from proxy.upstream import Pool, Upstream, dial
-from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.outbound")
 
@@ -55,8 +54,13 @@ class Destination:
     target: str
 
 
-def destination(head: RequestHead) -> Destination:
-    """The mesh service a request is for, from absolute-form or the Host header."""
+def destination(head: RequestHead, fixed_service: str | None = None) -> Destination:
+    """The mesh service a request is for, from absolute-form or the Host header.
+
+    `fixed_service` is the service of a per-upstream TCP listener whose connection was
+    detected as HTTP: it is the destination whatever the request names (the authority
+    is kept for metrics and tap).
+    """
     target = head.target
     if target.startswith(("http://", "https://")):
         if target.startswith("https://"):
@@ -70,6 +74,8 @@ def destination(head: RequestHead) -> Destination:
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     else:
         authority = (head.header(b"host") or b"").decode("ascii", "replace")
+    if fixed_service is not None:
+        return Destination(fixed_service, authority or fixed_service, target)
     host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
     service = host.lower().removesuffix(".")
     service = service.removesuffix(".mesh")
@@ -127,23 +133,28 @@ class OutboundProxy:
             lambda: ServedConnection(self.handle, self._connections), host, port
         )
 
-    async def handle(self, connection: Connection) -> None:
+    async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
+        """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP
+        listener's connection detected as HTTP) is every request's destination."""
         with self.ctx.downstream(connection, self.name) as client:
             try:
                 while True:
                     try:
                         head = await client.next_request()
                     except Http1Error as exc:
-                        await self._refuse(client, exc)
+                        await self._refuse(client, exc, fixed_service)
                         return
-                    if head is None or not await self._request(client, head):
+                    if head is None or not await self._request(client, head, fixed_service):
                         return
             except (ConnectionError, OSError):
                 pass
 
-    async def _refuse(self, client: Downstream, error: Http1Error) -> None:
+    async def _refuse(
+        self, client: Downstream, error: Http1Error, fixed_service: str | None
+    ) -> None:
         started = time.monotonic()
         event = self.ctx.new_event("outbound", client.peer_addr)
+        event.dst_service = fixed_service
         event.status, event.error = error.status, error.reason
         log.info(
             "request refused",
@@ -152,7 +163,9 @@ class OutboundProxy:
         await client.send_error(error.status, error.reason, str(error), close=True)
         self.ctx.publish(event, started)
 
-    async def _request(self, client: Downstream, head: RequestHead) -> bool:
+    async def _request(
+        self, client: Downstream, head: RequestHead, fixed_service: str | None
+    ) -> bool:
         """Serve one request; False when the client connection must close."""
         started = time.monotonic()
         event = self.ctx.new_event("outbound", client.peer_addr)
@@ -163,7 +176,7 @@ class OutboundProxy:
             event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")
         with self.ctx.request_in_flight():
             try:
-                return await self._forward(client, head, event)
+                return await self._forward(client, head, event, fixed_service)
             except Http1Error as exc:
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
@@ -172,8 +185,14 @@ class OutboundProxy:
                 event.bytes_in = client.body_bytes
                 self.ctx.publish(event, started)
 
-    async def _forward(self, client: Downstream, head: RequestHead, event: RequestEvent) -> bool:
-        dest = destination(head)
+    async def _forward(
+        self,
+        client: Downstream,
+        head: RequestHead,
+        event: RequestEvent,
+        fixed_service: str | None,
+    ) -> bool:
+        dest = destination(head, fixed_service)
         event.authority = dest.authority
         event.dst_service = dest.service
         try:
@@ -184,7 +203,6 @@ class OutboundProxy:
         head.target = str(target)
         body, body_size = await self._body(client, head)
         headers = request_headers(head, body, [])
-        headers = [(k, v) for k, v in headers if k != CLIENT_ID_HEADER.encode()]
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
 
         async def send(backend: str) -> Response:
@@ -277,7 +295,7 @@ class OutboundProxy:
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
         was sent) is skipped for another, whatever the method, as Linkerd does."""
-        endpoints = await self.ctx.endpoints(backend)
+        endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
             endpoint = endpoints.pick(exclude=refused)

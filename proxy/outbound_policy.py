@@ -50,7 +50,7 @@ class OutboundPolicy:
         traffic = self._traffic().service(service)
         plan = traffic.plan(facts)
         event.route = plan.target.route
-        event.extra["service"] = service
+        event.service = service
 
         async def attempt() -> R:
             backend = plan.split.choose().service

@@ -25,6 +25,7 @@ from proxy.http1 import (
 )
 from proxy.retrying import AttemptFailed
 from proxy.upstream import Upstream
+from vm_mesh.defaults import CLIENT_ID_HEADER
 
 Body = bytes | AsyncIterator[bytes] | None
 
@@ -50,14 +51,16 @@ class Response:
         return self.head.status
 
 
+# Never forwarded as received: `expect` is answered by the proxy, and the caller's identity
+# is set only by the inbound proxy that verified it.
+_NOT_FORWARDED = frozenset({b"expect", CLIENT_ID_HEADER.encode()})
+
+
 def request_headers(
     head: RequestHead, body: Body, extra: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
-    """Headers to send upstream: end-to-end ones, our own, and the body's framing."""
-    names = {name for name, _ in extra}
-    headers = [
-        (k, v) for k, v in forwardable_headers(head.headers) if k not in names and k != b"expect"
-    ]
+    """Headers to send upstream: end-to-end ones, our own (`extra`), and the body's framing."""
+    headers = forwardable_headers(head.headers, _NOT_FORWARDED)
     headers += extra
     if isinstance(body, bytes):
         if body or head.content_length is not None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -25,6 +26,9 @@ log = logging.getLogger("vmesh.proxy")
 LIVE_CONFIG_FIELDS = ("timeouts",)
 
 CERT_CHECK_INTERVAL = 2.0
+# A request allocates a hundred or so containers that die with it; the default first threshold
+# (700) ran a collection every few requests and promoted whatever was in flight then.
+GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -50,7 +54,10 @@ def open_discovery(loaded: LoadedConfig, choice: DiscoveryChoice) -> Discovery:
     from vm_mesh.discovery import factory
 
     return factory.open_discovery(
-        choice.settings, loaded.config.service, local_address(loaded.config.listen.admin)
+        choice.settings,
+        loaded.config.service,
+        local_address(loaded.config.listen.admin),
+        trust_domain=loaded.config.trust_domain,
     )
 
 
@@ -104,8 +111,8 @@ class ProxyServer:
         self._servers += [inbound, outbound]
         self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}
         for upstream in config.tcp:
-            listener = TcpUpstreamListener(self.ctx, upstream.service)
-            server = await asyncio.start_server(listener.handle, *_split(upstream.listen))
+            listener = TcpUpstreamListener(self.ctx, upstream.service, self.outbound)
+            server = await listener.serve(*_split(upstream.listen))
             self._servers.append(server)
             self.ports[f"tcp:{upstream.service}"] = _port(server)
         await self.admin.serve_unix(paths.admin_socket(config.service))
@@ -244,5 +251,9 @@ async def run(loaded: LoadedConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await server.start()
+    # what start-up built (modules, config, policy models) lives as long as the process: out
+    # of the collector's sight, the collections that requests trigger traverse only their own
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     await stop.wait()
     await server.drain()

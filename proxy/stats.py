@@ -73,7 +73,7 @@ class WindowedStats:
         """EventBus subscriber: HTTP requests only (TCP connections have no method)."""
         if event.method is None:
             return
-        service = event.extra.get("service") or event.dst_service or event.authority or "-"
+        service = event.service or event.dst_service or event.authority or "-"
         key = (event.direction, service, event.route)
         second = int(self._clock())
         if key not in self._series and len(self._series) >= MAX_SERIES:

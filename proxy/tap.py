@@ -51,7 +51,7 @@ class TapFilter:
         )
 
     def matches(self, event: RequestEvent) -> bool:
-        if self.service and self.service not in (event.dst_service, event.extra.get("service")):
+        if self.service and self.service not in (event.dst_service, event.service):
             return False
         if self.path_prefix and not (event.path or "").startswith(self.path_prefix):
             return False

@@ -1,20 +1,30 @@
 """Opaque TCP: bytes relayed both ways, half-close passed on, nothing parsed.
 
-On the outbound side each configured TCP upstream gets a local listener;
-its connections go over mTLS (ALPN `vmesh-opaque/2`) to an instance's inbound
+On the outbound side each configured TCP upstream gets a local listener.
+Its connections are inspected first (proxy/detect.py): one that begins with an
+HTTP/1.x request line is served by the outbound HTTP stack with the upstream
+as its destination; any other, one silent for the service's `detect_timeout`
+(server-speaks-first protocols) and every one on a port of the service's
+`opaque_ports` go over mTLS (ALPN `vmesh-opaque/2`) to an instance's inbound
 port, which relays them to the app there. Between the two proxies the bytes
 are length-framed so either side's FIN crosses TLS as an end frame.
 """
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING
 
+from proxy.connection import Connection, ServedConnection
+from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
     from proxy.context import ProxyContext
+    from proxy.outbound import OutboundProxy
+
+log = logging.getLogger("vmesh.proxy.tcp")
 
 CHUNK = 64 * 1024
 
@@ -88,14 +98,62 @@ async def tunnel(
     return sent, received
 
 
-class TcpUpstreamListener:
-    """A local listener for one opaque TCP upstream; each connection goes to one instance."""
+async def sniff(connection: Connection, within: float) -> str:
+    """Wait up to `within` seconds for the first bytes to tell the protocol: `http`, or why
+    the connection is opaque (`not_http`, `timeout`, `closed`). The bytes stay unread."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        verdict = detect(connection.early)
+        if verdict is Protocol.HTTP:
+            return "http"
+        if verdict is Protocol.OPAQUE:
+            return "not_http"
+        if connection.closed:
+            return "closed"
+        try:
+            await connection.wait(max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            return "timeout"
 
-    def __init__(self, context: "ProxyContext", service: str) -> None:
+
+class TcpUpstreamListener:
+    """A local listener for one TCP upstream: each connection is detected (unless its port
+    is opaque), then served as HTTP requests or relayed to one instance."""
+
+    def __init__(self, context: "ProxyContext", service: str, http: "OutboundProxy") -> None:
         self.ctx = context
         self.service = service
+        self.http = http
+        self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        """Listen for the app; each connection is served by `handle`."""
+        return await asyncio.get_running_loop().create_server(
+            lambda: ServedConnection(self.handle, self._connections), host, port
+        )
+
+    async def handle(self, connection: Connection) -> None:
+        """Detect with the policy in force now (a reload applies to new connections)."""
+        settings = self.ctx.traffic.service(self.service).settings
+        port = connection.get_extra_info("sockname")[1]
+        if port in settings.opaque_ports:
+            detection = "skipped"
+        else:
+            detection = await sniff(connection, settings.detect_timeout or DEFAULT_DETECT_TIMEOUT)
+            if detection == "http":
+                await self.http.handle(connection, fixed_service=self.service)
+                return
+        peer = connection.get_extra_info("peername")
+        log.info(
+            "opaque TCP connection",
+            extra={"dst_service": self.service, "port": port, "detection": detection,
+                   "client": f"{peer[0]}:{peer[1]}" if peer else "local"},
+        )
+        await self.relay(*connection.into_streams())
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Relay one connection to an instance of the service, as opaque bytes."""
         started = time.monotonic()
         peer = writer.get_extra_info("peername")
         event = self.ctx.new_event("outbound", f"{peer[0]}:{peer[1]}" if peer else "local")

@@ -7,7 +7,6 @@ outage cannot reset the budget and let a retry storm through.
 
 import random
 from dataclasses import dataclass
-from functools import cached_property
 
 from proxy.authz import Authorizer
 from proxy.mirror import MirrorSampler
@@ -113,13 +112,3 @@ class TrafficPolicy:
     def reloaded(self, policy: PolicySet) -> "TrafficPolicy":
         """The compiled form of a new policy generation, keeping live retry budgets."""
         return TrafficPolicy(policy, self.trust_domain, previous=self, rng=self._rng)
-
-    @cached_property
-    def opaque_ports(self) -> frozenset[int]:
-        """Every port some ServicePolicy declares opaque (no protocol detection)."""
-        return frozenset(
-            port
-            for item in self.policy.documents
-            if isinstance(item.doc, ServicePolicy)
-            for port in item.doc.opaque_ports
-        )

@@ -29,10 +29,8 @@ class Upstream:
         self.requests = 0
         self.state = "active"
         self.idle_since = time.monotonic()
-
-    async def next_event(self) -> Event | None:
-        """The next response event; None when the upstream closed the connection."""
-        return await self.connection.next_event()
+        # the next response event; None when the upstream closed the connection
+        self.next_event: Callable[[], Awaitable[Event | None]] = connection.next_event
 
     def has_buffered_event(self) -> bool:
         """True when the next response event is already parsed (no wait on the socket)."""

@@ -19,7 +19,7 @@ A service file:
     outbound = "127.0.0.1:4140"
     admin = "127.0.0.1:4191"
     advertise = "127.0.0.1"       # the address other hosts reach the inbound port on
-    [[tcp]]                       # opaque TCP upstreams: a local listener per upstream
+    [[tcp]]                       # TCP upstreams: a local listener per upstream (HTTP detected)
     service = "db"
     listen = "127.0.0.1:15432"
 

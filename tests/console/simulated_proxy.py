@@ -92,7 +92,7 @@ def request_event(service: str, n: int) -> RequestEvent:
         path=f"/{service}/items/{(n // 2) % 5}", route="default",
         status=503 if (n // 2) % 10 == 9 else 200, latency_ms=1.0 + ((n // 2) % 7) * 4.0,
         bytes_in=100, bytes_out=400, policy_decision="allow", policy_rule="default",
-        trace_id=f"{service}-{n}", extra={"service": service},
+        trace_id=f"{service}-{n}", service=service,
     )
 
 

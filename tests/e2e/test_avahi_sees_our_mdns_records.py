@@ -55,7 +55,7 @@ ANNOUNCER = textwrap.dedent("""
     from vm_mesh.discovery.mdns import MdnsDiscovery
 
     async def main(service, address):
-        discovery = MdnsDiscovery([address])
+        discovery = MdnsDiscovery([address], trust_domain="vmesh.local")
         instance = Instance(service, service + "-1", address, 4143, admin_port=4191,
                             zone="rack-7", weight=40, version="1.2.3")
         await discovery.register(instance)
@@ -169,7 +169,7 @@ def test_avahi_browse_resolves_our_record_and_sees_the_goodbye(
         assert record[8] == "4143"
         txt = set(record[9].split(" "))
         for pair in (f"svc={service}", f"id={service}-1", "proto=http", "zone=rack-7",
-                     "weight=40", "ver=1.2.3", "admin=4191"):
+                     "weight=40", "ver=1.2.3", "admin=4191", "td=vmesh.local"):
             assert f'"{pair}"' in txt, (pair, record[9])
 
         announcer.stdin.write("deregister\n")

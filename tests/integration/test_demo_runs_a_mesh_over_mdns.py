@@ -1,50 +1,97 @@
-"""`vmesh demo --no-console` brings up the whole demo mesh, sends traffic and stops cleanly."""
+"""`vmesh demo --no-console` brings up the whole demo mesh, sends traffic through every tier and
+stops cleanly, after its --duration or on Ctrl-C, leaving no process or socket behind."""
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.integration.mesh import REPO
 
+EVERY_TIER = "web 200 > api 200 > store 200"
+
+
+def demo_command(directory: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "vm_mesh", "demo", "--dir", str(directory), "--no-console",
+            "--rate", "20", *options]
+
+
+def processes_under(directory: Path) -> list[str]:
+    """Command lines of the live processes whose VMESH_ROOT lies in `directory` (every process
+    the demo starts has one: the identity service, the apps and the proxies)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for variable in environ:
+            if variable.startswith(b"VMESH_ROOT=") and \
+                    variable.split(b"=", 1)[1].decode().startswith(str(directory)):
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def summary(stdout: str, label: str) -> dict[str, int]:
+    [line] = [line for line in stdout.splitlines() if line.startswith(label)]
+    return json.loads(line[len(label):])
+
+
+def assert_left_nothing(directory: Path) -> None:
+    assert processes_under(directory) == []
+    sockets = [path for path in directory.rglob("*.sock") if path.is_socket() or path.is_symlink()]
+    assert sockets == []
+
 
 def test_demo_serves_traffic_through_every_tier_and_cleans_up(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vm_mesh",
-            "demo",
-            "--dir",
-            str(tmp_path / "demo"),
-            "--no-console",
-            "--duration",
-            "4",
-            "--rate",
-            "20",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=dict(os.environ),
-    )
+    directory = tmp_path / "demo"
+    result = subprocess.run(demo_command(directory, "--duration", "4"), cwd=REPO,
+                            capture_output=True, text=True, timeout=180, env=dict(os.environ))
     assert result.returncode == 0, result.stderr + result.stdout
     assert sum(line.endswith("  ready") for line in result.stdout.splitlines()) == 6
-    counts = json.loads(result.stdout.split("responses:", 1)[1])
+    counts = summary(result.stdout, "responses: ")
     assert counts.get("200", 0) > 20
     assert set(counts) == {"200"}  # web answers 200; downstream failures show in its body
-    # every instance got its certificate from the demo's identity service, by token
-    ca_db = tmp_path / "demo/ca/var/lib/vmesh/identity/ca.db"
-    import sqlite3
-
-    with sqlite3.connect(ca_db) as db:
+    # web reached api, and api reached store, over mDNS and mTLS
+    assert summary(result.stdout, "through the tiers: ").get(EVERY_TIER, 0) > 10, result.stdout
+    # every instance got its certificate from the demo's identity service, by token, in the
+    # run's own trust domain
+    [trust_domain] = {line.rsplit("trust domain ", 1)[1]
+                      for line in result.stdout.splitlines() if "trust domain " in line}
+    with sqlite3.connect(directory / "ca/var/lib/vmesh/identity/ca.db") as db:
         identities = {row[0] for row in db.execute("SELECT identity FROM certificates")}
-    assert identities == {f"spiffe://vmesh.local/svc/{s}" for s in ("web", "api", "store")}
-    # and the processes are gone, and no socket is left behind
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True)
-    assert leftovers.stdout == b""
-    sockets = [path for path in (tmp_path / "demo").rglob("*.sock")
-               if path.is_socket() or path.is_symlink()]
-    assert sockets == []
+    assert identities == {f"spiffe://{trust_domain}/svc/{s}" for s in ("web", "api", "store")}
+    assert_left_nothing(directory)
+
+
+def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    # a session of its own, so that the SIGINT goes to the demo's process group, as a
+    # terminal's Ctrl-C does; --duration only bounds the test should the signal be lost
+    demo = subprocess.Popen(demo_command(directory, "--duration", "120"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        assert "Ctrl-C to stop" in "".join(lines), "".join(lines) + demo.stderr.read()
+        assert len(processes_under(directory)) == 13  # identity, 6 apps, 6 proxies
+        os.killpg(demo.pid, signal.SIGINT)
+        out, err = demo.communicate(timeout=60)  # the proxies drain, then the apps stop
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert "responses: " in out  # what was answered until Ctrl-C
+    assert_left_nothing(directory)

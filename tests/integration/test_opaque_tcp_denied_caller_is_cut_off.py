@@ -12,8 +12,28 @@ service: db
 default: deny
 rules:
   - {name: api-only, from: ["spiffe://vmesh.local/svc/api"]}
+---
+kind: ServicePolicy
+service: db
+opaque_ports: [{ports}]
 """
-TCP = '[[tcp]]\nservice = "db"\nlisten = "127.0.0.1:0"\n'
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (the probes are held open together)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def tcp_listener(port: int) -> str:
+    """A listener for db on `port`, listed in opaque_ports: HTTP bytes are not detected."""
+    return f'[[tcp]]\nservice = "db"\nlisten = "127.0.0.1:{port}"\n'
 
 
 def exchange(port: int) -> bytes:
@@ -34,10 +54,11 @@ def exchange(port: int) -> bytes:
 
 
 def test_opaque_connection_of_a_denied_caller_is_refused(policy_mesh: PolicyMesh) -> None:
-    policy_mesh.write_policy("db.yaml", POLICY)
+    api_port, web_port = free_ports(2)
+    policy_mesh.write_policy("db.yaml", POLICY.replace("{ports}", f"{api_port}, {web_port}"))
     db, _ = policy_mesh.service("db")
-    api = policy_mesh.mesh.start_proxy("api", 1, extra=TCP)
-    web = policy_mesh.mesh.start_proxy("web", 1, extra=TCP)
+    api = policy_mesh.mesh.start_proxy("api", 1, extra=tcp_listener(api_port))
+    web = policy_mesh.mesh.start_proxy("web", 1, extra=tcp_listener(web_port))
 
     assert exchange(api.ports["tcp:db"]).startswith(b"HTTP/1.1 200")
     assert exchange(web.ports["tcp:db"]) == b""

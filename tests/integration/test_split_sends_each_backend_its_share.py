@@ -40,6 +40,7 @@ def test_ninety_ten_split_and_header_routing(policy_mesh: PolicyMesh) -> None:
     with ThreadPoolExecutor(4) as pool:  # four keep-alive clients at once
         counts = sum(pool.map(batch, [REQUESTS // 4] * 4), Counter())
     assert sum(counts.values()) == REQUESTS
+    print(f"split over {REQUESTS} requests: {dict(counts)}")
     # binomial(2000, 0.1): sd = 13.4; 5 sd = 67 requests = 3.4 points of the 10 % share
     assert abs(counts["api-v2"] - REQUESTS * 0.1) <= 67, counts
 

@@ -1,4 +1,5 @@
-"""The outbound proxy finds the mesh service from the Host header or an absolute-form URL."""
+"""The outbound proxy finds the mesh service from the Host header or an absolute-form URL;
+a per-upstream TCP listener's HTTP connection goes to its own service whatever those say."""
 
 import pytest
 
@@ -42,6 +43,29 @@ def test_requests_for_no_mesh_service_are_refused(raw: bytes, reason: str) -> No
     with pytest.raises(Http1Error) as caught:
         destination(_head(raw))
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "authority", "target"),
+    [
+        (b"GET /a HTTP/1.1\r\nHost: 127.0.0.1:5432\r\n\r\n", "127.0.0.1:5432", "/a"),
+        (b"GET /a HTTP/1.1\r\nHost: web\r\n\r\n", "web", "/a"),
+        (b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n", "example.com", "/a"),
+        (b"GET http://web/x?q=1 HTTP/1.1\r\nHost: other\r\n\r\n", "web", "/x?q=1"),
+        (b"GET /a HTTP/1.0\r\n\r\n", "db", "/a"),
+    ],
+)
+def test_a_fixed_service_is_the_destination_whatever_the_request_names(
+    raw: bytes, authority: str, target: str
+) -> None:
+    found = destination(_head(raw), fixed_service="db")
+    assert (found.service, found.authority, found.target) == ("db", authority, target)
+
+
+def test_a_fixed_service_still_refuses_https_urls_in_plain_text() -> None:
+    with pytest.raises(Http1Error) as caught:
+        destination(_head(b"GET https://db/ HTTP/1.1\r\nHost: db\r\n\r\n"), "db")
+    assert caught.value.reason == "http1.https_url_on_plaintext_connection"
 
 
 def test_upstream_response_with_a_coding_besides_chunked_is_refused() -> None:

@@ -19,11 +19,11 @@ def test_events_feed_policy_metrics() -> None:
     bus.subscribe(metrics.observe)
     bus.publish(RequestEvent(0, "1", "inbound", "127.0.0.1:1", dst_service="store",
                              policy_decision="audit", policy_rule="store.default",
-                             extra={"authz_reason": "authz.default_deny"}))
+                             authz_reason="authz.default_deny"))
     for backend, status, retries in [("api-v1", 200, 0), ("api-v2", 503, 2), ("api-v2", 200, 1)]:
         bus.publish(RequestEvent(0, "2", "outbound", "127.0.0.1:2", dst_service=backend,
                                  route="canary", status=status, retries=retries,
-                                 latency_ms=12.0, extra={"service": "api"}))
+                                 latency_ms=12.0, service="api"))
     bus.publish(RequestEvent(0, "3", "outbound", "127.0.0.1:2", dst_service="x"))  # no policy
     metrics.mirror_outcome("api", "api-shadow", "failed")
     assert sample(registry, "authz_decision_total", dst_service="store", decision="audit",
@@ -42,7 +42,7 @@ def test_policy_series_are_served_with_the_proxy_metrics() -> None:
     observability = Observability.attach(bus)
     bus.publish(RequestEvent(0, "1", "inbound", "127.0.0.1:1", dst_service="store",
                              policy_decision="deny", policy_rule="store.default",
-                             extra={"authz_reason": "authz.default_deny"}))
+                             authz_reason="authz.default_deny"))
     text = generate_latest(observability.metrics.registry).decode()
     assert ('authz_decision_total{decision="deny",dst_service="store",'
             'reason="authz.default_deny",rule="store.default"} 1.0') in text

@@ -201,6 +201,17 @@ def test_cli_check_defaults_to_the_policy_directory(
     assert load_files([directory / "a.yaml"]).services() == ["api", "store"]
 
 
+def test_cli_check_without_a_policy_directory_finds_no_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VMESH_ROOT", str(tmp_path))  # a fresh host: no etc/vmesh/policy.d
+    assert main(["policy", "check"]) == 0  # the proxy runs with no policy there too
+    assert capsys.readouterr().out == "policy OK: 0 files, no documents; services: none\n"
+    missing = tmp_path / "nowhere.yaml"  # a file named on the command line must exist
+    assert main(["policy", "check", str(missing)]) == 1
+    assert capsys.readouterr().out.startswith(f"{missing}:0: cannot read:")
+
+
 def test_cli_explain_shows_route_backends_and_authorization(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,7 +62,11 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
             )
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
-                    return {"service": service, "status": response.status}
+                    try:
+                        further = json.loads(response.read()).get("downstream")
+                    except (ValueError, AttributeError):
+                        further = None
+                    return {"service": service, "status": response.status, "downstream": further}
             except urllib.error.HTTPError as error:
                 return {"service": service, "status": error.code}
             except OSError as error:

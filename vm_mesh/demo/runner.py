@@ -3,7 +3,9 @@
 Each instance runs as its own "host" (its own VMESH_ROOT under the demo
 directory), joins the mesh with a one-time token like a real VM, and finds
 the others over mDNS on loopback. `web` calls `api`, which calls `store`;
-`api-2` is slow and `store-2` is flaky, so the console has something to show.
+`api-2` is slow, `api-1` fails 10 % of requests and `store-2` 20 %, so the
+console has something to show. Each run has a trust domain of its own, so two
+demos on one machine never route to each other's instances.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -38,7 +41,7 @@ class DemoInstance:
 INSTANCES = (
     DemoInstance("web", "web-1", calls="api"),
     DemoInstance("web", "web-2", calls="api"),
-    DemoInstance("api", "api-1", calls="store", delay=0.01),
+    DemoInstance("api", "api-1", calls="store", delay=0.01, fail_rate=0.1),  # the failing one
     DemoInstance("api", "api-2", calls="store", delay=0.25),  # the slow one
     DemoInstance("store", "store-1", delay=0.005),
     DemoInstance("store", "store-2", delay=0.005, fail_rate=0.2),  # the flaky one
@@ -62,6 +65,7 @@ class Demo:
         self.logs = directory / "logs"
         self.console_root = directory / "console"
         self.web_outbound = ""
+        self.trust_domain = f"demo-{secrets.token_hex(3)}.local"
 
     def _spawn(self, name: str, args: list[str], root: Path) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
@@ -96,7 +100,7 @@ class Demo:
         self.logs.mkdir(parents=True)
         (self.directory / MARKER).touch()
         ca_root = self.directory / "ca"
-        self._vmesh(ca_root, "identity", "init", "--trust-domain", "vmesh.local")
+        self._vmesh(ca_root, "identity", "init", "--trust-domain", self.trust_domain)
         identity_port = _free_port()
         identity_url = f"https://127.0.0.1:{identity_port}"
         self._spawn(
@@ -105,7 +109,7 @@ class Demo:
             ca_root,
         )
         _wait_for(lambda: _identity_up(identity_url), "the identity service")
-        print(f"identity service on {identity_url}")
+        print(f"identity service on {identity_url}, trust domain {self.trust_domain}")
         sockets = self.console_root / "run" / "vmesh"
         sockets.mkdir(parents=True)
         for spec in INSTANCES:
@@ -143,6 +147,7 @@ class Demo:
         config.write_text(
             f'service = "{spec.service}"\ninstance_id = "{spec.instance}"\n'
             f'app_port = {app_port}\nidentity_url = "{identity_url}"\n'
+            f'trust_domain = "{self.trust_domain}"\n'
             '[listen]\ninbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
             f'outbound = "127.0.0.1:{outbound_port}"\n'
         )
@@ -218,9 +223,28 @@ def _ready(admin_socket: Path) -> bool:
         return False
 
 
-async def generate_traffic(outbound: str, rate: float, duration: float | None) -> dict[str, int]:
-    """Send about `rate` requests per second to `web` through a proxy; returns status counts."""
-    counts: dict[str, int] = {}
+def chain(status: int, body: object) -> str:
+    """How far one request to `web` got: `web 200 > api 200 > store 503`."""
+    hops = [f"web {status}"]
+    hop = body.get("downstream") if isinstance(body, dict) else None
+    while isinstance(hop, dict):
+        hops.append(f"{hop.get('service')} {hop.get('status', 'error')}")
+        hop = hop.get("downstream")
+    return " > ".join(hops)
+
+
+async def generate_traffic(
+    outbound: str,
+    rate: float,
+    duration: float | None,
+    counts: dict[str, int] | None = None,
+    chains: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Send about `rate` requests per second to `web` through a proxy; count `web`'s statuses
+    in `counts` and how far each request got in `chains` (both filled as answers come, so
+    they hold what was seen when Ctrl-C ends the run); returns `counts`."""
+    counts = {} if counts is None else counts
+    chains = {} if chains is None else chains
     deadline = time.monotonic() + duration if duration else None
     async with httpx.AsyncClient(timeout=10) as client:
         while deadline is None or time.monotonic() < deadline:
@@ -230,9 +254,14 @@ async def generate_traffic(outbound: str, rate: float, duration: float | None) -
                     f"http://{outbound}{random.choice(PATHS)}", headers={"host": "web"}
                 )
                 key = str(response.status_code)
+                try:
+                    path = chain(response.status_code, response.json())
+                except ValueError:
+                    path = chain(response.status_code, None)
             except httpx.HTTPError as exc:
-                key = type(exc).__name__
+                key = path = type(exc).__name__
             counts[key] = counts.get(key, 0) + 1
+            chains[path] = chains.get(path, 0) + 1
             await asyncio.sleep(max(0.0, 1 / rate - (time.monotonic() - started)))
     return counts
 
@@ -259,10 +288,13 @@ def run(directory: Path, *, console: bool, duration: float | None, rate: float) 
             return subprocess.run(
                 [sys.executable, "-m", "vm_mesh", "console"], env=env, check=False
             ).returncode
-        print(f"sending ~{rate:g} requests/s to web; Ctrl-C to stop")
+        print(f"sending ~{rate:g} requests/s to web; Ctrl-C to stop", flush=True)
+        counts: dict[str, int] = {}
+        chains: dict[str, int] = {}
         with contextlib.suppress(KeyboardInterrupt):
-            counts = asyncio.run(generate_traffic(demo.web_outbound, rate, duration))
-            print("responses:", json.dumps(counts, sort_keys=True))
+            asyncio.run(generate_traffic(demo.web_outbound, rate, duration, counts, chains))
+        print("responses:", json.dumps(counts, sort_keys=True))
+        print("through the tiers:", json.dumps(chains, sort_keys=True))
         return 0
     finally:
         demo.stop()

@@ -44,8 +44,11 @@ def consul_settings(
     )
 
 
-def open_backend(settings: DiscoverySettings, check_host: str = "127.0.0.1") -> Discovery:
-    """The bare backend `settings` names (no last-known-good wrapper)."""
+def open_backend(
+    settings: DiscoverySettings, check_host: str = "127.0.0.1", trust_domain: str | None = None
+) -> Discovery:
+    """The bare backend `settings` names (no last-known-good wrapper); over mDNS, a
+    `trust_domain` scopes registrations and watches to that mesh."""
     if settings.backend == "consul":
         from vm_mesh.discovery.consul import ConsulDiscovery
 
@@ -53,7 +56,7 @@ def open_backend(settings: DiscoverySettings, check_host: str = "127.0.0.1") -> 
     if settings.backend == "mdns":
         from vm_mesh.discovery.mdns import MdnsDiscovery
 
-        return MdnsDiscovery(list(settings.interfaces) or None)
+        return MdnsDiscovery(list(settings.interfaces) or None, trust_domain=trust_domain)
     from vm_mesh.discovery.static import StaticDiscovery
 
     return StaticDiscovery(
@@ -62,10 +65,14 @@ def open_backend(settings: DiscoverySettings, check_host: str = "127.0.0.1") -> 
 
 
 def open_discovery(
-    settings: DiscoverySettings, service: str, check_host: str = "127.0.0.1"
+    settings: DiscoverySettings,
+    service: str,
+    check_host: str = "127.0.0.1",
+    trust_domain: str | None = None,
 ) -> Discovery:
-    """The backend for the proxy of `service`; mdns and consul keep last known good sets."""
-    backend = open_backend(settings, check_host)
+    """The backend for the proxy of `service` in `trust_domain`; mdns and consul keep last
+    known good sets."""
+    backend = open_backend(settings, check_host, trust_domain)
     if settings.backend == "static":
         return backend
     return LastKnownGood(backend, paths.state_dir(service) / "discovery")

@@ -1,9 +1,13 @@
 """mDNS discovery with python-zeroconf: no server to run, one LAN (or one host's loopback).
 
 Each proxy announces `<instance>._vmesh._tcp.local.` with TXT keys `svc`,
-`id`, `proto`, `zone`, `weight`, `ver`, `admin`; watchers browse the type and
-keep the instances whose `svc` matches. Deregistering sends goodbye packets,
-so peers drop a drained instance at once instead of waiting for its TTL.
+`id`, `proto`, `zone`, `weight`, `ver`, `admin`, and `td`, its trust domain;
+watchers browse the type and keep the instances whose `svc` matches and whose
+`td` is their own (a record without `td`, from an older vmesh, is kept): two
+meshes on one LAN, or two demos on one machine, never route to each other's
+instances, whose certificates they could not verify anyway. Deregistering
+sends goodbye packets, so peers drop a drained instance at once instead of
+waiting for its TTL.
 
 An instance that vanishes without a goodbye (host cut off, power lost) is
 found out by continuous querying (RFC 6762 §5.2) of the SRV record of every
@@ -49,14 +53,15 @@ FIRST_BROWSE_S = 1.5
 HOST_TTL_S = 10  # TTL of our SRV and A records: a silent instance leaves within 1.5x this
 LIVENESS_TICK_S = 1.0  # how often the SRV records of watched instances are looked at
 DNS_TYPE_SRV = 33
+DNS_TYPE_PTR = 12
 DNS_CLASS_IN = 1
 DNS_FLAGS_QUERY = 0
 RECORD_TTL_S = 15  # every record of ours (PTR, SRV, TXT, A): see the module docstring
 
 
-def txt_record(instance: Instance) -> dict[str, str]:
-    """The TXT keys DESIGN.md fixes for an instance."""
-    return {
+def txt_record(instance: Instance, trust_domain: str | None = None) -> dict[str, str]:
+    """The TXT keys DESIGN.md fixes for an instance, and `td` when the trust domain is known."""
+    record = {
         "svc": instance.service,
         "id": instance.instance_id,
         "proto": instance.proto,
@@ -65,6 +70,15 @@ def txt_record(instance: Instance) -> dict[str, str]:
         "ver": instance.version,
         "admin": str(instance.admin_port or ""),
     }
+    if trust_domain:
+        record["td"] = trust_domain
+    return record
+
+
+def trust_domain_of(properties: Mapping[bytes, bytes | None]) -> str | None:
+    """The `td` key of a TXT record; None when the record has none (an older vmesh)."""
+    value = properties.get(b"td")
+    return value.decode(errors="replace") if value else None
 
 
 def instance_from_txt(
@@ -93,9 +107,22 @@ def instance_from_txt(
 
 
 class MdnsDiscovery:
-    """A `Discovery` backend over multicast DNS."""
+    """A `Discovery` backend over multicast DNS.
 
-    def __init__(self, interfaces: list[str] | None = None) -> None:
+    With a `trust_domain`, registrations carry it and watches leave out instances
+    that announce another one. A new watch waits up to `first_browse_s` for the
+    first instance of its service before it reports an empty set.
+    """
+
+    def __init__(
+        self,
+        interfaces: list[str] | None = None,
+        trust_domain: str | None = None,
+        first_browse_s: float = FIRST_BROWSE_S,
+    ) -> None:
+        self.trust_domain = trust_domain
+        self.first_browse_s = first_browse_s
+        self._foreign: set[str] = set()  # names of other trust domains' instances, logged once
         self._zeroconf = AsyncZeroconf(
             interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only
         )
@@ -115,18 +142,29 @@ class MdnsDiscovery:
             f"{instance.instance_id}.{MDNS_SERVICE_TYPE}",
             addresses=[socket.inet_aton(instance.address)],
             port=instance.port,
-            properties=txt_record(instance),
+            properties=txt_record(instance, self.trust_domain),
             server=f"{instance.instance_id}.local.",
             host_ttl=RECORD_TTL_S,
             other_ttl=RECORD_TTL_S,
         )
         # another host may already use this instance name: take a free variant, keep the TXT id
+        self._ask_who_announces()
         await self._zeroconf.async_register_service(info, allow_name_change=True)
         self._registered[instance.instance_id] = info
         log.info(
             "registered over mDNS",
-            extra={"instance": instance.instance_id, "addr": instance.authority},
+            extra={"instance": instance.instance_id, "addr": instance.authority,
+                   "record": info.name},
         )
+
+    def _ask_who_announces(self) -> None:
+        """Ask for every instance of our type, answers multicast. zeroconf's probing renames
+        on a name its cache holds, but the answers to its probes are unicast, and on a host
+        where several processes share port 5353 (a demo, a test mesh) only one of them gets a
+        unicast answer; multicast answers reach all, within the probing's 750 ms."""
+        query = DNSOutgoing(DNS_FLAGS_QUERY)
+        query.add_question(DNSQuestion(MDNS_SERVICE_TYPE, DNS_TYPE_PTR, DNS_CLASS_IN))
+        self._zeroconf.zeroconf.async_send(query)
 
     async def deregister(self, instance: Instance) -> None:
         info = self._registered.pop(instance.instance_id, None)
@@ -151,10 +189,23 @@ class MdnsDiscovery:
         )
         if info is None or not info.parsed_addresses() or info.port is None:
             return
+        if self._is_foreign(name, trust_domain_of(info.properties)):
+            return
         instance = instance_from_txt(info.properties, info.parsed_addresses()[0], info.port)
         if instance is not None and self._known.get(name) != instance:
             self._known[name] = instance
             self._notify()
+
+    def _is_foreign(self, name: str, trust_domain: str | None) -> bool:
+        """Whether `name` announces another trust domain than ours (logged once per name)."""
+        if not self.trust_domain or not trust_domain or trust_domain == self.trust_domain:
+            return False
+        if name not in self._foreign:
+            self._foreign.add(name)
+            log.info("ignoring an mDNS instance of another trust domain",
+                     extra={"event": "discovery_mdns_foreign", "record": name,
+                            "trust_domain": trust_domain})
+        return True
 
     def _notify(self) -> None:
         self._updated_at = time.time()
@@ -232,10 +283,15 @@ class MdnsDiscovery:
         self._watched.add(service)
         self.browse()
         last: EndpointSet | None = None
-        if not self.current(service).instances:
-            # give the first browse a moment, so a fresh proxy does not start with "no instances"
+        # give the first browse a moment, so a fresh proxy does not start with "no instances":
+        # other services' instances resolving first must not end the wait
+        deadline = asyncio.get_running_loop().time() + self.first_browse_s
+        while not self.current(service).instances:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), FIRST_BROWSE_S)
+                await asyncio.wait_for(self._changed.wait(), remaining)
         while True:
             changed = self._changed
             view = self.current(service)

@@ -49,8 +49,10 @@ def _check(args: argparse.Namespace) -> int:
     from vm_mesh.policy.loader import PolicyInvalid, load_files, policy_files
 
     files: list[Path] = []
-    for given in args.files or [paths.policy_dir()]:
+    for given in args.files:
         files.extend(policy_files(given) if given.is_dir() else [given])
+    if not args.files:  # the host's policy: a missing directory is no policy, as for the proxy
+        files = policy_files(paths.policy_dir())
     try:
         policy = load_files(files)
     except PolicyInvalid as exc:

@@ -279,7 +279,12 @@ class CircuitBreaker(_Strict):
 
 
 class ServicePolicy(_Strict):
-    """Defaults for one destination service."""
+    """Defaults for one destination service.
+
+    `opaque_ports`: ports on which connections to the service are never inspected (a
+    per-upstream TCP listener on one of them relays at once); `detect_timeout`: how long
+    such a listener waits for an HTTP request line before relaying as opaque TCP.
+    """
 
     kind: Literal["ServicePolicy"]
     name: Name | None = None

@@ -1,0 +1,90 @@
+"""Over real mDNS on loopback: a watch lists only its own trust domain's instances (two meshes,
+or two demos, on one LAN stay apart), and its first set waits for the service's instances
+however many other services resolve first."""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.unit.policy_helpers import eventually
+from vm_mesh.discovery.base import EndpointSet, Instance
+from vm_mesh.discovery.mdns import MdnsDiscovery
+
+LOOPBACK = ["127.0.0.1"]
+
+
+@pytest.fixture
+async def discoveries() -> AsyncIterator[list[MdnsDiscovery]]:
+    """mDNS backends a test opens; every one is closed at the end (goodbyes sent)."""
+    opened: list[MdnsDiscovery] = []
+    yield opened
+    for discovery in opened:
+        await discovery.close()
+
+
+def ports(view: EndpointSet) -> set[int]:
+    return {instance.port for instance in view.instances}
+
+
+async def test_watch_leaves_out_instances_of_another_trust_domain(
+    discoveries: list[MdnsDiscovery], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.mdns")
+    service = f"web{secrets.token_hex(3)}"  # unique: other meshes may share this host's mDNS
+    ours, theirs, older, watcher = (
+        MdnsDiscovery(LOOPBACK, trust_domain="alpha.test"),
+        MdnsDiscovery(LOOPBACK, trust_domain="beta.test"),
+        MdnsDiscovery(LOOPBACK),  # announces no trust domain, as vmesh before `td` did
+        MdnsDiscovery(LOOPBACK, trust_domain="alpha.test"),
+    )
+    discoveries += [ours, theirs, older, watcher]
+    # the other mesh uses the same service and instance names, as a second demo does
+    await ours.register(Instance(service, f"{service}-1", "127.0.0.1", 41001))
+    await theirs.register(Instance(service, f"{service}-1", "127.0.0.1", 42002))
+    await older.register(Instance(service, f"{service}-old", "127.0.0.1", 43003))
+
+    views = watcher.watch(service)
+    try:
+        async with asyncio.timeout(30):
+            async for view in views:
+                assert 42002 not in ports(view), view
+                if ports(view) == {41001, 43003}:
+                    break
+    finally:
+        await views.aclose()
+    await eventually(lambda: any(getattr(r, "event", None) == "discovery_mdns_foreign"
+                                 for r in caplog.records), within=15)
+    [foreign] = [r for r in caplog.records if getattr(r, "event", None) == "discovery_mdns_foreign"]
+    assert foreign.trust_domain == "beta.test"
+    assert ports(watcher.current(service)) == {41001, 43003}
+
+
+async def test_first_set_waits_for_the_service_while_others_resolve(
+    discoveries: list[MdnsDiscovery],
+) -> None:
+    tag = secrets.token_hex(3)
+    service, other = f"store{tag}", f"web{tag}"
+    announcer = MdnsDiscovery(LOOPBACK, trust_domain="alpha.test")
+    watcher = MdnsDiscovery(LOOPBACK, trust_domain="alpha.test", first_browse_s=20)
+    discoveries += [announcer, watcher]
+    await announcer.register(Instance(other, f"{other}-1", "127.0.0.1", 41001))
+
+    views, others = watcher.watch(service), watcher.watch(other)
+    try:
+        first = asyncio.ensure_future(anext(views))
+        async with asyncio.timeout(20):  # the other service resolved: the watcher saw a change
+            assert ports(await anext(others)) == {41001}
+        # ... which must not end the wait for the first `store` set
+        await announcer.register(Instance(service, f"{service}-1", "127.0.0.1", 42002))
+        async with asyncio.timeout(20):
+            assert ports(await first) == {42002}
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await views.aclose()
+        await others.aclose()

@@ -112,7 +112,7 @@ def _credentials(args: argparse.Namespace) -> OperatorCredentials:
 def _source_set(args: argparse.Namespace) -> Sources:
     """Where the command reads from: local sockets, --admin, and discovery (the backends of
     this host's service files, --mdns, --consul, --discover)."""
-    from console.discovered import discovery_providers, host_discovery
+    from console.discovered import discovery_providers, host_discovery, host_trust_domain
     from console.sources import default_sources
     from vm_mesh.config import Discovery
 
@@ -124,7 +124,8 @@ def _source_set(args: argparse.Namespace) -> Sources:
             settings.append(Discovery(backend="consul", consul_url=args.consul,
                                       consul_token=args.consul_token))
         return default_sources(args.admin, local=not args.no_local,
-                               discovery=discovery_providers(settings, args.discover))
+                               discovery=discovery_providers(settings, args.discover,
+                                                             host_trust_domain()))
     except ValueError as exc:  # a bad --admin or --consul (pydantic errors are ValueErrors)
         raise UserError(_first_line(exc)) from None
 

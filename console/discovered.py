@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from console.sources import Source, SourceProvider
-from vm_mesh import paths
+from vm_mesh import defaults, paths
 from vm_mesh.config import Discovery as DiscoverySettings
 from vm_mesh.discovery.base import Instance
 
@@ -67,8 +67,10 @@ class MdnsAdmins:
     """
 
     def __init__(self, interfaces: Sequence[str] = (),
-                 browse_window_s: float = BROWSE_WINDOW_S) -> None:
+                 browse_window_s: float = BROWSE_WINDOW_S,
+                 trust_domain: str | None = None) -> None:
         self.interfaces = tuple(interfaces)
+        self.trust_domain = trust_domain  # other meshes' instances on the LAN are left out
         self.label = "mdns" + (f" on {','.join(self.interfaces)}" if self.interfaces else "")
         self._browse_window_s = browse_window_s
         self._mdns = None
@@ -78,7 +80,8 @@ class MdnsAdmins:
         if self._mdns is None:
             from vm_mesh.discovery.mdns import MdnsDiscovery
 
-            self._mdns = MdnsDiscovery(list(self.interfaces) or None)
+            self._mdns = MdnsDiscovery(list(self.interfaces) or None,
+                                       trust_domain=self.trust_domain)
             self._mdns.browse()
             self._browsing_since = time.monotonic()
         left = self._browsing_since + self._browse_window_s - time.monotonic()
@@ -165,18 +168,38 @@ def host_discovery() -> list[DiscoverySettings]:
     return found
 
 
+def host_trust_domain() -> str:
+    """The trust domain of this host's proxies: their service files' (the first that loads),
+    else mesh.toml's, else the default."""
+    from vm_mesh.config import load_mesh_config, load_service_config
+    from vm_mesh.errors import UserError
+
+    services = paths.etc_dir() / "services"
+    for path in sorted(services.glob("*.toml")) if services.is_dir() else []:
+        try:
+            return load_service_config(path).config.trust_domain
+        except UserError:
+            continue
+    try:
+        return load_mesh_config().trust_domain
+    except UserError:
+        return defaults.TRUST_DOMAIN
+
+
 def discovery_providers(settings: Iterable[DiscoverySettings] = (),
-                        files: Iterable[Path] = ()) -> list[SourceProvider]:
+                        files: Iterable[Path] = (),
+                        trust_domain: str | None = None) -> list[SourceProvider]:
     """One provider per distinct backend in `settings`, plus one per static file in `files`.
 
     A static backend without a file means the default endpoints file, which is
-    only read when it exists (a host without one simply has none).
+    only read when it exists (a host without one simply has none). Over mDNS only
+    instances of `trust_domain` (and of vmesh versions that announce none) are listed.
     """
     providers: dict[str, SourceProvider] = {}
     static_files = list(files)
     for item in settings:
         if item.backend == "mdns":
-            provider: SourceProvider = MdnsAdmins(item.interfaces)
+            provider: SourceProvider = MdnsAdmins(item.interfaces, trust_domain=trust_domain)
         elif item.backend == "consul":
             provider = ConsulAdmins(item)
         else:

@@ -9,6 +9,7 @@ mDNS, so names carry a random suffix and assertions look at ours only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -27,10 +28,11 @@ from console.sources import Sources, default_sources
 from tests.console.pilot import table_rows, until
 from tests.console.test_cli_twins_print_columns_and_json import vmesh
 from tests.fake_consul import FakeConsul
-from tests.integration.mesh import Mesh, ProxyProcess
+from tests.integration.mesh import TRUST_DOMAIN, Mesh, ProxyProcess
 from tests.integration.processes import Process, start_backend
 from vm_mesh import paths
 from vm_mesh.config import Discovery
+from vm_mesh.discovery.base import Instance
 
 MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]'  # mesh.toml's [discovery] table
 
@@ -204,3 +206,27 @@ def test_check_fails_naming_an_unreachable_consul_agent(vmesh_root) -> None:
     bad = vmesh("stat", "--consul", "127.0.0.1:8500")  # no scheme
     assert bad.returncode != 0 and bad.stderr.startswith("vmesh: --consul: ")
     assert len(bad.stderr.splitlines()) == 1
+
+
+async def test_instances_of_another_trust_domain_on_the_lan_are_not_listed(
+    over_mdns: TwoProxies,
+) -> None:
+    from vm_mesh.discovery.mdns import MdnsDiscovery
+
+    suffix = over_mdns.suffix
+    # nothing answers at either admin port: both would be listed as unreachable if listed
+    mate = MdnsDiscovery(["127.0.0.1"], trust_domain=TRUST_DOMAIN)
+    other_mesh = MdnsDiscovery(["127.0.0.1"], trust_domain="elsewhere.test")
+    try:
+        await mate.register(Instance(f"mate{suffix}", f"mate{suffix}-1", "127.0.0.1", 1,
+                                     admin_port=9))
+        await other_mesh.register(Instance(f"alien{suffix}", f"alien{suffix}-1", "127.0.0.1", 1,
+                                           admin_port=9))
+        stat = await asyncio.to_thread(vmesh, "stat", "--no-local", "--json")
+    finally:
+        await mate.close()
+        await other_mesh.close()
+    seen = stat.stdout + stat.stderr
+    assert f"alien{suffix}" not in seen, seen  # the other mesh's instance is left out...
+    assert f"mate{suffix}-1" in seen, seen  # ...while one of ours announced with it is listed
+    assert f"web{suffix}" in seen

@@ -31,6 +31,15 @@ def _number(data: dict[str, Any], *keys: str) -> float | None:
     return None
 
 
+def _sketch(value: Any) -> tuple[float, ...]:
+    """A row's latency sketch; empty when absent or not a list of numbers (an older proxy)."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        return ()
+    return tuple(float(v) for v in value)
+
+
 def _text(data: dict[str, Any], *keys: str) -> str | None:
     for key in keys:
         value = data.get(key)
@@ -210,6 +219,7 @@ class RouteStats:
     p99_ms: float | None
     in_flight: int
     requests: int
+    latency_sketch_ms: tuple[float, ...] = ()  # equal shares of the requests, see proxy.stats
 
     @classmethod
     def from_json(cls, data: dict[str, Any], default_direction: str) -> RouteStats:
@@ -226,6 +236,7 @@ class RouteStats:
             p99_ms=_number(data, "p99_ms", "latency_p99_ms") or _number(latency, "p99"),
             in_flight=int(_number(data, "in_flight") or 0),
             requests=int(_number(data, "requests", "count", "total") or 0),
+            latency_sketch_ms=_sketch(data.get("latency_sketch_ms")),
         )
 
 

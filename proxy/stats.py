@@ -2,7 +2,9 @@
 
 Counts are kept in one-second buckets per (direction, service, route), with a
 bounded reservoir of latencies per bucket, so memory stays flat at any rate
-and `/v1/stats?window=60s` needs no Prometheus. Series idle for the whole
+and `/v1/stats?window=60s` needs no Prometheus. Each row also carries a small
+quantile sketch of its latencies, so a client can combine instances into one
+service's percentiles (quantiles of the parts do not add up). Series idle for the whole
 window are forgotten, and at most `MAX_SERIES` exist at once (requests for
 yet more services, e.g. unknown `Host` values, are counted under `other`), so
 memory stays flat whatever clients send too.
@@ -21,6 +23,7 @@ from proxy.events import RequestEvent
 MAX_WINDOW_S = 600
 SAMPLES_PER_SECOND = 256
 MAX_SERIES = 1024
+SKETCH_POINTS = 100  # latencies per row in `latency_sketch_ms`
 OVERFLOW = "other"
 
 Key = tuple[str, str, str]  # direction, service, route
@@ -57,6 +60,16 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
         return None
     rank = max(1, math.ceil(fraction * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+def quantile_sketch(sorted_values: list[float], points: int = SKETCH_POINTS) -> list[float]:
+    """At most `points` latencies that each stand for an equal share of the requests (the
+    value in the middle of each share), so that the sketches of several instances, weighted
+    by their request counts, give the percentiles of all their requests together."""
+    count = len(sorted_values)
+    if count <= points:
+        return [round(v, 3) for v in sorted_values]
+    return [round(sorted_values[(2 * k + 1) * count // (2 * points)], 3) for k in range(points)]
 
 
 class WindowedStats:
@@ -117,6 +130,7 @@ class WindowedStats:
                     "p50_ms": percentile(latencies, 0.50),
                     "p95_ms": percentile(latencies, 0.95),
                     "p99_ms": percentile(latencies, 0.99),
+                    "latency_sketch_ms": quantile_sketch(latencies),
                 }
             )
         return sorted(rows, key=lambda r: (r["direction"], r["service"], r["route"]))

@@ -55,11 +55,28 @@ class Golden:
     p99_ms: float | None
 
 
-def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:
-    """Rates add up; success is weighted by rate; latency quantiles are the worst route's.
+def merged_percentile(parts: list[tuple[tuple[float, ...], int]], fraction: float) -> float:
+    """The `fraction` percentile of several rows' requests together, from their sketches
+    (each value an equal share of its row's `requests`), nearest rank by weight."""
+    weighted = sorted(
+        (value, requests / len(sketch)) for sketch, requests in parts for value in sketch
+    )
+    goal = fraction * sum(weight for _, weight in weighted)
+    seen = 0.0
+    for value, weight in weighted:
+        seen += weight
+        if seen >= goal:
+            return value
+    return weighted[-1][0]
 
-    Quantiles of a union cannot be computed from quantiles of the parts: the
-    worst one is an upper bound and the honest thing to show.
+
+def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:
+    """Rates add up; success is weighted by rate; latency percentiles are those of all the
+    routes' requests together, merged from their sketches by request count.
+
+    Quantiles of a union cannot be computed from quantiles of the parts: when a
+    route has no sketch (a proxy of an older version), the worst route's is shown,
+    an upper bound.
     """
     rps = sum(r.rps for r in routes)
     weighted = [(r.success_rate, r.rps) for r in routes if r.success_rate is not None]
@@ -72,13 +89,14 @@ def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:
         present = [v for v in values if v is not None]
         return max(present) if present else None
 
-    return Golden(
-        rps=rps,
-        success_rate=success,
-        p50_ms=worst([r.p50_ms for r in routes]),
-        p95_ms=worst([r.p95_ms for r in routes]),
-        p99_ms=worst([r.p99_ms for r in routes]),
-    )
+    answered = [r for r in routes if r.requests]
+    if len(answered) > 1 and all(r.latency_sketch_ms for r in answered):
+        parts = [(r.latency_sketch_ms, r.requests) for r in answered]
+        p50, p95, p99 = (merged_percentile(parts, f) for f in (0.50, 0.95, 0.99))
+    else:
+        p50, p95, p99 = (worst([getattr(r, name) for r in routes])
+                         for name in ("p50_ms", "p95_ms", "p99_ms"))
+    return Golden(rps=rps, success_rate=success, p50_ms=p50, p95_ms=p95, p99_ms=p99)
 
 
 @dataclass(frozen=True, slots=True)

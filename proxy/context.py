@@ -102,6 +102,11 @@ class ProxyContext:
             self._clients.discard(client)
             client.close()
 
+    @property
+    def open_clients(self) -> int:
+        """Client connections carrying HTTP open now (the app's and other proxies')."""
+        return len(self._clients)
+
     def drain_clients(self) -> None:
         """Close idle client connections; busy ones close after their current response."""
         self.draining = True

@@ -31,6 +31,9 @@ class RunningProxyState:
     def in_flight(self) -> int:
         return self.ctx.in_flight
 
+    def open_connections(self) -> int:
+        return self.ctx.open_clients
+
     def endpoints(self) -> dict[str, Any]:
         return self.ctx.describe_endpoints()
 

@@ -59,6 +59,9 @@ class ProxyFacts:
     def in_flight(self) -> int:
         return 0
 
+    def open_connections(self) -> int:
+        return 0
+
     def endpoints(self) -> dict[str, Any]:
         return {"upstreams": [{"service": "store", "source": "mdns", "stale": False,
                                "updated_at": time.time(), "instances": [{"id": "store-1"}]}]}

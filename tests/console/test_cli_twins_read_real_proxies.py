@@ -37,6 +37,7 @@ def test_stat_json_shows_the_failures_of_real_backends(mesh: Mesh, traffic: None
     assert set(found) == {"api", "store", "web"}
     assert all(found[n]["meshed"] == "1/1" for n in found)
     assert found["api"]["rps"] > 0 and found["api"]["latency_p99_ms"] > 0
+    assert found["api"]["tcp_conn"] >= 1  # web's proxy keeps its connection to api alive
 
 
 def test_tap_names_each_request_once_with_its_proxy_instance(mesh: Mesh, traffic: None) -> None:

@@ -12,6 +12,9 @@ class FixedProxyFacts:
     def in_flight(self) -> int:
         return 0
 
+    def open_connections(self) -> int:
+        return 0
+
     def endpoints(self) -> dict:
         return {"upstreams": []}
 

@@ -288,10 +288,10 @@ def run(directory: Path, *, console: bool, duration: float | None, rate: float) 
             return subprocess.run(
                 [sys.executable, "-m", "vm_mesh", "console"], env=env, check=False
             ).returncode
-        print(f"sending ~{rate:g} requests/s to web; Ctrl-C to stop", flush=True)
         counts: dict[str, int] = {}
         chains: dict[str, int] = {}
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt):  # from here on Ctrl-C is a clean stop
+            print(f"sending ~{rate:g} requests/s to web; Ctrl-C to stop", flush=True)
             asyncio.run(generate_traffic(demo.web_outbound, rate, duration, counts, chains))
         print("responses:", json.dumps(counts, sort_keys=True))
         print("through the tiers:", json.dumps(chains, sort_keys=True))

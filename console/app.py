@@ -18,12 +18,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 
+from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Input
+from textual.widgets import ContentSwitcher, Input
 
 from console.api import LogLine, TapEvent
 from console.checks import CheckOptions, check_identity, check_ports, judge_polls
@@ -43,11 +44,11 @@ CHECKS_INTERVAL_S = 15.0
 HOSTS_INTERVAL_S = 2.0
 TICK_S = 1.0  # redraw rate of the visible view; keys redraw at once
 INBOX_BOUND = 20_000
-FOOTER_PRUNE_S = 10.0
 
 CSS = """
 Screen { layout: vertical; }
 #crumbs { height: 1; background: $primary-background; color: $text; padding: 0 1; }
+#keys { dock: bottom; height: 1; background: $panel; color: $text-muted; padding: 0 1; }
 ContentSwitcher { height: 1fr; }
 .viewbar { height: 1; color: $text-muted; padding: 0 1; }
 #problems { height: auto; max-height: 5; padding: 0 1; }
@@ -110,13 +111,12 @@ class ConsoleApp(App[None]):
             for name, cls in VIEW_CLASSES.items():
                 yield cls(id=name)
         yield Input(id="prompt")
-        yield Footer()
+        yield Bar(id="keys")
 
     def on_mount(self) -> None:
         self._focus_view()
         self.tick()
         self.set_interval(TICK_S, self.tick)
-        self.set_interval(FOOTER_PRUNE_S, self.prune_footer_watchers)
         if self.live:
             for provider in self.sources.providers:
                 self.refresh_provider(provider)
@@ -133,6 +133,7 @@ class ConsoleApp(App[None]):
         focusable = [w for w in view.query("*") if w.can_focus]
         if focusable:
             self._focus_now(focusable[0])
+        self._update_keys()
 
     def _focus_now(self, widget: Widget) -> None:
         """Focus at once: keys already queued (a fast typist, tmux send-keys) go to `widget`.
@@ -155,21 +156,17 @@ class ConsoleApp(App[None]):
         self.view.refresh_from(self.data)
         self._update_crumbs()
 
-    def prune_footer_watchers(self) -> None:
-        """Let go of the footer keys of earlier views (a Textual Footer leak).
-
-        The Footer rebuilds its keys whenever the focused view changes; each key
-        binds to the Footer's `compact` reactive, and Textual drops the bindings of
-        removed keys only when `compact` changes. Without this, every view switch
-        would keep its keys (and their styles and caches) for the whole session.
-        Setting `compact` there and back, between two frames, drops them.
-        """
-        footer = self.query_one_optional(Footer)
-        if footer is None:
-            return  # shutting down: the widgets are gone, the timer not yet
-        compact = footer.compact
-        footer.compact = not compact
-        footer.compact = compact
+    def _update_keys(self) -> None:
+        """The key bar: the keys of the app and of the view on screen, one line that is
+        rewritten, not rebuilt (Textual's Footer made new widgets at every view switch)."""
+        shown = [b for b in (*self.BINDINGS, *self.view.BINDINGS)
+                 if isinstance(b, Binding) and b.show]
+        text = Text()
+        for binding in shown:
+            key = binding.key_display or binding.key.split(",")[0]  # the first of its keys
+            text.append(f" {key} ", style="bold reverse")
+            text.append(f" {binding.description}  ")
+        self.query_one("#keys", Bar).set(text)
 
     def _update_crumbs(self) -> None:
         statuses = list(self.data.statuses.values())

@@ -14,6 +14,6 @@ async def test_periodic_jobs_after_the_widgets_are_gone_do_nothing() -> None:
     async with console.run_test(size=(80, 24)) as pilot:
         await pilot.press("q")
     assert not console.is_running
-    for job in (console.tick, console.prune_footer_watchers, console.sample_hosts):
+    for job in (console.tick, console.sample_hosts):
         job()  # as their timers would call them
     assert console.return_code == 0

@@ -19,11 +19,21 @@ def test_stat_prints_linkerd_columns_and_names_an_unreachable_proxy(start_admin)
     start_admin("api")
     start_admin("web")
     start_admin("cache").kill()
-    result = vmesh("stat")
+
+    def stat_once_api_failed() -> tuple[subprocess.CompletedProcess[str], dict] | None:
+        # the simulated api fails its 10th request of every 10, the first ~1 s after it started
+        result = vmesh("stat")
+        rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+        try:
+            success = float(rows["api"][2].removesuffix("%"))
+        except (KeyError, IndexError, ValueError):  # not listed yet, or no request yet ("-")
+            return None
+        return (result, rows) if success < 100.0 else None
+
+    result, rows = wait_for(stat_once_api_failed, 20, "a failed request in api's stats")
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50",
                                 "LATENCY_P95", "LATENCY_P99", "TCP_CONN"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["api"][1] == "1/1"
     assert 80.0 <= float(rows["api"][2].removesuffix("%")) < 100.0  # 1 in 10 simulated fails
     assert float(rows["api"][3]) > 0

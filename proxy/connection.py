@@ -228,6 +228,18 @@ class ServedConnection(Connection):
         task.add_done_callback(self._tasks.discard)
 
 
+async def listen(
+    host: str,
+    port: int,
+    handler: Callable[[Connection], Awaitable[None]],
+    tasks: set[asyncio.Task[None]],
+) -> asyncio.Server:
+    """A TCP listener each of whose connections runs `handler` as a task kept in `tasks`."""
+    return await asyncio.get_running_loop().create_server(
+        lambda: ServedConnection(handler, tasks), host, port
+    )
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from proxy.connection import Connection, ServedConnection
+from proxy.connection import Connection, listen
 from proxy.context import ProxyContext
 from proxy.downstream import Downstream
 from proxy.endpoints import Endpoint
@@ -129,9 +129,7 @@ class OutboundProxy:
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         """Listen for the app; each connection is served by `handle`."""
-        return await asyncio.get_running_loop().create_server(
-            lambda: ServedConnection(self.handle, self._connections), host, port
-        )
+        return await listen(host, port, self.handle, self._connections)
 
     async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from proxy.connection import Connection, ServedConnection
+from proxy.connection import Connection, listen
 from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
@@ -129,9 +129,7 @@ class TcpUpstreamListener:
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         """Listen for the app; each connection is served by `handle`."""
-        return await asyncio.get_running_loop().create_server(
-            lambda: ServedConnection(self.handle, self._connections), host, port
-        )
+        return await listen(host, port, self.handle, self._connections)
 
     async def handle(self, connection: Connection) -> None:
         """Detect with the policy in force now (a reload applies to new connections)."""

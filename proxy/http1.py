@@ -314,15 +314,14 @@ class ResponseReader(_Reader):
             self._collector.events = events
 
 
-_REFRAMED = HOP_BY_HOP | {b"content-length"}  # the proxy writes the framing itself
+NOT_FORWARDED = HOP_BY_HOP | {b"content-length"}  # the proxy writes the framing itself
 
 
 def forwardable_headers(
-    headers: list[tuple[bytes, bytes]], drop: frozenset[bytes] = frozenset()
+    headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes] = NOT_FORWARDED
 ) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers, every header the Connection header names, the framing
-    (re-done by the proxy) and the names in `drop`."""
-    dropped = _REFRAMED | drop
+    """Drop the names in `dropped` (by default hop-by-hop headers and the framing, which
+    the proxy re-does) and every header the Connection header names."""
     named = [value for key, value in headers if key == b"connection"]
     if named:
         dropped |= {token.strip().lower() for value in named for token in value.split(b",")}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from proxy.downstream import Downstream
 from proxy.http1 import (
     LAST_CHUNK,
+    NOT_FORWARDED,
     Http1Error,
     MessageEnd,
     RequestHead,
@@ -53,14 +54,14 @@ class Response:
 
 # Never forwarded as received: `expect` is answered by the proxy, and the caller's identity
 # is set only by the inbound proxy that verified it.
-_NOT_FORWARDED = frozenset({b"expect", CLIENT_ID_HEADER.encode()})
+_NOT_FORWARDED_UPSTREAM = NOT_FORWARDED | {b"expect", CLIENT_ID_HEADER.encode()}
 
 
 def request_headers(
     head: RequestHead, body: Body, extra: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
     """Headers to send upstream: end-to-end ones, our own (`extra`), and the body's framing."""
-    headers = forwardable_headers(head.headers, _NOT_FORWARDED)
+    headers = forwardable_headers(head.headers, _NOT_FORWARDED_UPSTREAM)
     headers += extra
     if isinstance(body, bytes):
         if body or head.content_length is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from console.sources import Source, SourceProvider
 from vm_mesh import defaults, paths
 from vm_mesh.config import Discovery as DiscoverySettings
+from vm_mesh.config import LoadedConfig
 from vm_mesh.discovery.base import Instance
 
 BROWSE_WINDOW_S = 1.5  # mDNS answers trickle in: the first listing waits this long
@@ -135,6 +136,22 @@ class ConsulAdmins:
         return None
 
 
+def _service_configs() -> list[LoadedConfig]:
+    """This host's service files that load, by name (one that does not is skipped here:
+    `vmesh proxy run` reports it)."""
+    from vm_mesh.config import load_service_config
+    from vm_mesh.errors import UserError
+
+    services = paths.etc_dir() / "services"
+    loaded = []
+    for path in sorted(services.glob("*.toml")) if services.is_dir() else []:
+        try:
+            loaded.append(load_service_config(path))
+        except UserError:
+            continue
+    return loaded
+
+
 def host_discovery() -> list[DiscoverySettings]:
     """The discovery settings this host's proxies use (one per distinct backend).
 
@@ -143,20 +160,14 @@ def host_discovery() -> list[DiscoverySettings]:
     without service files uses mesh.toml's table when it has one. A service
     file that does not load is skipped here: `vmesh proxy run` reports it.
     """
-    from vm_mesh.config import effective_discovery, load_mesh_config, load_service_config
+    from vm_mesh.config import effective_discovery, load_mesh_config
     from vm_mesh.errors import UserError
 
     found: list[DiscoverySettings] = []
     services = paths.etc_dir() / "services"
-    files = sorted(services.glob("*.toml")) if services.is_dir() else []
     try:
-        if files:
-            chosen = []
-            for path in files:
-                try:
-                    chosen.append(effective_discovery(load_service_config(path)).settings)
-                except UserError:
-                    continue
+        if services.is_dir() and any(services.glob("*.toml")):
+            chosen = [effective_discovery(loaded).settings for loaded in _service_configs()]
         else:
             table = load_mesh_config().discovery
             chosen = [table] if table is not None else []
@@ -171,15 +182,12 @@ def host_discovery() -> list[DiscoverySettings]:
 def host_trust_domain() -> str:
     """The trust domain of this host's proxies: their service files' (the first that loads),
     else mesh.toml's, else the default."""
-    from vm_mesh.config import load_mesh_config, load_service_config
+    from vm_mesh.config import load_mesh_config
     from vm_mesh.errors import UserError
 
-    services = paths.etc_dir() / "services"
-    for path in sorted(services.glob("*.toml")) if services.is_dir() else []:
-        try:
-            return load_service_config(path).config.trust_domain
-        except UserError:
-            continue
+    configs = _service_configs()
+    if configs:
+        return configs[0].config.trust_domain
     try:
         return load_mesh_config().trust_domain
     except UserError:

@@ -22,7 +22,8 @@ BACKOFF_S = 0.1
 
 
 class Acceptor:
-    """Accepts TCP connections on `host:port` until closed; `sockets` as on asyncio.Server."""
+    """Accepts TCP connections on `host:port` (or on the listening socket `sock`, e.g. one
+    inherited from the proxy before) until closed; `sockets` as on asyncio.Server."""
 
     def __init__(
         self,
@@ -30,9 +31,12 @@ class Acceptor:
         port: int,
         on_connection: Callable[[socket.socket], Awaitable[None]],
         backlog: int = 1024,
+        sock: socket.socket | None = None,
     ) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.create_server((host, port), family=family, backlog=backlog)
+        if sock is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family, backlog=backlog)
+        self._sock = sock
         self._sock.setblocking(False)
         self._on_connection = on_connection
         self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -157,18 +158,20 @@ class AdminServer:
         self._servers.append(server)
         self._unix_sockets.append((path, _inode(path)))
 
-    async def serve_tcp(self, host: str, port: int, ssl_context: ssl.SSLContext) -> int:
-        """Listen with TLS (`ssl_context` decides whether client certificates are required);
-        returns the bound port (useful with port 0)."""
+    async def serve_tcp(self, host: str, port: int, ssl_context: ssl.SSLContext,
+                        sock: socket.socket | None = None) -> socket.socket:
+        """Listen with TLS (`ssl_context` decides whether client certificates are required)
+        on `host:port` or on the listening socket `sock`; returns the listening socket."""
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host,
+                                                                          "port": port}
         server = await asyncio.start_server(
             lambda r, w: self._track(self._connection(r, w, remote=True)),
-            host=host,
-            port=port,
             ssl=ssl_context,
             ssl_handshake_timeout=10,
+            **where,
         )
         self._servers.append(server)
-        return server.sockets[0].getsockname()[1]
+        return server.sockets[0]
 
     async def close(self) -> None:
         """Stop listening; end open streams with their last chunk, then close every connection.

@@ -9,6 +9,7 @@ the transport's buffer is full: a slow side holds back the fast one.
 """
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -233,10 +234,13 @@ async def listen(
     port: int,
     handler: Callable[[Connection], Awaitable[None]],
     tasks: set[asyncio.Task[None]],
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """A TCP listener each of whose connections runs `handler` as a task kept in `tasks`."""
+    """A TCP listener on `host:port` (or on the listening socket `sock`) each of whose
+    connections runs `handler` as a task kept in `tasks`."""
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     return await asyncio.get_running_loop().create_server(
-        lambda: ServedConnection(handler, tasks), host, port
+        lambda: ServedConnection(handler, tasks), **where
     )
 
 

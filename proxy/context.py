@@ -56,6 +56,8 @@ class ProxyContext:
         self._clients: set[Downstream] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        self._no_clients = asyncio.Event()
+        self._no_clients.set()
         self.started_at = time.time()
         self._ids = itertools.count(1)
         self._services: dict[str, ServiceEndpoints] = {}
@@ -96,10 +98,13 @@ class ProxyContext:
         if self.draining:
             client.drain()
         self._clients.add(client)
+        self._no_clients.clear()
         try:
             yield client
         finally:
             self._clients.discard(client)
+            if not self._clients:
+                self._no_clients.set()
             client.close()
 
     @property
@@ -108,10 +113,17 @@ class ProxyContext:
         return len(self._clients)
 
     def drain_clients(self) -> None:
-        """Close idle client connections; busy ones close after their current response."""
+        """Let every client connection end after its next response, or once idle for a
+        moment (`Downstream.drain`)."""
         self.draining = True
         for client in list(self._clients):
             client.drain()
+
+    async def drained(self) -> None:
+        """Until no request is in flight and no client connection is open."""
+        while self.in_flight or self._clients:
+            await self.idle.wait()
+            await self._no_clients.wait()
 
     def request_in_flight(self) -> "InFlight":
         """Count a request (or TCP connection) as in flight while the `with` block runs."""

@@ -3,6 +3,8 @@
 Idle keep-alive connections are closed silently after `idle_timeout`; a
 request whose head does not arrive within `header_timeout` of its first
 byte gets 408 (slowloris). Bodies are read as they arrive, never whole.
+When the proxy drains, a connection ends after its next response (which says
+`connection: close`), or once it has been idle for `DRAIN_IDLE_GRACE_S`.
 """
 
 import asyncio
@@ -11,6 +13,11 @@ from collections.abc import AsyncIterator
 from proxy.connection import Connection
 from proxy.http1 import Http1Error, MessageEnd, RequestHead, RequestReader
 from vm_mesh.defaults import ERROR_HEADER
+
+# Closing an idle keep-alive connection races the client's next request on it, which would
+# fail: a connection used this recently is more likely to carry another request soon than
+# to stay silent, so on drain it gets this long to do so and hear `connection: close`.
+DRAIN_IDLE_GRACE_S = 0.5
 
 
 class Downstream:
@@ -33,6 +40,7 @@ class Downstream:
         self.request_keep_alive = True
         self.body_bytes = 0  # body bytes of the current request handed on so far
         self.waiting = False  # between requests, with no byte of the next one yet
+        self.idle_since = 0.0  # loop time when it last began waiting
         self.draining = False
         peer = connection.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
@@ -55,6 +63,8 @@ class Downstream:
             if deadline is None and connection.reader.in_message:  # type: ignore[union-attr]
                 deadline = loop.time() + self.header_timeout
             self.waiting = deadline is None
+            if self.waiting:
+                self.idle_since = loop.time()
             try:
                 if deadline is None:
                     await connection.wait(self.idle_timeout)
@@ -70,10 +80,16 @@ class Downstream:
                 self.waiting = False
 
     def drain(self) -> None:
-        """The proxy is stopping: close now if idle, else after the current response (which
-        says `connection: close`), so that no client sends a request that would be cut."""
+        """The proxy is stopping: close after the current or next response (which says
+        `connection: close`), or once idle for `DRAIN_IDLE_GRACE_S`, so that no client sends
+        a request that would be cut."""
         self.draining = True
         self.request_keep_alive = False
+        if self.waiting:
+            loop = asyncio.get_running_loop()
+            loop.call_at(self.idle_since + DRAIN_IDLE_GRACE_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
         if self.waiting:
             self.connection.close()
 

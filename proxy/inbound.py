@@ -54,9 +54,10 @@ class InboundProxy:
         )
         return Upstream(key, connection)
 
-    async def serve(self, host: str, port: int) -> Acceptor:
-        """Listen for peer proxies; every accepted socket is handshaken by `_handshake`."""
-        return Acceptor(host, port, self._handshake)
+    async def serve(self, host: str, port: int, sock: socket.socket | None = None) -> Acceptor:
+        """Listen for peer proxies (on `sock` if given); every accepted socket is handshaken
+        by `_handshake`."""
+        return Acceptor(host, port, self._handshake, sock=sock)
 
     async def _handshake(self, sock: socket.socket) -> None:
         """TLS on an accepted socket; a refused handshake is logged and tapped with its reason."""

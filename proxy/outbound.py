@@ -8,6 +8,7 @@ balancer -> endpoint (breaker) -> pooled mTLS connection.
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -127,9 +128,10 @@ class OutboundProxy:
         self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
         return Upstream(key, connection, identity)
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
-        """Listen for the app; each connection is served by `handle`."""
-        return await listen(host, port, self.handle, self._connections)
+    async def serve(self, host: str, port: int, sock: socket.socket | None = None,
+                    ) -> asyncio.Server:
+        """Listen for the app (on `sock` if given); each connection is served by `handle`."""
+        return await listen(host, port, self.handle, self._connections, sock)
 
     async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP

@@ -1,13 +1,15 @@
-"""A sidecar proxy process: listeners, admin API, discovery registration, drain on SIGTERM."""
+"""A sidecar proxy process: listeners (inherited from its predecessor where it had them), admin
+API, discovery registration, drain on SIGTERM, handover on SIGUSR2."""
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
+import socket
 
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
+from proxy.handover import InheritedListeners, notify_ready
 from proxy.inbound import InboundProxy
 from proxy.outbound import OutboundProxy
 from proxy.state import RunningProxyState
@@ -106,20 +108,29 @@ class ProxyServer:
     async def start(self) -> None:
         config = self.ctx.config
         logging.getLogger().addHandler(self.ctx.observability.logs)
-        inbound = await self.inbound.serve(*_split(config.listen.inbound))
-        outbound = await self.outbound.serve(*_split(config.listen.outbound))
+        inherited = InheritedListeners.from_environ()
+
+        def where(name: str, address: str) -> tuple[str, int, socket.socket | None]:
+            host, port = _split(address)
+            return host, port, inherited.take(name, host, port)
+
+        inbound = await self.inbound.serve(*where("inbound", config.listen.inbound))
+        outbound = await self.outbound.serve(*where("outbound", config.listen.outbound))
         self._servers += [inbound, outbound]
-        self.ports = {"inbound": _port(inbound), "outbound": _port(outbound)}
+        listeners = {"inbound": inbound.sockets[0], "outbound": outbound.sockets[0]}
         for upstream in config.tcp:
             listener = TcpUpstreamListener(self.ctx, upstream.service, self.outbound)
-            server = await listener.serve(*_split(upstream.listen))
+            name = f"tcp:{upstream.service}"
+            server = await listener.serve(*where(name, upstream.listen))
             self._servers.append(server)
-            self.ports[f"tcp:{upstream.service}"] = _port(server)
+            listeners[name] = server.sockets[0]
         await self.admin.serve_unix(paths.admin_socket(config.service))
-        admin_host, admin_port = _split(config.listen.admin)
-        self.ports["admin"] = await self.admin.serve_tcp(
-            admin_host, admin_port, self.ctx.tls.admin_front
+        admin_host, admin_port, admin_sock = where("admin", config.listen.admin)
+        listeners["admin"] = await self.admin.serve_tcp(
+            admin_host, admin_port, self.ctx.tls.admin_front, sock=admin_sock
         )
+        inherited.close_unused()
+        self.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
         self.state.listening = True
         self.instance = Instance(
             service=config.service,
@@ -156,6 +167,9 @@ class ProxyServer:
                 **self.ports,
             },
         )
+        if notify_ready({name: sock.fileno() for name, sock in listeners.items()}):
+            log.info("told the supervisor: ready; it keeps a copy of the listeners",
+                     extra={"listeners": sorted(listeners)})
 
     async def _watch_certificates(self) -> None:
         while True:
@@ -207,24 +221,39 @@ class ProxyServer:
         )
         log.info("service config reloaded", extra={"event": "config_reloaded"})
 
-    async def drain(self) -> None:
-        """Leave discovery, stop accepting, close idle client connections, finish in-flight
-        requests (bounded; their responses say `connection: close`), then stop."""
+    async def leave_discovery(self) -> None:
+        """Deregister (peers stop picking this instance) but go on serving: the first step of
+        an upgrade, before `vmesh run` hands the listeners to the new version's proxy."""
+        if self.instance is None or self.state.left_discovery:
+            return
+        self.state.left_discovery = True
+        log.info("leaving discovery; still serving", extra={"event": "discovery_left",
+                                                            "in_flight": self.ctx.in_flight})
+        try:
+            await self.ctx.discovery.deregister(self.instance)
+        except Exception as exc:
+            log.error("could not leave discovery", extra={"event": "discovery_leave_failed",
+                                                          "detail": str(exc)})
+
+    async def drain(self, leave_discovery: bool = True) -> None:
+        """Leave discovery (unless a successor took over the registration), stop accepting,
+        let client connections end after their next response (`connection: close`; idle
+        ones close), finish in-flight requests (bounded), then stop."""
         self.state.draining = True
-        log.info("draining", extra={"in_flight": self.ctx.in_flight})
+        log.info("draining", extra={"in_flight": self.ctx.in_flight,
+                                    "leave_discovery": leave_discovery})
         # leave discovery first, so peers stop picking this instance before it stops accepting
-        if self.instance is not None:
-            with contextlib.suppress(Exception):
-                await self.ctx.discovery.deregister(self.instance)
+        if leave_discovery:
+            await self.leave_discovery()
         for server in self._servers:
             server.close()
         self.ctx.drain_clients()
         try:
-            await asyncio.wait_for(self.ctx.idle.wait(), self.ctx.config.timeouts.drain)
+            await asyncio.wait_for(self.ctx.drained(), self.ctx.config.timeouts.drain)
         except TimeoutError:
             log.warning(
                 "drain timeout: requests still in flight were cut",
-                extra={"in_flight": self.ctx.in_flight},
+                extra={"in_flight": self.ctx.in_flight, "connections": self.ctx.open_clients},
             )
         for task in self._tasks:
             task.cancel()
@@ -232,28 +261,40 @@ class ProxyServer:
         self.inbound.pool.close()
         self.outbound.pool.close()
         await self.admin.close()
-        await self.ctx.discovery.close()
+        await self.ctx.discovery.close(withdraw=leave_discovery)
         await self.ctx.close()
         log.info("stopped")
 
 
-def _port(server: asyncio.Server) -> int:
-    return server.sockets[0].getsockname()[1]
-
-
 async def run(loaded: LoadedConfig) -> None:
-    """Run a proxy until SIGTERM or SIGINT, then drain."""
+    """Run a proxy until a stop signal, then drain: SIGTERM or SIGINT leave discovery first;
+    SIGUSR2 (from `vmesh run`, once a successor is ready on the same listeners) does not,
+    the successor holds the registration. SIGUSR1 leaves discovery and keeps serving;
+    SIGHUP reloads."""
     server = ProxyServer(loaded)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[bool] = loop.create_future()  # the result: leave discovery?
+
+    def stop(leave: bool) -> None:
+        if not stopped.done():
+            stopped.set_result(leave)
+
     # before start(): a SIGTERM that arrives once /ready answers must still drain
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop, True)
+    loop.add_signal_handler(signal.SIGUSR2, stop, False)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    leaving: set[asyncio.Task[None]] = set()
+
+    def leave() -> None:
+        task = asyncio.ensure_future(server.leave_discovery())
+        leaving.add(task)
+        task.add_done_callback(leaving.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, leave)
     await server.start()
     # what start-up built (modules, config, policy models) lives as long as the process: out
     # of the collector's sight, the collections that requests trigger traverse only their own
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    await stop.wait()
-    await server.drain()
+    await server.drain(leave_discovery=await stopped)

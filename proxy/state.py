@@ -18,10 +18,13 @@ class RunningProxyState:
         self.discovery = discovery
         self.listening = False
         self.draining = False
+        self.left_discovery = False
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        if self.left_discovery:
+            return False, "left discovery (an upgrade hands this proxy's listeners over)"
         if not self.ctx.tls.loaded:
             return False, f"no certificates ({self.ctx.tls.last_error})"
         if not self.listening:

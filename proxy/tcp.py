@@ -13,6 +13,7 @@ are length-framed so either side's FIN crosses TLS as an end frame.
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -127,9 +128,10 @@ class TcpUpstreamListener:
         self.http = http
         self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
-        """Listen for the app; each connection is served by `handle`."""
-        return await listen(host, port, self.handle, self._connections)
+    async def serve(self, host: str, port: int, sock: socket.socket | None = None,
+                    ) -> asyncio.Server:
+        """Listen for the app (on `sock` if given); each connection is served by `handle`."""
+        return await listen(host, port, self.handle, self._connections, sock)
 
     async def handle(self, connection: Connection) -> None:
         """Detect with the policy in force now (a reload applies to new connections)."""

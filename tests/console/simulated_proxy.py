@@ -170,7 +170,7 @@ async def main() -> None:
                                              cafile=str(args.tls_dir / "bundle.pem"))
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_cert_chain(str(args.tls_dir / "cert.pem"), str(args.tls_dir / "key.pem"))
-        port = await admin.serve_tcp("127.0.0.1", 0, context)
+        port = (await admin.serve_tcp("127.0.0.1", 0, context)).getsockname()[1]
         pki.write_file(args.port_file, str(port).encode())
     else:
         await admin.serve_unix(args.socket)

@@ -103,7 +103,7 @@ async def admin(tmp_path: Path, pki_dirs: dict[str, Path]):
     context.load_cert_chain(pki_dirs["server"] / "cert.pem", pki_dirs["server"] / "key.pem")
     socket_path = tmp_path / "run" / "api.sock"
     await server.serve_unix(socket_path)
-    port = await server.serve_tcp("127.0.0.1", 0, context)
+    port = (await server.serve_tcp("127.0.0.1", 0, context)).getsockname()[1]
     yield RunningAdmin(bus, observability, socket_path, port, pki_dirs)
     await server.close()
 

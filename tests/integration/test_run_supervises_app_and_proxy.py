@@ -1,67 +1,20 @@
 """`vmesh run` without systemd: app and proxy as children, traffic through the mesh, and a stop
 that drains the proxy before the app goes; a crashing app is restarted, then given up on."""
 
-import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.integration.mesh import REPO, Mesh, wait_until
+from tests.integration.supervised import Run, free_port
 from tests.support import require_tool
 from vm_mesh.host.launcher import START_LIMIT_BURST, systemd_is_pid1
 
 pytestmark = pytest.mark.skipif(systemd_is_pid1(), reason="with systemd, vmesh run uses units")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Run:
-    """A `vmesh run` process and the JSON log lines it (and its children) printed."""
-
-    def __init__(self, mesh: Mesh, service: str, *command: str) -> None:
-        self.records: list[dict] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vm_mesh", "run", service, "--", *command],
-            cwd=REPO, env=mesh.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def wait(self, within: float) -> int:
-        """The exit code, once every line it printed has been read."""
-        code = self.process.wait(timeout=within)
-        self.reader.join(timeout=10)
-        return code
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                self.records.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.records.append({"msg": line.rstrip()})
-
-    def find(self, **fields: object) -> list[dict]:
-        return [r for r in list(self.records)
-                if all(r.get(k) == v for k, v in fields.items())]
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        for record in self.find(msg="started"):  # children of a killed supervisor
-            if psutil.pid_exists(record["pid"]):
-                psutil.Process(record["pid"]).kill()
 
 
 def test_request_reaches_the_app_and_stop_drains_proxy_before_app(tmp_path: Path) -> None:

@@ -54,5 +54,6 @@ class Discovery(Protocol):
         """Complete endpoint sets of `service`, one each time it changes."""
         ...
 
-    async def close(self) -> None:
-        """Withdraw everything registered and release the backend."""
+    async def close(self, withdraw: bool = True) -> None:
+        """Withdraw everything registered (unless `withdraw` is false: a successor process
+        announces the same instances) and release the backend."""

@@ -281,7 +281,12 @@ class ConsulDiscovery:
                 last = instances
                 yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
 
-    async def close(self) -> None:
+    async def close(self, withdraw: bool = True) -> None:
+        if not withdraw:  # the successor re-registered the same ids; they stay in the agent
+            for task in self._retrying.values():
+                task.cancel()
+            self._retrying.clear()
+            return
         for instance_id in {*self._retrying, *self._in_flight, *self._registered}:
             try:
                 await self._withdraw(instance_id)

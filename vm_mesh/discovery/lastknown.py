@@ -125,8 +125,8 @@ class LastKnownGood:
     async def deregister(self, instance: Instance) -> None:
         await self.backend.deregister(instance)
 
-    async def close(self) -> None:
-        await self.backend.close()
+    async def close(self, withdraw: bool = True) -> None:
+        await self.backend.close(withdraw)
 
     async def _pump(self, service: str, queue: "asyncio.Queue[EndpointSet | None]") -> None:
         """Feed the backend's sets into `queue`; None after each failure, then start again."""

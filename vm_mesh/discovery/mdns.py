@@ -300,12 +300,15 @@ class MdnsDiscovery:
                 yield view
             await changed.wait()
 
-    async def close(self) -> None:
+    async def close(self, withdraw: bool = True) -> None:
         if self._liveness is not None:
             self._liveness.cancel()
         if self._browser is not None:
             await self._browser.async_cancel()
         for info in list(self._registered.values()):
+            if not withdraw:  # forgotten without goodbye packets: the successor answers for it
+                self._zeroconf.zeroconf.registry.async_remove(info)
+                continue
             with contextlib.suppress(Exception):
                 await self._zeroconf.async_unregister_service(info)
         self._registered.clear()

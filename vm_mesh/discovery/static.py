@@ -108,5 +108,5 @@ class StaticDiscovery:
                 last = now
                 yield now
 
-    async def close(self) -> None:
+    async def close(self, withdraw: bool = True) -> None:
         return None

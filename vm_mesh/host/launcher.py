@@ -2,19 +2,28 @@
 
 Where systemd is PID 1 both become transient units (`systemd-run`), so they
 get the same restart policy, journald logging and drain-aware stop as the
-rendered units. Elsewhere (containers, CI) this process supervises both as
-children: their output goes to ours unchanged, a child that fails is
-restarted after a delay that doubles with each recent failure (at most
-`START_LIMIT_BURST` times in `START_LIMIT_INTERVAL_S`, as the units do), and
-on SIGTERM/SIGINT the proxy drains first (it leaves discovery and finishes
-in-flight requests), then the app is stopped.
+rendered units. Elsewhere, or with `--supervise` (what the Ansible roles run, under either),
+this process supervises both as children: their output goes to ours
+unchanged, a child that fails is restarted after a delay that doubles with
+each recent failure (at most `START_LIMIT_BURST` times in
+`START_LIMIT_INTERVAL_S`, as the units do), and on SIGTERM/SIGINT the proxy
+drains first (it leaves discovery and finishes in-flight requests), then the
+app is stopped.
+
+The supervisor keeps a copy of the proxy's listening sockets
+(`proxy.handover`), so the next proxy it starts accepts on the same sockets:
+SIGUSR2 hands the proxy over to a new process (the installed version) while
+the app keeps running; SIGUSR1 makes the proxy leave discovery first (an
+upgrade's drain); SIGHUP reloads it.
 """
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -22,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
 from vm_mesh.systemd import STOP_MARGIN_S
 
 log = logging.getLogger("vmesh.run")
@@ -31,6 +41,7 @@ START_LIMIT_INTERVAL_S = 60.0
 RESTART_DELAY_S = 0.5  # after the first failure; doubles with each further one
 RESTART_DELAY_MAX_S = 30.0
 APP_STOP_TIMEOUT_S = 10.0
+HANDOVER_READY_TIMEOUT_S = 30.0  # for the new proxy to be ready before the handover is given up
 
 
 def systemd_is_pid1() -> bool:
@@ -78,6 +89,7 @@ class Child:
     stop_timeout_s: float
     process: asyncio.subprocess.Process | None = None
     starts: deque[float] = field(default_factory=deque)
+    ready: "asyncio.Future[bool] | None" = None  # a proxy's: told the supervisor it is ready
 
     def __repr__(self) -> str:
         state = "stopped" if self.process is None or self.process.returncode is not None \
@@ -96,20 +108,28 @@ class Child:
         failures = max(len(self.starts), 1)
         return min(RESTART_DELAY_S * 2 ** (failures - 1), RESTART_DELAY_MAX_S)
 
-    async def start(self) -> None:
+    async def start(self, env: dict[str, str] | None = None,
+                    pass_fds: Sequence[int] = ()) -> None:
         self.starts.append(time.monotonic())
         # its own process group: a terminal's Ctrl-C reaches us only, so we choose the order
-        self.process = await asyncio.create_subprocess_exec(*self.argv, start_new_session=True)
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv, start_new_session=True, env=env, pass_fds=pass_fds)
         log.info("started", extra={"child": self.name, "pid": self.process.pid})
 
-    async def stop(self) -> int | None:
-        """SIGTERM, wait up to its stop timeout, then SIGKILL; returns the exit code."""
+    def send(self, signum: int) -> None:
+        """Send `signum` if it runs."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int | None:
+        """`signum`, wait up to its stop timeout, then SIGKILL; returns the exit code."""
         process = self.process
         if process is None:
             return None
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
             try:
                 await asyncio.wait_for(process.wait(), self.stop_timeout_s)
             except TimeoutError:
@@ -131,38 +151,81 @@ class Supervisor:
         self.service = service
         self.proxy = Child("proxy", proxy_argv(service), drain_s + STOP_MARGIN_S)
         self.app = Child("app", list(app), APP_STOP_TIMEOUT_S)
+        self.listeners: dict[str, socket.socket] = {}  # copies of the ready proxy's listeners
         self._stop = asyncio.Event()
+        self._handover = asyncio.Event()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.proxy.send(signal.SIGHUP))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self.proxy.send(signal.SIGUSR1))
+        loop.add_signal_handler(signal.SIGUSR2, self._handover.set)
         try:
-            await self.proxy.start()
+            await self._start_proxy(self.proxy)
             await self.app.start()
             return await self._supervise()
         finally:
             await self.proxy.stop()  # the proxy drains while the app still answers
             await self.app.stop()
+            for sock in self.listeners.values():
+                sock.close()
 
-    def _reload(self) -> None:
-        if self.proxy.process is not None and self.proxy.process.returncode is None:
-            self.proxy.process.send_signal(signal.SIGHUP)
+    async def _start_proxy(self, child: Child) -> None:
+        """Start a proxy on the kept listeners, with a channel on which it says it is ready."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        ready: asyncio.Future[bool] = loop.create_future()
+        child.ready = ready
+        fds = {name: sock.fileno() for name, sock in self.listeners.items()}
+        env = {**os.environ, LISTEN_FDS_ENV: json.dumps(fds),
+               SUPERVISOR_FD_ENV: str(theirs.fileno())}
+        try:
+            await child.start(env, pass_fds=[*fds.values(), theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        loop.add_reader(ours, self._on_proxy_message, ours, child)
+
+    def _on_proxy_message(self, channel: socket.socket, child: Child) -> None:
+        try:
+            listeners = receive_ready(channel)
+        except (OSError, ValueError) as exc:
+            log.error("unreadable message from the proxy", extra={"pid": _pid(child),
+                                                                  "detail": str(exc)})
+            listeners = None
+        if listeners is not None:
+            for sock in self.listeners.values():
+                sock.close()
+            self.listeners = listeners
+        asyncio.get_running_loop().remove_reader(channel)
+        channel.close()
+        if child.ready is not None and not child.ready.done():
+            child.ready.set_result(listeners is not None)
 
     async def _supervise(self) -> int:
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             while True:
+                handover = asyncio.ensure_future(self._handover.wait())
                 waits = {asyncio.ensure_future(c.process.wait()): c  # type: ignore[union-attr]
                          for c in (self.proxy, self.app)}
-                done, _ = await asyncio.wait({stop, *waits}, return_when=asyncio.FIRST_COMPLETED)
-                for task in waits:
+                done, _ = await asyncio.wait({stop, handover, *waits},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in (handover, *waits):
                     task.cancel()
                 if stop in done:
                     log.info("stopping: proxy drains first, then the app",
                              extra={"service": self.service})
                     return 0
+                if handover in done:
+                    self._handover.clear()
+                    await self._hand_over(stop)
+                    continue
                 for task in done:
                     child = waits[task]
                     code = task.result()
@@ -184,6 +247,53 @@ class Supervisor:
                         await asyncio.wait_for(asyncio.shield(stop), delay)
                     if self._stop.is_set():
                         return 0
-                    await child.start()
+                    if child is self.proxy:
+                        await self._start_proxy(child)
+                    else:
+                        await child.start()
         finally:
             stop.cancel()
+
+    async def _hand_over(self, stop: "asyncio.Future[bool]") -> None:
+        """SIGUSR2: start a new proxy (the version installed now) on the kept listeners; once
+        it is ready the old one drains without leaving discovery, whose registration the new
+        one holds. A new proxy that exits, or is not ready in time, is given up and the old
+        one goes on serving."""
+        old = self.proxy
+        if not self.listeners or old.ready is None or not old.ready.done():
+            log.error("handover refused: the running proxy has not been ready yet",
+                      extra={"event": "handover_failed", "pid": _pid(old)})
+            return
+        new = Child("proxy", old.argv, old.stop_timeout_s, starts=old.starts)
+        log.info("handover: starting a new proxy on the same listeners",
+                 extra={"event": "handover_started", "old_pid": _pid(old),
+                        "listeners": sorted(self.listeners)})
+        await self._start_proxy(new)
+        assert new.ready is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.wait({new.ready, stop},
+                                                return_when=asyncio.FIRST_COMPLETED),
+                                   HANDOVER_READY_TIMEOUT_S)
+        if new.ready.done() and new.ready.result():
+            self.proxy = new
+            log.info("handover: the new proxy is ready; the old one drains",
+                     extra={"event": "handover_ready", "pid": _pid(new), "old_pid": _pid(old)})
+            code = await old.stop(signal.SIGUSR2)
+            log.info("handover done", extra={"event": "handover_done", "pid": _pid(new),
+                                             "old_exit_code": code})
+            return
+        assert new.process is not None
+        if new.ready.done():  # it closed the channel unready: it is exiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(new.process.wait(), APP_STOP_TIMEOUT_S)
+        code = new.process.returncode
+        reason = (f"the new proxy exited with {code} before it was ready" if code is not None
+                  else "stopping" if stop.done()
+                  else f"the new proxy was not ready within {HANDOVER_READY_TIMEOUT_S:.0f} s")
+        log.error(f"handover failed: {reason}; the old proxy goes on serving",
+                  extra={"event": "handover_failed", "pid": _pid(old), "reason": reason})
+        await new.stop()
+
+
+def _pid(child: Child) -> int | None:
+    return child.process.pid if child.process is not None else None

@@ -1,0 +1,128 @@
+"""`vmesh run` keeps its proxy's listening sockets: SIGUSR2 hands the proxy over to a new
+process while the app keeps running and requests flow through it both ways, none failing; a
+new proxy that cannot start leaves the old one serving; a crashed proxy's successor answers
+the connections that arrived while it was down."""
+
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.mesh import Mesh, wait_until
+from tests.integration.processes import start_backend
+from tests.integration.supervised import Run, free_port, load, requests_seen
+from vm_mesh.host.launcher import systemd_is_pid1
+
+pytestmark = pytest.mark.skipif(systemd_is_pid1(), reason="with systemd, vmesh run uses units")
+
+BACKEND = str(Path(__file__).with_name("backend.py"))
+
+
+def running(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+class SupervisedFront:
+    """`front` under `vmesh run --supervise` (its app: the test backend), calling `shop`
+    through its outbound listener; `edge` calls `front` through front's inbound listener."""
+
+    def __init__(self, root: Path) -> None:
+        self.mesh = Mesh(root)
+        self.root = root
+        self.shop_app = start_backend("shop")
+        self.mesh.start_proxy("shop", self.shop_app.port)
+        app_port = free_port()
+        self.mesh.configure("front", app_port, instance_id="front-1")
+        self.mesh.issue("front")
+        self.run = Run(self.mesh, "front", sys.executable, BACKEND, "--name", "front",
+                       "--port", str(app_port), options=("--supervise",))
+        wait_until(lambda: self.run.find(msg="proxy ready"), within=30, what="front ready")
+        self.ready = self.run.find(msg="proxy ready")[0]
+        self.mesh.add_instance("front", self.ready["inbound"], "front-1")
+        self.edge = self.mesh.start_proxy("edge", 1)
+        self.edge_port = int(self.edge.outbound.rsplit(":", 1)[1])
+
+    def proxy_pids(self) -> list[int]:
+        return [r["pid"] for r in self.run.find(msg="started", child="proxy")]
+
+    def get(self, port: int, service: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{port}/hello", headers={"host": service},
+                         timeout=10)
+
+    def stop(self) -> None:
+        self.run.kill()
+        self.mesh.stop()
+        self.shop_app.stop()
+
+
+@pytest.fixture
+def front(tmp_path: Path):
+    deployed = SupervisedFront(tmp_path)
+    yield deployed
+    deployed.stop()
+
+
+def test_sigusr2_hands_over_to_a_new_proxy_on_the_same_sockets_without_a_failed_request(
+    front: SupervisedFront,
+) -> None:
+    [old_pid] = front.proxy_pids()
+    [app_pid] = [r["pid"] for r in front.run.find(msg="started", child="app")]
+    with load(front.ready["outbound"], "shop") as outbound, \
+            load(front.edge_port, "front") as inbound:
+        wait_until(lambda: requests_seen(front.root, "front", "outbound") >= 50
+                   and requests_seen(front.root, "front", "inbound") >= 50,
+                   within=30, what="both loads flowing through front's proxy")
+        front.run.process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: front.run.find(event="handover_done"), within=60,
+                   what="the handover")
+        # the new proxy (whose admin socket this is now) carries both loads
+        wait_until(lambda: requests_seen(front.root, "front", "outbound") >= 50
+                   and requests_seen(front.root, "front", "inbound") >= 50,
+                   within=30, what="both loads flowing through the new proxy")
+
+    assert outbound.failed == 0, outbound.failures
+    assert inbound.failed == 0, inbound.failures
+    assert outbound.ok > 100 and inbound.ok > 100
+    [_, new_pid] = front.proxy_pids()
+    assert front.run.find(event="handover_done")[0]["pid"] == new_pid
+    assert front.run.find(event="handover_done")[0]["old_exit_code"] == 0
+    assert not running(old_pid) and running(new_pid) and running(app_pid)
+    [first, second] = front.run.find(msg="proxy ready")
+    assert (second["inbound"], second["outbound"]) == (first["inbound"], first["outbound"])
+    # the new proxy did not leave discovery, and the old one's drain did not take it out
+    assert front.get(front.edge_port, "front").status_code == 200
+
+
+def test_a_new_proxy_that_cannot_start_leaves_the_old_one_serving(
+    front: SupervisedFront,
+) -> None:
+    [old_pid] = front.proxy_pids()
+    service_file = front.root / "etc/vmesh/services/front.toml"
+    service_file.write_text(service_file.read_text() + "this is not toml\n")
+
+    front.run.process.send_signal(signal.SIGUSR2)
+    wait_until(lambda: front.run.find(event="handover_failed"), within=60, what="the verdict")
+
+    [failed] = front.run.find(event="handover_failed")
+    assert failed["reason"] == "the new proxy exited with 1 before it was ready"
+    assert failed["pid"] == old_pid and running(old_pid)
+    assert front.get(front.ready["outbound"], "shop").status_code == 200
+    assert front.get(front.edge_port, "front").status_code == 200
+
+
+def test_connections_made_while_a_crashed_proxy_restarts_are_answered_by_its_successor(
+    front: SupervisedFront,
+) -> None:
+    [old_pid] = front.proxy_pids()
+    psutil.Process(old_pid).kill()
+    wait_until(lambda: not running(old_pid), what="the proxy gone")
+    # the kept listening socket queues this connection until the restarted proxy accepts it
+    answer = front.get(front.ready["outbound"], "shop")
+
+    assert answer.status_code == 200
+    assert front.run.find(msg="exited; restarting", child="proxy")
+    [_, new_pid] = front.proxy_pids()
+    assert running(new_pid)

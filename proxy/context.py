@@ -52,6 +52,7 @@ class ProxyContext:
         self.outbound_policy = OutboundPolicy(lambda: self.traffic, self.shadows)
         self.rng = random.Random()
         self.in_flight = 0
+        self.inbound_in_flight = 0  # of in_flight: from peers, through the inbound listener
         self.draining = False
         self._clients: set[Downstream] = set()
         self.idle = asyncio.Event()
@@ -125,9 +126,9 @@ class ProxyContext:
             await self.idle.wait()
             await self._no_clients.wait()
 
-    def request_in_flight(self) -> "InFlight":
+    def request_in_flight(self, inbound: bool = False) -> "InFlight":
         """Count a request (or TCP connection) as in flight while the `with` block runs."""
-        return InFlight(self)
+        return InFlight(self, inbound)
 
     def known_endpoints(self, service: str) -> ServiceEndpoints | None:
         """The endpoints of `service` once discovery has answered for it, without waiting."""
@@ -183,20 +184,23 @@ class InFlight:
     """The in-flight count of a proxy, held for one request; a class, not a generator
     context manager, because every request enters one."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_ctx", "_inbound")
 
-    def __init__(self, ctx: ProxyContext) -> None:
+    def __init__(self, ctx: ProxyContext, inbound: bool) -> None:
         self._ctx = ctx
+        self._inbound = inbound
 
     def __enter__(self) -> None:
         ctx = self._ctx
         ctx.in_flight += 1
+        ctx.inbound_in_flight += self._inbound
         if ctx.in_flight == 1:
             ctx.idle.clear()
 
     def __exit__(self, *_: object) -> None:
         ctx = self._ctx
         ctx.in_flight -= 1
+        ctx.inbound_in_flight -= self._inbound
         if not ctx.in_flight:
             ctx.idle.set()
 

@@ -140,7 +140,7 @@ class InboundProxy:
                 head.target,
                 (head.header(b"host") or b"").decode("ascii", "replace"),
             )
-            with self.ctx.request_in_flight():
+            with self.ctx.request_in_flight(inbound=True):
                 try:
                     keep = await self._request(client, head, event, caller)
                 except Http1Error as exc:
@@ -246,7 +246,7 @@ class InboundProxy:
             except (TimeoutError, ConnectionError, OSError) as exc:
                 event.error = f"app.connect_failed: {exc}"[:200]
                 return
-            with self.ctx.request_in_flight(), contextlib.closing(app_writer):
+            with self.ctx.request_in_flight(inbound=True), contextlib.closing(app_writer):
                 event.bytes_out, event.bytes_in = await tunnel(
                     app_reader, app_writer, reader, writer
                 )

@@ -34,6 +34,9 @@ class RunningProxyState:
     def in_flight(self) -> int:
         return self.ctx.in_flight
 
+    def in_flight_inbound(self) -> int:
+        return self.ctx.inbound_in_flight
+
     def open_connections(self) -> int:
         return self.ctx.open_clients
 

@@ -36,6 +36,11 @@ def run_dir() -> Path:
     return root() / "run" / "vmesh"
 
 
+def handover_status(service: str) -> Path:
+    """The outcome of the last proxy handover of `vmesh run <service>` (JSON)."""
+    return run_dir() / f"{service}.handover"
+
+
 def admin_socket(service: str) -> Path:
     """The proxy's local admin API socket (no auth: protected by file permissions)."""
     return run_dir() / f"{service}.sock"

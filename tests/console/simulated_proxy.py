@@ -59,6 +59,9 @@ class ProxyFacts:
     def in_flight(self) -> int:
         return 0
 
+    def in_flight_inbound(self) -> int:
+        return 0
+
     def open_connections(self) -> int:
         return 0
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
+from vm_mesh import paths
 from vm_mesh.systemd import STOP_MARGIN_S
 
 log = logging.getLogger("vmesh.run")
@@ -261,8 +262,10 @@ class Supervisor:
         one goes on serving."""
         old = self.proxy
         if not self.listeners or old.ready is None or not old.ready.done():
-            log.error("handover refused: the running proxy has not been ready yet",
-                      extra={"event": "handover_failed", "pid": _pid(old)})
+            reason = "the running proxy has not been ready yet"
+            log.error(f"handover refused: {reason}",
+                      extra={"event": "handover_failed", "pid": _pid(old), "reason": reason})
+            self._record_handover("failed", pid=_pid(old), reason=reason)
             return
         new = Child("proxy", old.argv, old.stop_timeout_s, starts=old.starts)
         log.info("handover: starting a new proxy on the same listeners",
@@ -281,6 +284,7 @@ class Supervisor:
             code = await old.stop(signal.SIGUSR2)
             log.info("handover done", extra={"event": "handover_done", "pid": _pid(new),
                                              "old_exit_code": code})
+            self._record_handover("done", pid=_pid(new), old_pid=_pid(old), old_exit_code=code)
             return
         assert new.process is not None
         if new.ready.done():  # it closed the channel unready: it is exiting
@@ -293,6 +297,17 @@ class Supervisor:
         log.error(f"handover failed: {reason}; the old proxy goes on serving",
                   extra={"event": "handover_failed", "pid": _pid(old), "reason": reason})
         await new.stop()
+        self._record_handover("failed", pid=_pid(old), new_pid=_pid(new), reason=reason)
+
+    def _record_handover(self, state: str, **details: object) -> None:
+        """Leave the outcome where an operator's tooling waits for it (`paths.handover_status`)."""
+        from identity.pki import write_file
+
+        record = {"state": state, "ts": time.time(), "service": self.service, **details}
+        try:
+            write_file(paths.handover_status(self.service), json.dumps(record).encode() + b"\n")
+        except OSError as exc:
+            log.warning("could not record the handover", extra={"detail": str(exc)})
 
 
 def _pid(child: Child) -> int | None:

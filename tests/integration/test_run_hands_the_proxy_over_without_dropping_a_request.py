@@ -3,6 +3,7 @@ process while the app keeps running and requests flow through it both ways, none
 new proxy that cannot start leaves the old one serving; a crashed proxy's successor answers
 the connections that arrived while it was down."""
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -87,13 +88,27 @@ def test_sigusr2_hands_over_to_a_new_proxy_on_the_same_sockets_without_a_failed_
     assert inbound.failed == 0, inbound.failures
     assert outbound.ok > 100 and inbound.ok > 100
     [_, new_pid] = front.proxy_pids()
-    assert front.run.find(event="handover_done")[0]["pid"] == new_pid
-    assert front.run.find(event="handover_done")[0]["old_exit_code"] == 0
+    [retired] = front.run.find(event="handover_retired")
+    assert retired["old_pid"] == old_pid and retired["old_exit_code"] == 0
+    # the supervisor became the installed code too: same PID, same children
+    assert front.run.find(event="supervisor_reexec")
+    [done] = front.run.find(event="handover_done")
+    assert (done["pid"], done["app_pid"]) == (new_pid, app_pid)
+    assert front.run.process.poll() is None
     assert not running(old_pid) and running(new_pid) and running(app_pid)
-    [first, second] = front.run.find(msg="proxy ready")
-    assert (second["inbound"], second["outbound"]) == (first["inbound"], first["outbound"])
+    status = json.loads((front.root / "run/vmesh/front.handover").read_text())
+    assert (status["state"], status["pid"]) == ("done", new_pid)
     # the new proxy did not leave discovery, and the old one's drain did not take it out
     assert front.get(front.edge_port, "front").status_code == 200
+    # the re-executed supervisor still stops its adopted children in order
+    front.run.process.send_signal(signal.SIGTERM)
+    assert front.run.wait(60) == 0
+    stopped = [r for r in front.run.find(msg="stopped") if "child" in r]
+    assert [(r["child"], r["pid"]) for r in stopped] == [
+        ("proxy", old_pid), ("proxy", new_pid), ("app", app_pid)]
+    assert stopped[1]["exit_code"] == 0  # the new proxy drained (the app dies of SIGTERM)
+    [first, second] = front.run.find(msg="proxy ready")
+    assert (second["inbound"], second["outbound"]) == (first["inbound"], first["outbound"])
 
 
 def test_a_new_proxy_that_cannot_start_leaves_the_old_one_serving(

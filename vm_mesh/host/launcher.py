@@ -13,8 +13,9 @@ app is stopped.
 The supervisor keeps a copy of the proxy's listening sockets
 (`proxy.handover`), so the next proxy it starts accepts on the same sockets:
 SIGUSR2 hands the proxy over to a new process (the installed version) while
-the app keeps running; SIGUSR1 makes the proxy leave discovery first (an
-upgrade's drain); SIGHUP reloads it.
+the app keeps running, then the supervisor re-executes itself with the
+installed code too (`vm_mesh.host.reexec`); SIGUSR1 makes the proxy leave
+discovery first (an upgrade's drain); SIGHUP reloads it.
 """
 
 import asyncio
@@ -32,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
-from vm_mesh import paths
+from vm_mesh import __version__, paths
+from vm_mesh.host.reexec import (
+    AdoptedProcess,
+    ChildState,
+    ResumeState,
+    preflight,
+    reexec,
+    take_resume_state,
+)
 from vm_mesh.systemd import STOP_MARGIN_S
 
 log = logging.getLogger("vmesh.run")
@@ -88,7 +97,7 @@ class Child:
     name: str
     argv: list[str]
     stop_timeout_s: float
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | AdoptedProcess | None = None
     starts: deque[float] = field(default_factory=deque)
     ready: "asyncio.Future[bool] | None" = None  # a proxy's: told the supervisor it is ready
 
@@ -164,14 +173,34 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGUSR1, lambda: self.proxy.send(signal.SIGUSR1))
         loop.add_signal_handler(signal.SIGUSR2, self._handover.set)
         try:
-            await self._start_proxy(self.proxy)
-            await self.app.start()
+            resumed = take_resume_state()
+            if resumed is not None:
+                self._adopt(resumed)
+            else:
+                await self._start_proxy(self.proxy)
+                await self.app.start()
             return await self._supervise()
         finally:
             await self.proxy.stop()  # the proxy drains while the app still answers
             await self.app.stop()
             for sock in self.listeners.values():
                 sock.close()
+
+    def _adopt(self, state: ResumeState) -> None:
+        """Take over the children and listeners of the image this process replaced."""
+        loop = asyncio.get_running_loop()
+        for child, known in ((self.proxy, state.proxy), (self.app, state.app)):
+            child.process = AdoptedProcess(known.pid)
+            child.starts.extend(known.starts)
+        self.proxy.ready = loop.create_future()
+        self.proxy.ready.set_result(True)
+        for name, fd in state.listeners.items():
+            self.listeners[name] = sock = socket.socket(fileno=fd)
+            sock.set_inheritable(False)
+        log.info("handover done; the supervisor runs the installed code",
+                 extra={"event": "handover_done", "pid": state.proxy.pid,
+                        "app_pid": state.app.pid, "version": __version__})
+        self._record_handover("done", pid=state.proxy.pid, supervisor_version=__version__)
 
     async def _start_proxy(self, child: Child) -> None:
         """Start a proxy on the kept listeners, with a channel on which it says it is ready."""
@@ -282,9 +311,10 @@ class Supervisor:
             log.info("handover: the new proxy is ready; the old one drains",
                      extra={"event": "handover_ready", "pid": _pid(new), "old_pid": _pid(old)})
             code = await old.stop(signal.SIGUSR2)
-            log.info("handover done", extra={"event": "handover_done", "pid": _pid(new),
-                                             "old_exit_code": code})
-            self._record_handover("done", pid=_pid(new), old_pid=_pid(old), old_exit_code=code)
+            log.info("handover: the old proxy stopped", extra={"event": "handover_retired",
+                                                               "old_pid": _pid(old),
+                                                               "old_exit_code": code})
+            await self._reexec()
             return
         assert new.process is not None
         if new.ready.done():  # it closed the channel unready: it is exiting
@@ -298,6 +328,23 @@ class Supervisor:
                   extra={"event": "handover_failed", "pid": _pid(old), "reason": reason})
         await new.stop()
         self._record_handover("failed", pid=_pid(old), new_pid=_pid(new), reason=reason)
+
+    async def _reexec(self) -> None:
+        """Become the installed version of this supervisor (`vm_mesh.host.reexec`), unless
+        it does not import; then keep this code and say so."""
+        running = all(c.process is not None and c.process.returncode is None
+                      for c in (self.proxy, self.app))
+        reason = await preflight() if running else "a child is not running"
+        if reason is None:
+            log.info("re-executing the supervisor with the installed code",
+                     extra={"event": "supervisor_reexec", "version": __version__})
+            reexec(ResumeState(ChildState(_pid(self.proxy) or 0, list(self.proxy.starts)),
+                               ChildState(_pid(self.app) or 0, list(self.app.starts)),
+                               {name: sock.fileno() for name, sock in self.listeners.items()}))
+        kept = f"the supervisor keeps its code: {reason}"
+        log.warning(kept, extra={"event": "handover_done", "pid": _pid(self.proxy)})
+        self._record_handover("done", pid=_pid(self.proxy), supervisor_version=__version__,
+                              note=kept)
 
     def _record_handover(self, state: str, **details: object) -> None:
         """Leave the outcome where an operator's tooling waits for it (`paths.handover_status`)."""

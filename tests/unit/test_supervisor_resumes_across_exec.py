@@ -34,8 +34,9 @@ def test_a_damaged_resume_state_is_refused(text: str) -> None:
 
 
 def test_an_adopted_child_is_signalled_and_its_exit_status_read() -> None:
+    pid = os.posix_spawnp("sleep", ["sleep", "30"], dict(os.environ))
+
     async def scenario() -> tuple[int, int | None]:
-        pid = os.posix_spawnp("sleep", ["sleep", "30"], dict(os.environ))
         child = AdoptedProcess(pid)
         child.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(child.wait(), 10)
@@ -45,9 +46,10 @@ def test_an_adopted_child_is_signalled_and_its_exit_status_read() -> None:
 
 
 def test_a_child_that_exited_before_adoption_reports_its_exit_code() -> None:
+    pid = os.posix_spawnp("sh", ["sh", "-c", "exit 3"], dict(os.environ))
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+
     async def scenario() -> int:
-        pid = os.posix_spawnp("sh", ["sh", "-c", "exit 3"], dict(os.environ))
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
         return await asyncio.wait_for(AdoptedProcess(pid).wait(), 10)
 
     assert asyncio.run(scenario()) == 3

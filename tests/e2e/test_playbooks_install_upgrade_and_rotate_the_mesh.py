@@ -257,7 +257,10 @@ def test_a_rolling_upgrade_under_load_fails_no_request(mesh: Mesh) -> None:
     assert versions(mesh) == {"host1": "vmesh 0.2.0", "host2": "vmesh 0.2.0",
                               "host3": "vmesh 0.2.0"}
     for name, service in (("host1", mesh.api), ("host2", mesh.front), ("host3", mesh.api)):
-        assert admin(mesh.hosts[name], service, "/v1/stats")["version"] == "0.2.0", name
+        host = mesh.hosts[name]
+        assert admin(host, service, "/v1/stats")["version"] == "0.2.0", name  # the proxy
+        handover = json.loads((host.vmesh_root / f"run/vmesh/{service}.handover").read_text())
+        assert handover["supervisor_version"] == "0.2.0", name  # and `vmesh run` itself
     wait_until(lambda: api_instances_known_to_front(mesh) == {f"{mesh.api}-host1",
                                                               f"{mesh.api}-host3"},
                within=15, what="front routing to both upgraded api instances")

@@ -35,6 +35,7 @@ from pathlib import Path
 from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
 from vm_mesh import __version__, paths
 from vm_mesh.host.reexec import (
+    SUPERVISOR_SIGNALS,
     AdoptedProcess,
     ChildState,
     ResumeState,
@@ -172,6 +173,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, lambda: self.proxy.send(signal.SIGHUP))
         loop.add_signal_handler(signal.SIGUSR1, lambda: self.proxy.send(signal.SIGUSR1))
         loop.add_signal_handler(signal.SIGUSR2, self._handover.set)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)  # blocked over an exec
         try:
             resumed = take_resume_state()
             if resumed is not None:
@@ -290,7 +292,8 @@ class Supervisor:
         one holds. A new proxy that exits, or is not ready in time, is given up and the old
         one goes on serving."""
         old = self.proxy
-        if not self.listeners or old.ready is None or not old.ready.done():
+        if not self.listeners or old.ready is None or not old.ready.done() \
+                or not old.ready.result():
             reason = "the running proxy has not been ready yet"
             log.error(f"handover refused: {reason}",
                       extra={"event": "handover_failed", "pid": _pid(old), "reason": reason})
@@ -338,9 +341,12 @@ class Supervisor:
         if reason is None:
             log.info("re-executing the supervisor with the installed code",
                      extra={"event": "supervisor_reexec", "version": __version__})
-            reexec(ResumeState(ChildState(_pid(self.proxy) or 0, list(self.proxy.starts)),
-                               ChildState(_pid(self.app) or 0, list(self.app.starts)),
-                               {name: sock.fileno() for name, sock in self.listeners.items()}))
+            try:
+                reexec(ResumeState(ChildState(_pid(self.proxy) or 0, list(self.proxy.starts)),
+                                   ChildState(_pid(self.app) or 0, list(self.app.starts)),
+                                   {name: sock.fileno() for name, sock in self.listeners.items()}))
+            except OSError as exc:
+                reason = f"exec failed: {exc}"
         kept = f"the supervisor keeps its code: {reason}"
         log.warning(kept, extra={"event": "handover_done", "pid": _pid(self.proxy)})
         self._record_handover("done", pid=_pid(self.proxy), supervisor_version=__version__,

@@ -18,6 +18,10 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 RESUME_ENV = "VMESH_RUN_RESUME"
+# The supervisor's signals: blocked across the exec (the mask and pending signals survive
+# it), so one that arrives before the new image set its handlers waits instead of killing.
+SUPERVISOR_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                                signal.SIGUSR2})
 # Imported by the new image before anything else runs; a release that breaks them is not
 # exec'ed into, and the running supervisor keeps its code.
 PREFLIGHT_IMPORTS = "import vm_mesh.host.cli, vm_mesh.host.launcher, vm_mesh.host.reexec"
@@ -77,13 +81,19 @@ async def preflight() -> str | None:
 
 
 def reexec(state: ResumeState, environ: Mapping[str, str] = os.environ) -> None:
-    """Replace this process's image with the installed one, same command line; does not
-    return."""
+    """Replace this process's image with the installed one, same command line; returns
+    only if the exec failed (OSError)."""
     for fd in state.listeners.values():
         os.set_inheritable(fd, True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, {**environ, RESUME_ENV: state.dumps()})
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+    try:
+        os.execve(sys.executable, sys.orig_argv, {**environ, RESUME_ENV: state.dumps()})
+    finally:  # reached only when the exec failed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
+        for fd in state.listeners.values():
+            os.set_inheritable(fd, False)
 
 
 class AdoptedProcess:

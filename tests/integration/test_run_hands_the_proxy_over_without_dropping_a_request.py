@@ -1,9 +1,11 @@
 """`vmesh run` keeps its proxy's listening sockets: SIGUSR2 hands the proxy over to a new
 process while the app keeps running and requests flow through it both ways, none failing; a
 new proxy that cannot start leaves the old one serving; a crashed proxy's successor answers
-the connections that arrived while it was down."""
+the connections that arrived while it was down; over mDNS, SIGUSR1 takes the proxy out of its
+peers' view while it goes on serving, and its successor brings it back."""
 
 import json
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -141,3 +143,46 @@ def test_connections_made_while_a_crashed_proxy_restarts_are_answered_by_its_suc
     assert front.run.find(msg="exited; restarting", child="proxy")
     [_, new_pid] = front.proxy_pids()
     assert running(new_pid)
+
+
+def test_over_mdns_a_proxy_leaves_discovery_on_sigusr1_and_its_successor_joins_it_again(
+    tmp_path: Path,
+) -> None:
+    mesh = Mesh(tmp_path, discovery='backend = "mdns"\ninterfaces = ["127.0.0.1"]\n')
+    name = f"front{secrets.token_hex(3)}"  # unique: other meshes may share this host's mDNS
+    app_port = free_port()
+    mesh.configure(name, app_port, instance_id=f"{name}-1")
+    mesh.issue(name)
+    run = Run(mesh, name, sys.executable, BACKEND, "--name", name, "--port", str(app_port),
+              options=("--supervise",))
+    try:
+        wait_until(lambda: run.find(msg="proxy ready"), within=30, what=f"{name} ready")
+        edge = mesh.start_proxy("edge", 1)
+
+        def status() -> int:
+            return httpx.get(f"http://{edge.outbound}/hello", headers={"host": name},
+                             timeout=10).status_code
+
+        wait_until(lambda: status() == 200, within=20, what="edge routing to it")
+
+        run.process.send_signal(signal.SIGUSR1)  # an upgrade's drain
+        wait_until(lambda: status() == 503, within=10, what="edge seeing it leave")
+        [proxy_pid] = [r["pid"] for r in run.find(msg="started", child="proxy")]
+        assert running(proxy_pid)  # out of discovery, still serving its app
+        assert admin_ready(tmp_path, name) == (503, "left discovery (an upgrade hands this "
+                                                    "proxy's listeners over)")
+
+        run.process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: run.find(event="handover_done"), within=60, what="the handover")
+        wait_until(lambda: status() == 200, within=10, what="edge routing to the successor")
+        assert admin_ready(tmp_path, name) == (200, "ok")
+    finally:
+        run.kill()
+        mesh.stop()
+
+
+def admin_ready(root: Path, service: str) -> tuple[int, str]:
+    transport = httpx.HTTPTransport(uds=str(root / f"run/vmesh/{service}.sock"))
+    with httpx.Client(transport=transport, base_url="http://admin", timeout=5) as client:
+        answer = client.get("/ready")
+    return answer.status_code, answer.json()["reason"]

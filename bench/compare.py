@@ -1,8 +1,9 @@
 """Benchmark: vmesh against a direct connection and against HAProxy doing the same job.
 
-    .venv/bin/python bench/compare.py [--duration 10]
+    .venv/bin/python bench/compare.py [--duration 10] [--rounds 3]
 
-One run on this machine, loopback only, every load bounded by wrk's duration:
+One run on this machine, loopback only, every load bounded by wrk's duration,
+all paths measured once per round, rounds back to back:
 
 - direct:        wrk -> fixed backend
 - vmesh 2 hops:  wrk -> vmesh outbound -> mTLS -> vmesh inbound -> fixed backend
@@ -13,7 +14,9 @@ The fixed backend is HAProxy answering from memory (`http-request return`), so
 every path ends at the same server. Each proxy runs one thread (HAProxy
 `nbthread 1`, vmesh is one asyncio process). Prints rps, p50/p99 at c=1 and
 c=32, proxy CPU (cores, and microseconds of CPU per request: steadier than rps on a
-shared machine) and RSS, and the ratios. A benchmark, not a test.
+shared machine) and RSS, and the ratios. A small VM swings by a third between
+minutes, so each ratio is taken within one round and the median over the rounds
+is reported next to every round's own. A benchmark, not a test.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +117,57 @@ def profile(pids: list[int], directory: Path, seconds: int) -> list[subprocess.P
     ]
 
 
+def measure(url: str, connections: int, seconds: int, host: str | None,
+            pids: list[int]) -> dict[str, float]:
+    """One wrk run with the CPU and memory of `pids` over it."""
+    usage = Usage(pids)
+    run = wrk(url, connections, seconds, host)
+    run.update(usage.done())
+    run["cpu_us_per_request"] = 1e6 * run["cpu_seconds"] / max(run["rps"] * seconds, 1)
+    return run
+
+
+def tapped_run(work: Path, url: str, pids: list[int], seconds: int) -> dict[str, float]:
+    """vmesh at c=32 while an operator follows every event. The follower is curl, which costs
+    next to no CPU, so the figure is the proxy's cost of being tapped rather than the reading
+    client's on the same two cores."""
+    tapped = work / "tap.ndjson"
+    follower = subprocess.Popen(
+        ["curl", "-sN", "--unix-socket", str(work / "run/vmesh/front.sock"),
+         "-o", str(tapped), "http://admin/v1/tap?rate=10000"]
+    )
+    try:
+        run = measure(url, 32, seconds, "web", pids)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    run["tap_events"] = sum(1 for line in tapped.read_text().splitlines() if '"id"' in line)
+    return run
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (errors: their sum)."""
+    merged = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    merged["errors"] = sum(run["errors"] for run in runs)
+    return merged
+
+
+def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """The issue's ratios within one round."""
+    v, h, d = one["vmesh 2 hops mTLS"], one["haproxy 2 hops mTLS"], one["direct"]
+    added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
+    added_h = h["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
+    tapped = one["vmesh 2 hops + tap"]["c=32"]
+    return {
+        "vmesh/haproxy rps at c=32 (target >= 0.50)": v["c=32"]["rps"] / h["c=32"]["rps"],
+        "p50 added over direct at c=1, vmesh/haproxy (target <= 2.0)": added_v / added_h
+        if added_h > 0 else float("inf"),
+        "tap attached rps cost (target <= 0.10)": 1 - tapped["rps"] / v["c=32"]["rps"],
+        "tap attached CPU per request cost": tapped["cpu_us_per_request"]
+        / v["c=32"]["cpu_us_per_request"] - 1,
+    }
+
+
 class Usage:
     """CPU seconds and peak RSS of some processes over a measurement."""
 
@@ -136,6 +191,7 @@ class Usage:
         cpu = sum(p.cpu_times().user + p.cpu_times().system for p in self.processes) - self.cpu0
         return {
             "cpu_cores": cpu / (time.monotonic() - self.t0),
+            "cpu_seconds": cpu,
             "peak_rss_mb": self.peak_rss / 2**20,
         }
 
@@ -143,6 +199,8 @@ class Usage:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every path this many times, interleaved (default 3)")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -231,82 +289,70 @@ def main() -> None:
                 sys.exit(f"{url} (Host: {host}) answers {answer.status_code}: {answer.text}")
             wrk(url, 4, 1, host)  # warm up keep-alive pools on both sides
 
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        for label, url, host, pids in (
-            ("direct", f"http://127.0.0.1:{backend_port}/", None, [backend.pid]),
-            ("vmesh 2 hops mTLS", vmesh_url, "web", vmesh_pids),
-            ("haproxy 2 hops mTLS", f"http://127.0.0.1:{ha_front}/", None, [haproxy_pair.pid]),
-        ):
-            results[label] = {}
-            for connections in (1, 32):
-                usage = Usage(pids)
-                profiling = (
-                    profile(pids, args.profile, args.duration)
-                    if args.profile and label.startswith("vmesh") and connections == 32
-                    else []
-                )
-                run = wrk(url, connections, args.duration, host)
-                run.update(usage.done())
-                for recorder in profiling:
-                    recorder.wait(timeout=60)
-                results[label][f"c={connections}"] = run
+        paths = {
+            "direct": (f"http://127.0.0.1:{backend_port}/", None, [backend.pid]),
+            "vmesh 2 hops mTLS": (vmesh_url, "web", vmesh_pids),
+            "haproxy 2 hops mTLS": (f"http://127.0.0.1:{ha_front}/", None, [haproxy_pair.pid]),
+        }
+        rounds: list[dict[str, dict[str, dict[str, float]]]] = []
+        for number in range(args.rounds):
+            measured: dict[str, dict[str, dict[str, float]]] = {}
+            for label, (url, host, pids) in paths.items():
+                measured[label] = {}
+                for connections in (1, 32):
+                    profiling = (
+                        profile(pids, args.profile, args.duration)
+                        if args.profile and number == 0 and label.startswith("vmesh")
+                        and connections == 32 else []
+                    )
+                    run = measure(url, connections, args.duration, host, pids)
+                    for recorder in profiling:
+                        recorder.wait(timeout=60)
+                    measured[label][f"c={connections}"] = run
+            measured["vmesh 2 hops + tap"] = {"c=32": tapped_run(work, vmesh_url, vmesh_pids,
+                                                                 args.duration)}
+            rounds.append(measured)
 
-        # tap attached: an operator follows every event while the load runs. The follower is
-        # curl, which costs next to no CPU, so the figure is the proxy's cost of being tapped
-        # rather than the reading client's on the same two cores.
-        tapped = work / "tap.ndjson"
-        follower = subprocess.Popen(
-            ["curl", "-sN", "--unix-socket", str(work / "run/vmesh/front.sock"),
-             "-o", str(tapped), "http://admin/v1/tap?rate=10000"]
-        )
-        procs.append(follower)
-        usage = Usage(vmesh_pids)
-        run = wrk(vmesh_url, 32, args.duration, "web")
-        run.update(usage.done())
-        follower.terminate()
-        follower.wait(timeout=10)
-        run["tap_events"] = sum(1 for line in tapped.read_text().splitlines() if '"id"' in line)
-        results["vmesh 2 hops + tap"] = {"c=32": run}
-
+        results = {label: {conns: median_run([r[label][conns] for r in rounds])
+                           for conns in runs} for label, runs in rounds[0].items()}
         print(
-            f"\nvmesh benchmark, {args.duration}s per run, wrk -t1, loopback, this machine "
+            f"\nvmesh benchmark, {args.rounds} rounds of {args.duration}s per run (medians; "
+            f"rps range over the rounds), wrk -t1, loopback, this machine "
             f"({os.cpu_count()} cores)\n"
         )
         print(
-            f"{'path':<22}{'conns':>6}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'path':<22}{'conns':>6}{'rps':>10}{'rps range':>16}{'p50 ms':>9}{'p99 ms':>9}"
             f"{'cpu cores':>11}{'cpu us/req':>12}{'peak RSS MB':>13}{'non-2xx':>9}"
         )
         for label, runs in results.items():
             for conns, r in runs.items():
+                spread = [one[label][conns]["rps"] for one in rounds]
                 print(
-                    f"{label:<22}{conns:>6}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                    f"{r['cpu_cores']:>11.2f}{1e6 * r['cpu_cores'] / r['rps']:>12.0f}"
-                    f"{r['peak_rss_mb']:>13.1f}{r['errors']:>9}"
+                    f"{label:<22}{conns:>6}{r['rps']:>10.0f}"
+                    f"{f'{min(spread):.0f}-{max(spread):.0f}':>16}"
+                    f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                    f"{r['cpu_cores']:>11.2f}{r['cpu_us_per_request']:>12.0f}"
+                    f"{r['peak_rss_mb']:>13.1f}{r['errors']:>9.0f}"
                 )
-        v, h, d = (results["vmesh 2 hops mTLS"], results["haproxy 2 hops mTLS"], results["direct"])
-        added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
-        added_h = h["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
-        ratios = {
-            "vmesh/haproxy rps at c=32 (target >= 0.50)": v["c=32"]["rps"] / h["c=32"]["rps"],
-            "p50 added over direct at c=1, vmesh/haproxy (target <= 2.0)": added_v / added_h
-            if added_h > 0
-            else float("inf"),
-            "tap attached rps cost (target <= 0.10)": 1
-            - results["vmesh 2 hops + tap"]["c=32"]["rps"] / v["c=32"]["rps"],
-            "idle RSS per vmesh proxy, MB (target <= 40)": max(idle_rss),
-            "idle USS per vmesh proxy, MB (its own pages)": max(idle_uss),
-        }
+        # each ratio is taken within a round (runs minutes apart see different machines here),
+        # then the median over the rounds
+        per_round = [round_ratios(one) for one in rounds]
+        ratios = {name: statistics.median(r[name] for r in per_round) for name in per_round[0]}
+        ratios["idle RSS per vmesh proxy, MB (target <= 40)"] = max(idle_rss)
+        ratios["idle USS per vmesh proxy, MB (its own pages)"] = max(idle_uss)
         failed = [f"{label} {conns}" for label, runs in results.items()
                   for conns, r in runs.items() if r["errors"]]
         if failed:
             print(f"\nnon-2xx responses in: {', '.join(failed)}; the ratios below mean nothing")
-        print(f"\ntap follower received {results['vmesh 2 hops + tap']['c=32']['tap_events']} "
-              "events during the tapped run")
+        events = [one["vmesh 2 hops + tap"]["c=32"]["tap_events"] for one in rounds]
+        print(f"\ntap follower received {', '.join(f'{e:.0f}' for e in events)} events during "
+              "the tapped runs")
         print()
         for name, value in ratios.items():
-            print(f"{name:<64}{value:>8.2f}")
+            each = ", ".join(f"{r[name]:.2f}" for r in per_round) if name in per_round[0] else ""
+            print(f"{name:<64}{value:>8.2f}" + (f"   (rounds: {each})" if each else ""))
         memory = {"idle_rss_mb": idle_rss, "idle_uss_mb": idle_uss}
-        print(json.dumps({"results": results, "ratios": ratios, **memory}))
+        print(json.dumps({"results": results, "rounds": rounds, "ratios": ratios, **memory}))
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

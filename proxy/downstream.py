@@ -8,6 +8,7 @@ When the proxy drains, a connection ends after its next response (which says
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from proxy.connection import Connection
@@ -40,7 +41,7 @@ class Downstream:
         self.request_keep_alive = True
         self.body_bytes = 0  # body bytes of the current request handed on so far
         self.waiting = False  # between requests, with no byte of the next one yet
-        self.idle_since = 0.0  # loop time when it last began waiting
+        self.idle_since = 0.0  # time.monotonic() when it last began waiting
         self.draining = False
         peer = connection.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
@@ -64,7 +65,7 @@ class Downstream:
                 deadline = loop.time() + self.header_timeout
             self.waiting = deadline is None
             if self.waiting:
-                self.idle_since = loop.time()
+                self.idle_since = time.monotonic()
             try:
                 if deadline is None:
                     await connection.wait(self.idle_timeout)
@@ -86,8 +87,11 @@ class Downstream:
         self.draining = True
         self.request_keep_alive = False
         if self.waiting:
-            loop = asyncio.get_running_loop()
-            loop.call_at(self.idle_since + DRAIN_IDLE_GRACE_S, self._close_if_idle)
+            left = self.idle_since + DRAIN_IDLE_GRACE_S - time.monotonic()
+            if left <= 0:
+                self.connection.close()
+            else:
+                asyncio.get_running_loop().call_later(left, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
         if self.waiting:

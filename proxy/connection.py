@@ -3,8 +3,10 @@
 This replaces asyncio streams on the request path: bytes are parsed in
 `data_received` as they arrive, and a coroutine awaits parsed events, not
 bytes, so a request costs no StreamReader buffer copies, no future per
-read and no timeout object per read (a wait that needs a deadline arms one
-timer). Reading pauses while unread body bytes pile up, writing waits while
+read and no timer per read: a wait with a deadline only moves the deadline,
+and the connection's one timer, armed lazily, checks it when it fires (a
+kept-alive connection's idle timeout costs a timer per idle period, not per
+request). Reading pauses while unread body bytes pile up, writing waits while
 the transport's buffer is full: a slow side holds back the fast one.
 """
 
@@ -16,6 +18,7 @@ from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 _OPAQUE_LIMIT = 2**16
+_TIMER_SLACK = 0.001  # a timer may fire this early (the loop's clock has millisecond steps)
 
 
 class Connection(asyncio.Protocol):
@@ -31,6 +34,8 @@ class Connection(asyncio.Protocol):
         self._eof = False
         self._error: Http1Error | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline: float | None = None  # when the current wait times out
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before `_deadline`
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -57,6 +62,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         drain, self._drain_waiter = self._drain_waiter, None
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("connection lost"))
@@ -148,13 +156,31 @@ class Connection(asyncio.Protocol):
             return
         waiter = self._loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(within, _expire, waiter) if within is not None else None
+        if within is not None:
+            self._deadline = deadline = self._loop.time() + within
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
+
+    def _check_deadline(self) -> None:
+        """The timer fired: time out the wait whose deadline passed, or re-arm for a later one."""
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no wait with a deadline now: the next one arms the timer again
+        if self._loop.time() + _TIMER_SLACK < deadline:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     @property
     def closed(self) -> bool:
@@ -167,6 +193,12 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    @property
+    def must_drain(self) -> bool:
+        """True when `drain()` has work: the write buffer is full (wait), or the transport is
+        closing (raise). Checked first, it spares the common case a coroutine."""
+        return self._write_paused or self.transport is None or self.transport.is_closing()
+
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
         if self.transport is None or self.transport.is_closing():
@@ -175,10 +207,6 @@ class Connection(asyncio.Protocol):
             return
         self._drain_waiter = self._loop.create_future()
         await self._drain_waiter
-
-    async def send(self, data: bytes) -> None:
-        self.write(data)
-        await self.drain()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default) if self.transport else default
@@ -238,8 +266,3 @@ async def listen(
     return await asyncio.get_running_loop().create_server(
         lambda: ServedConnection(handler, tasks), host, port
     )
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())

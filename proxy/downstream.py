@@ -98,7 +98,10 @@ class Downstream:
         return b"".join([chunk async for chunk in self.body()])
 
     async def write(self, data: bytes) -> None:
-        await self.connection.send(data)
+        connection = self.connection
+        connection.write(data)
+        if connection.must_drain:
+            await connection.drain()
 
     async def send_error(self, status: int, reason: str, detail: str, *, close: bool) -> int:
         """A short error response naming this proxy and the cause; returns bytes written."""

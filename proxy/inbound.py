@@ -186,7 +186,7 @@ class InboundProxy:
             client.body() if head.has_body else (b"" if head.content_length is not None else None)
         )
         headers = request_headers(head, body, [(CLIENT_ID_HEADER.encode(), caller.encode())])
-        upstream, _ = await self._app_connection(client, event)
+        upstream = self.pool.take(self.app) or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive
         try:
@@ -209,17 +209,17 @@ class InboundProxy:
         self.pool.release(upstream, reusable)
         return client.request_keep_alive
 
-    async def _app_connection(
-        self, client: Downstream, event: RequestEvent
-    ) -> tuple[Upstream | None, bool]:
+    async def _app_connection(self, client: Downstream, event: RequestEvent) -> Upstream | None:
+        """A new connection to the app (none idle in the pool); None when the app is
+        unreachable, and the client has had its 502."""
         try:
-            return await self.pool.acquire(self.app)
+            return await self.pool.open(self.app)
         except AttemptFailed as exc:
             reason, _, detail = str(exc).partition(": ")
             event.status, event.error = 502, reason
             log.warning("app unreachable", extra={"reason": reason, "detail": detail})
             await client.send_error(502, reason, detail, close=False)
-            return None, False
+            return None
 
     async def _opaque(
         self,

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 from proxy.connection import Connection, listen
@@ -30,6 +31,7 @@ from proxy.relay import (
 )
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
+from proxy.timeouts import TaskTimer
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
 from proxy.upstream import Pool, Upstream, dial
 
@@ -134,6 +136,7 @@ class OutboundProxy:
     async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP
         listener's connection detected as HTTP) is every request's destination."""
+        timer = TaskTimer()
         with self.ctx.downstream(connection, self.name) as client:
             try:
                 while True:
@@ -142,10 +145,12 @@ class OutboundProxy:
                     except Http1Error as exc:
                         await self._refuse(client, exc, fixed_service)
                         return
-                    if head is None or not await self._request(client, head, fixed_service):
+                    if head is None or not await self._request(client, head, fixed_service, timer):
                         return
             except (ConnectionError, OSError):
                 pass
+            finally:
+                timer.close()
 
     async def _refuse(
         self, client: Downstream, error: Http1Error, fixed_service: str | None
@@ -162,7 +167,7 @@ class OutboundProxy:
         self.ctx.publish(event, started)
 
     async def _request(
-        self, client: Downstream, head: RequestHead, fixed_service: str | None
+        self, client: Downstream, head: RequestHead, fixed_service: str | None, timer: TaskTimer
     ) -> bool:
         """Serve one request; False when the client connection must close."""
         started = time.monotonic()
@@ -174,7 +179,7 @@ class OutboundProxy:
             event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")
         with self.ctx.request_in_flight():
             try:
-                return await self._forward(client, head, event, fixed_service)
+                return await self._forward(client, head, event, fixed_service, timer)
             except Http1Error as exc:
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
@@ -189,6 +194,7 @@ class OutboundProxy:
         head: RequestHead,
         event: RequestEvent,
         fixed_service: str | None,
+        timer: TaskTimer,
     ) -> bool:
         dest = destination(head, fixed_service)
         event.authority = dest.authority
@@ -199,24 +205,18 @@ class OutboundProxy:
             raise Http1Error(400, exc.reason, str(exc)) from None
         event.path = str(target)
         head.target = str(target)
-        body, body_size = await self._body(client, head)
+        if head.has_body:
+            body, body_size = await self._body(client, head)
+        else:
+            body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
 
-        async def send(backend: str) -> Response:
-            return await self._send_once(backend, head, headers, body, event)
-
         async def send_shadow(shadow: str) -> None:
-            response = await self._send_once(
-                shadow,
-                head,
-                headers,
-                body,
-                RequestEvent(
-                    ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
-                ),
+            mirrored = RequestEvent(
+                ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
             )
-            await discard(response)
+            await discard(await self._send_once(head, headers, body, mirrored, shadow))
 
         try:
             response = await self.ctx.outbound_policy.forward(
@@ -224,10 +224,11 @@ class OutboundProxy:
                 facts,
                 body_size,
                 event,
-                send,
+                partial(self._send_once, head, headers, body, event),
                 lambda r: r.status,
                 self._discard,
                 send_shadow if isinstance(body, bytes) else None,
+                timer,
             )
         except NoEndpoints as exc:
             return await self._fail(client, event, 503, exc.reason, str(exc))
@@ -273,9 +274,8 @@ class OutboundProxy:
         self.pool.release(upstream, event.keep_alive and response.head.keep_alive)
 
     async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
-        """The body as bytes when small enough to retry, else a stream (never retried)."""
-        if not head.has_body:
-            return (b"" if head.content_length is not None else None), 0
+        """The body (the head says there is one) as bytes when small enough to retry, else a
+        stream (never retried)."""
         if head.header(b"expect") == b"100-continue":
             await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if head.content_length is not None and head.content_length <= MAX_BUFFERED_BODY:
@@ -285,11 +285,11 @@ class OutboundProxy:
 
     async def _send_once(
         self,
-        backend: str,
         head: RequestHead,
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        backend: str,
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
         was sent) is skipped for another, whatever the method, as Linkerd does."""
@@ -334,15 +334,19 @@ class OutboundProxy:
         started = time.monotonic()
         key = f"{backend}@{instance.authority}"
         try:
-            upstream, reused = await self.pool.acquire(key)
-            try:
+            upstream = self.pool.take(key)
+            if upstream is None:
+                upstream = await self.pool.open(key)
                 response = await send_request(upstream, head, headers, body)
-            except AttemptFailed:
-                if not (reused and isinstance(body, bytes | None)):
-                    raise
-                # a pooled connection the peer had closed: try once on a fresh one
-                upstream, _ = await self.pool.acquire(key)
-                response = await send_request(upstream, head, headers, body)
+            else:
+                try:
+                    response = await send_request(upstream, head, headers, body)
+                except AttemptFailed:
+                    if not isinstance(body, bytes | None):
+                        raise
+                    # a pooled connection the peer had closed: try once on a fresh one
+                    upstream, _ = await self.pool.acquire(key)
+                    response = await send_request(upstream, head, headers, body)
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise

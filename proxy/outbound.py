@@ -305,7 +305,7 @@ class OutboundProxy:
                     f"every instance of {backend} is failing (circuit open)",
                 )
             try:
-                return await self._send_to(endpoint, backend, head, headers, body, event)
+                return await self._send_to(endpoint, head, headers, body, event)
             except AttemptFailed as exc:
                 refused.add(endpoint.instance.instance_id)
                 if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
@@ -321,18 +321,17 @@ class OutboundProxy:
     async def _send_to(
         self,
         endpoint: Endpoint,
-        backend: str,
         head: RequestHead,
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
     ) -> Response:
         instance = endpoint.instance
-        event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+        event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
         endpoint.breaker.on_request()
         endpoint.ewma.pending += 1
         started = time.monotonic()
-        key = f"{backend}@{instance.authority}"
+        key = endpoint.pool_key
         try:
             upstream = self.pool.take(key)
             if upstream is None:

@@ -11,6 +11,7 @@ the transport's buffer is full: a slow side holds back the fast one.
 """
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ class Connection(asyncio.Protocol):
         self._since_idle = 0
         self._loop = asyncio.get_running_loop()
         self._early = bytearray()  # bytes that came before a reader was set
+        self._events: deque[Event] | None = reader.events if reader is not None else None
         self._unread = 0
         self._eof = False
         self._error: Http1Error | None = None
@@ -88,6 +90,7 @@ class Connection(asyncio.Protocol):
     def start(self, reader: RequestReader | ResponseReader) -> None:
         """Parse with `reader` from now on, beginning with any bytes that came before."""
         self.reader = reader
+        self._events = reader.events
         if self._early:
             early, self._early = bytes(self._early), bytearray()
             self._feed(early)
@@ -119,7 +122,7 @@ class Connection(asyncio.Protocol):
 
     def buffered_event(self) -> bool:
         """True when the next event is already parsed (taking it will not wait)."""
-        return self.reader is not None and self.reader.has_event()
+        return bool(self._events)
 
     async def next_event(self, within: float | None = None) -> Event | None:
         """The next parsed event; None once the peer has closed and every event is taken.
@@ -135,12 +138,12 @@ class Connection(asyncio.Protocol):
 
     def take_event(self) -> Event | None:
         """The next parsed event if there is one (never waits); raises bad framing's error."""
-        reader = self.reader
-        assert reader is not None, "start() the connection with a reader first"
+        events = self._events
+        assert events is not None, "start() the connection with a reader first"
         if self._error is not None:
             raise self._error  # bad framing ends the connection, whatever came before it
-        event = reader.next_event()
-        if event is not None:
+        if events:
+            event = events.popleft()
             if event.__class__ is bytes:
                 self._unread -= len(event)  # type: ignore[arg-type]
             return event

@@ -166,6 +166,8 @@ class _Reader:
         self._collector = collector
         self._parser = parser
         self.failed = False
+        # the parsed events, oldest first: a connection pops them without a call per event
+        self.events = collector.events
 
     def feed(self, data: bytes) -> None:
         """Parse `data`; raises Http1Error on bad framing (the reader is unusable after)."""
@@ -187,30 +189,35 @@ class _Reader:
         """The next parsed event, or None when more bytes are needed."""
         return self._collector.events.popleft() if self._collector.events else None
 
-    def has_event(self) -> bool:
-        return bool(self._collector.events)
-
     @property
     def in_message(self) -> bool:
         """True once a message has begun and not yet ended (bytes are pending)."""
         return self._collector.header_bytes > 0 or bool(self._collector.url)
 
 
-def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
-    chunked = any(k == b"transfer-encoding" for k, _ in headers)
-    length = next((v for k, v in headers if k == b"content-length"), None)
-    return chunked, int(length) if length is not None else None
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[bytes] | None, int | None]:
+    """Host headers, transfer codings (None without Transfer-Encoding) and Content-Length of
+    a header section, in one pass."""
+    hosts = 0
+    codings: list[bytes] | None = None
+    length: bytes | None = None
+    for name, value in headers:
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            if length is None:
+                length = value
+        elif name == b"transfer-encoding":
+            if codings is None:
+                codings = []
+            codings += [coding.strip().lower() for coding in value.split(b",")]
+    return hosts, codings, int(length) if length is not None else None
 
 
-def _require_chunked_only(headers: list[tuple[bytes, bytes]]) -> None:
+def _require_chunked_only(codings: list[bytes] | None) -> None:
     """Refuse any transfer coding but a single `chunked` (llhttp lets `gzip, chunked` pass,
     and the proxy re-frames bodies, so another coding would be silently lost)."""
-    codings = [
-        coding.strip().lower()
-        for name, value in headers if name == b"transfer-encoding"
-        for coding in value.split(b",")
-    ]
-    if codings and codings != [b"chunked"]:
+    if codings is not None and codings != [b"chunked"]:
         raise Http1Error(501, "http1.invalid_transfer_encoding",
                          "only Transfer-Encoding: chunked is supported")
 
@@ -220,15 +227,14 @@ class _RequestCallbacks(_Collector):
         parser = self.parser
         method = parser.get_method().decode()  # type: ignore[attr-defined]
         version = parser.get_http_version()  # type: ignore[attr-defined]
-        hosts = [v for k, v in self.headers if k == b"host"]
+        hosts, codings, length = _framing(self.headers)
         if version == "1.1" and not hosts:
             raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
-        if len(hosts) > 1:
+        if hosts > 1:
             raise Http1Error(400, "http1.multiple_host", "more than one Host header")
-        _require_chunked_only(self.headers)
+        _require_chunked_only(codings)
         if method == "CONNECT":
             raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
-        chunked, length = _framing(self.headers)
         self.events.append(
             RequestHead(
                 method=method,
@@ -236,7 +242,7 @@ class _RequestCallbacks(_Collector):
                 version=version,
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
-                chunked=chunked,
+                chunked=codings is not None,
                 content_length=length,
             )
         )
@@ -263,8 +269,8 @@ class _ResponseCallbacks(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        _require_chunked_only(self.headers)  # the proxy re-frames: other codings would be lost
-        chunked, length = _framing(self.headers)
+        _, codings, length = _framing(self.headers)
+        _require_chunked_only(codings)  # the proxy re-frames: other codings would be lost
         status = parser.get_status_code()  # type: ignore[attr-defined]
         self.events.append(
             ResponseHead(
@@ -273,7 +279,7 @@ class _ResponseCallbacks(_Collector):
                 version=parser.get_http_version(),  # type: ignore[attr-defined]
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
-                chunked=chunked,
+                chunked=codings is not None,
                 content_length=length,
             )
         )
@@ -309,9 +315,9 @@ class ResponseReader(_Reader):
         except Http1Error:
             raise
         except _HeadResponseDone:
-            events = self._collector.events
+            events = self.events
             self._new_parser()
-            self._collector.events = events
+            self._collector.events = self.events = events
 
 
 NOT_FORWARDED = HOP_BY_HOP | {b"content-length"}  # the proxy writes the framing itself

@@ -203,21 +203,13 @@ class OutboundProxy:
             target = normalize_target(dest.target)
         except BadPath as exc:
             raise Http1Error(400, exc.reason, str(exc)) from None
-        event.path = str(target)
-        head.target = str(target)
+        head.target = event.path = str(target)
         if head.has_body:
             body, body_size = await self._body(client, head)
         else:
             body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
-
-        async def send_shadow(shadow: str) -> None:
-            mirrored = RequestEvent(
-                ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
-            )
-            await discard(await self._send_once(head, headers, body, mirrored, shadow))
-
         try:
             response = await self.ctx.outbound_policy.forward(
                 dest.service,
@@ -225,9 +217,13 @@ class OutboundProxy:
                 body_size,
                 event,
                 partial(self._send_once, head, headers, body, event),
-                lambda r: r.status,
+                _status,
                 self._discard,
-                send_shadow if isinstance(body, bytes) else None,
+                (
+                    partial(self._send_shadow, head, headers, body, event)
+                    if isinstance(body, bytes)
+                    else None
+                ),
                 timer,
             )
         except NoEndpoints as exc:
@@ -250,6 +246,20 @@ class OutboundProxy:
         event.bytes_out = sent
         self.pool.release(response.upstream, reusable)
         return client.request_keep_alive
+
+    async def _send_shadow(
+        self,
+        head: RequestHead,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        event: RequestEvent,
+        shadow: str,
+    ) -> None:
+        """Send a mirrored copy to `shadow` and drop its response."""
+        mirrored = RequestEvent(
+            ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
+        )
+        await discard(await self._send_once(head, headers, body, mirrored, shadow))
 
     async def _discard(self, response: Response) -> None:
         """Drop a retried attempt's response: drain a small body and pool the connection.
@@ -374,3 +384,7 @@ class OutboundProxy:
         )
         await client.send_error(status, reason, detail, close=False)
         return client.request_keep_alive
+
+
+def _status(response: Response) -> int:
+    return response.status

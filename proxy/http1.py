@@ -143,12 +143,13 @@ class _Collector:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > MAX_HEADER_BYTES:
+        size = self.header_bytes = self.header_bytes + len(name) + len(value) + 4
+        if size > MAX_HEADER_BYTES:
             raise Http1Error(431, "http1.headers_too_large")
-        if len(self.headers) >= MAX_HEADERS:
+        headers = self.headers
+        if len(headers) >= MAX_HEADERS:
             raise Http1Error(431, "http1.too_many_headers")
-        self.headers.append((name.lower(), value))
+        headers.append((name.lower(), value))
 
     def on_body(self, body: bytes) -> None:
         if body:

@@ -102,7 +102,7 @@ async def send_with_retries(
             except AttemptFailed as exc:
                 failure = exc
                 outcome = exc.outcome
-            if not _retry_now(retry, budget, retries, method, body_size, outcome):
+            if retry is None or not _retry_now(retry, budget, retries, method, body_size, outcome):
                 if response is not None:
                     return Attempted(response, retries)
                 if failure is not None:
@@ -112,7 +112,6 @@ async def send_with_retries(
                 await discard(response)
             if on_retry is not None:
                 on_retry(outcome)
-            assert retry is not None
             pause = retry.backoff(retries, rng)
             remaining = deadline.remaining()
             if remaining is not None and pause >= remaining:
@@ -125,13 +124,13 @@ async def send_with_retries(
 
 
 def _retry_now(
-    retry: RetryPolicy | None,
+    retry: RetryPolicy,
     budget: RetryBudget | None,
     retries: int,
     method: str,
     body_size: int | None,
     outcome: Outcome,
 ) -> bool:
-    if retry is None or not retry.should_retry(retries, method, body_size, outcome):
+    if not retry.should_retry(retries, method, body_size, outcome):
         return False
     return budget is None or budget.try_retry()

@@ -105,7 +105,9 @@ class Connection(asyncio.Protocol):
         if self._unread > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
-        self._wake()
+        waiter = self._waiter  # _wake(), inline: this runs for every read
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -116,13 +118,10 @@ class Connection(asyncio.Protocol):
         """The connection goes idle: bytes from now on were sent unasked."""
         self._since_idle = 0
 
-    def received_while_idle(self) -> bool:
-        """True when bytes arrived since `mark_idle`, or a parsed event or error is waiting."""
-        return self._since_idle > 0 or self._error is not None or self.buffered_event()
-
-    def buffered_event(self) -> bool:
-        """True when the next event is already parsed (taking it will not wait)."""
-        return bool(self._events)
+    def quiet_since_idle(self) -> bool:
+        """Still open, and nothing arrived since `mark_idle`: no bytes, no parsed event or
+        error waiting (what an idle peer sends on its own would pass for the next answer)."""
+        return not (self._eof or self._since_idle or self._error is not None or self._events)
 
     async def next_event(self, within: float | None = None) -> Event | None:
         """The next parsed event; None once the peer has closed and every event is taken.

@@ -41,7 +41,7 @@ class Upstream:
     def reusable(self) -> bool:
         """Open, and nothing arrived while idle: bytes an idle upstream sends on its own
         (say, a 408 before it closes) would be taken as the next request's answer."""
-        return not self.connection.closed and not self.connection.received_while_idle()
+        return self.connection.quiet_since_idle()
 
     def write(self, data: bytes) -> None:
         self.connection.write(data)

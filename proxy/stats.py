@@ -44,7 +44,7 @@ class _Bucket:
         if len(self.latencies) < SAMPLES_PER_SECOND:
             self.latencies.append(latency_ms)
         else:  # reservoir sampling keeps an unbiased sample of the second
-            slot = rng.randrange(self.seen)
+            slot = int(rng.random() * self.seen)  # uniform in [0, seen), without randrange's calls
             if slot < SAMPLES_PER_SECOND:
                 self.latencies[slot] = latency_ms
 

@@ -40,7 +40,6 @@ class Downstream:
     async def next_request(self) -> RequestHead | None:
         """The next request head; None when the client closed or idled out."""
         connection = self.connection
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             event = connection.take_event()
@@ -53,13 +52,13 @@ class Downstream:
             if connection.closed or (self.draining and deadline is None):
                 return None
             if deadline is None and connection.reader.in_message:  # type: ignore[union-attr]
-                deadline = loop.time() + self.header_timeout
+                deadline = asyncio.get_running_loop().time() + self.header_timeout
             self.waiting = deadline is None
             try:
                 if deadline is None:
                     await connection.wait(self.idle_timeout)
                 else:
-                    await connection.wait(max(0.0, deadline - loop.time()))
+                    await connection.wait(max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:
                 if deadline is None:
                     return None

@@ -31,6 +31,8 @@ from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.inbound")
 
+_CLIENT_ID = CLIENT_ID_HEADER.encode()
+
 
 class InboundProxy:
     """Serves mTLS connections from other proxies for the local app."""
@@ -185,7 +187,7 @@ class InboundProxy:
         body = (
             client.body() if head.has_body else (b"" if head.content_length is not None else None)
         )
-        headers = request_headers(head, body, [(CLIENT_ID_HEADER.encode(), caller.encode())])
+        headers = request_headers(head, body, [(_CLIENT_ID, caller.encode())])
         upstream = self.pool.take(self.app) or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive

@@ -43,12 +43,6 @@ class Upstream:
         (say, a 408 before it closes) would be taken as the next request's answer."""
         return self.connection.quiet_since_idle()
 
-    def write(self, data: bytes) -> None:
-        self.connection.write(data)
-
-    async def drain(self) -> None:
-        await self.connection.drain()
-
     def close(self) -> None:
         self.state = "closed"
         self.connection.close()

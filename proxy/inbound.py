@@ -159,7 +159,7 @@ class InboundProxy:
         event.src_id, event.tls = caller, True
         event.dst_service = self.ctx.config.service
         event.dst_instance, event.dst_addr = self.ctx.config.instance, self.app
-        event.dst_id = str(self.ctx.tls.identity)
+        event.dst_id = self.ctx.tls.identity_uri
         return event
 
     async def _request(

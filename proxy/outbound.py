@@ -173,7 +173,7 @@ class OutboundProxy:
         started = time.monotonic()
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
-        event.src_id = str(self.ctx.tls.identity)
+        event.src_id = self.ctx.tls.identity_uri
         traceparent = head.header(b"traceparent")
         if traceparent and traceparent.count(b"-") == 3:
             event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")

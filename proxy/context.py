@@ -52,12 +52,15 @@ class ProxyContext:
         self.outbound_policy = OutboundPolicy(lambda: self.traffic, self.shadows)
         self.rng = random.Random()
         self.in_flight = 0
+        self._in_flight = InFlight(self)  # stateless beyond the count: one serves every request
         self.draining = False
         self._clients: set[Downstream] = set()
         self.idle = asyncio.Event()
         self.idle.set()
         self.started_at = time.time()
         self._ids = itertools.count(1)
+        # the instance name is not live-reloadable, and may cost a gethostname() per call
+        self._id_prefix = f"{config.instance}:"
         self._services: dict[str, ServiceEndpoints] = {}
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
@@ -69,7 +72,7 @@ class ProxyContext:
             endpoints.set_breaker(_breaker_settings(settings))
 
     def next_id(self) -> str:
-        return f"{self.config.instance}:{next(self._ids)}"
+        return f"{self._id_prefix}{next(self._ids)}"
 
     def new_event(self, direction: str, src_addr: str) -> RequestEvent:
         return RequestEvent(
@@ -115,7 +118,7 @@ class ProxyContext:
 
     def request_in_flight(self) -> "InFlight":
         """Count a request (or TCP connection) as in flight while the `with` block runs."""
-        return InFlight(self)
+        return self._in_flight
 
     def known_endpoints(self, service: str) -> ServiceEndpoints | None:
         """The endpoints of `service` once discovery has answered for it, without waiting."""
@@ -168,8 +171,9 @@ class ProxyContext:
 
 
 class InFlight:
-    """The in-flight count of a proxy, held for one request; a class, not a generator
-    context manager, because every request enters one."""
+    """The in-flight count of a proxy, held by each request in a `with` block; a class, not a
+    generator context manager, because every request enters it (it keeps no state of its
+    own, so one instance serves concurrent requests)."""
 
     __slots__ = ("_ctx",)
 

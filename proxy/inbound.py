@@ -43,7 +43,8 @@ class InboundProxy:
         self.app = f"{config.app_address}:{config.app_port}"
         self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
         self.authz = InboundAuthorization(config.service, lambda: context.traffic)
-        self.name = f"{config.instance} inbound"
+        self.instance = config.instance  # not live-reloadable; may cost a gethostname()
+        self.name = f"{self.instance} inbound"
 
     async def _connect_app(self, key: str) -> Upstream:
         host, _, port = key.rpartition(":")
@@ -158,7 +159,7 @@ class InboundProxy:
         event = self.ctx.new_event("inbound", client.peer_addr)
         event.src_id, event.tls = caller, True
         event.dst_service = self.ctx.config.service
-        event.dst_instance, event.dst_addr = self.ctx.config.instance, self.app
+        event.dst_instance, event.dst_addr = self.instance, self.app
         event.dst_id = self.ctx.tls.identity_uri
         return event
 

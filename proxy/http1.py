@@ -329,10 +329,14 @@ def forwardable_headers(
 ) -> list[tuple[bytes, bytes]]:
     """Drop the names in `dropped` (by default hop-by-hop headers and the framing, which
     the proxy re-does) and every header the Connection header names."""
+    kept = [header for header in headers if header[0] not in dropped]
+    if len(kept) == len(headers) and b"connection" in dropped:
+        return kept  # nothing dropped: there is no Connection header naming more
     named = [value for key, value in headers if key == b"connection"]
-    if named:
-        dropped |= {token.strip().lower() for value in named for token in value.split(b",")}
-    return [(k, v) for k, v in headers if k not in dropped]
+    if not named:
+        return kept
+    dropped |= {token.strip().lower() for value in named for token in value.split(b",")}
+    return [header for header in kept if header[0] not in dropped]
 
 
 def encode_request_head(head: RequestHead, headers: list[tuple[bytes, bytes]]) -> bytes:

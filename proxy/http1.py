@@ -339,16 +339,18 @@ def forwardable_headers(
     return [header for header in kept if header[0] not in dropped]
 
 
+# Header lines are joined in C (`b": ".join` of each pair), not concatenated in Python; the
+# two empty items end the head with its blank line.
+
+
 def encode_request_head(head: RequestHead, headers: list[tuple[bytes, bytes]]) -> bytes:
-    lines = [f"{head.method} {head.target} HTTP/1.1".encode()]
-    lines += [k + b": " + v for k, v in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    start = f"{head.method} {head.target} HTTP/1.1".encode()
+    return b"\r\n".join([start, *map(b": ".join, headers), b"", b""])
 
 
 def encode_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    lines = [b"HTTP/1.1 %d %s" % (status, reason or b"")]
-    lines += [k + b": " + v for k, v in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    start = b"HTTP/1.1 %d %s" % (status, reason or b"")
+    return b"\r\n".join([start, *map(b": ".join, headers), b"", b""])
 
 
 def encode_chunk(data: bytes) -> bytes:

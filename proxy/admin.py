@@ -458,8 +458,12 @@ def _restrict_socket(path: Path) -> None:
     path.chmod(0o660)
 
 
+# one encoder for every NDJSON line: json.dumps with options builds a new one per call
+_LINE_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def _line(item: dict) -> bytes:
-    return json.dumps(item, default=str, separators=(",", ":")).encode() + b"\n"
+    return _LINE_ENCODER.encode(item).encode() + b"\n"
 
 
 def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:

@@ -17,6 +17,7 @@ denied it. Paths are matched on the normalized path the proxy forwards.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from vm_mesh.policy.model import Authorization, AuthorizationRule, AuthzDefault
@@ -58,6 +59,11 @@ class AuthzDecision:
     @property
     def allowed(self) -> bool:
         return self.verdict != "deny"
+
+
+# Decisions are immutable and few (verdict x rule x reason): each request shares one instead
+# of building two. Bounded, because a policy reload can bring new rule names.
+_decision = lru_cache(maxsize=4096)(AuthzDecision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,25 +144,25 @@ class Authorizer:
             return enforced
         full = self._evaluate(self._full, request)
         if full.verdict == "deny":
-            return AuthzDecision("audit", full.rule, full.reason)
+            return _decision("audit", full.rule, full.reason)
         return full
 
     def _evaluate(self, gate: _Gate, request: AuthzRequest) -> AuthzDecision:
         for rule in gate.deny:
             if rule.matches(request):
-                return AuthzDecision("deny", rule.id, DENIED_BY_RULE)
+                return _decision("deny", rule.id, DENIED_BY_RULE)
         for rule in gate.allow:
             if rule.matches(request):
-                return AuthzDecision("allow", rule.id, ALLOWED_BY_RULE)
+                return _decision("allow", rule.id, ALLOWED_BY_RULE)
         if gate.default == "allow-all":
-            return AuthzDecision("allow", gate.default_rule, ALLOWED_BY_DEFAULT)
+            return _decision("allow", gate.default_rule, ALLOWED_BY_DEFAULT)
         if gate.default == "deny":
-            return AuthzDecision("deny", gate.default_rule, DEFAULT_DENY)
+            return _decision("deny", gate.default_rule, DEFAULT_DENY)
         if request.peer_id is None:
-            return AuthzDecision("deny", gate.default_rule, UNAUTHENTICATED)
+            return _decision("deny", gate.default_rule, UNAUTHENTICATED)
         if not request.peer_id.startswith(self._mesh_prefix):
-            return AuthzDecision("deny", gate.default_rule, FOREIGN_TRUST_DOMAIN)
-        return AuthzDecision("allow", gate.default_rule, ALLOWED_BY_DEFAULT)
+            return _decision("deny", gate.default_rule, FOREIGN_TRUST_DOMAIN)
+        return _decision("allow", gate.default_rule, ALLOWED_BY_DEFAULT)
 
     def __repr__(self) -> str:
         return (

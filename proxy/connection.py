@@ -3,13 +3,16 @@
 This replaces asyncio streams on the request path: bytes are parsed in
 `data_received` as they arrive, and a coroutine awaits parsed events, not
 bytes, so a request costs no StreamReader buffer copies, no future per
-read and no timeout object per read (a wait that needs a deadline arms one
-timer). Reading pauses while unread body bytes pile up, writing waits while
+read and no timer per read: a wait with a deadline only moves the deadline,
+and the connection's one timer, armed lazily, checks it when it fires (a
+kept-alive connection's idle timeout costs a timer per idle period, not per
+request). Reading pauses while unread body bytes pile up, writing waits while
 the transport's buffer is full: a slow side holds back the fast one.
 """
 
 import asyncio
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +20,7 @@ from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 _OPAQUE_LIMIT = 2**16
+_TIMER_SLACK = 0.001  # a timer may fire this early (the loop's clock has millisecond steps)
 
 
 class Connection(asyncio.Protocol):
@@ -28,10 +32,13 @@ class Connection(asyncio.Protocol):
         self._since_idle = 0
         self._loop = asyncio.get_running_loop()
         self._early = bytearray()  # bytes that came before a reader was set
+        self._events: deque[Event] | None = reader.events if reader is not None else None
         self._unread = 0
         self._eof = False
         self._error: Http1Error | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline: float | None = None  # when the current wait times out
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before `_deadline`
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -58,6 +65,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         drain, self._drain_waiter = self._drain_waiter, None
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("connection lost"))
@@ -81,6 +91,7 @@ class Connection(asyncio.Protocol):
     def start(self, reader: RequestReader | ResponseReader) -> None:
         """Parse with `reader` from now on, beginning with any bytes that came before."""
         self.reader = reader
+        self._events = reader.events
         if self._early:
             early, self._early = bytes(self._early), bytearray()
             self._feed(early)
@@ -95,7 +106,9 @@ class Connection(asyncio.Protocol):
         if self._unread > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
-        self._wake()
+        waiter = self._waiter  # _wake(), inline: this runs for every read
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -106,13 +119,10 @@ class Connection(asyncio.Protocol):
         """The connection goes idle: bytes from now on were sent unasked."""
         self._since_idle = 0
 
-    def received_while_idle(self) -> bool:
-        """True when bytes arrived since `mark_idle`, or a parsed event or error is waiting."""
-        return self._since_idle > 0 or self._error is not None or self.buffered_event()
-
-    def buffered_event(self) -> bool:
-        """True when the next event is already parsed (taking it will not wait)."""
-        return self.reader is not None and self.reader.has_event()
+    def quiet_since_idle(self) -> bool:
+        """Still open, and nothing arrived since `mark_idle`: no bytes, no parsed event or
+        error waiting (what an idle peer sends on its own would pass for the next answer)."""
+        return not (self._eof or self._since_idle or self._error is not None or self._events)
 
     async def next_event(self, within: float | None = None) -> Event | None:
         """The next parsed event; None once the peer has closed and every event is taken.
@@ -128,12 +138,12 @@ class Connection(asyncio.Protocol):
 
     def take_event(self) -> Event | None:
         """The next parsed event if there is one (never waits); raises bad framing's error."""
-        reader = self.reader
-        assert reader is not None, "start() the connection with a reader first"
+        events = self._events
+        assert events is not None, "start() the connection with a reader first"
         if self._error is not None:
             raise self._error  # bad framing ends the connection, whatever came before it
-        event = reader.next_event()
-        if event is not None:
+        if events:
+            event = events.popleft()
             if event.__class__ is bytes:
                 self._unread -= len(event)  # type: ignore[arg-type]
             return event
@@ -149,13 +159,31 @@ class Connection(asyncio.Protocol):
             return
         waiter = self._loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(within, _expire, waiter) if within is not None else None
+        if within is not None:
+            self._deadline = deadline = self._loop.time() + within
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
+
+    def _check_deadline(self) -> None:
+        """The timer fired: time out the wait whose deadline passed, or re-arm for a later one."""
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no wait with a deadline now: the next one arms the timer again
+        if self._loop.time() + _TIMER_SLACK < deadline:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     @property
     def closed(self) -> bool:
@@ -168,6 +196,12 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    @property
+    def must_drain(self) -> bool:
+        """True when `drain()` has work: the write buffer is full (wait), or the transport is
+        closing (raise). Checked first, it spares the common case a coroutine."""
+        return self._write_paused or self.transport is None or self.transport.is_closing()
+
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
         if self.transport is None or self.transport.is_closing():
@@ -176,10 +210,6 @@ class Connection(asyncio.Protocol):
             return
         self._drain_waiter = self._loop.create_future()
         await self._drain_waiter
-
-    async def send(self, data: bytes) -> None:
-        self.write(data)
-        await self.drain()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default) if self.transport else default
@@ -242,8 +272,3 @@ async def listen(
     return await asyncio.get_running_loop().create_server(
         lambda: ServedConnection(handler, tasks), **where
     )
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())

@@ -53,6 +53,9 @@ class ProxyContext:
         self.rng = random.Random()
         self.in_flight = 0
         self.inbound_in_flight = 0  # of in_flight: from peers, through the inbound listener
+        # stateless beyond the counts: one of each serves every request
+        self._in_flight = InFlight(self, inbound=False)
+        self._in_flight_inbound = InFlight(self, inbound=True)
         self.draining = False
         self._clients: set[Downstream] = set()
         self.idle = asyncio.Event()
@@ -61,6 +64,8 @@ class ProxyContext:
         self._no_clients.set()
         self.started_at = time.time()
         self._ids = itertools.count(1)
+        # the instance name is not live-reloadable, and may cost a gethostname() per call
+        self._id_prefix = f"{config.instance}:"
         self._services: dict[str, ServiceEndpoints] = {}
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
@@ -72,7 +77,7 @@ class ProxyContext:
             endpoints.set_breaker(_breaker_settings(settings))
 
     def next_id(self) -> str:
-        return f"{self.config.instance}:{next(self._ids)}"
+        return f"{self._id_prefix}{next(self._ids)}"
 
     def new_event(self, direction: str, src_addr: str) -> RequestEvent:
         return RequestEvent(
@@ -128,7 +133,7 @@ class ProxyContext:
 
     def request_in_flight(self, inbound: bool = False) -> "InFlight":
         """Count a request (or TCP connection) as in flight while the `with` block runs."""
-        return InFlight(self, inbound)
+        return self._in_flight_inbound if inbound else self._in_flight
 
     def known_endpoints(self, service: str) -> ServiceEndpoints | None:
         """The endpoints of `service` once discovery has answered for it, without waiting."""
@@ -181,8 +186,9 @@ class ProxyContext:
 
 
 class InFlight:
-    """The in-flight count of a proxy, held for one request; a class, not a generator
-    context manager, because every request enters one."""
+    """The in-flight count of a proxy, held by each request in a `with` block; a class, not a
+    generator context manager, because every request enters it (it keeps no state of its
+    own, so one instance serves concurrent requests)."""
 
     __slots__ = ("_ctx", "_inbound")
 

@@ -49,7 +49,6 @@ class Downstream:
     async def next_request(self) -> RequestHead | None:
         """The next request head; None when the client closed or idled out."""
         connection = self.connection
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             event = connection.take_event()
@@ -62,7 +61,7 @@ class Downstream:
             if connection.closed or (self.draining and deadline is None):
                 return None
             if deadline is None and connection.reader.in_message:  # type: ignore[union-attr]
-                deadline = loop.time() + self.header_timeout
+                deadline = asyncio.get_running_loop().time() + self.header_timeout
             self.waiting = deadline is None
             if self.waiting:
                 self.idle_since = time.monotonic()
@@ -70,7 +69,7 @@ class Downstream:
                 if deadline is None:
                     await connection.wait(self.idle_timeout)
                 else:
-                    await connection.wait(max(0.0, deadline - loop.time()))
+                    await connection.wait(max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:
                 if deadline is None:
                     return None
@@ -118,7 +117,10 @@ class Downstream:
         return b"".join([chunk async for chunk in self.body()])
 
     async def write(self, data: bytes) -> None:
-        await self.connection.send(data)
+        connection = self.connection
+        connection.write(data)
+        if connection.must_drain:
+            await connection.drain()
 
     async def send_error(self, status: int, reason: str, detail: str, *, close: bool) -> int:
         """A short error response naming this proxy and the cause; returns bytes written."""

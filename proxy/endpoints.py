@@ -16,8 +16,13 @@ class Endpoint:
 
     instance: Instance
     breaker: CircuitBreaker
+    pool_key: str  # its connections' key in the pool: `service@host:port`
     ewma: PeakEwma = field(default_factory=PeakEwma)
     last_seen: float = field(default_factory=time.time)
+    authority: str = field(init=False)  # the instance's, made once, not per request
+
+    def __post_init__(self) -> None:
+        self.authority = self.instance.authority
 
     def available(self) -> bool:
         return self.breaker.available()
@@ -49,7 +54,9 @@ class ServiceEndpoints:
                 current[instance.instance_id] = known
             else:
                 current[instance.instance_id] = Endpoint(
-                    instance, CircuitBreaker(self._breaker, rng=self._rng)
+                    instance,
+                    CircuitBreaker(self._breaker, rng=self._rng),
+                    f"{self.service}@{instance.authority}",
                 )
         self.endpoints = current
         self.view = view
@@ -62,6 +69,8 @@ class ServiceEndpoints:
 
     def pick(self, exclude: frozenset[str] | set[str] = frozenset()) -> Endpoint | None:
         """An endpoint by P2C, leaving out the instance ids in `exclude`."""
+        if not exclude:
+            return pick(list(self.endpoints.values()), self._rng)
         candidates = [e for i, e in self.endpoints.items() if i not in exclude]
         return pick(candidates, self._rng)
 

@@ -143,12 +143,13 @@ class _Collector:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > MAX_HEADER_BYTES:
+        size = self.header_bytes = self.header_bytes + len(name) + len(value) + 4
+        if size > MAX_HEADER_BYTES:
             raise Http1Error(431, "http1.headers_too_large")
-        if len(self.headers) >= MAX_HEADERS:
+        headers = self.headers
+        if len(headers) >= MAX_HEADERS:
             raise Http1Error(431, "http1.too_many_headers")
-        self.headers.append((name.lower(), value))
+        headers.append((name.lower(), value))
 
     def on_body(self, body: bytes) -> None:
         if body:
@@ -166,6 +167,8 @@ class _Reader:
         self._collector = collector
         self._parser = parser
         self.failed = False
+        # the parsed events, oldest first: a connection pops them without a call per event
+        self.events = collector.events
 
     def feed(self, data: bytes) -> None:
         """Parse `data`; raises Http1Error on bad framing (the reader is unusable after)."""
@@ -187,30 +190,35 @@ class _Reader:
         """The next parsed event, or None when more bytes are needed."""
         return self._collector.events.popleft() if self._collector.events else None
 
-    def has_event(self) -> bool:
-        return bool(self._collector.events)
-
     @property
     def in_message(self) -> bool:
         """True once a message has begun and not yet ended (bytes are pending)."""
         return self._collector.header_bytes > 0 or bool(self._collector.url)
 
 
-def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
-    chunked = any(k == b"transfer-encoding" for k, _ in headers)
-    length = next((v for k, v in headers if k == b"content-length"), None)
-    return chunked, int(length) if length is not None else None
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[bytes] | None, int | None]:
+    """Host headers, transfer codings (None without Transfer-Encoding) and Content-Length of
+    a header section, in one pass."""
+    hosts = 0
+    codings: list[bytes] | None = None
+    length: bytes | None = None
+    for name, value in headers:
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            if length is None:
+                length = value
+        elif name == b"transfer-encoding":
+            if codings is None:
+                codings = []
+            codings += [coding.strip().lower() for coding in value.split(b",")]
+    return hosts, codings, int(length) if length is not None else None
 
 
-def _require_chunked_only(headers: list[tuple[bytes, bytes]]) -> None:
+def _require_chunked_only(codings: list[bytes] | None) -> None:
     """Refuse any transfer coding but a single `chunked` (llhttp lets `gzip, chunked` pass,
     and the proxy re-frames bodies, so another coding would be silently lost)."""
-    codings = [
-        coding.strip().lower()
-        for name, value in headers if name == b"transfer-encoding"
-        for coding in value.split(b",")
-    ]
-    if codings and codings != [b"chunked"]:
+    if codings is not None and codings != [b"chunked"]:
         raise Http1Error(501, "http1.invalid_transfer_encoding",
                          "only Transfer-Encoding: chunked is supported")
 
@@ -220,15 +228,14 @@ class _RequestCallbacks(_Collector):
         parser = self.parser
         method = parser.get_method().decode()  # type: ignore[attr-defined]
         version = parser.get_http_version()  # type: ignore[attr-defined]
-        hosts = [v for k, v in self.headers if k == b"host"]
+        hosts, codings, length = _framing(self.headers)
         if version == "1.1" and not hosts:
             raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
-        if len(hosts) > 1:
+        if hosts > 1:
             raise Http1Error(400, "http1.multiple_host", "more than one Host header")
-        _require_chunked_only(self.headers)
+        _require_chunked_only(codings)
         if method == "CONNECT":
             raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
-        chunked, length = _framing(self.headers)
         self.events.append(
             RequestHead(
                 method=method,
@@ -236,7 +243,7 @@ class _RequestCallbacks(_Collector):
                 version=version,
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
-                chunked=chunked,
+                chunked=codings is not None,
                 content_length=length,
             )
         )
@@ -263,8 +270,8 @@ class _ResponseCallbacks(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        _require_chunked_only(self.headers)  # the proxy re-frames: other codings would be lost
-        chunked, length = _framing(self.headers)
+        _, codings, length = _framing(self.headers)
+        _require_chunked_only(codings)  # the proxy re-frames: other codings would be lost
         status = parser.get_status_code()  # type: ignore[attr-defined]
         self.events.append(
             ResponseHead(
@@ -273,7 +280,7 @@ class _ResponseCallbacks(_Collector):
                 version=parser.get_http_version(),  # type: ignore[attr-defined]
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
-                chunked=chunked,
+                chunked=codings is not None,
                 content_length=length,
             )
         )
@@ -309,9 +316,9 @@ class ResponseReader(_Reader):
         except Http1Error:
             raise
         except _HeadResponseDone:
-            events = self._collector.events
+            events = self.events
             self._new_parser()
-            self._collector.events = events
+            self._collector.events = self.events = events
 
 
 NOT_FORWARDED = HOP_BY_HOP | {b"content-length"}  # the proxy writes the framing itself
@@ -322,22 +329,28 @@ def forwardable_headers(
 ) -> list[tuple[bytes, bytes]]:
     """Drop the names in `dropped` (by default hop-by-hop headers and the framing, which
     the proxy re-does) and every header the Connection header names."""
+    kept = [header for header in headers if header[0] not in dropped]
+    if len(kept) == len(headers) and b"connection" in dropped:
+        return kept  # nothing dropped: there is no Connection header naming more
     named = [value for key, value in headers if key == b"connection"]
-    if named:
-        dropped |= {token.strip().lower() for value in named for token in value.split(b",")}
-    return [(k, v) for k, v in headers if k not in dropped]
+    if not named:
+        return kept
+    dropped |= {token.strip().lower() for value in named for token in value.split(b",")}
+    return [header for header in kept if header[0] not in dropped]
+
+
+# Header lines are joined in C (`b": ".join` of each pair), not concatenated in Python; the
+# two empty items end the head with its blank line.
 
 
 def encode_request_head(head: RequestHead, headers: list[tuple[bytes, bytes]]) -> bytes:
-    lines = [f"{head.method} {head.target} HTTP/1.1".encode()]
-    lines += [k + b": " + v for k, v in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    start = f"{head.method} {head.target} HTTP/1.1".encode()
+    return b"\r\n".join([start, *map(b": ".join, headers), b"", b""])
 
 
 def encode_response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    lines = [b"HTTP/1.1 %d %s" % (status, reason or b"")]
-    lines += [k + b": " + v for k, v in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    start = b"HTTP/1.1 %d %s" % (status, reason or b"")
+    return b"\r\n".join([start, *map(b": ".join, headers), b"", b""])
 
 
 def encode_chunk(data: bytes) -> bytes:

@@ -31,6 +31,8 @@ from vm_mesh.defaults import CLIENT_ID_HEADER
 
 log = logging.getLogger("vmesh.proxy.inbound")
 
+_CLIENT_ID = CLIENT_ID_HEADER.encode()
+
 
 class InboundProxy:
     """Serves mTLS connections from other proxies for the local app."""
@@ -41,7 +43,8 @@ class InboundProxy:
         self.app = f"{config.app_address}:{config.app_port}"
         self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
         self.authz = InboundAuthorization(config.service, lambda: context.traffic)
-        self.name = f"{config.instance} inbound"
+        self.instance = config.instance  # not live-reloadable; may cost a gethostname()
+        self.name = f"{self.instance} inbound"
 
     async def _connect_app(self, key: str) -> Upstream:
         host, _, port = key.rpartition(":")
@@ -157,8 +160,8 @@ class InboundProxy:
         event = self.ctx.new_event("inbound", client.peer_addr)
         event.src_id, event.tls = caller, True
         event.dst_service = self.ctx.config.service
-        event.dst_instance, event.dst_addr = self.ctx.config.instance, self.app
-        event.dst_id = str(self.ctx.tls.identity)
+        event.dst_instance, event.dst_addr = self.instance, self.app
+        event.dst_id = self.ctx.tls.identity_uri
         return event
 
     async def _request(
@@ -186,8 +189,8 @@ class InboundProxy:
         body = (
             client.body() if head.has_body else (b"" if head.content_length is not None else None)
         )
-        headers = request_headers(head, body, [(CLIENT_ID_HEADER.encode(), caller.encode())])
-        upstream, _ = await self._app_connection(client, event)
+        headers = request_headers(head, body, [(_CLIENT_ID, caller.encode())])
+        upstream = self.pool.take(self.app) or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive
         try:
@@ -210,17 +213,17 @@ class InboundProxy:
         self.pool.release(upstream, reusable)
         return client.request_keep_alive
 
-    async def _app_connection(
-        self, client: Downstream, event: RequestEvent
-    ) -> tuple[Upstream | None, bool]:
+    async def _app_connection(self, client: Downstream, event: RequestEvent) -> Upstream | None:
+        """A new connection to the app (none idle in the pool); None when the app is
+        unreachable, and the client has had its 502."""
         try:
-            return await self.pool.acquire(self.app)
+            return await self.pool.open(self.app)
         except AttemptFailed as exc:
             reason, _, detail = str(exc).partition(": ")
             event.status, event.error = 502, reason
             log.warning("app unreachable", extra={"reason": reason, "detail": detail})
             await client.send_error(502, reason, detail, close=False)
-            return None, False
+            return None
 
     async def _opaque(
         self,

@@ -70,6 +70,8 @@ class BoundedValues:
         self._limit = limit
 
     def __call__(self, value: str | None) -> str:
+        if value in self._seen:  # the common case: a value already admitted, as it is
+            return value  # type: ignore[return-value]
         value = (value or "")[:MAX_LABEL_LENGTH]
         if value in self._seen:
             return value
@@ -127,7 +129,7 @@ class ProxyMetrics:
 
     def observe(self, event: RequestEvent) -> None:
         """EventBus subscriber."""
-        error = error_reason(event.error)
+        error = error_reason(event.error) if event.error else ""
         if error.startswith("tls."):
             self.tls_failures.labels(event.direction, error).inc()
             return

@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 from proxy.connection import Connection, listen
@@ -31,6 +32,7 @@ from proxy.relay import (
 )
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
+from proxy.timeouts import TaskTimer
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
 from proxy.upstream import Pool, Upstream, dial
 
@@ -136,6 +138,7 @@ class OutboundProxy:
     async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP
         listener's connection detected as HTTP) is every request's destination."""
+        timer = TaskTimer()
         with self.ctx.downstream(connection, self.name) as client:
             try:
                 while True:
@@ -144,10 +147,12 @@ class OutboundProxy:
                     except Http1Error as exc:
                         await self._refuse(client, exc, fixed_service)
                         return
-                    if head is None or not await self._request(client, head, fixed_service):
+                    if head is None or not await self._request(client, head, fixed_service, timer):
                         return
             except (ConnectionError, OSError):
                 pass
+            finally:
+                timer.close()
 
     async def _refuse(
         self, client: Downstream, error: Http1Error, fixed_service: str | None
@@ -164,19 +169,19 @@ class OutboundProxy:
         self.ctx.publish(event, started)
 
     async def _request(
-        self, client: Downstream, head: RequestHead, fixed_service: str | None
+        self, client: Downstream, head: RequestHead, fixed_service: str | None, timer: TaskTimer
     ) -> bool:
         """Serve one request; False when the client connection must close."""
         started = time.monotonic()
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
-        event.src_id = str(self.ctx.tls.identity)
+        event.src_id = self.ctx.tls.identity_uri
         traceparent = head.header(b"traceparent")
         if traceparent and traceparent.count(b"-") == 3:
             event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")
         with self.ctx.request_in_flight():
             try:
-                return await self._forward(client, head, event, fixed_service)
+                return await self._forward(client, head, event, fixed_service, timer)
             except Http1Error as exc:
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
@@ -191,6 +196,7 @@ class OutboundProxy:
         head: RequestHead,
         event: RequestEvent,
         fixed_service: str | None,
+        timer: TaskTimer,
     ) -> bool:
         dest = destination(head, fixed_service)
         event.authority = dest.authority
@@ -199,37 +205,28 @@ class OutboundProxy:
             target = normalize_target(dest.target)
         except BadPath as exc:
             raise Http1Error(400, exc.reason, str(exc)) from None
-        event.path = str(target)
-        head.target = str(target)
-        body, body_size = await self._body(client, head)
+        head.target = event.path = str(target)
+        if head.has_body:
+            body, body_size = await self._body(client, head)
+        else:
+            body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
-
-        async def send(backend: str) -> Response:
-            return await self._send_once(backend, head, headers, body, event)
-
-        async def send_shadow(shadow: str) -> None:
-            response = await self._send_once(
-                shadow,
-                head,
-                headers,
-                body,
-                RequestEvent(
-                    ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
-                ),
-            )
-            await discard(response)
-
         try:
             response = await self.ctx.outbound_policy.forward(
                 dest.service,
                 facts,
                 body_size,
                 event,
-                send,
-                lambda r: r.status,
+                partial(self._send_once, head, headers, body, event),
+                _status,
                 self._discard,
-                send_shadow if isinstance(body, bytes) else None,
+                (
+                    partial(self._send_shadow, head, headers, body, event)
+                    if isinstance(body, bytes)
+                    else None
+                ),
+                timer,
             )
         except NoEndpoints as exc:
             return await self._fail(client, event, 503, exc.reason, str(exc))
@@ -251,6 +248,20 @@ class OutboundProxy:
         event.bytes_out = sent
         self.pool.release(response.upstream, reusable)
         return client.request_keep_alive
+
+    async def _send_shadow(
+        self,
+        head: RequestHead,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        event: RequestEvent,
+        shadow: str,
+    ) -> None:
+        """Send a mirrored copy to `shadow` and drop its response."""
+        mirrored = RequestEvent(
+            ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
+        )
+        await discard(await self._send_once(head, headers, body, mirrored, shadow))
 
     async def _discard(self, response: Response) -> None:
         """Drop a retried attempt's response: drain a small body and pool the connection.
@@ -275,9 +286,8 @@ class OutboundProxy:
         self.pool.release(upstream, event.keep_alive and response.head.keep_alive)
 
     async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
-        """The body as bytes when small enough to retry, else a stream (never retried)."""
-        if not head.has_body:
-            return (b"" if head.content_length is not None else None), 0
+        """The body (the head says there is one) as bytes when small enough to retry, else a
+        stream (never retried)."""
         if head.header(b"expect") == b"100-continue":
             await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if head.content_length is not None and head.content_length <= MAX_BUFFERED_BODY:
@@ -287,11 +297,11 @@ class OutboundProxy:
 
     async def _send_once(
         self,
-        backend: str,
         head: RequestHead,
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        backend: str,
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
         was sent) is skipped for another, whatever the method, as Linkerd does."""
@@ -307,7 +317,7 @@ class OutboundProxy:
                     f"every instance of {backend} is failing (circuit open)",
                 )
             try:
-                return await self._send_to(endpoint, backend, head, headers, body, event)
+                return await self._send_to(endpoint, head, headers, body, event)
             except AttemptFailed as exc:
                 refused.add(endpoint.instance.instance_id)
                 if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
@@ -323,28 +333,31 @@ class OutboundProxy:
     async def _send_to(
         self,
         endpoint: Endpoint,
-        backend: str,
         head: RequestHead,
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
     ) -> Response:
         instance = endpoint.instance
-        event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+        event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
         endpoint.breaker.on_request()
         endpoint.ewma.pending += 1
         started = time.monotonic()
-        key = f"{backend}@{instance.authority}"
+        key = endpoint.pool_key
         try:
-            upstream, reused = await self.pool.acquire(key)
-            try:
+            upstream = self.pool.take(key)
+            if upstream is None:
+                upstream = await self.pool.open(key)
                 response = await send_request(upstream, head, headers, body)
-            except AttemptFailed:
-                if not (reused and isinstance(body, bytes | None)):
-                    raise
-                # a pooled connection the peer had closed: try once on a fresh one
-                upstream, _ = await self.pool.acquire(key)
-                response = await send_request(upstream, head, headers, body)
+            else:
+                try:
+                    response = await send_request(upstream, head, headers, body)
+                except AttemptFailed:
+                    if not isinstance(body, bytes | None):
+                        raise
+                    # a pooled connection the peer had closed: try once on a fresh one
+                    upstream, _ = await self.pool.acquire(key)
+                    response = await send_request(upstream, head, headers, body)
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise
@@ -373,3 +386,7 @@ class OutboundProxy:
         )
         await client.send_error(status, reason, detail, close=False)
         return client.request_keep_alive
+
+
+def _status(response: Response) -> int:
+    return response.status

@@ -16,7 +16,7 @@ from proxy.events import RequestEvent
 from proxy.retrying import send_with_retries
 from proxy.route import RequestFacts
 from proxy.shadow import ShadowDispatcher
-from proxy.timeouts import Deadline
+from proxy.timeouts import Deadline, TaskTimer
 from proxy.traffic import TrafficPolicy
 
 R = TypeVar("R")
@@ -45,17 +45,19 @@ class OutboundPolicy:
         status_of: Callable[[R], int],
         discard: Callable[[R], Awaitable[None]] | None = None,
         send_shadow: Callable[[str], Awaitable[object]] | None = None,
+        timer: TaskTimer | None = None,
     ) -> R:
-        """Forward one request; raises DeadlineExceeded or RetriesExhausted (see retrying)."""
+        """Forward one request; raises DeadlineExceeded or RetriesExhausted (see retrying).
+        `timer` is the calling task's, which enforces the timeouts."""
         traffic = self._traffic().service(service)
         plan = traffic.plan(facts)
         event.route = plan.target.route
         event.service = service
 
-        async def attempt() -> R:
+        def attempt() -> Awaitable[R]:  # not a coroutine: the attempt awaits `send` directly
             backend = plan.split.choose().service
             event.dst_service = backend
-            return await send(backend)
+            return send(backend)
 
         try:
             result = await send_with_retries(
@@ -68,6 +70,7 @@ class OutboundPolicy:
                 budget=traffic.budget if plan.retry else None,
                 rng=self._rng,
                 discard=discard,
+                timer=timer,
             )
         except Exception as exc:
             event.retries = getattr(exc, "retries", event.retries)

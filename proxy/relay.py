@@ -7,7 +7,6 @@ the body when the two sides need it. Failures before a response head are
 is a 502, never relayed.
 """
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -45,7 +44,6 @@ class Response:
 
     head: ResponseHead
     upstream: Upstream
-    started: float
 
     @property
     def status(self) -> int:
@@ -75,31 +73,35 @@ async def send_request(
     upstream: Upstream, head: RequestHead, headers: list[tuple[bytes, bytes]], body: Body
 ) -> Response:
     """Send one request; return when the response head is in."""
-    started = asyncio.get_running_loop().time()
+    connection = upstream.connection
     upstream.requests += 1
     upstream.responses.expect(head.method)
     try:
         if isinstance(body, bytes):
-            upstream.write(encode_request_head(head, headers) + body)  # one write, one segment
+            connection.write(encode_request_head(head, headers) + body)  # one write, one segment
         else:
-            upstream.write(encode_request_head(head, headers))
+            connection.write(encode_request_head(head, headers))
         if body is not None and not isinstance(body, bytes):
             async for chunk in body:  # a malformed client body raises Http1Error: the client's
-                upstream.write(encode_chunk(chunk))
-                await upstream.drain()
-            upstream.write(LAST_CHUNK)
-        await upstream.drain()
+                connection.write(encode_chunk(chunk))
+                await connection.drain()
+            connection.write(LAST_CHUNK)
+        if connection.must_drain:
+            await connection.drain()
         while True:
             try:
-                event = await upstream.next_event()
+                event = connection.take_event()
             except Http1Error as exc:
                 raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
             if event is None:
-                raise AttemptFailed("reset", "upstream.reset: the upstream closed the connection")
-            if isinstance(event, ResponseHead):
-                if 100 <= event.status < 200:
-                    continue  # interim responses (100 Continue) are not relayed
-                return Response(event, upstream, started)
+                if connection.closed:
+                    raise AttemptFailed(
+                        "reset", "upstream.reset: the upstream closed the connection"
+                    )
+                await connection.wait(None)
+            elif isinstance(event, ResponseHead) and not 100 <= event.status < 200:
+                return Response(event, upstream)
+            # interim responses (100 Continue) are not relayed
     except (ConnectionError, OSError) as exc:
         upstream.close()
         raise AttemptFailed("reset", f"upstream.reset: {exc}") from None
@@ -144,51 +146,48 @@ async def stream_response(
     a slow stream is never held back. On any failure (bad framing from upstream, the
     client gone, cancellation) the upstream connection is closed: it is mid-message.
     """
-    try:
-        return await _copy_response(response, client, request, extra)
-    except BaseException:
-        response.upstream.close()
-        raise
-
-
-async def _copy_response(
-    response: Response,
-    client: Downstream,
-    request: RequestHead,
-    extra: list[tuple[bytes, bytes]] | None,
-) -> tuple[int, bool]:
-    head = response.head
-    headers, framing = response_framing(head, request)
-    headers += extra or []
-    if not (client.request_keep_alive and framing != "close"):
-        headers.append((b"connection", b"close"))
-        client.request_keep_alive = False  # the caller closes the client connection after this
-    pending = [encode_response_head(head.status, head.reason, headers)]
     upstream = response.upstream
-    sent = 0
-    while True:
-        if pending and not upstream.has_buffered_event():
+    connection = upstream.connection
+    try:
+        head = response.head
+        headers, framing = response_framing(head, request)
+        if extra:
+            headers += extra
+        if not (client.request_keep_alive and framing != "close"):
+            headers.append((b"connection", b"close"))
+            client.request_keep_alive = False  # the caller closes the client connection after
+        pending = [encode_response_head(head.status, head.reason, headers)]
+        sent = 0
+        while True:
+            try:
+                event = connection.take_event()
+            except Http1Error as exc:
+                raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
+            if event is None:
+                if pending:  # flush before waiting: a slow stream is never held back
+                    await client.write(b"".join(pending))
+                    pending.clear()
+                    continue  # the write may have waited, and more of the response come
+                if not connection.closed:
+                    await connection.wait(None)
+                    continue
+                if framing != "none" and (head.content_length is not None or head.chunked):
+                    raise UpstreamProtocolError(
+                        "upstream.truncated", "the upstream closed mid-response"
+                    )
+                reusable = False
+                break
+            if isinstance(event, MessageEnd):
+                reusable = event.keep_alive
+                break
+            if isinstance(event, bytes) and framing != "none":
+                sent += len(event)
+                pending.append(encode_chunk(event) if framing == "chunked" else event)
+        if framing == "chunked":
+            pending.append(LAST_CHUNK)
+        if pending:
             await client.write(b"".join(pending))
-            pending.clear()
-        try:
-            event = await upstream.next_event()
-        except Http1Error as exc:
-            raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
-        if event is None:
-            if framing != "none" and (head.content_length is not None or head.chunked):
-                raise UpstreamProtocolError(
-                    "upstream.truncated", "the upstream closed mid-response"
-                )
-            reusable = False
-            break
-        if isinstance(event, MessageEnd):
-            reusable = event.keep_alive
-            break
-        if isinstance(event, bytes) and framing != "none":
-            sent += len(event)
-            pending.append(encode_chunk(event) if framing == "chunked" else event)
-    if framing == "chunked":
-        pending.append(LAST_CHUNK)
-    if pending:
-        await client.write(b"".join(pending))
+    except BaseException:
+        upstream.close()
+        raise
     return sent, reusable

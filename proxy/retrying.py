@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from proxy.retry import Outcome, RetryBudget, RetryPolicy
-from proxy.timeouts import PER_TRY_TIMEOUT, REQUEST_TIMEOUT, Deadline
+from proxy.timeouts import PER_TRY_TIMEOUT, REQUEST_TIMEOUT, Deadline, TaskTimer
 
 R = TypeVar("R")
 
@@ -69,55 +69,68 @@ async def send_with_retries(
     rng: random.Random,
     discard: Callable[[R], Awaitable[None]] | None = None,
     on_retry: Callable[[Outcome], None] | None = None,
+    timer: TaskTimer | None = None,
 ) -> Attempted[R]:
-    """Send until a response is final, retrying as the route, the methods and the budget allow."""
+    """Send until a response is final, retrying as the route, the methods and the budget allow.
+
+    `timer` is the calling task's (one per connection spares a timer per request); without
+    one, the call makes its own."""
     if budget is not None:
         budget.record_request()
     retries = 0
-    while True:
-        timeout, reason = deadline.next_try()
-        if timeout is not None and timeout <= 0:
-            raise DeadlineExceeded(REQUEST_TIMEOUT, retries)
-        response: R | None = None
-        failure: AttemptFailed | None = None
-        try:
-            async with asyncio.timeout(timeout):  # unlike wait_for, no task per attempt
-                response = await attempt()
-            outcome: Outcome = status_of(response)
-        except TimeoutError:
-            if reason == REQUEST_TIMEOUT:
-                raise DeadlineExceeded(REQUEST_TIMEOUT, retries) from None
-            outcome = PER_TRY_TIMEOUT_STATUS
-        except AttemptFailed as exc:
-            failure = exc
-            outcome = exc.outcome
-        if not _retry_now(retry, budget, retries, method, body_size, outcome):
-            if response is not None:
-                return Attempted(response, retries)
-            if failure is not None:
-                raise RetriesExhausted(failure, retries)
-            raise DeadlineExceeded(PER_TRY_TIMEOUT, retries)
-        if response is not None and discard is not None:
-            await discard(response)
-        if on_retry is not None:
-            on_retry(outcome)
-        assert retry is not None
-        pause = retry.backoff(retries, rng)
-        remaining = deadline.remaining()
-        if remaining is not None and pause >= remaining:
-            raise DeadlineExceeded(REQUEST_TIMEOUT, retries)
-        await asyncio.sleep(pause)
-        retries += 1
+    own_timer: TaskTimer | None = None
+    try:
+        while True:
+            timeout, reason = deadline.next_try()
+            if timeout is not None and timeout <= 0:
+                raise DeadlineExceeded(REQUEST_TIMEOUT, retries)
+            response: R | None = None
+            failure: AttemptFailed | None = None
+            try:
+                if timeout is None:
+                    response = await attempt()
+                else:
+                    if timer is None:
+                        timer = own_timer = TaskTimer()
+                    with timer.bound(timeout):  # unlike wait_for, no task per attempt
+                        response = await attempt()
+                outcome: Outcome = status_of(response)
+            except TimeoutError:
+                if reason == REQUEST_TIMEOUT:
+                    raise DeadlineExceeded(REQUEST_TIMEOUT, retries) from None
+                outcome = PER_TRY_TIMEOUT_STATUS
+            except AttemptFailed as exc:
+                failure = exc
+                outcome = exc.outcome
+            if retry is None or not _retry_now(retry, budget, retries, method, body_size, outcome):
+                if response is not None:
+                    return Attempted(response, retries)
+                if failure is not None:
+                    raise RetriesExhausted(failure, retries)
+                raise DeadlineExceeded(PER_TRY_TIMEOUT, retries)
+            if response is not None and discard is not None:
+                await discard(response)
+            if on_retry is not None:
+                on_retry(outcome)
+            pause = retry.backoff(retries, rng)
+            remaining = deadline.remaining()
+            if remaining is not None and pause >= remaining:
+                raise DeadlineExceeded(REQUEST_TIMEOUT, retries)
+            await asyncio.sleep(pause)
+            retries += 1
+    finally:
+        if own_timer is not None:
+            own_timer.close()
 
 
 def _retry_now(
-    retry: RetryPolicy | None,
+    retry: RetryPolicy,
     budget: RetryBudget | None,
     retries: int,
     method: str,
     body_size: int | None,
     outcome: Outcome,
 ) -> bool:
-    if retry is None or not retry.should_retry(retries, method, body_size, outcome):
+    if not retry.should_retry(retries, method, body_size, outcome):
         return False
     return budget is None or budget.try_retry()

@@ -44,7 +44,7 @@ class _Bucket:
         if len(self.latencies) < SAMPLES_PER_SECOND:
             self.latencies.append(latency_ms)
         else:  # reservoir sampling keeps an unbiased sample of the second
-            slot = rng.randrange(self.seen)
+            slot = int(rng.random() * self.seen)  # uniform in [0, seen), without randrange's calls
             if slot < SAMPLES_PER_SECOND:
                 self.latencies[slot] = latency_ms
 
@@ -89,11 +89,14 @@ class WindowedStats:
         service = event.service or event.dst_service or event.authority or "-"
         key = (event.direction, service, event.route)
         second = int(self._clock())
-        if key not in self._series and len(self._series) >= MAX_SERIES:
-            self._forget_idle(second)
-            if len(self._series) >= MAX_SERIES:
-                key = (event.direction, OVERFLOW, OVERFLOW)
-        buckets = self._series.setdefault(key, deque())
+        series = self._series
+        buckets = series.get(key)
+        if buckets is None:  # a new series (not a deque made per request for setdefault)
+            if len(series) >= MAX_SERIES:
+                self._forget_idle(second)
+                if len(series) >= MAX_SERIES:
+                    key = (event.direction, OVERFLOW, OVERFLOW)
+            buckets = series.setdefault(key, deque())
         if not buckets or buckets[-1].second != second:
             buckets.append(_Bucket(second))
             while buckets and buckets[0].second <= second - MAX_WINDOW_S:

@@ -158,7 +158,7 @@ class TcpUpstreamListener:
         peer = writer.get_extra_info("peername")
         event = self.ctx.new_event("outbound", f"{peer[0]}:{peer[1]}" if peer else "local")
         event.dst_service, event.tls = self.service, True
-        event.src_id = str(self.ctx.tls.identity)
+        event.src_id = self.ctx.tls.identity_uri
         try:
             endpoints = await self.ctx.endpoints(self.service)
             endpoint = endpoints.pick()

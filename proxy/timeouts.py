@@ -3,10 +3,16 @@
 `request` bounds the whole exchange including retries and backoff; `per_try`
 bounds each attempt. The next attempt gets the smaller of the two remaining
 budgets; when the request deadline has passed the request ends with 504.
+
+`TaskTimer` enforces them: one timer per task (a connection's), moved by each
+bound instead of a timer made and cancelled per request as `asyncio.timeout`
+does; it fires at most once per bound's length, and then re-arms or cancels.
 """
 
+import asyncio
 import time
 from collections.abc import Callable
+from types import TracebackType
 
 from vm_mesh.policy.model import Timeouts
 
@@ -39,3 +45,73 @@ class Deadline:
         if per_try is not None and (remaining is None or per_try < remaining):
             return per_try, PER_TRY_TIMEOUT
         return remaining, REQUEST_TIMEOUT
+
+
+_TIMER_SLACK = 0.001  # a timer may fire this early (the loop's clock has millisecond steps)
+
+
+class TaskTimer:
+    """Cancels its task when a bound runs out; `with timer.bound(delay):` then raises
+    TimeoutError, as `asyncio.timeout(delay)` would.
+
+    Bounds follow each other in the task (the requests of one connection), so the one
+    timer is left armed after a bound ends and, when it fires early, re-armed for the
+    bound in force then, if any: a request costs moving a deadline, not a timer.
+    """
+
+    __slots__ = ("_cancelling", "_deadline", "_fired", "_handle", "_loop", "_task")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "a TaskTimer bounds the task that makes it"
+        self._task = task
+        self._deadline: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self._cancelling = 0
+
+    def bound(self, delay: float) -> "TaskTimer":
+        """Bound the `with` block to `delay` seconds from now (bounds do not nest)."""
+        self._deadline = deadline = self._loop.time() + delay
+        self._fired = False
+        self._cancelling = self._task.cancelling()
+        handle = self._handle
+        if handle is None or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._handle = self._loop.call_at(deadline, self._check)
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._deadline = None
+        if self._fired:
+            self._fired = False
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc
+
+    def _check(self) -> None:
+        self._handle = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no bound in force: the next one arms the timer again
+        if self._loop.time() + _TIMER_SLACK < deadline:
+            self._handle = self._loop.call_at(deadline, self._check)
+            return
+        self._fired = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        """The task is done with bounds: drop the timer."""
+        self._deadline = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -42,6 +42,7 @@ class _Loaded:
     chain: list[x509.Certificate]
     bundle: list[x509.Certificate]
     identity: spiffe.SpiffeId
+    identity_uri: str  # str(identity), which every request's event carries
 
 
 def _context(
@@ -93,6 +94,7 @@ class TlsMaterial:
             if self._loaded and fingerprint == self._loaded.fingerprint:
                 return False
             chain = pki.load_certs((self.directory / "cert.pem").read_bytes())
+            identity = spiffe.of_certificate(chain[0])
             loaded = _Loaded(
                 fingerprint,
                 _context(ssl.PROTOCOL_TLS_SERVER, self.directory),
@@ -102,7 +104,8 @@ class TlsMaterial:
                 chain[0],
                 chain,
                 pki.load_certs((self.directory / "bundle.pem").read_bytes()),
-                spiffe.of_certificate(chain[0]),
+                identity,
+                str(identity),
             )
         except (OSError, ssl.SSLError, ValueError, IndexError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -149,6 +152,12 @@ class TlsMaterial:
     def identity(self) -> spiffe.SpiffeId:
         assert self._loaded is not None, "no certificates loaded"
         return self._loaded.identity
+
+    @property
+    def identity_uri(self) -> str:
+        """The identity as its SPIFFE URI string."""
+        assert self._loaded is not None, "no certificates loaded"
+        return self._loaded.identity_uri
 
     def describe(self) -> dict[str, Any]:
         """`/v1/certs`: the chain (leaf first), the trust bundle and the next renewal."""

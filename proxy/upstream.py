@@ -32,10 +32,6 @@ class Upstream:
         # the next response event; None when the upstream closed the connection
         self.next_event: Callable[[], Awaitable[Event | None]] = connection.next_event
 
-    def has_buffered_event(self) -> bool:
-        """True when the next response event is already parsed (no wait on the socket)."""
-        return self.connection.buffered_event()
-
     @property
     def eof(self) -> bool:
         """The upstream closed its side: the connection cannot carry another request."""
@@ -45,13 +41,7 @@ class Upstream:
     def reusable(self) -> bool:
         """Open, and nothing arrived while idle: bytes an idle upstream sends on its own
         (say, a 408 before it closes) would be taken as the next request's answer."""
-        return not self.connection.closed and not self.connection.received_while_idle()
-
-    def write(self, data: bytes) -> None:
-        self.connection.write(data)
-
-    async def drain(self) -> None:
-        await self.connection.drain()
+        return self.connection.quiet_since_idle()
 
     def close(self) -> None:
         self.state = "closed"
@@ -110,18 +100,31 @@ class Pool:
 
     async def acquire(self, key: str) -> tuple[Upstream, bool]:
         """A connection to `key` and whether it was reused from the pool."""
-        idle = self._idle.get(key, [])
+        upstream = self.take(key)
+        if upstream is not None:
+            return upstream, True
+        return await self.open(key), False
+
+    def take(self, key: str) -> Upstream | None:
+        """An idle connection to `key` that is still good to use, or None (never waits)."""
+        idle = self._idle.get(key)
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             upstream = idle.pop()
             if now - upstream.idle_since < self.idle_timeout and upstream.reusable:
                 upstream.state = "active"
                 self.reused += 1
-                return upstream, True
+                return upstream
             upstream.close()
+        return None
+
+    async def open(self, key: str) -> Upstream:
+        """A new connection to `key` (`take` found none idle)."""
         upstream = await self._connect(key)
         self.opened += 1
-        return upstream, False
+        return upstream
 
     def release(self, upstream: Upstream, reusable: bool) -> None:
         """Return a connection after its response ended; closed unless `reusable`."""

@@ -221,9 +221,9 @@ class OutboundProxy:
                 partial(self._send_once, head, headers, body, event),
                 _status,
                 self._discard,
-                (
+                (  # a copy needs the body whole, or none at all (a streamed one is not kept)
                     partial(self._send_shadow, head, headers, body, event)
-                    if isinstance(body, bytes)
+                    if body is None or isinstance(body, bytes)
                     else None
                 ),
                 timer,

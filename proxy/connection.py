@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
+from proxy.lazytimer import LazyTimer
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 _OPAQUE_LIMIT = 2**16
-_TIMER_SLACK = 0.001  # a timer may fire this early (the loop's clock has millisecond steps)
 
 
 class Connection(asyncio.Protocol):
@@ -37,8 +37,7 @@ class Connection(asyncio.Protocol):
         self._eof = False
         self._error: Http1Error | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._deadline: float | None = None  # when the current wait times out
-        self._timer: asyncio.TimerHandle | None = None  # fires at or before `_deadline`
+        self._timer = LazyTimer(self._loop, self._time_out)  # the current wait's deadline
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -65,9 +64,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._wake()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         drain, self._drain_waiter = self._drain_waiter, None
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("connection lost"))
@@ -160,27 +157,14 @@ class Connection(asyncio.Protocol):
         waiter = self._loop.create_future()
         self._waiter = waiter
         if within is not None:
-            self._deadline = deadline = self._loop.time() + within
-            timer = self._timer
-            if timer is None or timer.when() > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = self._loop.call_at(deadline, self._check_deadline)
+            self._timer.set(within)
         try:
             await waiter
         finally:
             self._waiter = None
-            self._deadline = None
+            self._timer.clear()
 
-    def _check_deadline(self) -> None:
-        """The timer fired: time out the wait whose deadline passed, or re-arm for a later one."""
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None:
-            return  # no wait with a deadline now: the next one arms the timer again
-        if self._loop.time() + _TIMER_SLACK < deadline:
-            self._timer = self._loop.call_at(deadline, self._check_deadline)
-            return
+    def _time_out(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())

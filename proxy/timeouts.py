@@ -6,7 +6,7 @@ budgets; when the request deadline has passed the request ends with 504.
 
 `TaskTimer` enforces them: one timer per task (a connection's), moved by each
 bound instead of a timer made and cancelled per request as `asyncio.timeout`
-does; it fires at most once per bound's length, and then re-arms or cancels.
+does (`proxy.lazytimer`).
 """
 
 import asyncio
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from proxy.lazytimer import LazyTimer
 from vm_mesh.policy.model import Timeouts
 
 REQUEST_TIMEOUT = "timeout.request"
@@ -47,40 +48,29 @@ class Deadline:
         return remaining, REQUEST_TIMEOUT
 
 
-_TIMER_SLACK = 0.001  # a timer may fire this early (the loop's clock has millisecond steps)
-
-
 class TaskTimer:
     """Cancels its task when a bound runs out; `with timer.bound(delay):` then raises
     TimeoutError, as `asyncio.timeout(delay)` would.
 
-    Bounds follow each other in the task (the requests of one connection), so the one
-    timer is left armed after a bound ends and, when it fires early, re-armed for the
-    bound in force then, if any: a request costs moving a deadline, not a timer.
+    Bounds follow each other in the task (the requests of one connection), so they share
+    one `LazyTimer`: a request costs moving a deadline, not a timer.
     """
 
-    __slots__ = ("_cancelling", "_deadline", "_fired", "_handle", "_loop", "_task")
+    __slots__ = ("_cancelling", "_fired", "_task", "_timer")
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None, "a TaskTimer bounds the task that makes it"
         self._task = task
-        self._deadline: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._timer = LazyTimer(asyncio.get_running_loop(), self._expire)
         self._fired = False
         self._cancelling = 0
 
     def bound(self, delay: float) -> "TaskTimer":
         """Bound the `with` block to `delay` seconds from now (bounds do not nest)."""
-        self._deadline = deadline = self._loop.time() + delay
         self._fired = False
         self._cancelling = self._task.cancelling()
-        handle = self._handle
-        if handle is None or handle.when() > deadline:
-            if handle is not None:
-                handle.cancel()
-            self._handle = self._loop.call_at(deadline, self._check)
+        self._timer.set(delay)
         return self
 
     def __enter__(self) -> None:
@@ -92,26 +82,16 @@ class TaskTimer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._deadline = None
+        self._timer.clear()
         if self._fired:
             self._fired = False
             if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
 
-    def _check(self) -> None:
-        self._handle = None
-        deadline = self._deadline
-        if deadline is None:
-            return  # no bound in force: the next one arms the timer again
-        if self._loop.time() + _TIMER_SLACK < deadline:
-            self._handle = self._loop.call_at(deadline, self._check)
-            return
+    def _expire(self) -> None:
         self._fired = True
         self._task.cancel()
 
     def close(self) -> None:
         """The task is done with bounds: drop the timer."""
-        self._deadline = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._timer.cancel()

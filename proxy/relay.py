@@ -10,10 +10,12 @@ is a 502, never relayed.
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from proxy.connection import Connection
 from proxy.downstream import Downstream
 from proxy.http1 import (
     LAST_CHUNK,
     NOT_FORWARDED,
+    Event,
     Http1Error,
     MessageEnd,
     RequestHead,
@@ -89,10 +91,7 @@ async def send_request(
         if connection.must_drain:
             await connection.drain()
         while True:
-            try:
-                event = connection.take_event()
-            except Http1Error as exc:
-                raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
+            event = _take_upstream_event(connection, "upstream.bad_response")
             if event is None:
                 if connection.closed:
                     raise AttemptFailed(
@@ -108,6 +107,14 @@ async def send_request(
     except BaseException:
         upstream.close()  # cancelled (timeout) or failed mid-request: the connection is unusable
         raise
+
+
+def _take_upstream_event(connection: Connection, reason: str) -> Event | None:
+    """The upstream's next parsed event, if any; its bad framing is `reason`."""
+    try:
+        return connection.take_event()
+    except Http1Error as exc:
+        raise UpstreamProtocolError(reason, str(exc)) from None
 
 
 def response_framing(
@@ -159,10 +166,7 @@ async def stream_response(
         pending = [encode_response_head(head.status, head.reason, headers)]
         sent = 0
         while True:
-            try:
-                event = connection.take_event()
-            except Http1Error as exc:
-                raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
+            event = _take_upstream_event(connection, "upstream.bad_response_body")
             if event is None:
                 if pending:  # flush before waiting: a slow stream is never held back
                     await client.write(b"".join(pending))

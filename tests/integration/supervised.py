@@ -64,11 +64,16 @@ class Run:
                 psutil.Process(record["pid"]).kill()
 
 
-def admin_stats(root: Path, service: str) -> dict:
-    """`/v1/stats` from the proxy that holds `service`'s admin socket now."""
+def admin_get(root: Path, service: str, path: str, **params: str) -> httpx.Response:
+    """GET `path` from the proxy that holds `service`'s admin socket now."""
     transport = httpx.HTTPTransport(uds=str(root / f"run/vmesh/{service}.sock"))
     with httpx.Client(transport=transport, base_url="http://admin", timeout=5) as client:
-        return client.get("/v1/stats", params={"window": "60s"}).json()
+        return client.get(path, params=params)
+
+
+def admin_stats(root: Path, service: str) -> dict:
+    """`/v1/stats` over the last minute from the proxy that holds `service`'s admin socket."""
+    return admin_get(root, service, "/v1/stats", window="60s").json()
 
 
 def requests_seen(root: Path, service: str, direction: str) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.mesh import Mesh, wait_until
 from tests.integration.processes import start_backend
-from tests.integration.supervised import Run, free_port, load, requests_seen
+from tests.integration.supervised import Run, admin_get, free_port, load, requests_seen
 from vm_mesh.host.launcher import systemd_is_pid1
 
 pytestmark = pytest.mark.skipif(systemd_is_pid1(), reason="with systemd, vmesh run uses units")
@@ -182,7 +182,5 @@ def test_over_mdns_a_proxy_leaves_discovery_on_sigusr1_and_its_successor_joins_i
 
 
 def admin_ready(root: Path, service: str) -> tuple[int, str]:
-    transport = httpx.HTTPTransport(uds=str(root / f"run/vmesh/{service}.sock"))
-    with httpx.Client(transport=transport, base_url="http://admin", timeout=5) as client:
-        answer = client.get("/ready")
+    answer = admin_get(root, service, "/ready")
     return answer.status_code, answer.json()["reason"]

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from identity import pki
@@ -34,6 +33,7 @@ from tests.e2e.playbooks import (
 )
 from tests.e2e.sshhosts import SshCluster, SshHost
 from tests.integration.mesh import wait_until
+from tests.integration.supervised import admin_get
 from tests.support import require_tool
 
 pytestmark = pytest.mark.e2e
@@ -91,9 +91,7 @@ def vmesh(host: SshHost, *args: str) -> subprocess.CompletedProcess[str]:
 
 def admin(host: SshHost, service: str, path: str) -> dict:
     """GET on a proxy's local admin socket (a path socket: reachable from any namespace)."""
-    transport = httpx.HTTPTransport(uds=str(host.vmesh_root / f"run/vmesh/{service}.sock"))
-    with httpx.Client(transport=transport, base_url="http://admin", timeout=5) as client:
-        return client.get(path).json()
+    return admin_get(host.vmesh_root, service, path).json()
 
 
 def api_instances_known_to_front(mesh: Mesh) -> set[str]:

@@ -17,7 +17,7 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -41,6 +41,13 @@ SHUTDOWN_GRACE_S = 2.0
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
 
 T = TypeVar("T")
+
+# one encoder for every NDJSON line: json.dumps with options builds a new one per call
+_LINE_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
+def _line(item: dict) -> bytes:
+    return _LINE_ENCODER.encode(item).encode() + b"\n"
 
 
 class ProxyState(Protocol):
@@ -368,7 +375,8 @@ class AdminServer:
             },
         )
         try:
-            await self._stream(exchange, subscription.feed, [])
+            # tap lines come encoded from the source, once for every subscriber
+            await self._stream(exchange, subscription.feed, [], encode=bytes)
         finally:
             self.obs.tap.unsubscribe(subscription)
 
@@ -394,7 +402,11 @@ class AdminServer:
             self.obs.logs.unfollow(feed)
 
     async def _stream(
-        self, exchange: _Exchange, feed: BoundedFeed[dict], first: list[dict]
+        self,
+        exchange: _Exchange,
+        feed: BoundedFeed[T],
+        first: list[T],
+        encode: Callable[[T], bytes] = _line,
     ) -> None:
         """NDJSON until the client goes away or the server closes (then the stream ends
         properly, with its last chunk); `{"dropped": N}` tells the client what it missed."""
@@ -409,7 +421,7 @@ class AdminServer:
             )
         )
         if first:
-            await exchange.send(h11.Data(data=b"".join(_line(item) for item in first)))
+            await exchange.send(h11.Data(data=b"".join(encode(item) for item in first)))
         gone = asyncio.ensure_future(exchange.reader.read(1))
         closing = asyncio.ensure_future(self._closing.wait())
         try:
@@ -426,7 +438,7 @@ class AdminServer:
                     await exchange.send(h11.EndOfMessage())
                     return
                 items, dropped = batch.result()
-                payload = b"".join(_line(item) for item in items)
+                payload = b"".join(encode(item) for item in items)
                 if dropped:
                     payload += _line({"dropped": dropped})
                 await exchange.send(h11.Data(data=payload))
@@ -457,13 +469,6 @@ def _remove_socket(path: Path, inode: int) -> None:
 def _restrict_socket(path: Path) -> None:
     path.chmod(0o660)
 
-
-# one encoder for every NDJSON line: json.dumps with options builds a new one per call
-_LINE_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
-
-
-def _line(item: dict) -> bytes:
-    return _LINE_ENCODER.encode(item).encode() + b"\n"
 
 
 def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:

@@ -8,6 +8,7 @@ forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
 Direction = Literal["inbound", "outbound"]
@@ -71,6 +72,30 @@ class RequestEvent:
             "error": self.error,
             "trace_id": self.trace_id,
         }
+
+    def tap_line(self) -> bytes:
+        """`to_tap()` as one NDJSON line, as `json` would write it (ASCII, compact), but
+        without building the dict: the encoder costs four times as much for this shape."""
+        return (
+            f'{{"ts":{self.ts!r},"id":{_text(self.id)},"direction":{_text(self.direction)},'
+            f'"src":{{"id":{_text(self.src_id)},"addr":{_text(self.src_addr)}}},'
+            f'"dst":{{"service":{_text(self.dst_service)},"instance":{_text(self.dst_instance)},'
+            f'"addr":{_text(self.dst_addr)},"id":{_text(self.dst_id)}}},'
+            f'"tls":{"true" if self.tls else "false"},"method":{_text(self.method)},'
+            f'"authority":{_text(self.authority)},"path":{_text(self.path)},'
+            f'"route":{_text(self.route)},'
+            f'"status":{"null" if self.status is None else int(self.status)},'
+            f'"latency_ms":{round(self.latency_ms, 3)!r},"bytes_in":{int(self.bytes_in)},'
+            f'"bytes_out":{int(self.bytes_out)},"retries":{int(self.retries)},'
+            f'"policy":{{"decision":{_text(self.policy_decision)},'
+            f'"rule":{_text(self.policy_rule)}}},'
+            f'"error":{_text(self.error)},"trace_id":{_text(self.trace_id)}}}\n'
+        ).encode()
+
+
+def _text(value: str | None) -> str:
+    """A JSON string (or null), escaped by the json module's own C encoder."""
+    return "null" if value is None else encode_basestring_ascii(value)
 
 
 class EventBus:

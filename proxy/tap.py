@@ -68,7 +68,7 @@ class TapFilter:
 
 
 class TapSubscription:
-    """One tap client: its filter, its feed of tap dicts, and its rate limit."""
+    """One tap client: its filter, its feed of NDJSON lines, and its rate limit."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class TapSubscription:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.filter = tap_filter
-        self.feed: BoundedFeed[dict] = BoundedFeed(capacity)
+        self.feed: BoundedFeed[bytes] = BoundedFeed(capacity)
         self._max_rate = max_rate
         self._clock = clock
         self._allowance = max_rate
@@ -127,10 +127,10 @@ class TapHub:
             self._unsubscribe = None
 
     def _publish(self, event: RequestEvent) -> None:
-        # Formatted once, and only if some subscriber takes it; readers share the dict.
-        tap_event: dict | None = None
+        # Formatted once, and only if some subscriber takes it; readers share the line.
+        line: bytes | None = None
         for subscription in self._subscriptions:
             if subscription.admits(event):
-                if tap_event is None:
-                    tap_event = event.to_tap()
-                subscription.feed.offer(tap_event)
+                if line is None:
+                    line = event.tap_line()
+                subscription.feed.offer(line)

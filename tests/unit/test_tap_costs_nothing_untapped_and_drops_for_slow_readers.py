@@ -1,6 +1,7 @@
 """The tap hub filters at the source, bounds each reader, and leaves the bus when idle."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -65,7 +66,7 @@ async def test_slow_reader_is_told_what_it_lost_and_never_blocks_publishing() ->
         bus.publish(_event(path=f"/items/{i}"))
     items, dropped = await asyncio.wait_for(subscription.feed.batch(), 5)
     assert dropped == 15
-    assert [item["path"] for item in items] == [f"/items/{i}" for i in range(15, 25)]
+    assert [json.loads(line)["path"] for line in items] == [f"/items/{i}" for i in range(15, 25)]
 
 
 async def test_rate_limit_drops_the_excess() -> None:
@@ -83,9 +84,9 @@ class _CountingEvent(RequestEvent):
     __slots__ = ()
     formatted = 0
 
-    def to_tap(self) -> dict:
+    def tap_line(self) -> bytes:
         _CountingEvent.formatted += 1
-        return RequestEvent.to_tap(self)
+        return RequestEvent.tap_line(self)
 
 
 async def test_an_event_is_formatted_once_and_only_when_a_tap_takes_it() -> None:
@@ -100,6 +101,27 @@ async def test_an_event_is_formatted_once_and_only_when_a_tap_takes_it() -> None
     second = hub.subscribe(TapFilter())
     bus.publish(event)
     assert _CountingEvent.formatted == 1
-    assert (await first.feed.batch())[0][0]["path"] == "/items/1"
-    assert (await second.feed.batch())[0][0]["path"] == "/items/1"
+    assert json.loads((await first.feed.batch())[0][0])["path"] == "/items/1"
+    assert json.loads((await second.feed.batch())[0][0])["path"] == "/items/1"
     hub.unsubscribe(other)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['/a"b\\c', "/tab\there/newline\n", "/\x00\x1f\x7f", "/caf\u00e9/\u2028/\U0001f600", ""],
+)
+def test_a_tap_line_is_the_json_of_the_tap_event(text: str) -> None:
+    """Whatever a client puts in a request, its tap line parses back to the DESIGN event."""
+    full = RequestEvent(
+        ts=1764640000.123456, id="0af7651916cd43dd", direction="inbound", src_addr="10.0.0.1:4",
+        src_id="spiffe://vmesh.local/svc/front", dst_service="store", dst_instance="store-1",
+        dst_addr="127.0.0.1:8080", dst_id="spiffe://vmesh.local/svc/store", tls=True,
+        method=f"GET{text}", authority=f"store{text}", path=text, route=f"r{text}", status=503,
+        latency_ms=12.34567, bytes_in=10, bytes_out=2000, retries=2, policy_decision="deny",
+        policy_rule=f"rule{text}", error=f"app.timeout: {text}", trace_id=f"t{text}",
+    )
+    bare = RequestEvent(ts=0, id=text, direction="outbound", src_addr=text)
+    for event in (full, bare):
+        line = event.tap_line()
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert json.loads(line) == event.to_tap()

@@ -8,7 +8,8 @@ all paths measured once per round, rounds back to back:
 - direct:        wrk -> fixed backend
 - vmesh 2 hops:  wrk -> vmesh outbound -> mTLS -> vmesh inbound -> fixed backend
 - haproxy 2 hops: wrk -> haproxy -> mTLS (ECDSA P-256, same CA) -> haproxy -> fixed backend
-- vmesh 2 hops with a tap subscriber attached
+- vmesh 2 hops with a tap subscriber attached, measured right before or after the
+  untapped run at c=32 (alternately), so the two see the same machine
 
 The fixed backend is HAProxy answering from memory (`http-request return`), so
 every path ends at the same server. Each proxy runs one thread (HAProxy
@@ -305,12 +306,19 @@ def main() -> None:
                         if args.profile and number == 0 and label.startswith("vmesh")
                         and connections == 32 else []
                     )
+                    # the tapped run right next to the untapped one (alternately before and
+                    # after it), so that both see the same machine
+                    tapped = label == "vmesh 2 hops mTLS" and connections == 32
+                    if tapped and number % 2:
+                        measured["vmesh 2 hops + tap"] = {
+                            "c=32": tapped_run(work, vmesh_url, vmesh_pids, args.duration)}
                     run = measure(url, connections, args.duration, host, pids)
                     for recorder in profiling:
                         recorder.wait(timeout=60)
                     measured[label][f"c={connections}"] = run
-            measured["vmesh 2 hops + tap"] = {"c=32": tapped_run(work, vmesh_url, vmesh_pids,
-                                                                 args.duration)}
+                    if tapped and not number % 2:
+                        measured["vmesh 2 hops + tap"] = {
+                            "c=32": tapped_run(work, vmesh_url, vmesh_pids, args.duration)}
             rounds.append(measured)
 
         results = {label: {conns: median_run([r[label][conns] for r in rounds])

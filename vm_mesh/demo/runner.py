@@ -290,11 +290,19 @@ def run(directory: Path, *, console: bool, duration: float | None, rate: float) 
             ).returncode
         counts: dict[str, int] = {}
         chains: dict[str, int] = {}
-        with contextlib.suppress(KeyboardInterrupt):  # from here on Ctrl-C is a clean stop
+        try:
             print(f"sending ~{rate:g} requests/s to web; Ctrl-C to stop", flush=True)
             asyncio.run(generate_traffic(demo.web_outbound, rate, duration, counts, chains))
+        except KeyboardInterrupt:  # from here on Ctrl-C is a clean stop
+            interrupted = True
+        else:
+            interrupted = False
         print("responses:", json.dumps(counts, sort_keys=True))
         print("through the tiers:", json.dumps(chains, sort_keys=True))
+        if not interrupted and not counts.get("200"):
+            print(f"demo: no request was answered with 200; see the logs in {demo.logs}",
+                  file=sys.stderr)
+            return 1
         return 0
     finally:
         demo.stop()

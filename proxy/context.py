@@ -58,6 +58,7 @@ class ProxyContext:
         self._in_flight_inbound = InFlight(self, inbound=True)
         self.draining = False
         self._clients: set[Downstream] = set()
+        self._detecting = 0  # connections whose first bytes do not tell their protocol yet
         self.idle = asyncio.Event()
         self.idle.set()
         self._no_clients = asyncio.Event()
@@ -109,14 +110,29 @@ class ProxyContext:
             yield client
         finally:
             self._clients.discard(client)
-            if not self._clients:
+            if not self._clients and not self._detecting:
                 self._no_clients.set()
             client.close()
 
+    @contextlib.contextmanager
+    def detecting(self) -> Iterator[None]:
+        """A client connection whose protocol is being detected: open, and waited for by a
+        drain until it is told, and then served as any other (its first bytes were sent
+        before the drain began, so the client expects them answered)."""
+        self._detecting += 1
+        self._no_clients.clear()
+        try:
+            yield
+        finally:
+            self._detecting -= 1
+            if not self._clients and not self._detecting:
+                self._no_clients.set()
+
     @property
     def open_clients(self) -> int:
-        """Client connections carrying HTTP open now (the app's and other proxies')."""
-        return len(self._clients)
+        """Client connections open now: those carrying HTTP (the app's and other proxies')
+        and those still in protocol detection."""
+        return len(self._clients) + self._detecting
 
     def drain_clients(self) -> None:
         """Let every client connection end after its next response, or once idle for a
@@ -127,7 +143,7 @@ class ProxyContext:
 
     async def drained(self) -> None:
         """Until no request is in flight and no client connection is open."""
-        while self.in_flight or self._clients:
+        while self.in_flight or self._clients or self._detecting:
             await self.idle.wait()
             await self._no_clients.wait()
 

@@ -140,8 +140,11 @@ class TcpUpstreamListener:
         if port in settings.opaque_ports:
             detection = "skipped"
         else:
-            detection = await sniff(connection, settings.detect_timeout or DEFAULT_DETECT_TIMEOUT)
-            if detection == "http":
+            with self.ctx.detecting():
+                detection = await sniff(
+                    connection, settings.detect_timeout or DEFAULT_DETECT_TIMEOUT
+                )
+            if detection == "http":  # no await until `handle` holds it as a client connection
                 await self.http.handle(connection, fixed_service=self.service)
                 return
         peer = connection.get_extra_info("peername")
@@ -159,44 +162,43 @@ class TcpUpstreamListener:
         event = self.ctx.new_event("outbound", f"{peer[0]}:{peer[1]}" if peer else "local")
         event.dst_service, event.tls = self.service, True
         event.src_id = self.ctx.tls.identity_uri
-        try:
-            endpoints = await self.ctx.endpoints(self.service)
-            endpoint = endpoints.pick()
-            if endpoint is None:
-                event.error = "no_endpoints"
-                return
-            instance = endpoint.instance
-            event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+        # in flight from the first await on, so that a drain waits for the connect too
+        with self.ctx.request_in_flight():
             try:
-                up_reader, up_writer = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        instance.address,
-                        instance.port,
-                        ssl=self.ctx.tls.client_opaque,
-                        server_hostname=self.service,
-                    ),
-                    self.ctx.config.timeouts.connect,
-                )
-                identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
-            except (TimeoutError, ConnectionError, OSError, PeerIdentityError) as exc:
-                endpoint.breaker.on_failure()
-                event.error = f"upstream.connect_failed: {exc}"[:200]
-                return
-            expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
-            if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
-                up_writer.close()
-                event.error = "upstream.opaque_not_supported"
-                return
-            if identity != expected:
-                up_writer.close()
-                event.error = f"upstream.wrong_identity: {identity}"
-                return
-            endpoint.breaker.on_success()
-            event.dst_id = identity
-            with self.ctx.request_in_flight():
-                event.bytes_in, event.bytes_out = await tunnel(
-                    reader, writer, up_reader, up_writer
-                )
-        finally:
-            writer.close()
-            self.ctx.publish(event, started)
+                endpoints = await self.ctx.endpoints(self.service)
+                endpoint = endpoints.pick()
+                if endpoint is None:
+                    event.error = "no_endpoints"
+                    return
+                instance = endpoint.instance
+                event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+                try:
+                    up_reader, up_writer = await asyncio.wait_for(
+                        asyncio.open_connection(
+                            instance.address,
+                            instance.port,
+                            ssl=self.ctx.tls.client_opaque,
+                            server_hostname=self.service,
+                        ),
+                        self.ctx.config.timeouts.connect,
+                    )
+                    identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
+                except (TimeoutError, ConnectionError, OSError, PeerIdentityError) as exc:
+                    endpoint.breaker.on_failure()
+                    event.error = f"upstream.connect_failed: {exc}"[:200]
+                    return
+                expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
+                if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
+                    up_writer.close()
+                    event.error = "upstream.opaque_not_supported"
+                    return
+                if identity != expected:
+                    up_writer.close()
+                    event.error = f"upstream.wrong_identity: {identity}"
+                    return
+                endpoint.breaker.on_success()
+                event.dst_id = identity
+                event.bytes_in, event.bytes_out = await tunnel(reader, writer, up_reader, up_writer)
+            finally:
+                writer.close()
+                self.ctx.publish(event, started)

@@ -4,6 +4,7 @@ as destination, a server-speaks-first protocol is relayed once detect_timeout pa
 listener port in the service's opaque_ports is relayed without detection."""
 
 import contextlib
+import signal
 import socket
 import subprocess
 import threading
@@ -218,3 +219,24 @@ def test_a_client_that_speaks_first_in_another_protocol_is_relayed_at_once(
             received += chunk
     assert received == BANNER + startup
     assert _opaque_log(front, "mysql")["detection"] == "not_http"
+
+
+def test_a_connection_still_in_detection_when_the_proxy_drains_is_answered(
+    policy_mesh: PolicyMesh, front: Front
+) -> None:
+    """Its first bytes were sent before the drain: the client expects them answered."""
+    with socket.create_connection(("127.0.0.1", front.proxy.ports["tcp:api"]), timeout=10) as sock:
+        sock.sendall(b"GET /items/7 HT")  # not a whole request line yet: still in detection
+        with front.proxy.admin() as admin:
+            wait_until(lambda: admin.get("/v1/stats").json()["tcp_open"] == 1,
+                       what="the connection open at front")
+        front.proxy.proc.send_signal(signal.SIGTERM)
+        front.proxy.wait_for_log(lambda line: line.get("msg") == "draining")
+        sock.sendall(b"TP/1.1\r\nHost: api\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(65536):  # the proxy closes after its response
+            response += chunk
+    head = response.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200 "), response
+    assert b"\r\nconnection: close" in head
+    assert front.proxy.proc.wait(timeout=30) == 0

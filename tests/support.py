@@ -2,7 +2,9 @@
 
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -19,6 +21,32 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+# below Linux's ephemeral range (32768-60999): no client socket's source port and no listener
+# bound to port 0 lands here, so a port found free stays free until the test binds it
+_UNEPHEMERAL_PORTS = range(20000, 32768)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback TCP ports that nothing listens on, for a test to bind (or to find
+    closed) a moment later."""
+    found: list[int] = []
+    while len(found) < count:
+        port = random.choice(_UNEPHEMERAL_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in found:
+            found.append(port)
+    return found
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on (see `free_ports`)."""
+    return free_ports(1)[0]
 
 
 def follow_json_logs(

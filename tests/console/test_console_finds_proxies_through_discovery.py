@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from tests.console.test_cli_twins_print_columns_and_json import vmesh
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import TRUST_DOMAIN, Mesh, ProxyProcess
 from tests.integration.processes import Process, start_backend
+from tests.support import free_port
 from vm_mesh import paths
 from vm_mesh.config import Discovery
 from vm_mesh.discovery.base import Instance
@@ -152,9 +152,8 @@ async def test_a_local_proxy_found_over_mdns_too_is_read_once_over_its_socket(
 async def test_consul_catalog_is_followed_and_a_dead_agent_is_shown_while_proxies_update(
         over_consul: TwoProxies, agent: FakeConsul) -> None:
     names = over_consul.names
-    with socket.socket() as closed:  # a port nobody listens on: the identity service is down
-        closed.bind(("127.0.0.1", 0))
-        identity_url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    # nobody listens there: the identity service is down
+    identity_url = f"https://127.0.0.1:{free_port()}"
     mesh_toml = paths.mesh_config()
     mesh_toml.write_text(f'identity_url = "{identity_url}"\n' + mesh_toml.read_text())
     consul = ConsulAdmins(Discovery(backend="consul", consul_url=f"http://127.0.0.1:{agent.port}"))
@@ -195,9 +194,7 @@ def test_cli_twins_use_the_discovery_of_this_hosts_service_files(over_mdns: TwoP
 
 
 def test_check_fails_naming_an_unreachable_consul_agent(vmesh_root) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = vmesh("check", "--no-local", "--consul", url)
     assert result.returncode == 1
     line = next(x for x in result.stdout.splitlines() if x.startswith("[FAIL] discovery"))

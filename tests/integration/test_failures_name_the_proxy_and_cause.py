@@ -6,7 +6,7 @@ import pytest
 
 from tests.integration.mesh import Mesh
 from tests.integration.processes import start_backend
-from tests.support import require_tool
+from tests.support import free_port, require_tool
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +22,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory):
     )
     mesh.start_proxy("slow", slow.port)
     mesh.start_proxy("gone", 1)  # its app port 1 refuses every connection
-    mesh.add_instance("closed", _closed_port(), "closed-1")
+    mesh.add_instance("closed", free_port(), "closed-1")
     front = mesh.start_proxy("front", 1)
     yield front
     mesh.stop()
     slow.stop()
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(front, host: str) -> tuple[str, dict[str, str], str]:

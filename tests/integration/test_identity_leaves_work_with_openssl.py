@@ -10,13 +10,7 @@ import pytest
 
 from identity.client import obtain
 from tests.integration.identity_service import running_identity_service, vmesh
-from tests.support import require_tool
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import free_port, require_tool
 
 
 def _join(service, host: str, name: str, directory: Path) -> None:
@@ -62,7 +56,7 @@ def test_openssl_mutual_tls_handshake_with_our_leaves(service, tmp_path: Path) -
     server_dir, client_dir = tmp_path / "web", tmp_path / "api"
     _join(service, "h1", "web", server_dir)
     _join(service, "h2", "api", client_dir)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             openssl,

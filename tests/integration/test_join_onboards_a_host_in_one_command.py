@@ -4,7 +4,6 @@ starts the proxy, which answers /ready; a reused token is refused in one line.""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,12 +15,11 @@ from cryptography import x509
 from identity.spiffe import uri_sans
 from tests.integration.identity_service import REPO, running_identity_service, vmesh
 from tests.integration.mesh import wait_until
+from tests.support import free_port
 
 
 def free_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def test_join_then_proxy_ready_and_token_single_use(tmp_path: Path) -> None:

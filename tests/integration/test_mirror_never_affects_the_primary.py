@@ -2,11 +2,11 @@
 the primary, each shadow's outcomes are counted on their own, and requests without a body are
 copied too."""
 
-import socket
 import time
 
 from tests.integration.mesh import wait_until
 from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture, sample  # noqa: F401
+from tests.support import free_port
 
 POLICY = """\
 kind: Mirror
@@ -22,17 +22,11 @@ percent: 100
 REQUESTS = 100
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_dead_shadow_is_invisible_to_the_primary(policy_mesh: PolicyMesh) -> None:
     policy_mesh.write_policy("mirror.yaml", POLICY)
     primary, _ = policy_mesh.service("api")
     shadow, _ = policy_mesh.service("api-shadow")
-    policy_mesh.mesh.add_instance("api-dark", closed_port(), "api-dark-1")  # nobody listens
+    policy_mesh.mesh.add_instance("api-dark", free_port(), "api-dark-1")  # nobody listens
     front = policy_mesh.mesh.start_proxy("front", 1)
 
     with policy_mesh.client(front) as client:

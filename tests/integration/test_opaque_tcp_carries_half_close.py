@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.mesh import Mesh, ProxyProcess, wait_until
-from tests.support import require_tool
+from tests.support import free_port, require_tool
 
 
 @pytest.fixture
@@ -17,9 +17,7 @@ def front(tmp_path: Path) -> Iterator[ProxyProcess]:
     """A `front` proxy with a TCP listener for `echo`, whose app is socat running `cat`."""
     socat = require_tool("socat")
     mesh = Mesh(tmp_path)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        echo_port = probe.getsockname()[1]
+    echo_port = free_port()
     # `cat` answers only what it read and exits at end of input: the reply is complete
     # and the server closes only if our FIN crossed both proxies.
     echo = subprocess.Popen(

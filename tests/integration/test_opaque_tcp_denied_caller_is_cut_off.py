@@ -5,6 +5,7 @@ import re
 import socket
 
 from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture  # noqa: F401
+from tests.support import free_ports
 
 POLICY = """\
 kind: Authorization
@@ -17,18 +18,6 @@ kind: ServicePolicy
 service: db
 opaque_ports: [{ports}]
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (the probes are held open together)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def tcp_listener(port: int) -> str:

@@ -2,7 +2,6 @@
 and a PromQL query returns the requests the test sent, by route, status and identity."""
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,15 +11,9 @@ import pytest
 
 from tests.integration.mesh import Mesh
 from tests.integration.processes import start_backend
-from tests.support import require_tool
+from tests.support import free_port, require_tool
 
 REQUESTS = 25
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -87,7 +80,7 @@ def test_prometheus_counts_the_requests_that_crossed_the_proxy(mesh, tmp_path: P
     scraper = mesh.issue("prometheus", directory=tmp_path / "scraper", kind="operator")
     config = tmp_path / "prometheus.yml"
     _scrape_config(config, f"127.0.0.1:{front.ports['admin']}", scraper)
-    web_port = _free_port()
+    web_port = free_port()
     process = subprocess.Popen(
         [
             prometheus,

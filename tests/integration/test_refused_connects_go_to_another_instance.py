@@ -1,19 +1,13 @@
 """An instance that refuses connections costs its callers no failed request: nothing was sent,
 so the proxy tries another instance (whatever the method), as Linkerd does."""
 
-import socket
 
 import httpx
 import pytest
 
 from tests.integration.mesh import Mesh
 from tests.integration.processes import start_backend
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import free_port
 
 
 @pytest.fixture
@@ -30,7 +24,7 @@ def mesh(tmp_path):
 def test_posts_reach_the_live_instance_while_another_refuses(mesh) -> None:
     mesh, backend = mesh
     mesh.start_proxy("web", backend.port)
-    mesh.add_instance("web", _closed_port(), "web-dead")
+    mesh.add_instance("web", free_port(), "web-dead")
     front = mesh.start_proxy("front", 1)
     with httpx.Client(base_url=f"http://{front.outbound}", headers={"host": "web"}) as client:
         statuses = [client.post("/orders", content=b"{}").status_code for _ in range(20)]
@@ -42,8 +36,8 @@ def test_posts_reach_the_live_instance_while_another_refuses(mesh) -> None:
 
 def test_when_every_instance_refuses_the_caller_gets_502_naming_the_cause(mesh) -> None:
     mesh, _backend = mesh
-    mesh.add_instance("web", _closed_port(), "web-dead-1")
-    mesh.add_instance("web", _closed_port(), "web-dead-2")
+    mesh.add_instance("web", free_port(), "web-dead-1")
+    mesh.add_instance("web", free_port(), "web-dead-2")
     front = mesh.start_proxy("front", 1)
     with httpx.Client(base_url=f"http://{front.outbound}", headers={"host": "web"}) as client:
         response = client.get("/")

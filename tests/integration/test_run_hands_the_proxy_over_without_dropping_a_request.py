@@ -16,7 +16,8 @@ import pytest
 
 from tests.integration.mesh import Mesh, wait_until
 from tests.integration.processes import start_backend
-from tests.integration.supervised import Run, admin_get, free_port, load, requests_seen
+from tests.integration.supervised import Run, admin_get, load, requests_seen
+from tests.support import free_port
 from vm_mesh.host.launcher import systemd_is_pid1
 
 pytestmark = pytest.mark.skipif(systemd_is_pid1(), reason="with systemd, vmesh run uses units")

@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 from tests.integration.mesh import REPO, Mesh, wait_until
-from tests.integration.supervised import Run, free_port
-from tests.support import require_tool
+from tests.integration.supervised import Run
+from tests.support import free_port, require_tool
 from vm_mesh.host.launcher import START_LIMIT_BURST, systemd_is_pid1
 
 pytestmark = pytest.mark.skipif(systemd_is_pid1(), reason="with systemd, vmesh run uses units")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.mesh import ProxyProcess, wait_until
 from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture, sample  # noqa: F401
-from tests.support import require_tool
+from tests.support import free_port, require_tool
 
 BANNER = b"220 banner-server ready\r\n"
 
@@ -68,16 +68,10 @@ class Front:
     smtp_port: int
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def front(policy_mesh: PolicyMesh) -> Iterator[Front]:
     """`front` with TCP listeners for an HTTP `api`, a `slow` one, and two banner services."""
-    smtp_port = _free_port()
+    smtp_port = free_port()
     policy_mesh.write_policy("tcp.yaml", POLICY.replace("{smtp_port}", str(smtp_port)))
     policy_mesh.service("api")
     policy_mesh.service("slow", delay=2.0)

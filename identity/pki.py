@@ -6,12 +6,9 @@ Keys are ECDSA P-256 throughout. Every certificate starts slightly in the past
 """
 
 import ipaddress
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,6 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vm_mesh import defaults
+
+# PEM files are written with these; they live in vm_mesh.files, free of cryptography
+from vm_mesh.files import write_file as write_file
+from vm_mesh.files import write_private as write_private
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,7 @@ def new_serial_hex(cert: x509.Certificate) -> str:
     return format(cert.serial_number, "x")
 
 
-# --- PEM encoding and files -------------------------------------------------------------
+# --- PEM encoding ----------------------------------------------------------------------
 
 
 def cert_pem(*certs: x509.Certificate) -> bytes:
@@ -246,24 +247,3 @@ def load_key(data: bytes, passphrase: bytes | None = None) -> ec.EllipticCurvePr
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("expected an ECDSA private key")
     return key
-
-
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` atomically (temp file + rename) with `mode`, creating parent dirs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write secret material readable by the owner only (0600)."""
-    write_file(path, data, mode=0o600)

@@ -118,7 +118,7 @@ async def obtain(
     token = parse_token(token_text)
     bundle_pem = await fetch_pinned_bundle(url, token.anchor_pin)
     anchor = pki.load_certs(bundle_pem.encode())[0]
-    trust_domain = spiffe.uri_sans(anchor)[0].removeprefix("spiffe://")
+    trust_domain = pki.uri_sans(anchor)[0].removeprefix("spiffe://")
     identity = str(spiffe.make(trust_domain, "svc", service))
     files = LeafFiles(directory)
     pki.write_file(files.bundle, bundle_pem.encode())
@@ -147,7 +147,7 @@ async def renew(url: str, directory: Path) -> x509.Certificate:
     files = LeafFiles(directory)
     current_key = pki.load_key(files.key.read_bytes())
     leaf = files.leaf()
-    identity = str(spiffe.of_certificate(leaf))
+    identity = str(pki.identity_of(leaf))
     key = pki.generate_key()
     csr = _csr(key, identity)
     answer = await _post(

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from identity import spiffe
 from vm_mesh import defaults
 
 # PEM files are written with these; they live in vm_mesh.files, free of cryptography
@@ -209,6 +210,20 @@ def issue_leaf(
         )
         .sign(issuer.key, hashes.SHA256())
     )
+
+
+def uri_sans(cert: x509.Certificate) -> list[str]:
+    """All URI subject alternative names of a certificate (none if it has no SAN)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def identity_of(cert: x509.Certificate) -> spiffe.SpiffeId:
+    """The identity of a leaf: its single URI SAN (X.509-SVID rule), else ValueError."""
+    return spiffe.of_uri_sans(uri_sans(cert))
 
 
 def new_serial_hex(cert: x509.Certificate) -> str:

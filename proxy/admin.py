@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 import h11
 from cryptography import x509
 
-from identity import spiffe
+from identity import pki, spiffe
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
 from proxy.tap import TapFilter
@@ -472,6 +472,6 @@ def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:
     if not der:
         return None
     try:
-        return spiffe.of_certificate(x509.load_der_x509_certificate(der))
+        return pki.identity_of(x509.load_der_x509_certificate(der))
     except ValueError:
         return None

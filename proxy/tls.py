@@ -94,7 +94,7 @@ class TlsMaterial:
             if self._loaded and fingerprint == self._loaded.fingerprint:
                 return False
             chain = pki.load_certs((self.directory / "cert.pem").read_bytes())
-            identity = spiffe.of_certificate(chain[0])
+            identity = pki.identity_of(chain[0])
             loaded = _Loaded(
                 fingerprint,
                 _context(ssl.PROTOCOL_TLS_SERVER, self.directory),
@@ -120,7 +120,7 @@ class TlsMaterial:
             "certificates loaded",
             extra={
                 "serial": pki.new_serial_hex(loaded.leaf),
-                "identity": spiffe.uri_sans(loaded.leaf),
+                "identity": pki.uri_sans(loaded.leaf),
                 "not_after": loaded.leaf.not_valid_after_utc.isoformat(),
             },
         )
@@ -184,7 +184,7 @@ def _describe(cert: x509.Certificate, kind: str) -> dict[str, Any]:
         "kind": kind,
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
-        "san": spiffe.uri_sans(cert),
+        "san": pki.uri_sans(cert),
         "serial": pki.new_serial_hex(cert),
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
@@ -197,6 +197,6 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> spiffe.Sp
     if not der:
         raise PeerIdentityError("the peer presented no certificate")
     try:
-        return spiffe.of_certificate(x509.load_der_x509_certificate(der))
+        return pki.identity_of(x509.load_der_x509_certificate(der))
     except ValueError as exc:
         raise PeerIdentityError(str(exc)) from None

@@ -1,6 +1,7 @@
 """SPIFFE IDs as vmesh uses them: `spiffe://<trust-domain>/<kind>/<name>` (pure).
 
-Reading them out of certificates is done where certificates are handled (`identity.pki`).
+Reading them out of certificates is done where certificates are handled: `identity.pki`
+for `cryptography` objects, `proxy.certinfo` for the ones the stdlib's `ssl` decodes.
 """
 
 import re

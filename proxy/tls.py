@@ -213,14 +213,18 @@ class TlsMaterial:
         assert self._loaded is not None, "no certificates loaded"
         return self._loaded.identity_uri
 
+    @property
+    def validity(self) -> tuple[float, float]:
+        """The leaf's not_before and not_after, in epoch seconds."""
+        assert self._loaded is not None, "no certificates loaded"
+        leaf = self._loaded.chain[0]
+        return certinfo.timestamp(leaf["notBefore"]), certinfo.timestamp(leaf["notAfter"])
+
     def describe(self) -> dict[str, Any]:
         """`/v1/certs`: the chain (leaf first), the trust bundle and the next renewal."""
         if self._loaded is None:
             return {"identity": None, "chain": [], "bundle": [], "error": self.last_error}
-        leaf = self._loaded.chain[0]
-        renew_at = renewal_time(
-            certinfo.timestamp(leaf["notBefore"]), certinfo.timestamp(leaf["notAfter"]), jitter=0.0
-        )
+        renew_at = renewal_time(*self.validity, jitter=0.0)
         return {
             "identity": str(self.identity),
             "chain": [

@@ -161,7 +161,7 @@ class TlsMaterial:
             loaded = _Loaded(
                 fingerprint, *contexts, [leaf, *issuers], bundle, identity, str(identity)
             )
-        except (OSError, ssl.SSLError, ValueError, IndexError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "certificates not loaded; the current ones stay in force",

@@ -65,7 +65,7 @@ class Authority:
         chain = self._verified_chain(_field(body, "certificate"), now)
         current = chain[0]
         try:
-            holder = spiffe.of_certificate(current)
+            holder = pki.identity_of(current)
         except ValueError as exc:
             raise Rejection("renew.invalid_identity", str(exc), 403) from None
         csr = load_csr(body.get("csr"))

@@ -1,16 +1,12 @@
-"""The proxy's side of identity: obtain a first leaf with a join token, then keep it renewed.
+"""The proxy's side of identity: obtain a first leaf with a join token, and renew it (the loop
+that keeps it renewed, and the proxy serving while the CA is away, is identity.renewer).
 
 Files in the service's state directory (written atomically):
 `key.pem` (0600), `cert.pem` (leaf followed by the issuer) and `bundle.pem`.
-While the identity service is unreachable the proxy keeps serving on its
-current leaf, and the warnings grow louder as expiry nears.
 """
 
-import asyncio
 import logging
 import ssl
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from identity import pki, spiffe
 from identity.authority import proof_of_possession
-from identity.renewal import expiry_level, renewal_time, retry_delay
 from identity.tokens import anchor_pin, parse_token
 from vm_mesh.errors import UserError
 
@@ -118,7 +113,7 @@ async def obtain(
     token = parse_token(token_text)
     bundle_pem = await fetch_pinned_bundle(url, token.anchor_pin)
     anchor = pki.load_certs(bundle_pem.encode())[0]
-    trust_domain = spiffe.uri_sans(anchor)[0].removeprefix("spiffe://")
+    trust_domain = pki.uri_sans(anchor)[0].removeprefix("spiffe://")
     identity = str(spiffe.make(trust_domain, "svc", service))
     files = LeafFiles(directory)
     pki.write_file(files.bundle, bundle_pem.encode())
@@ -147,7 +142,7 @@ async def renew(url: str, directory: Path) -> x509.Certificate:
     files = LeafFiles(directory)
     current_key = pki.load_key(files.key.read_bytes())
     leaf = files.leaf()
-    identity = str(spiffe.of_certificate(leaf))
+    identity = str(pki.identity_of(leaf))
     key = pki.generate_key()
     csr = _csr(key, identity)
     answer = await _post(
@@ -166,48 +161,3 @@ async def renew(url: str, directory: Path) -> x509.Certificate:
         extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
     )
     return files.leaf()
-
-
-class Renewer:
-    """Keeps a service's leaf renewed at ~70 % of its lifetime, for as long as it runs."""
-
-    def __init__(
-        self,
-        url: str,
-        directory: Path,
-        on_renewed: Callable[[x509.Certificate], None] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.url = url
-        self.files = LeafFiles(directory)
-        self.on_renewed = on_renewed
-        self.clock = clock
-
-    async def run(self) -> None:
-        """Renew forever; cancel the task to stop."""
-        while True:
-            leaf = self.files.leaf()
-            not_before = leaf.not_valid_before_utc.timestamp()
-            not_after = leaf.not_valid_after_utc.timestamp()
-            await asyncio.sleep(max(0.0, renewal_time(not_before, not_after) - self.clock()))
-            attempt = 0
-            while True:
-                try:
-                    renewed = await renew(self.url, self.files.directory)
-                except (httpx.HTTPError, IdentityRefused, OSError, ssl.SSLError) as exc:
-                    now = self.clock()
-                    log.log(
-                        expiry_level(now, not_before, not_after),
-                        "certificate renewal failed; still serving on the current leaf",
-                        extra={
-                            "error": str(exc),
-                            "expires_in_s": round(not_after - now, 1),
-                            "identity_service": self.url,
-                        },
-                    )
-                    await asyncio.sleep(retry_delay(attempt, now, not_after))
-                    attempt += 1
-                    continue
-                if self.on_renewed:
-                    self.on_renewed(renewed)
-                break

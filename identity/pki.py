@@ -6,19 +6,21 @@ Keys are ECDSA P-256 throughout. Every certificate starts slightly in the past
 """
 
 import ipaddress
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from identity import spiffe
 from vm_mesh import defaults
+
+# PEM files are written with these; they live in vm_mesh.files, free of cryptography
+from vm_mesh.files import write_file as write_file
+from vm_mesh.files import write_private as write_private
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +212,26 @@ def issue_leaf(
     )
 
 
+def uri_sans(cert: x509.Certificate) -> list[str]:
+    """All URI subject alternative names of a certificate (none if it has no SAN)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def identity_of(cert: x509.Certificate) -> spiffe.SpiffeId:
+    """The identity of a leaf: its single URI SAN (X.509-SVID rule), else ValueError."""
+    return spiffe.of_uri_sans(uri_sans(cert))
+
+
 def new_serial_hex(cert: x509.Certificate) -> str:
     """The certificate serial as lowercase hex, the form logs and the CA database use."""
     return format(cert.serial_number, "x")
 
 
-# --- PEM encoding and files -------------------------------------------------------------
+# --- PEM encoding ----------------------------------------------------------------------
 
 
 def cert_pem(*certs: x509.Certificate) -> bytes:
@@ -246,24 +262,3 @@ def load_key(data: bytes, passphrase: bytes | None = None) -> ec.EllipticCurvePr
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("expected an ECDSA private key")
     return key
-
-
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` atomically (temp file + rename) with `mode`, creating parent dirs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write secret material readable by the owner only (0600)."""
-    write_file(path, data, mode=0o600)

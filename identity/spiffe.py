@@ -1,9 +1,11 @@
-"""SPIFFE IDs as vmesh uses them: `spiffe://<trust-domain>/<kind>/<name>`."""
+"""SPIFFE IDs as vmesh uses them: `spiffe://<trust-domain>/<kind>/<name>` (pure).
+
+Reading them out of certificates is done where certificates are handled: `identity.pki`
+for `cryptography` objects, `proxy.certinfo` for the ones the stdlib's `ssl` decodes.
+"""
 
 import re
 from dataclasses import dataclass
-
-from cryptography import x509
 
 KINDS = ("svc", "operator", "host")
 
@@ -61,18 +63,8 @@ def parse(uri: str) -> SpiffeId:
     return make(trust_domain, segments[0], segments[1])
 
 
-def uri_sans(cert: x509.Certificate) -> list[str]:
-    """All URI subject alternative names of a certificate (none if it has no SAN)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
-
-
-def of_certificate(cert: x509.Certificate) -> SpiffeId:
-    """The identity of a leaf: its single URI SAN (X.509-SVID rule), else ValueError."""
-    uris = uri_sans(cert)
+def of_uri_sans(uris: list[str]) -> SpiffeId:
+    """The identity of a leaf from its URI SANs: exactly one (X.509-SVID rule), else ValueError."""
     if len(uris) != 1:
         raise ValueError(f"certificate must carry exactly one URI SAN, found {len(uris)}")
     return parse(uris[0])

@@ -25,12 +25,12 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import h11
-from cryptography import x509
 
 from identity import spiffe
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
 from proxy.tap import TapFilter
+from proxy.tls import PeerIdentityError, peer_identity
 from vm_mesh.durations import parse_duration
 
 log = logging.getLogger("vmesh.admin")
@@ -472,11 +472,8 @@ def _restrict_socket(path: Path) -> None:
 
 
 def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:
-    ssl_object = writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-    if not der:
-        return None
+    """The caller's identity on the admin port; None without a certificate or a SPIFFE ID."""
     try:
-        return spiffe.of_certificate(x509.load_der_x509_certificate(der))
-    except ValueError:
+        return peer_identity(writer.get_extra_info("ssl_object"))
+    except PeerIdentityError:
         return None

@@ -150,12 +150,13 @@ class ProxyServer:
         if self.discovery.settings.backend == "consul":
             self._tasks.append(asyncio.create_task(self._watch_consul_policy()))
         if config.identity_url:
-            from identity.client import Renewer
+            from identity.renewer import Renewer
 
             renewer = Renewer(
                 config.identity_url,
                 self.ctx.tls.directory,
                 on_renewed=lambda _: self.ctx.tls.reload(),
+                validity=lambda: self.ctx.tls.validity,
             )
             self._tasks.append(asyncio.create_task(renewer.run()))
         log.info(

@@ -10,21 +10,28 @@ Mesh hops negotiate ALPN: `http/1.1` for HTTP, `vmesh-opaque/2` for opaque TCP (
 framed, see proxy/tcp.py; the version keeps a peer with another framing from being used).
 """
 
+import contextlib
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
-from identity import pki, spiffe
+from identity import spiffe
 from identity.renewal import renewal_time
+from proxy import certinfo
 
 log = logging.getLogger("vmesh.tls")
 
 ALPN_HTTP = "http/1.1"
 ALPN_OPAQUE = "vmesh-opaque/2"
+
+# X509_V_FLAG_NO_CHECK_TIME, which the ssl module does not name: the load-time check of
+# our own chain asks whether it fits together, not whether it is in date (an expired
+# leaf still loads, and `/v1/certs` shows it expired, as peers will find it)
+_NO_CHECK_TIME = 0x200000
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 class PeerIdentityError(Exception):
@@ -38,9 +45,8 @@ class _Loaded:
     client: ssl.SSLContext
     client_opaque: ssl.SSLContext
     admin: ssl.SSLContext
-    leaf: x509.Certificate
-    chain: list[x509.Certificate]
-    bundle: list[x509.Certificate]
+    chain: list[certinfo.Cert]  # leaf first, each decoded by the ssl module
+    bundle: list[certinfo.Cert]
     identity: spiffe.SpiffeId
     identity_uri: str  # str(identity), which every request's event carries
 
@@ -63,6 +69,55 @@ def _context(
 
 def _admin_context(directory: Path) -> ssl.SSLContext:
     return _context(ssl.PROTOCOL_TLS_SERVER, directory, (ALPN_HTTP,), ssl.CERT_OPTIONAL)
+
+
+def _own_leaf(directory: Path) -> certinfo.Cert:
+    """Our leaf as peers see it, from a handshake in memory with a client trusting our bundle.
+
+    It proves that key, chain and bundle fit together; ValueError when the chain does
+    not verify against the bundle.
+    """
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_flags |= _NO_CHECK_TIME
+    client.load_verify_locations(cafile=str(directory / "bundle.pem"))
+    client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    client_side = client.wrap_bio(client_in, client_out)
+    server_side = server.wrap_bio(server_in, server_out, server_side=True)
+    for _ in range(4):  # the client is done on its second call in TLS 1.3, its third in 1.2
+        try:
+            client_side.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLCertVerificationError as exc:
+            raise ValueError(
+                f"cert.pem does not verify against bundle.pem: {exc.verify_message}"
+            ) from None
+        else:
+            return client_side.getpeercert()
+        server_in.write(client_out.read())
+        with contextlib.suppress(ssl.SSLWantReadError):
+            server_side.do_handshake()
+        client_in.write(server_out.read())
+    raise ValueError("cert.pem: the handshake with our own certificate did not complete")
+
+
+def _ca_certs(data: bytes, what: str, skip: int = 0) -> list[certinfo.Cert]:
+    """The certificates of a PEM file after the first `skip`, in order, decoded by `ssl`.
+
+    `ssl` decodes a certificate this way only when it is a CA; ValueError for one that is not.
+    """
+    decoded = []
+    for number, block in enumerate(_PEM_CERT.findall(data)[skip:], skip + 1):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cadata=block.decode("ascii"))
+        certs = context.get_ca_certs()
+        if not certs:
+            raise ValueError(f"{what}: certificate {number} is not a CA certificate")
+        decoded.append(certs[0])
+    return decoded
 
 
 class TlsMaterial:
@@ -93,21 +148,20 @@ class TlsMaterial:
             fingerprint = self._fingerprint()
             if self._loaded and fingerprint == self._loaded.fingerprint:
                 return False
-            chain = pki.load_certs((self.directory / "cert.pem").read_bytes())
-            identity = spiffe.of_certificate(chain[0])
-            loaded = _Loaded(
-                fingerprint,
+            contexts = (
                 _context(ssl.PROTOCOL_TLS_SERVER, self.directory),
                 _context(ssl.PROTOCOL_TLS_CLIENT, self.directory, (ALPN_HTTP,)),
                 _context(ssl.PROTOCOL_TLS_CLIENT, self.directory, (ALPN_OPAQUE,)),
                 _admin_context(self.directory),
-                chain[0],
-                chain,
-                pki.load_certs((self.directory / "bundle.pem").read_bytes()),
-                identity,
-                str(identity),
             )
-        except (OSError, ssl.SSLError, ValueError, IndexError) as exc:
+            leaf = _own_leaf(self.directory)
+            identity = certinfo.identity(leaf)
+            issuers = _ca_certs((self.directory / "cert.pem").read_bytes(), "cert.pem", skip=1)
+            bundle = _ca_certs((self.directory / "bundle.pem").read_bytes(), "bundle.pem")
+            loaded = _Loaded(
+                fingerprint, *contexts, [leaf, *issuers], bundle, identity, str(identity)
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "certificates not loaded; the current ones stay in force",
@@ -119,9 +173,9 @@ class TlsMaterial:
         log.info(
             "certificates loaded",
             extra={
-                "serial": pki.new_serial_hex(loaded.leaf),
-                "identity": spiffe.uri_sans(loaded.leaf),
-                "not_after": loaded.leaf.not_valid_after_utc.isoformat(),
+                "serial": certinfo.serial_hex(leaf["serialNumber"]),
+                "identity": certinfo.uri_sans(leaf),
+                "not_after": certinfo.iso_utc(leaf["notAfter"]),
             },
         )
         return True
@@ -159,44 +213,36 @@ class TlsMaterial:
         assert self._loaded is not None, "no certificates loaded"
         return self._loaded.identity_uri
 
+    @property
+    def validity(self) -> tuple[float, float]:
+        """The leaf's not_before and not_after, in epoch seconds."""
+        assert self._loaded is not None, "no certificates loaded"
+        leaf = self._loaded.chain[0]
+        return certinfo.timestamp(leaf["notBefore"]), certinfo.timestamp(leaf["notAfter"])
+
     def describe(self) -> dict[str, Any]:
         """`/v1/certs`: the chain (leaf first), the trust bundle and the next renewal."""
         if self._loaded is None:
             return {"identity": None, "chain": [], "bundle": [], "error": self.last_error}
-        leaf = self._loaded.leaf
-        renew_at = renewal_time(
-            leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp(), jitter=0.0
-        )
+        renew_at = renewal_time(*self.validity, jitter=0.0)
         return {
             "identity": str(self.identity),
             "chain": [
-                _describe(c, "leaf" if i == 0 else "issuer")
+                certinfo.describe(c, "leaf" if i == 0 else "issuer")
                 for i, c in enumerate(self._loaded.chain)
             ],
-            "bundle": [_describe(c, "anchor") for c in self._loaded.bundle],
+            "bundle": [certinfo.describe(c, "anchor") for c in self._loaded.bundle],
             "next_renewal": renew_at,
             "error": self.last_error,
         }
 
 
-def _describe(cert: x509.Certificate, kind: str) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "san": spiffe.uri_sans(cert),
-        "serial": pki.new_serial_hex(cert),
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-    }
-
-
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> spiffe.SpiffeId:
     """The SPIFFE ID of a verified peer; PeerIdentityError when it has none we accept."""
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-    if not der:
+    cert = ssl_object.getpeercert() if ssl_object else None
+    if not cert:
         raise PeerIdentityError("the peer presented no certificate")
     try:
-        return spiffe.of_certificate(x509.load_der_x509_certificate(der))
+        return certinfo.identity(cert)
     except ValueError as exc:
         raise PeerIdentityError(str(exc)) from None

@@ -10,6 +10,8 @@ long enough for the proxy's drain to finish before SIGKILL.
 from dataclasses import dataclass
 from pathlib import Path
 
+from vm_mesh.files import write_file
+
 DEFAULT_VMESH_BIN = "/opt/vmesh/venv/bin/vmesh"
 DEFAULT_USER = "vmesh"
 # The proxy drains for at most its `timeouts.drain` (30 s by default); systemd waits longer.
@@ -118,8 +120,6 @@ def render(settings: UnitSettings) -> dict[str, str]:
 
 def write_units(directory: Path, settings: UnitSettings) -> list[Path]:
     """Write the units into `directory` (created if needed); returns the files written."""
-    from identity.pki import write_file
-
     written = []
     for name, text in render(settings).items():
         path = directory / name

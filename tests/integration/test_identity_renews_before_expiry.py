@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from identity.client import LeafFiles, Renewer, obtain
+from identity.client import LeafFiles, obtain
+from identity.renewer import Renewer
 from tests.integration.identity_service import running_identity_service, vmesh
 
 

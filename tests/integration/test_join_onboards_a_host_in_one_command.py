@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 
-from identity.spiffe import uri_sans
+from identity.pki import uri_sans
 from tests.integration.identity_service import REPO, running_identity_service, vmesh
 from tests.integration.mesh import wait_until
 from tests.support import free_port

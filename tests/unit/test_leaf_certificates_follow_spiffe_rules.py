@@ -21,7 +21,7 @@ def test_leaf_has_one_spiffe_uri_and_leaf_constraints() -> None:
         issuer, key.public_key(), spiffe_id="spiffe://vmesh.local/svc/api",
         common_name="api", trust_domain="vmesh.local",
     )
-    assert str(spiffe.of_certificate(leaf)) == "spiffe://vmesh.local/svc/api"
+    assert str(pki.identity_of(leaf)) == "spiffe://vmesh.local/svc/api"
     constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints)
     assert constraints.critical and constraints.value.ca is False
     usage = leaf.extensions.get_extension_for_class(x509.KeyUsage)

@@ -20,8 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from identity.pki import write_file
 from vm_mesh.discovery.base import Discovery, EndpointSet, Instance
+from vm_mesh.files import write_file
 
 log = logging.getLogger("vmesh.discovery.lastknown")
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from vm_mesh import paths
 from vm_mesh.config import ServiceConfig, load_mesh_config
 from vm_mesh.errors import UserError
+from vm_mesh.files import write_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,6 @@ def service_file(request: JoinRequest) -> str:
 
 def write_service_file(request: JoinRequest) -> Path:
     """Write the service file; an existing different file is left alone and reported."""
-    from identity.pki import write_file
-
     text = service_file(request)
     path = paths.service_config(request.service)
     if path.exists() and path.read_text() != text:
@@ -94,8 +93,6 @@ def write_mesh_discovery(request: JoinRequest) -> Path | None:
     A host's proxies must all find the others the same way, so a `--discovery`
     that contradicts the table already there is refused rather than ignored.
     """
-    from identity.pki import write_file
-
     path = paths.mesh_config()
     chosen = load_mesh_config(path).discovery
     if chosen is not None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
 from vm_mesh import __version__, paths
+from vm_mesh.files import write_file
 from vm_mesh.host.reexec import (
     SUPERVISOR_SIGNALS,
     AdoptedProcess,
@@ -354,8 +355,6 @@ class Supervisor:
 
     def _record_handover(self, state: str, **details: object) -> None:
         """Leave the outcome where an operator's tooling waits for it (`paths.handover_status`)."""
-        from identity.pki import write_file
-
         record = {"state": state, "ts": time.time(), "service": self.service, **details}
         try:
             write_file(paths.handover_status(self.service), json.dumps(record).encode() + b"\n")

@@ -1,0 +1,31 @@
+"""A running proxy renews its leaf from the identity service when due and serves the new one."""
+
+import asyncio
+from pathlib import Path
+
+from identity.client import obtain
+from tests.integration.identity_service import running_identity_service, vmesh
+from tests.integration.mesh import Mesh, wait_until
+
+
+def test_the_proxy_renews_and_loads_the_new_leaf(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path)
+    with running_identity_service(tmp_path, "--leaf-ttl", "8s") as service:
+        token = vmesh(
+            tmp_path, "identity", "token", "create", "--host", "h1", "--services", "api"
+        ).stdout.strip()
+        asyncio.run(obtain(service.url, token, host="h1", service="api",
+                           directory=tmp_path / "var/lib/vmesh/api"))
+        try:
+            proxy = mesh.start_proxy("api", 1, extra=f'identity_url = "{service.url}"',
+                                     certificate=False)
+            with proxy.admin() as admin:
+                first = admin.get("/v1/certs").json()["chain"][0]["serial"]
+
+                def renewed() -> bool:
+                    return admin.get("/v1/certs").json()["chain"][0]["serial"] != first
+
+                wait_until(renewed, within=20, what="a renewed leaf in /v1/certs")
+            assert any(line.get("msg") == "certificate renewed" for line in proxy.logs)
+        finally:
+            mesh.stop()

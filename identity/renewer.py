@@ -3,22 +3,24 @@ it runs; while the identity service is unreachable it keeps serving on the curre
 the warnings grow louder as expiry nears.
 
 Waiting needs only the leaf's validity, which the proxy passes from what the stdlib's `ssl`
-decoded; `identity.client` (and with it `cryptography`, which makes the new key and CSR) is
-imported when a renewal is due, so an idle proxy never loads it before then.
+decoded. Each renewal runs in a child process (`python -m identity.renew`), so the new key,
+the CSR and `cryptography` never enter the proxy's own process.
 """
 
 import asyncio
+import json
 import logging
-import ssl
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from identity.renewal import expiry_level, renewal_time, retry_delay
 
 # the logger of identity.client, where the loop lived: log consumers filter on it
 log = logging.getLogger("vmesh.identity.client")
+
+RENEW_TIMEOUT_S = 60.0  # for one attempt, child start-up included
 
 # a leaf's (not_before, not_after) in epoch seconds
 Validity = tuple[float, float]
@@ -27,16 +29,16 @@ Validity = tuple[float, float]
 class Renewer:
     """Keeps a service's leaf renewed at ~70 % of its lifetime, for as long as it runs.
 
-    `validity` gives the current leaf's validity for the first wait (default: read from
-    `directory`/cert.pem, which loads `cryptography`); later waits use the renewed leaf.
-    `on_renewed` gets the renewed leaf (a `cryptography` certificate).
+    `validity` gives the current leaf's validity (default: read from `directory`/cert.pem,
+    which loads `cryptography`); it is asked again after each renewal, once `on_renewed`
+    (say, a reload of the files) has run.
     """
 
     def __init__(
         self,
         url: str,
         directory: Path,
-        on_renewed: Callable[[Any], None] | None = None,
+        on_renewed: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.time,
         validity: Callable[[], Validity] | None = None,
     ) -> None:
@@ -51,35 +53,53 @@ class Renewer:
         not_before, not_after = self.validity()
         while True:
             await asyncio.sleep(max(0.0, renewal_time(not_before, not_after) - self.clock()))
-            renewed = await self._renew(not_before, not_after)
+            await self._renew(not_before, not_after)
             if self.on_renewed:
-                self.on_renewed(renewed)
-            not_before = renewed.not_valid_before_utc.timestamp()
-            not_after = renewed.not_valid_after_utc.timestamp()
+                self.on_renewed()
+            renewed = self.validity()
+            if renewed == (not_before, not_after):  # stored, but not loaded: do not spin
+                log.error("certificate renewed, but the new leaf did not load; retrying later",
+                          extra={"directory": str(self.directory)})
+                await asyncio.sleep(retry_delay(0, self.clock(), not_after))
+            not_before, not_after = renewed
 
-    async def _renew(self, not_before: float, not_after: float) -> Any:
-        """Renew until it works, backing off; the renewed leaf."""
-        import httpx
-
-        from identity import client
-
+    async def _renew(self, not_before: float, not_after: float) -> None:
+        """Renew until it works, backing off."""
         attempt = 0
-        while True:
-            try:
-                return await client.renew(self.url, self.directory)
-            except (httpx.HTTPError, client.IdentityRefused, OSError, ssl.SSLError) as exc:
-                now = self.clock()
-                log.log(
-                    expiry_level(now, not_before, not_after),
-                    "certificate renewal failed; still serving on the current leaf",
-                    extra={
-                        "error": str(exc),
-                        "expires_in_s": round(not_after - now, 1),
-                        "identity_service": self.url,
-                    },
-                )
-                await asyncio.sleep(retry_delay(attempt, now, not_after))
-                attempt += 1
+        while (failure := await self._renew_in_child()) is not None:
+            now = self.clock()
+            log.log(
+                expiry_level(now, not_before, not_after),
+                "certificate renewal failed; still serving on the current leaf",
+                extra={
+                    "error": failure,
+                    "expires_in_s": round(not_after - now, 1),
+                    "identity_service": self.url,
+                },
+            )
+            await asyncio.sleep(retry_delay(attempt, now, not_after))
+            attempt += 1
+
+    async def _renew_in_child(self) -> str | None:
+        """One renewal by `python -m identity.renew`; None when it worked, else why not."""
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "identity.renew", self.url, str(self.directory),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(child.communicate(), RENEW_TIMEOUT_S)
+        except TimeoutError:
+            return f"the renewal did not finish within {RENEW_TIMEOUT_S:g} s"
+        finally:
+            if child.returncode is None:  # timed out, or the proxy is stopping
+                child.kill()
+        if child.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            return lines[-1] if lines else f"the renewal exited with {child.returncode}"
+        log.info("certificate renewed", extra=json.loads(out))
+        return None
 
     def _validity_on_disk(self) -> Validity:
         from identity.client import LeafFiles

@@ -155,7 +155,7 @@ class ProxyServer:
             renewer = Renewer(
                 config.identity_url,
                 self.ctx.tls.directory,
-                on_renewed=lambda _: self.ctx.tls.reload(),
+                on_renewed=self.ctx.tls.reload,
                 validity=lambda: self.ctx.tls.validity,
             )
             self._tasks.append(asyncio.create_task(renewer.run()))

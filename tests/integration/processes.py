@@ -62,3 +62,9 @@ def start_backend(name: str, prefix: Sequence[str] = (), **options: object) -> P
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return start(args, prefix=prefix)
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files mapped into a running process's memory (its libraries among them)."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {fields[5] for line in maps if len(fields := line.split(maxsplit=5)) == 6}

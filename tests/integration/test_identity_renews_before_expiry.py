@@ -35,7 +35,7 @@ def test_renewal_has_no_gap_and_keeps_old_leaf_when_ca_is_down(
             first = await obtain(service.url, token, host="h1", service="api", directory=leaf_dir)
             renewed = []
             task = asyncio.create_task(
-                Renewer(service.url, leaf_dir, lambda cert: renewed.append(time.time())).run()
+                Renewer(service.url, leaf_dir, lambda: renewed.append(time.time())).run()
             )
             await _wait_for(lambda: renewed, within=20)
             second = files.leaf()

@@ -1,4 +1,5 @@
-"""A running proxy renews its leaf from the identity service when due and serves the new one."""
+"""A running proxy renews its leaf from the identity service when due and serves the new one;
+the renewal runs in a child process, so the proxy's own never maps cryptography."""
 
 import asyncio
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 from identity.client import obtain
 from tests.integration.identity_service import running_identity_service, vmesh
 from tests.integration.mesh import Mesh, wait_until
+from tests.integration.processes import mapped_files
 
 
 def test_the_proxy_renews_and_loads_the_new_leaf(tmp_path: Path) -> None:
@@ -26,6 +28,11 @@ def test_the_proxy_renews_and_loads_the_new_leaf(tmp_path: Path) -> None:
                     return admin.get("/v1/certs").json()["chain"][0]["serial"] != first
 
                 wait_until(renewed, within=20, what="a renewed leaf in /v1/certs")
-            assert any(line.get("msg") == "certificate renewed" for line in proxy.logs)
+            renewal = next(line for line in proxy.logs if line.get("msg") == "certificate renewed")
+            assert renewal["identity"] == "spiffe://vmesh.local/svc/api"
+            assert renewal["serial"] != first
+            mapped = mapped_files(proxy.proc.pid)
+            assert any("python" in path for path in mapped), "not the proxy's own memory map"
+            assert not [path for path in mapped if "cryptography" in path]
         finally:
             mesh.stop()

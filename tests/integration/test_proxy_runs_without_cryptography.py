@@ -6,8 +6,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.mesh import Mesh, ProxyProcess
-from tests.integration.processes import start_backend
+from tests.integration.mesh import Mesh
+from tests.integration.processes import mapped_files, start_backend
 
 
 @pytest.fixture
@@ -18,11 +18,6 @@ def mesh(tmp_path: Path):
     mesh.stop()
     for backend in backends:
         backend.stop()
-
-
-def _mapped_files(proxy: ProxyProcess) -> set[str]:
-    maps = Path(f"/proc/{proxy.proc.pid}/maps").read_text().splitlines()
-    return {line.split(maxsplit=5)[5] for line in maps if len(line.split(maxsplit=5)) == 6}
 
 
 def test_proxies_serve_mtls_and_certs_without_loading_cryptography(mesh) -> None:
@@ -39,6 +34,6 @@ def test_proxies_serve_mtls_and_certs_without_loading_cryptography(mesh) -> None
     assert certs["identity"] == "spiffe://vmesh.local/svc/front"
     assert [c["kind"] for c in certs["chain"]] == ["leaf", "issuer"]
     for proxy in mesh.proxies:
-        mapped = _mapped_files(proxy)
+        mapped = mapped_files(proxy.proc.pid)
         assert any("python" in path for path in mapped), "not the proxy's own memory map"
         assert not [path for path in mapped if "cryptography" in path], proxy.service

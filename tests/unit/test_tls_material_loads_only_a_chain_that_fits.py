@@ -7,6 +7,7 @@ from cryptography import x509
 
 from identity import pki
 from proxy.tls import TlsMaterial
+from tests.unit.cert_helpers import described_by_cryptography
 
 
 def _write(
@@ -32,27 +33,15 @@ def _write(
     return anchor, issuer, leaf, others
 
 
-def _as_cryptography_shows(cert: x509.Certificate, kind: str) -> dict:
-    return {
-        "kind": kind,
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "san": pki.uri_sans(cert),
-        "serial": pki.new_serial_hex(cert),
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-    }
-
-
 def test_certs_show_chain_and_bundle_in_file_order(tmp_path: Path) -> None:
     anchor, issuer, leaf, others = _write(tmp_path, other_anchors=2)
     material = TlsMaterial(tmp_path)
     described = material.describe()
     assert described["identity"] == "spiffe://vmesh.local/svc/api"
     assert described["error"] is None
-    assert described["chain"] == [_as_cryptography_shows(leaf, "leaf"),
-                                  _as_cryptography_shows(issuer.cert, "issuer")]
-    assert described["bundle"] == [_as_cryptography_shows(c, "anchor")
+    assert described["chain"] == [described_by_cryptography(leaf, "leaf"),
+                                  described_by_cryptography(issuer.cert, "issuer")]
+    assert described["bundle"] == [described_by_cryptography(c, "anchor")
                                    for c in (*(o.cert for o in others), anchor.cert)]
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     assert described["next_renewal"] == (leaf.not_valid_before_utc + lifetime * 0.7).timestamp()

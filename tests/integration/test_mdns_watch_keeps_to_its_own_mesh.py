@@ -1,14 +1,16 @@
 """Over real mDNS on loopback: a watch lists only its own trust domain's instances (two meshes,
-or two demos, on one LAN stay apart), and its first set waits for the service's instances
-however many other services resolve first."""
+or two demos, on one LAN stay apart), its first set waits for the service's instances
+however many other services resolve first, and a backend that closes says all its goodbyes."""
 
 import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from zeroconf import DNSIncoming
 
 from tests.unit.policy_helpers import eventually
 from vm_mesh.discovery.base import EndpointSet, Instance
@@ -88,3 +90,46 @@ async def test_first_set_waits_for_the_service_while_others_resolve(
             await first
         await views.aclose()
         await others.aclose()
+
+
+class _Goodbyes:
+    """Counts the mDNS packets on loopback that withdraw records (TTL 0) of one name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name.lower()
+        self.packets = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # zeroconf's own do too
+        self.sock.bind(("", 5353))
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                             socket.inet_aton("224.0.0.251") + socket.inet_aton("127.0.0.1"))
+        self.sock.setblocking(False)
+
+    def count(self) -> int:
+        """Read what arrived so far; the number of goodbye packets of the name."""
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                packet = DNSIncoming(self.sock.recv(9000))
+                if any(record.ttl == 0 and self.name in record.name.lower()
+                       for record in packet.answers()):
+                    self.packets += 1
+        return self.packets
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_a_closing_backend_sends_all_its_goodbyes_before_its_sockets_close() -> None:
+    """Three goodbye packets, as zeroconf sends them, so that one lost on the way does not
+    leave peers routing to a stopped proxy until the records expire."""
+    service = f"web{secrets.token_hex(3)}"
+    goodbyes = _Goodbyes(f"{service}-1")
+    try:
+        ours = MdnsDiscovery(LOOPBACK, trust_domain="alpha.test")
+        await ours.register(Instance(service, f"{service}-1", "127.0.0.1", 41001))
+        await ours.close()  # withdraws, then closes its sockets
+        await eventually(lambda: goodbyes.count() >= 3, within=5)
+        assert goodbyes.count() == 3
+    finally:
+        goodbyes.close()

@@ -169,7 +169,14 @@ class MdnsDiscovery:
     async def deregister(self, instance: Instance) -> None:
         info = self._registered.pop(instance.instance_id, None)
         if info is not None:
-            await self._zeroconf.async_unregister_service(info)  # goodbye packets
+            await self._say_goodbye(info)
+
+    async def _say_goodbye(self, info: ServiceInfo) -> None:
+        """Withdraw `info` and wait until its goodbye packets are out (three, over 250 ms):
+        zeroconf hands back the sending as a task, and a proxy that closes its sockets
+        before the task has run leaves its peers routing to it until the records expire."""
+        sending = await self._zeroconf.async_unregister_service(info)
+        await sending
 
     def _on_change(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
@@ -310,6 +317,6 @@ class MdnsDiscovery:
                 self._zeroconf.zeroconf.registry.async_remove(info)
                 continue
             with contextlib.suppress(Exception):
-                await self._zeroconf.async_unregister_service(info)
+                await self._say_goodbye(info)
         self._registered.clear()
         await self._zeroconf.async_close()

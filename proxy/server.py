@@ -6,6 +6,7 @@ import gc
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
@@ -236,6 +237,21 @@ class ProxyServer:
             log.error("could not leave discovery", extra={"event": "discovery_leave_failed",
                                                           "detail": str(exc)})
 
+    async def rejoin_discovery(self) -> None:
+        """Register again after `leave_discovery` (SIGTTIN, as HAProxy resumes its listeners
+        with it): an upgrade that failed, and left this proxy serving, gives it back to its
+        peers."""
+        if self.instance is None or not self.state.left_discovery or self.state.draining:
+            return
+        try:
+            await self.ctx.discovery.register(self.instance)
+        except Exception as exc:
+            log.error("could not rejoin discovery", extra={"event": "discovery_rejoin_failed",
+                                                           "detail": str(exc)})
+            return
+        self.state.left_discovery = False
+        log.info("rejoined discovery", extra={"event": "discovery_rejoined"})
+
     async def drain(self, leave_discovery: bool = True) -> None:
         """Leave discovery (unless a successor took over the registration), stop accepting,
         let client connections end after their next response (`connection: close`; idle
@@ -270,8 +286,8 @@ class ProxyServer:
 async def run(loaded: LoadedConfig) -> None:
     """Run a proxy until a stop signal, then drain: SIGTERM or SIGINT leave discovery first;
     SIGUSR2 (from `vmesh run`, once a successor is ready on the same listeners) does not,
-    the successor holds the registration. SIGUSR1 leaves discovery and keeps serving;
-    SIGHUP reloads."""
+    the successor holds the registration. SIGUSR1 leaves discovery and keeps serving,
+    SIGTTIN joins it again; SIGHUP reloads."""
     server = ProxyServer(loaded)
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[bool] = loop.create_future()  # the result: leave discovery?
@@ -285,14 +301,15 @@ async def run(loaded: LoadedConfig) -> None:
         loop.add_signal_handler(signum, stop, True)
     loop.add_signal_handler(signal.SIGUSR2, stop, False)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
-    leaving: set[asyncio.Task[None]] = set()
+    changing: set[asyncio.Task[None]] = set()  # leaving or rejoining discovery
 
-    def leave() -> None:
-        task = asyncio.ensure_future(server.leave_discovery())
-        leaving.add(task)
-        task.add_done_callback(leaving.discard)
+    def change(step: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.ensure_future(step())
+        changing.add(task)
+        task.add_done_callback(changing.discard)
 
-    loop.add_signal_handler(signal.SIGUSR1, leave)
+    loop.add_signal_handler(signal.SIGUSR1, change, server.leave_discovery)
+    loop.add_signal_handler(signal.SIGTTIN, change, server.rejoin_discovery)
     await server.start()
     # what start-up built (modules, config, policy models) lives as long as the process: out
     # of the collector's sight, the collections that requests trigger traverse only their own

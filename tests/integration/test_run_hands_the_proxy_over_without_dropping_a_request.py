@@ -4,10 +4,13 @@ new proxy that cannot start leaves the old one serving; a crashed proxy's succes
 the connections that arrived while it was down; over mDNS, SIGUSR1 takes the proxy out of its
 peers' view while it goes on serving, and its successor brings it back."""
 
+import contextlib
 import json
 import secrets
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -146,9 +149,18 @@ def test_connections_made_while_a_crashed_proxy_restarts_are_answered_by_its_suc
     assert running(new_pid)
 
 
-def test_over_mdns_a_proxy_leaves_discovery_on_sigusr1_and_its_successor_joins_it_again(
-    tmp_path: Path,
-) -> None:
+@dataclass
+class MdnsFront:
+    """A supervised proxy announced over mDNS, and `status()` of a request to it from a peer."""
+
+    root: Path
+    name: str
+    run: Run
+    status: Callable[[], int]
+
+
+@contextlib.contextmanager
+def mdns_front(tmp_path: Path) -> Iterator[MdnsFront]:
     mesh = Mesh(tmp_path, discovery='backend = "mdns"\ninterfaces = ["127.0.0.1"]\n')
     name = f"front{secrets.token_hex(3)}"  # unique: other meshes may share this host's mDNS
     app_port = free_port()
@@ -165,21 +177,42 @@ def test_over_mdns_a_proxy_leaves_discovery_on_sigusr1_and_its_successor_joins_i
                              timeout=10).status_code
 
         wait_until(lambda: status() == 200, within=20, what="edge routing to it")
-
-        run.process.send_signal(signal.SIGUSR1)  # an upgrade's drain
-        wait_until(lambda: status() == 503, within=10, what="edge seeing it leave")
-        [proxy_pid] = [r["pid"] for r in run.find(msg="started", child="proxy")]
-        assert running(proxy_pid)  # out of discovery, still serving its app
-        assert admin_ready(tmp_path, name) == (503, "left discovery (an upgrade hands this "
-                                                    "proxy's listeners over)")
-
-        run.process.send_signal(signal.SIGUSR2)
-        wait_until(lambda: run.find(event="handover_done"), within=60, what="the handover")
-        wait_until(lambda: status() == 200, within=10, what="edge routing to the successor")
-        assert admin_ready(tmp_path, name) == (200, "ok")
+        yield MdnsFront(tmp_path, name, run, status)
     finally:
         run.kill()
         mesh.stop()
+
+
+def test_over_mdns_a_proxy_leaves_discovery_on_sigusr1_and_its_successor_joins_it_again(
+    tmp_path: Path,
+) -> None:
+    with mdns_front(tmp_path) as front:
+        front.run.process.send_signal(signal.SIGUSR1)  # an upgrade's drain
+        wait_until(lambda: front.status() == 503, within=10, what="edge seeing it leave")
+        [proxy_pid] = [r["pid"] for r in front.run.find(msg="started", child="proxy")]
+        assert running(proxy_pid)  # out of discovery, still serving its app
+        assert admin_ready(tmp_path, front.name) == (
+            503, "left discovery (an upgrade hands this proxy's listeners over)")
+
+        front.run.process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: front.run.find(event="handover_done"), within=60, what="the handover")
+        wait_until(lambda: front.status() == 200, within=10, what="edge routing to the successor")
+        assert admin_ready(tmp_path, front.name) == (200, "ok")
+
+
+def test_over_mdns_a_failed_handover_gives_the_old_proxy_back_to_its_peers(
+    tmp_path: Path,
+) -> None:
+    with mdns_front(tmp_path) as front:
+        front.run.process.send_signal(signal.SIGUSR1)  # an upgrade's drain
+        wait_until(lambda: front.status() == 503, within=10, what="edge seeing it leave")
+        service_file = tmp_path / f"etc/vmesh/services/{front.name}.toml"
+        service_file.write_text(service_file.read_text() + "this is not toml\n")
+
+        front.run.process.send_signal(signal.SIGUSR2)  # the new release cannot start
+        wait_until(lambda: front.run.find(event="handover_failed"), within=60, what="the verdict")
+        wait_until(lambda: front.status() == 200, within=10, what="edge routing to it again")
+        assert admin_ready(tmp_path, front.name) == (200, "ok")
 
 
 def admin_ready(root: Path, service: str) -> tuple[int, str]:

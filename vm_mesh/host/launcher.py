@@ -15,7 +15,8 @@ The supervisor keeps a copy of the proxy's listening sockets
 SIGUSR2 hands the proxy over to a new process (the installed version) while
 the app keeps running, then the supervisor re-executes itself with the
 installed code too (`vm_mesh.host.reexec`); SIGUSR1 makes the proxy leave
-discovery first (an upgrade's drain); SIGHUP reloads it.
+discovery first (an upgrade's drain), SIGTTIN join it again (as a failed handover does
+by itself); SIGHUP reloads it.
 """
 
 import asyncio
@@ -173,6 +174,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.proxy.send(signal.SIGHUP))
         loop.add_signal_handler(signal.SIGUSR1, lambda: self.proxy.send(signal.SIGUSR1))
+        loop.add_signal_handler(signal.SIGTTIN, lambda: self.proxy.send(signal.SIGTTIN))
         loop.add_signal_handler(signal.SIGUSR2, self._handover.set)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)  # blocked over an exec
         try:
@@ -331,6 +333,7 @@ class Supervisor:
         log.error(f"handover failed: {reason}; the old proxy goes on serving",
                   extra={"event": "handover_failed", "pid": _pid(old), "reason": reason})
         await new.stop()
+        old.send(signal.SIGTTIN)  # back to its peers, if the upgrade's drain took it away
         self._record_handover("failed", pid=_pid(old), new_pid=_pid(new), reason=reason)
 
     async def _reexec(self) -> None:

@@ -21,7 +21,7 @@ RESUME_ENV = "VMESH_RUN_RESUME"
 # The supervisor's signals: blocked across the exec (the mask and pending signals survive
 # it), so one that arrives before the new image set its handlers waits instead of killing.
 SUPERVISOR_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
-                                signal.SIGUSR2})
+                                signal.SIGUSR2, signal.SIGTTIN})
 # Imported by the new image before anything else runs; a release that breaks them is not
 # exec'ed into, and the running supervisor keeps its code.
 PREFLIGHT_IMPORTS = "import vm_mesh.host.cli, vm_mesh.host.launcher, vm_mesh.host.reexec"

@@ -158,6 +158,16 @@ class MdnsFront:
     run: Run
     status: Callable[[], int]
 
+    def drain(self) -> None:
+        """An upgrade's first step: SIGUSR1, until the peer no longer finds the proxy."""
+        self.run.process.send_signal(signal.SIGUSR1)
+        wait_until(lambda: self.status() == 503, within=10, what="edge seeing it leave")
+
+    def hand_over(self, outcome: str) -> None:
+        """SIGUSR2, until the supervisor logs `outcome` (handover_done or handover_failed)."""
+        self.run.process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: self.run.find(event=outcome), within=60, what=outcome)
+
 
 @contextlib.contextmanager
 def mdns_front(tmp_path: Path) -> Iterator[MdnsFront]:
@@ -187,15 +197,13 @@ def test_over_mdns_a_proxy_leaves_discovery_on_sigusr1_and_its_successor_joins_i
     tmp_path: Path,
 ) -> None:
     with mdns_front(tmp_path) as front:
-        front.run.process.send_signal(signal.SIGUSR1)  # an upgrade's drain
-        wait_until(lambda: front.status() == 503, within=10, what="edge seeing it leave")
+        front.drain()
         [proxy_pid] = [r["pid"] for r in front.run.find(msg="started", child="proxy")]
         assert running(proxy_pid)  # out of discovery, still serving its app
         assert admin_ready(tmp_path, front.name) == (
             503, "left discovery (an upgrade hands this proxy's listeners over)")
 
-        front.run.process.send_signal(signal.SIGUSR2)
-        wait_until(lambda: front.run.find(event="handover_done"), within=60, what="the handover")
+        front.hand_over("handover_done")
         wait_until(lambda: front.status() == 200, within=10, what="edge routing to the successor")
         assert admin_ready(tmp_path, front.name) == (200, "ok")
 
@@ -204,13 +212,11 @@ def test_over_mdns_a_failed_handover_gives_the_old_proxy_back_to_its_peers(
     tmp_path: Path,
 ) -> None:
     with mdns_front(tmp_path) as front:
-        front.run.process.send_signal(signal.SIGUSR1)  # an upgrade's drain
-        wait_until(lambda: front.status() == 503, within=10, what="edge seeing it leave")
+        front.drain()
         service_file = tmp_path / f"etc/vmesh/services/{front.name}.toml"
         service_file.write_text(service_file.read_text() + "this is not toml\n")
 
-        front.run.process.send_signal(signal.SIGUSR2)  # the new release cannot start
-        wait_until(lambda: front.run.find(event="handover_failed"), within=60, what="the verdict")
+        front.hand_over("handover_failed")  # the new release cannot start
         wait_until(lambda: front.status() == 200, within=10, what="edge routing to it again")
         assert admin_ready(tmp_path, front.name) == (200, "ok")
 

@@ -110,8 +110,7 @@ class ProxyContext:
             yield client
         finally:
             self._clients.discard(client)
-            if not self._clients and not self._detecting:
-                self._no_clients.set()
+            self._note_if_no_clients()
             client.close()
 
     @contextlib.contextmanager
@@ -125,8 +124,11 @@ class ProxyContext:
             yield
         finally:
             self._detecting -= 1
-            if not self._clients and not self._detecting:
-                self._no_clients.set()
+            self._note_if_no_clients()
+
+    def _note_if_no_clients(self) -> None:
+        if not self.open_clients:
+            self._no_clients.set()
 
     @property
     def open_clients(self) -> int:
@@ -143,7 +145,7 @@ class ProxyContext:
 
     async def drained(self) -> None:
         """Until no request is in flight and no client connection is open."""
-        while self.in_flight or self._clients or self._detecting:
+        while self.in_flight or self.open_clients:
             await self.idle.wait()
             await self._no_clients.wait()
 

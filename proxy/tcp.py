@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from proxy.connection import Connection, listen
 from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
+from proxy.events import RequestEvent
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
@@ -165,40 +166,48 @@ class TcpUpstreamListener:
         # in flight from the first await on, so that a drain waits for the connect too
         with self.ctx.request_in_flight():
             try:
-                endpoints = await self.ctx.endpoints(self.service)
-                endpoint = endpoints.pick()
-                if endpoint is None:
-                    event.error = "no_endpoints"
-                    return
-                instance = endpoint.instance
-                event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
-                try:
-                    up_reader, up_writer = await asyncio.wait_for(
-                        asyncio.open_connection(
-                            instance.address,
-                            instance.port,
-                            ssl=self.ctx.tls.client_opaque,
-                            server_hostname=self.service,
-                        ),
-                        self.ctx.config.timeouts.connect,
-                    )
-                    identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
-                except (TimeoutError, ConnectionError, OSError, PeerIdentityError) as exc:
-                    endpoint.breaker.on_failure()
-                    event.error = f"upstream.connect_failed: {exc}"[:200]
-                    return
-                expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
-                if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
-                    up_writer.close()
-                    event.error = "upstream.opaque_not_supported"
-                    return
-                if identity != expected:
-                    up_writer.close()
-                    event.error = f"upstream.wrong_identity: {identity}"
-                    return
-                endpoint.breaker.on_success()
-                event.dst_id = identity
-                event.bytes_in, event.bytes_out = await tunnel(reader, writer, up_reader, up_writer)
+                upstream = await self._open_upstream(event)
+                if upstream is not None:
+                    event.bytes_in, event.bytes_out = await tunnel(reader, writer, *upstream)
             finally:
                 writer.close()
                 self.ctx.publish(event, started)
+
+    async def _open_upstream(
+        self, event: RequestEvent
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """An opaque mTLS connection to an instance of the service, its identity checked;
+        None when there is none (the reason is in `event.error`)."""
+        endpoint = (await self.ctx.endpoints(self.service)).pick()
+        if endpoint is None:
+            event.error = "no_endpoints"
+            return None
+        instance = endpoint.instance
+        event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    instance.address,
+                    instance.port,
+                    ssl=self.ctx.tls.client_opaque,
+                    server_hostname=self.service,
+                ),
+                self.ctx.config.timeouts.connect,
+            )
+            identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
+        except (TimeoutError, ConnectionError, OSError, PeerIdentityError) as exc:
+            endpoint.breaker.on_failure()
+            event.error = f"upstream.connect_failed: {exc}"[:200]
+            return None
+        expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
+        if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
+            up_writer.close()
+            event.error = "upstream.opaque_not_supported"
+            return None
+        if identity != expected:
+            up_writer.close()
+            event.error = f"upstream.wrong_identity: {identity}"
+            return None
+        endpoint.breaker.on_success()
+        event.dst_id = identity
+        return up_reader, up_writer

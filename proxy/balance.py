@@ -4,6 +4,11 @@ Each endpoint keeps an exponentially weighted moving average of its response
 latency that jumps up at once on a slow response (peak) and decays slowly;
 its cost is that average times (outstanding requests + 1). The balancer
 picks two available endpoints at random and sends to the cheaper one.
+
+As in Finagle and tower, the average also decays towards zero while nothing is
+observed: an endpoint that was slow once, or a new one still at the default
+estimate, becomes the cheaper choice again after a while and is tried, instead
+of being starved for good by endpoints that keep answering fast.
 """
 
 import math
@@ -17,7 +22,11 @@ DECAY_S = 10.0
 
 
 class PeakEwma:
-    """Peak-sensitive EWMA of latency in milliseconds, decaying with time."""
+    """Peak-sensitive EWMA of latency in milliseconds, decaying with time.
+
+    `value` is the estimate as of the last observation or cost reading; reading
+    `cost` first decays it to now (an observation of zero, as Finagle does).
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -36,6 +45,10 @@ class PeakEwma:
 
     @property
     def cost(self) -> float:
+        """The estimate decayed to now, times (outstanding requests + 1)."""
+        now = self._clock()
+        self.value *= math.exp(-(now - self._stamp) / DECAY_S)
+        self._stamp = now
         return self.value * (self.pending + 1)
 
 

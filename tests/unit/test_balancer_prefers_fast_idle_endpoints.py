@@ -68,3 +68,41 @@ def test_unavailable_endpoints_are_never_picked() -> None:
 
 def test_no_available_endpoint_gives_none() -> None:
     assert pick([Endpoint("down", Clock(), up=False)], random.Random(1)) is None
+
+
+def _serve(endpoints: list[Endpoint], latency_ms: dict[str, float], clock: Clock,
+           seconds: float, rng: random.Random) -> Counter[str]:
+    """One request every 10 ms for `seconds`, each answered in its endpoint's latency."""
+    picked: Counter[str] = Counter()
+    for _ in range(int(seconds * 100)):
+        clock.now += 0.01
+        endpoint = pick(endpoints, rng)
+        assert endpoint is not None
+        endpoint.ewma.observe(latency_ms[endpoint.name])
+        picked[endpoint.name] += 1
+    return picked
+
+
+def test_a_new_endpoint_gets_traffic_beside_fast_ones() -> None:
+    clock = Clock()
+    old, new = Endpoint("old", clock), Endpoint("new", clock)
+    rng = random.Random(3)
+    _serve([old], {"old": 5.0}, clock, 5, rng)
+    new.ewma = PeakEwma(clock)  # joins now, at the default estimate
+    latency = {"old": 5.0, "new": 5.0}
+    _serve([old, new], latency, clock, 60, rng)  # its default estimate decays below 5 ms
+    later = _serve([old, new], latency, clock, 30, rng)
+    assert later["new"] > 0.3 * sum(later.values())
+
+
+def test_an_endpoint_slow_once_is_tried_again() -> None:
+    clock = Clock()
+    endpoints = [Endpoint("a", clock), Endpoint("b", clock)]
+    endpoints[0].ewma.observe(5.0)
+    endpoints[1].ewma.observe(800.0)  # one slow answer, then it is as fast as the other
+    rng = random.Random(5)
+    first = _serve(endpoints, {"a": 5.0, "b": 5.0}, clock, 30, rng)
+    assert first["b"] == 0  # while its peak is high, the fast one takes every request
+    _serve(endpoints, {"a": 5.0, "b": 5.0}, clock, 60, rng)
+    later = _serve(endpoints, {"a": 5.0, "b": 5.0}, clock, 30, rng)
+    assert later["b"] > 0.3 * sum(later.values())

@@ -65,6 +65,14 @@ class CircuitBreaker:
         if self.state == "half-open" or self.failures >= self.settings.consecutive_failures:
             self._eject()
 
+    def on_abandoned(self) -> None:
+        """The request ended with no outcome (it timed out, or its client left). A probe that
+        ends so re-opens the breaker: the instance has not shown that it recovered, and the
+        next probe goes after the next backoff (a probe left in flight would shut the
+        endpoint out for good)."""
+        if self.state == "half-open":
+            self._eject()
+
     def _eject(self) -> None:
         settings = self.settings
         backoff = min(settings.max_s, settings.min_s * 2**self.ejections)

@@ -361,6 +361,13 @@ class OutboundProxy:
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise
+        except BaseException:
+            # a timeout fired (the task is cancelled) or the client left: the instance's latency
+            # is at least the wait, so the balancer learns of an instance that stopped
+            # answering; there is no outcome for the breaker
+            endpoint.ewma.observe((time.monotonic() - started) * 1000)
+            endpoint.breaker.on_abandoned()
+            raise
         finally:
             endpoint.ewma.pending -= 1
         endpoint.ewma.observe((time.monotonic() - started) * 1000)

@@ -90,3 +90,29 @@ def test_a_successful_probe_readmits_the_endpoint() -> None:
     breaker.on_success()
     assert breaker.state == "closed" and breaker.available()
     assert breaker.describe()["ejections"] == 0
+
+
+def test_a_probe_that_ends_without_an_outcome_reopens_and_probes_again() -> None:
+    clock = Clock()
+    breaker = _breaker(clock)
+    for _ in range(3):
+        breaker.on_failure()
+    clock.now = breaker.open_until
+    assert breaker.available()  # half-open: the probe goes
+    breaker.on_request()
+    assert not breaker.available()  # one probe at a time
+    breaker.on_abandoned()  # it timed out
+    assert breaker.state == "open" and not breaker.available()
+    clock.now = breaker.open_until
+    assert breaker.available()  # the next backoff ended: another probe, not shut out for good
+    breaker.on_request()
+    breaker.on_success()
+    assert breaker.state == "closed"
+
+
+def test_a_request_abandoned_while_closed_changes_nothing() -> None:
+    breaker = _breaker(Clock())
+    breaker.on_failure()
+    breaker.on_request()
+    breaker.on_abandoned()  # its client left: not the instance's failure
+    assert breaker.state == "closed" and breaker.failures == 1

@@ -3,7 +3,11 @@
 Each endpoint keeps an exponentially weighted moving average of its response
 latency that jumps up at once on a slow response (peak) and decays slowly;
 its cost is that average times (outstanding requests + 1). The balancer
-picks two available endpoints at random and sends to the cheaper one.
+picks two available endpoints at random and sends to the one with the lower
+cost per unit of weight (the instance's `weight` from discovery, 100 by
+default), so under load an instance of weight 300 carries three times the
+outstanding requests of one of weight 100. Weight 0 drains an instance: it is
+picked only when no weighted instance is available.
 
 As in Finagle and tower, the average also decays towards zero while nothing is
 observed: an endpoint that was slow once, or a new one still at the default
@@ -56,6 +60,7 @@ class Balanced(Protocol):
     """What the balancer needs of an endpoint."""
 
     ewma: PeakEwma
+    weight: int
 
     def available(self) -> bool: ...
 
@@ -64,14 +69,19 @@ E = TypeVar("E", bound=Balanced)
 
 
 def pick(endpoints: Sequence[E], rng: random.Random) -> E | None:
-    """P2C: the cheaper of two random available endpoints; None when none is available."""
-    candidates = [e for e in endpoints if e.available()]
+    """P2C: of two random available endpoints the cheaper per unit of weight, drained ones
+    (weight 0) only when no other is available; None when none is available."""
+    candidates = [e for e in endpoints if e.weight and e.available()]
     if not candidates:
-        return None
+        candidates = [e for e in endpoints if e.available()]
+        if not candidates:
+            return None
     if len(candidates) == 1:
         return candidates[0]
     count = len(candidates)
     i = int(rng.random() * count)
     j = int(rng.random() * (count - 1))
     first, second = candidates[i], candidates[j + (j >= i)]  # two distinct, uniformly
-    return first if first.ewma.cost <= second.ewma.cost else second
+    if first.ewma.cost * second.weight <= second.ewma.cost * first.weight:
+        return first
+    return second

@@ -20,9 +20,11 @@ class Endpoint:
     ewma: PeakEwma = field(default_factory=PeakEwma)
     last_seen: float = field(default_factory=time.time)
     authority: str = field(init=False)  # the instance's, made once, not per request
+    weight: int = field(init=False)  # the balancer reads it per request
 
     def __post_init__(self) -> None:
         self.authority = self.instance.authority
+        self.weight = self.instance.weight
 
     def available(self) -> bool:
         return self.breaker.available()

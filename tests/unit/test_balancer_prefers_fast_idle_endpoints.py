@@ -15,10 +15,11 @@ class Clock:
 
 
 class Endpoint:
-    def __init__(self, name: str, clock: Clock, up: bool = True) -> None:
+    def __init__(self, name: str, clock: Clock, up: bool = True, weight: int = 100) -> None:
         self.name = name
         self.ewma = PeakEwma(clock)
         self.up = up
+        self.weight = weight
 
     def available(self) -> bool:
         return self.up
@@ -106,3 +107,25 @@ def test_an_endpoint_slow_once_is_tried_again() -> None:
     _serve(endpoints, {"a": 5.0, "b": 5.0}, clock, 60, rng)
     later = _serve(endpoints, {"a": 5.0, "b": 5.0}, clock, 30, rng)
     assert later["b"] > 0.3 * sum(later.values())
+
+
+def test_concurrent_requests_spread_in_proportion_to_weight() -> None:
+    clock = Clock()
+    heavy, light = Endpoint("heavy", clock, weight=300), Endpoint("light", clock, weight=100)
+    for endpoint in (heavy, light):
+        endpoint.ewma.observe(5.0)
+    rng = random.Random(11)
+    for _ in range(40):  # 40 requests outstanding at once, none answered yet
+        chosen = pick([heavy, light], rng)
+        assert chosen is not None
+        chosen.ewma.pending += 1
+    assert (heavy.ewma.pending, light.ewma.pending) == (30, 10)
+
+
+def test_a_drained_endpoint_serves_only_when_nothing_else_can() -> None:
+    clock = Clock()
+    drained, other = Endpoint("drained", clock, weight=0), Endpoint("other", clock)
+    rng = random.Random(2)
+    assert {pick([drained, other], rng).name for _ in range(200)} == {"other"}  # type: ignore[union-attr]
+    other.up = False
+    assert pick([drained, other], rng) is drained

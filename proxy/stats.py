@@ -2,15 +2,16 @@
 
 Counts are kept in one-second buckets per (direction, service, route), with a
 bounded reservoir of latencies per bucket, so memory stays flat at any rate
-and `/v1/stats?window=60s` needs no Prometheus. Each row also carries a small
-quantile sketch of its latencies, so a client can combine instances into one
-service's percentiles (quantiles of the parts do not add up). Series idle for the whole
-window are forgotten, and at most `MAX_SERIES` exist at once (requests for
-yet more services, e.g. unknown `Host` values, are counted under `other`), so
-memory stays flat whatever clients send too.
+and `/v1/stats?window=60s` needs no Prometheus. Each sample stands for its
+second's requests, so a busy second weighs in the percentiles as much as it
+had requests. Each row also carries a small quantile sketch of its latencies,
+so a client can combine instances into one service's percentiles (quantiles
+of the parts do not add up). Series idle for the whole window are forgotten,
+and at most `MAX_SERIES` exist at once (requests for yet more services, e.g.
+unknown `Host` values, are counted under `other`), so memory stays flat
+whatever clients send too.
 """
 
-import math
 import random
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.events import RequestEvent
+from vm_mesh.quantiles import Weighted, weighted_percentile
 
 MAX_WINDOW_S = 600
 SAMPLES_PER_SECOND = 256
@@ -54,22 +56,32 @@ def is_success(event: RequestEvent) -> bool:
     return event.error is None and event.status is not None and event.status < 500
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of already sorted values; None when there are none."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def quantile_sketch(sorted_values: list[float], points: int = SKETCH_POINTS) -> list[float]:
+def quantile_sketch(weighted: Weighted, points: int = SKETCH_POINTS) -> list[float]:
     """At most `points` latencies that each stand for an equal share of the requests (the
     value in the middle of each share), so that the sketches of several instances, weighted
     by their request counts, give the percentiles of all their requests together."""
-    count = len(sorted_values)
-    if count <= points:
-        return [round(v, 3) for v in sorted_values]
-    return [round(sorted_values[(2 * k + 1) * count // (2 * points)], 3) for k in range(points)]
+    if len(weighted) <= points and all(weight == 1 for _, weight in weighted):
+        return [round(value, 3) for value, _ in weighted]
+    total = sum(weight for _, weight in weighted)
+    sketch = []
+    seen, index = weighted[0][1], 0
+    for k in range(points):
+        goal = (2 * k + 1) * total / (2 * points)
+        while seen < goal and index + 1 < len(weighted):
+            index += 1
+            seen += weighted[index][1]
+        sketch.append(round(weighted[index][0], 3))
+    return sketch
+
+
+def _weighted_latencies(buckets: list[_Bucket]) -> list[tuple[float, float]]:
+    """The buckets' latency samples, each weighted by the requests it stands for (a busy
+    second keeps only `SAMPLES_PER_SECOND` of them), sorted."""
+    return sorted(
+        (latency, bucket.requests / len(bucket.latencies))
+        for bucket in buckets
+        for latency in bucket.latencies
+    )
 
 
 class WindowedStats:
@@ -121,7 +133,7 @@ class WindowedStats:
             requests = sum(b.requests for b in recent)
             if not requests:
                 continue
-            latencies = sorted(v for b in recent for v in b.latencies)
+            latencies = _weighted_latencies(recent)
             rows.append(
                 {
                     "direction": direction,
@@ -130,9 +142,9 @@ class WindowedStats:
                     "requests": requests,
                     "rps": round(requests / window_s, 3),
                     "success_rate": round(sum(b.successes for b in recent) / requests, 4),
-                    "p50_ms": percentile(latencies, 0.50),
-                    "p95_ms": percentile(latencies, 0.95),
-                    "p99_ms": percentile(latencies, 0.99),
+                    "p50_ms": weighted_percentile(latencies, 0.50),
+                    "p95_ms": weighted_percentile(latencies, 0.95),
+                    "p99_ms": weighted_percentile(latencies, 0.99),
                     "latency_sketch_ms": quantile_sketch(latencies),
                 }
             )

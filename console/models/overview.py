@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from console.api import ProxyStats, RouteStats
+from vm_mesh.quantiles import weighted_percentile
 
 
 @dataclass(slots=True)
@@ -55,19 +56,15 @@ class Golden:
     p99_ms: float | None
 
 
-def merged_percentile(parts: list[tuple[tuple[float, ...], int]], fraction: float) -> float:
+def merged_percentile(
+    parts: list[tuple[tuple[float, ...], int]], fraction: float
+) -> float | None:
     """The `fraction` percentile of several rows' requests together, from their sketches
     (each value an equal share of its row's `requests`), nearest rank by weight."""
     weighted = sorted(
         (value, requests / len(sketch)) for sketch, requests in parts for value in sketch
     )
-    goal = fraction * sum(weight for _, weight in weighted)
-    seen = 0.0
-    for value, weight in weighted:
-        seen += weight
-        if seen >= goal:
-            return value
-    return weighted[-1][0]
+    return weighted_percentile(weighted, fraction)
 
 
 def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:

@@ -1,7 +1,8 @@
 """Per-route rps, success rate and percentiles over a sliding window, without sockets."""
 
 from proxy.events import RequestEvent
-from proxy.stats import WindowedStats, percentile
+from proxy.stats import WindowedStats
+from vm_mesh.quantiles import weighted_percentile
 
 
 class Clock:
@@ -54,11 +55,27 @@ def test_old_requests_leave_the_window() -> None:
     assert stats.snapshot(600)[0]["requests"] == 1
 
 
-def test_percentiles_use_nearest_rank() -> None:
-    values = sorted(float(v) for v in range(1, 101))
-    assert percentile(values, 0.5) == 50.0
-    assert percentile(values, 0.99) == 99.0
-    assert percentile([], 0.5) is None
+def test_percentiles_use_nearest_rank_by_weight() -> None:
+    values = [(float(v), 1.0) for v in range(1, 101)]
+    assert weighted_percentile(values, 0.5) == 50.0
+    assert weighted_percentile(values, 0.99) == 99.0
+    assert weighted_percentile([(1.0, 1.0), (9.0, 3.0)], 0.5) == 9.0
+    assert weighted_percentile([], 0.5) is None
+
+
+def test_a_busy_second_weighs_in_the_percentiles_by_its_requests() -> None:
+    clock = Clock()
+    stats = WindowedStats(clock=clock, seed=5)
+    for _ in range(1000):  # an incident: one busy, slow second
+        stats.record(_event(latency=100.0))
+    for second in range(1, 60):  # then quiet, fast seconds
+        clock.now = 1000.0 + second
+        for _ in range(10):
+            stats.record(_event(latency=1.0))
+    (row,) = stats.snapshot(60)
+    assert row["requests"] == 1590
+    assert row["p50_ms"] == 100.0  # 1000 of the 1590 requests took 100 ms
+    assert row["p95_ms"] == 100.0 and row["latency_sketch_ms"].count(100.0) == 63
 
 
 def test_latency_sample_stays_bounded_yet_representative() -> None:

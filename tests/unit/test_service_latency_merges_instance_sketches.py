@@ -6,7 +6,16 @@ from hypothesis import strategies as st
 
 from console.api import RouteStats
 from console.models.overview import combine, merged_percentile
-from proxy.stats import SKETCH_POINTS, percentile, quantile_sketch
+from proxy.stats import SKETCH_POINTS, quantile_sketch
+from vm_mesh.quantiles import weighted_percentile
+
+
+def unweighted(values: list[float]) -> list[tuple[float, float]]:
+    return [(value, 1.0) for value in sorted(values)]
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    return weighted_percentile(unweighted(values), fraction)
 
 
 def route(latencies: list[float], requests: int) -> RouteStats:
@@ -15,7 +24,7 @@ def route(latencies: list[float], requests: int) -> RouteStats:
         {"direction": "inbound", "service": "api", "route": "default", "rps": requests / 60,
          "requests": requests, "success_rate": 1.0, "p50_ms": percentile(ordered, 0.5),
          "p95_ms": percentile(ordered, 0.95), "p99_ms": percentile(ordered, 0.99),
-         "latency_sketch_ms": quantile_sketch(ordered)},
+         "latency_sketch_ms": quantile_sketch(unweighted(ordered))},
         "inbound",
     )
 
@@ -42,7 +51,7 @@ def test_a_proxy_without_sketches_falls_back_to_the_worst_instance() -> None:
 
 
 def test_a_sketch_has_at_most_its_points_and_keeps_the_extremes_order() -> None:
-    sketch = quantile_sketch(sorted(float(i) for i in range(10_000)))
+    sketch = quantile_sketch(unweighted([float(i) for i in range(10_000)]))
     assert len(sketch) == SKETCH_POINTS
     assert sketch == sorted(sketch) and sketch[0] < 100 and sketch[-1] > 9_900
 
@@ -53,6 +62,6 @@ samples = st.lists(st.floats(0, 10_000, allow_nan=False), min_size=1, max_size=S
 @given(st.lists(samples, min_size=1, max_size=4), st.sampled_from([0.5, 0.95, 0.99]))
 def test_merging_whole_samples_is_the_percentile_of_their_union(rows, fraction) -> None:
     # a sample small enough is its own sketch: merged, it must be exactly the union's percentile
-    parts = [(tuple(quantile_sketch(sorted(r))), len(r)) for r in rows]
+    parts = [(tuple(quantile_sketch(unweighted(r))), len(r)) for r in rows]
     union = sorted(round(v, 3) for r in rows for v in r)
     assert merged_percentile(parts, fraction) == percentile(union, fraction)

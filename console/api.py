@@ -223,7 +223,8 @@ class RouteStats:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], default_direction: str) -> RouteStats:
-        latency = data.get("latency_ms") if isinstance(data.get("latency_ms"), dict) else {}
+        raw_latency = data.get("latency_ms")
+        latency: dict[str, Any] = raw_latency if isinstance(raw_latency, dict) else {}
         rps = _number(data, "rps") or 0.0
         return cls(
             direction=_text(data, "direction") or default_direction,

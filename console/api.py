@@ -367,7 +367,7 @@ def parse_endpoints(data: dict[str, Any] | list[Any]) -> list[UpstreamEndpoints]
         items = data
     result = []
     for item in items or ():
-        instances = item.get("instances") or ()
+        instances = item.get("instances") or 0  # missing, null or []: none
         result.append(
             UpstreamEndpoints(
                 service=str(item.get("service") or "-"),

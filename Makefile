@@ -18,6 +18,7 @@ system-deps:
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: venv system-deps lint
 	$(BIN)/pytest

@@ -223,7 +223,8 @@ class RouteStats:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], default_direction: str) -> RouteStats:
-        latency = data.get("latency_ms") if isinstance(data.get("latency_ms"), dict) else {}
+        raw_latency = data.get("latency_ms")
+        latency: dict[str, Any] = raw_latency if isinstance(raw_latency, dict) else {}
         rps = _number(data, "rps") or 0.0
         return cls(
             direction=_text(data, "direction") or default_direction,
@@ -366,7 +367,7 @@ def parse_endpoints(data: dict[str, Any] | list[Any]) -> list[UpstreamEndpoints]
         items = data
     result = []
     for item in items or ():
-        instances = item.get("instances") or ()
+        instances = item.get("instances") or 0  # missing, null or []: none
         result.append(
             UpstreamEndpoints(
                 service=str(item.get("service") or "-"),

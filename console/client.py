@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from cryptography import x509
@@ -200,7 +200,7 @@ class _ErrorMapper:
         return None
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: object) -> bool:
+                        exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, AdminError):
             return False
         where = self._source.address

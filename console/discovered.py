@@ -16,12 +16,18 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from console.sources import Source, SourceProvider
 from vm_mesh import defaults, paths
 from vm_mesh.config import Discovery as DiscoverySettings
 from vm_mesh.config import LoadedConfig
 from vm_mesh.discovery.base import Instance
+
+if TYPE_CHECKING:  # for the annotations only: both are imported where they are used
+    import consul
+
+    from vm_mesh.discovery.mdns import MdnsDiscovery
 
 BROWSE_WINDOW_S = 1.5  # mDNS answers trickle in: the first listing waits this long
 CONSUL_TIMEOUT_S = 3.0  # each HTTP call to the agent
@@ -74,7 +80,7 @@ class MdnsAdmins:
         self.trust_domain = trust_domain  # other meshes' instances on the LAN are left out
         self.label = "mdns" + (f" on {','.join(self.interfaces)}" if self.interfaces else "")
         self._browse_window_s = browse_window_s
-        self._mdns = None
+        self._mdns: MdnsDiscovery | None = None
         self._browsing_since = 0.0
 
     async def sources(self) -> list[Source]:
@@ -104,7 +110,7 @@ class ConsulAdmins:
 
         self.settings = consul_settings(settings)
         self.label = f"consul {settings.consul_url}"
-        self._client = None
+        self._client: consul.Consul | None = None
 
     def _list(self) -> list[Instance]:
         import consul

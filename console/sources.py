@@ -10,6 +10,7 @@ merges the answers; a proxy found both ways is kept once, over its socket.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ class Sources:
         await asyncio.gather(*(self.refresh(p) for p in self.providers))
         return self.merged()
 
-    def merged(self) -> list[Source]:
+    def merged(self) -> builtins.list[Source]:  # `list` here is the method above
         """The last answers merged: one source per address and per instance, sockets first."""
         everything = [s for p in self.providers for s in self.answers.get(p.label, ())]
         everything.sort(key=lambda s: s.kind != "unix")  # a socket wins over the same proxy's TCP

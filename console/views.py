@@ -124,8 +124,8 @@ class View(Vertical):
         return ""
 
 
-def _table(*columns: tuple[str, int | None]) -> DataTable:
-    table = DataTable(cursor_type="row", zebra_stripes=False)
+def _table(*columns: tuple[str, int | None]) -> DataTable[Cell]:
+    table: DataTable[Cell] = DataTable(cursor_type="row", zebra_stripes=False)
     for label, width in columns:
         table.add_column(label, key=label, width=width)
     return table

@@ -74,7 +74,7 @@ class IdentityServer(ThreadingHTTPServer):
                 },
             )
             return
-        self.RequestHandlerClass(tls, client_address, self)
+        super().finish_request(tls, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

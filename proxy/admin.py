@@ -397,7 +397,7 @@ class AdminServer:
             await exchange.respond(200, body, "application/x-ndjson")
             return
         try:
-            await self._stream(exchange, feed, recent)
+            await self._stream(exchange, feed, recent, encode=_line)
         finally:
             self.obs.logs.unfollow(feed)
 
@@ -406,7 +406,7 @@ class AdminServer:
         exchange: _Exchange,
         feed: BoundedFeed[T],
         first: list[T],
-        encode: Callable[[T], bytes] = _line,
+        encode: Callable[[T], bytes],
     ) -> None:
         """NDJSON until the client goes away or the server closes (then the stream ends
         properly, with its last chunk); `{"dropped": N}` tells the client what it missed."""

@@ -13,7 +13,7 @@ the transport's buffer is full: a slow side holds back the fast one.
 import asyncio
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
@@ -229,7 +229,7 @@ class ServedConnection(Connection):
 
     def __init__(
         self,
-        handler: Callable[[Connection], Awaitable[None]],
+        handler: Callable[[Connection], Coroutine[Any, Any, None]],
         tasks: set[asyncio.Task[None]],
     ) -> None:
         super().__init__()
@@ -246,7 +246,7 @@ class ServedConnection(Connection):
 async def listen(
     host: str,
     port: int,
-    handler: Callable[[Connection], Awaitable[None]],
+    handler: Callable[[Connection], Coroutine[Any, Any, None]],
     tasks: set[asyncio.Task[None]],
     sock: socket.socket | None = None,
 ) -> asyncio.Server:

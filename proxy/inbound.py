@@ -175,14 +175,14 @@ class InboundProxy:
         decision = self.authz.check_http(caller, head.method, target, head.headers)
         annotate(event, decision)
         if decision.verdict == "deny":
-            status, headers, body = forbidden_response(decision)
+            status, refusal_headers, refusal_body = forbidden_response(decision)
             event.status = status
             head_bytes = (
                 f"HTTP/1.1 {status} Forbidden\r\n".encode()
-                + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers)
+                + b"".join(f"{k}: {v}\r\n".encode() for k, v in refusal_headers)
                 + b"\r\n"
             )
-            await client.write(head_bytes + body)
+            await client.write(head_bytes + refusal_body)
             return False
         if head.header(b"expect") == b"100-continue":
             await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -137,11 +137,11 @@ class ProxyMetrics:
         client_id, server_id = self._client_id(event.src_id), self._server_id(event.dst_id)
         service = event.dst_service or ""
         if event.method is None:  # an opaque TCP connection, reported when it closed
-            labels = (event.direction, service, tls, client_id, server_id)
-            self.tcp_open.labels(*labels).inc()
-            self.tcp_close.labels(*labels, error).inc()
-            self.tcp_read.labels(*labels).inc(event.bytes_in)
-            self.tcp_write.labels(*labels).inc(event.bytes_out)
+            tcp_labels = (event.direction, service, tls, client_id, server_id)
+            self.tcp_open.labels(*tcp_labels).inc()
+            self.tcp_close.labels(*tcp_labels, error).inc()
+            self.tcp_read.labels(*tcp_labels).inc(event.bytes_in)
+            self.tcp_write.labels(*tcp_labels).inc(event.bytes_out)
             return
         labels = (
             event.direction,

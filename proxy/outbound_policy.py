@@ -8,6 +8,7 @@ Mirrored copies are handed to the ShadowDispatcher after the primary has its
 response, so a shadow never delays or fails it.
 """
 
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -79,5 +80,5 @@ class OutboundPolicy:
         if send_shadow is not None:
             for mirror in traffic.mirrors.sample(body_size):
                 shadow = mirror.to
-                self.shadows.submit(service, shadow, lambda shadow=shadow: send_shadow(shadow))
+                self.shadows.submit(service, shadow, functools.partial(send_shadow, shadow))
         return result.response

@@ -71,10 +71,10 @@ class RequestFacts:
     def headers(self) -> Mapping[str, tuple[str, ...]]:
         if self._headers is None:
             grouped: dict[str, list[str]] = {}
-            for name, value in self._raw_headers:
-                if isinstance(name, bytes):
-                    name, value = name.decode("latin-1"), value.decode("latin-1")
-                grouped.setdefault(name.lower(), []).append(value)  # type: ignore[union-attr]
+            for raw_name, raw_value in self._raw_headers:
+                name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
+                value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
+                grouped.setdefault(name.lower(), []).append(value)
             self._headers = MappingProxyType({k: tuple(v) for k, v in grouped.items()})
         return self._headers
 

@@ -74,7 +74,8 @@ class HistogramTable:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         edges = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
         for values, counts in self.series.items():
-            cumulative, running = [], 0
+            cumulative: list[tuple[str, float]] = []
+            running: float = 0
             for edge, count in zip(edges, counts, strict=False):
                 running += count
                 cumulative.append((edge, running))

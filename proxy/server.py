@@ -8,6 +8,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 
+from proxy.acceptor import Acceptor
 from proxy.admin import AdminServer
 from proxy.context import ProxyContext
 from proxy.handover import InheritedListeners, notify_ready
@@ -101,7 +102,7 @@ class ProxyServer:
         )
         self.inbound = InboundProxy(self.ctx)
         self.outbound = OutboundProxy(self.ctx)
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | Acceptor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.instance: Instance | None = None
         self.ports: dict[str, int] = {}
@@ -127,8 +128,10 @@ class ProxyServer:
             listeners[name] = server.sockets[0]
         await self.admin.serve_unix(paths.admin_socket(config.service))
         admin_host, admin_port, admin_sock = where("admin", config.listen.admin)
+        admin_tls = self.ctx.tls.admin_front
+        assert admin_tls is not None, "no certificates loaded"  # refused in __init__
         listeners["admin"] = await self.admin.serve_tcp(
-            admin_host, admin_port, self.ctx.tls.admin_front, sock=admin_sock
+            admin_host, admin_port, admin_tls, sock=admin_sock
         )
         inherited.close_unused()
         self.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}

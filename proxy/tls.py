@@ -96,7 +96,10 @@ def _own_leaf(directory: Path) -> certinfo.Cert:
                 f"cert.pem does not verify against bundle.pem: {exc.verify_message}"
             ) from None
         else:
-            return client_side.getpeercert()
+            cert = client_side.getpeercert()
+            if cert is None:  # cannot happen: this client requires a verified certificate
+                raise ValueError("cert.pem: our own handshake presented no certificate")
+            return cert
         server_in.write(client_out.read())
         with contextlib.suppress(ssl.SSLWantReadError):
             server_side.do_handshake()
@@ -129,12 +132,16 @@ class TlsMaterial:
         self.last_error: str | None = None
         self.reload()
         # the listeners' context: each handshake is switched to the material current then
-        self.front = _context(ssl.PROTOCOL_TLS_SERVER, directory) if self._loaded else None
+        self.front: ssl.SSLContext | None = (
+            _context(ssl.PROTOCOL_TLS_SERVER, directory) if self._loaded else None
+        )
         if self.front is not None:
             self.front.sni_callback = self._select
         # the admin port's: a client certificate is asked for and verified when sent, but not
         # required, so health checkers without a mesh identity reach /ready and /live
-        self.admin_front = _admin_context(directory) if self._loaded else None
+        self.admin_front: ssl.SSLContext | None = (
+            _admin_context(directory) if self._loaded else None
+        )
         if self.admin_front is not None:
             self.admin_front.sni_callback = self._select_admin
 

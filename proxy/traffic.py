@@ -90,7 +90,7 @@ class TrafficPolicy:
         self.policy = policy
         self.trust_domain = trust_domain
         self._rng = rng or random.Random()
-        self._budgets = dict(previous._budgets) if previous else {}
+        self._budgets: dict[str, RetryBudget] = dict(previous._budgets) if previous else {}
         self._services: dict[str, ServiceTraffic] = {}
         self._authorizers: dict[str, Authorizer] = {}
 

@@ -87,6 +87,9 @@ def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:
         return max(present) if present else None
 
     answered = [r for r in routes if r.requests]
+    p50: float | None
+    p95: float | None
+    p99: float | None
     if len(answered) > 1 and all(r.latency_sketch_ms for r in answered):
         parts = [(r.latency_sketch_ms, r.requests) for r in answered]
         p50, p95, p99 = (merged_percentile(parts, f) for f in (0.50, 0.95, 0.99))

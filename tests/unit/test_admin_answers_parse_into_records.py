@@ -47,6 +47,11 @@ def test_endpoints_accept_list_or_mapping() -> None:
     assert listed[0].instances == 2 and listed[0].updated_at == parse_time(1.0)
 
 
+def test_endpoints_of_an_upstream_without_instances_count_none() -> None:
+    parsed = parse_endpoints([{"service": "api", "instances": []}, {"service": "web"}])
+    assert [e.instances for e in parsed] == [0, 0]
+
+
 def test_log_line_renders_fields() -> None:
     line = LogLine.from_json("api", {"ts": 0, "level": "WARN", "logger": "vmesh.proxy",
                                      "msg": "cert renewal failed", "reason": "identity.down"})

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
 from vm_mesh import __version__, paths
@@ -289,7 +290,7 @@ class Supervisor:
         finally:
             stop.cancel()
 
-    async def _hand_over(self, stop: "asyncio.Future[bool]") -> None:
+    async def _hand_over(self, stop: "asyncio.Future[Any]") -> None:
         """SIGUSR2: start a new proxy (the version installed now) on the kept listeners; once
         it is ready the old one drains without leaving discovery, whose registration the new
         one holds. A new proxy that exits, or is not ready in time, is given up and the old

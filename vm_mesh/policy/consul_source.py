@@ -52,7 +52,7 @@ def texts_of(items: list[dict[str, Any]] | None) -> Texts:
 
 
 async def watch(
-    source: ConsulPolicySource, on_change: Callable[[Texts], None], wait: str = "30s"
+    source: ConsulPolicySource, on_change: Callable[[Texts], object], wait: str = "30s"
 ) -> None:
     """Call `on_change(texts)` whenever the keys change; back off (1 s to 30 s) on errors."""
     backoff = 1.0

@@ -141,8 +141,7 @@ def _validate(
         errors.append(PolicyError(name, _line(node), reason, "policy.not_mapping"))
         return None
     kind = data.get("kind")
-    model = DOCUMENT_KINDS.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    if not isinstance(kind, str) or (model := DOCUMENT_KINDS.get(kind)) is None:
         expected = ", ".join(DOCUMENT_KINDS)
         where = _node_at(node, ("kind",)) if "kind" in data else node
         errors.append(

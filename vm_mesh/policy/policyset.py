@@ -4,7 +4,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from vm_mesh.policy.model import Authorization, Document, HTTPRoute, Mirror, ServicePolicy
 
@@ -29,6 +29,11 @@ class Sourced(Generic[D]):
 
     doc: D
     source: Source
+
+
+def _of_kind(documents: list[Sourced[Document]], kind: type[D]) -> list[Sourced[D]]:
+    # isinstance narrows each `d.doc`, not `d`: the cast states what the filter established
+    return cast("list[Sourced[D]]", [d for d in documents if isinstance(d.doc, kind)])
 
 
 def _by_service(items: list[Sourced[Any]]) -> MappingProxyType[str, tuple[Sourced[Any], ...]]:
@@ -60,14 +65,15 @@ class PolicySet:
     @classmethod
     def build(cls, files: tuple[str, ...], documents: list[Sourced[Document]]) -> "PolicySet":
         """Index validated documents (the loader has already rejected duplicates)."""
-        of_kind = lambda kind: [d for d in documents if isinstance(d.doc, kind)]  # noqa: E731
         return cls(
             files=files,
             documents=tuple(documents),
-            _routes=_by_service(of_kind(HTTPRoute)),
-            _policies=MappingProxyType({d.doc.service: d for d in of_kind(ServicePolicy)}),
-            _mirrors=_by_service(of_kind(Mirror)),
-            _authorizations=_by_service(of_kind(Authorization)),
+            _routes=_by_service(_of_kind(documents, HTTPRoute)),
+            _policies=MappingProxyType(
+                {d.doc.service: d for d in _of_kind(documents, ServicePolicy)}
+            ),
+            _mirrors=_by_service(_of_kind(documents, Mirror)),
+            _authorizations=_by_service(_of_kind(documents, Authorization)),
         )
 
     def routes_for(self, service: str) -> tuple[Sourced[HTTPRoute], ...]:

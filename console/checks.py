@@ -72,7 +72,7 @@ def judge_polls(polls: Sequence[Poll], now: datetime) -> list[Finding]:
             findings.append(check_cert(cert, name, now))
         findings += check_discovery(name, poll.endpoints, now)
         if poll.server_date is not None:
-            findings.append(check_clock(name, poll.server_date, now))
+            findings.append(check_clock(name, poll.server_date, poll.server_date_seen or now))
     return findings
 
 

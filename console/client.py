@@ -17,7 +17,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +111,7 @@ class AdminClient:
             base_url = f"https://{source.address}"
         self._http = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=JSON_TIMEOUT)
         self.last_server_date: datetime | None = None
+        self.last_server_date_seen: datetime | None = None  # this host's time when it came
 
     async def __aenter__(self) -> AdminClient:
         return self
@@ -173,6 +174,7 @@ class AdminClient:
                 self.last_server_date = parsedate_to_datetime(date)
             except (TypeError, ValueError):
                 self.last_server_date = None
+            self.last_server_date_seen = datetime.now(UTC)
 
     def _check(self, response: httpx.Response) -> None:
         self._remember_date(response)

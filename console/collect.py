@@ -34,6 +34,7 @@ class Poll:
     certs: ProxyCerts | None = None
     endpoints: list[UpstreamEndpoints] = field(default_factory=list)
     server_date: datetime | None = None
+    server_date_seen: datetime | None = None  # this host's time when the Date header came
     at: float = field(default_factory=time.time)
 
 
@@ -77,6 +78,7 @@ async def _ask(client: AdminClient, source: Source, what: Sequence[str]) -> Poll
         raise AdminError(source.name, "admin.bad_response",
                          f"unexpected answer: {type(exc).__name__}: {exc}") from exc
     result.server_date = client.last_server_date
+    result.server_date_seen = client.last_server_date_seen
     return result
 
 

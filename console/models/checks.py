@@ -19,6 +19,7 @@ DISCOVERY_MAX_AGE = timedelta(minutes=5)
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
 # Leaves start 5 minutes in the past (defaults.CLOCK_SKEW_BACKDATE): beyond that, mTLS breaks.
 CLOCK_SKEW_FAIL = timedelta(minutes=5)
+DATE_RESOLUTION = timedelta(seconds=1)  # of an HTTP Date header
 
 
 class Status(Enum):
@@ -111,17 +112,19 @@ def check_discovery_source(label: str, error: str) -> Finding:
 
 def check_clock(owner: str, server_time: datetime, local_time: datetime,
                 tolerance: timedelta = CLOCK_SKEW_TOLERANCE) -> Finding:
-    """Clock skew between this host and a proxy's host (from the HTTP Date header)."""
-    skew = server_time - local_time
-    seconds = skew.total_seconds()
-    text = f"clock differs by {seconds:+.0f}s"
+    """Clock skew between this host and a proxy's host, from an HTTP Date header
+    (`server_time`) and this host's time when it arrived (`local_time`). The header has
+    whole seconds, rounded down, so the proxy's clock read half a second more on average."""
+    skew = server_time + DATE_RESOLUTION / 2 - local_time
+    seconds = round(skew.total_seconds())
+    text = f"clock differs by {seconds:+d}s"
     if abs(skew) > CLOCK_SKEW_FAIL:
         return Finding("clock", Status.FAIL, owner, text, "clock.skew_breaks_tls",
                        "certificates are backdated 5 min only; run chrony/timesyncd on both hosts")
     if abs(skew) > tolerance:
         return Finding("clock", Status.WARN, owner, text, "clock.skew",
                        "enable time synchronisation (chrony or systemd-timesyncd)")
-    return Finding("clock", Status.OK, owner, f"in sync ({seconds:+.0f}s)", "clock.in_sync")
+    return Finding("clock", Status.OK, owner, f"in sync ({seconds:+d}s)", "clock.in_sync")
 
 
 @dataclass(frozen=True, slots=True)

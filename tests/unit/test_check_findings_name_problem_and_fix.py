@@ -68,6 +68,12 @@ def test_clock_skew_warns_then_fails_beyond_the_certificate_backdate() -> None:
     assert "-360s" in broken.message
 
 
+def test_a_clock_read_from_a_date_header_in_whole_seconds_is_in_sync() -> None:
+    arrived = NOW.replace(microsecond=800_000)  # the same clock, 0.8 s into a second
+    same = check_clock("api", arrived.replace(microsecond=0), arrived)
+    assert (same.status, same.message) == (Status.OK, "in sync (+0s)")
+
+
 def test_port_held_by_another_process_fails() -> None:
     other = check_port(PortUse("api", "inbound", 4143, "nginx (pid 7)", False))
     assert (other.status, other.reason) == (Status.FAIL, "ports.in_use_by_other")

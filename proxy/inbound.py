@@ -205,7 +205,9 @@ class InboundProxy:
             return False
         event.status = response.status
         try:
-            sent, reusable = await stream_response(response, client, head)
+            sent, reusable = await stream_response(
+                response, client, head, idle_timeout=self.ctx.config.timeouts.idle
+            )
         except UpstreamProtocolError as exc:
             event.error = exc.reason
             return False

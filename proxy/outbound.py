@@ -241,7 +241,9 @@ class OutboundProxy:
             return await self._fail(client, event, 502, exc.reason, str(exc))
         event.status = response.status
         try:
-            sent, reusable = await stream_response(response, client, head)
+            sent, reusable = await stream_response(
+                response, client, head, idle_timeout=self.ctx.config.timeouts.idle
+            )
         except UpstreamProtocolError as exc:
             event.error = exc.reason
             return False

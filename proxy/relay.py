@@ -144,22 +144,24 @@ async def stream_response(
     response: Response,
     client: Downstream,
     request: RequestHead,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    idle_timeout: float,
 ) -> tuple[int, bool]:
     """Copy the response to the client; returns (body bytes, upstream reusable).
 
     Writes are gathered while more of the response is already parsed, and flushed
     before waiting on the upstream, so a small response leaves in one segment and
-    a slow stream is never held back. On any failure (bad framing from upstream, the
-    client gone, cancellation) the upstream connection is closed: it is mid-message.
+    a slow stream is never held back. An upstream that sends nothing for
+    `idle_timeout` seconds mid-body is given up (`upstream.body_timeout`), so a
+    stalled app cannot hold both connections for ever. On any failure (bad framing
+    from upstream, the client gone, cancellation) the upstream connection is
+    closed: it is mid-message.
     """
     upstream = response.upstream
     connection = upstream.connection
     try:
         head = response.head
         headers, framing = response_framing(head, request)
-        if extra:
-            headers += extra
         if not (client.request_keep_alive and framing != "close"):
             headers.append((b"connection", b"close"))
             client.request_keep_alive = False  # the caller closes the client connection after
@@ -173,7 +175,13 @@ async def stream_response(
                     pending.clear()
                     continue  # the write may have waited, and more of the response come
                 if not connection.closed:
-                    await connection.wait(None)
+                    try:
+                        await connection.wait(idle_timeout)
+                    except TimeoutError:
+                        raise UpstreamProtocolError(
+                            "upstream.body_timeout",
+                            f"the upstream sent nothing for {idle_timeout:g}s mid-response",
+                        ) from None
                     continue
                 if framing != "none" and (head.content_length is not None or head.chunked):
                     raise UpstreamProtocolError(

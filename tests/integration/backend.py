@@ -4,8 +4,9 @@ It answers every request with JSON naming itself, the path and the client
 identity header it received. Behaviour is set at start and can be changed at
 run time with `POST /_control` (`{"fail_every": 5, "status": 503, "delay": 0.2}`):
 `fail_every: N` fails every Nth request, `delay` stalls each response.
-`GET /_stats` returns counts; `GET /_bytes/N` streams N zero bytes (chunked). It
-prints `LISTENING <port>` once it accepts.
+`GET /_stats` returns counts; `GET /_bytes/N` streams N zero bytes (chunked);
+`GET /_stall/N` sends a head announcing 2N bytes, N of them, then nothing more
+until the connection is closed. It prints `LISTENING <port>` once it accepts.
 """
 
 import argparse
@@ -42,6 +43,9 @@ class Backend:
                     continue
                 if isinstance(event, h11.Request):
                     body = await self._body(conn, reader)
+                    if event.target.startswith(b"/_stall/"):
+                        await self._stall(conn, writer, reader, int(event.target[8:]))
+                        return
                     if event.target.startswith(b"/_bytes/"):
                         await self._stream_bytes(conn, writer, int(event.target[8:]))
                         conn.start_next_cycle()
@@ -75,6 +79,18 @@ class Backend:
             await writer.drain()
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
+
+    async def _stall(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                     reader: asyncio.StreamReader, size: int) -> None:
+        """Half a response: a head announcing `2 * size` bytes, `size` of them, then silence
+        until the peer closes the connection."""
+        self.by_path["/_stall"] += 1
+        headers = [("content-length", str(2 * size))]
+        writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+        writer.write(conn.send(h11.Data(data=bytes(size))))
+        await writer.drain()
+        while await reader.read(65536):
+            pass
 
     async def _body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:
         chunks = []

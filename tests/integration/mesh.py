@@ -126,9 +126,9 @@ class Mesh:
         return directory
 
     def configure(self, service: str, app_port: int, extra: str = "",
-                  instance_id: str | None = None) -> Path:
+                  instance_id: str | None = None, idle: str = "10s") -> Path:
         """Write the service file; the instance id defaults to `<service>-<n>`, n counting
-        this mesh's proxies."""
+        this mesh's proxies; `idle` is its idle timeout."""
         path = self.root / "etc/vmesh/services" / f"{service}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
@@ -137,17 +137,17 @@ class Mesh:
             f'instance_id = "{instance_id}"\n'
             f"{extra}\n"
             '[listen]\ninbound = "127.0.0.1:0"\noutbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
-            '[timeouts]\nheader = "2s"\nidle = "10s"\ndrain = "10s"\n'
+            f'[timeouts]\nheader = "2s"\nidle = "{idle}"\ndrain = "10s"\n'
         )
         return path
 
     def start_proxy(
         self, service: str, app_port: int, extra: str = "", certificate: bool = True,
-        instance_id: str | None = None,
+        instance_id: str | None = None, idle: str = "10s",
     ) -> ProxyProcess:
         """Configure, certify and start the proxy of `service`; it is added to discovery."""
         instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
-        self.configure(service, app_port, extra, instance_id)
+        self.configure(service, app_port, extra, instance_id, idle)
         if certificate:
             self.issue(service)
         proxy = start_proxy_process(service, self.env)

@@ -2,18 +2,23 @@
 
 Idle keep-alive connections are closed silently after `idle_timeout`; a
 request whose head does not arrive within `header_timeout` of its first
-byte gets 408 (slowloris). Bodies are read as they arrive, never whole.
+byte gets 408 (slowloris). Bodies are read as they arrive, never whole. A
+client that reads nothing of a response for `idle_timeout` while the proxy has
+more to send is cut off, so it cannot hold the upstream connection for ever.
 When the proxy drains, a connection ends after its next response (which says
 `connection: close`), or once it has been idle for `DRAIN_IDLE_GRACE_S`.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from proxy.connection import Connection
 from proxy.http1 import Http1Error, MessageEnd, RequestHead, RequestReader
 from vm_mesh.defaults import ERROR_HEADER
+
+log = logging.getLogger("vmesh.proxy")
 
 # Closing an idle keep-alive connection races the client's next request on it, which would
 # fail: a connection used this recently is more likely to carry another request soon than
@@ -117,10 +122,20 @@ class Downstream:
         return b"".join([chunk async for chunk in self.body()])
 
     async def write(self, data: bytes) -> None:
+        """Send `data`; waits while the client's buffer is full, `idle_timeout` at most."""
         connection = self.connection
         connection.write(data)
         if connection.must_drain:
-            await connection.drain()
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    await connection.drain()
+            except TimeoutError:
+                log.info("client stopped reading; connection cut",
+                         extra={"reason": "client.write_timeout", "client": self.peer_addr})
+                connection.abort()
+                raise ConnectionResetError(
+                    f"the client read nothing for {self.idle_timeout:g}s"
+                ) from None
 
     async def send_error(self, status: int, reason: str, detail: str, *, close: bool) -> int:
         """A short error response naming this proxy and the cause; returns bytes written."""

@@ -1,7 +1,8 @@
-"""An app that stalls in the middle of a response body, through real proxies: its proxy gives up
-after the idle timeout and closes the connection, so the client sees a cut response instead of
-waiting for ever, and tap says why."""
+"""Stalled peers through real proxies: an app that stalls in the middle of a response body, and
+a client that stops reading one, are cut off after the idle timeout instead of holding
+connections for ever; tap and the log say why."""
 
+import socket
 import time
 
 import httpx
@@ -41,3 +42,26 @@ def test_a_response_body_that_stalls_is_cut_off_after_the_idle_timeout(
     # the app got its connection closed, so the next request is served as usual
     with policy_mesh.client(front) as client:
         assert client.get("/", headers={"Host": "web"}).status_code == 200
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
+    policy_mesh: PolicyMesh,
+) -> None:
+    mesh = policy_mesh.mesh
+    app = start_backend("web")
+    policy_mesh.backends.append(app)
+    mesh.start_proxy("web", app.port)
+    front = mesh.start_proxy("front", 1, idle="1s")
+    size = 64 * 2**20  # far more than the socket buffers on the way hold
+    host, port = front.outbound.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(f"GET /_bytes/{size} HTTP/1.1\r\nHost: web\r\n\r\n".encode())
+        cut = front.wait_for_log(lambda line: line.get("reason") == "client.write_timeout")
+        assert cut["msg"] == "client stopped reading; connection cut"
+        received = 0
+        try:
+            while data := client.recv(2**20):
+                received += len(data)
+        except ConnectionResetError:
+            pass  # what was still buffered for it is dropped
+    assert 0 < received < size

@@ -218,7 +218,7 @@ class OutboundProxy:
                 facts,
                 body_size,
                 event,
-                partial(self._send_once, head, headers, body, event),
+                partial(self._send_once, head, headers, body, event, set()),
                 _status,
                 self._discard,
                 (  # a copy needs the body whole, or none at all (a streamed one is not kept)
@@ -263,7 +263,7 @@ class OutboundProxy:
         mirrored = RequestEvent(
             ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
         )
-        await discard(await self._send_once(head, headers, body, mirrored, shadow))
+        await discard(await self._send_once(head, headers, body, mirrored, set(), shadow))
 
     async def _discard(self, response: Response) -> None:
         """Drop a retried attempt's response: drain a small body and pool the connection.
@@ -303,14 +303,20 @@ class OutboundProxy:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        tried: set[str],
         backend: str,
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
-        was sent) is skipped for another, whatever the method, as Linkerd does."""
+        was sent) is skipped for another, whatever the method, as Linkerd does. `tried` holds
+        the instances earlier attempts of this request went to: a retry goes elsewhere while
+        another instance is available (Envoy's `previous_hosts`), since the balancer would
+        likely pick a fast-failing instance again."""
         endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
-            endpoint = endpoints.pick(exclude=refused)
+            endpoint = endpoints.pick(exclude=refused | tried) if tried else None
+            if endpoint is None:
+                endpoint = endpoints.pick(exclude=refused)
             if endpoint is None:
                 if not endpoints.endpoints:
                     raise NoEndpoints("no_endpoints", f"discovery lists no instance of {backend}")
@@ -318,6 +324,7 @@ class OutboundProxy:
                     "all_endpoints_ejected",
                     f"every instance of {backend} is failing (circuit open)",
                 )
+            tried.add(endpoint.instance.instance_id)
             try:
                 return await self._send_to(endpoint, head, headers, body, event)
             except AttemptFailed as exc:

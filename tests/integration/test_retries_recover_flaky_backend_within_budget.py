@@ -55,3 +55,30 @@ def test_retries_hide_failures_and_the_budget_caps_a_storm(policy_mesh: PolicyMe
     assert 300 < received <= 300 + 60 + 10
     retries = sample(policy_mesh.metrics("front"), "route_retry_total", dst_service="dead")
     assert retries == received - 300
+
+
+ONE_BAD_INSTANCE = """\
+kind: HTTPRoute
+name: api
+service: api
+rules:
+  - retry: {on: [5xx], attempts: 1, backoff: {base: 1ms, max: 1ms}}
+---
+kind: ServicePolicy
+service: api
+circuit_breaker: {consecutive_failures: 10000}   # keep the failing instance in rotation
+"""
+
+
+def test_a_retry_goes_to_another_instance(policy_mesh: PolicyMesh) -> None:
+    policy_mesh.write_policy("api.yaml", ONE_BAD_INSTANCE)
+    # the failing instance answers fast, so the latency-aware balancer keeps preferring it
+    failing, _ = policy_mesh.service("api", fail_every=1, status=503)
+    healthy, _ = policy_mesh.service("api", delay=0.05)
+    front = policy_mesh.mesh.start_proxy("front", 1)
+
+    with policy_mesh.client(front) as client:
+        statuses = [client.get("/", headers={"Host": "api"}).status_code for _ in range(20)]
+    assert statuses == [200] * 20  # each retry went to the instance it had not tried
+    assert policy_mesh.stats(failing)["failed"] > 10  # first attempts did prefer the fast one
+    assert policy_mesh.stats(healthy)["requests"] == 20

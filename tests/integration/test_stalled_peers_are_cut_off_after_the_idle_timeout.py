@@ -8,18 +8,24 @@ import time
 import httpx
 import pytest
 
+from tests.integration.mesh import ProxyProcess
 from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture  # noqa: F401
 from tests.integration.processes import start_backend
+
+
+def web_behind_front(policy_mesh: PolicyMesh, web_idle: str = "10s",
+                     front_idle: str = "10s") -> tuple[ProxyProcess, ProxyProcess]:
+    """The test backend as `web` and a `front` proxy that calls it, with these idle timeouts."""
+    app = start_backend("web")
+    policy_mesh.backends.append(app)
+    web = policy_mesh.mesh.start_proxy("web", app.port, idle=web_idle)
+    return web, policy_mesh.mesh.start_proxy("front", 1, idle=front_idle)
 
 
 def test_a_response_body_that_stalls_is_cut_off_after_the_idle_timeout(
     policy_mesh: PolicyMesh,
 ) -> None:
-    mesh = policy_mesh.mesh
-    app = start_backend("web")
-    policy_mesh.backends.append(app)
-    web = mesh.start_proxy("web", app.port, idle="1s")
-    front = mesh.start_proxy("front", 1)
+    web, front = web_behind_front(policy_mesh, web_idle="1s")
     tap = policy_mesh.tap("web")
     web.wait_for_log(lambda line: line.get("msg") == "tap started")
 
@@ -47,11 +53,7 @@ def test_a_response_body_that_stalls_is_cut_off_after_the_idle_timeout(
 def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
     policy_mesh: PolicyMesh,
 ) -> None:
-    mesh = policy_mesh.mesh
-    app = start_backend("web")
-    policy_mesh.backends.append(app)
-    mesh.start_proxy("web", app.port)
-    front = mesh.start_proxy("front", 1, idle="1s")
+    _, front = web_behind_front(policy_mesh, front_idle="1s")
     size = 64 * 2**20  # far more than the socket buffers on the way hold
     host, port = front.outbound.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as client:

@@ -52,6 +52,20 @@ def test_registration_checks_ready_over_https_and_deregisters_dead_instances() -
     assert kwargs["meta"]["admin"] == "4191"
 
 
+def test_a_drained_instance_reads_back_with_weight_zero() -> None:
+    drained = Instance("api", "api-1", "198.18.0.7", 4143, admin_port=4191, weight=0)
+    kwargs = registration(drained, ConsulSettings())
+    # what the agent's health endpoint returns for that registration
+    entry = {
+        "Node": {"Node": "web-1", "Address": "198.18.0.7"},
+        "Service": {"ID": kwargs["service_id"], "Service": kwargs["name"],
+                    "Address": kwargs["address"], "Port": kwargs["port"],
+                    "Meta": kwargs["meta"], "Weights": {"Passing": 1, "Warning": 1}},
+        "Checks": [],
+    }
+    assert instance_from_entry(entry) == drained
+
+
 def test_an_ipv6_admin_address_is_bracketed() -> None:
     instance = Instance("api", "api-1", "::1", 4143, admin_port=4191)
     check = registration(instance, ConsulSettings(check_host="::1"))["check"]

@@ -85,6 +85,7 @@ def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]
         "zone": instance.zone,
         "ver": instance.version,
         "admin": str(instance.admin_port or ""),
+        "weight": str(instance.weight),  # Consul's own weights cannot say 0 (drained)
     }
     return {
         "name": instance.service,
@@ -92,7 +93,7 @@ def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]
         "address": instance.address,
         "port": instance.port,
         "meta": meta,
-        # Consul requires both weights to be >= 1; weight 0 (drained) is kept in meta instead
+        # Consul requires both weights to be >= 1; the meta's `weight` says 0
         "weights": {"passing": max(instance.weight, 1), "warning": 1},
         "check": ready_check(instance, settings),
     }
@@ -135,7 +136,8 @@ def instance_from_entry(entry: Mapping[str, Any]) -> Instance | None:
     weights = service.get("Weights") or {}
     try:
         admin = int(meta["admin"]) if meta.get("admin") else None
-        weight = int(weights.get("Passing", 1))
+        # ours from the meta (it may be 0); Consul's own for services registered otherwise
+        weight = int(meta["weight"]) if meta.get("weight") else int(weights.get("Passing", 1))
     except (TypeError, ValueError):
         return None
     return Instance(

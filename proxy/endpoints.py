@@ -1,5 +1,6 @@
 """What the proxy knows of each upstream service: instances, their latency and breakers."""
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -8,6 +9,8 @@ from typing import Any
 from proxy.balance import PeakEwma, pick
 from proxy.breaker import BreakerSettings, CircuitBreaker
 from vm_mesh.discovery.base import EndpointSet, Instance
+
+log = logging.getLogger("vmesh.proxy")
 
 
 @dataclass(slots=True)
@@ -48,8 +51,16 @@ class ServiceEndpoints:
 
     def update(self, view: EndpointSet) -> None:
         """Install a new endpoint set; known instances keep their latency and breaker state."""
-        current = {}
+        current: dict[str, Endpoint] = {}
         for instance in view.instances:
+            if (twin := current.get(instance.instance_id)) is not None:
+                log.warning(
+                    "two instances announce one id; only the last gets traffic",
+                    extra={"reason": "discovery.duplicate_instance_id", "dst_service": self.service,
+                           "instance": instance.instance_id,
+                           "addrs": [twin.authority, instance.authority],
+                           "hint": "give each instance its own instance_id in its service file"},
+                )
             known = self.endpoints.get(instance.instance_id)
             if known is not None and known.instance == instance:
                 known.last_seen = time.time()

@@ -1,0 +1,27 @@
+"""Two instances that announce the same id (a service file copied to a second VM): the proxy
+says so, naming both addresses, instead of silently routing to one of them."""
+
+import logging
+import random
+
+import pytest
+
+from proxy.breaker import BreakerSettings
+from proxy.endpoints import ServiceEndpoints
+from vm_mesh.discovery.base import EndpointSet, Instance
+
+
+def test_a_shared_instance_id_is_logged_with_both_addresses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoints = ServiceEndpoints("api", BreakerSettings(), random.Random(1))
+    first = Instance("api", "api-1", "198.18.0.2", 4143)
+    copy = Instance("api", "api-1", "198.18.0.3", 4143)
+    other = Instance("api", "api-2", "198.18.0.4", 4143)
+    with caplog.at_level(logging.WARNING, logger="vmesh.proxy"):
+        endpoints.update(EndpointSet("api", (first, other), source="static", updated_at=0.0))
+        assert not caplog.records
+        endpoints.update(EndpointSet("api", (first, copy, other), source="static", updated_at=0.0))
+    [record] = caplog.records
+    assert record.reason == "discovery.duplicate_instance_id"  # type: ignore[attr-defined]
+    assert record.addrs == ["198.18.0.2:4143", "198.18.0.3:4143"]  # type: ignore[attr-defined]

@@ -210,6 +210,8 @@ class InboundProxy:
             )
         except UpstreamProtocolError as exc:
             event.error = exc.reason
+            log.warning("response cut off", extra={"reason": exc.reason, "detail": str(exc),
+                                                   "path": event.path})
             return False
         event.bytes_out = sent
         self.pool.release(upstream, reusable)

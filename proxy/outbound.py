@@ -246,6 +246,8 @@ class OutboundProxy:
             )
         except UpstreamProtocolError as exc:
             event.error = exc.reason
+            log.info("response cut off", extra={"reason": exc.reason, "detail": str(exc),
+                                                "dst_service": event.dst_service})
             return False
         event.bytes_out = sent
         self.pool.release(response.upstream, reusable)

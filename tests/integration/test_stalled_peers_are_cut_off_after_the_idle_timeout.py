@@ -45,6 +45,8 @@ def test_a_response_body_that_stalls_is_cut_off_after_the_idle_timeout(
         assert time.monotonic() < deadline, tap[-3:]
         time.sleep(0.05)
     assert (cut[0]["status"], cut[0]["error"]) == (200, "upstream.body_timeout")
+    logged = web.wait_for_log(lambda line: line.get("msg") == "response cut off")
+    assert logged["reason"] == "upstream.body_timeout" and "1s" in logged["detail"]
     # the app got its connection closed, so the next request is served as usual
     with policy_mesh.client(front) as client:
         assert client.get("/", headers={"Host": "web"}).status_code == 200

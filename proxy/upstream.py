@@ -2,7 +2,9 @@
 
 A connection serves one request at a time and returns to the pool when its
 response ended cleanly with keep-alive, so a TLS handshake is paid once per
-connection, not per request.
+connection, not per request. Every `SWEEP_EVERY` releases the pool closes the
+connections idle past its timeout and forgets upstreams with none left, so
+the instances that came and went over weeks leave no sockets or entries behind.
 """
 
 import asyncio
@@ -87,14 +89,25 @@ async def dial(
     return connection
 
 
+SWEEP_EVERY = 1024
+
+
 class Pool:
     """Idle keep-alive connections per upstream key (`address:port`)."""
 
-    def __init__(self, connect: Connect, max_idle: int = 64, idle_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        max_idle: int = 64,
+        idle_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._connect = connect
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self._clock = clock
         self._idle: dict[str, list[Upstream]] = {}
+        self._releases = 0
         self.opened = 0
         self.reused = 0
 
@@ -110,7 +123,7 @@ class Pool:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = time.monotonic()
+        now = self._clock()
         while idle:
             upstream = idle.pop()
             if now - upstream.idle_since < self.idle_timeout and upstream.reusable:
@@ -128,14 +141,33 @@ class Pool:
 
     def release(self, upstream: Upstream, reusable: bool) -> None:
         """Return a connection after its response ended; closed unless `reusable`."""
+        self._releases += 1
+        if self._releases % SWEEP_EVERY == 0:
+            self._sweep()
         idle = self._idle.setdefault(upstream.key, [])
         if not reusable or upstream.eof or len(idle) >= self.max_idle:
             upstream.close()
             return
         upstream.state = "idle"
-        upstream.idle_since = time.monotonic()
+        upstream.idle_since = self._clock()
         upstream.connection.mark_idle()
         idle.append(upstream)
+
+    def _sweep(self) -> None:
+        """Close the connections idle past the timeout (or closed by their peer) and forget
+        the upstreams that have none left."""
+        now = self._clock()
+        for key, idle in list(self._idle.items()):
+            kept = []
+            for upstream in idle:
+                if now - upstream.idle_since < self.idle_timeout and not upstream.eof:
+                    kept.append(upstream)
+                else:
+                    upstream.close()
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
 
     def close(self) -> None:
         for idle in self._idle.values():

@@ -5,7 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.upstream import Pool, Upstream, dial
+from proxy.connection import Connection
+from proxy.upstream import SWEEP_EVERY, Pool, Upstream, dial
 
 
 class LoopbackServer:
@@ -91,3 +92,29 @@ async def test_connections_are_pooled_per_upstream(served) -> None:
     _b, reused = await pool.acquire("b:1")
     assert not reused
     assert pool.describe()["idle"] == {"a:1": 1}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_connections_to_upstreams_long_unused_are_closed_and_forgotten() -> None:
+    async def connect(key: str) -> Upstream:
+        raise AssertionError("not used")
+
+    clock = Clock()
+    pool = Pool(connect, idle_timeout=30, clock=clock)
+    gone = [Upstream(f"web@198.18.0.{i}:4143", Connection()) for i in range(3)]
+    for upstream in gone:  # instances that later left discovery
+        pool.release(upstream, reusable=True)
+    clock.now += 31
+    busy = Upstream("web@198.18.0.9:4143", Connection())
+    for _ in range(SWEEP_EVERY):  # the traffic that goes on to the instance still there
+        pool.release(busy, reusable=True)
+        assert pool.take(busy.key) is busy
+    assert pool.describe()["idle"] == {}  # `busy` is in use
+    assert {upstream.state for upstream in gone} == {"closed"}

@@ -86,6 +86,15 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
                 break
         assert "Ctrl-C to stop" in "".join(lines), "".join(lines) + demo.stderr.read()
         assert len(processes_under(directory)) == 13  # identity, 6 apps, 6 proxies
+        # what a new user runs next: from the console's host, everything checks out
+        check = subprocess.run(
+            [sys.executable, "-m", "vm_mesh", "check"], cwd=REPO, capture_output=True,
+            text=True, timeout=60, env={**os.environ, "VMESH_ROOT": str(directory / "console")},
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        findings = check.stdout.splitlines()
+        assert [line for line in findings if not line.startswith("[ok  ]")] == [], check.stdout
+        assert any(line.startswith("[ok  ] identity") for line in findings), check.stdout
         os.killpg(demo.pid, signal.SIGINT)
         out, err = demo.communicate(timeout=60)  # the proxies drain, then the apps stop
     finally:

@@ -27,6 +27,7 @@ import httpx
 
 from identity.client import obtain
 from vm_mesh.errors import UserError
+from vm_mesh.files import write_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,20 @@ class Demo:
         sockets.mkdir(parents=True)
         for spec in INSTANCES:
             self._start_instance(spec, ca_root, identity_url, sockets)
+        self._set_up_console_host(identity_url)
         print(f"{len(INSTANCES)} instances ready; logs in {self.logs}")
+
+    def _set_up_console_host(self, identity_url: str) -> None:
+        """The console's root is an operator's host: it knows the mesh's trust domain, its
+        identity service and trust bundle, so `vmesh check` there checks everything."""
+        write_file(
+            self.console_root / "etc/vmesh/mesh.toml",
+            f'trust_domain = "{self.trust_domain}"\nidentity_url = "{identity_url}"\n'.encode(),
+        )
+        first = INSTANCES[0]
+        bundle = self.directory / "hosts" / first.instance / "var/lib/vmesh" / first.service
+        write_file(self.console_root / "var/lib/vmesh/operator/bundle.pem",
+                   (bundle / "bundle.pem").read_bytes())
 
     def _start_instance(
         self, spec: DemoInstance, ca_root: Path, identity_url: str, sockets: Path

@@ -6,7 +6,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from proxy.breaker import BreakerSettings
@@ -20,12 +20,40 @@ from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
 from proxy.traffic import TrafficPolicy
 from vm_mesh.config import ServiceConfig
-from vm_mesh.discovery.base import Discovery
+from vm_mesh.discovery.base import Discovery, EndpointSet
 from vm_mesh.policy.store import PolicyStore
 
 log = logging.getLogger("vmesh.proxy")
 
 FIRST_VIEW_TIMEOUT = 2.0
+WATCH_RETRY_MIN_S = 1.0
+WATCH_RETRY_MAX_S = 30.0
+
+
+async def watch_again_on_failure(
+    watch: Callable[[], AsyncIterator[EndpointSet]],
+    service: str,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> AsyncIterator[EndpointSet]:
+    """The views of `watch()`, which is started again after a failure, 1 s later and then
+    twice as long each time in a row up to 30 s: one error of a backend must not freeze a
+    service's endpoints until the proxy restarts (it routes on the last view meanwhile)."""
+    failures = 0
+    while True:
+        try:
+            async for view in watch():
+                failures = 0
+                yield view
+            return
+        except Exception as exc:
+            failures += 1
+            delay = min(WATCH_RETRY_MAX_S, WATCH_RETRY_MIN_S * 2 ** (failures - 1))
+            log.error(
+                "discovery watch failed; watching again",
+                extra={"dst_service": service, "error": repr(exc), "retry_in_s": delay},
+                exc_info=True,
+            )
+            await sleep(delay)
 
 
 class ProxyContext:
@@ -176,23 +204,19 @@ class ProxyContext:
         return known
 
     async def _watch(self, endpoints: ServiceEndpoints) -> None:
-        try:
-            async for view in self.discovery.watch(endpoints.service):
-                endpoints.update(view)
-                self._first_view[endpoints.service].set()
-                log.info(
-                    "endpoints updated",
-                    extra={
-                        "dst_service": endpoints.service,
-                        "source": view.source,
-                        "instances": [i.instance_id for i in view.instances],
-                        "stale": view.stale,
-                    },
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("discovery watch failed", extra={"dst_service": endpoints.service})
+        service = endpoints.service
+        async for view in watch_again_on_failure(lambda: self.discovery.watch(service), service):
+            endpoints.update(view)
+            self._first_view[service].set()
+            log.info(
+                "endpoints updated",
+                extra={
+                    "dst_service": service,
+                    "source": view.source,
+                    "instances": [i.instance_id for i in view.instances],
+                    "stale": view.stale,
+                },
+            )
 
     def describe_endpoints(self) -> dict[str, Any]:
         return {"upstreams": [s.describe() for s in self._services.values()]}

@@ -12,7 +12,7 @@ from typing import Any
 from proxy.breaker import BreakerSettings
 from proxy.connection import Connection
 from proxy.downstream import Downstream
-from proxy.endpoints import ServiceEndpoints
+from proxy.endpoints import UNUSED_SWEEPS, ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
 from proxy.outbound_policy import OutboundPolicy
@@ -26,6 +26,7 @@ from vm_mesh.policy.store import PolicyStore
 log = logging.getLogger("vmesh.proxy")
 
 FIRST_VIEW_TIMEOUT = 2.0
+WATCH_SWEEP_S = 60.0  # how often watches of services no request asks for are looked for
 WATCH_RETRY_MIN_S = 1.0
 WATCH_RETRY_MAX_S = 30.0
 
@@ -98,6 +99,7 @@ class ProxyContext:
         self._services: dict[str, ServiceEndpoints] = {}
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _policy_changed(self, policy: Any) -> None:
         self.traffic = self.traffic.reloaded(policy)
@@ -185,6 +187,7 @@ class ProxyContext:
         """The endpoints of `service` once discovery has answered for it, without waiting."""
         known = self._services.get(service)
         if known is not None and self._first_view[service].is_set():
+            known.used = True
             return known
         return None
 
@@ -197,6 +200,9 @@ class ProxyContext:
             self._services[service] = known
             self._first_view[service] = asyncio.Event()
             self._watches[service] = asyncio.create_task(self._watch(known))
+            if self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._sweep_unused_watches())
+        known.used = True
         first_view = self._first_view[service]
         if not first_view.is_set():
             with contextlib.suppress(TimeoutError):
@@ -218,13 +224,28 @@ class ProxyContext:
                 },
             )
 
+    async def _sweep_unused_watches(self) -> None:
+        """Stop watching the services no request has asked for in a while (UNUSED_SWEEPS
+        sweeps), so that names an app asked for once, or a typo, do not keep a discovery
+        watch each for as long as the proxy runs; a later request starts it again."""
+        while True:
+            await asyncio.sleep(WATCH_SWEEP_S)
+            for service, endpoints in list(self._services.items()):
+                if endpoints.unused_for_long():
+                    del self._services[service], self._first_view[service]
+                    self._watches.pop(service).cancel()
+                    log.info("stopped watching an unused service",
+                             extra={"dst_service": service,
+                                    "unused_s": WATCH_SWEEP_S * UNUSED_SWEEPS})
+
     def describe_endpoints(self) -> dict[str, Any]:
         return {"upstreams": [s.describe() for s in self._services.values()]}
 
     async def close(self) -> None:
-        for task in self._watches.values():
+        tasks = [*self._watches.values(), *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._watches.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class InFlight:

@@ -12,6 +12,8 @@ from vm_mesh.discovery.base import EndpointSet, Instance
 
 log = logging.getLogger("vmesh.proxy")
 
+UNUSED_SWEEPS = 10  # sweeps in a row without a request, after which a watch is dropped
+
 
 @dataclass(slots=True)
 class Endpoint:
@@ -48,6 +50,18 @@ class ServiceEndpoints:
         self._rng = rng
         self.endpoints: dict[str, Endpoint] = {}
         self.view: EndpointSet | None = None
+        self.used = True  # a request asked for the service since the last sweep
+        self._unused_sweeps = 0
+
+    def unused_for_long(self) -> bool:
+        """Called once per sweep: True once no request has asked for this service in
+        `UNUSED_SWEEPS` sweeps in a row (its watch can go)."""
+        if self.used:
+            self.used = False
+            self._unused_sweeps = 0
+            return False
+        self._unused_sweeps += 1
+        return self._unused_sweeps >= UNUSED_SWEEPS
 
     def update(self, view: EndpointSet) -> None:
         """Install a new endpoint set; known instances keep their latency and breaker state."""

@@ -98,9 +98,13 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
         os.killpg(demo.pid, signal.SIGINT)
         out, err = demo.communicate(timeout=60)  # the proxies drain, then the apps stop
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        if demo.poll() is None:  # an assertion failed before the Ctrl-C: stop it the same way,
+            os.killpg(demo.pid, signal.SIGINT)  # its children have sessions of their own
+            try:
+                demo.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
     assert demo.returncode == 0, err
     assert "responses: " in out  # what was answered until Ctrl-C
     assert_left_nothing(directory)

@@ -28,7 +28,8 @@ def test_the_proxy_renews_and_loads_the_new_leaf(tmp_path: Path) -> None:
                     return admin.get("/v1/certs").json()["chain"][0]["serial"] != first
 
                 wait_until(renewed, within=20, what="a renewed leaf in /v1/certs")
-            renewal = next(line for line in proxy.logs if line.get("msg") == "certificate renewed")
+            # the new files may be loaded (their watcher) a moment before the renewal is logged
+            renewal = proxy.wait_for_log(lambda line: line.get("msg") == "certificate renewed")
             assert renewal["identity"] == "spiffe://vmesh.local/svc/api"
             assert renewal["serial"] != first
             mapped = mapped_files(proxy.proc.pid)

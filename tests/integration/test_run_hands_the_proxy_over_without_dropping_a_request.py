@@ -218,7 +218,10 @@ def test_over_mdns_a_failed_handover_gives_the_old_proxy_back_to_its_peers(
 
         front.hand_over("handover_failed")  # the new release cannot start
         wait_until(lambda: front.status() == 200, within=10, what="edge routing to it again")
-        assert admin_ready(tmp_path, front.name) == (200, "ok")
+        # the peer's view and /ready come back each in its own time (a CI run saw them apart)
+        wait_until(lambda: admin_ready(tmp_path, front.name) == (200, "ok"), within=10,
+                   what="/ready answering ok again")
+        assert front.run.find(event="discovery_rejoined")
 
 
 def admin_ready(root: Path, service: str) -> tuple[int, str]:

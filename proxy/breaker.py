@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vm_mesh.backoff import doubled
+
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
@@ -75,7 +77,7 @@ class CircuitBreaker:
 
     def _eject(self) -> None:
         settings = self.settings
-        backoff = min(settings.max_s, settings.min_s * 2**self.ejections)
+        backoff = doubled(settings.min_s, settings.max_s, self.ejections)
         backoff *= 1 - settings.jitter * self._rng.random()
         self.ejections += 1
         self.state = "open"

@@ -19,6 +19,7 @@ from proxy.outbound_policy import OutboundPolicy
 from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
 from proxy.traffic import TrafficPolicy
+from vm_mesh.backoff import doubled
 from vm_mesh.config import ServiceConfig
 from vm_mesh.discovery.base import Discovery, EndpointSet
 from vm_mesh.policy.store import PolicyStore
@@ -48,7 +49,7 @@ async def watch_again_on_failure(
             return
         except Exception as exc:
             failures += 1
-            delay = min(WATCH_RETRY_MAX_S, WATCH_RETRY_MIN_S * 2 ** (failures - 1))
+            delay = doubled(WATCH_RETRY_MIN_S, WATCH_RETRY_MAX_S, failures - 1)
             log.error(
                 "discovery watch failed; watching again",
                 extra={"dst_service": service, "error": repr(exc), "retry_in_s": delay},

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vm_mesh.backoff import doubled
 from vm_mesh.policy.model import MAX_REPLAY_BODY, Retry
 from vm_mesh.policy.model import RetryBudget as RetryBudgetSpec
 
@@ -67,7 +68,7 @@ class RetryPolicy:
 
     def backoff(self, retries_done: int, rng: random.Random) -> float:
         """Seconds to wait before the next try: full jitter over an exponential ceiling."""
-        ceiling = min(self.spec.backoff.max, self.spec.backoff.base * 2**retries_done)
+        ceiling = doubled(self.spec.backoff.base, self.spec.backoff.max, retries_done)
         return rng.uniform(0, ceiling)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import consul
 
+from vm_mesh.backoff import doubled
 from vm_mesh.discovery.base import EndpointSet, Instance
 
 log = logging.getLogger("vmesh.discovery.consul")
@@ -74,7 +75,7 @@ def backoff_delay(failures: int, settings: ConsulSettings) -> float:
     """Seconds to wait after `failures` consecutive failed queries (exponential, capped)."""
     if failures <= 0:
         return 0.0
-    return min(settings.backoff_min_s * 2 ** (failures - 1), settings.backoff_max_s)
+    return doubled(settings.backoff_min_s, settings.backoff_max_s, failures - 1)
 
 
 def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:

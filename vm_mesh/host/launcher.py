@@ -36,6 +36,7 @@ from typing import Any
 
 from proxy.handover import LISTEN_FDS_ENV, SUPERVISOR_FD_ENV, receive_ready
 from vm_mesh import __version__, paths
+from vm_mesh.backoff import doubled
 from vm_mesh.files import write_file
 from vm_mesh.host.reexec import (
     SUPERVISOR_SIGNALS,
@@ -120,7 +121,7 @@ class Child:
     def restart_delay(self) -> float:
         """How long to wait before the next start: doubles with each recent failure (capped)."""
         failures = max(len(self.starts), 1)
-        return min(RESTART_DELAY_S * 2 ** (failures - 1), RESTART_DELAY_MAX_S)
+        return doubled(RESTART_DELAY_S, RESTART_DELAY_MAX_S, failures - 1)
 
     async def start(self, env: dict[str, str] | None = None,
                     pass_fds: Sequence[int] = ()) -> None:

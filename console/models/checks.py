@@ -83,7 +83,14 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
     for up in upstreams:
         target = f"{owner} -> {up.service}"
         age = (now - up.updated_at) if up.updated_at else None
-        if up.instances == 0:
+        if up.updated_at is None and up.instances == 0:  # watched, no view yet
+            findings.append(Finding(
+                "discovery", Status.WARN, target,
+                "waiting for discovery's first answer",
+                "discovery.first_answer_pending",
+                "the answer comes within seconds; should this stay, check mDNS/Consul on "
+                "this host"))
+        elif up.instances == 0:
             findings.append(Finding(
                 "discovery", Status.FAIL, target, f"no instances known (source {up.source})",
                 "discovery.no_instances",

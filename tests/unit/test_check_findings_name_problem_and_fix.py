@@ -53,11 +53,14 @@ def test_discovery_staleness() -> None:
     old = UpstreamEndpoints("store", "consul", 1, NOW - timedelta(minutes=20), False)
     kept = UpstreamEndpoints("db", "last-known-good", 1, NOW - timedelta(seconds=5), True)
     empty = UpstreamEndpoints("cache", "mdns", 0, NOW, False)
-    findings = check_discovery("web", [fresh, old, kept, empty], NOW)
+    asked = UpstreamEndpoints("queue", "-", 0, None, False)  # a watch without a first view
+    findings = check_discovery("web", [fresh, old, kept, empty, asked], NOW)
     assert [(f.status, f.reason) for f in findings] == [
         (Status.OK, "discovery.fresh"), (Status.WARN, "discovery.stale"),
-        (Status.WARN, "discovery.stale"), (Status.FAIL, "discovery.no_instances")]
+        (Status.WARN, "discovery.stale"), (Status.FAIL, "discovery.no_instances"),
+        (Status.WARN, "discovery.first_answer_pending")]
     assert "1200s old" in findings[1].message
+    assert findings[4].message == "waiting for discovery's first answer"
 
 
 def test_clock_skew_warns_then_fails_beyond_the_certificate_backdate() -> None:

@@ -45,7 +45,9 @@ def test_a_probe_that_times_out_does_not_shut_the_instance_out(policy_mesh: Poli
         assert (probe.status_code, probe.headers["vmesh-error"]) == (504, "timeout.per_try")
         timed_out = instance(policy_mesh)
         assert timed_out["breaker"]["state"] == "open"
-        assert timed_out["ewma_ms"] >= 300  # the probe waited that long
+        # the probe's wait shows: about its 300 ms (the instance's clock starts a moment after
+        # the per-try timeout's), far above the fast answers before it
+        assert timed_out["ewma_ms"] >= 250
 
         policy_mesh.control(backend, delay=0)  # it recovers
         deadline = time.monotonic() + 10

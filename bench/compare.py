@@ -8,6 +8,9 @@ all paths measured once per round, rounds back to back:
 - direct:        wrk -> fixed backend
 - vmesh 2 hops:  wrk -> vmesh outbound -> mTLS -> vmesh inbound -> fixed backend
 - haproxy 2 hops: wrk -> haproxy -> mTLS (ECDSA P-256, same CA) -> haproxy -> fixed backend
+- floor 2 hops:  wrk -> bench/floor.py -> mTLS -> bench/floor.py -> fixed backend: the least
+  a pair of Python proxies on vmesh's libraries can do (no routing, policy or metrics), so
+  vmesh/floor is what vmesh's own layers cost and floor/haproxy what Python costs
 - vmesh 2 hops with a tap subscriber attached, measured right before or after the
   untapped run at c=32 (alternately), so the two see the same machine
 
@@ -156,6 +159,7 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     """The issue's ratios within one round."""
     v, h, d = one["vmesh 2 hops mTLS"], one["haproxy 2 hops mTLS"], one["direct"]
+    f = one["floor 2 hops mTLS"]
     added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
     added_h = h["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
     tapped = one["vmesh 2 hops + tap"]["c=32"]
@@ -166,6 +170,9 @@ def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float
         "tap attached rps cost (target <= 0.10)": 1 - tapped["rps"] / v["c=32"]["rps"],
         "tap attached CPU per request cost": tapped["cpu_us_per_request"]
         / v["c=32"]["cpu_us_per_request"] - 1,
+        "floor/haproxy rps at c=32 (bare Python proxies)": f["c=32"]["rps"] / h["c=32"]["rps"],
+        "vmesh/floor CPU per request at c=32 (vmesh's layers)": v["c=32"]["cpu_us_per_request"]
+        / f["c=32"]["cpu_us_per_request"],
     }
 
 
@@ -219,6 +226,7 @@ def main() -> None:
         castate.init(ca_dir, TD)
         ca = castate.load(ca_dir)
         backend_port, ha_front, ha_mtls = free_port(), free_port(), free_port()
+        floor_front, floor_back = free_port(), free_port()
         (work / "backend.cfg").write_text(
             "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode http\n  timeout client 30s\n"
             "  timeout server 30s\n  timeout connect 2s\n"
@@ -281,10 +289,21 @@ def main() -> None:
         haproxy_pair = subprocess.Popen(["haproxy", "-f", str(work / "pair.cfg")])
         procs.append(haproxy_pair)
         wait_port(ha_front)
+        floor = [
+            subprocess.Popen([sys.executable, str(REPO / "bench/floor.py"), role, str(listen),
+                              str(upstream), str(certs)])
+            for role, listen, upstream, certs in (("back", floor_back, backend_port, ha_b),
+                                                  ("front", floor_front, floor_back, ha_a))
+        ]
+        procs.extend(floor)
+        wait_port(floor_back)
+        wait_port(floor_front)
+        floor_url = f"http://127.0.0.1:{floor_front}/"
 
         vmesh_url = f"http://127.0.0.1:{vmesh_ports['front']}/"
         # every path must answer 200 before it is measured: errors are fast and would flatter it
-        for url, host in ((vmesh_url, "web"), (f"http://127.0.0.1:{ha_front}/", None)):
+        for url, host in ((vmesh_url, "web"), (f"http://127.0.0.1:{ha_front}/", None),
+                          (floor_url, None)):
             answer = httpx.get(url, headers={"Host": host} if host else None, timeout=10)
             if answer.status_code != 200:
                 sys.exit(f"{url} (Host: {host}) answers {answer.status_code}: {answer.text}")
@@ -294,6 +313,7 @@ def main() -> None:
             "direct": (f"http://127.0.0.1:{backend_port}/", None, [backend.pid]),
             "vmesh 2 hops mTLS": (vmesh_url, "web", vmesh_pids),
             "haproxy 2 hops mTLS": (f"http://127.0.0.1:{ha_front}/", None, [haproxy_pair.pid]),
+            "floor 2 hops mTLS": (floor_url, None, [p.pid for p in floor]),
         }
         rounds: list[dict[str, dict[str, dict[str, float]]]] = []
         for number in range(args.rounds):

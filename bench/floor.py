@@ -1,0 +1,168 @@
+"""The floor under vmesh: the least a pair of Python proxies can do for the benchmark's job.
+
+    .venv/bin/python bench/floor.py {front,back} LISTEN_PORT UPSTREAM_PORT CERT_DIR
+
+Two processes of this script make a 2-hop mTLS path like vmesh's: `front` takes plain
+HTTP/1.1 and sends it over mTLS to `back`, which checks the client certificate against
+the same CA and sends it on to the app. It uses what vmesh's data path uses (uvloop,
+httptools, asyncio Protocols, pooled keep-alive upstream connections, the ssl module),
+and nothing else: each message is relayed as it arrived, whole (no header rewriting,
+routing, balancing, policy, metrics, tap or logs). `bench/compare.py` runs it beside
+vmesh and HAProxy, so what vmesh costs above it is the work of vmesh's own layers, not
+of Python's event loop, TLS or parser. A benchmark part, not a proxy: a message is
+buffered whole, a request that arrives while another is in flight on the same
+connection (pipelining) is not supported.
+"""
+
+import argparse
+import asyncio
+import ssl
+from collections import deque
+from pathlib import Path
+
+import httptools
+import uvloop
+
+
+class Upstream(asyncio.Protocol):
+    """A pooled connection to the next hop; relays one response at a time."""
+
+    def __init__(self, pool: deque["Upstream"]) -> None:
+        self.pool = pool
+        self.parser = httptools.HttpResponseParser(self)
+        self.chunks: list[bytes] = []
+        self.client: Downstream | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        response, self.chunks = b"".join(self.chunks), []
+        client, self.client = self.client, None
+        if self.parser.should_keep_alive():  # read here: httptools forgets it after
+            self.pool.append(self)
+        elif self.transport is not None:
+            self.transport.close()
+        if client is not None:
+            client.respond(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.pool:
+            self.pool.remove(self)
+        if self.client is not None:
+            self.client.close()
+
+
+class Downstream(asyncio.Protocol):
+    """A client connection; each complete request goes to a pooled upstream connection."""
+
+    def __init__(self, hop: "Hop") -> None:
+        self.hop = hop
+        self.parser = httptools.HttpRequestParser(self)
+        self.chunks: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+
+    def on_message_complete(self) -> None:
+        request, self.chunks = b"".join(self.chunks), []
+        self.hop.send(self, request)
+
+    def respond(self, response: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(response)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Hop:
+    """One proxy: where it sends requests, over TLS or not, and its pool of connections."""
+
+    def __init__(self, port: int, tls: ssl.SSLContext | None) -> None:
+        self.port = port
+        self.tls = tls
+        self.pool: deque[Upstream] = deque()
+        self.opening: set[asyncio.Task[None]] = set()  # strong references to running tasks
+
+    def send(self, client: Downstream, request: bytes) -> None:
+        if self.pool:
+            upstream = self.pool.pop()
+            upstream.client = client
+            assert upstream.transport is not None
+            upstream.transport.write(request)
+        else:
+            task = asyncio.ensure_future(self._open_and_send(client, request))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+
+    async def _open_and_send(self, client: Downstream, request: bytes) -> None:
+        try:
+            _, upstream = await asyncio.get_running_loop().create_connection(
+                lambda: Upstream(self.pool), "127.0.0.1", self.port, ssl=self.tls,
+                server_hostname="back" if self.tls else None,
+            )
+        except OSError:
+            client.close()
+            return
+        upstream.client = client
+        assert upstream.transport is not None
+        upstream.transport.write(request)
+
+
+def tls_context(purpose: ssl.Purpose, certs: Path) -> ssl.SSLContext:
+    """Mutual TLS with the benchmark's certificates: present ours, require the peer's."""
+    context = ssl.create_default_context(purpose, cafile=str(certs / "bundle.pem"))
+    context.load_cert_chain(certs / "cert.pem", certs / "key.pem")
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def serve(role: str, listen_port: int, upstream_port: int, certs: Path) -> None:
+    front = role == "front"
+    hop = Hop(upstream_port, tls_context(ssl.Purpose.SERVER_AUTH, certs) if front else None)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: Downstream(hop), "127.0.0.1", listen_port,
+        ssl=None if front else tls_context(ssl.Purpose.CLIENT_AUTH, certs),
+    )
+    await server.serve_forever()
+
+
+def raise_mmap_threshold() -> None:
+    """Free one large block, so that glibc's malloc serves the 256 KiB buffer each TLS read
+    allocates (uvloop reads the decrypted bytes into one, then shrinks it) from the heap.
+    Until a large block is freed, such buffers are mmapped, shrunk in place and unmapped:
+    three system calls per read, and whether a process pays them depends on what it
+    happened to allocate before (vmesh's start-up frees large blocks)."""
+    bytes(1 << 20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", choices=("front", "back"))
+    parser.add_argument("listen_port", type=int)
+    parser.add_argument("upstream_port", type=int)
+    parser.add_argument("cert_dir", type=Path)
+    args = parser.parse_args()
+    raise_mmap_threshold()
+    uvloop.run(serve(args.role, args.listen_port, args.upstream_port, args.cert_dir))
+
+
+if __name__ == "__main__":
+    main()

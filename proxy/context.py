@@ -98,6 +98,7 @@ class ProxyContext:
         # the instance name is not live-reloadable, and may cost a gethostname() per call
         self._id_prefix = f"{config.instance}:"
         self._services: dict[str, ServiceEndpoints] = {}
+        self._refusal_logged = False  # since the last sweep (`may_route_to`)
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -184,6 +185,18 @@ class ProxyContext:
         """Count a request (or TCP connection) as in flight while the `with` block runs."""
         return self._in_flight_inbound if inbound else self._in_flight
 
+    def may_route_to(self, service: str) -> bool:
+        """Whether a request may go to `service`: it is watched already, or fewer than
+        `max_destinations` services are. The first refusal after each sweep is logged."""
+        if service in self._services or len(self._services) < self.config.max_destinations:
+            return True
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            log.warning("too many destination services; refusing requests for new ones",
+                        extra={"event": "destinations_full", "dst_service": service,
+                               "max_destinations": self.config.max_destinations})
+        return False
+
     def known_endpoints(self, service: str) -> ServiceEndpoints | None:
         """The endpoints of `service` once discovery has answered for it, without waiting."""
         known = self._services.get(service)
@@ -231,10 +244,12 @@ class ProxyContext:
         watch each for as long as the proxy runs; a later request starts it again."""
         while True:
             await asyncio.sleep(WATCH_SWEEP_S)
+            self._refusal_logged = False
             for service, endpoints in list(self._services.items()):
                 if endpoints.unused_for_long():
                     del self._services[service], self._first_view[service]
                     self._watches.pop(service).cancel()
+                    self.traffic.forget(service)
                     log.info("stopped watching an unused service",
                              extra={"dst_service": service,
                                     "unused_s": WATCH_SWEEP_S * UNUSED_SWEEPS})

@@ -211,6 +211,13 @@ class OutboundProxy:
         else:
             body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
+        if not self.ctx.may_route_to(dest.service):
+            limit = self.ctx.config.max_destinations
+            return await self._fail(
+                client, event, 503, "too_many_destinations",
+                f"this proxy routes to {limit} services already (max_destinations); "
+                f"{dest.service} must wait until one of them is unused",
+            )
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
         try:
             response = await self.ctx.outbound_policy.forward(

@@ -102,6 +102,11 @@ class TrafficPolicy:
             self._services[name] = traffic
         return traffic
 
+    def forget(self, name: str) -> None:
+        """Drop what was compiled and counted for `name` (no longer routed to)."""
+        self._services.pop(name, None)
+        self._budgets.pop(name, None)
+
     def authorizer(self, service: str) -> Authorizer:
         authorizer = self._authorizers.get(service)
         if authorizer is None:

@@ -122,6 +122,10 @@ class ServiceConfig(_Strict):
     weight: int = Field(default=100, ge=0, le=10000)
     identity_url: str | None = None
     access_log: bool = False
+    # services this proxy routes to at once; a request for one more is refused (503) until
+    # the watch of an unused one is let go: an app that names a new Host in every request
+    # must not make the proxy watch discovery and compile policy for each
+    max_destinations: int = Field(default=1024, ge=1)
     listen: Listen = Listen()
     timeouts: Timeouts = Timeouts()
     discovery: Discovery | None = None  # see `effective_discovery`: mesh.toml wins

@@ -60,3 +60,21 @@ def columns(header: Sequence[str], rows: Sequence[Sequence[str]],
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(header), *(line(row) for row in rows)])
+
+
+def address(text: str, limit: int = 28) -> str:
+    """An admin address in at most `limit` characters: a long socket path keeps its last
+    components (`…/run/vmesh/api-1.sock`), what tells instances apart; anything else that
+    is long keeps its end."""
+    if len(text) <= limit:
+        return text
+    if "/" in text:
+        parts = text.split("/")
+        tail = parts[-1]
+        for part in reversed(parts[1:-1]):
+            if len(part) + len(tail) + 3 > limit:
+                break
+            tail = f"{part}/{tail}"
+        if len(tail) + 2 <= limit:
+            return f"…/{tail}"
+    return "…" + text[-(limit - 1):]

@@ -159,7 +159,7 @@ class OverviewView(View):
                 fmt.ms(golden.p99_ms) if golden else "-",
                 row.version or "-",
                 fmt.ago(now - row.last_ok) if row.last_ok else "never",
-                row.address,
+                fmt.address(row.address),
             )))
         sync_table(self.query_one(DataTable), rows)
         problems = [

@@ -258,6 +258,9 @@ async def test_overview_shows_a_service_over_its_instances_on_two_hosts(
             shown = rows()
             assert shown["api"][1:2] + shown["  api-1"][1:2] == ["2/2 ready", "ready"]
             assert shown["api"][8] == "2 instances"
+            # a long socket path shows the end that tells the instances apart
+            assert shown["  api-9"][8].startswith("…/") and shown["  api-9"][8].endswith(
+                "/api-9.sock"), shown["  api-9"][8]
             total = float(shown["  api-1"][2]) + float(shown["  api-9"][2])
             assert abs(float(shown["api"][2]) - total) <= 0.11  # the service's rate adds up
 

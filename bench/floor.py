@@ -51,6 +51,12 @@ class Upstream(asyncio.Protocol):
         if client is not None:
             client.respond(response)
 
+    def send(self, client: "Downstream", request: bytes) -> None:
+        """Send `request` on this connection; its response goes to `client`."""
+        self.client = client
+        assert self.transport is not None
+        self.transport.write(request)
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self.pool:
             self.pool.remove(self)
@@ -101,10 +107,7 @@ class Hop:
 
     def send(self, client: Downstream, request: bytes) -> None:
         if self.pool:
-            upstream = self.pool.pop()
-            upstream.client = client
-            assert upstream.transport is not None
-            upstream.transport.write(request)
+            self.pool.pop().send(client, request)
         else:
             task = asyncio.ensure_future(self._open_and_send(client, request))
             self.opening.add(task)
@@ -119,9 +122,7 @@ class Hop:
         except OSError:
             client.close()
             return
-        upstream.client = client
-        assert upstream.transport is not None
-        upstream.transport.write(request)
+        upstream.send(client, request)
 
 
 def tls_context(purpose: ssl.Purpose, certs: Path) -> ssl.SSLContext:

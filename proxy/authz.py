@@ -65,6 +65,8 @@ class AuthzDecision:
 # of building two. Bounded, because a policy reload can bring new rule names.
 _decision = lru_cache(maxsize=4096)(AuthzDecision)
 
+MAX_CALLERS_KEPT = 4096  # decisions kept per caller, when only the caller matters
+
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
@@ -137,6 +139,24 @@ class Authorizer:
             [d for d in own if d.doc.mode == "enforce"],
             [d for d in mesh if d.doc.mode == "enforce"],
         )
+        specs = [rule.spec for rule in (*self._full.deny, *self._full.allow)]
+        self.needs_route = any(spec.routes is not None for spec in specs)
+        # no rule looks past the caller (the built-in default, or rules naming only `from`):
+        # every request of a caller gets the same decision, kept after the first
+        self.caller_decides = not any(
+            spec.methods is not None or spec.paths is not None or spec.routes is not None
+            for spec in specs
+        )
+        self._by_caller: dict[str | None, AuthzDecision] = {}
+
+    def decide_for_caller(self, peer_id: str | None) -> AuthzDecision:
+        """The decision for every request of `peer_id`; only when `caller_decides`."""
+        decision = self._by_caller.get(peer_id)
+        if decision is None:
+            decision = self.decide(AuthzRequest(peer_id, None, None, None))
+            if len(self._by_caller) < MAX_CALLERS_KEPT:
+                self._by_caller[peer_id] = decision
+        return decision
 
     def decide(self, request: AuthzRequest) -> AuthzDecision:
         enforced = self._evaluate(self._enforced, request)

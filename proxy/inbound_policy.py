@@ -37,10 +37,17 @@ class InboundAuthorization:
     ) -> AuthzDecision:
         """Decide for one HTTP request (`target` already normalized)."""
         traffic = self._traffic()
-        facts = RequestFacts.build(method, target.path, target.query, headers)
-        route = traffic.service(self.service).routes.match(facts).route_name
+        authorizer = traffic.authorizer(self.service)
+        if authorizer.caller_decides:
+            decision = authorizer.decide_for_caller(peer_id)
+            if decision.verdict == "allow":
+                return decision  # otherwise decided again below, for the log to name the request
+        route = None
+        if authorizer.needs_route:
+            facts = RequestFacts.build(method, target.path, target.query, headers)
+            route = traffic.service(self.service).routes.match(facts).route_name
         request = AuthzRequest(peer_id, method, target.path, route)
-        return self._log(traffic.authorizer(self.service).decide(request), request)
+        return self._log(authorizer.decide(request), request)
 
     def check_tcp(self, peer_id: str | None) -> AuthzDecision:
         """Decide for one opaque TCP connection."""

@@ -70,3 +70,29 @@ def test_denial_is_annotated_and_answered_with_403() -> None:
     assert ("vmesh-error", "authz.default_deny") in headers
     assert json.loads(body) == {"error": "forbidden", "reason": "authz.default_deny",
                                 "rule": "tcp.default"}
+
+
+CALLERS_ONLY = """\
+kind: Authorization
+service: ledger
+default: deny
+rules:
+  - {name: billing, from: ["spiffe://vmesh.local/svc/billing"]}
+"""
+
+
+def test_rules_naming_only_callers_decide_each_request_of_a_caller_alike(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    traffic = TrafficPolicy(policy(CALLERS_ONLY), "vmesh.local")
+    ledger = InboundAuthorization("ledger", lambda: traffic)
+    billing, web = "spiffe://vmesh.local/svc/billing", "spiffe://vmesh.local/svc/web"
+    for path in ("/a", "/b?x=1", "/"):
+        assert ledger.check_http(billing, "POST", normalize_target(path)).rule == "ledger.billing"
+    with caplog.at_level(logging.WARNING, logger="vmesh.proxy.authz"):
+        first = ledger.check_http(web, "GET", normalize_target("/a"))
+        second = ledger.check_http(web, "DELETE", normalize_target("/b"))
+    assert (first.verdict, second.verdict) == ("deny", "deny")
+    assert [(r.__dict__["method"], r.__dict__["path"]) for r in caplog.records] == [
+        ("GET", "/a"), ("DELETE", "/b"),
+    ]

@@ -10,12 +10,10 @@ is a 502, never relayed.
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from proxy.connection import Connection
 from proxy.downstream import Downstream
 from proxy.http1 import (
     LAST_CHUNK,
     NOT_FORWARDED,
-    Event,
     Http1Error,
     MessageEnd,
     RequestHead,
@@ -90,31 +88,27 @@ async def send_request(
             connection.write(LAST_CHUNK)
         if connection.must_drain:
             await connection.drain()
-        while True:
-            event = _take_upstream_event(connection, "upstream.bad_response")
-            if event is None:
-                if connection.closed:
-                    raise AttemptFailed(
-                        "reset", "upstream.reset: the upstream closed the connection"
-                    )
-                await connection.wait(None)
-            elif isinstance(event, ResponseHead) and not 100 <= event.status < 200:
-                return Response(event, upstream)
-            # interim responses (100 Continue) are not relayed
+        take = connection.take_event
+        try:
+            while True:
+                event = take()
+                if event is None:
+                    if connection.closed:
+                        raise AttemptFailed(
+                            "reset", "upstream.reset: the upstream closed the connection"
+                        )
+                    await connection.wait(None)
+                elif isinstance(event, ResponseHead) and not 100 <= event.status < 200:
+                    return Response(event, upstream)
+                # interim responses (100 Continue) are not relayed
+        except Http1Error as exc:
+            raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
     except (ConnectionError, OSError) as exc:
         upstream.close()
         raise AttemptFailed("reset", f"upstream.reset: {exc}") from None
     except BaseException:
         upstream.close()  # cancelled (timeout) or failed mid-request: the connection is unusable
         raise
-
-
-def _take_upstream_event(connection: Connection, reason: str) -> Event | None:
-    """The upstream's next parsed event, if any; its bad framing is `reason`."""
-    try:
-        return connection.take_event()
-    except Http1Error as exc:
-        raise UpstreamProtocolError(reason, str(exc)) from None
 
 
 def response_framing(
@@ -167,8 +161,12 @@ async def stream_response(
             client.request_keep_alive = False  # the caller closes the client connection after
         pending = [encode_response_head(head.status, head.reason, headers)]
         sent = 0
+        take = connection.take_event
         while True:
-            event = _take_upstream_event(connection, "upstream.bad_response_body")
+            try:
+                event = take()
+            except Http1Error as exc:
+                raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
             if event is None:
                 if pending:  # flush before waiting: a slow stream is never held back
                     await client.write(b"".join(pending))

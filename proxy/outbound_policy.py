@@ -5,7 +5,9 @@
 (through the balancer, endpoint and pooled connection below). Each attempt
 picks its backend afresh, as linkerd2-proxy's split sits below retries.
 Mirrored copies are handed to the ShadowDispatcher after the primary has its
-response, so a shadow never delays or fails it.
+response, so a shadow never delays or fails it. A route that neither retries,
+splits nor bounds each try (the default) sends straight to its one backend,
+within the request timeout.
 """
 
 import functools
@@ -14,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.events import RequestEvent
-from proxy.retrying import send_with_retries
+from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted, send_with_retries
 from proxy.route import RequestFacts
 from proxy.shadow import ShadowDispatcher
-from proxy.timeouts import Deadline, TaskTimer
-from proxy.traffic import TrafficPolicy
+from proxy.timeouts import REQUEST_TIMEOUT, Deadline, TaskTimer
+from proxy.traffic import RoutePlan, ServiceTraffic, TrafficPolicy
 
 R = TypeVar("R")
 
@@ -55,6 +57,43 @@ class OutboundPolicy:
         event.route = plan.target.route
         event.service = service
 
+        backend = plan.only_backend
+        if backend is not None and timer is not None:
+            event.dst_service = backend
+            timeout = plan.target.timeouts.request
+            try:
+                if timeout is None:
+                    response = await send(backend)
+                else:
+                    with timer.bound(timeout):
+                        response = await send(backend)
+            except TimeoutError:
+                raise DeadlineExceeded(REQUEST_TIMEOUT, 0) from None
+            except AttemptFailed as exc:
+                raise RetriesExhausted(exc, 0) from None
+        else:
+            response = await self._send_as_planned(plan, traffic, facts, body_size, event, send,
+                                                   status_of, discard, timer)
+        if send_shadow is not None:
+            for mirror in traffic.mirrors.sample(body_size):
+                shadow = mirror.to
+                self.shadows.submit(service, shadow, functools.partial(send_shadow, shadow))
+        return response
+
+    async def _send_as_planned(
+        self,
+        plan: RoutePlan,
+        traffic: ServiceTraffic,
+        facts: RequestFacts,
+        body_size: int | None,
+        event: RequestEvent,
+        send: Callable[[str], Awaitable[R]],
+        status_of: Callable[[R], int],
+        discard: Callable[[R], Awaitable[None]] | None,
+        timer: TaskTimer | None,
+    ) -> R:
+        """Through the retry and timeout layers, each attempt to a backend the split picks."""
+
         def attempt() -> Awaitable[R]:  # not a coroutine: the attempt awaits `send` directly
             backend = plan.split.choose().service
             event.dst_service = backend
@@ -77,8 +116,4 @@ class OutboundPolicy:
             event.retries = getattr(exc, "retries", event.retries)
             raise
         event.retries = result.retries
-        if send_shadow is not None:
-            for mirror in traffic.mirrors.sample(body_size):
-                shadow = mirror.to
-                self.shadows.submit(service, shadow, functools.partial(send_shadow, shadow))
         return result.response

@@ -37,6 +37,17 @@ class RoutePlan:
     split: WeightedSplit
     retry: RetryPolicy | None
 
+    # the backend of a route that neither retries, splits nor bounds each try: its requests go
+    # straight to it within the request timeout, around the retry layer (else None)
+    only_backend: str | None
+
+
+def _plan(target: RouteTarget, rng: random.Random) -> RoutePlan:
+    split = WeightedSplit(target.backends, rng)
+    retry = RetryPolicy(target.retry) if target.retry else None
+    direct = retry is None and target.timeouts.per_try is None and len(split.backends) == 1
+    return RoutePlan(target, split, retry, split.backends[0].service if direct else None)
+
 
 class ServiceTraffic:
     """Routes, splits, retry policies, budget and mirrors of one destination service."""
@@ -48,14 +59,7 @@ class ServiceTraffic:
         sourced = policy.service_policy(service)
         self.settings = sourced.doc if sourced else DEFAULT_SERVICE_POLICY
         self.routes = RouteTable(service, policy)
-        self._plans = {
-            target.route: RoutePlan(
-                target,
-                WeightedSplit(target.backends, rng),
-                RetryPolicy(target.retry) if target.retry else None,
-            )
-            for target in self.routes.targets()
-        }
+        self._plans = {target.route: _plan(target, rng) for target in self.routes.targets()}
         spec = self.settings.retry_budget
         if budget is None or (budget.ratio, budget.reserve, budget.window) != (
             spec.ratio,

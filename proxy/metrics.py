@@ -9,15 +9,17 @@ bounded too: errors keep only their stable reason (`upstream.connect_failed`,
 not the text after it), and each of `authority`, `client_id` and `server_id`
 takes at most `MAX_LABEL_VALUES` distinct values, after which new ones are
 counted as `other`. Refused TLS handshakes are counted in
-`tls_handshake_failure_total`, not as TCP connections. The per-request families
-are `proxy.series` tables (one dict update per request); the rest, touched once
-per connection, are prometheus_client's own counters.
+`tls_handshake_failure_total`, not as TCP connections. The per-request families,
+and the per-backend ones of a traffic split (`route_backend_request_total`,
+`route_backend_response_latency_ms`), are summed out of one `proxy.series.Rollup`
+(one dict update per request); the rest, touched once per connection, are
+prometheus_client's own counters.
 """
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from proxy.events import RequestEvent
-from proxy.series import Tables
+from proxy.series import LabelValues, Rollup
 
 # Linkerd's response_latency_ms buckets.
 LATENCY_BUCKETS_MS = (
@@ -47,7 +49,10 @@ LATENCY_BUCKETS_MS = (
     40000,
     50000,
 )
+BACKEND_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 REQUEST_LABELS = ["direction", "authority", "dst_service", "route", "tls", "client_id", "server_id"]
+# the labels of a request's rollup row: each per-request family takes some of them
+ROLLUP_LABELS = [*REQUEST_LABELS, "status_code", "classification", "error", "service"]
 TCP_LABELS = ["direction", "dst_service", "tls", "client_id", "server_id"]
 MAX_LABEL_VALUES = 256
 MAX_LABEL_LENGTH = 128
@@ -87,18 +92,35 @@ class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        tables = Tables(r)  # per-request families: one dict update each
-        self.requests = tables.counter("request", "Requests received.", REQUEST_LABELS)
-        self.responses = tables.counter(
+        # every per-request family from one row per request (`proxy.series.Rollup`)
+        self.rollup = rollup = Rollup(r, ROLLUP_LABELS, LATENCY_BUCKETS_MS)
+        same = {name: name for name in ROLLUP_LABELS}
+        rollup.counter("request", "Requests received.", {n: same[n] for n in REQUEST_LABELS})
+        rollup.counter(
             "response",
             "Responses sent, by status and classification.",
-            [*REQUEST_LABELS, "status_code", "classification", "error"],
+            {n: same[n] for n in (*REQUEST_LABELS, "status_code", "classification", "error")},
         )
-        self.latency = tables.histogram(
+        rollup.histogram(
             "response_latency_ms",
             "Time from request to response headers, in milliseconds.",
-            ["direction", "dst_service", "route", "status_code"],
-            LATENCY_BUCKETS_MS,
+            {n: same[n] for n in ("direction", "dst_service", "route", "status_code")},
+        )
+        # per backend of a route (the policy metrics of a traffic split): outbound requests
+        # name the logical service in `service` and the backend chosen in `dst_service`
+        backend = {"dst_service": "service", "route": "route", "backend": "dst_service"}
+        rollup.counter(
+            "route_backend_request_total",
+            "Requests per backend of a route (traffic split), by response status.",
+            {**backend, "status_code": "status_code"},
+            when=_routed,
+        )
+        rollup.histogram(
+            "route_backend_response_latency_ms",
+            "Response latency per backend of a route, in milliseconds.",
+            backend,
+            BACKEND_LATENCY_BUCKETS_MS,
+            when=_routed,
         )
         self.connections = Counter(
             "connection_open",
@@ -134,30 +156,51 @@ class ProxyMetrics:
             self.tls_failures.labels(event.direction, error).inc()
             return
         tls = "true" if event.tls else "false"
-        client_id, server_id = self._client_id(event.src_id), self._server_id(event.dst_id)
         service = event.dst_service or ""
         if event.method is None:  # an opaque TCP connection, reported when it closed
+            client_id, server_id = self._client_id(event.src_id), self._server_id(event.dst_id)
             tcp_labels = (event.direction, service, tls, client_id, server_id)
             self.tcp_open.labels(*tcp_labels).inc()
             self.tcp_close.labels(*tcp_labels, error).inc()
             self.tcp_read.labels(*tcp_labels).inc(event.bytes_in)
             self.tcp_write.labels(*tcp_labels).inc(event.bytes_out)
             return
-        labels = (
+        status = event.status
+        failed = event.error is not None or status is None or status >= 500
+        values = (
             event.direction,
-            self._authority(event.authority),
+            event.authority or "",
             service,
             event.route,
             tls,
-            client_id,
-            server_id,
+            event.src_id or "",
+            event.dst_id or "",
+            "" if status is None else str(status),
+            "failure" if failed else "success",
+            error,
+            event.service or "",
         )
-        self.requests.inc(labels)
-        status = str(event.status) if event.status is not None else ""
-        failed = event.error is not None or event.status is None or event.status >= 500
-        self.responses.inc((*labels, status, "failure" if failed else "success", error))
-        self.latency.observe((event.direction, service, event.route, status), event.latency_ms)
+        self.rollup.observe(values, event.latency_ms, self._admit)
+
+    def _admit(self, values: LabelValues) -> LabelValues:
+        """Rollup values with authority and identities bounded (`BoundedValues`)."""
+        direction, authority, service, route, tls, client_id, server_id, *rest = values
+        return (
+            direction,
+            self._authority(authority),
+            service,
+            route,
+            tls,
+            self._client_id(client_id),
+            self._server_id(server_id),
+            *rest,
+        )
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every family in the registry."""
         return generate_latest(self.registry)
+
+
+def _routed(values: LabelValues) -> bool:
+    """The row is of outbound requests routed to a logical service (`service` is set)."""
+    return values[-1] != ""

@@ -3,13 +3,12 @@
 - `authz_decision_total{dst_service, decision, rule, reason}`: every inbound
   authorization decision and the rule that took it (audit decisions included);
 - `route_retry_total{dst_service, route}`: retries sent;
-- `route_backend_request_total{dst_service, route, backend, status_code}` and
-  `route_backend_response_latency_ms{dst_service, route, backend}`: per backend of
-  a split, so a canary can be judged against the stable version;
 - `mirror_request_total{dst_service, shadow, outcome}`: shadow copies by outcome.
 
-Outbound events name the logical service in `service` and the chosen
-backend in `dst_service`; shadow copies are counted by the ShadowDispatcher.
+The per-backend families of a split (`route_backend_request_total`,
+`route_backend_response_latency_ms`, so a canary can be judged against the
+stable version) come from the request rollup of `proxy.metrics`. Shadow copies
+are counted by the ShadowDispatcher.
 """
 
 from prometheus_client import CollectorRegistry
@@ -17,11 +16,9 @@ from prometheus_client import CollectorRegistry
 from proxy.events import RequestEvent
 from proxy.series import Tables
 
-LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-
 
 class PolicyMetrics:
-    """Prometheus series of authorization, retries, splits and mirrors."""
+    """Prometheus series of authorization decisions, retries and mirrors."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         tables = Tables(registry)
@@ -34,17 +31,6 @@ class PolicyMetrics:
             "route_retry_total",
             "Retries sent, by destination service and route.",
             ["dst_service", "route"],
-        )
-        self.backend_requests = tables.counter(
-            "route_backend_request_total",
-            "Requests per backend of a route (traffic split), by response status.",
-            ["dst_service", "route", "backend", "status_code"],
-        )
-        self.backend_latency = tables.histogram(
-            "route_backend_response_latency_ms",
-            "Response latency per backend of a route, in milliseconds.",
-            ["dst_service", "route", "backend"],
-            LATENCY_BUCKETS_MS,
         )
         self.mirrors = tables.counter(
             "mirror_request_total",
@@ -65,16 +51,8 @@ class PolicyMetrics:
                     )
                 )
             return
-        service = event.service
-        if service is None:
-            return
-        route = event.route
-        if event.retries:
-            self.retries.inc((service, route), event.retries)
-        backend = event.dst_service or ""
-        status = str(event.status) if event.status is not None else ""
-        self.backend_requests.inc((service, route, backend, status))
-        self.backend_latency.observe((service, route, backend), event.latency_ms)
+        if event.retries and event.service is not None:
+            self.retries.inc((event.service, event.route), event.retries)
 
     def mirror_outcome(self, service: str, shadow: str, outcome: str) -> None:
         self.mirrors.inc((service, shadow, outcome))

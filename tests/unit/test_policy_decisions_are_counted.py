@@ -4,7 +4,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
-from proxy.policy_metrics import PolicyMetrics
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -13,16 +12,15 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def test_events_feed_policy_metrics() -> None:
-    registry = CollectorRegistry()
-    metrics = PolicyMetrics(registry)
     bus = EventBus()
-    bus.subscribe(metrics.observe)
+    observability = Observability.attach(bus)
+    registry, metrics = observability.metrics.registry, observability.policy
     bus.publish(RequestEvent(0, "1", "inbound", "127.0.0.1:1", dst_service="store",
                              policy_decision="audit", policy_rule="store.default",
                              authz_reason="authz.default_deny"))
     for backend, status, retries in [("api-v1", 200, 0), ("api-v2", 503, 2), ("api-v2", 200, 1)]:
         bus.publish(RequestEvent(0, "2", "outbound", "127.0.0.1:2", dst_service=backend,
-                                 route="canary", status=status, retries=retries,
+                                 method="GET", route="canary", status=status, retries=retries,
                                  latency_ms=12.0, service="api"))
     bus.publish(RequestEvent(0, "3", "outbound", "127.0.0.1:2", dst_service="x"))  # no policy
     metrics.mirror_outcome("api", "api-shadow", "failed")

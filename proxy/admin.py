@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import h11
 
 from identity import spiffe
+from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
 from proxy.tap import TapFilter
@@ -375,8 +376,8 @@ class AdminServer:
             },
         )
         try:
-            # tap lines come encoded from the source, once for every subscriber
-            await self._stream(exchange, subscription.feed, [], encode=bytes)
+            # formatted here, a batch at a time (and once for every subscriber)
+            await self._stream(exchange, subscription.feed, [], encode=RequestEvent.tap_line)
         finally:
             self.obs.tap.unsubscribe(subscription)
 

@@ -3,11 +3,11 @@
 Metrics, tap and the access log are subscribers of the same bus; the
 forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 (cheap to fill); the nested tap shape of DESIGN.md is built only on demand by
-`to_tap()`, so events cost almost nothing when nobody taps.
+`to_tap()` or `tap_line()`, so events cost almost nothing when nobody taps.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ class RequestEvent:
     trace_id: str | None = None
     service: str | None = None  # outbound: the logical service routed to (dst: its backend)
     authz_reason: str | None = None
+    _line: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_tap(self) -> dict[str, Any]:
         """The tap event of DESIGN.md (one JSON object per line on `/v1/tap`)."""
@@ -74,9 +75,17 @@ class RequestEvent:
         }
 
     def tap_line(self) -> bytes:
-        """`to_tap()` as one NDJSON line, as `json` would write it (ASCII, compact), but
-        without building the dict: the encoder costs four times as much for this shape.
-        (`_quoted` for the fields that are always strings, `_text` for those that may be None.)"""
+        """`to_tap()` as one NDJSON line, made once however many taps read it (an event is
+        final once published)."""
+        line = self._line
+        if line is None:
+            line = self._line = self._format_tap_line()
+        return line
+
+    def _format_tap_line(self) -> bytes:
+        """`to_tap()` as `json` would write it (ASCII, compact), but without building the
+        dict: the encoder costs four times as much for this shape. (`_quoted` for the fields
+        that are always strings, `_text` for those that may be None.)"""
         return (
             f'{{"ts":{self.ts!r},"id":{_quoted(self.id)},"direction":{_quoted(self.direction)},'
             f'"src":{{"id":{_text(self.src_id)},"addr":{_quoted(self.src_addr)}}},'

@@ -63,7 +63,7 @@ class Downstream:
                 return event
             if event is not None:
                 continue  # leftovers of a message already answered
-            if connection.closed or (self.draining and deadline is None):
+            if connection.closed:
                 return None
             if deadline is None and connection.reader.in_message:  # type: ignore[union-attr]
                 deadline = asyncio.get_running_loop().time() + self.header_timeout
@@ -72,7 +72,12 @@ class Downstream:
                 self.idle_since = time.monotonic()
             try:
                 if deadline is None:
-                    await connection.wait(self.idle_timeout)
+                    # draining: the last response said keep-alive (it left before the drain
+                    # began), or none was sent yet (a connection accepted meanwhile), so the
+                    # client may be sending a request now; it gets the grace to, as an idle one
+                    await connection.wait(
+                        DRAIN_IDLE_GRACE_S if self.draining else self.idle_timeout
+                    )
                 else:
                     await connection.wait(max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:

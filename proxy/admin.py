@@ -327,6 +327,7 @@ class AdminServer:
         await exchange.json(200, {"live": True})
 
     async def _metrics(self, exchange: _Exchange, request: _Request) -> None:
+        self.obs.bus.flush()  # the requests the bus still holds count
         await exchange.respond(
             200, self.obs.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8"
         )
@@ -336,6 +337,7 @@ class AdminServer:
             window = parse_duration(request.query.get("window", "60s"))
         except ValueError as exc:
             raise AdminError(400, "admin.bad_window", str(exc)) from None
+        self.obs.bus.flush()
         rows = self.obs.stats.snapshot(window)
         await exchange.json(
             200,
@@ -383,6 +385,7 @@ class AdminServer:
 
     async def _logs(self, exchange: _Exchange, request: _Request) -> None:
         level = request.query.get("level", "debug")
+        self.obs.bus.flush()  # access log lines of the requests the bus still holds
         try:
             limit = int(request.query.get("limit", "500"))
             recent = self.obs.logs.recent(level, limit=max(1, min(limit, 5000)))

@@ -6,6 +6,7 @@ forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 `to_tap()` or `tap_line()`, so events cost almost nothing when nobody taps.
 """
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
@@ -112,20 +113,54 @@ def _text(value: str | None) -> str:
 
 
 class EventBus:
-    """Synchronous fan-out of request events; subscribers must not block."""
+    """Fan-out of request events to subscribers, which must not block.
 
-    def __init__(self) -> None:
+    With `batch` above 1 the bus holds events and hands them on `batch` at a time,
+    or `delay` seconds after the first one held, whichever comes first: each
+    subscriber then runs over a batch in one go, its code and tables warm, which
+    costs the request path less than a call per subscriber per request. What reads
+    subscriber state (a scrape, `/v1/stats`, the log ring) calls `flush()` first.
+    """
+
+    def __init__(self, batch: int = 1, delay: float = 0.05) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._batch = batch
+        self._delay = delay
+        self._held: list[RequestEvent] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Add a subscriber; returns the function that removes it again."""
+        self.flush()  # a new subscriber sees only what is published from now on
         self._subscribers = (*self._subscribers, subscriber)
 
         def unsubscribe() -> None:
+            self.flush()  # what it was due still reaches it
             self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
 
         return unsubscribe
 
     def publish(self, event: RequestEvent) -> None:
+        if self._batch <= 1:
+            for subscriber in self._subscribers:
+                subscriber(event)
+            return
+        held = self._held
+        held.append(event)
+        if len(held) >= self._batch:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        """Hand every held event to the subscribers now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        held = self._held
+        if not held:
+            return
+        self._held = []
         for subscriber in self._subscribers:
-            subscriber(event)
+            for event in held:
+                subscriber(event)

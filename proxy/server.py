@@ -283,6 +283,7 @@ class ProxyServer:
         await self.admin.close()
         await self.ctx.discovery.close(withdraw=leave_discovery)
         await self.ctx.close()
+        self.ctx.bus.flush()  # the access log lines of the last requests
         log.info("stopped")
 
 

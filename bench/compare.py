@@ -6,6 +6,8 @@ One run on this machine, loopback only, every load bounded by wrk's duration,
 all paths measured once per round, rounds back to back:
 
 - direct:        wrk -> fixed backend
+- vmesh 1 hop:   wrk -> vmesh outbound -> mTLS -> fixed TLS backend (the one proxy on the path)
+- haproxy 1 hop: wrk -> haproxy -> mTLS (same certificates) -> fixed TLS backend
 - vmesh 2 hops:  wrk -> vmesh outbound -> mTLS -> vmesh inbound -> fixed backend
 - haproxy 2 hops: wrk -> haproxy -> mTLS (ECDSA P-256, same CA) -> haproxy -> fixed backend
 - floor 2 hops:  wrk -> bench/floor.py -> mTLS -> bench/floor.py -> fixed backend: the least
@@ -15,7 +17,9 @@ all paths measured once per round, rounds back to back:
   untapped run at c=32 (alternately), so the two see the same machine
 
 The fixed backend is HAProxy answering from memory (`http-request return`), so
-every path ends at the same server. Each proxy runs one thread (HAProxy
+every path ends at the same server; the 1-hop paths end at its TLS frontend, which
+holds a mesh certificate (`svc/origin`) and asks for the caller's, as a vmesh
+inbound proxy would. Each proxy runs one thread (HAProxy
 `nbthread 1`, vmesh is one asyncio process). Prints rps, p50/p99 at c=1 and
 c=32, proxy CPU (cores, and microseconds of CPU per request: steadier than rps on a
 shared machine) and RSS, and the ratios. A small VM swings by a third between
@@ -162,11 +166,17 @@ def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float
     f = one["floor 2 hops mTLS"]
     added_v = v["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
     added_h = h["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
+    v1, h1 = one["vmesh 1 hop mTLS"], one["haproxy 1 hop mTLS"]
+    added_v1 = v1["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
+    added_h1 = h1["c=1"]["p50_ms"] - d["c=1"]["p50_ms"]
     tapped = one["vmesh 2 hops + tap"]["c=32"]
     return {
         "vmesh/haproxy rps at c=32 (target >= 0.50)": v["c=32"]["rps"] / h["c=32"]["rps"],
         "p50 added over direct at c=1, vmesh/haproxy (target <= 2.0)": added_v / added_h
         if added_h > 0 else float("inf"),
+        "1 hop: vmesh/haproxy rps at c=32": v1["c=32"]["rps"] / h1["c=32"]["rps"],
+        "1 hop: p50 added over direct at c=1, vmesh/haproxy": added_v1 / added_h1
+        if added_h1 > 0 else float("inf"),
         "tap attached rps cost (target <= 0.10)": 1 - tapped["rps"] / v["c=32"]["rps"],
         "tap attached CPU per request cost": tapped["cpu_us_per_request"]
         / v["c=32"]["cpu_us_per_request"] - 1,
@@ -226,15 +236,21 @@ def main() -> None:
         castate.init(ca_dir, TD)
         ca = castate.load(ca_dir)
         backend_port, ha_front, ha_mtls = free_port(), free_port(), free_port()
+        tls_backend_port, ha_one_hop = free_port(), free_port()
         floor_front, floor_back = free_port(), free_port()
+        ha_a = issue(ca, "front", work / "ha-a")
+        ha_b = issue(ca, "web", work / "ha-b")
+        origin = issue(ca, "origin", work / "origin")
+        answer = (
+            '  http-request return status 200 content-type text/plain string "hello, mesh\\n"\n'
+        )
         (work / "backend.cfg").write_text(
             "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode http\n  timeout client 30s\n"
             "  timeout server 30s\n  timeout connect 2s\n"
-            f"frontend fixed\n  bind 127.0.0.1:{backend_port}\n"
-            '  http-request return status 200 content-type text/plain string "hello, mesh\\n"\n'
+            f"frontend fixed\n  bind 127.0.0.1:{backend_port}\n{answer}"
+            f"frontend fixed_tls\n  bind 127.0.0.1:{tls_backend_port} ssl crt {origin}/haproxy.pem "
+            f"ca-file {origin}/bundle.pem verify required alpn http/1.1\n{answer}"
         )
-        ha_a = issue(ca, "front", work / "ha-a")
-        ha_b = issue(ca, "web", work / "ha-b")
         (work / "pair.cfg").write_text(
             "global\n  nbthread 1\n  maxconn 4000\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n"
             "defaults\n  mode http\n  timeout client 30s\n  timeout server 30s\n"
@@ -245,6 +261,9 @@ def main() -> None:
             f"frontend b\n  bind 127.0.0.1:{ha_mtls} ssl crt {ha_b}/haproxy.pem "
             f"ca-file {ha_b}/bundle.pem verify required\n  default_backend app\n"
             f"backend app\n  server app 127.0.0.1:{backend_port}\n"
+            f"frontend one_hop\n  bind 127.0.0.1:{ha_one_hop}\n  default_backend to_origin\n"
+            f"backend to_origin\n  server origin 127.0.0.1:{tls_backend_port} ssl crt "
+            f"{ha_a}/haproxy.pem ca-file {ha_a}/bundle.pem verify required alpn http/1.1\n"
         )
         backend = subprocess.Popen(["haproxy", "-f", str(work / "backend.cfg")])
         procs.append(backend)
@@ -271,6 +290,8 @@ def main() -> None:
                 (work / "etc/vmesh/endpoints.toml").write_text(
                     f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'
                     f"port = {inbound}\n"
+                    f'[[instance]]\nservice = "origin"\nid = "origin-1"\naddress = "127.0.0.1"\n'
+                    f"port = {tls_backend_port}\n"
                 )
             proc = subprocess.Popen(
                 [sys.executable, "-m", "vm_mesh", "proxy", "run", name],
@@ -281,7 +302,8 @@ def main() -> None:
             )
             procs.append(proc)
             wait_port(out)
-        vmesh_pids = [p.pid for p in procs[-2:]]
+        web_proxy, front_proxy = procs[-2:]
+        vmesh_pids = [web_proxy.pid, front_proxy.pid]
         time.sleep(1)
         idle_rss = [psutil.Process(p).memory_info().rss / 2**20 for p in vmesh_pids]
         # USS: the pages only this proxy holds (shared libraries counted once per host)
@@ -302,8 +324,9 @@ def main() -> None:
 
         vmesh_url = f"http://127.0.0.1:{vmesh_ports['front']}/"
         # every path must answer 200 before it is measured: errors are fast and would flatter it
-        for url, host in ((vmesh_url, "web"), (f"http://127.0.0.1:{ha_front}/", None),
-                          (floor_url, None)):
+        for url, host in ((vmesh_url, "web"), (vmesh_url, "origin"),
+                          (f"http://127.0.0.1:{ha_front}/", None),
+                          (f"http://127.0.0.1:{ha_one_hop}/", None), (floor_url, None)):
             answer = httpx.get(url, headers={"Host": host} if host else None, timeout=10)
             if answer.status_code != 200:
                 sys.exit(f"{url} (Host: {host}) answers {answer.status_code}: {answer.text}")
@@ -311,6 +334,8 @@ def main() -> None:
 
         paths = {
             "direct": (f"http://127.0.0.1:{backend_port}/", None, [backend.pid]),
+            "vmesh 1 hop mTLS": (vmesh_url, "origin", [front_proxy.pid]),
+            "haproxy 1 hop mTLS": (f"http://127.0.0.1:{ha_one_hop}/", None, [haproxy_pair.pid]),
             "vmesh 2 hops mTLS": (vmesh_url, "web", vmesh_pids),
             "haproxy 2 hops mTLS": (f"http://127.0.0.1:{ha_front}/", None, [haproxy_pair.pid]),
             "floor 2 hops mTLS": (floor_url, None, [p.pid for p in floor]),

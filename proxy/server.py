@@ -21,7 +21,7 @@ from vm_mesh import __version__, paths
 from vm_mesh.config import DiscoveryChoice, LoadedConfig, effective_discovery, load_service_config
 from vm_mesh.discovery.base import Discovery, Instance
 from vm_mesh.errors import UserError
-from vm_mesh.policy.loader import PolicyInvalid
+from vm_mesh.policy.files import PolicyInvalid
 from vm_mesh.policy.store import PolicyStore
 
 log = logging.getLogger("vmesh.proxy")

@@ -11,7 +11,7 @@ import pytest
 from proxy.route import RequestFacts
 from proxy.traffic import TrafficPolicy
 from tests.unit.policy_helpers import eventually
-from vm_mesh.policy.loader import PolicyInvalid
+from vm_mesh.policy.files import PolicyInvalid
 from vm_mesh.policy.store import PolicyStore
 
 ROUTE = (

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vm_mesh.cli import main
-from vm_mesh.policy.loader import PolicyInvalid, load_dir, load_files, load_texts
+from vm_mesh.policy.files import PolicyInvalid
+from vm_mesh.policy.loader import load_dir, load_files, load_texts
 from vm_mesh.policy.model import HTTPRoute, ServicePolicy
 
 DESIGN_EXAMPLE = """\

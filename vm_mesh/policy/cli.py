@@ -46,7 +46,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
 def _check(args: argparse.Namespace) -> int:
     from vm_mesh import paths
-    from vm_mesh.policy.loader import PolicyInvalid, load_files, policy_files
+    from vm_mesh.policy.files import PolicyInvalid, policy_files
+    from vm_mesh.policy.loader import load_files
 
     files: list[Path] = []
     for given in args.files:
@@ -77,7 +78,8 @@ def _explain(args: argparse.Namespace) -> int:
     from proxy.traffic import TrafficPolicy
     from vm_mesh import defaults
     from vm_mesh.durations import format_duration
-    from vm_mesh.policy.loader import PolicyInvalid, load_dir
+    from vm_mesh.policy.files import PolicyInvalid
+    from vm_mesh.policy.loader import load_dir
 
     try:
         policy = load_dir(args.policy_dir)

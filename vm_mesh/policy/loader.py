@@ -16,30 +16,9 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from vm_mesh import paths
+from vm_mesh.policy.files import PolicyError, PolicyInvalid, policy_files
 from vm_mesh.policy.model import DOCUMENT_KINDS, Authorization, Document, HTTPRoute, Mirror
 from vm_mesh.policy.policyset import PolicySet, Source, Sourced
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyError:
-    """One problem in a policy file, with a stable machine-readable `code`."""
-
-    file: str
-    line: int
-    reason: str
-    code: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
-
-class PolicyInvalid(Exception):
-    """The policy files do not load; `errors` lists every problem found."""
-
-    def __init__(self, errors: list[PolicyError]) -> None:
-        super().__init__("\n".join(str(e) for e in errors))
-        self.errors = errors
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -60,14 +39,6 @@ class _Parsed:
     doc: Document
     source: Source
     node: Node
-
-
-def policy_files(directory: Path | None = None) -> list[Path]:
-    """The policy files of a directory (default `paths.policy_dir()`), in load order."""
-    directory = directory or paths.policy_dir()
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file())
 
 
 def load_dir(directory: Path | None = None) -> PolicySet:

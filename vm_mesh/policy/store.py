@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vm_mesh import paths
-from vm_mesh.policy.loader import PolicyError, PolicyInvalid, load_files, policy_files
+from vm_mesh.policy.files import PolicyError, PolicyInvalid, policy_files
 from vm_mesh.policy.policyset import PolicySet
 
 log = logging.getLogger("vmesh.policy")
@@ -49,7 +49,7 @@ class PolicyStore:
     def load_initial(self) -> PolicySet:
         """First load; raises PolicyInvalid so a proxy never starts on a broken policy."""
         self._fingerprint = _fingerprint(self.directory)
-        self._install(load_files(policy_files(self.directory), self.extra_texts), "initial")
+        self._install(self._load(), "initial")
         return self.current
 
     def subscribe(self, listener: Listener) -> None:
@@ -60,7 +60,7 @@ class PolicyStore:
         """Load the directory again; True if the new policy is now in force."""
         self._fingerprint = _fingerprint(self.directory)
         try:
-            policy = load_files(policy_files(self.directory), self.extra_texts)
+            policy = self._load()
         except PolicyInvalid as exc:
             self.errors = exc.errors
             for error in exc.errors:
@@ -78,6 +78,15 @@ class PolicyStore:
             return False
         self._install(policy, trigger)
         return True
+
+    def _load(self) -> PolicySet:
+        files = policy_files(self.directory)
+        if not files and not self.extra_texts:
+            return PolicySet()
+        # the YAML parser and the document validators are loaded with the first document
+        from vm_mesh.policy.loader import load_files
+
+        return load_files(files, self.extra_texts)
 
     def _install(self, policy: PolicySet, trigger: str) -> None:
         changed = policy.digest() != self.current.digest() or self.generation == 0

@@ -22,7 +22,7 @@ from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, RequestHead
 from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_response
 from proxy.normalize import BadPath, normalize_target
-from proxy.relay import UpstreamProtocolError, request_headers, send_request, stream_response
+from proxy.relay import UpstreamProtocolError, relay_response, request_headers, send_request
 from proxy.retrying import AttemptFailed
 from proxy.tcp import tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
@@ -203,19 +203,10 @@ class InboundProxy:
             event.status, event.error = 502, reason or "app.reset"
             await client.send_error(502, event.error, detail or str(exc), close=True)
             return False
-        event.status = response.status
-        try:
-            sent, reusable = await stream_response(
-                response, client, head, idle_timeout=self.ctx.config.timeouts.idle
-            )
-        except UpstreamProtocolError as exc:
-            event.error = exc.reason
-            log.warning("response cut off", extra={"reason": exc.reason, "detail": str(exc),
-                                                   "path": event.path})
-            return False
-        event.bytes_out = sent
-        self.pool.release(upstream, reusable)
-        return client.request_keep_alive
+        return await relay_response(
+            response, client, head, event, self.pool,
+            idle_timeout=self.ctx.config.timeouts.idle, log=log,
+        )
 
     async def _app_connection(self, client: Downstream, event: RequestEvent) -> Upstream | None:
         """A new connection to the app (none idle in the pool); None when the app is

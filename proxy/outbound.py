@@ -26,9 +26,9 @@ from proxy.relay import (
     Response,
     UpstreamProtocolError,
     discard,
+    relay_response,
     request_headers,
     send_request,
-    stream_response,
 )
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
@@ -246,19 +246,10 @@ class OutboundProxy:
             return await self._fail(client, event, 502, reason, detail or reason)
         except UpstreamProtocolError as exc:
             return await self._fail(client, event, 502, exc.reason, str(exc))
-        event.status = response.status
-        try:
-            sent, reusable = await stream_response(
-                response, client, head, idle_timeout=self.ctx.config.timeouts.idle
-            )
-        except UpstreamProtocolError as exc:
-            event.error = exc.reason
-            log.info("response cut off", extra={"reason": exc.reason, "detail": str(exc),
-                                                "dst_service": event.dst_service})
-            return False
-        event.bytes_out = sent
-        self.pool.release(response.upstream, reusable)
-        return client.request_keep_alive
+        return await relay_response(
+            response, client, head, event, self.pool,
+            idle_timeout=self.ctx.config.timeouts.idle, log=log,
+        )
 
     async def _send_shadow(
         self,

@@ -1,16 +1,18 @@
 """Moving one request and its response between a downstream and an upstream connection.
 
 `send_request` writes the request (streaming or buffered body) and waits for
-the response head; `stream_response` copies the response back, re-framing
-the body when the two sides need it. Failures before a response head are
-`AttemptFailed` (the retry layer may try again); bad framing from upstream
-is a 502, never relayed.
+the response head; `relay_response` copies the response back, re-framing
+the body when the two sides need it, records the outcome in the request event
+and pools the upstream connection. Failures before a response head are `AttemptFailed` (the retry
+layer may try again); bad framing from upstream is a 502, never relayed.
 """
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from proxy.downstream import Downstream
+from proxy.events import RequestEvent
 from proxy.http1 import (
     LAST_CHUNK,
     NOT_FORWARDED,
@@ -24,7 +26,7 @@ from proxy.http1 import (
     forwardable_headers,
 )
 from proxy.retrying import AttemptFailed
-from proxy.upstream import Upstream
+from proxy.upstream import Pool, Upstream
 from vm_mesh.defaults import CLIENT_ID_HEADER
 
 Body = bytes | AsyncIterator[bytes] | None
@@ -134,14 +136,17 @@ async def discard(response: Response) -> None:
     response.upstream.close()
 
 
-async def stream_response(
+async def relay_response(
     response: Response,
     client: Downstream,
     request: RequestHead,
+    event: RequestEvent,
+    pool: Pool,
     *,
     idle_timeout: float,
-) -> tuple[int, bool]:
-    """Copy the response to the client; returns (body bytes, upstream reusable).
+    log: logging.Logger,
+) -> bool:
+    """Copy the response to the client, record it in `event` and pool its connection.
 
     Writes are gathered while more of the response is already parsed, and flushed
     before waiting on the upstream, so a small response leaves in one segment and
@@ -150,7 +155,12 @@ async def stream_response(
     stalled app cannot hold both connections for ever. On any failure (bad framing
     from upstream, the client gone, cancellation) the upstream connection is
     closed: it is mid-message.
+
+    Returns False when the client connection must close: the client or the upstream
+    asked for it, or the upstream cut the response off (logged; the status already
+    went out, so the client sees a truncated body and a closed connection).
     """
+    event.status = response.status
     upstream = response.upstream
     connection = upstream.connection
     try:
@@ -164,10 +174,10 @@ async def stream_response(
         take = connection.take_event
         while True:
             try:
-                event = take()
+                message = take()
             except Http1Error as exc:
                 raise UpstreamProtocolError("upstream.bad_response_body", str(exc)) from None
-            if event is None:
+            if message is None:
                 if pending:  # flush before waiting: a slow stream is never held back
                     await client.write(b"".join(pending))
                     pending.clear()
@@ -187,17 +197,28 @@ async def stream_response(
                     )
                 reusable = False
                 break
-            if isinstance(event, MessageEnd):
-                reusable = event.keep_alive
+            if isinstance(message, MessageEnd):
+                reusable = message.keep_alive
                 break
-            if isinstance(event, bytes) and framing != "none":
-                sent += len(event)
-                pending.append(encode_chunk(event) if framing == "chunked" else event)
+            if isinstance(message, bytes) and framing != "none":
+                sent += len(message)
+                pending.append(encode_chunk(message) if framing == "chunked" else message)
         if framing == "chunked":
             pending.append(LAST_CHUNK)
         if pending:
             await client.write(b"".join(pending))
+    except UpstreamProtocolError as exc:
+        upstream.close()
+        event.error = exc.reason
+        log.warning(
+            "response cut off",
+            extra={"reason": exc.reason, "detail": str(exc), "dst_service": event.dst_service,
+                   "path": event.path},
+        )
+        return False
     except BaseException:
         upstream.close()
         raise
-    return sent, reusable
+    event.bytes_out = sent
+    pool.release(upstream, reusable)
+    return client.request_keep_alive

@@ -115,26 +115,24 @@ def _source_set(args: argparse.Namespace) -> Sources:
     from console.discovered import discovery_providers, host_discovery, host_trust_domain
     from console.sources import default_sources
     from vm_mesh.config import Discovery
+    from vm_mesh.schema import Invalid, load
 
     try:
         settings = [] if args.no_host_discovery else host_discovery()
         if args.mdns or args.mdns_interface:
             settings.append(Discovery(backend="mdns", interfaces=tuple(args.mdns_interface)))
         if args.consul:
-            settings.append(Discovery(backend="consul", consul_url=args.consul,
-                                      consul_token=args.consul_token))
+            consul = {"backend": "consul", "consul_url": args.consul}
+            if args.consul_token:
+                consul["consul_token"] = args.consul_token
+            settings.append(load(Discovery, consul))
         return default_sources(args.admin, local=not args.no_local,
                                discovery=discovery_providers(settings, args.discover,
                                                              host_trust_domain()))
-    except ValueError as exc:  # a bad --admin or --consul (pydantic errors are ValueErrors)
-        raise UserError(_first_line(exc)) from None
-
-
-def _first_line(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):  # pydantic: the message of the first error
-        return f"--consul: {errors()[0]['msg']}"
-    return str(exc)
+    except Invalid as exc:  # a bad --consul
+        raise UserError(f"--consul: {exc.problems[0].message}") from None
+    except ValueError as exc:  # a bad --admin
+        raise UserError(str(exc)) from None
 
 
 def _gather_sources(args: argparse.Namespace) -> tuple[list[Source], dict[str, str]]:

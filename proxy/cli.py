@@ -1,7 +1,6 @@
 """`vmesh proxy ...`: run the sidecar proxy of a service."""
 
 import argparse
-import os
 
 from vm_mesh.cli import add_command
 
@@ -18,9 +17,6 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    # a sidecar loads no pydantic plugin: looking for them reads the entry points of every
-    # installed distribution at start and keeps what it read for the life of the process
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     import uvloop
 
     from proxy.server import run

@@ -134,7 +134,7 @@ def _merge_timeouts(specific: Timeouts | None, fallback: Timeouts | None) -> Tim
     specific, fallback = specific or Timeouts(), fallback or Timeouts()
     request = specific.request if specific.request is not None else fallback.request
     per_try = specific.per_try if specific.per_try is not None else fallback.per_try
-    return Timeouts.model_construct(
+    return Timeouts(
         request=request if request is not None else DEFAULT_REQUEST_TIMEOUT,
         per_try=per_try,
     )

@@ -2,6 +2,7 @@
 API, discovery registration, drain on SIGTERM, handover on SIGUSR2."""
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -215,14 +216,15 @@ class ProxyServer:
             return
         current = self.ctx.config
         needs_restart = sorted(
-            name for name in type(current).model_fields
-            if name not in LIVE_CONFIG_FIELDS and getattr(fresh, name) != getattr(current, name)
+            f.name for f in dataclasses.fields(current)
+            if f.name not in LIVE_CONFIG_FIELDS
+            and getattr(fresh, f.name) != getattr(current, f.name)
         )
         if needs_restart:
             log.warning("service config changes need a restart to take effect",
                         extra={"event": "config_restart_needed", "fields": needs_restart})
-        self.ctx.config = current.model_copy(
-            update={name: getattr(fresh, name) for name in LIVE_CONFIG_FIELDS}
+        self.ctx.config = dataclasses.replace(
+            current, **{name: getattr(fresh, name) for name in LIVE_CONFIG_FIELDS}
         )
         log.info("service config reloaded", extra={"event": "config_reloaded"})
 

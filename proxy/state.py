@@ -4,6 +4,7 @@ from typing import Any
 
 from proxy.context import ProxyContext
 from vm_mesh.config import DiscoveryChoice
+from vm_mesh.schema import dump
 
 
 class RunningProxyState:
@@ -50,7 +51,7 @@ class RunningProxyState:
         return {
             "service": {
                 "file": self.source_file,
-                **_redacted(self.ctx.config.model_dump(mode="json")),
+                **_redacted(dump(self.ctx.config)),
             },
             "discovery": self._discovery(),
             "policy": self.ctx.policy.describe(),
@@ -60,7 +61,7 @@ class RunningProxyState:
         if self.discovery is None:
             return None
         source = str(self.discovery.file) if self.discovery.file else "defaults"
-        return {"file": source, **_redacted(self.discovery.settings.model_dump(mode="json"))}
+        return {"file": source, **_redacted(dump(self.discovery.settings))}
 
 
 def _redacted(settings: dict[str, Any]) -> dict[str, Any]:

@@ -14,19 +14,9 @@ from proxy.retry import RetryBudget, RetryPolicy
 from proxy.route import RequestFacts, RouteTable, RouteTarget
 from proxy.split import WeightedSplit
 from vm_mesh.policy.model import CircuitBreaker, ServicePolicy
-from vm_mesh.policy.model import RetryBudget as RetryBudgetSpec
 from vm_mesh.policy.policyset import PolicySet
 
-DEFAULT_SERVICE_POLICY = ServicePolicy.model_construct(
-    kind="ServicePolicy",
-    service="default",
-    name=None,
-    timeout=None,
-    retry_budget=RetryBudgetSpec(),
-    circuit_breaker=CircuitBreaker(),
-    opaque_ports=(),
-    detect_timeout=None,
-)
+DEFAULT_SERVICE_POLICY = ServicePolicy(kind="ServicePolicy", service="default")
 
 
 @dataclass(frozen=True, slots=True)

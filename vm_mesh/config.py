@@ -31,14 +31,13 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vm_mesh import defaults, paths
 from vm_mesh.durations import parse_duration
 from vm_mesh.errors import UserError
+from vm_mesh.schema import Check, Invalid, Parse, Range, load
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -50,39 +49,56 @@ def _address(value: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _seconds(value: Any) -> float:
+    """A timeout as a duration (`"2s"`, `"500ms"`) or a number of seconds."""
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"a timeout is a duration like 2s or a number of seconds, not {value!r}")
 
 
-class Listen(_Strict):
-    inbound: str = f"0.0.0.0:{defaults.INBOUND_PORT}"
-    outbound: str = f"127.0.0.1:{defaults.OUTBOUND_PORT}"
-    admin: str = f"127.0.0.1:{defaults.ADMIN_PORT}"
+def _consul_url(value: str) -> str:
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+        raise ValueError(f"{value!r} is not an agent address like http://127.0.0.1:8500")
+    return value
+
+
+def _service_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a service name (lowercase letters, digits, '-')")
+    return value
+
+
+Address = Annotated[str, Check(_address)]
+Seconds = Annotated[float, Parse(_seconds)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listen:
+    inbound: Address = f"0.0.0.0:{defaults.INBOUND_PORT}"
+    outbound: Address = f"127.0.0.1:{defaults.OUTBOUND_PORT}"
+    admin: Address = f"127.0.0.1:{defaults.ADMIN_PORT}"
     advertise: str = "127.0.0.1"
 
-    _check = field_validator("inbound", "outbound", "admin")(_address)
 
-
-class TcpUpstream(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpUpstream:
     service: str
-    listen: str
-
-    _check = field_validator("listen")(_address)
+    listen: Address
 
 
-class Timeouts(_Strict):
-    connect: float = 2.0
-    header: float = 10.0
-    idle: float = 60.0
-    drain: float = 30.0
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value) if isinstance(value, str) else value
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    connect: Seconds = 2.0
+    header: Seconds = 10.0
+    idle: Seconds = 60.0
+    drain: Seconds = 30.0
 
 
-class Discovery(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discovery:
     """The `[discovery]` table of mesh.toml: which backend finds the other services.
 
     A service file may carry the same table (older files, tests that mix
@@ -94,49 +110,35 @@ class Discovery(_Strict):
     backend: Literal["static", "mdns", "consul"] = "mdns"
     file: str | None = None  # static: the endpoints file
     interfaces: tuple[str, ...] = ()  # mdns: addresses of the interfaces to use (default: all)
-    consul_url: str = "http://127.0.0.1:8500"  # consul: the local agent
+    consul_url: Annotated[str, Check(_consul_url)] = "http://127.0.0.1:8500"  # the local agent
     consul_token: str | None = None
     consul_wait: str = "30s"  # consul: how long one blocking query may last
     consul_check_interval: str = "5s"
     consul_deregister_after: str = "1m"  # Consul's minimum
 
-    @field_validator("consul_url")
-    @classmethod
-    def _consul_url(cls, value: str) -> str:
-        url = urlsplit(value)
-        if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
-            raise ValueError(f"{value!r} is not an agent address like http://127.0.0.1:8500")
-        return value
 
-
-class ServiceConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
     """Everything `vmesh proxy run <service>` needs to know."""
 
-    service: str
-    app_port: int = Field(ge=1, le=65535)
+    service: Annotated[str, Check(_service_name)]
+    app_port: Annotated[int, Range(ge=1, le=65535)]
     app_address: str = "127.0.0.1"
     instance_id: str = ""
     trust_domain: str = defaults.TRUST_DOMAIN
     version: str = ""
     zone: str = ""
-    weight: int = Field(default=100, ge=0, le=10000)
+    weight: Annotated[int, Range(ge=0, le=10000)] = 100
     identity_url: str | None = None
     access_log: bool = False
     # services this proxy routes to at once; a request for one more is refused (503) until
     # the watch of an unused one is let go: an app that names a new Host in every request
     # must not make the proxy watch discovery and compile policy for each
-    max_destinations: int = Field(default=1024, ge=1)
+    max_destinations: Annotated[int, Range(ge=1)] = 1024
     listen: Listen = Listen()
     timeouts: Timeouts = Timeouts()
     discovery: Discovery | None = None  # see `effective_discovery`: mesh.toml wins
     tcp: tuple[TcpUpstream, ...] = ()
-
-    @field_validator("service")
-    @classmethod
-    def _service_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"{value!r} is not a service name (lowercase letters, digits, '-')")
-        return value
 
     @property
     def instance(self) -> str:
@@ -163,7 +165,7 @@ def _line_of(text: str, location: tuple[Any, ...]) -> int:
     return 1
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
 def _parse(path: Path, text: str, model: type[M]) -> tuple[M, dict[str, Any]]:
@@ -175,12 +177,12 @@ def _parse(path: Path, text: str, model: type[M]) -> tuple[M, dict[str, Any]]:
         line = match.group(1) if match else "1"
         raise UserError(f"{path}:{line}: {exc}") from None
     try:
-        return model.model_validate(raw), raw
-    except ValidationError as exc:
+        return load(model, raw), raw
+    except Invalid as exc:
         problems = [
-            f"{path}:{_line_of(text, err['loc'])}: "
-            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}"
-            for err in exc.errors()
+            f"{path}:{_line_of(text, problem.loc)}: "
+            f"{'.'.join(str(p) for p in problem.loc) or 'file'}: {problem.message}"
+            for problem in exc.problems
         ]
         raise UserError("\n".join(problems)) from None
 
@@ -195,7 +197,8 @@ def load_service_config(path: Path) -> LoadedConfig:
     return LoadedConfig(path, config, raw)
 
 
-class MeshConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeshConfig:
     """`/etc/vmesh/mesh.toml`: what every proxy of the host shares."""
 
     trust_domain: str = defaults.TRUST_DOMAIN

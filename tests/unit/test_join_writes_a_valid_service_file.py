@@ -7,12 +7,13 @@ import pytest
 from vm_mesh.config import ServiceConfig
 from vm_mesh.errors import UserError
 from vm_mesh.host.join import JoinRequest, service_file
+from vm_mesh.schema import load
 
 
 def test_written_file_loads_as_the_proxy_reads_it() -> None:
     text = service_file(JoinRequest("cart", 8080, "https://ca:8443", instance_id="cart-a",
                                     advertise="198.18.0.7", inbound="0.0.0.0:4143"))
-    config = ServiceConfig.model_validate(tomllib.loads(text))
+    config = load(ServiceConfig, tomllib.loads(text))
     assert config.service == "cart" and config.app_port == 8080
     assert config.identity_url == "https://ca:8443" and config.instance == "cart-a"
     assert config.listen.advertise == "198.18.0.7" and config.discovery is None

@@ -38,7 +38,7 @@ def test_ninety_ten_split_over_ten_thousand_requests() -> None:
 
 @given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=6), st.integers())
 def test_split_only_picks_backends_with_weight(weights: list[int], seed: int) -> None:
-    chosen = [Backend.model_construct(service=f"b{i}", weight=w) for i, w in enumerate(weights)]
+    chosen = [Backend(service=f"b{i}", weight=w) for i, w in enumerate(weights)]
     if not any(weights):
         with pytest.raises(ValueError, match="weight above 0"):
             WeightedSplit(chosen)

@@ -13,12 +13,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from vm_mesh import paths
 from vm_mesh.config import ServiceConfig, load_mesh_config
 from vm_mesh.errors import UserError
 from vm_mesh.files import write_file
+from vm_mesh.schema import Invalid, load
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +60,11 @@ def service_file(request: JoinRequest) -> str:
         lines += ["", "[listen]", *listen]
     text = "\n".join(lines) + "\n"
     try:
-        ServiceConfig.model_validate(tomllib.loads(text))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "service file"
-        raise UserError(f"vmesh join: {where}: {first['msg']}") from None
+        load(ServiceConfig, tomllib.loads(text))
+    except Invalid as exc:
+        first = exc.problems[0]
+        where = ".".join(str(p) for p in first.loc) or "service file"
+        raise UserError(f"vmesh join: {where}: {first.message}") from None
     return text
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vm_mesh.cli import add_command
 from vm_mesh.errors import UserError
+from vm_mesh.schema import dump
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -116,7 +117,7 @@ def _explain(args: argparse.Namespace) -> int:
             "request": format_duration(timeouts.request) if timeouts.request else None,
             "per_try": format_duration(timeouts.per_try) if timeouts.per_try else None,
         },
-        "retry": plan.target.retry.model_dump(mode="json") if plan.target.retry else None,
+        "retry": dump(plan.target.retry) if plan.target.retry else None,
         "mirrors": {m.to: m.percent for m in service.mirrors.targets},
         "authorization": {
             "decision": decision.verdict, "rule": decision.rule, "reason": decision.reason

@@ -1,6 +1,6 @@
 """Reading policy files: YAML documents in, a PolicySet or every error (file:line: reason) out.
 
-Each document is composed into a node tree first, so that a pydantic error
+Each document is composed into a node tree first, so that a problem's
 location (`rules.0.matches.0.path`) can be mapped back to the line that holds
 the offending value. Every document of every file is checked; the caller gets
 all errors at once, never just the first.
@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from vm_mesh.policy.files import PolicyError, PolicyInvalid, policy_files
 from vm_mesh.policy.model import DOCUMENT_KINDS, Authorization, Document, HTTPRoute, Mirror
 from vm_mesh.policy.policyset import PolicySet, Source, Sourced
+from vm_mesh.schema import Invalid, load
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -125,19 +125,15 @@ def _validate(
         )
         return None
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
+        return load(model, data)
+    except Invalid as exc:
         label = _label(kind, data, index)
         found = []
-        for error in _most_specific(exc.errors()):
-            loc = _field_loc(node, error["loc"])
-            target = _node_at(node, loc, key=error["type"] == "extra_forbidden")
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"].endswith("_type"):
-                message += f" (got {error['input']!r})"
-            where = _dotted(loc)
-            reason = f"{label}: {where}: {message}" if where else f"{label}: {message}"
-            found.append(PolicyError(name, _line(target), reason, f"policy.{error['type']}"))
+        for problem in exc.problems:
+            target = _node_at(node, problem.loc, key=problem.kind == "extra_forbidden")
+            found.append(
+                PolicyError(name, _line(target), f"{label}: {problem}", f"policy.{problem.kind}")
+            )
         errors.extend(sorted(found, key=lambda e: e.line))
         return None
 
@@ -147,47 +143,6 @@ def _label(kind: str, data: dict[str, Any], index: int) -> str:
         if isinstance(data.get(key), str):
             return f"{kind} {data[key]}"
     return f"{kind} (document {index})"
-
-
-def _most_specific(errors: list[Any]) -> list[Any]:
-    """Drop errors that only restate a deeper one (union branches, 'too short after validation')."""
-    locs = [tuple(e["loc"]) for e in errors]
-    kept = []
-    seen: set[tuple[Any, ...]] = set()
-    for error, loc in zip(errors, locs, strict=True):
-        if any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
-            continue
-        if (loc, error["msg"]) not in seen:
-            seen.add((loc, error["msg"]))
-            kept.append(error)
-    return kept
-
-
-def _field_loc(node: Node, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The part of a pydantic location that names document fields (drops union-branch tags)."""
-    result: list[Any] = []
-    for part in loc:
-        if isinstance(node, MappingNode):
-            child = next((v for k, v in node.value if _key(k) == str(part)), None)
-            if child is None:
-                if part == "[key]":
-                    continue
-                if isinstance(part, str) and not _is_tag(part):
-                    result.append(part)  # a missing or extra field: named, but has no node
-                continue
-            node = child
-        elif isinstance(node, SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                continue
-            node = node.value[part]
-        else:
-            continue
-        result.append(part)
-    return tuple(result)
-
-
-def _is_tag(part: str) -> bool:
-    return "[" in part or part[:1].isupper() or part.startswith("constrained-")
 
 
 def _node_at(node: Node, loc: tuple[Any, ...], key: bool = False) -> Node:
@@ -211,13 +166,6 @@ def _key(node: Node) -> str | None:
 
 def _line(node: Node) -> int:
     return node.start_mark.line + 1
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _check_duplicate_keys(name: str, node: Node, errors: list[PolicyError]) -> None:

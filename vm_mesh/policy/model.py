@@ -1,4 +1,4 @@
-"""The policy documents: one strict, frozen pydantic model per `kind:`.
+"""The policy documents: one strict, frozen dataclass per `kind:`, loaded by `vm_mesh.schema`.
 
 The YAML shapes are the contract of DESIGN.md (after the Gateway API and
 Linkerd's policy resources). Everything is validated strictly: unknown fields
@@ -8,38 +8,18 @@ broken pattern is a load error and never a request-time surprise.
 """
 
 import re
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    Tag,
-    model_validator,
-)
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 from identity import spiffe
 from vm_mesh.durations import format_duration, parse_duration
+from vm_mesh.schema import ALIAS, Check, MinLength, Parse, Range
 
 # Bodies up to this size are buffered so that a request can be retried or mirrored.
 MAX_REPLAY_BODY = 64 * 1024
 
 _METHOD = re.compile(r"^[A-Z][A-Z0-9_-]{0,31}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-
-
-class _Strict(BaseModel):
-    # validators are built when the first document is validated: a proxy without policy
-    # documents never pays for them
-    model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True, populate_by_name=False, defer_build=True
-    )
 
 
 def _check_service(value: str) -> str:
@@ -119,89 +99,72 @@ def _parse_path_glob(value: Any) -> Glob:
     return glob
 
 
-def _list_to_tuple(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    raise ValueError(f"expected a list, like [{value}]" if isinstance(value, str | int)
-                     else f"expected a list, not {value!r}")
-
-
-# YAML gives lists; the models keep tuples so that a loaded policy is immutable.
-_T = TypeVar("_T")
-Seq = Annotated[tuple[_T, ...], BeforeValidator(_list_to_tuple)]
-
-ServiceName = Annotated[str, AfterValidator(_check_service)]
-Name = Annotated[str, AfterValidator(_check_name)]
-Method = Annotated[str, AfterValidator(_check_method)]
-HeaderName = Annotated[str, AfterValidator(_check_header_name)]
-AbsolutePath = Annotated[str, AfterValidator(_check_absolute_path)]
-Duration = Annotated[
-    float,
-    PlainValidator(parse_duration),
-    PlainSerializer(format_duration),
-    Field(gt=0),
-]
-Regex = Annotated[
-    re.Pattern[str], PlainValidator(_compile_regex), PlainSerializer(lambda p: p.pattern)
-]
-Principal = Annotated[Glob, PlainValidator(_parse_principal), PlainSerializer(str)]
-PathGlob = Annotated[Glob, PlainValidator(_parse_path_glob), PlainSerializer(str)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
+ServiceName = Annotated[str, Check(_check_service)]
+Name = Annotated[str, Check(_check_name)]
+Method = Annotated[str, Check(_check_method)]
+HeaderName = Annotated[str, Check(_check_header_name)]
+AbsolutePath = Annotated[str, Check(_check_absolute_path)]
+Duration = Annotated[float, Parse(parse_duration, format_duration), Range(gt=0)]
+Regex = Annotated[re.Pattern[str], Parse(_compile_regex, lambda pattern: pattern.pattern)]
+Principal = Annotated[Glob, Parse(_parse_principal, str)]
+PathGlob = Annotated[Glob, Parse(_parse_path_glob, str)]
+Port = Annotated[int, Range(ge=1, le=65535)]
+Fraction = Annotated[float, Range(ge=0, le=1)]
 
 
 # --- HTTPRoute -------------------------------------------------------------
 
 
-class PathMatch(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathMatch:
     """Exactly one of: exact path, path prefix (on `/` boundaries), or full-match regex."""
 
     exact: AbsolutePath | None = None
     prefix: AbsolutePath | None = None
     regex: Regex | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "PathMatch":
+    def __post_init__(self) -> None:
         given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a path match needs exactly one of exact, prefix or regex")
-        return self
 
 
-class RegexMatch(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegexMatch:
     """A header or query value matched by a full-match regular expression."""
 
     regex: Regex
 
 
-ValueMatch = Annotated[
-    Annotated[str, Tag("Exact")] | Annotated[RegexMatch, Tag("Regex")],
-    Discriminator(lambda value: "Exact" if isinstance(value, str) else "Regex"),
-]
+ValueMatch = str | RegexMatch  # an exact value, or {regex: ...}
 
 
-class RouteMatch(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteMatch:
     """All conditions of one match must hold; an empty match matches every request."""
 
     path: PathMatch | None = None
     method: Method | None = None
-    headers: dict[HeaderName, ValueMatch] = Field(default_factory=dict)
-    query: dict[str, ValueMatch] = Field(default_factory=dict)
+    headers: dict[HeaderName, ValueMatch] = field(default_factory=dict)
+    query: dict[str, ValueMatch] = field(default_factory=dict)
 
 
-class Backend(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
     service: ServiceName
-    weight: int = Field(default=1, ge=0, le=100_000)
+    weight: Annotated[int, Range(ge=0, le=100_000)] = 1
 
 
-class Timeouts(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
     """`request` bounds the whole request including retries; `per_try` bounds each attempt."""
 
     request: Duration | None = None
     per_try: Duration | None = None
 
 
-class RetryBackoff(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryBackoff:
     base: Duration = 0.025
     max: Duration = 0.25
 
@@ -219,70 +182,73 @@ def _parse_retry_condition(value: Any) -> str | int:
     )
 
 
-RetryCondition = Annotated[str | int, PlainValidator(_parse_retry_condition)]
+RetryCondition = Annotated[str | int, Parse(_parse_retry_condition)]
 
 
-class Retry(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
     """Opt-in retries of one route: on what, how many, for which methods."""
 
-    on: Seq[RetryCondition] = Field(min_length=1)
-    attempts: int = Field(default=2, ge=1, le=10)
-    methods: Seq[Method] | None = None
+    on: Annotated[tuple[RetryCondition, ...], MinLength(1)]
+    attempts: Annotated[int, Range(ge=1, le=10)] = 2
+    methods: tuple[Method, ...] | None = None
     backoff: RetryBackoff = RetryBackoff()
 
 
-class RouteRule(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRule:
     """One rule: first rule whose matches hold decides backends, timeouts and retries."""
 
     name: Name | None = None
-    matches: Seq[RouteMatch] = ()
-    backends: Seq[Backend] = ()
+    matches: tuple[RouteMatch, ...] = ()
+    backends: tuple[Backend, ...] = ()
     timeout: Timeouts | None = None
     retry: Retry | None = None
 
-    @model_validator(mode="after")
-    def _some_weight(self) -> "RouteRule":
+    def __post_init__(self) -> None:
         if self.backends and not any(b.weight for b in self.backends):
             raise ValueError("at least one backend needs a weight above 0")
-        return self
 
 
-class HTTPRoute(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRoute:
     kind: Literal["HTTPRoute"]
     name: Name
     service: ServiceName
-    rules: Seq[RouteRule] = Field(min_length=1)
+    rules: Annotated[tuple[RouteRule, ...], MinLength(1)]
 
 
 # --- ServicePolicy ---------------------------------------------------------
 
 
-class RetryBudget(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryBudget:
     """Retries allowed: `ratio` of live requests plus `min_per_second`, over `window`."""
 
     ratio: Fraction = 0.2
-    min_per_second: float = Field(default=10.0, ge=0)
+    min_per_second: Annotated[float, Range(ge=0)] = 10.0
     window: Duration = 10.0
 
 
-class BreakerBackoff(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerBackoff:
     min: Duration = 1.0
     max: Duration = 60.0
     jitter: Fraction = 0.5
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "BreakerBackoff":
+    def __post_init__(self) -> None:
         if self.max < self.min:
             raise ValueError("backoff max must not be below min")
-        return self
 
 
-class CircuitBreaker(_Strict):
-    consecutive_failures: int = Field(default=7, ge=1, le=10_000)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreaker:
+    consecutive_failures: Annotated[int, Range(ge=1, le=10_000)] = 7
     backoff: BreakerBackoff = BreakerBackoff()
 
 
-class ServicePolicy(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePolicy:
     """Defaults for one destination service.
 
     `opaque_ports`: ports on which connections to the service are never inspected (a
@@ -296,27 +262,26 @@ class ServicePolicy(_Strict):
     timeout: Timeouts | None = None
     retry_budget: RetryBudget = RetryBudget()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
-    opaque_ports: Seq[Port] = ()
+    opaque_ports: tuple[Port, ...] = ()
     detect_timeout: Duration | None = None
 
 
 # --- Mirror ----------------------------------------------------------------
 
 
-class Mirror(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
     """Copy `percent` of the requests to `service` to the shadow service `to`."""
 
     kind: Literal["Mirror"]
     name: Name | None = None
     service: ServiceName
     to: ServiceName
-    percent: float = Field(gt=0, le=100)
+    percent: Annotated[float, Range(gt=0, le=100)]
 
-    @model_validator(mode="after")
-    def _not_itself(self) -> "Mirror":
+    def __post_init__(self) -> None:
         if self.to == self.service:
             raise ValueError("a service cannot mirror to itself")
-        return self
 
 
 # --- Authorization ---------------------------------------------------------
@@ -325,18 +290,22 @@ AuthzMode = Literal["enforce", "audit"]
 AuthzDefault = Literal["deny", "allow-mesh", "allow-all"]
 
 
-class AuthorizationRule(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizationRule:
     """Who may call: every given condition must hold; an omitted one holds for any request."""
 
     name: Name | None = None
     action: Literal["allow", "deny"] = "allow"
-    from_: Seq[Principal] | None = Field(default=None, alias="from", min_length=1)
-    methods: Seq[Method] | None = Field(default=None, min_length=1)
-    paths: Seq[PathGlob] | None = Field(default=None, min_length=1)
-    routes: Seq[Name] | None = Field(default=None, min_length=1)
+    from_: Annotated[tuple[Principal, ...] | None, MinLength(1)] = field(
+        default=None, metadata={ALIAS: "from"}
+    )
+    methods: Annotated[tuple[Method, ...] | None, MinLength(1)] = None
+    paths: Annotated[tuple[PathGlob, ...] | None, MinLength(1)] = None
+    routes: Annotated[tuple[Name, ...] | None, MinLength(1)] = None
 
 
-class Authorization(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authorization:
     """Inbound authorization of `service` (or of every service when `service` is omitted)."""
 
     kind: Literal["Authorization"]
@@ -344,13 +313,11 @@ class Authorization(_Strict):
     service: ServiceName | None = None
     mode: AuthzMode = "enforce"
     default: AuthzDefault | None = None
-    rules: Seq[AuthorizationRule] = ()
+    rules: tuple[AuthorizationRule, ...] = ()
 
-    @model_validator(mode="after")
-    def _routes_need_service(self) -> "Authorization":
+    def __post_init__(self) -> None:
         if self.service is None and any(rule.routes for rule in self.rules):
             raise ValueError("rules with routes need the Authorization to name a service")
-        return self
 
 
 Document = HTTPRoute | ServicePolicy | Mirror | Authorization

@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar, cast
 
 from vm_mesh.policy.model import Authorization, Document, HTTPRoute, Mirror, ServicePolicy
+from vm_mesh.schema import dump
 
 D = TypeVar("D", bound=Document)
 
@@ -108,7 +109,7 @@ class PolicySet:
                     "document": item.source.document,
                     "line": item.source.line,
                 },
-                "spec": item.doc.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "spec": dump(item.doc),
             }
             for item in self.documents
         ]

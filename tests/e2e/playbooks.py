@@ -41,9 +41,9 @@ def build_wheel(dest: Path, version: str | None = None,
         source = dest / f"src-{version}"
         shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
             ".venv", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache", "tests"))
-        pyproject = source / "pyproject.toml"
-        pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"',
-                                    pyproject.read_text(), count=1))
+        init = source / "vm_mesh" / "__init__.py"
+        init.write_text(re.sub(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
+                               init.read_text(), count=1))
         if patch is not None:
             patch(source)
     wheels = dest / "wheels"

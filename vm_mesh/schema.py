@@ -222,11 +222,13 @@ def _convert_dict(base: Any, raw: Any, loc: Loc, problems: list[Problem]) -> Any
         return _INVALID
     key_hint, value_hint = typing.get_args(base)
     out = {}
+    failed = False
     for key, item in raw.items():
         converted_key = _convert(key_hint, key, (*loc, str(key)), problems)
         converted = _convert(value_hint, item, (*loc, str(key)), problems)
+        failed = failed or converted_key is _INVALID or converted is _INVALID
         out[converted_key] = converted
-    return _INVALID if _INVALID in out or _INVALID in out.values() else out
+    return _INVALID if failed else out
 
 
 def _convert_dataclass(cls: Any, raw: Any, loc: Loc, problems: list[Problem]) -> Any:
@@ -235,12 +237,12 @@ def _convert_dataclass(cls: Any, raw: Any, loc: Loc, problems: list[Problem]) ->
                                 f"Input should be a mapping of {cls.__name__} fields", raw))
         return _INVALID
     hints = _hints(cls)
-    known = {}
+    known = set()
     values: dict[str, Any] = {}
     failed = False
     for f in dataclasses.fields(cls):
         key = f.metadata.get(ALIAS, f.name)
-        known[key] = f
+        known.add(key)
         if key in raw:
             values[f.name] = _convert(hints[f.name], raw[key], (*loc, key), problems)
             failed = failed or values[f.name] is _INVALID

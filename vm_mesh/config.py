@@ -179,10 +179,10 @@ def _parse(path: Path, text: str, model: type[M]) -> tuple[M, dict[str, Any]]:
     try:
         return load(model, raw), raw
     except Invalid as exc:
+        # a missing key has no line of its own: its table's is the place to add it
         problems = [
-            f"{path}:{_line_of(text, problem.loc)}: "
-            f"{'.'.join(str(p) for p in problem.loc) or 'file'}: {problem.message}"
-            for problem in exc.problems
+            f"{path}:{_line_of(text, p.loc[:-1] if p.kind == 'missing' else p.loc)}: {p}"
+            for p in exc.problems
         ]
         raise UserError("\n".join(problems)) from None
 

@@ -44,3 +44,13 @@ def test_bad_listen_address_names_its_line(tmp_path: Path) -> None:
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
     message = _error(tmp_path, GOOD + "app_prot = 1\n")
     assert message.startswith("3:") and "app_prot" in message
+
+
+def test_a_missing_key_points_at_its_table(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD + '[listen]\ninbound = "0.0.0.0:4143"\n[[tcp]]\nservice = "db"\n')
+    assert message == "5: tcp[0].listen: Field required"
+
+
+def test_a_number_given_as_text_is_refused_with_what_was_given(tmp_path: Path) -> None:
+    message = _error(tmp_path, 'service = "web"\napp_port = "8080"\n')
+    assert message == "2: app_port: Input should be a valid integer (got '8080')"

@@ -47,7 +47,8 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_missing_key_points_at_its_table(tmp_path: Path) -> None:
-    message = _error(tmp_path, GOOD + '[listen]\ninbound = "0.0.0.0:4143"\n[[tcp]]\nservice = "db"\n')
+    text = GOOD + '[listen]\ninbound = "0.0.0.0:4143"\n[[tcp]]\nservice = "db"\n'
+    message = _error(tmp_path, text)
     assert message == "5: tcp[0].listen: Field required"
 
 

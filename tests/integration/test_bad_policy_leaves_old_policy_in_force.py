@@ -37,7 +37,7 @@ def test_invalid_change_is_refused_and_valid_one_applies_live(policy_mesh: Polic
     refusal = front.wait_for_log(lambda line: line.get("event") == "policy_refused")
     assert refusal["errors"] == [
         f"{policy_file}:6: HTTPRoute api: rules[0].timeout: Input should be "
-        "a valid dictionary or instance of Timeouts (got 2)"
+        "a mapping of Timeouts fields (got 2)"
     ]
     assert backend_name() == "api-v1"
 

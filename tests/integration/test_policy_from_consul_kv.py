@@ -104,7 +104,7 @@ def test_route_put_into_kv_steers_traffic_and_a_bad_one_is_refused(
                                  and line.get("trigger") == "consul")
     assert refusal["errors"] == [
         "consul:vmesh/policy/api:8: HTTPRoute api-canary: rules[1].timeout: Input should be "
-        "a valid dictionary or instance of Timeouts (got 2)"
+        "a mapping of Timeouts fields (got 2)"
     ]
     assert answer() == "api-v1" and answer(**{"x-canary": "1"}) == "api-v2"
 

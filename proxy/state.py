@@ -51,7 +51,7 @@ class RunningProxyState:
         return {
             "service": {
                 "file": self.source_file,
-                **_redacted(dump(self.ctx.config)),
+                **_redacted(dump(self.ctx.config, exclude_none=False)),
             },
             "discovery": self._discovery(),
             "policy": self.ctx.policy.describe(),
@@ -61,7 +61,7 @@ class RunningProxyState:
         if self.discovery is None:
             return None
         source = str(self.discovery.file) if self.discovery.file else "defaults"
-        return {"file": source, **_redacted(dump(self.discovery.settings))}
+        return {"file": source, **_redacted(dump(self.discovery.settings, exclude_none=False))}
 
 
 def _redacted(settings: dict[str, Any]) -> dict[str, Any]:

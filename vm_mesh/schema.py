@@ -106,28 +106,29 @@ def load(cls: type[T], data: Any) -> T:
     return typing.cast("T", value)
 
 
-def dump(value: Any, hint: Any = None) -> Any:
-    """The JSON-able form of a loaded value: dataclasses as mappings under their file keys,
-    without the fields that are None; tuples as lists."""
+def dump(value: Any, hint: Any = None, *, exclude_none: bool = True) -> Any:
+    """The JSON-able form of a loaded value: dataclasses as mappings under their file keys
+    (without the fields that are None, unless `exclude_none` is false); tuples as lists."""
     base, markers = _split(hint)
     if _is_union(base):
         branch = next((b for b in typing.get_args(base) if _fits_runtime(b, value)), None)
-        return dump(value, branch)
+        return dump(value, branch, exclude_none=exclude_none)
     parse = next((m for m in markers if isinstance(m, Parse)), None)
     if parse is not None and parse.dump is not None:
         return parse.dump(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         hints = _hints(type(value))
         return {
-            f.metadata.get(ALIAS, f.name): dump(item, hints[f.name])
+            f.metadata.get(ALIAS, f.name): dump(item, hints[f.name], exclude_none=exclude_none)
             for f in dataclasses.fields(value)
-            if (item := getattr(value, f.name)) is not None
+            if (item := getattr(value, f.name)) is not None or not exclude_none
         }
     if isinstance(value, tuple | list):
-        return [dump(item, _item_hint(base)) for item in value]
+        return [dump(item, _item_hint(base), exclude_none=exclude_none) for item in value]
     if isinstance(value, dict):
         value_hint = typing.get_args(base)[1] if typing.get_origin(base) is dict else None
-        return {key: dump(item, value_hint) for key, item in value.items()}
+        return {key: dump(item, value_hint, exclude_none=exclude_none)
+                for key, item in value.items()}
     return value
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import pytest
 
+from vm_mesh.config import ServiceConfig
 from vm_mesh.durations import format_duration, parse_duration
 from vm_mesh.policy.loader import load_texts
 from vm_mesh.policy.model import Authorization, HTTPRoute
@@ -129,3 +130,12 @@ rules:
         {"action": "allow", "from": ["spiffe://vmesh.local/svc/*"], "paths": ["/items/**"]}
     ]
     assert load(HTTPRoute, dump(route)) == route
+
+
+def test_the_effective_service_config_shows_unset_settings_too() -> None:
+    config = load(ServiceConfig, {"service": "web", "app_port": 8080,
+                                  "timeouts": {"connect": "500ms"}})
+    shown = dump(config, exclude_none=False)
+    assert shown["identity_url"] is None and shown["discovery"] is None
+    assert shown["timeouts"] == {"connect": 0.5, "header": 10.0, "idle": 60.0, "drain": 30.0}
+    assert "identity_url" not in dump(config)

@@ -89,6 +89,17 @@ def issue(ca: castate.CertificateAuthority, name: str, directory: Path) -> Path:
     return directory
 
 
+def write_service_file(work: Path, name: str, app_port: int, inbound: int, outbound: int) -> None:
+    """The service file of a bench proxy: its app, and its listeners on loopback."""
+    path = work / "etc/vmesh/services" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'service = "{name}"\napp_port = {app_port}\ninstance_id = "{name}-1"\n'
+        f'[listen]\ninbound = "127.0.0.1:{inbound}"\n'
+        f'outbound = "127.0.0.1:{outbound}"\nadmin = "127.0.0.1:0"\n'
+    )
+
+
 WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -280,14 +291,8 @@ def main() -> None:
             issue(ca, name, work / "var/lib/vmesh" / name)
             out = free_port()
             vmesh_ports[name] = out
-            cfg = work / "etc/vmesh/services" / f"{name}.toml"
-            cfg.parent.mkdir(parents=True, exist_ok=True)
             inbound = free_port()
-            cfg.write_text(
-                f'service = "{name}"\napp_port = {app_port}\ninstance_id = "{name}-1"\n'
-                f'[listen]\ninbound = "127.0.0.1:{inbound}"\n'
-                f'outbound = "127.0.0.1:{out}"\nadmin = "127.0.0.1:0"\n'
-            )
+            write_service_file(work, name, app_port, inbound, out)
             if name == "web":
                 (work / "etc/vmesh/endpoints.toml").write_text(
                     f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.compare import TD, free_port, issue, wait_port  # noqa: E402
+from bench.compare import TD, free_port, issue, wait_port, write_service_file  # noqa: E402
 from identity import castate  # noqa: E402
 
 # Run as a proxy: `opcount.py --proxy SERVICE COUNT_FILE` traces `vmesh proxy run SERVICE`.
@@ -70,13 +70,7 @@ def run(requests: int, work: Path, backend_port: int) -> dict[str, dict[str, Cou
     procs, outbound_port = [], 0
     for name, app_port in (("web", backend_port), ("front", 1)):
         inbound, outbound = free_port(), free_port()
-        cfg = work / "etc/vmesh/services" / f"{name}.toml"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(
-            f'service = "{name}"\napp_port = {app_port}\ninstance_id = "{name}-1"\n'
-            f'[listen]\ninbound = "127.0.0.1:{inbound}"\n'
-            f'outbound = "127.0.0.1:{outbound}"\nadmin = "127.0.0.1:0"\n'
-        )
+        write_service_file(work, name, app_port, inbound, outbound)
         if name == "web":
             (work / "etc/vmesh/endpoints.toml").write_text(
                 f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'

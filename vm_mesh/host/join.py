@@ -17,7 +17,7 @@ from vm_mesh import paths
 from vm_mesh.config import ServiceConfig, load_mesh_config
 from vm_mesh.errors import UserError
 from vm_mesh.files import write_file
-from vm_mesh.schema import Invalid, load
+from vm_mesh.schema import Invalid, dotted, load
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def service_file(request: JoinRequest) -> str:
         load(ServiceConfig, tomllib.loads(text))
     except Invalid as exc:
         first = exc.problems[0]
-        where = ".".join(str(p) for p in first.loc) or "service file"
+        where = dotted(first.loc) or "service file"
         raise UserError(f"vmesh join: {where}: {first.message}") from None
     return text
 

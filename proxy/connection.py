@@ -11,6 +11,7 @@ the transport's buffer is full: a slow side holds back the fast one.
 """
 
 import asyncio
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -18,6 +19,8 @@ from typing import Any
 
 from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
 from proxy.lazytimer import LazyTimer
+
+log = logging.getLogger("vmesh.proxy")
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 _OPAQUE_LIMIT = 2**16
@@ -240,7 +243,16 @@ class ServedConnection(Connection):
         super().connection_made(transport)
         task = self._loop.create_task(self._handler(self))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        """Forget the finished handler; a failure it did not handle is a bug, logged with its
+        traceback (the connection is closed, the proxy goes on)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            peer = str(self.get_extra_info("peername"))
+            log.error("connection handler failed", extra={"peer": peer}, exc_info=error)
+            self.abort()
 
 
 async def listen(

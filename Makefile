@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py compiles the proxy's request path (mypyc) into the tree: a change to it rebuilds
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard proxy/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -20,8 +21,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv system-deps lint
+test: system-deps venv lint
 	$(BIN)/pytest
 
-demo: venv system-deps
+demo: system-deps venv
 	$(BIN)/vmesh demo

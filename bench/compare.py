@@ -59,6 +59,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def request_path_build() -> str:
+    """Whether the proxies run the request path compiled (setup.py) or as pure Python."""
+    compiled = list((REPO / "proxy").glob("http1.cpython-*.so"))
+    return "compiled with mypyc" if compiled else "pure Python (not compiled)"
+
+
 def wait_port(port: int, within: float = 20) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -378,7 +384,7 @@ def main() -> None:
         print(
             f"\nvmesh benchmark, {args.rounds} rounds of {args.duration}s per run (medians; "
             f"rps range over the rounds), wrk -t1, loopback, this machine "
-            f"({os.cpu_count()} cores)\n"
+            f"({os.cpu_count()} cores); vmesh's request path {request_path_build()}\n"
         )
         print(
             f"{'path':<22}{'conns':>6}{'rps':>10}{'rps range':>16}{'p50 ms':>9}{'p99 ms':>9}"

@@ -11,14 +11,17 @@ many more, and prints the difference divided by the difference in requests:
 start-up, shutdown and timers cancel out. The count is the same from run to
 run, so a change to the request path shows as a number of bytecodes saved.
 Bytecodes are not time (a bytecode may call into C for long), but the
-request path's Python is where vmesh differs from the floor. A benchmark tool,
-not a test.
+request path's Python is where vmesh differs from the floor. The proxies run
+from a copy of the source without its compiled modules (setup.py), so what is
+counted is the Python that mypyc compiles, not the part it leaves interpreted.
+A benchmark tool, not a test.
 """
 
 import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,8 +67,16 @@ def traced_proxy(service: str, count_file: Path) -> None:
         count_file.write_text(json.dumps({"opcodes": opcodes, "calls": calls}))
 
 
-def run(requests: int, work: Path, backend_port: int) -> dict[str, dict[str, Counter[str]]]:
-    """Both proxies under the tracer, `requests` requests on one keep-alive connection."""
+def pure_source(work: Path) -> Path:
+    """A copy of the repository's source without its compiled modules."""
+    return Path(shutil.copytree(REPO, work / "pure", ignore=shutil.ignore_patterns(
+        "*.so", ".venv", ".git", "build", "tests", "__pycache__", "*_cache")))
+
+
+def run(requests: int, work: Path, backend_port: int,
+        source: Path) -> dict[str, dict[str, Counter[str]]]:
+    """Both proxies, run from `source` under the tracer, `requests` requests on one
+    keep-alive connection."""
     env = {**os.environ, "VMESH_ROOT": str(work)}
     procs, outbound_port = [], 0
     for name, app_port in (("web", backend_port), ("front", 1)):
@@ -77,8 +88,9 @@ def run(requests: int, work: Path, backend_port: int) -> dict[str, dict[str, Cou
                 f"port = {inbound}\n"
             )
         procs.append((name, subprocess.Popen(
-            [sys.executable, __file__, TRACED_PROXY, name, str(work / f"{name}.count")],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, str(source / "bench/opcount.py"), TRACED_PROXY, name,
+             str(work / f"{name}.count")],
+            cwd=source, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )))
         wait_port(outbound, within=120)
         outbound_port = outbound
@@ -133,7 +145,9 @@ def main() -> None:
         wait_port(backend_port)
         few, many = args.requests // 10, args.requests
         started = time.monotonic()
-        small, large = run(few, work, backend_port), run(many, work, backend_port)
+        source = pure_source(work)
+        small, large = (run(few, work, backend_port, source),
+                        run(many, work, backend_port, source))
         print(f"{many - few} requests counted ({time.monotonic() - started:.0f} s), per request:")
         for name, role in (("front", "outbound"), ("web", "inbound")):
             per_request = {kind: {where: (large[name][kind][where] - small[name][kind][where])

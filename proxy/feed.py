@@ -20,7 +20,7 @@ class BoundedFeed(Generic[T]):
         self._items: deque[T] = deque(maxlen=capacity)
         self._dropped = 0
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
+        self._owner_thread = threading.get_ident()
         self._ready = asyncio.Event()
 
     def offer(self, item: T) -> None:
@@ -29,7 +29,7 @@ class BoundedFeed(Generic[T]):
         self._items.append(item)
         if self._ready.is_set():
             return  # the reader is already woken; it takes every item queued so far
-        if threading.get_ident() == self._thread:
+        if threading.get_ident() == self._owner_thread:
             self._ready.set()  # on the loop: no self-pipe write per item
             return
         with contextlib.suppress(RuntimeError):  # the reader's loop is gone: nobody to wake

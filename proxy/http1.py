@@ -9,6 +9,7 @@ limits (request line, header section, header count, Host) are added here.
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 
@@ -126,7 +127,7 @@ class _Collector:
     reason: bytearray = field(default_factory=bytearray)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     header_bytes: int = 0
-    parser: object = None
+    parser: Any = None  # its httptools parser (the parser's callbacks hold this object)
 
     def on_message_begin(self) -> None:
         self.url.clear()
@@ -163,7 +164,7 @@ class _HeadResponseDone(Exception):
 class _Reader:
     """Shared feeding logic of request and response readers."""
 
-    def __init__(self, collector: _Collector, parser: object) -> None:
+    def __init__(self, collector: _Collector, parser: Any) -> None:
         self._collector = collector
         self._parser = parser
         self.failed = False
@@ -175,7 +176,7 @@ class _Reader:
         if self.failed:
             raise Http1Error(400, "http1.codec_error", "connection already failed")
         try:
-            self._parser.feed_data(data)  # type: ignore[attr-defined]
+            self._parser.feed_data(data)
         except Http1Error:
             self.failed = True
             raise
@@ -226,8 +227,8 @@ def _require_chunked_only(codings: list[bytes] | None) -> None:
 class _RequestCallbacks(_Collector):
     def on_headers_complete(self) -> None:
         parser = self.parser
-        method = parser.get_method().decode()  # type: ignore[attr-defined]
-        version = parser.get_http_version()  # type: ignore[attr-defined]
+        method = parser.get_method().decode()
+        version = parser.get_http_version()
         hosts, codings, length = _framing(self.headers)
         if version == "1.1" and not hosts:
             raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
@@ -242,7 +243,7 @@ class _RequestCallbacks(_Collector):
                 target=self.url.decode("ascii", "replace"),
                 version=version,
                 headers=self.headers,
-                keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
+                keep_alive=parser.should_keep_alive(),
                 chunked=codings is not None,
                 content_length=length,
             )
@@ -250,7 +251,7 @@ class _RequestCallbacks(_Collector):
 
     def on_message_complete(self) -> None:
         # httptools forgets keep-alive once the message is done: read it here
-        self.events.append(MessageEnd(self.parser.should_keep_alive()))  # type: ignore[attr-defined]
+        self.events.append(MessageEnd(self.parser.should_keep_alive()))
         self.url.clear()
         self.header_bytes = 0
 
@@ -272,14 +273,14 @@ class _ResponseCallbacks(_Collector):
         parser = self.parser
         _, codings, length = _framing(self.headers)
         _require_chunked_only(codings)  # the proxy re-frames: other codings would be lost
-        status = parser.get_status_code()  # type: ignore[attr-defined]
+        status = parser.get_status_code()
         self.events.append(
             ResponseHead(
                 status=status,
                 reason=bytes(self.reason),
-                version=parser.get_http_version(),  # type: ignore[attr-defined]
+                version=parser.get_http_version(),
                 headers=self.headers,
-                keep_alive=parser.should_keep_alive(),  # type: ignore[attr-defined]
+                keep_alive=parser.should_keep_alive(),
                 chunked=codings is not None,
                 content_length=length,
             )
@@ -287,11 +288,11 @@ class _ResponseCallbacks(_Collector):
         if self.head_request and status >= 200:
             # a response to HEAD has no body whatever its headers say; llhttp cannot be told,
             # so the message ends here and the reader starts a fresh parser for the next one
-            self.events.append(MessageEnd(parser.should_keep_alive()))  # type: ignore[attr-defined]
+            self.events.append(MessageEnd(parser.should_keep_alive()))
             raise _HeadResponseDone
 
     def on_message_complete(self) -> None:
-        self.events.append(MessageEnd(self.parser.should_keep_alive()))  # type: ignore[attr-defined]
+        self.events.append(MessageEnd(self.parser.should_keep_alive()))
 
 
 class ResponseReader(_Reader):
@@ -301,14 +302,14 @@ class ResponseReader(_Reader):
         self._new_parser()
 
     def _new_parser(self) -> None:
-        callbacks = _ResponseCallbacks()
+        callbacks = self._callbacks = _ResponseCallbacks()
         parser = httptools.HttpResponseParser(callbacks)
         callbacks.parser = parser
         _Reader.__init__(self, callbacks, parser)
 
     def expect(self, method: str) -> None:
         """Say which request the next response answers (HEAD responses carry no body)."""
-        self._collector.head_request = method == "HEAD"  # type: ignore[attr-defined]
+        self._callbacks.head_request = method == "HEAD"
 
     def feed(self, data: bytes) -> None:
         try:

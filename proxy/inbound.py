@@ -87,8 +87,8 @@ class InboundProxy:
         ssl_object = connection.get_extra_info("ssl_object")
         try:
             caller = str(peer_identity(ssl_object))
-        except PeerIdentityError as exc:
-            self._handshake_refused(peer_addr, exc, started)
+        except PeerIdentityError as no_identity:
+            self._handshake_refused(peer_addr, no_identity, started)
             connection.abort()
             return
         self.ctx.observability.metrics.connections.labels("inbound", "true").inc()
@@ -169,8 +169,8 @@ class InboundProxy:
     ) -> bool:
         try:
             target = normalize_target(head.target)
-        except BadPath as exc:
-            raise Http1Error(400, exc.reason, str(exc)) from None
+        except BadPath as bad_path:
+            raise Http1Error(400, bad_path.reason, str(bad_path)) from None
         head.target = event.path = str(target)
         decision = self.authz.check_http(caller, head.method, target, head.headers)
         annotate(event, decision)

@@ -203,8 +203,8 @@ class OutboundProxy:
         event.dst_service = dest.service
         try:
             target = normalize_target(dest.target)
-        except BadPath as exc:
-            raise Http1Error(400, exc.reason, str(exc)) from None
+        except BadPath as bad_path:
+            raise Http1Error(400, bad_path.reason, str(bad_path)) from None
         head.target = event.path = str(target)
         if head.has_body:
             body, body_size = await self._body(client, head)
@@ -235,17 +235,19 @@ class OutboundProxy:
                 ),
                 timer,
             )
-        except NoEndpoints as exc:
-            return await self._fail(client, event, 503, exc.reason, str(exc))
-        except DeadlineExceeded as exc:
+        except NoEndpoints as none_left:
+            return await self._fail(client, event, 503, none_left.reason, str(none_left))
+        except DeadlineExceeded as late:
             return await self._fail(
-                client, event, 504, exc.reason, f"no response from {dest.service} in time"
+                client, event, 504, late.reason, f"no response from {dest.service} in time"
             )
-        except RetriesExhausted as exc:
-            reason, _, detail = str(exc.failure).partition(": ")
+        except RetriesExhausted as exhausted:
+            reason, _, detail = str(exhausted.failure).partition(": ")
             return await self._fail(client, event, 502, reason, detail or reason)
-        except UpstreamProtocolError as exc:
-            return await self._fail(client, event, 502, exc.reason, str(exc))
+        except UpstreamProtocolError as bad_upstream:
+            return await self._fail(
+                client, event, 502, bad_upstream.reason, str(bad_upstream)
+            )
         return await relay_response(
             response, client, head, event, self.pool,
             idle_timeout=self.ctx.config.timeouts.idle, log=log,

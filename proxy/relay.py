@@ -105,9 +105,9 @@ async def send_request(
                 # interim responses (100 Continue) are not relayed
         except Http1Error as exc:
             raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
-    except (ConnectionError, OSError) as exc:
+    except (ConnectionError, OSError) as reset:
         upstream.close()
-        raise AttemptFailed("reset", f"upstream.reset: {exc}") from None
+        raise AttemptFailed("reset", f"upstream.reset: {reset}") from None
     except BaseException:
         upstream.close()  # cancelled (timeout) or failed mid-request: the connection is unusable
         raise
@@ -207,12 +207,13 @@ async def relay_response(
             pending.append(LAST_CHUNK)
         if pending:
             await client.write(b"".join(pending))
-    except UpstreamProtocolError as exc:
+    except UpstreamProtocolError as cut_off:
         upstream.close()
-        event.error = exc.reason
+        event.error = cut_off.reason
         log.warning(
             "response cut off",
-            extra={"reason": exc.reason, "detail": str(exc), "dst_service": event.dst_service,
+            extra={"reason": cut_off.reason, "detail": str(cut_off),
+                   "dst_service": event.dst_service,
                    "path": event.path},
         )
         return False

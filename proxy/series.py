@@ -154,7 +154,7 @@ class _Projection:
         edges = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
         for values, counts in groups.items():
             cumulative: list[tuple[str, float]] = []
-            running: float = 0
+            running = 0.0
             for edge, count in zip(edges, counts, strict=False):
                 running += count
                 cumulative.append((edge, running))

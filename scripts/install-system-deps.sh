@@ -10,11 +10,13 @@ packages=(
     avahi-utils      # avahi-browse: a real mDNS peer for the discovery tests
     curl             # a real HTTP client in the data-plane tests
     dbus             # avahi-daemon needs a system bus
+    gcc              # compiles the proxy's request path (setup.py, mypyc)
     haproxy          # the peer the benchmarks compare with
     iproute2         # ip netns for the multi-host tests
     openssh-server   # real SSH hosts for the Ansible tests
     openssl          # independent verification of our certificates
     prometheus       # a real scraper of /metrics
+    python3-dev      # Python's headers, for that compile (Debian's python3)
     socat            # raw bytes for bad-input tests
     systemd          # systemd-analyze verify for rendered units
     testssl.sh       # independent TLS configuration check

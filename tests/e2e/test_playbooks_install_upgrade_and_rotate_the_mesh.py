@@ -65,7 +65,7 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
     wheels = build_wheel(three_hosts.workdir)
-    wheelhouse = build_wheelhouse(three_hosts.workdir, wheels / "vmesh-0.1.0-py3-none-any.whl")
+    wheelhouse = build_wheelhouse(three_hosts.workdir, next(wheels.glob("vmesh-0.1.0-*.whl")))
     ca, front, api = three_hosts.hosts
     suffix = secrets.token_hex(3)
     api_service, front_service = f"api-{suffix}", f"front-{suffix}"

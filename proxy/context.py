@@ -6,7 +6,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from proxy.breaker import BreakerSettings
@@ -16,12 +16,12 @@ from proxy.endpoints import UNUSED_SWEEPS, ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
 from proxy.outbound_policy import OutboundPolicy
+from proxy.rewatch import watch_again_on_failure
 from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
 from proxy.traffic import TrafficPolicy
-from vm_mesh.backoff import doubled
 from vm_mesh.config import ServiceConfig
-from vm_mesh.discovery.base import Discovery, EndpointSet
+from vm_mesh.discovery.base import Discovery
 from vm_mesh.policy.store import PolicyStore
 
 log = logging.getLogger("vmesh.proxy")
@@ -31,34 +31,6 @@ FIRST_VIEW_TIMEOUT = 2.0
 # after the first one held (`EventBus`)
 EVENT_BATCH = 128
 WATCH_SWEEP_S = 60.0  # how often watches of services no request asks for are looked for
-WATCH_RETRY_MIN_S = 1.0
-WATCH_RETRY_MAX_S = 30.0
-
-
-async def watch_again_on_failure(
-    watch: Callable[[], AsyncIterator[EndpointSet]],
-    service: str,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> AsyncIterator[EndpointSet]:
-    """The views of `watch()`, which is started again after a failure, 1 s later and then
-    twice as long each time in a row up to 30 s: one error of a backend must not freeze a
-    service's endpoints until the proxy restarts (it routes on the last view meanwhile)."""
-    failures = 0
-    while True:
-        try:
-            async for view in watch():
-                failures = 0
-                yield view
-            return
-        except Exception as exc:
-            failures += 1
-            delay = doubled(WATCH_RETRY_MIN_S, WATCH_RETRY_MAX_S, failures - 1)
-            log.error(
-                "discovery watch failed; watching again",
-                extra={"dst_service": service, "error": repr(exc), "retry_in_s": delay},
-                exc_info=True,
-            )
-            await sleep(delay)
 
 
 class ProxyContext:

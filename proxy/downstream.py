@@ -12,7 +12,6 @@ When the proxy drains, a connection ends after its next response (which says
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 from proxy.connection import Connection
 from proxy.http1 import Http1Error, MessageEnd, RequestHead, RequestReader
@@ -106,21 +105,9 @@ class Downstream:
         if self.waiting:
             self.connection.close()
 
-    async def body(self) -> AsyncIterator[bytes]:
+    def body(self) -> "RequestBody":
         """The current request's body chunks, as they arrive."""
-        while True:
-            try:
-                event = await self.connection.next_event(self.idle_timeout)
-            except TimeoutError:
-                raise Http1Error(408, "http1.body_timeout", "the request body stalled") from None
-            if isinstance(event, MessageEnd):
-                self.request_keep_alive = event.keep_alive and not self.draining
-                return
-            if event is None:
-                raise ConnectionResetError("client closed mid-body")
-            if isinstance(event, bytes):
-                self.body_bytes += len(event)
-                yield event
+        return RequestBody(self)
 
     async def read_body(self) -> bytes:
         """The whole body of the current request (for small, length-delimited bodies)."""
@@ -173,3 +160,32 @@ _REASONS = {
     504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
+
+
+class RequestBody:
+    """The body chunks of a client's current request, as they arrive: an async iterator
+    (a class, not an async generator, so that mypyc compiles it)."""
+
+    def __init__(self, client: Downstream) -> None:
+        self._client = client
+        self._ended = False
+
+    def __aiter__(self) -> "RequestBody":
+        return self
+
+    async def __anext__(self) -> bytes:
+        client = self._client
+        while not self._ended:
+            try:
+                event = await client.connection.next_event(client.idle_timeout)
+            except TimeoutError:
+                raise Http1Error(408, "http1.body_timeout", "the request body stalled") from None
+            if isinstance(event, MessageEnd):
+                client.request_keep_alive = event.keep_alive and not client.draining
+                self._ended = True
+            elif event is None:
+                raise ConnectionResetError("client closed mid-body")
+            elif isinstance(event, bytes):
+                client.body_bytes += len(event)
+                return event
+        raise StopAsyncIteration

@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from proxy.breaker import BreakerSettings, CircuitBreaker
-from proxy.context import WATCH_RETRY_MAX_S, watch_again_on_failure
+from proxy.rewatch import WATCH_RETRY_MAX_S, watch_again_on_failure
 from vm_mesh.backoff import doubled
 from vm_mesh.discovery.consul import ConsulSettings, backoff_delay
 

@@ -3,7 +3,7 @@ service's endpoints frozen until the proxy restarts."""
 
 from collections.abc import AsyncIterator
 
-from proxy.context import watch_again_on_failure
+from proxy.rewatch import watch_again_on_failure
 from vm_mesh.discovery.base import EndpointSet, Instance
 
 

@@ -40,7 +40,7 @@ def build_wheel(dest: Path, version: str | None = None,
     if version is not None:
         source = dest / f"src-{version}"
         shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-            ".venv", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache", "tests"))
+            ".venv", ".git", "*.egg-info", "build", "__pycache__", "*_cache", "*.so", "tests"))
         init = source / "vm_mesh" / "__init__.py"
         init.write_text(re.sub(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
                                init.read_text(), count=1))

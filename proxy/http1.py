@@ -127,7 +127,8 @@ class _Collector:
     reason: bytearray = field(default_factory=bytearray)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     header_bytes: int = 0
-    parser: Any = None  # its httptools parser (the parser's callbacks hold this object)
+    # the parser that calls these callbacks, asked for what they do not get (method, status)
+    parser: Any = None
 
     def on_message_begin(self) -> None:
         self.url.clear()
@@ -164,7 +165,10 @@ class _HeadResponseDone(Exception):
 class _Reader:
     """Shared feeding logic of request and response readers."""
 
-    def __init__(self, collector: _Collector, parser: Any) -> None:
+    def __init__(
+        self, collector: _Collector,
+        parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
+    ) -> None:
         self._collector = collector
         self._parser = parser
         self.failed = False

@@ -23,6 +23,8 @@ from pathlib import Path
 import httptools
 import uvloop
 
+from proxy.heap import keep_read_buffers_on_heap
+
 
 class Upstream(asyncio.Protocol):
     """A pooled connection to the next hop; relays one response at a time."""
@@ -144,15 +146,6 @@ async def serve(role: str, listen_port: int, upstream_port: int, certs: Path) ->
     await server.serve_forever()
 
 
-def raise_mmap_threshold() -> None:
-    """Free one large block, so that glibc's malloc serves the 256 KiB buffer each TLS read
-    allocates (uvloop reads the decrypted bytes into one, then shrinks it) from the heap.
-    Until a large block is freed, such buffers are mmapped, shrunk in place and unmapped:
-    three system calls per read, and whether a process pays them depends on what it
-    happened to allocate before (vmesh's start-up frees large blocks)."""
-    bytes(1 << 20)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,7 +154,7 @@ def main() -> None:
     parser.add_argument("upstream_port", type=int)
     parser.add_argument("cert_dir", type=Path)
     args = parser.parse_args()
-    raise_mmap_threshold()
+    keep_read_buffers_on_heap()  # as the vmesh proxy does: the same malloc for both
     uvloop.run(serve(args.role, args.listen_port, args.upstream_port, args.cert_dir))
 
 

@@ -19,11 +19,13 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 def _run(args: argparse.Namespace) -> int:
     import uvloop
 
+    from proxy.heap import keep_read_buffers_on_heap
     from proxy.server import run
     from vm_mesh import logs
     from vm_mesh.config import load_service
 
     loaded = load_service(args.service)
     logs.configure()
+    keep_read_buffers_on_heap()
     uvloop.run(run(loaded))
     return 0

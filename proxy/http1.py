@@ -71,17 +71,41 @@ def _classify(exc: Exception) -> Http1Error:
     return Http1Error(400, "http1.codec_error", message)
 
 
-@dataclass(slots=True)
+# The message classes below are plain classes with their own `__init__` rather than
+# dataclasses: a few are made per request, and mypyc compiles these, while a dataclass's
+# `__init__` is generated at run time and interpreted.
+
+
 class RequestHead:
     """Request line and headers (names lower-cased, in arrival order)."""
 
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    keep_alive: bool = True
-    chunked: bool = False
-    content_length: int | None = None
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool = True,
+        chunked: bool = False,
+        content_length: int | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header, or None."""
@@ -95,24 +119,45 @@ class RequestHead:
         return self.chunked or bool(self.content_length)
 
 
-@dataclass(slots=True)
 class ResponseHead:
     """Status line and headers of a response."""
 
-    status: int
-    reason: bytes
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    keep_alive: bool = True
-    chunked: bool = False
-    content_length: int | None = None
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool = True,
+        chunked: bool = False,
+        content_length: int | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length
 
 
-@dataclass(slots=True)
 class MessageEnd:
     """The current message is complete; `keep_alive` says if the connection may be reused."""
 
-    keep_alive: bool
+    __slots__ = ("keep_alive",)
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
 
 
 Event = RequestHead | ResponseHead | bytes | MessageEnd

@@ -10,7 +10,7 @@ spelling a path differently.
 """
 
 import re
-from dataclasses import dataclass
+from typing import Final
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -32,12 +32,17 @@ class BadPath(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
-    """A normalized origin-form target: the path to match and forward, and the raw query."""
+    """A normalized origin-form target: the path to match and forward, and the raw query.
 
-    path: str
-    query: str
+    (Not a dataclass: one is made per request, and mypyc compiles this `__init__`.)
+    """
+
+    __slots__ = ("path", "query")
+
+    def __init__(self, path: str, query: str) -> None:
+        self.path: Final = path
+        self.query: Final = query
 
     def __str__(self) -> str:
         return f"{self.path}?{self.query}" if self.query else self.path

@@ -10,8 +10,8 @@ import asyncio
 import logging
 import socket
 import time
-from dataclasses import dataclass
 from functools import partial
+from typing import Final
 from urllib.parse import urlsplit
 
 from proxy.connection import Connection, listen
@@ -50,11 +50,18 @@ class NoEndpoints(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
 class Destination:
-    service: str
-    authority: str
-    target: str
+    """The mesh service a request goes to, the authority it named, and its target.
+
+    (Not a dataclass: one is made per request, and mypyc compiles this `__init__`.)
+    """
+
+    __slots__ = ("authority", "service", "target")
+
+    def __init__(self, service: str, authority: str, target: str) -> None:
+        self.service: Final = service
+        self.authority: Final = authority
+        self.target: Final = target
 
 
 def destination(head: RequestHead, fixed_service: str | None = None) -> Destination:

@@ -9,7 +9,6 @@ layer may try again); bad framing from upstream is a 502, never relayed.
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
@@ -40,12 +39,17 @@ class UpstreamProtocolError(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
 class Response:
-    """A response whose head has arrived; its body is still on the upstream connection."""
+    """A response whose head has arrived; its body is still on the upstream connection.
 
-    head: ResponseHead
-    upstream: Upstream
+    (Not a dataclass: one is made per request, and mypyc compiles this `__init__`.)
+    """
+
+    __slots__ = ("head", "upstream")
+
+    def __init__(self, head: ResponseHead, upstream: Upstream) -> None:
+        self.head = head
+        self.upstream = upstream
 
     @property
     def status(self) -> int:

@@ -18,7 +18,7 @@ denied it. Paths are matched on the normalized path the proxy forwards.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 
 from vm_mesh.policy.model import Authorization, AuthorizationRule, AuthzDefault
 from vm_mesh.policy.policyset import PolicySet, Sourced
@@ -38,14 +38,22 @@ BUILTIN_RULE = "builtin.default"
 _STRICTNESS = {"deny": 0, "allow-mesh": 1, "allow-all": 2}
 
 
-@dataclass(frozen=True, slots=True)
 class AuthzRequest:
-    """What authorization looks at. `peer_id` is None for an unauthenticated caller."""
+    """What authorization looks at. `peer_id` is None for an unauthenticated caller.
 
-    peer_id: str | None
-    method: str | None
-    path: str | None
-    route: str | None = None
+    (Not a dataclass: with rules on paths or methods one is made per request, and mypyc
+    compiles this `__init__`.)
+    """
+
+    __slots__ = ("method", "path", "peer_id", "route")
+
+    def __init__(
+        self, peer_id: str | None, method: str | None, path: str | None, route: str | None = None
+    ) -> None:
+        self.peer_id: Final = peer_id
+        self.method: Final = method
+        self.path: Final = path
+        self.route: Final = route
 
 
 @dataclass(frozen=True, slots=True)

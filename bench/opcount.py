@@ -13,8 +13,9 @@ run, so a change to the request path shows as a number of bytecodes saved.
 Bytecodes are not time (a bytecode may call into C for long), but the
 request path's Python is where vmesh differs from the floor. The proxies run
 from a copy of the source without its compiled modules (setup.py), so what is
-counted is the Python that mypyc compiles, not the part it leaves interpreted.
-A benchmark tool, not a test.
+counted is the Python that mypyc compiles; with `--compiled` they run the
+compiled build, and what is counted is the Python left interpreted on the
+request path. A benchmark tool, not a test.
 """
 
 import argparse
@@ -67,10 +68,11 @@ def traced_proxy(service: str, count_file: Path) -> None:
         count_file.write_text(json.dumps({"opcodes": opcodes, "calls": calls}))
 
 
-def pure_source(work: Path) -> Path:
-    """A copy of the repository's source without its compiled modules."""
-    return Path(shutil.copytree(REPO, work / "pure", ignore=shutil.ignore_patterns(
-        "*.so", ".venv", ".git", "build", "tests", "__pycache__", "*_cache")))
+def source_copy(work: Path, compiled: bool) -> Path:
+    """A copy of the repository's source, with or without its compiled modules."""
+    left_out = [".venv", ".git", "build", "tests", "__pycache__", "*_cache"]
+    return Path(shutil.copytree(REPO, work / "source", ignore=shutil.ignore_patterns(
+        *left_out, *([] if compiled else ["*.so"]))))
 
 
 def run(requests: int, work: Path, backend_port: int,
@@ -124,6 +126,8 @@ def main() -> None:
                         help="requests of the larger run (the smaller one sends a tenth)")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
                         help="also list the N functions that run the most bytecodes per request")
+    parser.add_argument("--compiled", action="store_true",
+                        help="run the compiled build: count the Python it leaves interpreted")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vmesh-opcount-"))
     ca_dir = work / "var/lib/vmesh/identity"
@@ -145,7 +149,7 @@ def main() -> None:
         wait_port(backend_port)
         few, many = args.requests // 10, args.requests
         started = time.monotonic()
-        source = pure_source(work)
+        source = source_copy(work, args.compiled)
         small, large = (run(few, work, backend_port, source),
                         run(many, work, backend_port, source))
         print(f"{many - few} requests counted ({time.monotonic() - started:.0f} s), per request:")

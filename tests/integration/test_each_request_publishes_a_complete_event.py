@@ -87,5 +87,8 @@ def test_inbound_latency_leaves_out_the_time_a_kept_alive_connection_sat_idle(
         backend.stop()
     (into,), (out,) = inbound, outbound
     assert into["path"] == "/second"
-    # the inbound hop is part of the outbound one, idle time excluded on both
-    assert into["latency_ms"] <= out["latency_ms"] < IDLE_S * 1000
+    # idle time excluded on both hops (not compared with each other: each proxy reads its
+    # clock after its own write, and a busy machine may hold the inbound one back there
+    # longer than the outbound one takes to relay the answer)
+    assert 0 < into["latency_ms"] < IDLE_S * 1000
+    assert 0 < out["latency_ms"] < IDLE_S * 1000

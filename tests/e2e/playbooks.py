@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,24 +34,27 @@ class PlaybookRun:
 
 
 def build_wheel(dest: Path, version: str | None = None,
-                patch: Callable[[Path], None] | None = None) -> Path:
+                patch: Callable[[Path], None] | None = None, pure: bool = False) -> Path:
     """`pip wheel --no-deps` of this repository, optionally with another version number and
-    with `patch` applied to a copy of the source first (to build a broken release)."""
+    with `patch` applied to a copy of the source first (to build a broken release), or
+    `pure`: the universal wheel of `VMESH_PURE_PYTHON=1`, nothing compiled."""
     source = REPO
-    if version is not None:
-        source = dest / f"src-{version}"
+    if version is not None or pure:
+        source = dest / f"src-{version or 'pure'}"
         shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
             ".venv", ".git", "*.egg-info", "build", "__pycache__", "*_cache", "*.so", "tests"))
-        init = source / "vm_mesh" / "__init__.py"
-        init.write_text(re.sub(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
-                               init.read_text(), count=1))
+        if version is not None:
+            init = source / "vm_mesh" / "__init__.py"
+            init.write_text(re.sub(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
+                                   init.read_text(), count=1))
         if patch is not None:
             patch(source)
     wheels = dest / "wheels"
     wheels.mkdir(exist_ok=True)
+    env = {**os.environ, "VMESH_PURE_PYTHON": "1"} if pure else None
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "-w", str(wheels), str(source)],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, env=env)
     return wheels
 
 

@@ -80,10 +80,14 @@ class ProxyProcess:
 class Mesh:
     """A CA and any number of services with their proxies under one VMESH_ROOT."""
 
-    def __init__(self, root: Path, discovery: str = 'backend = "static"') -> None:
+    def __init__(
+        self, root: Path, discovery: str = 'backend = "static"', source: Path = REPO
+    ) -> None:
         """`discovery`: the body of mesh.toml's `[discovery]` table (static: the endpoints file
-        this mesh rewrites as proxies start)."""
+        this mesh rewrites as proxies start); `source`: where the proxies' code is imported
+        from (this tree, built, by default)."""
         self.root = root
+        self.source = source
         mesh_toml = root / "etc/vmesh/mesh.toml"
         mesh_toml.parent.mkdir(parents=True, exist_ok=True)
         mesh_toml.write_text(f'trust_domain = "{TRUST_DOMAIN}"\n[discovery]\n{discovery}\n')
@@ -150,7 +154,7 @@ class Mesh:
         self.configure(service, app_port, extra, instance_id, idle)
         if certificate:
             self.issue(service)
-        proxy = start_proxy_process(service, self.env)
+        proxy = start_proxy_process(service, self.env, source=self.source)
         self.proxies.append(proxy)
         self.add_instance(service, proxy.ports["inbound"], instance_id)
         return proxy
@@ -174,12 +178,13 @@ class Mesh:
 
 
 def start_proxy_process(
-    service: str, env: dict[str, str], prefix: Sequence[str] = ()
+    service: str, env: dict[str, str], prefix: Sequence[str] = (), source: Path = REPO
 ) -> ProxyProcess:
-    """Start `vmesh proxy run <service>` (after `prefix`, e.g. `ip netns exec <ns>`) until ready."""
+    """Start `vmesh proxy run <service>` (after `prefix`, e.g. `ip netns exec <ns>`) until ready,
+    its packages imported from `source` (the working directory comes first on the path)."""
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "vm_mesh", "proxy", "run", service],
-        cwd=REPO,
+        cwd=source,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

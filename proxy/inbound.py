@@ -44,6 +44,7 @@ class InboundProxy:
         self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
         self.authz = InboundAuthorization(config.service, lambda: context.traffic)
         self.instance = config.instance  # not live-reloadable; may cost a gethostname()
+        self.service = config.service
         self.name = f"{self.instance} inbound"
 
     async def _connect_app(self, key: str) -> Upstream:
@@ -124,12 +125,13 @@ class InboundProxy:
 
     async def _serve(self, client: Downstream, caller: str) -> None:
         """Requests of one peer connection, one after the other, until it ends."""
+        own_id = self.ctx.tls.identity_uri  # what this connection's handshake presented
         while True:
             try:
                 head = await client.next_request()
             except Http1Error as exc:
                 started = time.monotonic()
-                event = self._event(client, caller)
+                event = self._event(client, caller, own_id)
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
                 self.ctx.publish(event, started)
@@ -137,7 +139,7 @@ class InboundProxy:
             if head is None:
                 return
             started = time.monotonic()  # not before: a kept-alive connection idles in between
-            event = self._event(client, caller)
+            event = self._event(client, caller, own_id)
             event.method, event.path, event.authority = (
                 head.method,
                 head.target,
@@ -156,12 +158,12 @@ class InboundProxy:
             if not keep:
                 return
 
-    def _event(self, client: Downstream, caller: str) -> RequestEvent:
+    def _event(self, client: Downstream, caller: str, own_id: str) -> RequestEvent:
         event = self.ctx.new_event("inbound", client.peer_addr)
         event.src_id, event.tls = caller, True
-        event.dst_service = self.ctx.config.service
+        event.dst_service = self.service
         event.dst_instance, event.dst_addr = self.instance, self.app
-        event.dst_id = self.ctx.tls.identity_uri
+        event.dst_id = own_id
         return event
 
     async def _request(
@@ -205,7 +207,7 @@ class InboundProxy:
             return False
         return await relay_response(
             response, client, head, event, self.pool,
-            idle_timeout=self.ctx.config.timeouts.idle, log=log,
+            idle_timeout=client.idle_timeout, log=log,
         )
 
     async def _app_connection(self, client: Downstream, event: RequestEvent) -> Upstream | None:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import socket
 import time
-from functools import partial
+from collections.abc import Awaitable
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -146,6 +146,7 @@ class OutboundProxy:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP
         listener's connection detected as HTTP) is every request's destination."""
         timer = TaskTimer()
+        own_id = self.ctx.tls.identity_uri  # the identity its upstream connections present
         with self.ctx.downstream(connection, self.name) as client:
             try:
                 while True:
@@ -154,7 +155,9 @@ class OutboundProxy:
                     except Http1Error as exc:
                         await self._refuse(client, exc, fixed_service)
                         return
-                    if head is None or not await self._request(client, head, fixed_service, timer):
+                    if head is None or not await self._request(
+                        client, head, fixed_service, timer, own_id
+                    ):
                         return
             except (ConnectionError, OSError):
                 pass
@@ -176,13 +179,18 @@ class OutboundProxy:
         self.ctx.publish(event, started)
 
     async def _request(
-        self, client: Downstream, head: RequestHead, fixed_service: str | None, timer: TaskTimer
+        self,
+        client: Downstream,
+        head: RequestHead,
+        fixed_service: str | None,
+        timer: TaskTimer,
+        own_id: str,
     ) -> bool:
         """Serve one request; False when the client connection must close."""
         started = time.monotonic()
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
-        event.src_id = self.ctx.tls.identity_uri
+        event.src_id = own_id
         traceparent = head.header(b"traceparent")
         if traceparent and traceparent.count(b"-") == 3:
             event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")
@@ -226,20 +234,18 @@ class OutboundProxy:
                 f"{dest.service} must wait until one of them is unused",
             )
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
+        exchange = _Exchange(self, head, headers, body, event)
         try:
             response = await self.ctx.outbound_policy.forward(
                 dest.service,
                 facts,
                 body_size,
                 event,
-                partial(self._send_once, head, headers, body, event, set()),
+                exchange.send,
                 _status,
                 self._discard,
-                (  # a copy needs the body whole, or none at all (a streamed one is not kept)
-                    partial(self._send_shadow, head, headers, body, event)
-                    if body is None or isinstance(body, bytes)
-                    else None
-                ),
+                # a copy needs the body whole, or none at all (a streamed one is not kept)
+                exchange.send_shadow if body is None or isinstance(body, bytes) else None,
                 timer,
             )
         except NoEndpoints as none_left:
@@ -257,7 +263,7 @@ class OutboundProxy:
             )
         return await relay_response(
             response, client, head, event, self.pool,
-            idle_timeout=self.ctx.config.timeouts.idle, log=log,
+            idle_timeout=client.idle_timeout, log=log,
         )
 
     async def _send_shadow(
@@ -411,6 +417,36 @@ class OutboundProxy:
         )
         await client.send_error(status, reason, detail, close=False)
         return client.request_keep_alive
+
+
+class _Exchange:
+    """One request on its way out: `send` makes an attempt at a backend, `send_shadow` sends
+    a mirrored copy. (One object per request, rather than a `functools.partial` for each.)"""
+
+    __slots__ = ("_body", "_event", "_head", "_headers", "_proxy", "_tried")
+
+    def __init__(
+        self,
+        proxy: OutboundProxy,
+        head: RequestHead,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        event: RequestEvent,
+    ) -> None:
+        self._proxy = proxy
+        self._head = head
+        self._headers = headers
+        self._body = body
+        self._event = event
+        self._tried: set[str] = set()  # the instances earlier attempts went to
+
+    def send(self, backend: str) -> Awaitable[Response]:
+        return self._proxy._send_once(
+            self._head, self._headers, self._body, self._event, self._tried, backend
+        )
+
+    def send_shadow(self, shadow: str) -> Awaitable[None]:
+        return self._proxy._send_shadow(self._head, self._headers, self._body, self._event, shadow)
 
 
 def _status(response: Response) -> int:

@@ -84,7 +84,7 @@ async def send_request(
     upstream.responses.expect(head.method)
     try:
         if isinstance(body, bytes):
-            connection.write(encode_request_head(head, headers) + body)  # one write, one segment
+            connection.write(encode_request_head(head, headers, body))
         else:
             connection.write(encode_request_head(head, headers))
         if body is not None and not isinstance(body, bytes):

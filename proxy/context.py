@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
@@ -64,12 +63,11 @@ class ProxyContext:
         self.draining = False
         self._clients: set[Downstream] = set()
         self._detecting = 0  # connections whose first bytes do not tell their protocol yet
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self._no_clients = asyncio.Event()
-        self._no_clients.set()
+        # what `drained` waits on: woken when the requests in flight or the open client
+        # connections fall to none (a future made only then, not an Event set per request)
+        self._quiet: asyncio.Future[None] | None = None
         self.started_at = time.time()
-        self._ids = itertools.count(1)
+        self._last_id = 0
         # the instance name is not live-reloadable, and may cost a gethostname() per call
         self._id_prefix = f"{config.instance}:"
         self._services: dict[str, ServiceEndpoints] = {}
@@ -85,7 +83,8 @@ class ProxyContext:
             endpoints.set_breaker(_breaker_settings(settings))
 
     def next_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids)}"
+        self._last_id += 1
+        return self._id_prefix + str(self._last_id)
 
     def new_event(self, direction: str, src_addr: str) -> RequestEvent:
         return RequestEvent(
@@ -112,7 +111,6 @@ class ProxyContext:
         if self.draining:
             client.drain()
         self._clients.add(client)
-        self._no_clients.clear()
         try:
             yield client
         finally:
@@ -126,7 +124,6 @@ class ProxyContext:
         drain until it is told, and then served as any other (its first bytes were sent
         before the drain began, so the client expects them answered)."""
         self._detecting += 1
-        self._no_clients.clear()
         try:
             yield
         finally:
@@ -135,7 +132,12 @@ class ProxyContext:
 
     def _note_if_no_clients(self) -> None:
         if not self.open_clients:
-            self._no_clients.set()
+            self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        quiet = self._quiet
+        if quiet is not None and not quiet.done():
+            quiet.set_result(None)
 
     @property
     def open_clients(self) -> int:
@@ -153,8 +155,11 @@ class ProxyContext:
     async def drained(self) -> None:
         """Until no request is in flight and no client connection is open."""
         while self.in_flight or self.open_clients:
-            await self.idle.wait()
-            await self._no_clients.wait()
+            self._quiet = asyncio.get_running_loop().create_future()
+            try:
+                await self._quiet
+            finally:
+                self._quiet = None
 
     def request_in_flight(self, inbound: bool = False) -> "InFlight":
         """Count a request (or TCP connection) as in flight while the `with` block runs."""
@@ -254,15 +259,13 @@ class InFlight:
         ctx = self._ctx
         ctx.in_flight += 1
         ctx.inbound_in_flight += self._inbound
-        if ctx.in_flight == 1:
-            ctx.idle.clear()
 
     def __exit__(self, *_: object) -> None:
         ctx = self._ctx
         ctx.in_flight -= 1
         ctx.inbound_in_flight -= self._inbound
         if not ctx.in_flight:
-            ctx.idle.set()
+            ctx._wake_drain()
 
 
 def _breaker_settings(spec: Any) -> BreakerSettings:

@@ -16,22 +16,23 @@ _SLACK = 0.001  # a timer may fire this early (the loop's clock has millisecond 
 class LazyTimer:
     """Calls `on_expiry` when the deadline `set` last passes, unless it is `clear`ed first."""
 
-    __slots__ = ("_deadline", "_handle", "_loop", "_on_expiry")
+    __slots__ = ("_armed_for", "_deadline", "_handle", "_loop", "_on_expiry")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]) -> None:
         self._loop = loop
         self._on_expiry = on_expiry
         self._deadline: float | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0  # when the armed timer fires (its `when()`, without the call)
 
     def set(self, delay: float) -> None:
         """The deadline is `delay` seconds from now."""
         self._deadline = deadline = self._loop.time() + delay
         handle = self._handle
-        if handle is None or handle.when() > deadline:
+        if handle is None or self._armed_for > deadline:
             if handle is not None:
                 handle.cancel()
-            self._handle = self._loop.call_at(deadline, self._check)
+            self._arm(deadline)
 
     def clear(self) -> None:
         """No deadline for now; the armed timer, if any, stays for the next one."""
@@ -50,7 +51,11 @@ class LazyTimer:
         if deadline is None:
             return  # no deadline now: the next `set` arms the timer again
         if self._loop.time() + _SLACK < deadline:
-            self._handle = self._loop.call_at(deadline, self._check)
+            self._arm(deadline)
             return
         self._deadline = None
         self._on_expiry()
+
+    def _arm(self, deadline: float) -> None:
+        self._handle = self._loop.call_at(deadline, self._check)
+        self._armed_for = deadline

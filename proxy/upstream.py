@@ -144,7 +144,9 @@ class Pool:
         self._releases += 1
         if self._releases % SWEEP_EVERY == 0:
             self._sweep()
-        idle = self._idle.setdefault(upstream.key, [])
+        idle = self._idle.get(upstream.key)
+        if idle is None:
+            idle = self._idle[upstream.key] = []
         if not reusable or upstream.eof or len(idle) >= self.max_idle:
             upstream.close()
             return

@@ -180,7 +180,7 @@ class ProxyContext:
     def known_endpoints(self, service: str) -> ServiceEndpoints | None:
         """The endpoints of `service` once discovery has answered for it, without waiting."""
         known = self._services.get(service)
-        if known is not None and self._first_view[service].is_set():
+        if known is not None and known.view is not None:  # discovery has answered
             known.used = True
             return known
         return None

@@ -48,6 +48,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import hops  # noqa: E402  (bench/, beside this script)
+
 from identity import castate, pki  # noqa: E402
 
 TD = "vmesh.local"
@@ -244,8 +246,14 @@ def main() -> None:
         metavar="DIR",
         help="record py-spy profiles (collapsed stacks) of both vmesh proxies at c=32 into DIR",
     )
+    parser.add_argument(
+        "--hops",
+        action="store_true",
+        help="after the rounds, time each hop of the 2-hop paths at c=1 from packet stamps "
+        "(tcpdump; see bench/hops.py)",
+    )
     args = parser.parse_args()
-    for tool in ("wrk", "haproxy", "curl"):
+    for tool in ("wrk", "haproxy", "curl") + (("tcpdump",) if args.hops else ()):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (scripts/install-system-deps.sh installs it)")
     work = Path(tempfile.mkdtemp(prefix="vmesh-bench-"))
@@ -292,12 +300,12 @@ def main() -> None:
         mesh_toml = work / "etc/vmesh/mesh.toml"
         mesh_toml.parent.mkdir(parents=True, exist_ok=True)
         mesh_toml.write_text('[discovery]\nbackend = "static"\n')  # etc/vmesh/endpoints.toml
-        vmesh_ports = {}
+        vmesh_ports, inbound_ports = {}, {}
         for name, app_port in (("web", backend_port), ("front", 1)):
             issue(ca, name, work / "var/lib/vmesh" / name)
             out = free_port()
             vmesh_ports[name] = out
-            inbound = free_port()
+            inbound = inbound_ports[name] = free_port()
             write_service_file(work, name, app_port, inbound, out)
             if name == "web":
                 (work / "etc/vmesh/endpoints.toml").write_text(
@@ -417,6 +425,16 @@ def main() -> None:
         for name, value in ratios.items():
             each = ", ".join(f"{r[name]:.2f}" for r in per_round) if name in per_round[0] else ""
             print(f"{name:<64}{value:>8.2f}" + (f"   (rounds: {each})" if each else ""))
+        if args.hops:
+            print("\nwhere the time goes at c=1: each hop's median gap between packets, us "
+                  "(bench/hops.py)")
+            print(hops.report({
+                "vmesh": (vmesh_url, "web", hops.Ports(vmesh_ports["front"],
+                                                      inbound_ports["web"], backend_port)),
+                "floor": (floor_url, None, hops.Ports(floor_front, floor_back, backend_port)),
+                "haproxy": (f"http://127.0.0.1:{ha_front}/", None,
+                            hops.Ports(ha_front, ha_mtls, backend_port)),
+            }, seconds=args.duration))
         memory = {"idle_rss_mb": idle_rss, "idle_uss_mb": idle_uss}
         print(json.dumps({"results": results, "rounds": rounds, "ratios": ratios, **memory}))
     finally:

@@ -19,6 +19,7 @@ packages=(
     python3-dev      # Python's headers, for that compile (Debian's python3)
     socat            # raw bytes for bad-input tests
     systemd          # systemd-analyze verify for rendered units
+    tcpdump          # packet stamps for bench/compare.py --hops
     testssl.sh       # independent TLS configuration check
     tmux             # a real terminal for the console tests
     wrk              # load generator for bench/

@@ -56,6 +56,8 @@ DNS_TYPE_SRV = 33
 DNS_TYPE_PTR = 12
 DNS_CLASS_IN = 1
 DNS_FLAGS_QUERY = 0
+ANSWERS_FLUSH_S = 1.5  # longest a queued answer waits in zeroconf (1 s + 200 ms aggregation)
+ANSWERS_POLL_S = 0.05
 RECORD_TTL_S = 15  # every record of ours (PTR, SRV, TXT, A): see the module docstring
 
 
@@ -134,6 +136,8 @@ class MdnsDiscovery:
         self._updated_at = time.time()
         self._watched: set[str] = set()
         self._silent: set[str] = set()  # names whose SRV record expired unanswered
+        self._removals: dict[str, int] = {}  # goodbyes seen per name, so a resolve in flight
+        # when its instance says goodbye does not bring it back
         self._liveness: asyncio.Task[None] | None = None
 
     async def register(self, instance: Instance) -> None:
@@ -175,6 +179,15 @@ class MdnsDiscovery:
         """Withdraw `info` and wait until its goodbye packets are out (three, over 250 ms):
         zeroconf hands back the sending as a task, and a proxy that closes its sockets
         before the task has run leaves its peers routing to it until the records expire."""
+        zeroconf = self._zeroconf.zeroconf
+        # stop answering for it first, and let the answers already queued go out (zeroconf
+        # delays multicast answers, up to 1.2 s): one sent after the goodbye would put the
+        # records back in the peers' caches for their whole TTL
+        zeroconf.registry.async_remove(info)
+        for _ in range(int(ANSWERS_FLUSH_S / ANSWERS_POLL_S)):
+            if not (zeroconf.out_queue.queue or zeroconf.out_delay_queue.queue):
+                break
+            await asyncio.sleep(ANSWERS_POLL_S)
         sending = await self._zeroconf.async_unregister_service(info)
         await sending
 
@@ -182,6 +195,7 @@ class MdnsDiscovery:
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
         if state_change is ServiceStateChange.Removed:
+            self._removals[name] = self._removals.get(name, 0) + 1
             self._silent.discard(name)
             if self._known.pop(name, None) is not None:
                 self._notify()
@@ -191,9 +205,12 @@ class MdnsDiscovery:
         task.add_done_callback(self._tasks.discard)
 
     async def _resolve(self, name: str) -> None:
+        removals = self._removals.get(name, 0)
         info = await self._zeroconf.async_get_service_info(
             MDNS_SERVICE_TYPE, name, RESOLVE_TIMEOUT_MS
         )
+        if self._removals.get(name, 0) != removals:
+            return  # it said goodbye meanwhile: what was resolved is what it withdrew
         if info is None or not info.parsed_addresses() or info.port is None:
             return
         if self._is_foreign(name, trust_domain_of(info.properties)):

@@ -136,8 +136,6 @@ class MdnsDiscovery:
         self._updated_at = time.time()
         self._watched: set[str] = set()
         self._silent: set[str] = set()  # names whose SRV record expired unanswered
-        self._removals: dict[str, int] = {}  # goodbyes seen per name, so a resolve in flight
-        # when its instance says goodbye does not bring it back
         self._liveness: asyncio.Task[None] | None = None
 
     async def register(self, instance: Instance) -> None:
@@ -195,7 +193,6 @@ class MdnsDiscovery:
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
         if state_change is ServiceStateChange.Removed:
-            self._removals[name] = self._removals.get(name, 0) + 1
             self._silent.discard(name)
             if self._known.pop(name, None) is not None:
                 self._notify()
@@ -205,12 +202,9 @@ class MdnsDiscovery:
         task.add_done_callback(self._tasks.discard)
 
     async def _resolve(self, name: str) -> None:
-        removals = self._removals.get(name, 0)
         info = await self._zeroconf.async_get_service_info(
             MDNS_SERVICE_TYPE, name, RESOLVE_TIMEOUT_MS
         )
-        if self._removals.get(name, 0) != removals:
-            return  # it said goodbye meanwhile: what was resolved is what it withdrew
         if info is None or not info.parsed_addresses() or info.port is None:
             return
         if self._is_foreign(name, trust_domain_of(info.properties)):

@@ -9,7 +9,10 @@ all paths measured once per round, rounds back to back:
 - vmesh 1 hop:   wrk -> vmesh outbound -> mTLS -> fixed TLS backend (the one proxy on the path)
 - haproxy 1 hop: wrk -> haproxy -> mTLS (same certificates) -> fixed TLS backend
 - vmesh 2 hops:  wrk -> vmesh outbound -> mTLS -> vmesh inbound -> fixed backend
-- haproxy 2 hops: wrk -> haproxy -> mTLS (ECDSA P-256, same CA) -> haproxy -> fixed backend
+- haproxy 2 hops: wrk -> haproxy -> mTLS (ECDSA P-256, same CA) -> haproxy -> fixed backend,
+  one HAProxy process per hop as sidecars run (and as vmesh's two proxies run here)
+- haproxy 2 hops 1 proc: the same two hops served by one HAProxy process, for reference:
+  its mTLS hop never has to wake another process, which no pair of sidecars can match
 - floor 2 hops:  wrk -> bench/floor.py -> mTLS -> bench/floor.py -> fixed backend: the least
   a pair of Python proxies on vmesh's libraries can do (no routing, policy or metrics), so
   vmesh/floor is what vmesh's own layers cost and floor/haproxy what Python costs
@@ -97,6 +100,31 @@ def issue(ca: castate.CertificateAuthority, name: str, directory: Path) -> Path:
     return directory
 
 
+HAPROXY_GLOBAL = (
+    "global\n  nbthread 1\n  maxconn 4000\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n"
+    "defaults\n  mode http\n  timeout client 30s\n  timeout server 30s\n"
+    "  timeout connect 2s\n  http-reuse always\n"
+)
+
+
+def haproxy_front(name: str, listen: int, peer: int, certs: Path) -> str:
+    """An HAProxy outbound hop: plain HTTP on `listen`, sent over mTLS to `peer`."""
+    return (
+        f"frontend {name}\n  bind 127.0.0.1:{listen}\n  default_backend to_{name}\n"
+        f"backend to_{name}\n  server peer 127.0.0.1:{peer} ssl crt {certs}/haproxy.pem "
+        f"ca-file {certs}/bundle.pem verify required alpn http/1.1\n"
+    )
+
+
+def haproxy_back(name: str, listen: int, app: int, certs: Path) -> str:
+    """An HAProxy inbound hop: mTLS on `listen` (client certificate required), to `app`."""
+    return (
+        f"frontend {name}\n  bind 127.0.0.1:{listen} ssl crt {certs}/haproxy.pem "
+        f"ca-file {certs}/bundle.pem verify required\n  default_backend app_{name}\n"
+        f"backend app_{name}\n  server app 127.0.0.1:{app}\n"
+    )
+
+
 def write_service_file(work: Path, name: str, app_port: int, inbound: int, outbound: int) -> None:
     """The service file of a bench proxy: its app, and its listeners on loopback."""
     path = work / "etc/vmesh/services" / f"{name}.toml"
@@ -182,6 +210,7 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     """The issue's ratios within one round."""
     v, h, d = one["vmesh 2 hops mTLS"], one["haproxy 2 hops mTLS"], one["direct"]
+    h_pair = one["haproxy 2 hops 1 proc"]
     v1, h1 = one["vmesh 1 hop mTLS"], one["haproxy 1 hop mTLS"]
     f = one["floor 2 hops mTLS"]
     tapped = one["vmesh 2 hops + tap"]["c=32"]
@@ -196,6 +225,9 @@ def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float
     return {
         "vmesh/haproxy rps at c=32 (target >= 0.50)": v["c=32"]["rps"] / h["c=32"]["rps"],
         "p50 added over direct at c=1, vmesh/haproxy (target <= 2.0)": added_p50_ratio(v, h),
+        "same, haproxy's 2 hops in 1 process: rps at c=32": v["c=32"]["rps"]
+        / h_pair["c=32"]["rps"],
+        "same, haproxy's 2 hops in 1 process: p50 added at c=1": added_p50_ratio(v, h_pair),
         "1 hop: vmesh/haproxy rps at c=32": v1["c=32"]["rps"] / h1["c=32"]["rps"],
         "1 hop: p50 added over direct at c=1, vmesh/haproxy": added_p50_ratio(v1, h1),
         "tap attached rps cost (target <= 0.10)": 1 - tapped["rps"] / v["c=32"]["rps"],
@@ -264,6 +296,7 @@ def main() -> None:
         ca = castate.load(ca_dir)
         backend_port, ha_front, ha_mtls = free_port(), free_port(), free_port()
         tls_backend_port, ha_one_hop = free_port(), free_port()
+        ha_pair_front, ha_pair_mtls = free_port(), free_port()
         floor_front, floor_back = free_port(), free_port()
         ha_a = issue(ca, "front", work / "ha-a")
         ha_b = issue(ca, "web", work / "ha-b")
@@ -278,19 +311,20 @@ def main() -> None:
             f"frontend fixed_tls\n  bind 127.0.0.1:{tls_backend_port} ssl crt {origin}/haproxy.pem "
             f"ca-file {origin}/bundle.pem verify required alpn http/1.1\n{fixed_answer}"
         )
-        (work / "pair.cfg").write_text(
-            "global\n  nbthread 1\n  maxconn 4000\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n"
-            "defaults\n  mode http\n  timeout client 30s\n  timeout server 30s\n"
-            "  timeout connect 2s\n  http-reuse always\n"
-            f"frontend a\n  bind 127.0.0.1:{ha_front}\n  default_backend to_b\n"
-            f"backend to_b\n  server b 127.0.0.1:{ha_mtls} ssl crt {ha_a}/haproxy.pem "
-            f"ca-file {ha_a}/bundle.pem verify required alpn http/1.1\n"
-            f"frontend b\n  bind 127.0.0.1:{ha_mtls} ssl crt {ha_b}/haproxy.pem "
-            f"ca-file {ha_b}/bundle.pem verify required\n  default_backend app\n"
-            f"backend app\n  server app 127.0.0.1:{backend_port}\n"
-            f"frontend one_hop\n  bind 127.0.0.1:{ha_one_hop}\n  default_backend to_origin\n"
+        # the sidecar layout, as vmesh runs: one process per hop (each `nbthread 1`)
+        (work / "sidecar-a.cfg").write_text(
+            HAPROXY_GLOBAL + haproxy_front("a", ha_front, ha_mtls, ha_a)
+            + f"frontend one_hop\n  bind 127.0.0.1:{ha_one_hop}\n  default_backend to_origin\n"
             f"backend to_origin\n  server origin 127.0.0.1:{tls_backend_port} ssl crt "
             f"{ha_a}/haproxy.pem ca-file {ha_a}/bundle.pem verify required alpn http/1.1\n"
+        )
+        (work / "sidecar-b.cfg").write_text(
+            HAPROXY_GLOBAL + haproxy_back("b", ha_mtls, backend_port, ha_b)
+        )
+        # both hops in one process: the mTLS hop never wakes another process
+        (work / "pair.cfg").write_text(
+            HAPROXY_GLOBAL + haproxy_front("a", ha_pair_front, ha_pair_mtls, ha_a)
+            + haproxy_back("b", ha_pair_mtls, backend_port, ha_b)
         )
         backend = subprocess.Popen(["haproxy", "-f", str(work / "backend.cfg")])
         procs.append(backend)
@@ -329,9 +363,12 @@ def main() -> None:
         idle_rss = [psutil.Process(p).memory_info().rss / 2**20 for p in vmesh_pids]
         # USS: the pages only this proxy holds (shared libraries counted once per host)
         idle_uss = [psutil.Process(p).memory_full_info().uss / 2**20 for p in vmesh_pids]
+        sidecars = [subprocess.Popen(["haproxy", "-f", str(work / f"sidecar-{side}.cfg")])
+                    for side in "ab"]
         haproxy_pair = subprocess.Popen(["haproxy", "-f", str(work / "pair.cfg")])
-        procs.append(haproxy_pair)
-        wait_port(ha_front)
+        procs.extend([*sidecars, haproxy_pair])
+        for port in (ha_front, ha_mtls, ha_pair_front):
+            wait_port(port)
         floor = [
             subprocess.Popen([sys.executable, str(REPO / "bench/floor.py"), role, str(listen),
                               str(upstream), str(certs)])
@@ -347,7 +384,8 @@ def main() -> None:
         # every path must answer 200 before it is measured: errors are fast and would flatter it
         for url, host in ((vmesh_url, "web"), (vmesh_url, "origin"),
                           (f"http://127.0.0.1:{ha_front}/", None),
-                          (f"http://127.0.0.1:{ha_one_hop}/", None), (floor_url, None)):
+                          (f"http://127.0.0.1:{ha_one_hop}/", None), (floor_url, None),
+                          (f"http://127.0.0.1:{ha_pair_front}/", None)):
             answer = httpx.get(url, headers={"Host": host} if host else None, timeout=10)
             if answer.status_code != 200:
                 sys.exit(f"{url} (Host: {host}) answers {answer.status_code}: {answer.text}")
@@ -356,9 +394,12 @@ def main() -> None:
         paths = {
             "direct": (f"http://127.0.0.1:{backend_port}/", None, [backend.pid]),
             "vmesh 1 hop mTLS": (vmesh_url, "origin", [front_proxy.pid]),
-            "haproxy 1 hop mTLS": (f"http://127.0.0.1:{ha_one_hop}/", None, [haproxy_pair.pid]),
+            "haproxy 1 hop mTLS": (f"http://127.0.0.1:{ha_one_hop}/", None, [sidecars[0].pid]),
             "vmesh 2 hops mTLS": (vmesh_url, "web", vmesh_pids),
-            "haproxy 2 hops mTLS": (f"http://127.0.0.1:{ha_front}/", None, [haproxy_pair.pid]),
+            "haproxy 2 hops mTLS": (f"http://127.0.0.1:{ha_front}/", None,
+                                    [p.pid for p in sidecars]),
+            "haproxy 2 hops 1 proc": (f"http://127.0.0.1:{ha_pair_front}/", None,
+                                      [haproxy_pair.pid]),
             "floor 2 hops mTLS": (floor_url, None, [p.pid for p in floor]),
         }
         rounds: list[dict[str, dict[str, dict[str, float]]]] = []
@@ -434,6 +475,8 @@ def main() -> None:
                 "floor": (floor_url, None, hops.Ports(floor_front, floor_back, backend_port)),
                 "haproxy": (f"http://127.0.0.1:{ha_front}/", None,
                             hops.Ports(ha_front, ha_mtls, backend_port)),
+                "haproxy 1 proc": (f"http://127.0.0.1:{ha_pair_front}/", None,
+                                   hops.Ports(ha_pair_front, ha_pair_mtls, backend_port)),
             }, seconds=args.duration))
         memory = {"idle_rss_mb": idle_rss, "idle_uss_mb": idle_uss}
         print(json.dumps({"results": results, "rounds": rounds, "ratios": ratios, **memory}))

@@ -102,10 +102,10 @@ def capture(url: str, host: str | None, ports: Ports, seconds: float) -> list[li
 
 def report(paths: dict[str, tuple[str, str | None, Ports]], seconds: float) -> str:
     """The median gaps of each path, as a table (microseconds)."""
-    header = f"{'median us at c=1':<24}" + "".join(f"{label:>14}" for label in paths)
+    header = f"{'median us at c=1':<24}" + "".join(f"{label:>16}" for label in paths)
     rows = {label: median_gaps(capture(url, host, ports, seconds))
             for label, (url, host, ports) in paths.items()}
     lines = [header]
     for number, gap in enumerate((*GAPS, "through the mesh")):
-        lines.append(f"{gap:<24}" + "".join(f"{rows[label][number]:>14.1f}" for label in paths))
+        lines.append(f"{gap:<24}" + "".join(f"{rows[label][number]:>16.1f}" for label in paths))
     return "\n".join(lines)

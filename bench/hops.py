@@ -97,7 +97,10 @@ def capture(url: str, host: str | None, ports: Ports, seconds: float) -> list[li
         )
     finally:
         load.wait(timeout=seconds + 30)
-    return request_gaps(dump.stdout.splitlines(), ports)
+    gaps = request_gaps(dump.stdout.splitlines(), ports)
+    if not gaps:  # tcpdump says why (no permission, no such interface, ...)
+        raise RuntimeError(f"tcpdump captured no complete request: {dump.stderr.strip()}")
+    return gaps
 
 
 def report(paths: dict[str, tuple[str, str | None, Ports]], seconds: float) -> str:

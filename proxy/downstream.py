@@ -43,8 +43,6 @@ class Downstream:
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.request_keep_alive = True
-        # the current response's head is decided: its keep-alive (or close) is promised
-        self.response_begun = False
         self.body_bytes = 0  # body bytes of the current request handed on so far
         self.waiting = False  # between requests, with no byte of the next one yet
         self.idle_since = 0.0  # time.monotonic() when it last began waiting
@@ -60,7 +58,6 @@ class Downstream:
             event = connection.take_event()
             if isinstance(event, RequestHead):
                 self.request_keep_alive = event.keep_alive and not self.draining
-                self.response_begun = False
                 self.body_bytes = 0
                 return event
             if event is not None:
@@ -91,14 +88,19 @@ class Downstream:
             finally:
                 self.waiting = False
 
+    @property
+    def may_keep_alive(self) -> bool:
+        """Whether a response whose head is built now may leave the connection open: the
+        client asked for it and the proxy is not draining. Read once per head, so a drain
+        that begins later does not take back a keep-alive already promised."""
+        return self.request_keep_alive and not self.draining
+
     def drain(self) -> None:
         """The proxy is stopping: close after the current or next response (which says
         `connection: close`), or once idle for `DRAIN_IDLE_GRACE_S`, so that no client sends
         a request that would be cut. A response whose head already went out keeps the
         keep-alive it promised: the client's next request is then answered with close."""
         self.draining = True
-        if not self.response_begun:
-            self.request_keep_alive = False
         if self.waiting:
             left = self.idle_since + DRAIN_IDLE_GRACE_S - time.monotonic()
             if left <= 0:
@@ -137,9 +139,8 @@ class Downstream:
     async def send_error(self, status: int, reason: str, detail: str, *, close: bool) -> int:
         """A short error response naming this proxy and the cause; returns bytes written. It
         says `connection: close` when asked to, or when the connection ends after it anyway."""
-        close = close or not self.request_keep_alive
+        close = close or not self.may_keep_alive
         self.request_keep_alive = not close
-        self.response_begun = True
         body = f"vmesh {self.proxy_name}: {detail} ({reason})\n".encode()
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"

@@ -170,10 +170,9 @@ async def relay_response(
     try:
         head = response.head
         headers, framing = response_framing(head, request)
-        if not (client.request_keep_alive and framing != "close"):
+        if not (client.may_keep_alive and framing != "close"):
             headers.append((b"connection", b"close"))
             client.request_keep_alive = False  # the caller closes the client connection after
-        client.response_begun = True  # a drain from now on no longer changes it
         pending = [encode_response_head(head.status, head.reason, headers)]
         sent = 0
         take = connection.take_event

@@ -1,5 +1,6 @@
 """Helpers shared by the test suites."""
 
+import asyncio
 import json
 import os
 import random
@@ -10,6 +11,8 @@ import threading
 from collections.abc import Callable
 
 import pytest
+
+from proxy.connection import Connection
 
 
 def require_tool(name: str) -> str:
@@ -47,6 +50,14 @@ def free_ports(count: int) -> list[int]:
 def free_port() -> int:
     """A loopback TCP port that nothing listens on (see `free_ports`)."""
     return free_ports(1)[0]
+
+
+async def connected_pair() -> tuple[Connection, socket.socket]:
+    """A proxy `Connection` on the running loop and the plain socket at its other end."""
+    ours, theirs = socket.socketpair()
+    connection = Connection()
+    await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, ours)
+    return connection, theirs
 
 
 def follow_json_logs(

@@ -5,15 +5,13 @@ yet), with `connection: close`; a client that sends nothing within the grace is 
 import asyncio
 import socket
 
-from proxy.connection import Connection
 from proxy.downstream import Downstream
 from proxy.http1 import RequestHead
+from tests.support import connected_pair
 
 
 async def _draining_client() -> tuple[Downstream, socket.socket]:
-    ours, theirs = socket.socketpair()
-    connection = Connection()
-    await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, ours)
+    connection, theirs = await connected_pair()
     client = Downstream(connection, proxy_name="front outbound", header_timeout=5,
                         idle_timeout=30)
     client.drain()  # the drain begins before the client's next request arrives

@@ -6,21 +6,14 @@ import asyncio
 import logging
 import socket
 
-from proxy.connection import Connection
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
 from proxy.http1 import ResponseHead
 from proxy.relay import Response, relay_response
 from proxy.upstream import Pool, Upstream
+from tests.support import connected_pair
 
 _RESPONSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
-
-
-async def _connected() -> tuple[Connection, socket.socket]:
-    ours, theirs = socket.socketpair()
-    connection = Connection()
-    await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, ours)
-    return connection, theirs
 
 
 async def _unused_connect(key: str) -> Upstream:
@@ -35,8 +28,8 @@ def _received_head(peer: socket.socket) -> bytes:
 
 
 async def test_a_response_whose_head_said_keep_alive_leaves_room_for_one_more_request() -> None:
-    downstream, client_peer = await _connected()
-    upstream_connection, app_peer = await _connected()
+    downstream, client_peer = await connected_pair()
+    upstream_connection, app_peer = await connected_pair()
     client = Downstream(downstream, proxy_name="web inbound", header_timeout=5, idle_timeout=30)
     upstream = Upstream("app", upstream_connection)
     with client_peer, app_peer:
@@ -68,7 +61,7 @@ async def test_a_response_whose_head_said_keep_alive_leaves_room_for_one_more_re
 
 
 async def test_an_error_answer_during_a_drain_says_connection_close() -> None:
-    downstream, client_peer = await _connected()
+    downstream, client_peer = await connected_pair()
     client = Downstream(downstream, proxy_name="web inbound", header_timeout=5, idle_timeout=30)
     with client_peer:
         client_peer.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")

@@ -42,7 +42,7 @@ class Downstream:
         self.proxy_name = proxy_name
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
-        self.request_keep_alive = True
+        self.request_keep_alive = True  # the client's wish; the drain is read in may_keep_alive
         self.body_bytes = 0  # body bytes of the current request handed on so far
         self.waiting = False  # between requests, with no byte of the next one yet
         self.idle_since = 0.0  # time.monotonic() when it last began waiting
@@ -57,7 +57,7 @@ class Downstream:
         while True:
             event = connection.take_event()
             if isinstance(event, RequestHead):
-                self.request_keep_alive = event.keep_alive and not self.draining
+                self.request_keep_alive = event.keep_alive
                 self.body_bytes = 0
                 return event
             if event is not None:
@@ -191,7 +191,7 @@ class RequestBody:
             except TimeoutError:
                 raise Http1Error(408, "http1.body_timeout", "the request body stalled") from None
             if isinstance(event, MessageEnd):
-                client.request_keep_alive = event.keep_alive and not client.draining
+                client.request_keep_alive = event.keep_alive
                 self._ended = True
             elif event is None:
                 raise ConnectionResetError("client closed mid-body")

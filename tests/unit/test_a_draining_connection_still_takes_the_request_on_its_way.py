@@ -24,7 +24,7 @@ async def test_the_request_a_client_sends_as_the_drain_begins_is_served_with_clo
         peer.sendall(b"GET /late HTTP/1.1\r\nHost: web\r\n\r\n")  # not read by the proxy yet
         head = await asyncio.wait_for(client.next_request(), 5)
         assert isinstance(head, RequestHead) and head.target == "/late"
-        assert client.request_keep_alive is False  # its response says `connection: close`
+        assert client.may_keep_alive is False  # its response says `connection: close`
         client.close()
 
 

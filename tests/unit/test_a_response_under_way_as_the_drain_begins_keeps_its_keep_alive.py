@@ -55,7 +55,7 @@ async def test_a_response_whose_head_said_keep_alive_leaves_room_for_one_more_re
         client_peer.sendall(b"GET /second HTTP/1.1\r\nHost: web\r\n\r\n")
         second = await asyncio.wait_for(client.next_request(), 5)
         assert second is not None and second.target == "/second"
-        assert client.request_keep_alive is False  # ...for one request, answered with close
+        assert client.may_keep_alive is False  # ...for one request, answered with close
         client.close()
         upstream.close()
 

@@ -336,7 +336,7 @@ def _top(args: argparse.Namespace) -> int:
     from console.streams import MergedStream, StreamItem
 
     sources = _sources(args)
-    table = TopTable()
+    table = TopTable(watched_since=time.time())
 
     async def watch() -> None:
         async for item in MergedStream(sources, "/v1/tap", {}, _credentials(args)):
@@ -348,12 +348,12 @@ def _top(args: argparse.Namespace) -> int:
             await asyncio.wait_for(watch(), args.duration)
 
     asyncio.run(run())
-    rows = table.ranked(args.sort, time.time())
-    window = min(args.duration, 10.0)
+    now = time.time()
+    rows = table.ranked(args.sort, now)
     if args.json:
         for r in rows:
             _print_json({"source": r.source, "destination": r.destination, "method": r.method,
-                         "path": r.path, "count": r.count, "rps": r.rps(time.time(), window),
+                         "path": r.path, "count": r.count, "rps": r.rps(now),
                          "best_ms": r.best_ms, "worst_ms": r.worst_ms, "last_ms": r.last_ms,
                          "success_rate": r.success_rate})
         return 0
@@ -361,7 +361,7 @@ def _top(args: argparse.Namespace) -> int:
               "Success Rate")
     print(fmt.columns(header, [
         (r.source, r.destination, r.method, r.path, str(r.count),
-         fmt.rps(r.rps(time.time(), window)), fmt.ms(r.best_ms), fmt.ms(r.worst_ms),
+         fmt.rps(r.rps(now)), fmt.ms(r.best_ms), fmt.ms(r.worst_ms),
          fmt.ms(r.last_ms), fmt.percent(r.success_rate))
         for r in rows
     ], right=frozenset(range(4, 10))))

@@ -31,7 +31,7 @@ class MeshData:
         self.polls: dict[str, Poll] = {}
         self.certs: dict[str, ProxyCerts] = {}
         self.tap = TapBuffer(tap_capacity)
-        self.top = TopTable()
+        self.top = TopTable(watched_since=clock())
         self.edges = EdgeTable()
         self.logs = LogBuffer(log_capacity)
         self.findings: list[Finding] = []

@@ -2,7 +2,9 @@
 
 Counts are kept in one-second buckets per (direction, service, route), with a
 bounded reservoir of latencies per bucket, so memory stays flat at any rate
-and `/v1/stats?window=60s` needs no Prometheus. Each sample stands for its
+and `/v1/stats?window=60s` needs no Prometheus. A proxy up for less than the
+window gives its rate over the time it has been up, so a new or restarted proxy
+does not show a fraction of its traffic. Each sample stands for its
 second's requests, so a busy second weighs in the percentiles as much as it
 had requests. Each row also carries a small quantile sketch of its latencies,
 so a client can combine instances into one service's percentiles (quantiles
@@ -12,6 +14,7 @@ unknown `Host` values, are counted under `other`), so memory stays flat
 whatever clients send too.
 """
 
+import math
 import random
 import time
 from collections import deque
@@ -91,6 +94,7 @@ class WindowedStats:
         self, clock: Callable[[], float] = time.monotonic, seed: int | None = None
     ) -> None:
         self._clock = clock
+        self._started = clock()
         self._rng = random.Random(seed)
         self._series: dict[Key, deque[_Bucket]] = {}
 
@@ -127,6 +131,8 @@ class WindowedStats:
         now = self._clock()
         self._forget_idle(now)
         since = now - window_s
+        # the buckets counted are the seconds from ceil(since) on, or from the start if later
+        span = max(1.0, now - max(math.ceil(since), self._started))
         rows = []
         for (direction, service, route), buckets in self._series.items():
             recent = [b for b in buckets if b.second >= since]
@@ -140,7 +146,7 @@ class WindowedStats:
                     "service": service,
                     "route": route,
                     "requests": requests,
-                    "rps": round(requests / window_s, 3),
+                    "rps": round(requests / span, 3),
                     "success_rate": round(sum(b.successes for b in recent) / requests, 4),
                     "p50_ms": weighted_percentile(latencies, 0.50),
                     "p95_ms": weighted_percentile(latencies, 0.95),

@@ -4,12 +4,16 @@ from console.api import TapEvent
 
 
 class SeenOnce:
-    """Keeps outbound events; drops an inbound one when its client's proxy is also tapped.
+    """Keeps outbound events; drops an inbound one when its client's service is also tapped.
 
     A request between two tapped proxies appears twice (outbound at the client,
     inbound at the server). The outbound side is the one kept: it knows the
-    endpoint picked and the retries. Inbound events from clients the console
-    does not tap (another host, a plain client) are the only record and count.
+    endpoint picked and the retries. Clients are told apart by service, since an
+    inbound event names its client by identity (`svc/web`), not by instance
+    (`web-1`), so an instance the console cannot tap, of a service whose other
+    instances it taps, is not counted. Inbound events from clients of services
+    the console does not tap (another mesh, a plain client) are the only record
+    and count.
     """
 
     def __init__(self) -> None:
@@ -17,6 +21,6 @@ class SeenOnce:
 
     def counts(self, event: TapEvent) -> bool:
         if event.direction == "outbound":
-            self._tapped_clients.add(event.proxy)
+            self._tapped_clients.add(event.client_name)
             return True
-        return event.source_name not in self._tapped_clients
+        return event.client_name not in self._tapped_clients

@@ -1,12 +1,15 @@
 """`top`: live routes aggregated from tap events, like `linkerd viz top`.
 
 Rows merge on the key columns (source, destination, method, path); each row
-keeps count, best/worst/last latency, success rate and a sliding-window rate.
-The number of rows is bounded: the least recently seen row goes first.
+keeps count, best/worst/last latency, success rate and a sliding-window rate
+(over the time watched, while that is shorter than the window, so the rate is
+right from the first seconds). The number of rows is bounded: the least
+recently seen row goes first.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -32,6 +35,7 @@ class TopRow:
     worst_ms: float = 0.0
     last_ms: float = 0.0
     last_ts: float = 0.0
+    watched_since: float = -math.inf  # when the table began to see tap events (epoch seconds)
     # Requests per whole second over the last RATE_WINDOW_S seconds: constant memory.
     _per_second: deque[list[int]] = field(
         default_factory=lambda: deque(maxlen=int(RATE_WINDOW_S) + 1))
@@ -45,10 +49,11 @@ class TopRow:
         return self.successes / self.count if self.count else 0.0
 
     def rps(self, now: float, window_s: float = RATE_WINDOW_S) -> float:
-        """Requests per second over the last `window_s` seconds before `now`."""
-        cutoff = int(now - window_s)
-        recent = sum(count for second, count in self._per_second if second >= cutoff)
-        return recent / window_s
+        """Requests per second over the last `window_s` seconds before `now` (the whole
+        seconds from `now - window_s` on), or since watching began if that is later."""
+        first = math.ceil(now - window_s)
+        recent = sum(count for second, count in self._per_second if second >= first)
+        return recent / max(1.0, now - max(first, self.watched_since))
 
     def add(self, event: TapEvent) -> None:
         self.count += 1
@@ -67,7 +72,10 @@ class TopRow:
 class TopTable:
     """The aggregate of every tap event fed in, ranked on demand."""
 
-    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, watched_since: float, max_rows: int = MAX_ROWS) -> None:
+        """`watched_since`: when tap events began to arrive (epoch seconds), the start of
+        every row's rate while the table is younger than the rate's window."""
+        self.watched_since = watched_since
         self._rows: OrderedDict[tuple[str, str, str, str], TopRow] = OrderedDict()
         self._dedup = SeenOnce()
         self.max_rows = max_rows
@@ -82,7 +90,7 @@ class TopTable:
                _path_only(event.path))
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = TopRow(*key)
+            row = self._rows[key] = TopRow(*key, watched_since=self.watched_since)
             if len(self._rows) > self.max_rows:
                 self._rows.popitem(last=False)
         else:

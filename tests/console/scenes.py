@@ -83,6 +83,7 @@ def scene(*, api_instances: int = 0) -> MeshData:
     not ready, instead of one proxy named api.
     """
     data = MeshData(clock=lambda: NOW.timestamp())
+    data.top.watched_since = NOW.timestamp() - 60  # the console has watched for a minute
     apis = [(f"api-{n}", "api") for n in range(1, api_instances + 1)] or [("api", "api")]
     layout = [*((name, service, 12.5, 0.995, 3.0, 40.0, timedelta(hours=20))
                 for name, service in apis),

@@ -33,3 +33,11 @@ def test_a_client_without_identity_is_one_edge_whatever_its_source_port() -> Non
         edges.add(tap_event(n, "api", dst="api", proxy_dir="inbound", tls=False, src_addr=addr))
     rows = {(e.src, e.dst): e.requests for e in edges.rows()}
     assert rows == {("10.0.0.5", "api"): 2, ("fd00::7", "api"): 1}
+
+
+def test_a_request_between_instances_of_tapped_services_is_one_request_of_one_edge() -> None:
+    edges = EdgeTable()
+    edges.add(tap_event(1, "web-1", dst="api", src="web"))  # outbound, with its own identity
+    edges.add(tap_event(1, "api-2", dst="api", proxy_dir="inbound", src="web"))
+    [edge] = edges.rows()
+    assert (edge.src, edge.dst, edge.requests) == ("web", "api", 1)

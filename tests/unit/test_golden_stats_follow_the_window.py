@@ -33,17 +33,34 @@ def _event(
     )
 
 
-def test_rps_and_success_rate_over_the_window() -> None:
-    clock = Clock()
-    stats = WindowedStats(clock=clock, seed=1)
-    for second in range(10):
-        clock.now = 1000.0 + second
+def _ten_a_second(stats: WindowedStats, clock: Clock, seconds: int) -> None:
+    """Ten requests in the middle of each of the next `seconds` seconds, one of them a 503;
+    the clock is left at the end of the last second."""
+    start = clock.now
+    for second in range(seconds):
+        clock.now = start + second + 0.5
         for _ in range(9):
             stats.record(_event(200))
         stats.record(_event(503))
+    clock.now = start + seconds
+
+
+def test_rps_and_success_rate_over_the_window() -> None:
+    clock = Clock()
+    stats = WindowedStats(clock=clock, seed=1)
+    _ten_a_second(stats, clock, 120)
     (row,) = stats.snapshot(10)
     assert row["requests"] == 100 and row["rps"] == 10.0
     assert row["success_rate"] == 0.9
+    assert stats.snapshot(60)[0]["rps"] == 10.0
+
+
+def test_a_proxy_up_for_less_than_the_window_gives_its_rate_since_it_started() -> None:
+    clock = Clock()
+    stats = WindowedStats(clock=clock, seed=1)
+    _ten_a_second(stats, clock, 20)
+    (row,) = stats.snapshot(60)
+    assert row["requests"] == 200 and row["rps"] == 10.0  # not 200 requests / 60 s
 
 
 def test_old_requests_leave_the_window() -> None:

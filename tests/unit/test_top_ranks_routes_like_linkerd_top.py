@@ -3,9 +3,11 @@
 from console.models.top import TopTable
 from tests.console.scenes import NOW, tap_event
 
+AN_HOUR_AGO = NOW.timestamp() - 3600  # when the tables below began to watch
+
 
 def test_rows_merge_on_key_columns_and_keep_best_worst_last() -> None:
-    table = TopTable()
+    table = TopTable(AN_HOUR_AGO)
     for n, latency in enumerate((5.0, 1.0, 9.0)):
         table.add(tap_event(n, "web", dst="api", path="/items?page=1", latency_ms=latency))
     table.add(tap_event(9, "web", dst="api", path="/items", status=502, latency_ms=2.0))
@@ -16,7 +18,7 @@ def test_rows_merge_on_key_columns_and_keep_best_worst_last() -> None:
 
 
 def test_ranking_by_rps_latency_and_success() -> None:
-    table = TopTable()
+    table = TopTable(AN_HOUR_AGO)
     now = NOW.timestamp()
     for n in range(20):
         table.add(tap_event(n, "web", dst="api", path="/busy", ts=now - 1))
@@ -28,8 +30,18 @@ def test_ranking_by_rps_latency_and_success() -> None:
     assert table.ranked("success", now)[0].path == "/failing"
 
 
+def test_a_table_younger_than_the_window_rates_over_the_time_it_watched() -> None:
+    now = NOW.timestamp()
+    table = TopTable(watched_since=now - 4)
+    for second in range(4):
+        for n in range(5):
+            table.add(tap_event(10 * second + n, "web", dst="api", ts=now - 4 + second + 0.5))
+    [row] = table.ranked("rps", now)
+    assert row.count == 20 and row.rps(now) == 5.0  # not 20 requests / 10 s
+
+
 def test_a_request_seen_by_both_proxies_counts_once() -> None:
-    table = TopTable()
+    table = TopTable(AN_HOUR_AGO)
     table.add(tap_event(1, "web", dst="api"))  # outbound at the client's proxy
     table.add(tap_event(1, "api", dst="api", proxy_dir="inbound", src="web"))
     table.add(tap_event(2, "api", dst="api", proxy_dir="inbound", src="batch"))  # untapped client
@@ -37,8 +49,16 @@ def test_a_request_seen_by_both_proxies_counts_once() -> None:
     assert sorted((r.source, r.count) for r in rows) == [("batch", 1), ("web", 1)]
 
 
+def test_a_request_between_instances_of_tapped_services_counts_once() -> None:
+    table = TopTable(AN_HOUR_AGO)
+    table.add(tap_event(1, "web-1", dst="api", src="web"))  # outbound, with its own identity
+    table.add(tap_event(1, "api-2", dst="api", proxy_dir="inbound", src="web"))
+    [row] = table.ranked("count", NOW.timestamp())
+    assert (row.source, row.count) == ("web", 1)
+
+
 def test_row_count_is_bounded_by_evicting_the_least_recent() -> None:
-    table = TopTable(max_rows=10)
+    table = TopTable(AN_HOUR_AGO, max_rows=10)
     for n in range(50):
         table.add(tap_event(n, path=f"/p{n}"))
     assert len(table) == 10
@@ -47,7 +67,7 @@ def test_row_count_is_bounded_by_evicting_the_least_recent() -> None:
 
 
 def test_requests_of_a_client_without_identity_merge_across_its_connections() -> None:
-    table = TopTable()
+    table = TopTable(AN_HOUR_AGO)
     for n in range(3):
         table.add(tap_event(n, "api", dst="api", proxy_dir="inbound",
                             src_addr=f"10.0.0.5:{4000 + n}"))

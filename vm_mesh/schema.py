@@ -20,6 +20,7 @@ framework: it is the part of one that vmesh's files need.
 """
 
 import dataclasses
+import difflib
 import functools
 import types
 import typing
@@ -238,12 +239,12 @@ def _convert_dataclass(cls: Any, raw: Any, loc: Loc, problems: list[Problem]) ->
                                 f"Input should be a mapping of {cls.__name__} fields", raw))
         return _INVALID
     hints = _hints(cls)
-    known = set()
+    known: list[str] = []  # keys of the fields, in their order
     values: dict[str, Any] = {}
     failed = False
     for f in dataclasses.fields(cls):
         key = f.metadata.get(ALIAS, f.name)
-        known.add(key)
+        known.append(key)
         if key in raw:
             values[f.name] = _convert(hints[f.name], raw[key], (*loc, key), problems)
             failed = failed or values[f.name] is _INVALID
@@ -253,7 +254,7 @@ def _convert_dataclass(cls: Any, raw: Any, loc: Loc, problems: list[Problem]) ->
     for key in raw:
         if key not in known:
             problems.append(Problem((*loc, str(key)), "extra_forbidden",
-                                    "Extra inputs are not permitted"))
+                                    _unknown_key(str(key), known)))
             failed = True
     if failed:
         return _INVALID
@@ -262,6 +263,14 @@ def _convert_dataclass(cls: Any, raw: Any, loc: Loc, problems: list[Problem]) ->
     except ValueError as exc:  # a check across fields, from __post_init__
         problems.append(Problem(loc, "value_error", str(exc)))
         return _INVALID
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    """What to say of a key the dataclass has no field for: the likely one meant, else all."""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return f"unknown key; expected one of {', '.join(known)}"
 
 
 def _call(function: Callable[[Any], Any], raw: Any, loc: Loc, problems: list[Problem]) -> Any:

@@ -107,7 +107,8 @@ def test_errors_point_at_the_offending_line() -> None:
         "duration must be a string with a unit like 2s or 500ms, not 2",
         "r.yaml:9: HTTPRoute api: rules[0].retry.on[0]: cannot retry on '6xx': "
         "use 5xx, gateway-error, connect-failure, reset or a status code 400-599",
-        "r.yaml:9: HTTPRoute api: rules[0].retry.tries: Extra inputs are not permitted",
+        "r.yaml:9: HTTPRoute api: rules[0].retry.tries: unknown key; "
+        "expected one of on, attempts, methods, backoff",
         "r.yaml:11: HTTPRoute api: rules[0].backends[0].weight: "
         "Input should be a valid integer (got '90')",
     ]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from proxy.breaker import BreakerSettings
+from proxy.cert_metrics import CertExpiry
 from proxy.connection import Connection
 from proxy.downstream import Downstream
 from proxy.endpoints import UNUSED_SWEEPS, ServiceEndpoints
@@ -49,6 +50,7 @@ class ProxyContext:
         self.policy = policy
         self.bus = bus or EventBus(batch=EVENT_BATCH)
         self.observability = Observability.attach(self.bus, access_log=config.access_log)
+        CertExpiry(self.observability.metrics.registry, tls)
         self.policy_metrics = self.observability.policy
         self.traffic = TrafficPolicy(policy.current, config.trust_domain)
         policy.subscribe(self._policy_changed)

@@ -129,6 +129,8 @@ class ProxyMetrics:
             ["direction", "tls"],
             registry=r,
         )
+        for direction in ("inbound", "outbound"):  # served from 0, so the first one is a rate
+            self.connections.labels(direction, "true")
         self.tcp_open = Counter("tcp_open", "TCP connections opened.", TCP_LABELS, registry=r)
         self.tcp_close = Counter(
             "tcp_close", "TCP connections closed.", [*TCP_LABELS, "error"], registry=r

@@ -97,6 +97,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--identity", metavar="URL", help="identity service URL (default: mesh.toml)")
     p.set_defaults(handler=_check)
 
+    p = add_command(commands, "targets",
+                    "Prometheus scrape targets (file_sd JSON): every proxy discovery lists.")
+    _source_options(p)
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="write the targets to FILE, replacing it in one rename (default: stdout)")
+    p.add_argument("--every", type=float, metavar="SECONDS",
+                   help="keep FILE up to date: look again every SECONDS, rewrite on a change")
+    p.set_defaults(handler=_targets)
+
 
 # --- shared ------------------------------------------------------------------------------
 
@@ -433,6 +442,46 @@ def _logs(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _targets(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import sys
+
+    from console.targets import file_sd, render, write_atomically
+
+    if args.every is not None and args.out is None:
+        raise UserError("--every needs --out FILE")
+    args.no_local = True  # Prometheus reaches proxies over TCP; admin sockets are for this host
+    source_set = _source_set(args)
+
+    async def follow() -> None:
+        written = None
+        try:
+            while True:
+                groups = file_sd(await source_set.list())
+                for provider, error in source_set.provider_errors.items():
+                    print(f"vmesh: {provider}: {error}", file=sys.stderr)
+                if not groups:
+                    print("vmesh: no proxy with an admin port found through discovery",
+                          file=sys.stderr)
+                text = render(groups)
+                if args.out is None:
+                    sys.stdout.write(text)
+                    return
+                if text != written:  # a failing backend keeps its last answer: no flapping
+                    write_atomically(args.out, text)
+                    written = text
+                if args.every is None:
+                    return
+                await asyncio.sleep(args.every)
+        finally:
+            await source_set.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --every; the file is whole
+        asyncio.run(follow())
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

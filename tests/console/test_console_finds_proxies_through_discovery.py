@@ -16,6 +16,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from tests.console.test_cli_twins_print_columns_and_json import vmesh
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import TRUST_DOMAIN, Mesh, ProxyProcess
 from tests.integration.processes import Process, start_backend
+from tests.integration.prometheus import query_until, running_prometheus, scrape_config
 from tests.support import free_port
 from vm_mesh import paths
 from vm_mesh.config import Discovery
@@ -191,6 +193,28 @@ def test_cli_twins_use_the_discovery_of_this_hosts_service_files(over_mdns: TwoP
     assert stat.returncode == 0, stat.stderr
     services = {json.loads(line)["name"] for line in stat.stdout.splitlines()}
     assert {f"web{over_mdns.suffix}", f"front{over_mdns.suffix}"} <= services
+
+
+def test_prometheus_scrapes_every_proxy_that_vmesh_targets_lists(over_mdns: TwoProxies,
+                                                                  tmp_path: Path) -> None:
+    targets = tmp_path / "targets.json"
+    listed = vmesh("targets", "--no-host-discovery", "--mdns-interface", "127.0.0.1",
+                   "--out", str(targets))
+    assert listed.returncode == 0, listed.stderr
+    groups = {g["labels"]["vmesh_instance"]: g for g in json.loads(targets.read_text())}
+    names = over_mdns.names
+    assert {name: groups[name]["targets"] for name in names} == {
+        name: [address] for name, address in names.items()}
+    assert {groups[name]["labels"]["vmesh_discovery"] for name in names} == {"mdns"}
+
+    config = tmp_path / "prometheus.yml"
+    # the operator certificate of `vmesh identity operator` (made by the fixture)
+    scrape_config(config, paths.state_dir("operator"), file_sd=targets)
+    with running_prometheus(config, tmp_path / "tsdb") as url:
+        up = query_until(url, f'up{{vmesh_instance=~".*{over_mdns.suffix}.*"}}',
+                         lambda result: len(result) == 2
+                         and all(r["value"][1] == "1" for r in result))
+    assert {r["metric"]["vmesh_instance"]: r["metric"]["instance"] for r in up} == names
 
 
 def test_check_fails_naming_an_unreachable_consul_agent(vmesh_root) -> None:

@@ -12,9 +12,10 @@ import httpx
 from tests.support import free_port, require_tool
 
 
-def scrape_config(path: Path, targets: list[str], certificates: Path,
-                  rule_files: tuple[Path, ...] = ()) -> None:
-    """Write a config that scrapes the proxies' admin ports every second with `certificates`."""
+def scrape_config(path: Path, certificates: Path, *, targets: tuple[str, ...] = (),
+                  file_sd: Path | None = None, rule_files: tuple[Path, ...] = ()) -> None:
+    """Write a config that scrapes the proxies' admin ports every second with `certificates`:
+    `targets`, and those listed in the `file_sd` file (`vmesh targets`)."""
     path.write_text(
         json.dumps(
             {
@@ -33,7 +34,10 @@ def scrape_config(path: Path, targets: list[str], certificates: Path,
                             "key_file": str(certificates / "key.pem"),
                             "insecure_skip_verify": True,
                         },
-                        "static_configs": [{"targets": targets}],
+                        "static_configs": [{"targets": list(targets)}],
+                        "file_sd_configs": [
+                            {"files": [str(file_sd)], "refresh_interval": "1s"}
+                        ] if file_sd else [],
                     }
                 ],
             }

@@ -95,7 +95,7 @@ def test_every_panel_reads_the_proxies_and_the_golden_ones_show_the_traffic(
     scraper = mesh.issue("prometheus", directory=tmp_path / "scraper", kind="operator")
     config = tmp_path / "prometheus.yml"
     proxies = (web, front)
-    scrape_config(config, [f"127.0.0.1:{p.ports['admin']}" for p in proxies], scraper,
+    scrape_config(config, scraper, targets=tuple(f"127.0.0.1:{p.ports['admin']}" for p in proxies),
                   rule_files=(ALERTS,))
     panels = _panels()
     families = _exported_families(proxies)

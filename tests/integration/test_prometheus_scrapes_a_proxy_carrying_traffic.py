@@ -32,7 +32,7 @@ def test_prometheus_counts_the_requests_that_crossed_the_proxy(mesh, tmp_path: P
 
     scraper = mesh.issue("prometheus", directory=tmp_path / "scraper", kind="operator")
     config = tmp_path / "prometheus.yml"
-    scrape_config(config, [f"127.0.0.1:{front.ports['admin']}"], scraper)
+    scrape_config(config, scraper, targets=(f"127.0.0.1:{front.ports['admin']}",))
     with running_prometheus(config, tmp_path / "tsdb") as query:
         requests = query_until(
             query,

@@ -12,10 +12,10 @@ import httpx
 from tests.support import free_port, require_tool
 
 
-def scrape_config(path: Path, certificates: Path, *, targets: tuple[str, ...] = (),
-                  file_sd: Path | None = None, rule_files: tuple[Path, ...] = ()) -> None:
-    """Write a config that scrapes the proxies' admin ports every second with `certificates`:
-    `targets`, and those listed in the `file_sd` file (`vmesh targets`)."""
+def scrape_config(path: Path, certificates: Path, *, targets: tuple[str, ...],
+                  rule_files: tuple[Path, ...] = ()) -> None:
+    """Write a config that scrapes the proxies' admin `targets` every second with
+    `certificates`."""
     path.write_text(
         json.dumps(
             {
@@ -35,9 +35,6 @@ def scrape_config(path: Path, certificates: Path, *, targets: tuple[str, ...] = 
                             "insecure_skip_verify": True,
                         },
                         "static_configs": [{"targets": list(targets)}],
-                        "file_sd_configs": [
-                            {"files": [str(file_sd)], "refresh_interval": "1s"}
-                        ] if file_sd else [],
                     }
                 ],
             }

@@ -47,6 +47,7 @@ COMPILED = [
     "proxy/stats.py",
     "proxy/tap.py",
     "proxy/timeouts.py",
+    "proxy/tracecontext.py",
     "proxy/traffic.py",
     "proxy/upstream.py",
 ]

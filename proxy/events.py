@@ -38,12 +38,14 @@ class RequestEvent:
         "id",
         "latency_ms",
         "method",
+        "parent_span_id",
         "path",
         "policy_decision",
         "policy_rule",
         "retries",
         "route",
         "service",
+        "span_id",
         "src_addr",
         "src_id",
         "status",
@@ -80,6 +82,8 @@ class RequestEvent:
         trace_id: str | None = None,
         service: str | None = None,
         authz_reason: str | None = None,
+        span_id: str | None = None,
+        parent_span_id: str | None = None,
     ) -> None:
         self.ts = ts
         self.id = id
@@ -106,6 +110,9 @@ class RequestEvent:
         self.trace_id = trace_id
         self.service = service  # outbound: the logical service routed to (dst: its backend)
         self.authz_reason = authz_reason
+        # this proxy's span of a sampled trace (proxy.tracecontext), and its parent's
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
         self._line: bytes | None = None
 
     def to_tap(self) -> dict[str, Any]:

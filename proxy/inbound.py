@@ -26,6 +26,7 @@ from proxy.relay import UpstreamProtocolError, relay_response, request_headers, 
 from proxy.retrying import AttemptFailed
 from proxy.tcp import tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
+from proxy.tracecontext import hand_on, join_trace
 from proxy.upstream import Pool, Upstream, dial
 from vm_mesh.defaults import CLIENT_ID_HEADER
 
@@ -145,9 +146,10 @@ class InboundProxy:
                 head.target,
                 (head.header(b"host") or b"").decode("ascii", "replace"),
             )
+            traceparent = join_trace(head.header(b"traceparent"), event)
             with self.ctx.request_in_flight(inbound=True):
                 try:
-                    keep = await self._request(client, head, event, caller)
+                    keep = await self._request(client, head, event, caller, traceparent)
                 except Http1Error as exc:
                     event.status, event.error = exc.status, exc.reason
                     await client.send_error(exc.status, exc.reason, str(exc), close=True)
@@ -167,7 +169,8 @@ class InboundProxy:
         return event
 
     async def _request(
-        self, client: Downstream, head: RequestHead, event: RequestEvent, caller: str
+        self, client: Downstream, head: RequestHead, event: RequestEvent, caller: str,
+        traceparent: bytes | None,
     ) -> bool:
         try:
             target = normalize_target(head.target)
@@ -192,6 +195,8 @@ class InboundProxy:
             client.body() if head.has_body else (b"" if head.content_length is not None else None)
         )
         headers = request_headers(head, body, [(_CLIENT_ID, caller.encode())])
+        if traceparent is not None:  # this hop's span is the app's parent
+            hand_on(headers, traceparent)
         upstream = self.pool.take(self.app) or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive

@@ -34,6 +34,7 @@ from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.timeouts import TaskTimer
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
+from proxy.tracecontext import hand_on, join_trace
 from proxy.upstream import Pool, Upstream, dial
 
 log = logging.getLogger("vmesh.proxy.outbound")
@@ -191,12 +192,10 @@ class OutboundProxy:
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
         event.src_id = own_id
-        traceparent = head.header(b"traceparent")
-        if traceparent and traceparent.count(b"-") == 3:
-            event.trace_id = traceparent.split(b"-")[1].decode("ascii", "replace")
+        traceparent = join_trace(head.header(b"traceparent"), event)
         with self.ctx.request_in_flight():
             try:
-                return await self._forward(client, head, event, fixed_service, timer)
+                return await self._forward(client, head, event, fixed_service, timer, traceparent)
             except Http1Error as exc:
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
@@ -212,7 +211,9 @@ class OutboundProxy:
         event: RequestEvent,
         fixed_service: str | None,
         timer: TaskTimer,
+        traceparent: bytes | None,
     ) -> bool:
+        """Route and send one request; `traceparent`: this hop's, to hand on (sampled)."""
         dest = destination(head, fixed_service)
         event.authority = dest.authority
         event.dst_service = dest.service
@@ -226,6 +227,8 @@ class OutboundProxy:
         else:
             body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
+        if traceparent is not None:
+            hand_on(headers, traceparent)
         if not self.ctx.may_route_to(dest.service):
             limit = self.ctx.config.max_destinations
             return await self._fail(

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from proxy.acceptor import Acceptor
 from proxy.admin import AdminServer
@@ -19,11 +20,22 @@ from proxy.state import RunningProxyState
 from proxy.tcp import TcpUpstreamListener
 from proxy.tls import TlsMaterial
 from vm_mesh import __version__, paths
-from vm_mesh.config import DiscoveryChoice, LoadedConfig, effective_discovery, load_service_config
+from vm_mesh.config import (
+    DiscoveryChoice,
+    LoadedConfig,
+    ServiceConfig,
+    Tracing,
+    effective_discovery,
+    load_mesh_config,
+    load_service_config,
+)
 from vm_mesh.discovery.base import Discovery, Instance
 from vm_mesh.errors import UserError
 from vm_mesh.policy.files import PolicyInvalid
 from vm_mesh.policy.store import PolicyStore
+
+if TYPE_CHECKING:  # imported when tracing is on: httpx is not loaded by a proxy without it
+    from proxy.otlp import SpanExporter
 
 log = logging.getLogger("vmesh.proxy")
 
@@ -74,6 +86,21 @@ def local_address(listen: str) -> str:
     return "::1" if host == "::" else host
 
 
+def _span_exporter(tracing: Tracing | None, config: ServiceConfig) -> "SpanExporter | None":
+    """The exporter of this proxy's spans, when mesh.toml names a collector."""
+    if tracing is None:
+        return None
+    from proxy.otlp import SpanExporter
+
+    log.info("exporting the spans of sampled traces",
+             extra={"event": "tracing_enabled", "endpoint": tracing.otlp_endpoint})
+    return SpanExporter(tracing.otlp_endpoint, {
+        "service.name": config.service,
+        "service.instance.id": config.instance,
+        "service.version": config.version,
+    })
+
+
 class ProxyServer:
     """One proxy: started by `start()`, stopped by `drain()`."""
 
@@ -101,6 +128,9 @@ class ProxyServer:
             instance_id=config.instance,
             version=config.version or __version__,
         )
+        self.spans = _span_exporter(load_mesh_config().tracing, config)
+        if self.spans is not None:
+            self.ctx.bus.subscribe(self.spans.observe)
         self.inbound = InboundProxy(self.ctx)
         self.outbound = OutboundProxy(self.ctx)
         self._servers: list[asyncio.Server | Acceptor] = []
@@ -154,6 +184,8 @@ class ProxyServer:
         ]
         if self.discovery.settings.backend == "consul":
             self._tasks.append(asyncio.create_task(self._watch_consul_policy()))
+        if self.spans is not None:
+            self._tasks.append(asyncio.create_task(self.spans.run()))
         if config.identity_url:
             from identity.renewer import Renewer
 
@@ -285,7 +317,9 @@ class ProxyServer:
         await self.admin.close()
         await self.ctx.discovery.close(withdraw=leave_discovery)
         await self.ctx.close()
-        self.ctx.bus.flush()  # the access log lines of the last requests
+        self.ctx.bus.flush()  # the access log lines (and spans) of the last requests
+        if self.spans is not None:
+            await self.spans.aclose()
         log.info("stopped")
 
 

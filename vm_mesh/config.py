@@ -65,6 +65,13 @@ def _consul_url(value: str) -> str:
     return value
 
 
+def _http_url(value: str) -> str:
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{value!r} is not a URL like http://127.0.0.1:4318/v1/traces")
+    return value
+
+
 def _service_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{value!r} is not a service name (lowercase letters, digits, '-')")
@@ -198,12 +205,21 @@ def load_service_config(path: Path) -> LoadedConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Tracing:
+    """mesh.toml's `[tracing]`: where the proxies send the spans of sampled traces."""
+
+    # OTLP/HTTP traces endpoint of an OpenTelemetry collector or Jaeger (port 4318)
+    otlp_endpoint: Annotated[str, Check(_http_url)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MeshConfig:
     """`/etc/vmesh/mesh.toml`: what every proxy of the host shares."""
 
     trust_domain: str = defaults.TRUST_DOMAIN
     identity_url: str | None = None
     discovery: Discovery | None = None  # None: the file has no [discovery] table
+    tracing: Tracing | None = None  # None: no spans are exported
 
 
 def load_mesh_config(path: Path | None = None) -> MeshConfig:

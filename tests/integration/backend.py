@@ -121,7 +121,8 @@ class Backend:
             self.failed += 1
             return int(self.mode["status"]), {"name": self.name, "failed": True}
         return 200, {"name": self.name, "path": path, "method": request.method.decode(),
-                     "client_id": headers.get(CLIENT_ID_HEADER), "body_bytes": len(body)}
+                     "client_id": headers.get(CLIENT_ID_HEADER), "body_bytes": len(body),
+                     "traceparent": headers.get("traceparent")}
 
 
 async def main() -> None:

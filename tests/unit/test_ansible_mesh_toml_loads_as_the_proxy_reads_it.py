@@ -18,7 +18,7 @@ def render(tmp_path: Path, **variables: object) -> Path:
     defaults = {
         "ansible_managed": "Ansible managed", "vmesh_trust_domain": "vmesh.local",
         "vmesh_identity_url": "https://198.18.0.1:8443", "vmesh_discovery_interfaces": [],
-        "vmesh_discovery_consul_url": "http://127.0.0.1:8500",
+        "vmesh_discovery_consul_url": "http://127.0.0.1:8500", "vmesh_tracing_otlp_endpoint": "",
     }
     text = environment.from_string(TEMPLATE.read_text()).render({**defaults, **variables})
     path = tmp_path / "mesh.toml"
@@ -39,3 +39,12 @@ def test_interfaces_and_consul_agent_reach_the_discovery_table(tmp_path: Path) -
     assert mesh.discovery is not None
     assert mesh.discovery.interfaces == ("198.18.0.2",)
     assert mesh.discovery.consul_url == "http://127.0.0.1:8500"
+
+
+def test_a_tracing_endpoint_reaches_the_tracing_table_and_none_means_no_table(
+        tmp_path: Path) -> None:
+    endpoint = "http://198.18.0.9:4318/v1/traces"
+    traced = load_mesh_config(render(tmp_path, vmesh_discovery_backend="mdns",
+                                     vmesh_tracing_otlp_endpoint=endpoint))
+    assert traced.tracing is not None and traced.tracing.otlp_endpoint == endpoint
+    assert load_mesh_config(render(tmp_path, vmesh_discovery_backend="mdns")).tracing is None

@@ -48,3 +48,10 @@ def test_bad_mesh_toml_names_file_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         load_mesh_config(path)
     assert f"{path}:3: discovery.backend" in str(caught.value)
+
+
+def test_a_tracing_endpoint_that_is_not_a_url_names_file_line_and_key(tmp_path: Path) -> None:
+    path = mesh_toml(tmp_path, '[tracing]\notlp_endpoint = "collector:4318"\n')
+    with pytest.raises(UserError) as caught:
+        load_mesh_config(path)
+    assert f"{path}:2: tracing.otlp_endpoint: 'collector:4318' is not a URL" in str(caught.value)

@@ -1,0 +1,130 @@
+"""Spans of sampled traces, exported to an OpenTelemetry collector or Jaeger over OTLP/HTTP.
+
+Each request event that carries a span (`proxy.tracecontext`) becomes one OTLP
+span: a CLIENT span at the caller's proxy, a SERVER span at the callee's, with
+the request's method, path, status, route and both identities as attributes.
+Spans wait in a bounded queue and leave in batches (JSON, `POST /v1/traces`)
+off the request path: a collector that is slow or down costs dropped spans,
+counted and logged once per outage, never a slower request.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import httpx
+
+from proxy.events import RequestEvent
+
+log = logging.getLogger("vmesh.proxy.tracing")
+
+MAX_QUEUED = 2048  # spans waiting to leave; more are dropped
+BATCH = 512  # spans per request to the collector
+FLUSH_INTERVAL_S = 1.0
+POST_TIMEOUT_S = 5.0
+
+_CLIENT, _SERVER = 3, 2  # OTLP SpanKind
+_STATUS_ERROR = 2  # OTLP StatusCode
+
+
+def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}  # int64 is a string in JSON
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def span(event: RequestEvent) -> dict[str, Any]:
+    """The OTLP/JSON span of a request event that has one (ids hex, times in ns as strings)."""
+    start_ns = round(event.ts * 1e6) * 1000  # a float of epoch seconds holds microseconds
+    failed = event.error is not None or event.status is None or event.status >= 500
+    attributes = [
+        _attribute("http.request.method", event.method),
+        _attribute("url.path", event.path),
+        _attribute("server.address", event.authority),
+        _attribute("http.response.status_code", event.status),
+        _attribute("error.type", event.error.split(":", 1)[0] if event.error else None),
+        _attribute("vmesh.direction", event.direction),
+        _attribute("vmesh.route", event.route),
+        _attribute("vmesh.dst_service", event.dst_service),
+        _attribute("vmesh.dst_instance", event.dst_instance),
+        _attribute("vmesh.client_id", event.src_id),
+        _attribute("vmesh.server_id", event.dst_id),
+        _attribute("vmesh.retries", event.retries or None),
+    ]
+    return {
+        "traceId": event.trace_id,
+        "spanId": event.span_id,
+        "parentSpanId": event.parent_span_id,
+        "name": f"{event.method} {event.dst_service or '-'}",
+        "kind": _CLIENT if event.direction == "outbound" else _SERVER,
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(start_ns + round(event.latency_ms * 1e6)),
+        "attributes": [a for a in attributes if a is not None],
+        "status": {"code": _STATUS_ERROR} if failed else {},
+    }
+
+
+class SpanExporter:
+    """An EventBus subscriber that sends the spans of its events to `endpoint` in batches."""
+
+    def __init__(self, endpoint: str, resource: dict[str, str]) -> None:
+        self.endpoint = endpoint
+        self._resource = {"attributes": [_attribute(k, v) for k, v in resource.items() if v]}
+        self._queue: deque[dict[str, Any]] = deque()
+        self._full = asyncio.Event()
+        self.sent = 0
+        self.dropped = 0
+        self._failing = False
+
+    def observe(self, event: RequestEvent) -> None:
+        if event.span_id is None:
+            return
+        if len(self._queue) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self._queue.append(span(event))
+        if len(self._queue) >= BATCH:
+            self._full.set()
+
+    async def run(self) -> None:
+        """Send what is queued every `FLUSH_INTERVAL_S`, or as soon as a batch is full."""
+        async with httpx.AsyncClient(timeout=POST_TIMEOUT_S) as client:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), FLUSH_INTERVAL_S)
+                self._full.clear()
+                await self._send_all(client)
+
+    async def aclose(self) -> None:
+        """Send the spans still queued (a stopping proxy's last requests), within a timeout."""
+        async with httpx.AsyncClient(timeout=POST_TIMEOUT_S) as client:
+            await self._send_all(client)
+
+    async def _send_all(self, client: httpx.AsyncClient) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+            body = {"resourceSpans": [{
+                "resource": self._resource,
+                "scopeSpans": [{"scope": {"name": "vmesh-proxy"}, "spans": batch}],
+            }]}
+            try:
+                answer = await client.post(self.endpoint, json=body)
+                answer.raise_for_status()
+            except httpx.HTTPError as exc:
+                self.dropped += len(batch)
+                if not self._failing:  # once per outage, not once per batch
+                    log.warning("trace collector refused spans; dropping them until it answers",
+                                extra={"event": "tracing_export_failed",
+                                       "endpoint": self.endpoint, "detail": str(exc)})
+                self._failing = True
+                return
+            self.sent += len(batch)
+            if self._failing:
+                log.info("trace collector answers again",
+                         extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,
+                                "dropped": self.dropped})
+            self._failing = False

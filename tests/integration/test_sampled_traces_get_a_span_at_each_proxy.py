@@ -1,0 +1,84 @@
+"""A request that carries a sampled W3C trace gets a span at each proxy it crosses, exported
+over OTLP/HTTP (to tests/otlp_receiver.py, which keeps the collector's contract): the
+caller's proxy a CLIENT span, the callee's a SERVER span under it, and the app is handed a
+`traceparent` whose parent is the callee proxy's span."""
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.integration.mesh import Mesh, wait_until
+from tests.integration.processes import start_backend
+from tests.otlp_receiver import OtlpReceiver
+from tests.support import free_port, require_tool
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+UNSAMPLED = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "00f067aa0ba902b7"  # the app's span that made the request
+
+
+def _get(curl: str, url: str, traceparent: str) -> dict:
+    result = subprocess.run([curl, "-sS", "-H", "Host: web", "-H", f"traceparent: {traceparent}",
+                             url], capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(result.stdout)
+
+
+def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    receiver = OtlpReceiver().start()
+    mesh = Mesh(tmp_path)
+    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
+    tracing = f'[tracing]\notlp_endpoint = "{receiver.endpoint}"\n'
+    mesh_toml.write_text(mesh_toml.read_text() + tracing)
+    backend = start_backend("web")
+    try:
+        mesh.start_proxy("web", backend.port)
+        front = mesh.start_proxy("front", 1)
+        url = f"http://{front.outbound}/items/7"
+        unsampled = _get(curl, url, f"00-{UNSAMPLED}-{PARENT}-00")
+        assert unsampled["traceparent"] == f"00-{UNSAMPLED}-{PARENT}-00"  # forwarded untouched
+        answer = _get(curl, url, f"00-{TRACE}-{PARENT}-01")
+
+        wait_until(lambda: len(receiver.of_trace(TRACE)) == 2, within=20,
+                   what="a span from each proxy")
+        spans = {s["resource"]["service.name"]: s for s in receiver.of_trace(TRACE)}
+        client, server = spans["front"], spans["web"]
+        assert (client["kind"], client["parentSpanId"]) == (3, PARENT)
+        assert (server["kind"], server["parentSpanId"]) == (2, client["spanId"])
+        assert answer["traceparent"] == f"00-{TRACE}-{server['spanId']}-01"
+        for span in (client, server):
+            attributes = {a["key"]: a["value"] for a in span["attributes"]}
+            assert attributes["http.response.status_code"] == {"intValue": "200"}
+            assert attributes["url.path"] == {"stringValue": "/items/7"}
+            assert attributes["vmesh.dst_service"] == {"stringValue": "web"}
+            assert int(span["startTimeUnixNano"]) < int(span["endTimeUnixNano"])
+        assert int(client["startTimeUnixNano"]) <= int(server["startTimeUnixNano"])
+        assert int(server["endTimeUnixNano"]) <= int(client["endTimeUnixNano"])
+        assert client["resource"]["service.instance.id"] == "front-2"
+        # the unsampled request went first through the same exporters: it made no span
+        assert receiver.of_trace(UNSAMPLED) == []
+    finally:
+        mesh.stop()
+        backend.stop()
+        receiver.stop()
+
+
+def test_a_collector_that_is_down_costs_spans_not_requests(tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    mesh = Mesh(tmp_path)
+    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
+    nobody = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens there
+    mesh_toml.write_text(mesh_toml.read_text() + f'[tracing]\notlp_endpoint = "{nobody}"\n')
+    backend = start_backend("web")
+    try:
+        mesh.start_proxy("web", backend.port)
+        front = mesh.start_proxy("front", 1)
+        url = f"http://{front.outbound}/items/7"
+        for _ in range(3):
+            assert _get(curl, url, f"00-{TRACE}-{PARENT}-01")["name"] == "web"
+        failed = front.wait_for_log(lambda r: r.get("event") == "tracing_export_failed")
+        assert failed["endpoint"] == nobody
+        assert _get(curl, url, f"00-{TRACE}-{PARENT}-01")["name"] == "web"
+    finally:
+        mesh.stop()
+        backend.stop()

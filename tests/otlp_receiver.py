@@ -1,0 +1,79 @@
+"""An OTLP/HTTP trace receiver on a real loopback socket, as a collector or Jaeger serves it.
+
+Jaeger and the OpenTelemetry collector are not packaged for Debian, so tests send spans
+here. It keeps the OTLP/HTTP contract for JSON: `POST /v1/traces` with
+`Content-Type: application/json` and an `ExportTraceServiceRequest` body
+(`resourceSpans` > `scopeSpans` > `spans`) answers 200 with an empty
+`ExportTraceServiceResponse`; another path is 404, another media type 415, a
+body that is not that JSON 400.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class OtlpReceiver:
+    """Keeps every span received, with the resource attributes of its batch."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []  # each span, plus "resource": {key: value}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
+
+    def start(self) -> "OtlpReceiver":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [s for s in self.spans if s["traceId"] == trace_id]
+
+    def _keep(self, body: dict[str, Any]) -> None:
+        received = []
+        for resource_spans in body["resourceSpans"]:
+            resource = {a["key"]: next(iter(a["value"].values()))
+                        for a in resource_spans["resource"]["attributes"]}
+            for scope_spans in resource_spans["scopeSpans"]:
+                received += [{**s, "resource": resource} for s in scope_spans["spans"]]
+        with self._lock:
+            self.spans += received
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path != "/v1/traces":
+                    return self._answer(404, {})
+                if self.headers.get("content-type", "").split(";")[0] != "application/json":
+                    return self._answer(415, {})
+                try:
+                    receiver._keep(json.loads(body))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    return self._answer(400, {"message": "not an ExportTraceServiceRequest"})
+                return self._answer(200, {})
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler

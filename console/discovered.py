@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # for the annotations only: both are imported where they are 
     from vm_mesh.discovery.mdns import MdnsDiscovery
 
 BROWSE_WINDOW_S = 1.5  # mDNS answers trickle in: the first listing waits this long
+RESOLVE_WAIT_S = 3.0  # and then this long at most for the instances seen to resolve
 CONSUL_TIMEOUT_S = 3.0  # each HTTP call to the agent
 
 
@@ -70,7 +71,8 @@ class MdnsAdmins:
     """Every vmesh instance announced over mDNS (`_vmesh._tcp.local.`), of any service.
 
     The browser starts on the first call and keeps following announcements and
-    goodbyes; the first call waits `browse_window_s` for the answers to arrive.
+    goodbyes; the first call waits `browse_window_s` for the answers to arrive, and
+    each call waits for the instances already announced to resolve.
     """
 
     def __init__(self, interfaces: Sequence[str] = (),
@@ -94,6 +96,7 @@ class MdnsAdmins:
         left = self._browsing_since + self._browse_window_s - time.monotonic()
         if left > 0:
             await asyncio.sleep(left)
+        await self._mdns.resolving(RESOLVE_WAIT_S)  # an instance seen is listed, not left out
         return _admin_sources(self._mdns.instances(), "mdns")
 
     async def aclose(self) -> None:

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.integration.mesh import Mesh
 from tests.integration.processes import start_backend
@@ -77,20 +76,20 @@ def _refused_handshake(port: int) -> None:
             pass  # refused during or right after the handshake
 
 
-@pytest.fixture
-def mesh(tmp_path: Path):
+def test_every_panel_reads_the_proxies_and_the_golden_ones_show_the_traffic(
+    tmp_path: Path,
+) -> None:
     mesh = Mesh(tmp_path)
     backend = start_backend("web")
-    yield mesh, backend
-    mesh.stop()
-    backend.stop()
+    try:
+        _panels_show_the_mesh(mesh, backend.port, tmp_path)
+    finally:
+        mesh.stop()
+        backend.stop()
 
 
-def test_every_panel_reads_the_proxies_and_the_golden_ones_show_the_traffic(
-    mesh, tmp_path: Path
-) -> None:
-    mesh, backend = mesh
-    web = mesh.start_proxy("web", backend.port)
+def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
+    web = mesh.start_proxy("web", app_port)
     front = mesh.start_proxy("front", 1)
     scraper = mesh.issue("prometheus", directory=tmp_path / "scraper", kind="operator")
     config = tmp_path / "prometheus.yml"

@@ -292,6 +292,12 @@ class MdnsDiscovery:
             )
             self._liveness = asyncio.create_task(self._keep_alive())
 
+    async def resolving(self, within: float) -> None:
+        """Wait, `within` seconds at most, for the instances announced but not resolved yet
+        (their records come in answers of their own, later under load)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
     def instances(self) -> tuple[Instance, ...]:
         """Every instance of any service seen so far and not silent (for the console)."""
         return tuple(sorted((i for name, i in self._known.items() if name not in self._silent),

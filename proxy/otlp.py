@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 
 from proxy.events import RequestEvent
+from proxy.metrics import error_reason
+from proxy.stats import is_success
 
 log = logging.getLogger("vmesh.proxy.tracing")
 
@@ -40,13 +42,12 @@ def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
 def span(event: RequestEvent) -> dict[str, Any]:
     """The OTLP/JSON span of a request event that has one (ids hex, times in ns as strings)."""
     start_ns = round(event.ts * 1e6) * 1000  # a float of epoch seconds holds microseconds
-    failed = event.error is not None or event.status is None or event.status >= 500
     attributes = [
         _attribute("http.request.method", event.method),
         _attribute("url.path", event.path),
         _attribute("server.address", event.authority),
         _attribute("http.response.status_code", event.status),
-        _attribute("error.type", event.error.split(":", 1)[0] if event.error else None),
+        _attribute("error.type", error_reason(event.error)),
         _attribute("vmesh.direction", event.direction),
         _attribute("vmesh.route", event.route),
         _attribute("vmesh.dst_service", event.dst_service),
@@ -64,7 +65,7 @@ def span(event: RequestEvent) -> dict[str, Any]:
         "startTimeUnixNano": str(start_ns),
         "endTimeUnixNano": str(start_ns + round(event.latency_ms * 1e6)),
         "attributes": [a for a in attributes if a is not None],
-        "status": {"code": _STATUS_ERROR} if failed else {},
+        "status": {} if is_success(event) else {"code": _STATUS_ERROR},
     }
 
 
@@ -76,7 +77,6 @@ class SpanExporter:
         self._resource = {"attributes": [_attribute(k, v) for k, v in resource.items() if v]}
         self._queue: deque[dict[str, Any]] = deque()
         self._full = asyncio.Event()
-        self.sent = 0
         self.dropped = 0
         self._failing = False
 
@@ -122,7 +122,6 @@ class SpanExporter:
                                        "endpoint": self.endpoint, "detail": str(exc)})
                 self._failing = True
                 return
-            self.sent += len(batch)
             if self._failing:
                 log.info("trace collector answers again",
                          extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,

@@ -439,13 +439,14 @@ class HostsView(View):
 
     def compose(self) -> ComposeResult:
         yield Bar("proxy processes on this host", classes="viewbar")
-        yield _table(("PID", 8), ("SERVICE", 14), ("CPU%", 6), ("RSS", 10), ("THREADS", 7),
-                     ("UPTIME", 10))
+        yield _table(("PID", 7), ("SERVICE", 12), ("INSTANCE", 14), ("CPU%", 6), ("RSS", 9),
+                     ("THREADS", 7), ("UPTIME", 8))
 
     def refresh_from(self, data: MeshData) -> None:
         rows: list[Row] = [
-            (str(p.pid), (str(p.pid), p.service, f"{p.cpu_percent:.1f}", fmt.size(p.rss_bytes),
-                          str(p.threads), format_span(timedelta(seconds=p.uptime_s))))
+            (str(p.pid), (str(p.pid), p.service, p.instance or "?", f"{p.cpu_percent:.1f}",
+                          fmt.size(p.rss_bytes), str(p.threads),
+                          format_span(timedelta(seconds=p.uptime_s))))
             for p in self.processes
         ]
         sync_table(self.query_one(DataTable), rows)

@@ -9,8 +9,9 @@ def root() -> Path:
     return Path(os.environ.get("VMESH_ROOT", "/"))
 
 
-def etc_dir() -> Path:
-    return root() / "etc" / "vmesh"
+def etc_dir(under: Path | None = None) -> Path:
+    """`/etc/vmesh` under VMESH_ROOT, or under `under` (another process's root)."""
+    return (under or root()) / "etc" / "vmesh"
 
 
 def mesh_config() -> Path:
@@ -18,9 +19,10 @@ def mesh_config() -> Path:
     return etc_dir() / "mesh.toml"
 
 
-def service_config(service: str) -> Path:
-    """The per-service configuration file read by `vmesh proxy run <service>`."""
-    return etc_dir() / "services" / f"{service}.toml"
+def service_config(service: str, under: Path | None = None) -> Path:
+    """The per-service configuration file read by `vmesh proxy run <service>` (under
+    VMESH_ROOT, or under `under`)."""
+    return etc_dir(under) / "services" / f"{service}.toml"
 
 
 def policy_dir() -> Path:

@@ -4,6 +4,7 @@ The mesh and its traffic are the `mesh` and `traffic` fixtures of conftest.
 """
 
 import contextlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,18 +149,28 @@ async def test_logs_follow_real_proxies_filtered_by_service_level_and_search(
         assert "reason=tls.handshake_failed" in line
 
 
-async def test_hosts_shows_the_real_proxy_processes(mesh: Mesh) -> None:
-    console = ConsoleApp(default_sources(), first_view="hosts")
-    ours = {str(p.proc.pid): p.service for p in mesh.proxies}
-    async with console.run_test(size=(80, 24)) as pilot:
-        def rows() -> dict[str, list[str]]:
-            return {r[0]: r for r in table_rows(table(console)) if r[0] in ours}
+async def test_hosts_shows_the_real_proxy_processes_and_their_instances(
+        mesh: Mesh, vmesh_root: Path) -> None:
+    # a second instance of api under a root of its own, as each "host" of the demo has
+    elsewhere = Mesh(vmesh_root.with_name(vmesh_root.name + "-b"))
+    try:
+        other_api = elsewhere.start_proxy("api", 1, instance_id="api-elsewhere")
+        console = ConsoleApp(default_sources(), first_view="hosts")
+        ours = {str(p.proc.pid): (p.service, f"{p.service}-{n}")
+                for n, p in enumerate(mesh.proxies, start=1)}
+        ours[str(other_api.proc.pid)] = ("api", "api-elsewhere")
+        async with console.run_test(size=(80, 24)) as pilot:
+            def rows() -> dict[str, list[str]]:
+                return {r[0]: r for r in table_rows(table(console)) if r[0] in ours}
 
-        await until(pilot, lambda: len(rows()) == 3, "the three proxy processes")
-        for pid, row in rows().items():
-            assert row[1] == ours[pid]
-            assert float(row[2]) >= 0 and row[3].endswith("MiB") and int(row[4]) >= 1
-            assert row[5][-1] in "sm"  # started by this test: seconds or minutes ago
+            await until(pilot, lambda: len(rows()) == 4, "the four proxy processes")
+            for pid, row in rows().items():
+                assert (row[1], row[2]) == ours[pid]
+                assert float(row[3]) >= 0 and row[4].endswith("MiB") and int(row[5]) >= 1
+                assert row[6][-1] in "sm"  # started by this test: seconds or minutes ago
+    finally:
+        elsewhere.stop()
+        shutil.rmtree(elsewhere.root, ignore_errors=True)
 
 
 @contextlib.contextmanager

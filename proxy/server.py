@@ -8,7 +8,6 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from proxy.acceptor import Acceptor
 from proxy.admin import AdminServer
@@ -16,6 +15,7 @@ from proxy.context import ProxyContext
 from proxy.handover import InheritedListeners, notify_ready
 from proxy.inbound import InboundProxy
 from proxy.outbound import OutboundProxy
+from proxy.span_export import SpanExport
 from proxy.state import RunningProxyState
 from proxy.tcp import TcpUpstreamListener
 from proxy.tls import TlsMaterial
@@ -23,8 +23,6 @@ from vm_mesh import __version__, paths
 from vm_mesh.config import (
     DiscoveryChoice,
     LoadedConfig,
-    ServiceConfig,
-    Tracing,
     effective_discovery,
     load_mesh_config,
     load_service_config,
@@ -33,9 +31,6 @@ from vm_mesh.discovery.base import Discovery, Instance
 from vm_mesh.errors import UserError
 from vm_mesh.policy.files import PolicyInvalid
 from vm_mesh.policy.store import PolicyStore
-
-if TYPE_CHECKING:  # imported when tracing is on: httpx is not loaded by a proxy without it
-    from proxy.otlp import SpanExporter
 
 log = logging.getLogger("vmesh.proxy")
 
@@ -86,21 +81,6 @@ def local_address(listen: str) -> str:
     return "::1" if host == "::" else host
 
 
-def _span_exporter(tracing: Tracing | None, config: ServiceConfig) -> "SpanExporter | None":
-    """The exporter of this proxy's spans, when mesh.toml names a collector."""
-    if tracing is None:
-        return None
-    from proxy.otlp import SpanExporter
-
-    log.info("exporting the spans of sampled traces",
-             extra={"event": "tracing_enabled", "endpoint": tracing.otlp_endpoint})
-    return SpanExporter(tracing.otlp_endpoint, {
-        "service.name": config.service,
-        "service.instance.id": config.instance,
-        "service.version": config.version,
-    })
-
-
 class ProxyServer:
     """One proxy: started by `start()`, stopped by `drain()`."""
 
@@ -128,9 +108,12 @@ class ProxyServer:
             instance_id=config.instance,
             version=config.version or __version__,
         )
-        self.spans = _span_exporter(load_mesh_config().tracing, config)
-        if self.spans is not None:
-            self.ctx.bus.subscribe(self.spans.observe)
+        self._tracing = load_mesh_config().tracing  # applied once the loop runs, in start()
+        self.spans = SpanExport(self.ctx.bus, {
+            "service.name": config.service,
+            "service.instance.id": config.instance,
+            "service.version": config.version,
+        })
         self.inbound = InboundProxy(self.ctx)
         self.outbound = OutboundProxy(self.ctx)
         self._servers: list[asyncio.Server | Acceptor] = []
@@ -184,8 +167,7 @@ class ProxyServer:
         ]
         if self.discovery.settings.backend == "consul":
             self._tasks.append(asyncio.create_task(self._watch_consul_policy()))
-        if self.spans is not None:
-            self._tasks.append(asyncio.create_task(self.spans.run()))
+        self.spans.apply(self._tracing)
         if config.identity_url:
             from identity.renewer import Renewer
 
@@ -229,12 +211,22 @@ class ProxyServer:
                     wait=settings.wait)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the service file, policy and certificates (the endpoints file is
-        watched anyway)."""
+        """SIGHUP: re-read the service file, mesh.toml's tracing, policy and certificates
+        (the endpoints file is watched anyway)."""
         log.info("reload requested (SIGHUP)")
         self._reload_service_config()
+        self._reload_tracing()
         self.ctx.policy.reload("sighup")
         self.ctx.tls.reload()
+
+    def _reload_tracing(self) -> None:
+        """Apply mesh.toml's `[tracing]` again; a file that does not load keeps it as it is."""
+        try:
+            self.spans.apply(load_mesh_config().tracing)
+        except UserError as exc:
+            log.error("mesh.toml not reloaded; tracing stays as it is",
+                      extra={"event": "config_reload_failed", "reason": "config.invalid",
+                             "detail": str(exc)})
 
     def _reload_service_config(self) -> None:
         """Apply the live-changeable parts (timeouts) of the service file; a file that does
@@ -318,8 +310,7 @@ class ProxyServer:
         await self.ctx.discovery.close(withdraw=leave_discovery)
         await self.ctx.close()
         self.ctx.bus.flush()  # the access log lines (and spans) of the last requests
-        if self.spans is not None:
-            await self.spans.aclose()
+        await self.spans.close()
         log.info("stopped")
 
 

@@ -4,6 +4,7 @@ caller's proxy a CLIENT span, the callee's a SERVER span under it, and the app i
 `traceparent` whose parent is the callee proxy's span."""
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -82,3 +83,60 @@ def test_a_collector_that_is_down_costs_spans_not_requests(tmp_path: Path) -> No
     finally:
         mesh.stop()
         backend.stop()
+
+
+def test_sighup_starts_moves_and_stops_the_export_and_a_bad_file_changes_nothing(
+        tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    first, second = OtlpReceiver().start(), OtlpReceiver().start()
+    mesh = Mesh(tmp_path)
+    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
+    untraced = mesh_toml.read_text()
+    backend = start_backend("web")
+
+    def reload(text: str, event: str) -> dict:
+        """Write mesh.toml, SIGHUP the front proxy, and return its log line of `event`."""
+        mesh_toml.write_text(text)
+        seen = len(front.logs)
+        front.proc.send_signal(signal.SIGHUP)
+        return front.wait_for_log(lambda r: r in front.logs[seen:] and r.get("event") == event)
+
+    def traced(trace_id: str) -> None:
+        assert _get(curl, url, f"00-{trace_id}-{PARENT}-01")["name"] == "web"
+
+    try:
+        mesh.start_proxy("web", backend.port)
+        front = mesh.start_proxy("front", 1)
+        url = f"http://{front.outbound}/items/7"
+        traced("1" * 32)  # no [tracing] yet: no span anywhere
+
+        enabled = reload(untraced + f'[tracing]\notlp_endpoint = "{first.endpoint}"\n',
+                         "tracing_enabled")
+        assert enabled["endpoint"] == first.endpoint
+        traced("2" * 32)
+        wait_until(lambda: len(first.of_trace("2" * 32)) == 1, within=20, what="a span")
+
+        failed = reload(untraced + "[tracing]\notlp_endpoint = 4318\n", "config_reload_failed")
+        assert "mesh.toml:" in failed["detail"] and "otlp_endpoint" in failed["detail"]
+        traced("3" * 32)  # the collector in force still gets the spans
+        wait_until(lambda: len(first.of_trace("3" * 32)) == 1, within=20, what="a span")
+
+        moved = reload(untraced + f'[tracing]\notlp_endpoint = "{second.endpoint}"\n',
+                       "tracing_enabled")
+        assert moved["endpoint"] == second.endpoint
+        traced("4" * 32)
+        wait_until(lambda: len(second.of_trace("4" * 32)) == 1, within=20, what="a span")
+
+        reload(untraced, "tracing_disabled")
+        traced("5" * 32)
+        traced("6" * 32)
+        # the proxy stops, sending every span it still holds: none of the last two
+        mesh.stop()
+        assert first.of_trace("1" * 32) == second.of_trace("1" * 32) == []
+        assert first.of_trace("4" * 32) == second.of_trace("2" * 32) == []
+        assert [r.of_trace(t * 32) for r in (first, second) for t in "56"] == [[]] * 4
+    finally:
+        mesh.stop()
+        backend.stop()
+        first.stop()
+        second.stop()

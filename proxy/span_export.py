@@ -1,0 +1,77 @@
+"""A proxy's span export as mesh.toml's `[tracing]` says, switched live on SIGHUP.
+
+`apply` starts exporting to a collector, moves to another, or stops; spans
+already queued for the collector it leaves are still sent there (the requests
+they describe ran under that config). The OTLP exporter, and httpx with it, is
+imported only once a collector is named.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from proxy.events import EventBus
+from vm_mesh.config import Tracing
+
+if TYPE_CHECKING:
+    from proxy.otlp import SpanExporter
+
+log = logging.getLogger("vmesh.proxy.tracing")
+
+
+class SpanExport:
+    """The exporter in force (if any), subscribed to the proxy's request events."""
+
+    def __init__(self, bus: EventBus, resource: dict[str, str]) -> None:
+        self._bus = bus
+        self._resource = resource  # service.name and the like, on every batch
+        self.exporter: SpanExporter | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # exporters sending their last spans
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.exporter.endpoint if self.exporter is not None else None
+
+    def apply(self, tracing: Tracing | None) -> None:
+        """Export to `tracing`'s collector from now on (None: stop exporting)."""
+        endpoint = tracing.otlp_endpoint if tracing is not None else None
+        if endpoint == self.endpoint:
+            return
+        if self.exporter is not None:
+            retiring = asyncio.create_task(self._retire())
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+        if endpoint is None:
+            log.info("no longer exporting spans", extra={"event": "tracing_disabled"})
+            return
+        from proxy.otlp import SpanExporter
+
+        log.info("exporting the spans of sampled traces",
+                 extra={"event": "tracing_enabled", "endpoint": endpoint})
+        exporter = self.exporter = SpanExporter(endpoint, self._resource)
+        self._unsubscribe = self._bus.subscribe(exporter.observe)
+        self._task = asyncio.create_task(exporter.run())
+
+    async def close(self) -> None:
+        """Send every span still queued (a stopping proxy's last requests), then stop."""
+        if self.exporter is not None:
+            await self._retire()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def _retire(self) -> Coroutine[Any, Any, None]:
+        """Detach the exporter in force from the events now; the coroutine returned stops
+        its loop and sends what it has queued."""
+        exporter, task, unsubscribe = self.exporter, self._task, self._unsubscribe
+        assert exporter is not None and task is not None and unsubscribe is not None
+        self.exporter = self._task = self._unsubscribe = None
+        unsubscribe()
+        task.cancel()
+        return _send_the_rest(exporter, task)
+
+
+async def _send_the_rest(exporter: "SpanExporter", task: "asyncio.Task[None]") -> None:
+    await asyncio.gather(task, return_exceptions=True)
+    await exporter.aclose()

@@ -17,15 +17,17 @@ from typing import Any
 class OtlpReceiver:
     """Keeps every span received, with the resource attributes of its batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        """Listen on `address` (a free port), loopback unless test hosts must reach it."""
         self.spans: list[dict[str, Any]] = []  # each span, plus "resource": {key: value}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((address, 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1/traces"
 
     def start(self) -> "OtlpReceiver":
         self._thread.start()

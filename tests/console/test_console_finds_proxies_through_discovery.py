@@ -209,11 +209,11 @@ def test_prometheus_scrapes_every_proxy_that_vmesh_targets_lists(over_mdns: TwoP
         name: [address] for name, address in names.items()}
     assert {groups[name]["labels"]["vmesh_discovery"] for name in names} == {"mdns"}
 
-    # the documented config, its paths moved here: the operator certificate of `vmesh identity
-    # operator` (made by the fixture), the targets file and the alerting rules
+    # the documented config, its paths moved here: for cert-helper's certificate the operator
+    # one the fixture made (any mesh identity reads /metrics), the targets file and the rules
     config = yaml.safe_load(
         (DOCS / "prometheus.yml").read_text()
-        .replace("/var/lib/vmesh/operator", str(paths.state_dir("operator")))
+        .replace("/var/lib/prometheus/vmesh", str(paths.state_dir("operator")))
         .replace("/etc/prometheus/vmesh-targets.json", str(targets))
         .replace("/etc/prometheus/vmesh-alerts.yml", str(DOCS / "vmesh-alerts.yml")))
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}

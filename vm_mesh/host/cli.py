@@ -1,6 +1,8 @@
 """Host lifecycle commands: `vmesh systemd render`, `vmesh run`, `vmesh join`."""
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from vm_mesh import paths
@@ -73,6 +75,20 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                       help="write the file and the certificate, but do not start the proxy")
     join.set_defaults(handler=_join)
 
+    helper = add_command(commands, "cert-helper", "Keep a mesh certificate renewed for a "
+                         "program no proxy fronts (Prometheus scraping the proxies, say).")
+    helper.add_argument("name", help="the identity: spiffe://<trust domain>/svc/NAME")
+    helper.add_argument("--identity", required=True, metavar="URL",
+                        help="the identity service, e.g. https://ca.example:8443")
+    helper.add_argument("--token", default=None, help="a one-time join token for NAME "
+                        "(`vmesh identity token create`), needed when DIR holds no valid leaf")
+    helper.add_argument("--dir", type=Path, default=None, metavar="DIR",
+                        help="where cert.pem, key.pem and bundle.pem are kept (default: "
+                        "/var/lib/vmesh/NAME); run the helper as the user that reads them")
+    helper.add_argument("--host", default=None,
+                        help="the host name the token was made for (default: this host's name)")
+    helper.set_defaults(handler=_cert_helper)
+
 
 def _render(args: argparse.Namespace) -> int:
     from vm_mesh.systemd import UnitSettings, write_units
@@ -121,10 +137,7 @@ def _join(args: argparse.Namespace) -> int:
     import socket
     import subprocess
 
-    import httpx
-
-    from identity.client import IdentityRefused, obtain
-    from identity.errors import Rejection
+    from identity.client import obtain
     from vm_mesh.host.join import JoinRequest, write_mesh_discovery, write_service_file
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
@@ -145,17 +158,9 @@ def _join(args: argparse.Namespace) -> int:
             print(f"wrote the [discovery] table of {mesh_path}")
         print(f"wrote {path}")
     host = args.host or socket.gethostname()
-    try:
+    with _joining(args.identity):
         leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
                                   directory=paths.state_dir(args.service)))
-    except Rejection as exc:  # the token is not even shaped like one
-        raise UserError(f"--token: {exc.reason}: {exc.detail}") from None
-    except IdentityRefused as exc:
-        raise UserError(f"the identity service at {args.identity} refused the join: {exc} "
-                        "(ask for a new token for this host and service)") from None
-    except httpx.HTTPError as exc:
-        raise UserError(f"cannot reach the identity service at {args.identity}: "
-                        f"{exc or type(exc).__name__} (check --identity and the network)") from None
     until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     print(f"certificate for {args.service} valid until {until} in {paths.state_dir(args.service)}")
     if args.no_start:
@@ -169,6 +174,41 @@ def _join(args: argparse.Namespace) -> int:
     print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
     argv = proxy_argv(args.service)
     os.execv(argv[0], argv)
+
+
+@contextlib.contextmanager
+def _joining(url: str) -> Iterator[None]:
+    """Turn the failures of a join (a token traded for a first leaf) into what the user does
+    about them."""
+    import httpx
+
+    from identity.client import IdentityRefused
+    from identity.errors import Rejection
+
+    try:
+        yield
+    except Rejection as exc:  # the token is not even shaped like one
+        raise UserError(f"--token: {exc.reason}: {exc.detail}") from None
+    except IdentityRefused as exc:
+        raise UserError(f"the identity service at {url} refused the join: {exc} "
+                        "(ask for a new token for this host and service)") from None
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the identity service at {url}: "
+                        f"{exc or type(exc).__name__} (check --identity and the network)") from None
+
+
+def _cert_helper(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from vm_mesh.host.certhelper import run_until_stopped
+    from vm_mesh.logs import configure
+
+    configure()
+    directory = args.dir or paths.state_dir(args.name)
+    with _joining(args.identity):
+        return asyncio.run(run_until_stopped(args.identity, args.name, directory, args.token,
+                                             args.host or socket.gethostname()))
 
 
 def _renew(args: argparse.Namespace) -> int:

@@ -1,0 +1,79 @@
+"""`vmesh cert-helper` keeps a mesh leaf renewed for a program no proxy fronts: Prometheus
+scrapes a proxy with it after the helper's first leaf has expired, as a service identity
+that may read /metrics and may not tap. Without a token and a leaf it says what to do."""
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from identity.client import LeafFiles
+from identity.pki import identity_of, new_serial_hex
+from tests.integration.identity_service import REPO, running_identity_service, vmesh
+from tests.integration.mesh import Mesh, wait_until
+from tests.integration.prometheus import query_until, running_prometheus, scrape_config
+from tests.support import follow_json_logs
+
+
+def start_helper(root: Path, *args: str) -> tuple[subprocess.Popen[str], list[dict]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vm_mesh", "cert-helper", *args],
+        cwd=REPO, env={**os.environ, "VMESH_ROOT": str(root)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    logs: list[dict] = []
+    follow_json_logs(proc, logs, lambda record: None)
+    return proc, logs
+
+
+def test_prometheus_scrapes_with_the_renewed_leaf_after_the_first_expired(
+        tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path)
+    scraper = tmp_path / "scraper"
+    with running_identity_service(tmp_path, "--leaf-ttl", "6s") as service:
+        token = vmesh(tmp_path, "identity", "token", "create", "--host", "prom-host",
+                      "--services", "prometheus").stdout.strip()
+        helper, logs = start_helper(tmp_path, "prometheus", "--identity", service.url,
+                                    "--token", token, "--host", "prom-host",
+                                    "--dir", str(scraper))
+        try:
+            api = mesh.start_proxy("api", 1)
+            wait_until(lambda: any(r.get("msg") == "keeping the certificate renewed"
+                                   for r in logs), within=20, what="the helper's first leaf")
+            first = LeafFiles(scraper).leaf()
+            assert str(identity_of(first)) == "spiffe://vmesh.local/svc/prometheus"
+            expired_at = first.not_valid_after_utc.timestamp()
+            wait_until(lambda: time.time() > expired_at + 1, within=20, what="the first leaf's end")
+            renewed = [r for r in logs if r.get("msg") == "certificate renewed"]
+            assert renewed and renewed[-1]["identity"] == "spiffe://vmesh.local/svc/prometheus"
+            assert new_serial_hex(LeafFiles(scraper).leaf()) != new_serial_hex(first)
+
+            admin = f"127.0.0.1:{api.ports['admin']}"
+            config = tmp_path / "prometheus.yml"
+            scrape_config(config, scraper, targets=(admin,))
+            with running_prometheus(config, tmp_path / "tsdb") as query:
+                query_until(query, 'up{job="vmesh"} == 1', bool)
+            # a service identity reads metrics, and is no operator: tap is refused
+            context = ssl.create_default_context(cafile=str(scraper / "bundle.pem"))
+            context.check_hostname = False  # mesh leaves name a SPIFFE ID, not a host
+            context.load_cert_chain(scraper / "cert.pem", scraper / "key.pem")
+            with httpx.Client(verify=context) as client:
+                tapped = client.get(f"https://{admin}/v1/tap")
+            assert tapped.status_code == 403 and "operator" in tapped.text
+        finally:
+            helper.send_signal(signal.SIGTERM)
+            assert helper.wait(timeout=20) == 0
+            mesh.stop()
+
+
+def test_without_a_token_or_a_leaf_it_says_what_to_ask_the_ca_host_for(tmp_path: Path) -> None:
+    result = vmesh(tmp_path, "cert-helper", "prometheus", "--identity", "https://ca:8443",
+                   "--host", "prom-host", check=False)
+    assert result.returncode != 0
+    assert "no valid certificate of prometheus" in result.stderr
+    assert "vmesh identity token create --host prom-host --services prometheus" in result.stderr

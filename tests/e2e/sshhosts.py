@@ -59,6 +59,7 @@ class SshCluster:
     client_key: Path
     known_hosts: Path
     workdir: Path
+    gateway: str  # the bridge's address in the root namespace: where hosts reach the test
 
     def ssh_args(self) -> str:
         """SSH options for Ansible: our key, our known_hosts, strict host key checking."""
@@ -257,7 +258,7 @@ def ssh_cluster(workdir: Path, count: int) -> Iterator[SshCluster]:
 
         known_hosts_file = workdir / "known_hosts"
         known_hosts_file.write_text("\n".join(known_hosts) + "\n")
-        yield SshCluster(hosts, client_key, known_hosts_file, workdir)
+        yield SshCluster(hosts, client_key, known_hosts_file, workdir, str(gateway))
     finally:
         errors = []
         for cleanup in reversed(cleanups):

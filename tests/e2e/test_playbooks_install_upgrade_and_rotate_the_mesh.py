@@ -34,6 +34,7 @@ from tests.e2e.playbooks import (
 from tests.e2e.sshhosts import SshCluster, SshHost
 from tests.integration.mesh import wait_until
 from tests.integration.supervised import admin_get
+from tests.otlp_receiver import OtlpReceiver
 from tests.support import require_tool
 
 pytestmark = pytest.mark.e2e
@@ -186,6 +187,36 @@ def test_a_second_site_run_changes_nothing_and_keeps_the_anchor(mesh: Mesh) -> N
     assert second.returncode == 0, second.output[-4000:]
     assert second.changed() == {name: 0 for name in mesh.hosts}, second.output[-4000:]
     assert anchor.read_bytes() == before
+
+
+def test_a_changed_mesh_toml_reaches_the_running_proxies(mesh: Mesh) -> None:
+    receiver = OtlpReceiver(mesh.cluster.gateway).start()  # the collector, off the hosts
+    trace = secrets.token_hex(16)
+    front = mesh.hosts["host2"]
+    try:
+        traced = mesh.playbook("site.yml", vmesh_tracing_otlp_endpoint=receiver.endpoint)
+        assert traced.returncode == 0, traced.output[-4000:]
+        assert traced.changed()["host2"] > 0
+
+        def traced_request_answered() -> bool:
+            answer = front.run(
+                "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                "-H", f"Host: {mesh.api}", "-H", f"traceparent: 00-{trace}-00f067aa0ba902b7-01",
+                f"http://127.0.0.1:{OUTBOUND_PORT}/hello")
+            return answer.stdout == "200"
+
+        # the new front proxy watches api from its first request on, as after the first run
+        wait_until(traced_request_answered, within=15, what=f"{mesh.api} answering")
+        wait_until(lambda: {s["resource"]["service.name"] for s in receiver.of_trace(trace)}
+                   == {mesh.front, mesh.api}, within=30,
+                   what="spans from front's proxy and the api proxy that answered")
+    finally:
+        restored = mesh.playbook("site.yml")  # the later tests start from the first config
+        receiver.stop()
+    assert restored.returncode == 0, restored.output[-4000:]
+    # handed over again: the later tests' load needs front's proxy watching api, as before
+    wait_until(lambda: get_through_front(mesh)[0] == "200", within=15,
+               what=f"{mesh.api} answering through the front proxy again")
 
 
 def ca_certificates(mesh: Mesh) -> list[dict]:

@@ -107,13 +107,19 @@ class Connection(asyncio.Protocol):
             self._read_paused = True
             self.transport.pause_reading()
         waiter = self._waiter  # _wake(), inline: this runs for every read
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            self._timer.clear()
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            self._timer.clear()
+            if not waiter.done():
+                waiter.set_result(None)
 
     def mark_idle(self) -> None:
         """The connection goes idle: bytes from now on were sent unasked."""
@@ -153,22 +159,26 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return None
 
-    async def wait(self, within: float | None) -> None:
-        """Wait until more bytes (or the end) arrive; TimeoutError after `within` seconds."""
-        if self._eof:
-            return
+    def wait(self, within: float | None) -> "asyncio.Future[None]":
+        """A future done when more bytes (or the end) arrive, failed with TimeoutError after
+        `within` seconds. (A plain method, not a coroutine: it runs twice a request, and the
+        future is all a task needs to await. Whatever completes the future also clears it
+        and its deadline; a task cancelled meanwhile leaves a cancelled one, which the next
+        wait replaces.)"""
         waiter = self._loop.create_future()
+        if self._eof:
+            waiter.set_result(None)
+            return waiter
         self._waiter = waiter
-        if within is not None:
-            self._timer.set(within)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        if within is None:
             self._timer.clear()
+        else:
+            self._timer.set(within)
+        return waiter
 
     def _time_out(self) -> None:
         waiter = self._waiter
+        self._waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())
 

@@ -120,7 +120,8 @@ class RequestHead:
 
 
 class ResponseHead:
-    """Status line and headers of a response."""
+    """Status line and headers of a response (its version is not kept: the proxy answers
+    in HTTP/1.1 whatever the upstream spoke, and asking llhttp for it formats a string)."""
 
     __slots__ = (
         "chunked",
@@ -129,14 +130,12 @@ class ResponseHead:
         "keep_alive",
         "reason",
         "status",
-        "version",
     )
 
     def __init__(
         self,
         status: int,
         reason: bytes,
-        version: str,
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool = True,
         chunked: bool = False,
@@ -144,7 +143,6 @@ class ResponseHead:
     ) -> None:
         self.status = status
         self.reason = reason
-        self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
         self.chunked = chunked
@@ -165,7 +163,12 @@ Event = RequestHead | ResponseHead | bytes | MessageEnd
 
 @dataclass
 class _Collector:
-    """httptools callbacks for one parser; heads and body chunks go to `events`."""
+    """httptools callbacks for one parser; heads and body chunks go to `events`.
+
+    There is no `on_message_begin` (httptools calls only the callbacks a protocol has, and
+    that one would be a Python call per message): what a message gathers is reset once it
+    is handed on, the headers with the head and the rest when the message ends.
+    """
 
     events: deque[Event] = field(default_factory=deque)
     # bytes, not bytearrays: the first (usually only) piece is kept as it came, not copied
@@ -175,11 +178,6 @@ class _Collector:
     header_bytes: int = 0
     # the parser that calls these callbacks, asked for what they do not get (method, status)
     parser: Any = None
-
-    def on_message_begin(self) -> None:
-        self.url = self.reason = b""
-        self.headers = []
-        self.header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url = self.url + url if self.url else url
@@ -297,6 +295,7 @@ class _RequestCallbacks(_Collector):
                 content_length=length,
             )
         )
+        self.headers = []
 
     def on_message_complete(self) -> None:
         # httptools forgets keep-alive once the message is done: read it here
@@ -327,13 +326,14 @@ class _ResponseCallbacks(_Collector):
             ResponseHead(
                 status=status,
                 reason=self.reason,
-                version=parser.get_http_version(),
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),
                 chunked=codings is not None,
                 content_length=length,
             )
         )
+        self.headers = []
+        self.reason = b""
         if self.head_request and status >= 200:
             # a response to HEAD has no body whatever its headers say; llhttp cannot be told,
             # so the message ends here and the reader starts a fresh parser for the next one
@@ -342,6 +342,7 @@ class _ResponseCallbacks(_Collector):
 
     def on_message_complete(self) -> None:
         self.events.append(MessageEnd(self.parser.should_keep_alive()))
+        self.header_bytes = 0
 
 
 class ResponseReader(_Reader):

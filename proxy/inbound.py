@@ -176,7 +176,7 @@ class InboundProxy:
             target = normalize_target(head.target)
         except BadPath as bad_path:
             raise Http1Error(400, bad_path.reason, str(bad_path)) from None
-        head.target = event.path = str(target)
+        head.target = event.path = target.text
         decision = self.authz.check_http(caller, head.method, target, head.headers)
         annotate(event, decision)
         if decision.verdict == "deny":

@@ -34,23 +34,44 @@ class BadPath(ValueError):
 
 
 class Target:
-    """A normalized origin-form target: the path to match and forward, and the raw query.
+    """A normalized origin-form target: the path to match and forward, the raw query, and
+    both as the target to forward (`text`). Immutable, so one may serve many requests.
 
-    (Not a dataclass: one is made per request, and mypyc compiles this `__init__`.)
+    (Not a dataclass: mypyc compiles this `__init__`.)
     """
 
-    __slots__ = ("path", "query")
+    __slots__ = ("path", "query", "text")
 
     def __init__(self, path: str, query: str) -> None:
         self.path: Final = path
         self.query: Final = query
+        self.text: Final = f"{path}?{query}" if query else path
 
     def __str__(self) -> str:
-        return f"{self.path}?{self.query}" if self.query else self.path
+        return self.text
+
+
+# Targets recur (the same few paths, request after request): the last ones normalized are
+# kept, up to `_KEPT` of them, each at most `_KEPT_LENGTH` characters, so the store stays
+# small whatever clients send; it starts afresh when full. Refused targets are not kept.
+_KEPT = 4096
+_KEPT_LENGTH = 256
+_normalized: dict[str, Target] = {}
 
 
 def normalize_target(raw: str) -> Target:
     """Normalize an origin-form request target (`/a/./b?x=1`), or raise BadPath."""
+    target = _normalized.get(raw)
+    if target is None:
+        target = _normalize(raw)
+        if len(raw) <= _KEPT_LENGTH:
+            if len(_normalized) >= _KEPT:
+                _normalized.clear()
+            _normalized[raw] = target
+    return target
+
+
+def _normalize(raw: str) -> Target:
     if not raw.startswith("/"):
         raise BadPath(NOT_ORIGIN_FORM, raw)
     if _NOT_ALLOWED.search(raw):

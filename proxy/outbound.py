@@ -221,7 +221,7 @@ class OutboundProxy:
             target = normalize_target(dest.target)
         except BadPath as bad_path:
             raise Http1Error(400, bad_path.reason, str(bad_path)) from None
-        head.target = event.path = str(target)
+        head.target = event.path = target.text
         if head.has_body:
             body, body_size = await self._body(client, head)
         else:

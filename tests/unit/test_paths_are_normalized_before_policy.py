@@ -66,3 +66,18 @@ def test_normalization_is_idempotent_and_clean(parts: list[str]) -> None:
     segments = target.path.split("/")[1:]
     assert "." not in segments and ".." not in segments
     assert "//" not in target.path and "\\" not in target.path
+
+
+def test_a_target_seen_again_gets_the_same_answer_and_the_kept_ones_stay_bounded() -> None:
+    first = normalize_target("/x/../items/7?q=1")
+    again = normalize_target("/x/../items/7?q=1")
+    assert (again.path, again.query, again.text) == ("/items/7", "q=1", "/items/7?q=1")
+    assert again is first  # kept: normalized once
+    for _ in range(2):  # a refused target is refused each time, never kept
+        with pytest.raises(BadPath):
+            normalize_target("/a%00b")
+    long_target = "/" + "a" * 300
+    assert normalize_target(long_target) is not normalize_target(long_target)
+    for n in range(normalize._KEPT + 10):
+        normalize_target(f"/many/{n}")
+    assert len(normalize._normalized) <= normalize._KEPT

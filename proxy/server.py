@@ -124,6 +124,7 @@ class ProxyServer:
     async def start(self) -> None:
         config = self.ctx.config
         logging.getLogger().addHandler(self.ctx.observability.logs)
+        self.spans.apply(self._tracing)  # before the listeners: every request may have a span
         inherited = InheritedListeners.from_environ()
 
         def where(name: str, address: str) -> tuple[str, int, socket.socket | None]:
@@ -167,7 +168,6 @@ class ProxyServer:
         ]
         if self.discovery.settings.backend == "consul":
             self._tasks.append(asyncio.create_task(self._watch_consul_policy()))
-        self.spans.apply(self._tracing)
         if config.identity_url:
             from identity.renewer import Renewer
 

@@ -271,10 +271,24 @@ def _require_chunked_only(codings: list[bytes] | None) -> None:
                          "only Transfer-Encoding: chunked is supported")
 
 
+# The methods as `str`, so that the common ones cost a lookup rather than a decode per request.
+_METHODS = {
+    name.encode(): name
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+
+
+def _target_text(url: bytes) -> str:
+    """The request target as text; a byte beyond ASCII (refused when the path is normalized)
+    becomes U+FFFD."""
+    return url.decode("ascii") if url.isascii() else url.decode("ascii", "replace")
+
+
 class _RequestCallbacks(_Collector):
     def on_headers_complete(self) -> None:
         parser = self.parser
-        method = parser.get_method().decode()
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode()
         version = parser.get_http_version()
         hosts, codings, length = _framing(self.headers)
         if version == "1.1" and not hosts:
@@ -287,7 +301,7 @@ class _RequestCallbacks(_Collector):
         self.events.append(
             RequestHead(
                 method=method,
-                target=self.url.decode("ascii", "replace"),
+                target=_target_text(self.url),
                 version=version,
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),

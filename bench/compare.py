@@ -136,6 +136,26 @@ def write_service_file(work: Path, name: str, app_port: int, inbound: int, outbo
     )
 
 
+def write_endpoints(work: Path, ports: dict[str, int]) -> None:
+    """The static discovery file: one instance, `<service>-1` on loopback, of each service."""
+    (work / "etc/vmesh/endpoints.toml").write_text("".join(
+        f'[[instance]]\nservice = "{service}"\nid = "{service}-1"\naddress = "127.0.0.1"\n'
+        f"port = {port}\n"
+        for service, port in ports.items()
+    ))
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each, then wait for each (killed after 20 s)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -342,12 +362,7 @@ def main() -> None:
             inbound = inbound_ports[name] = free_port()
             write_service_file(work, name, app_port, inbound, out)
             if name == "web":
-                (work / "etc/vmesh/endpoints.toml").write_text(
-                    f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'
-                    f"port = {inbound}\n"
-                    f'[[instance]]\nservice = "origin"\nid = "origin-1"\naddress = "127.0.0.1"\n'
-                    f"port = {tls_backend_port}\n"
-                )
+                write_endpoints(work, {"web": inbound, "origin": tls_backend_port})
             proc = subprocess.Popen(
                 [sys.executable, "-m", "vm_mesh", "proxy", "run", name],
                 cwd=REPO,
@@ -481,13 +496,7 @@ def main() -> None:
         memory = {"idle_rss_mb": idle_rss, "idle_uss_mb": idle_uss}
         print(json.dumps({"results": results, "rounds": rounds, "ratios": ratios, **memory}))
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -34,7 +34,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.compare import TD, free_port, issue, wait_port, write_service_file  # noqa: E402
+from bench.compare import (  # noqa: E402
+    TD,
+    free_port,
+    issue,
+    wait_port,
+    write_endpoints,
+    write_service_file,
+)
 from identity import castate  # noqa: E402
 
 # Run as a proxy: `opcount.py --proxy SERVICE COUNT_FILE` traces `vmesh proxy run SERVICE`.
@@ -85,10 +92,7 @@ def run(requests: int, work: Path, backend_port: int,
         inbound, outbound = free_port(), free_port()
         write_service_file(work, name, app_port, inbound, outbound)
         if name == "web":
-            (work / "etc/vmesh/endpoints.toml").write_text(
-                f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'
-                f"port = {inbound}\n"
-            )
+            write_endpoints(work, {"web": inbound})
         procs.append((name, subprocess.Popen(
             [sys.executable, str(source / "bench/opcount.py"), TRACED_PROXY, name,
              str(work / f"{name}.count")],

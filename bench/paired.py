@@ -21,7 +21,6 @@ A benchmark, not a test.
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,17 @@ import tempfile
 from pathlib import Path
 
 import psutil
-from compare import REPO, TD, free_port, issue, wait_port, write_service_file, wrk
+from compare import (
+    REPO,
+    TD,
+    free_port,
+    issue,
+    stop_processes,
+    wait_port,
+    write_endpoints,
+    write_service_file,
+    wrk,
+)
 
 from identity import castate
 
@@ -54,10 +63,7 @@ def start_pair(tree: Path, work: Path, ca: castate.CertificateAuthority, backend
         inbound, outbound = free_port(), free_port()
         write_service_file(work, name, app_port, inbound, outbound)
         if name == "web":
-            (work / "etc/vmesh/endpoints.toml").write_text(
-                f'[[instance]]\nservice = "web"\nid = "web-1"\naddress = "127.0.0.1"\n'
-                f"port = {inbound}\n"
-            )
+            write_endpoints(work, {"web": inbound})
         proc = subprocess.Popen(
             [str(tree / ".venv/bin/python"), "-m", "vm_mesh", "proxy", "run", name],
             cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -144,13 +150,7 @@ def main() -> None:
         print()
         print(report(rounds, builds))
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -77,3 +77,13 @@ def test_without_a_token_or_a_leaf_it_says_what_to_ask_the_ca_host_for(tmp_path:
     assert result.returncode != 0
     assert "no valid certificate of prometheus" in result.stderr
     assert "vmesh identity token create --host prom-host --services prometheus" in result.stderr
+
+
+def test_a_directory_holding_another_identity_is_left_alone(tmp_path: Path) -> None:
+    held = Mesh(tmp_path).issue("api", directory=tmp_path / "api-certs")
+    before = (held / "cert.pem").read_bytes()
+    result = vmesh(tmp_path, "cert-helper", "prometheus", "--identity", "https://ca:8443",
+                   "--token", "unused", "--dir", str(held), check=False)
+    assert result.returncode != 0
+    assert "holds spiffe://vmesh.local/svc/api, not a leaf of svc/prometheus" in result.stderr
+    assert (held / "cert.pem").read_bytes() == before

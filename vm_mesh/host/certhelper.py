@@ -23,16 +23,19 @@ from vm_mesh.errors import UserError
 log = logging.getLogger("vmesh.cert_helper")
 
 
-def usable_leaf(files: LeafFiles, identity_suffix: str, now: float) -> bool:
-    """Whether `files` hold an unexpired leaf whose SPIFFE ID ends in `identity_suffix`
-    (`/svc/NAME`); a leaf of another identity is an error, not something to replace."""
+def usable_leaf(files: LeafFiles, name: str, now: float) -> bool:
+    """Whether `files` hold an unexpired leaf of `svc/name`; a leaf of another identity is
+    an error, not something to replace."""
     try:
         leaf = files.leaf()
     except (FileNotFoundError, ValueError, IndexError):
         return False
-    identity = str(pki.identity_of(leaf))
-    if not identity.endswith(identity_suffix):
-        raise UserError(f"{files.cert} holds {identity}, not a leaf of {identity_suffix[1:]}; "
+    try:
+        identity = pki.identity_of(leaf)
+    except ValueError as exc:
+        raise UserError(f"{files.cert} is not a mesh leaf ({exc}); pick another --dir") from None
+    if (identity.kind, identity.name) != ("svc", name):
+        raise UserError(f"{files.cert} holds {identity}, not a leaf of svc/{name}; "
                         "pick another --dir")
     return leaf.not_valid_after_utc.timestamp() > now
 
@@ -41,7 +44,7 @@ async def keep(url: str, name: str, directory: Path, token: str | None, host: st
     """Obtain `svc/name`'s leaf into `directory` if it holds no usable one, then renew it
     until cancelled."""
     files = LeafFiles(directory)
-    if not usable_leaf(files, f"/svc/{name}", time.time()):
+    if not usable_leaf(files, name, time.time()):
         if token is None:
             raise UserError(
                 f"no valid certificate of {name} in {directory}: pass --token (from "

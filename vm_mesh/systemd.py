@@ -1,4 +1,5 @@
-"""systemd unit files for the proxy (a template, one instance per service) and the identity service.
+"""systemd unit files: the proxy (a template, one instance per service), the identity service,
+and the certificate helper (a template, one instance per program it certifies).
 
 The units run as a dedicated user with the filesystem read-only
 (`ProtectSystem=strict`) except the service's own state directory and
@@ -20,6 +21,7 @@ STOP_MARGIN_S = 10
 
 PROXY_UNIT = "vmesh-proxy@.service"
 IDENTITY_UNIT = "vmesh-identity.service"
+CERT_HELPER_UNIT = "vmesh-cert-helper@.service"
 
 _HARDENING = """\
 NoNewPrivileges=yes
@@ -60,14 +62,8 @@ User={settings.user}
 Group={settings.user}
 ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-RestartSec=2s
-KillSignal=SIGTERM
-KillMode=mixed
+{_RUNNING}
 TimeoutStopSec={settings.drain_s + STOP_MARGIN_S}s
-Environment=PYTHONUNBUFFERED=1
-StandardOutput=journal
-StandardError=journal
 SyslogIdentifier={log_id}
 ConfigurationDirectory=vmesh
 StateDirectory={state}
@@ -78,6 +74,17 @@ RuntimeDirectoryPreserve=yes
 LimitNOFILE=65536
 {_HARDENING}
 """
+
+
+# What every vmesh unit's process shares: restarts, stop signal, logs to journald.
+_RUNNING = """\
+Restart=on-failure
+RestartSec=2s
+KillSignal=SIGTERM
+KillMode=mixed
+Environment=PYTHONUNBUFFERED=1
+StandardOutput=journal
+StandardError=journal"""
 
 
 def proxy_unit(settings: UnitSettings) -> str:
@@ -113,9 +120,43 @@ WantedBy=multi-user.target
 """
 
 
+def cert_helper_unit(settings: UnitSettings) -> str:
+    """`vmesh-cert-helper@.service`: keeps `svc/%i`'s leaf renewed for the program of the same
+    name, run as that program's user (`vmesh-cert-helper@prometheus` runs as `prometheus`
+    and keeps /var/lib/vmesh/prometheus, which Prometheus reads). The first leaf needs a
+    one-time token: `VMESH_JOIN_TOKEN=...` in /etc/vmesh/cert-helper/%i.env; the identity
+    service is mesh.toml's `identity_url`."""
+    return f"""\
+[Unit]
+Description=vmesh certificate helper: keeps svc/%i's mesh certificate renewed for %i
+Wants=network-online.target
+After=network-online.target vmesh-identity.service
+StartLimitIntervalSec=60s
+StartLimitBurst=5
+
+[Service]
+Type=exec
+User=%i
+Group=%i
+EnvironmentFile=-/etc/vmesh/cert-helper/%i.env
+ExecStart={settings.vmesh_bin} cert-helper %i
+{_RUNNING}
+TimeoutStopSec={STOP_MARGIN_S}s
+SyslogIdentifier=vmesh-cert-helper@%i
+ConfigurationDirectory=vmesh
+StateDirectory=vmesh/%i
+StateDirectoryMode=0700
+{_HARDENING}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def render(settings: UnitSettings) -> dict[str, str]:
     """File name -> content of every vmesh unit."""
-    return {PROXY_UNIT: proxy_unit(settings), IDENTITY_UNIT: identity_unit(settings)}
+    return {PROXY_UNIT: proxy_unit(settings), IDENTITY_UNIT: identity_unit(settings),
+            CERT_HELPER_UNIT: cert_helper_unit(settings)}
 
 
 def write_units(directory: Path, settings: UnitSettings) -> list[Path]:

@@ -213,7 +213,7 @@ def test_prometheus_scrapes_every_proxy_that_vmesh_targets_lists(over_mdns: TwoP
     # one the fixture made (any mesh identity reads /metrics), the targets file and the rules
     config = yaml.safe_load(
         (DOCS / "prometheus.yml").read_text()
-        .replace("/var/lib/prometheus/vmesh", str(paths.state_dir("operator")))
+        .replace("/var/lib/vmesh/prometheus", str(paths.state_dir("operator")))
         .replace("/etc/prometheus/vmesh-targets.json", str(targets))
         .replace("/etc/prometheus/vmesh-alerts.yml", str(DOCS / "vmesh-alerts.yml")))
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}

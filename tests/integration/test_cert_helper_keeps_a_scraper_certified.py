@@ -20,10 +20,12 @@ from tests.integration.prometheus import query_until, running_prometheus, scrape
 from tests.support import follow_json_logs
 
 
-def start_helper(root: Path, *args: str) -> tuple[subprocess.Popen[str], list[dict]]:
+def start_helper(root: Path, *args: str, token: str) -> tuple[subprocess.Popen[str], list[dict]]:
+    """The helper as its systemd unit runs it: the token in VMESH_JOIN_TOKEN, the identity
+    service from mesh.toml."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "vm_mesh", "cert-helper", *args],
-        cwd=REPO, env={**os.environ, "VMESH_ROOT": str(root)},
+        cwd=REPO, env={**os.environ, "VMESH_ROOT": str(root), "VMESH_JOIN_TOKEN": token},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     logs: list[dict] = []
@@ -38,9 +40,10 @@ def test_prometheus_scrapes_with_the_renewed_leaf_after_the_first_expired(
     with running_identity_service(tmp_path, "--leaf-ttl", "6s") as service:
         token = vmesh(tmp_path, "identity", "token", "create", "--host", "prom-host",
                       "--services", "prometheus").stdout.strip()
-        helper, logs = start_helper(tmp_path, "prometheus", "--identity", service.url,
-                                    "--token", token, "--host", "prom-host",
-                                    "--dir", str(scraper))
+        mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
+        mesh_toml.write_text(f'identity_url = "{service.url}"\n' + mesh_toml.read_text())
+        helper, logs = start_helper(tmp_path, "prometheus", "--host", "prom-host",
+                                    "--dir", str(scraper), token=token)
         try:
             api = mesh.start_proxy("api", 1)
             wait_until(lambda: any(r.get("msg") == "keeping the certificate renewed"
@@ -72,6 +75,9 @@ def test_prometheus_scrapes_with_the_renewed_leaf_after_the_first_expired(
 
 
 def test_without_a_token_or_a_leaf_it_says_what_to_ask_the_ca_host_for(tmp_path: Path) -> None:
+    nowhere = vmesh(tmp_path, "cert-helper", "prometheus", check=False)
+    assert nowhere.returncode != 0
+    assert "pass --identity URL or set identity_url in" in nowhere.stderr
     result = vmesh(tmp_path, "cert-helper", "prometheus", "--identity", "https://ca:8443",
                    "--host", "prom-host", check=False)
     assert result.returncode != 0

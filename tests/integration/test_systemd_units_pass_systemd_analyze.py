@@ -48,6 +48,26 @@ def test_rendered_units_verify_cleanly(tmp_path: Path) -> None:
     assert service["StateDirectory"] == "vmesh/%i" and service["User"] == "vmesh"
 
 
+def test_the_cert_helper_unit_runs_as_the_program_it_certifies(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    render(tmp_path, "--vmesh-bin", VMESH)
+    instance = tmp_path / "vmesh-cert-helper@prometheus.service"
+    shutil.copy(tmp_path / "vmesh-cert-helper@.service", instance)
+    done = verify(analyze, instance)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read(instance)
+    service = unit["Service"]
+    assert service["ExecStart"] == f"{VMESH} cert-helper %i"
+    assert (service["User"], service["StateDirectory"]) == ("%i", "vmesh/%i")
+    assert service["EnvironmentFile"] == "-/etc/vmesh/cert-helper/%i.env"  # VMESH_JOIN_TOKEN
+    # the proxies' /run/vmesh stays theirs (a RuntimeDirectory would hand it to %i), and
+    # SIGHUP, which the helper does not handle, is never sent
+    assert "RuntimeDirectory" not in service and "ExecReload" not in service
+    assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
+
+
 def test_verify_reports_a_missing_vmesh_binary(tmp_path: Path) -> None:
     analyze = require_tool("systemd-analyze")
     missing = tmp_path / "no-such-venv" / "vmesh"

@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     systemd = add_command(commands, "systemd", "systemd unit files for vmesh.")
     actions = systemd.add_subparsers(dest="systemd_command", metavar="ACTION", required=True)
     render = add_command(actions, "render",
-                         "Write vmesh-proxy@.service and vmesh-identity.service.")
+                         "Write vmesh-proxy@.service, vmesh-identity.service and "
+                         "vmesh-cert-helper@.service.")
     render.add_argument("--output", type=Path, default=None,
                         help="directory to write into (default: /etc/systemd/system)")
     render.add_argument("--vmesh-bin", default=DEFAULT_VMESH_BIN,
@@ -78,10 +80,12 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     helper = add_command(commands, "cert-helper", "Keep a mesh certificate renewed for a "
                          "program no proxy fronts (Prometheus scraping the proxies, say).")
     helper.add_argument("name", help="the identity: spiffe://<trust domain>/svc/NAME")
-    helper.add_argument("--identity", required=True, metavar="URL",
-                        help="the identity service, e.g. https://ca.example:8443")
-    helper.add_argument("--token", default=None, help="a one-time join token for NAME "
-                        "(`vmesh identity token create`), needed when DIR holds no valid leaf")
+    helper.add_argument("--identity", default=None, metavar="URL",
+                        help="the identity service, e.g. https://ca.example:8443 (default: "
+                        "identity_url of /etc/vmesh/mesh.toml)")
+    helper.add_argument("--token", default=os.environ.get("VMESH_JOIN_TOKEN"),
+                        help="a one-time join token for NAME (`vmesh identity token create`), "
+                        "needed when DIR holds no valid leaf (default: $VMESH_JOIN_TOKEN)")
     helper.add_argument("--dir", type=Path, default=None, metavar="DIR",
                         help="where cert.pem, key.pem and bundle.pem are kept (default: "
                         "/var/lib/vmesh/NAME); run the helper as the user that reads them")
@@ -133,7 +137,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _join(args: argparse.Namespace) -> int:
     import asyncio
-    import os
     import socket
     import subprocess
 
@@ -201,13 +204,18 @@ def _cert_helper(args: argparse.Namespace) -> int:
     import asyncio
     import socket
 
+    from vm_mesh.config import load_mesh_config
     from vm_mesh.host.certhelper import run_until_stopped
     from vm_mesh.logs import configure
 
+    url = args.identity or load_mesh_config().identity_url
+    if not url:
+        raise UserError(f"vmesh cert-helper: no identity service: pass --identity URL or set "
+                        f"identity_url in {paths.mesh_config()}")
     configure()
     directory = args.dir or paths.state_dir(args.name)
-    with _joining(args.identity):
-        return asyncio.run(run_until_stopped(args.identity, args.name, directory, args.token,
+    with _joining(url):
+        return asyncio.run(run_until_stopped(url, args.name, directory, args.token,
                                              args.host or socket.gethostname()))
 
 

@@ -112,9 +112,11 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
             for sent in range(BATCH, REQUESTS + 1, BATCH):
                 for n in range(BATCH):
                     assert client.get(f"/items/{n}", headers={"host": "web"}).status_code == 200
-                query_until(url, 'sum(request_total{direction="outbound", dst_service="web"})',
-                            lambda result, sent=sent: bool(result)
-                            and float(result[0]["value"][1]) == sent)
+                # both proxies' scrapes must have seen the batch: the golden panels read the
+                # inbound side (web), the reuse panel the outbound side (front)
+                query_until(url, 'sum by (direction) (request_total{dst_service="web"})',
+                            lambda result, sent=sent: len(result) == 2
+                            and all(float(r["value"][1]) == sent for r in result))
             assert client.get("/", headers={"host": "nowhere"}).status_code == 503
         _refused_handshake(web.ports["inbound"])
 

@@ -145,6 +145,14 @@ def create_issuer(
     return CertifiedKey(key, cert)
 
 
+def proxy_dns_name(trust_domain: str) -> str:
+    """The DNS name every service leaf carries besides its SPIFFE ID, the same for all: a
+    TLS client that checks a host name and cannot read a SPIFFE ID (Prometheus scraping
+    the admin port) verifies with it that it reached a proxy of this mesh. Identity and
+    authorization never read it; they go by the SPIFFE ID alone."""
+    return f"proxy.{trust_domain}"
+
+
 def issue_leaf(
     issuer: CertifiedKey,
     public_key: ec.EllipticCurvePublicKey,
@@ -161,7 +169,8 @@ def issue_leaf(
 
     The start is backdated for clock skew, by at most a tenth of the lifetime so
     that short-lived leaves still renew at the intended point of their life.
-    Workload leaves carry exactly one URI SAN (`spiffe_id`); the identity
+    Workload leaves carry exactly one URI SAN (`spiffe_id`), and a service's
+    leaf also the DNS name `proxy_dns_name(trust_domain)`; the identity
     service's own server certificate carries DNS/IP names instead.
     """
     now = now or utcnow()
@@ -169,6 +178,8 @@ def issue_leaf(
     names: list[x509.GeneralName] = []
     if spiffe_id:
         names.append(x509.UniformResourceIdentifier(spiffe_id))
+        if spiffe_id.startswith(f"spiffe://{trust_domain}/svc/"):
+            names.append(x509.DNSName(proxy_dns_name(trust_domain)))
     names += [x509.DNSName(name) for name in dns_names]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     if not names:

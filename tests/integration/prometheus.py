@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from identity import pki
+from tests.integration.mesh import TRUST_DOMAIN
 from tests.support import free_port, require_tool
 
 
@@ -26,13 +28,13 @@ def scrape_config(path: Path, certificates: Path, *, targets: tuple[str, ...],
                     {
                         "job_name": "vmesh",
                         "scheme": "https",
-                        # proxy leaves carry a SPIFFE ID and no host name, so Prometheus cannot
-                        # check a name; the proxy still verifies Prometheus' mesh certificate
+                        # Prometheus cannot read a SPIFFE ID: it checks the proxy's chain
+                        # and the DNS name every proxy leaf carries, as docs/prometheus does
                         "tls_config": {
                             "ca_file": str(certificates / "bundle.pem"),
                             "cert_file": str(certificates / "cert.pem"),
                             "key_file": str(certificates / "key.pem"),
-                            "insecure_skip_verify": True,
+                            "server_name": pki.proxy_dns_name(TRUST_DOMAIN),
                         },
                         "static_configs": [{"targets": list(targets)}],
                     }
@@ -84,4 +86,14 @@ def query_until(url: str, promql: str, predicate: Callable[[list], bool],
         except (httpx.TransportError, json.JSONDecodeError):
             pass  # Prometheus is still starting
         time.sleep(0.5)
-    raise AssertionError(f"Prometheus never answered {promql!r} as expected; last: {result}")
+    raise AssertionError(
+        f"Prometheus never answered {promql!r} as expected; last: {result}; "
+        f"scrape errors: {scrape_errors(url)}"
+    )
+
+
+def scrape_errors(url: str) -> dict[str, str]:
+    """Each failing target's last scrape error (a refused certificate, say), by address."""
+    targets = httpx.get(url.replace("/query", "/targets"), timeout=5).json()
+    return {target["scrapeUrl"]: target["lastError"]
+            for target in targets["data"]["activeTargets"] if target["lastError"]}

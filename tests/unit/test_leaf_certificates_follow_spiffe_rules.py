@@ -54,3 +54,18 @@ def test_parse_rejects_ids_outside_the_vmesh_shape() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+def test_service_leaves_also_name_the_proxy_dns_name_and_operator_leaves_do_not() -> None:
+    _, issuer = _mesh_ca()
+
+    def sans(spiffe_id: str) -> tuple[list[str], list[str]]:
+        leaf = pki.issue_leaf(issuer, pki.generate_key().public_key(), spiffe_id=spiffe_id,
+                              common_name="x", trust_domain="vmesh.local")
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return (names.get_values_for_type(x509.UniformResourceIdentifier),
+                names.get_values_for_type(x509.DNSName))
+
+    assert sans("spiffe://vmesh.local/svc/web") == (["spiffe://vmesh.local/svc/web"],
+                                                    ["proxy.vmesh.local"])
+    assert sans("spiffe://vmesh.local/operator/ann") == (["spiffe://vmesh.local/operator/ann"], [])

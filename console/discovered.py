@@ -174,14 +174,16 @@ def host_discovery() -> list[DiscoverySettings]:
 
     found: list[DiscoverySettings] = []
     services = paths.etc_dir() / "services"
+    mesh_path = paths.mesh_config()
     try:
-        if services.is_dir() and any(services.glob("*.toml")):
-            chosen = [effective_discovery(loaded).settings for loaded in _service_configs()]
-        else:
-            table = load_mesh_config().discovery
-            chosen = [table] if table is not None else []
+        mesh = load_mesh_config(mesh_path)
     except UserError:  # a mesh.toml that does not load: the proxies report it
         return []
+    if services.is_dir() and any(services.glob("*.toml")):
+        chosen = [effective_discovery(loaded, mesh, mesh_path).settings
+                  for loaded in _service_configs()]
+    else:
+        chosen = [mesh.discovery] if mesh.discovery is not None else []
     for settings in chosen:
         if settings not in found:
             found.append(settings)

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from proxy.acceptor import Acceptor
 from proxy.admin import AdminServer
@@ -23,6 +24,7 @@ from vm_mesh import __version__, paths
 from vm_mesh.config import (
     DiscoveryChoice,
     LoadedConfig,
+    MeshConfig,
     effective_discovery,
     load_mesh_config,
     load_service_config,
@@ -48,9 +50,9 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def choose_discovery(loaded: LoadedConfig) -> DiscoveryChoice:
+def choose_discovery(loaded: LoadedConfig, mesh: MeshConfig, mesh_path: Path) -> DiscoveryChoice:
     """The discovery settings of this proxy (mesh.toml wins), logged with where they came from."""
-    choice = effective_discovery(loaded)
+    choice = effective_discovery(loaded, mesh, mesh_path)
     if choice.ignored is not None:
         log.warning("the service file's [discovery] table is ignored: mesh.toml has one",
                     extra={"event": "config_discovery_overridden", "file": str(choice.ignored),
@@ -98,7 +100,9 @@ class ProxyServer:
             policy.load_initial()
         except PolicyInvalid as exc:
             raise UserError("policy rejected:\n" + "\n".join(str(e) for e in exc.errors)) from None
-        self.discovery = choose_discovery(loaded)
+        mesh_path = paths.mesh_config()
+        mesh = load_mesh_config(mesh_path)
+        self.discovery = choose_discovery(loaded, mesh, mesh_path)
         self.ctx = ProxyContext(config, tls, open_discovery(loaded, self.discovery), policy)
         self.state = RunningProxyState(self.ctx, str(loaded.path), self.discovery)
         self.admin = AdminServer(
@@ -108,7 +112,7 @@ class ProxyServer:
             instance_id=config.instance,
             version=config.version or __version__,
         )
-        self._tracing = load_mesh_config().tracing  # applied once the loop runs, in start()
+        self._tracing = mesh.tracing  # applied once the loop runs, in start()
         self.spans = SpanExport(self.ctx.bus, {
             "service.name": config.service,
             "service.instance.id": config.instance,

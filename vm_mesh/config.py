@@ -241,10 +241,9 @@ class DiscoveryChoice:
     ignored: Path | None = None  # a service file whose [discovery] table mesh.toml overrides
 
 
-def effective_discovery(loaded: LoadedConfig, mesh_path: Path | None = None) -> DiscoveryChoice:
-    """mesh.toml's `[discovery]` if it has one, else the service file's, else the defaults."""
-    mesh_path = mesh_path or paths.mesh_config()
-    mesh = load_mesh_config(mesh_path)
+def effective_discovery(loaded: LoadedConfig, mesh: MeshConfig, mesh_path: Path) -> DiscoveryChoice:
+    """mesh.toml's `[discovery]` if it has one (`mesh`, read from `mesh_path`), else the
+    service file's, else the defaults."""
     own = loaded.config.discovery
     if mesh.discovery is not None:
         ignored = loaded.path if own is not None and own != mesh.discovery else None

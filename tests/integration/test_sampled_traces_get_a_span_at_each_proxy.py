@@ -53,8 +53,12 @@ def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) 
             assert attributes["url.path"] == {"stringValue": "/items/7"}
             assert attributes["vmesh.dst_service"] == {"stringValue": "web"}
             assert int(span["startTimeUnixNano"]) < int(span["endTimeUnixNano"])
-        assert int(client["startTimeUnixNano"]) <= int(server["startTimeUnixNano"])
-        assert int(server["endTimeUnixNano"]) <= int(client["endTimeUnixNano"])
+        # the client span starts before it sends, the server span after it receives; a span
+        # ends when its proxy records it, after its response left, and a process descheduled
+        # right after that write may record its end after the other proxy has relayed the
+        # response and recorded its own: so the ends are not ordered, only the server's start
+        assert (int(client["startTimeUnixNano"]) <= int(server["startTimeUnixNano"])
+                < int(client["endTimeUnixNano"]))
         assert client["resource"]["service.instance.id"] == "front-2"
         # the unsampled request went first through the same exporters: it made no span
         assert receiver.of_trace(UNSAMPLED) == []

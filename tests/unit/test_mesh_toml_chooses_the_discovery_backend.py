@@ -25,7 +25,7 @@ def mesh_toml(tmp_path: Path, text: str) -> Path:
 def test_mesh_toml_wins_over_the_service_file(tmp_path: Path) -> None:
     mesh = mesh_toml(tmp_path, 'trust_domain = "vmesh.local"\n[discovery]\nbackend = "consul"\n')
     loaded = load_service_config(service_file(tmp_path, 'backend = "static"'))
-    choice = effective_discovery(loaded, mesh)
+    choice = effective_discovery(loaded, load_mesh_config(mesh), mesh)
     assert choice.settings.backend == "consul"
     assert choice.file == mesh and choice.ignored == loaded.path
 
@@ -33,13 +33,14 @@ def test_mesh_toml_wins_over_the_service_file(tmp_path: Path) -> None:
 def test_service_file_table_counts_when_mesh_toml_has_none(tmp_path: Path) -> None:
     mesh = mesh_toml(tmp_path, 'identity_url = "https://ca.example:8443"\n')
     loaded = load_service_config(service_file(tmp_path, 'backend = "static"'))
-    choice = effective_discovery(loaded, mesh)
+    choice = effective_discovery(loaded, load_mesh_config(mesh), mesh)
     assert (choice.settings.backend, choice.file, choice.ignored) == ("static", loaded.path, None)
 
 
 def test_without_any_table_the_backend_is_mdns(tmp_path: Path) -> None:
     loaded = load_service_config(service_file(tmp_path))
-    choice = effective_discovery(loaded, tmp_path / "missing.toml")
+    missing = tmp_path / "missing.toml"
+    choice = effective_discovery(loaded, load_mesh_config(missing), missing)
     assert (choice.settings.backend, choice.file) == ("mdns", None)
 
 

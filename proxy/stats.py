@@ -14,7 +14,6 @@ unknown `Host` values, are counted under `other`), so memory stays flat
 whatever clients send too.
 """
 
-import math
 import random
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from typing import Any
 
 from proxy.events import RequestEvent
 from vm_mesh.quantiles import Weighted, weighted_percentile
+from vm_mesh.rates import rate_span
 
 MAX_WINDOW_S = 600
 SAMPLES_PER_SECOND = 256
@@ -131,8 +131,7 @@ class WindowedStats:
         now = self._clock()
         self._forget_idle(now)
         since = now - window_s
-        # the buckets counted are the seconds from ceil(since) on, or from the start if later
-        span = max(1.0, now - max(math.ceil(since), self._started))
+        span = rate_span(now, window_s, self._started)
         rows = []
         for (direction, service, route), buckets in self._series.items():
             recent = [b for b in buckets if b.second >= since]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from console.api import TapEvent
 from console.models.dedup import SeenOnce
+from vm_mesh.rates import rate_span
 
 RATE_WINDOW_S = 10.0
 MAX_ROWS = 500
@@ -53,7 +54,7 @@ class TopRow:
         seconds from `now - window_s` on), or since watching began if that is later."""
         first = math.ceil(now - window_s)
         recent = sum(count for second, count in self._per_second if second >= first)
-        return recent / max(1.0, now - max(first, self.watched_since))
+        return recent / rate_span(now, window_s, self.watched_since)
 
     def add(self, event: TapEvent) -> None:
         self.count += 1

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,22 +34,15 @@ class PlaybookRun:
         return {host: counts["changed"] for host, counts in self.recap.items()}
 
 
-def build_wheel(dest: Path, version: str | None = None,
-                patch: Callable[[Path], None] | None = None, pure: bool = False) -> Path:
-    """`pip wheel --no-deps` of this repository, optionally with another version number and
-    with `patch` applied to a copy of the source first (to build a broken release), or
-    `pure`: the universal wheel of `VMESH_PURE_PYTHON=1`, nothing compiled."""
+def build_wheel(dest: Path, pure: bool = False) -> Path:
+    """`pip wheel --no-deps` of this repository into `dest/wheels`, compiled, or `pure`: the
+    universal wheel of `VMESH_PURE_PYTHON=1`, nothing compiled (built from a copy of the
+    source without the compiled modules, which would be packaged)."""
     source = REPO
-    if version is not None or pure:
-        source = dest / f"src-{version or 'pure'}"
+    if pure:
+        source = dest / "src-pure"
         shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
             ".venv", ".git", "*.egg-info", "build", "__pycache__", "*_cache", "*.so", "tests"))
-        if version is not None:
-            init = source / "vm_mesh" / "__init__.py"
-            init.write_text(re.sub(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
-                                   init.read_text(), count=1))
-        if patch is not None:
-            patch(source)
     wheels = dest / "wheels"
     wheels.mkdir(exist_ok=True)
     env = {**os.environ, "VMESH_PURE_PYTHON": "1"} if pure else None
@@ -56,6 +50,32 @@ def build_wheel(dest: Path, version: str | None = None,
                     "-w", str(wheels), str(source)],
                    check=True, capture_output=True, text=True, env=env)
     return wheels
+
+
+def release_of(wheel: Path, version: str, patch: Callable[[Path], None] | None = None) -> Path:
+    """`wheel` released again as `version`, beside it, with `patch` applied to its files
+    first (a broken release): what a release that changes no compiled module ships, made
+    without compiling them again (minutes on a small machine). `wheel unpack` and `wheel
+    pack` keep the wheel's RECORD of hashes true to its files."""
+    with tempfile.TemporaryDirectory(dir=wheel.parent.parent) as work:
+        subprocess.run([sys.executable, "-m", "wheel", "unpack", "-d", work, str(wheel)],
+                       check=True, capture_output=True, text=True)
+        (tree,) = Path(work).iterdir()
+        (info,) = tree.glob("*.dist-info")
+        metadata = info / "METADATA"
+        metadata.write_text(re.sub(r"(?m)^Version: .*$", f"Version: {version}",
+                                   metadata.read_text(), count=1))
+        name = info.name.partition("-")[0]
+        info.rename(tree / f"{name}-{version}.dist-info")
+        init = tree / "vm_mesh" / "__init__.py"
+        init.write_text(re.sub(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
+                               init.read_text(), count=1))
+        if patch is not None:
+            patch(tree)
+        subprocess.run([sys.executable, "-m", "wheel", "pack", "-d", str(wheel.parent),
+                        str(tree)], check=True, capture_output=True, text=True)
+    (released,) = wheel.parent.glob(f"{name}-{version}-*.whl")
+    return released
 
 
 def service_vars(host: SshHost, service: str, app_port: int = 8080) -> dict[str, str]:

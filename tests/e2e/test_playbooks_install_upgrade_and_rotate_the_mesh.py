@@ -28,6 +28,7 @@ from tests.e2e.playbooks import (
     REPO,
     build_wheel,
     build_wheelhouse,
+    release_of,
     run_playbook,
     service_vars,
 )
@@ -53,6 +54,7 @@ class Mesh:
     extra: dict[str, str]
     api: str
     front: str
+    wheel: Path  # the release site.yml installs (0.1.0)
 
     @property
     def hosts(self) -> dict[str, SshHost]:
@@ -66,7 +68,8 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
     wheels = build_wheel(three_hosts.workdir)
-    wheelhouse = build_wheelhouse(three_hosts.workdir, next(wheels.glob("vmesh-0.1.0-*.whl")))
+    wheel = next(wheels.glob("vmesh-0.1.0-*.whl"))
+    wheelhouse = build_wheelhouse(three_hosts.workdir, wheel)
     ca, front, api = three_hosts.hosts
     suffix = secrets.token_hex(3)
     api_service, front_service = f"api-{suffix}", f"front-{suffix}"
@@ -80,7 +83,7 @@ def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
     extra = {"vmesh_wheel_dir": str(wheels), "vmesh_manage_user": "false",
              "vmesh_service_manager": "process",
              "vmesh_pip_extra_args": f"--no-index --find-links {wheelhouse}"}
-    deployed = Mesh(three_hosts, inventory, extra, api_service, front_service)
+    deployed = Mesh(three_hosts, inventory, extra, api_service, front_service, wheel)
     first = deployed.playbook("site.yml")
     assert first.returncode == 0, first.output[-4000:]
     yield deployed
@@ -272,7 +275,7 @@ def versions(mesh: Mesh) -> dict[str, str]:
 
 
 def test_a_rolling_upgrade_under_load_fails_no_request(mesh: Mesh) -> None:
-    build_wheel(mesh.cluster.workdir, "0.2.0")
+    release_of(mesh.wheel, "0.2.0")
 
     with load_through_front(mesh) as load:
         run = mesh.playbook("upgrade.yml", vmesh_version="0.2.0")
@@ -305,7 +308,7 @@ def test_an_upgrade_to_the_running_version_leaves_healthy_hosts_alone(mesh: Mesh
 def test_a_host_failing_its_health_check_stops_the_rollout_and_the_rest_keeps_serving(
     mesh: Mesh,
 ) -> None:
-    build_wheel(mesh.cluster.workdir, "0.2.1", patch=patched_proxy_that_never_starts)
+    release_of(mesh.wheel, "0.2.1", patch=patched_proxy_that_never_starts)
 
     with load_through_front(mesh) as load:
         run = mesh.playbook("upgrade.yml", vmesh_version="0.2.1",

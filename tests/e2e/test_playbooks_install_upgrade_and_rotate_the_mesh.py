@@ -43,6 +43,8 @@ pytestmark = pytest.mark.e2e
 LOAD_RATE = 40  # requests per second
 LOAD_MAX_SECONDS = 240
 OUTBOUND_PORT = 4140  # the role's default, in each host's own network namespace
+ADMIN_PORT = 4191  # the role's default, on each host's loopback
+SCRAPER = "scraper"  # the identity a cert-helper keeps on host2, as Prometheus' would be
 
 
 @dataclass
@@ -77,7 +79,10 @@ def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
         three_hosts.workdir / "site.ini",
         groups={"vmesh_ca": [ca.name], "vmesh_hosts": [front.name, api.name]},
         host_vars={ca.name: service_vars(ca, api_service),
-                   front.name: service_vars(front, front_service),
+                   # host2 is also where Prometheus would run: rotate-certs.yml keeps the
+                   # scraper's leaf, which its cert-helper obtains in the rotation's test
+                   front.name: {**service_vars(front, front_service),
+                                "vmesh_proxy_cert_helpers": f"'{json.dumps([SCRAPER])}'"},
                    api.name: service_vars(api, api_service)},
     )
     extra = {"vmesh_wheel_dir": str(wheels), "vmesh_manage_user": "false",
@@ -228,12 +233,40 @@ def ca_certificates(mesh: Mesh) -> list[dict]:
     return json.loads(status.stdout)["certificates"]
 
 
+@contextlib.contextmanager
+def cert_helper(mesh: Mesh, host: SshHost) -> Iterator[Path]:
+    """`vmesh cert-helper` of `SCRAPER` on `host`, joined with a token minted on the CA host
+    as the top README sets Prometheus' up; yields its directory once it holds a leaf."""
+    ca = mesh.hosts["host1"]
+    token = vmesh(ca, "identity", "token", "create", "--host", host.name, "--services", SCRAPER)
+    assert token.returncode == 0, token.stderr
+    directory = host.vmesh_root / "var/lib/vmesh" / SCRAPER
+    log = mesh.cluster.workdir / f"cert-helper-{host.name}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, str(host.vmesh_root / "opt/vmesh/venv/bin/vmesh"),
+             "cert-helper", SCRAPER, "--identity", f"https://{ca.address}:8443",
+             "--host", host.name, "--token", token.stdout.strip()],
+            env={**os.environ, "VMESH_ROOT": str(host.vmesh_root)},
+            stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (directory / "cert.pem").exists() or process.poll() is not None,
+                   within=30, what="the cert-helper's first leaf")
+        assert process.poll() is None, log.read_text()[-2000:]
+        yield directory
+        assert process.poll() is None, log.read_text()[-2000:]  # it outlived the rotation
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_issuer(
     mesh: Mesh,
 ) -> None:
     [old_issuer] = [c["serial"] for c in ca_certificates(mesh) if c["role"] == "issuer"]
+    scraper_host = mesh.hosts["host2"]
 
-    with load_through_front(mesh) as load:
+    with cert_helper(mesh, scraper_host) as scraper, load_through_front(mesh) as load:
         run = mesh.playbook("rotate-certs.yml")
 
     assert run.returncode == 0, run.output[-4000:]
@@ -259,6 +292,22 @@ def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_i
         assert [c["serial"] for c in loaded["chain"]] == [
             pki.new_serial_hex(leaf), active["serial"]]
         assert [c["serial"] for c in loaded["bundle"]] == [new_anchor]
+
+    # the scraper's leaf and bundle went through the same phases, and with them it reads
+    # host2's proxy's /metrics, verifying the proxy as Prometheus does (chain and name)
+    leaf, issuer = pki.load_certs((scraper / "cert.pem").read_bytes())
+    assert str(pki.identity_of(leaf)) == f"spiffe://vmesh.local/svc/{SCRAPER}"
+    assert pki.new_serial_hex(issuer) == active["serial"]
+    bundle = pki.load_certs((scraper / "bundle.pem").read_bytes())
+    assert [pki.new_serial_hex(c) for c in bundle] == [new_anchor]
+    proxy_name = pki.proxy_dns_name("vmesh.local")
+    scrape = scraper_host.run(
+        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+        "--cacert", str(scraper / "bundle.pem"), "--cert", str(scraper / "cert.pem"),
+        "--key", str(scraper / "key.pem"),
+        "--resolve", f"{proxy_name}:{ADMIN_PORT}:127.0.0.1",
+        f"https://{proxy_name}:{ADMIN_PORT}/metrics")
+    assert scrape.stdout == "200", scrape.stderr
 
 
 def patched_proxy_that_never_starts(source: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from proxy.events import RequestEvent
 from vm_mesh.quantiles import Weighted, weighted_percentile
-from vm_mesh.rates import rate_span
+from vm_mesh.rates import rate_span, window_start
 
 MAX_WINDOW_S = 600
 SAMPLES_PER_SECOND = 256
@@ -130,11 +130,11 @@ class WindowedStats:
         window_s = min(max(window_s, 1.0), MAX_WINDOW_S)
         now = self._clock()
         self._forget_idle(now)
-        since = now - window_s
+        first = window_start(now, window_s)
         span = rate_span(now, window_s, self._started)
         rows = []
         for (direction, service, route), buckets in self._series.items():
-            recent = [b for b in buckets if b.second >= since]
+            recent = [b for b in buckets if b.second >= first]
             requests = sum(b.requests for b in recent)
             if not requests:
                 continue

@@ -10,7 +10,12 @@ new proxy would read as a rate diluted by seconds it was not yet up.
 import math
 
 
+def window_start(now: float, window_s: float) -> int:
+    """The first whole second the window counts."""
+    return math.ceil(now - window_s)
+
+
 def rate_span(now: float, window_s: float, counting_since: float) -> float:
     """The seconds a windowed count is divided by: from the window's first whole second,
     or from `counting_since` if that is later; at least one."""
-    return max(1.0, now - max(math.ceil(now - window_s), counting_since))
+    return max(1.0, now - max(window_start(now, window_s), counting_since))

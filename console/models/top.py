@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from console.api import TapEvent
 from console.models.dedup import SeenOnce
-from vm_mesh.rates import rate_span
+from vm_mesh.rates import rate_span, window_start
 
 RATE_WINDOW_S = 10.0
 MAX_ROWS = 500
@@ -52,7 +52,7 @@ class TopRow:
     def rps(self, now: float, window_s: float = RATE_WINDOW_S) -> float:
         """Requests per second over the last `window_s` seconds before `now` (the whole
         seconds from `now - window_s` on), or since watching began if that is later."""
-        first = math.ceil(now - window_s)
+        first = window_start(now, window_s)
         recent = sum(count for second, count in self._per_second if second >= first)
         return recent / rate_span(now, window_s, self.watched_since)
 

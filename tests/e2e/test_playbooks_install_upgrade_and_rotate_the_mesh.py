@@ -79,10 +79,12 @@ def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
         three_hosts.workdir / "site.ini",
         groups={"vmesh_ca": [ca.name], "vmesh_hosts": [front.name, api.name]},
         host_vars={ca.name: service_vars(ca, api_service),
-                   # host2 is also where Prometheus would run: rotate-certs.yml keeps the
-                   # scraper's leaf, which its cert-helper obtains in the rotation's test
+                   # host2 is also where Prometheus would run: site.yml runs a cert-helper
+                   # for its leaf (as root: the hosts share this machine's users)
                    front.name: {**service_vars(front, front_service),
-                                "vmesh_proxy_cert_helpers": f"'{json.dumps([SCRAPER])}'"},
+                                "vmesh_proxy_cert_helpers": f"'{json.dumps([SCRAPER])}'",
+                                "vmesh_proxy_cert_helper_users":
+                                    f"'{json.dumps({SCRAPER: 'root'})}'"},
                    api.name: service_vars(api, api_service)},
     )
     extra = {"vmesh_wheel_dir": str(wheels), "vmesh_manage_user": "false",
@@ -233,31 +235,22 @@ def ca_certificates(mesh: Mesh) -> list[dict]:
     return json.loads(status.stdout)["certificates"]
 
 
-@contextlib.contextmanager
-def cert_helper(mesh: Mesh, host: SshHost) -> Iterator[Path]:
-    """`vmesh cert-helper` of `SCRAPER` on `host`, joined with a token minted on the CA host
-    as the top README sets Prometheus' up; yields its directory once it holds a leaf."""
-    ca = mesh.hosts["host1"]
-    token = vmesh(ca, "identity", "token", "create", "--host", host.name, "--services", SCRAPER)
-    assert token.returncode == 0, token.stderr
+def helper_running(host: SshHost) -> bool:
+    """Whether the cert-helper site.yml started on `host` runs (its PID file's process)."""
+    pidfile = host.vmesh_root / f"run/vmesh/cert-helper-{SCRAPER}.pid"
+    return host.run("start-stop-daemon", "--status", "--pidfile", str(pidfile)).returncode == 0
+
+
+def test_site_runs_a_cert_helper_that_keeps_the_scrapers_leaf(mesh: Mesh) -> None:
+    host = mesh.hosts["host2"]
     directory = host.vmesh_root / "var/lib/vmesh" / SCRAPER
-    log = mesh.cluster.workdir / f"cert-helper-{host.name}.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, str(host.vmesh_root / "opt/vmesh/venv/bin/vmesh"),
-             "cert-helper", SCRAPER, "--identity", f"https://{ca.address}:8443",
-             "--host", host.name, "--token", token.stdout.strip()],
-            env={**os.environ, "VMESH_ROOT": str(host.vmesh_root)},
-            stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: (directory / "cert.pem").exists() or process.poll() is not None,
-                   within=30, what="the cert-helper's first leaf")
-        assert process.poll() is None, log.read_text()[-2000:]
-        yield directory
-        assert process.poll() is None, log.read_text()[-2000:]  # it outlived the rotation
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    leaf, issuer = pki.load_certs((directory / "cert.pem").read_bytes())
+    assert str(pki.identity_of(leaf)) == f"spiffe://vmesh.local/svc/{SCRAPER}"
+    [active] = [c for c in ca_certificates(mesh) if c["role"] == "issuer" and c["active"]]
+    assert pki.new_serial_hex(issuer) == active["serial"]
+    assert (directory / "key.pem").stat().st_mode & 0o777 == 0o600
+    log = host.vmesh_root / f"var/log/vmesh/cert-helper-{SCRAPER}.log"
+    assert helper_running(host), log.read_text()[-2000:]
 
 
 def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_issuer(
@@ -265,8 +258,9 @@ def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_i
 ) -> None:
     [old_issuer] = [c["serial"] for c in ca_certificates(mesh) if c["role"] == "issuer"]
     scraper_host = mesh.hosts["host2"]
+    scraper = scraper_host.vmesh_root / "var/lib/vmesh" / SCRAPER
 
-    with cert_helper(mesh, scraper_host) as scraper, load_through_front(mesh) as load:
+    with load_through_front(mesh) as load:
         run = mesh.playbook("rotate-certs.yml")
 
     assert run.returncode == 0, run.output[-4000:]
@@ -293,8 +287,9 @@ def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_i
             pki.new_serial_hex(leaf), active["serial"]]
         assert [c["serial"] for c in loaded["bundle"]] == [new_anchor]
 
-    # the scraper's leaf and bundle went through the same phases, and with them it reads
-    # host2's proxy's /metrics, verifying the proxy as Prometheus does (chain and name)
+    # the scraper's leaf and bundle went through the same phases, its helper still runs, and
+    # with them it reads host2's proxy's /metrics, verifying the proxy as Prometheus does
+    assert helper_running(scraper_host)
     leaf, issuer = pki.load_certs((scraper / "cert.pem").read_bytes())
     assert str(pki.identity_of(leaf)) == f"spiffe://vmesh.local/svc/{SCRAPER}"
     assert pki.new_serial_hex(issuer) == active["serial"]

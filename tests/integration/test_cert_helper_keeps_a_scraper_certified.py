@@ -93,3 +93,21 @@ def test_a_directory_holding_another_identity_is_left_alone(tmp_path: Path) -> N
     assert result.returncode != 0
     assert "holds spiffe://vmesh.local/svc/api, not a leaf of svc/prometheus" in result.stderr
     assert (held / "cert.pem").read_bytes() == before
+
+
+def test_once_obtains_the_first_leaf_and_a_second_run_keeps_it(tmp_path: Path) -> None:
+    Mesh(tmp_path)  # the CA
+    directory = tmp_path / "scraper"
+    with running_identity_service(tmp_path) as service:
+        token = vmesh(tmp_path, "identity", "token", "create", "--host", "prom-host",
+                      "--services", "prometheus").stdout.strip()
+        args = ("cert-helper", "prometheus", "--once", "--identity", service.url,
+                "--host", "prom-host", "--dir", str(directory))
+        first = vmesh(tmp_path, *args, "--token", token)
+        leaf = LeafFiles(directory).leaf()
+        assert str(identity_of(leaf)) == "spiffe://vmesh.local/svc/prometheus"
+        assert "spiffe://vmesh.local/svc/prometheus, valid until" in first.stdout
+        # provisioning again: the leaf is valid, so the spent token is not even needed
+        again = vmesh(tmp_path, *args)
+    assert again.stdout == first.stdout
+    assert new_serial_hex(LeafFiles(directory).leaf()) == new_serial_hex(leaf)

@@ -7,6 +7,8 @@ The helper trades a one-time join token for `svc/NAME`'s first leaf when its
 directory holds no valid one, then renews it at ~70 % of its life for as long
 as it runs, as SPIFFE's spiffe-helper does. The program reads `cert.pem`,
 `key.pem` and `bundle.pem` from the directory, each replaced in one rename.
+With `--once` it only makes sure of a usable leaf and exits (provisioning, as
+spiffe-helper's non-daemon mode does); the running helper renews it.
 """
 
 import asyncio
@@ -40,9 +42,10 @@ def usable_leaf(files: LeafFiles, name: str, now: float) -> bool:
     return leaf.not_valid_after_utc.timestamp() > now
 
 
-async def keep(url: str, name: str, directory: Path, token: str | None, host: str) -> None:
-    """Obtain `svc/name`'s leaf into `directory` if it holds no usable one, then renew it
-    until cancelled."""
+async def ensure_leaf(url: str, name: str, directory: Path, token: str | None,
+                      host: str) -> LeafFiles:
+    """`directory`'s files, after obtaining `svc/name`'s leaf with `token` if they hold no
+    usable one."""
     files = LeafFiles(directory)
     if not usable_leaf(files, name, time.time()):
         if token is None:
@@ -51,7 +54,13 @@ async def keep(url: str, name: str, directory: Path, token: str | None, host: st
                 f"`vmesh identity token create --host {host} --services {name}` on the CA host)"
             )
         await obtain(url, token, host=host, service=name, directory=directory)
-    leaf = files.leaf()
+    return files
+
+
+async def keep(url: str, name: str, directory: Path, token: str | None, host: str) -> None:
+    """Obtain `svc/name`'s leaf into `directory` if it holds no usable one, then renew it
+    until cancelled."""
+    leaf = (await ensure_leaf(url, name, directory, token, host)).leaf()
     log.info("keeping the certificate renewed",
              extra={"identity": str(pki.identity_of(leaf)), "directory": str(directory),
                     "not_after": leaf.not_valid_after_utc.isoformat()})

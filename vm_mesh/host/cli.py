@@ -91,6 +91,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                         "/var/lib/vmesh/NAME); run the helper as the user that reads them")
     helper.add_argument("--host", default=None,
                         help="the host name the token was made for (default: this host's name)")
+    helper.add_argument("--once", action="store_true",
+                        help="only make sure DIR holds a valid leaf (obtained with --token if "
+                        "not), then exit: the running helper renews it")
     helper.set_defaults(handler=_cert_helper)
 
 
@@ -204,19 +207,26 @@ def _cert_helper(args: argparse.Namespace) -> int:
     import asyncio
     import socket
 
+    from identity.pki import identity_of
     from vm_mesh.config import load_mesh_config
-    from vm_mesh.host.certhelper import run_until_stopped
+    from vm_mesh.host.certhelper import ensure_leaf, run_until_stopped
     from vm_mesh.logs import configure
 
     url = args.identity or load_mesh_config().identity_url
     if not url:
         raise UserError(f"vmesh cert-helper: no identity service: pass --identity URL or set "
                         f"identity_url in {paths.mesh_config()}")
-    configure()
     directory = args.dir or paths.state_dir(args.name)
+    host = args.host or socket.gethostname()
+    if args.once:
+        with _joining(url):
+            leaf = asyncio.run(ensure_leaf(url, args.name, directory, args.token, host)).leaf()
+        print(f"{directory}: {identity_of(leaf)}, valid until "
+              f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+        return 0
+    configure()
     with _joining(url):
-        return asyncio.run(run_until_stopped(url, args.name, directory, args.token,
-                                             args.host or socket.gethostname()))
+        return asyncio.run(run_until_stopped(url, args.name, directory, args.token, host))
 
 
 def _renew(args: argparse.Namespace) -> int:

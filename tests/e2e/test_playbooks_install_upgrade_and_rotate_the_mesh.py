@@ -12,15 +12,18 @@ hands that proxy over to the new version under the load, as it does every other 
 import contextlib
 import json
 import os
+import pwd
 import re
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from identity import pki
@@ -45,6 +48,8 @@ LOAD_MAX_SECONDS = 240
 OUTBOUND_PORT = 4140  # the role's default, in each host's own network namespace
 ADMIN_PORT = 4191  # the role's default, on each host's loopback
 SCRAPER = "scraper"  # the identity a cert-helper keeps on host2, as Prometheus' would be
+SCRAPER_USER = "nobody"  # the user its program (and so the helper) runs as
+VMESH_USER = "vmesh"  # the roles' default vmesh_user
 
 
 @dataclass
@@ -68,7 +73,34 @@ class Mesh:
 
 
 @pytest.fixture(scope="module")
-def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
+def vmesh_user() -> Iterator[str]:
+    """The system user the roles run vmesh as (`vmesh_manage_user`, their default). The hosts
+    share this machine's users, so it is made once, as the role makes it: the role then finds
+    it and changes nothing, and three hosts do not race to write /etc/passwd. Removed after
+    the tests when they made it."""
+    require_tool("useradd")
+    made = subprocess.run(["id", "-u", VMESH_USER], capture_output=True).returncode != 0
+    if made:
+        subprocess.run(["useradd", "--system", "--shell", "/usr/sbin/nologin", "--home-dir",
+                        "/var/lib/vmesh", "--no-create-home", VMESH_USER], check=True)
+    yield VMESH_USER
+    if made:  # after the hosts' processes are stopped (three_hosts is torn down first)
+        subprocess.run(["userdel", VMESH_USER], check=True)
+
+
+def let_others_pass(path: Path) -> None:
+    """Let other users pass through (not list) the directories above `path`: the hosts'
+    processes run as the vmesh user and the cert-helper's, under the test's temporary
+    directory."""
+    for directory in (path, *path.parents):
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+
+
+@pytest.fixture(scope="module")
+def mesh(vmesh_user: str, three_hosts: SshCluster) -> Iterator[Mesh]:
+    let_others_pass(three_hosts.workdir)
     wheels = build_wheel(three_hosts.workdir)
     wheel = next(wheels.glob("vmesh-0.1.0-*.whl"))
     wheelhouse = build_wheelhouse(three_hosts.workdir, wheel)
@@ -80,14 +112,14 @@ def mesh(three_hosts: SshCluster) -> Iterator[Mesh]:
         groups={"vmesh_ca": [ca.name], "vmesh_hosts": [front.name, api.name]},
         host_vars={ca.name: service_vars(ca, api_service),
                    # host2 is also where Prometheus would run: site.yml runs a cert-helper
-                   # for its leaf (as root: the hosts share this machine's users)
+                   # for its leaf, as the program's user (here `nobody`, which every machine has)
                    front.name: {**service_vars(front, front_service),
                                 "vmesh_proxy_cert_helpers": f"'{json.dumps([SCRAPER])}'",
                                 "vmesh_proxy_cert_helper_users":
-                                    f"'{json.dumps({SCRAPER: 'root'})}'"},
+                                    f"'{json.dumps({SCRAPER: SCRAPER_USER})}'"},
                    api.name: service_vars(api, api_service)},
     )
-    extra = {"vmesh_wheel_dir": str(wheels), "vmesh_manage_user": "false",
+    extra = {"vmesh_wheel_dir": str(wheels), "vmesh_user": vmesh_user,
              "vmesh_service_manager": "process",
              "vmesh_pip_extra_args": f"--no-index --find-links {wheelhouse}"}
     deployed = Mesh(three_hosts, inventory, extra, api_service, front_service, wheel)
@@ -235,10 +267,22 @@ def ca_certificates(mesh: Mesh) -> list[dict]:
     return json.loads(status.stdout)["certificates"]
 
 
-def helper_running(host: SshHost) -> bool:
-    """Whether the cert-helper site.yml started on `host` runs (its PID file's process)."""
-    pidfile = host.vmesh_root / f"run/vmesh/cert-helper-{SCRAPER}.pid"
-    return host.run("start-stop-daemon", "--status", "--pidfile", str(pidfile)).returncode == 0
+def users_of(host: SshHost, process: str) -> set[str]:
+    """The users that the vmesh process `process` of `host` (`identity`, `svc-<service>`,
+    `cert-helper-<name>`) and its children run as; empty when it does not run."""
+    pidfile = host.vmesh_root / f"run/vmesh/{process}.pid"
+    try:
+        main = psutil.Process(int(pidfile.read_text()))
+        return {p.username() for p in (main, *main.children(recursive=True))}
+    except (FileNotFoundError, psutil.NoSuchProcess):
+        return set()
+
+
+def test_the_ca_and_the_services_run_as_the_vmesh_user(mesh: Mesh) -> None:
+    ca, front, api = mesh.cluster.hosts
+    assert users_of(ca, "identity") == {VMESH_USER}
+    for host, service in ((ca, mesh.api), (front, mesh.front), (api, mesh.api)):
+        assert users_of(host, f"svc-{service}") == {VMESH_USER}, host.name  # run, proxy, app
 
 
 def test_site_runs_a_cert_helper_that_keeps_the_scrapers_leaf(mesh: Mesh) -> None:
@@ -248,9 +292,10 @@ def test_site_runs_a_cert_helper_that_keeps_the_scrapers_leaf(mesh: Mesh) -> Non
     assert str(pki.identity_of(leaf)) == f"spiffe://vmesh.local/svc/{SCRAPER}"
     [active] = [c for c in ca_certificates(mesh) if c["role"] == "issuer" and c["active"]]
     assert pki.new_serial_hex(issuer) == active["serial"]
-    assert (directory / "key.pem").stat().st_mode & 0o777 == 0o600
+    key = (directory / "key.pem").stat()
+    assert (key.st_mode & 0o777, key.st_uid) == (0o600, pwd.getpwnam(SCRAPER_USER).pw_uid)
     log = host.vmesh_root / f"var/log/vmesh/cert-helper-{SCRAPER}.log"
-    assert helper_running(host), log.read_text()[-2000:]
+    assert users_of(host, f"cert-helper-{SCRAPER}") == {SCRAPER_USER}, log.read_text()[-2000:]
 
 
 def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_issuer(
@@ -289,7 +334,7 @@ def test_rotating_certificates_under_load_fails_no_request_and_retires_the_old_i
 
     # the scraper's leaf and bundle went through the same phases, its helper still runs, and
     # with them it reads host2's proxy's /metrics, verifying the proxy as Prometheus does
-    assert helper_running(scraper_host)
+    assert users_of(scraper_host, f"cert-helper-{SCRAPER}") == {SCRAPER_USER}
     leaf, issuer = pki.load_certs((scraper / "cert.pem").read_bytes())
     assert str(pki.identity_of(leaf)) == f"spiffe://vmesh.local/svc/{SCRAPER}"
     assert pki.new_serial_hex(issuer) == active["serial"]

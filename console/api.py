@@ -280,12 +280,13 @@ class CertInfo:
 
     kind: str  # leaf | issuer | anchor
     subject: str
-    san: tuple[str, ...]
+    san: tuple[str, ...]  # URI SANs: a leaf's SPIFFE ID
     serial: str
     not_before: datetime
     not_after: datetime
     issuer: str
     owner: str  # the proxy (admin source) that reported it
+    dns: tuple[str, ...] = ()  # DNS SANs: `proxy.<trust domain>` on a service leaf
 
     @property
     def lifetime_s(self) -> float:
@@ -339,6 +340,7 @@ def _cert(owner: str, kind: str, data: dict[str, Any]) -> CertInfo:
         not_after=not_after,
         issuer=str(data.get("issuer") or "-"),
         owner=owner,
+        dns=tuple(str(name) for name in data.get("dns") or ()),
     )
 
 

@@ -391,7 +391,8 @@ def _certs(args: argparse.Namespace) -> int:
     if args.json:
         for r in rows:
             _print_json({"kind": r.cert.kind, "owners": list(r.owners), "subject": r.cert.subject,
-                         "san": list(r.cert.san), "serial": r.cert.serial,
+                         "san": list(r.cert.san), "dns": list(r.cert.dns),
+                         "serial": r.cert.serial,
                          "not_before": r.cert.not_before.isoformat(),
                          "not_after": r.cert.not_after.isoformat(), "state": r.health.label,
                          "next_renewal": r.next_renewal.isoformat() if r.next_renewal else None})

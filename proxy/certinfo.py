@@ -59,6 +59,12 @@ def uri_sans(cert: Cert) -> list[str]:
     return [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
 
 
+def dns_sans(cert: Cert) -> list[str]:
+    """All DNS subject alternative names of a decoded certificate, in order (a service leaf
+    carries `proxy.<trust domain>`, the name Prometheus verifies)."""
+    return [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+
+
 def identity(cert: Cert) -> spiffe.SpiffeId:
     """The identity of a decoded leaf: its single URI SAN (X.509-SVID rule), else ValueError."""
     return spiffe.of_uri_sans(uri_sans(cert))
@@ -109,6 +115,7 @@ def describe(cert: Cert, kind: str) -> dict[str, Any]:
         "subject": rfc4514(cert["subject"]),
         "issuer": rfc4514(cert["issuer"]),
         "san": uri_sans(cert),
+        "dns": dns_sans(cert),
         "serial": serial_hex(cert["serialNumber"]),
         "not_before": iso_utc(cert["notBefore"]),
         "not_after": iso_utc(cert["notAfter"]),

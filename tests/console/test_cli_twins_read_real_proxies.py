@@ -73,6 +73,8 @@ def test_certs_json_lists_the_chain_of_every_real_proxy(mesh: Mesh) -> None:
     leaves = {c["owners"][0]: c for c in certs if c["kind"] == "leaf"}
     assert {name: leaf["san"] for name, leaf in leaves.items()} == {
         name: [f"spiffe://vmesh.local/svc/{name}"] for name in ("api", "store", "web")}
+    # every leaf also names `proxy.<trust domain>`, the one name Prometheus verifies
+    assert [c["dns"] for c in certs] == [[], [], *[["proxy.vmesh.local"]] * 3]
     assert all(leaf["next_renewal"] and leaf["state"] == "ok" for leaf in leaves.values())
 
 

@@ -39,6 +39,7 @@ def test_certs_show_chain_and_bundle_in_file_order(tmp_path: Path) -> None:
     described = material.describe()
     assert described["identity"] == "spiffe://vmesh.local/svc/api"
     assert described["error"] is None
+    assert described["chain"][0]["dns"] == [pki.proxy_dns_name("vmesh.local")]
     assert described["chain"] == [described_by_cryptography(leaf, "leaf"),
                                   described_by_cryptography(issuer.cert, "issuer")]
     assert described["bundle"] == [described_by_cryptography(c, "anchor")

@@ -154,7 +154,8 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
         rules = httpx.get(url.replace("/query", "/rules"), timeout=5).json()["data"]["groups"]
         loaded = {rule["name"]: rule for group in rules for rule in group["rules"]}
         assert set(loaded) == {"VmeshLeafCertificateNotRenewed", "VmeshLeafCertificateExpired",
-                               "VmeshLowSuccessRate", "VmeshRefusedHandshakes"}
+                               "VmeshLowSuccessRate", "VmeshRefusedHandshakes",
+                               "VmeshProxyNotScraped"}
         assert all(rule["health"] != "err" for rule in loaded.values())
 
 
@@ -177,6 +178,11 @@ tests:
         values: '0+60x20'
       - series: 'response_total{{direction="inbound", dst_service="web", classification="success"}}'
         values: '0+600x20'
+      # web's proxy stops answering scrapes after 2 minutes; api's goes on
+      - series: 'up{{job="vmesh", instance="web:4191"}}'
+        values: '1 1 0x18'
+      - series: 'up{{job="vmesh", instance="api:4191"}}'
+        values: '1x20'
     alert_rule_test:
       - eval_time: 10m
         alertname: VmeshLeafCertificateNotRenewed
@@ -197,10 +203,25 @@ tests:
           - exp_labels: {{severity: warning, dst_service: api}}
             exp_annotations:
               summary: "api: 90% of requests succeed"
+      - eval_time: 6m
+        alertname: VmeshProxyNotScraped
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: VmeshProxyNotScraped
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: vmesh, instance: "web:4191"}}
+            exp_annotations:
+              summary: "web:4191: Prometheus cannot scrape the proxy"
+              description: >-
+                Either the proxy is down (`vmesh check` on its host) or Prometheus' certificate no
+                longer works for it; when every proxy is down at once, it is the certificate: see
+                the target's error on Prometheus' targets page and the log of
+                `vmesh cert-helper prometheus`.
 """
 
 
-def test_the_alerting_rules_fire_on_a_stale_leaf_and_a_failing_service(tmp_path: Path) -> None:
+def test_the_alerting_rules_fire_on_a_stale_leaf_a_failing_service_and_a_lost_proxy(
+        tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     checked = subprocess.run([promtool, "check", "rules", str(ALERTS)],
                              capture_output=True, text=True)

@@ -1,8 +1,9 @@
 """`vmesh check`: collect facts from admin APIs, files and sockets, then judge them.
 
 The judgements are the pure functions of `console.models.checks`; this module
-only gathers their inputs: polls of every admin source, the service configs
-of this host and who listens on their ports, and the identity service.
+only gathers their inputs: polls of every admin source, the leaves this
+host's cert-helpers keep, the service configs of this host and who listens on
+their ports, and the identity service.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 import httpx
 import psutil
+from cryptography import x509
 
+from console.api import CertInfo
 from console.client import OperatorCredentials
 from console.collect import Poll, poll_all
 from console.hosts import proxy_service
@@ -29,10 +32,12 @@ from console.models.checks import (
     check_clock,
     check_discovery,
     check_discovery_source,
+    check_helper_leaf,
     check_port,
     check_reachable,
 )
 from console.sources import Source
+from identity import pki
 from vm_mesh import paths
 from vm_mesh.config import load_service_config
 from vm_mesh.errors import UserError
@@ -74,6 +79,30 @@ def judge_polls(polls: Sequence[Poll], now: datetime) -> list[Finding]:
         if poll.server_date is not None:
             findings.append(check_clock(name, poll.server_date, poll.server_date_seen or now))
     return findings
+
+
+def helper_leaves() -> list[tuple[str, CertInfo]]:
+    """(name, leaf) of each cert-helper of this host: a state directory NAME holding a leaf
+    of `svc/NAME` that no service file names (a service's leaf is its proxy's to report).
+    What this user may not read is left out."""
+    found = []
+    for cert_file in sorted(paths.state_dir("").glob("*/cert.pem")):
+        name = cert_file.parent.name
+        if paths.service_config(name).exists():
+            continue
+        try:
+            leaf = x509.load_pem_x509_certificate(cert_file.read_bytes())
+            identity = pki.identity_of(leaf)
+        except (OSError, ValueError):
+            continue
+        if (identity.kind, identity.name) != ("svc", name):
+            continue
+        found.append((name, CertInfo(
+            kind="leaf", subject=leaf.subject.rfc4514_string(), san=(str(identity),),
+            serial=pki.new_serial_hex(leaf), not_before=leaf.not_valid_before_utc,
+            not_after=leaf.not_valid_after_utc, issuer=leaf.issuer.rfc4514_string(),
+            owner=f"cert-helper {name}")))
+    return found
 
 
 def _mesh_config() -> dict[str, Any]:
@@ -190,7 +219,9 @@ async def run_checks(sources: Sequence[Source], credentials: OperatorCredentials
     """
     options = options or CheckOptions()
     polls = await poll_all(sources, credentials)
-    findings = judge_polls(polls, datetime.now(UTC))
+    now = datetime.now(UTC)
+    findings = judge_polls(polls, now)
+    findings += [check_helper_leaf(name, leaf, now) for name, leaf in helper_leaves()]
     findings += [check_discovery_source(label, error)
                  for label, error in (discovery_errors or {}).items()]
     findings += check_ports()

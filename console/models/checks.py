@@ -8,7 +8,7 @@ the facts (admin APIs, files, sockets) happens in `console.checks`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -74,6 +74,16 @@ def check_cert(cert: CertInfo, owner: str, now: datetime) -> Finding:
     else:
         message = f"{state.label}: only {time_left(cert, now)} left"
     return Finding("certs", status, target, message, reason, _CERT_HINTS.get(cert.kind, ""))
+
+
+def check_helper_leaf(name: str, leaf: CertInfo, now: datetime) -> Finding:
+    """The leaf a cert-helper keeps for a program no proxy fronts (Prometheus'): judged as a
+    proxy's leaf, but it is the helper that renews it."""
+    finding = check_cert(leaf, f"cert-helper {name}", now)
+    if finding.status is Status.OK:
+        return finding
+    return replace(finding, hint=f"`vmesh cert-helper {name}` renews it: is it running? "
+                   f"See `systemctl status vmesh-cert-helper@{name}` or its log")
 
 
 def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetime,

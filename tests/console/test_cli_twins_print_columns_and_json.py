@@ -5,8 +5,10 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 from tests.console.conftest import REPO, wait_for
+from tests.integration.mesh import Mesh
 from vm_mesh import paths
 
 
@@ -83,6 +85,19 @@ def test_certs_and_check_fail_on_an_expired_leaf_of_a_real_proxy(expired_store) 
     assert "leaf of store: expired at" in failing and "(hint:" in failing
     findings = [json.loads(x) for x in vmesh("check", "--json").stdout.splitlines()]
     assert {f["reason"] for f in findings if f["status"] == "fail"} == {"certs.leaf_expired"}
+
+
+def test_check_fails_on_the_expired_leaf_of_a_cert_helper(start_admin, vmesh_root) -> None:
+    start_admin("api")
+    ca = Mesh(vmesh_root)  # CA state of its own: the simulated proxy has its own certs
+    ca.issue("prometheus", now=datetime.now(UTC) - timedelta(hours=26))  # what the helper left
+    ca.issue("grafana", lifetime=timedelta(hours=24))
+    check = vmesh("check")
+    assert check.returncode == 1
+    [failing] = [line for line in check.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert "leaf of cert-helper prometheus: expired at" in failing
+    assert "`vmesh cert-helper prometheus` renews it: is it running?" in failing
+    assert "[ok  ] certs     leaf of cert-helper grafana: valid, 23h" in check.stdout
 
 
 def test_check_passes_for_a_healthy_host(start_admin) -> None:

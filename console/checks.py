@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import psutil
-from cryptography import x509
 
 from console.api import CertInfo
 from console.client import OperatorCredentials
@@ -91,9 +90,9 @@ def helper_leaves() -> list[tuple[str, CertInfo]]:
         if paths.service_config(name).exists():
             continue
         try:
-            leaf = x509.load_pem_x509_certificate(cert_file.read_bytes())
+            leaf = pki.load_certs(cert_file.read_bytes())[0]
             identity = pki.identity_of(leaf)
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
         if (identity.kind, identity.name) != ("svc", name):
             continue
@@ -101,7 +100,7 @@ def helper_leaves() -> list[tuple[str, CertInfo]]:
             kind="leaf", subject=leaf.subject.rfc4514_string(), san=(str(identity),),
             serial=pki.new_serial_hex(leaf), not_before=leaf.not_valid_before_utc,
             not_after=leaf.not_valid_after_utc, issuer=leaf.issuer.rfc4514_string(),
-            owner=f"cert-helper {name}")))
+            owner=f"cert-helper {name}", dns=tuple(pki.dns_sans(leaf)))))
     return found
 
 

@@ -26,6 +26,7 @@ import httpx
 from cryptography import x509
 
 from console.sources import Source
+from identity import pki
 from vm_mesh import paths
 
 # Per-request timeouts: short connect (a dead host must not stall a view),
@@ -85,12 +86,7 @@ def _peer_is_mesh_proxy(response: httpx.Response) -> str | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return "peer sent no certificate"
-    cert = x509.load_der_x509_certificate(der)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
+    uris = pki.uri_sans(x509.load_der_x509_certificate(der))
     if len(uris) != 1 or "/svc/" not in uris[0] or not uris[0].startswith("spiffe://"):
         return f"peer identity {uris or 'none'} is not a vmesh service"
     return None

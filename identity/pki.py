@@ -223,13 +223,24 @@ def issue_leaf(
     )
 
 
-def uri_sans(cert: x509.Certificate) -> list[str]:
-    """All URI subject alternative names of a certificate (none if it has no SAN)."""
+def _sans(cert: x509.Certificate, kind: type[x509.UniformResourceIdentifier | x509.DNSName],
+          ) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return san.value.get_values_for_type(kind)
+
+
+def uri_sans(cert: x509.Certificate) -> list[str]:
+    """All URI subject alternative names of a certificate (none if it has no SAN)."""
+    return _sans(cert, x509.UniformResourceIdentifier)
+
+
+def dns_sans(cert: x509.Certificate) -> list[str]:
+    """All DNS subject alternative names of a certificate (a service leaf's is
+    `proxy.<trust domain>`)."""
+    return _sans(cert, x509.DNSName)
 
 
 def identity_of(cert: x509.Certificate) -> spiffe.SpiffeId:

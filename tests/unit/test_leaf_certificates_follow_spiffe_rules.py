@@ -62,9 +62,7 @@ def test_service_leaves_also_name_the_proxy_dns_name_and_operator_leaves_do_not(
     def sans(spiffe_id: str) -> tuple[list[str], list[str]]:
         leaf = pki.issue_leaf(issuer, pki.generate_key().public_key(), spiffe_id=spiffe_id,
                               common_name="x", trust_domain="vmesh.local")
-        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        return (names.get_values_for_type(x509.UniformResourceIdentifier),
-                names.get_values_for_type(x509.DNSName))
+        return pki.uri_sans(leaf), pki.dns_sans(leaf)
 
     assert sans("spiffe://vmesh.local/svc/web") == (["spiffe://vmesh.local/svc/web"],
                                                     ["proxy.vmesh.local"])

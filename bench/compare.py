@@ -16,6 +16,8 @@ all paths measured once per round, rounds back to back:
 - floor 2 hops:  wrk -> bench/floor.py -> mTLS -> bench/floor.py -> fixed backend: the least
   a pair of Python proxies on vmesh's libraries can do (no routing, policy or metrics), so
   vmesh/floor is what vmesh's own layers cost and floor/haproxy what Python costs
+- floor + tasks: the same with each client connection served by a task, as vmesh serves
+  it (`bench/floor.py --tasks`): of vmesh's cost above the floor, what waking tasks takes
 - vmesh 2 hops with a tap subscriber attached, measured right before or after the
   untapped run at c=32 (alternately), so the two see the same machine
 
@@ -145,6 +147,17 @@ def write_endpoints(work: Path, ports: dict[str, int]) -> None:
     ))
 
 
+def floor_pair(front: int, back: int, app: int, front_certs: Path, back_certs: Path,
+               *options: str) -> list[subprocess.Popen]:
+    """The two processes of a floor path (bench/floor.py): back first, then front."""
+    return [
+        subprocess.Popen([sys.executable, str(REPO / "bench/floor.py"), role, str(listen),
+                          str(upstream), str(certs), *options])
+        for role, listen, upstream, certs in (("back", back, app, back_certs),
+                                              ("front", front, back, front_certs))
+    ]
+
+
 def stop_processes(procs: list[subprocess.Popen]) -> None:
     """SIGTERM to each, then wait for each (killed after 20 s)."""
     for proc in procs:
@@ -232,7 +245,7 @@ def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float
     v, h, d = one["vmesh 2 hops mTLS"], one["haproxy 2 hops mTLS"], one["direct"]
     h_pair = one["haproxy 2 hops 1 proc"]
     v1, h1 = one["vmesh 1 hop mTLS"], one["haproxy 1 hop mTLS"]
-    f = one["floor 2 hops mTLS"]
+    f, f_tasks = one["floor 2 hops mTLS"], one["floor + tasks"]
     tapped = one["vmesh 2 hops + tap"]["c=32"]
 
     def added_p50_ratio(vmesh: dict[str, dict[str, float]],
@@ -256,6 +269,10 @@ def round_ratios(one: dict[str, dict[str, dict[str, float]]]) -> dict[str, float
         "floor/haproxy rps at c=32 (bare Python proxies)": f["c=32"]["rps"] / h["c=32"]["rps"],
         "vmesh/floor CPU per request at c=32 (vmesh's layers)": v["c=32"]["cpu_us_per_request"]
         / f["c=32"]["cpu_us_per_request"],
+        "floor+tasks/floor CPU per request at c=32 (waking tasks)":
+        f_tasks["c=32"]["cpu_us_per_request"] / f["c=32"]["cpu_us_per_request"],
+        "floor+tasks/floor p50 at c=1 (waking tasks)": f_tasks["c=1"]["p50_ms"]
+        / f["c=1"]["p50_ms"],
     }
 
 
@@ -318,6 +335,7 @@ def main() -> None:
         tls_backend_port, ha_one_hop = free_port(), free_port()
         ha_pair_front, ha_pair_mtls = free_port(), free_port()
         floor_front, floor_back = free_port(), free_port()
+        tasks_front, tasks_back = free_port(), free_port()
         ha_a = issue(ca, "front", work / "ha-a")
         ha_b = issue(ca, "web", work / "ha-b")
         origin = issue(ca, "origin", work / "origin")
@@ -384,22 +402,20 @@ def main() -> None:
         procs.extend([*sidecars, haproxy_pair])
         for port in (ha_front, ha_mtls, ha_pair_front):
             wait_port(port)
-        floor = [
-            subprocess.Popen([sys.executable, str(REPO / "bench/floor.py"), role, str(listen),
-                              str(upstream), str(certs)])
-            for role, listen, upstream, certs in (("back", floor_back, backend_port, ha_b),
-                                                  ("front", floor_front, floor_back, ha_a))
-        ]
-        procs.extend(floor)
-        wait_port(floor_back)
-        wait_port(floor_front)
+        floor = floor_pair(floor_front, floor_back, backend_port, ha_a, ha_b)
+        tasks_floor = floor_pair(tasks_front, tasks_back, backend_port, ha_a, ha_b, "--tasks")
+        procs.extend(floor + tasks_floor)
+        for port in (floor_back, floor_front, tasks_back, tasks_front):
+            wait_port(port)
         floor_url = f"http://127.0.0.1:{floor_front}/"
+        tasks_floor_url = f"http://127.0.0.1:{tasks_front}/"
 
         vmesh_url = f"http://127.0.0.1:{vmesh_ports['front']}/"
         # every path must answer 200 before it is measured: errors are fast and would flatter it
         for url, host in ((vmesh_url, "web"), (vmesh_url, "origin"),
                           (f"http://127.0.0.1:{ha_front}/", None),
                           (f"http://127.0.0.1:{ha_one_hop}/", None), (floor_url, None),
+                          (tasks_floor_url, None),
                           (f"http://127.0.0.1:{ha_pair_front}/", None)):
             answer = httpx.get(url, headers={"Host": host} if host else None, timeout=10)
             if answer.status_code != 200:
@@ -416,6 +432,7 @@ def main() -> None:
             "haproxy 2 hops 1 proc": (f"http://127.0.0.1:{ha_pair_front}/", None,
                                       [haproxy_pair.pid]),
             "floor 2 hops mTLS": (floor_url, None, [p.pid for p in floor]),
+            "floor + tasks": (tasks_floor_url, None, [p.pid for p in tasks_floor]),
         }
         rounds: list[dict[str, dict[str, dict[str, float]]]] = []
         for number in range(args.rounds):
@@ -488,6 +505,8 @@ def main() -> None:
                 "vmesh": (vmesh_url, "web", hops.Ports(vmesh_ports["front"],
                                                       inbound_ports["web"], backend_port)),
                 "floor": (floor_url, None, hops.Ports(floor_front, floor_back, backend_port)),
+                "floor + tasks": (tasks_floor_url, None,
+                                  hops.Ports(tasks_front, tasks_back, backend_port)),
                 "haproxy": (f"http://127.0.0.1:{ha_front}/", None,
                             hops.Ports(ha_front, ha_mtls, backend_port)),
                 "haproxy 1 proc": (f"http://127.0.0.1:{ha_pair_front}/", None,

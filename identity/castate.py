@@ -47,8 +47,21 @@ class CertificateAuthority:
         return [g.anchor for g in self.generations if not g.retired]
 
     @property
+    def active_anchor(self) -> x509.Certificate:
+        """The anchor of the active generation, which the identity service's own certificate
+        chains to: what a join token pins."""
+        return next(g.anchor for g in self.generations if g.issuer == self.active.cert)
+
+    @property
     def database(self) -> Path:
         return self.directory / "ca.db"
+
+
+def stamp(directory: Path) -> tuple[int, int]:
+    """Changes whenever `init`, `rotate` or `retire` rewrite the CA in `directory` (ca.json is
+    replaced by a rename each time): its inode and modification time."""
+    status = _meta_path(directory).stat()
+    return status.st_ino, status.st_mtime_ns
 
 
 def _meta_path(directory: Path) -> Path:

@@ -121,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     from identity import castate
     from identity.authority import Authority
     from identity.ratelimit import RateLimiter
-    from identity.service import IdentityServer, server_context
+    from identity.service import IdentityServer
     from identity.store import Store
     from vm_mesh import logs
 
@@ -137,9 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
         {socket.gethostname(), "localhost", "127.0.0.1", *args.san}
         | ({host} if host not in ("0.0.0.0", "::") else set())
     )
-    server = IdentityServer(
-        (host.strip("[]"), int(port)), authority, server_context(authority, names), RateLimiter()
-    )
+    server = IdentityServer((host.strip("[]"), int(port)), authority, names, RateLimiter())
     logging.getLogger("vmesh.identity").info(
         "identity service listening",
         extra={"listen": f"{host}:{server.server_address[1]}", "trust_domain": ca.trust_domain},
@@ -173,8 +171,7 @@ def _token_create(args: argparse.Namespace) -> int:
     if not services:
         raise UserError("--services needs at least one service name")
     ttl = _seconds(args.ttl, "--ttl")
-    active_anchor = next(g.anchor for g in ca.generations if not g.retired)
-    token = new_token(anchor_pin(active_anchor))
+    token = new_token(anchor_pin(ca.active_anchor))
     now = time.time()
     store.add_token(
         TokenRecord(

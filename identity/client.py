@@ -72,11 +72,10 @@ def _csr(key: Any, identity: str) -> x509.CertificateSigningRequest:
     )
 
 
-def _tls_context(bundle: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(bundle))
+def _trusting(anchors_pem: str) -> ssl.SSLContext:
+    """A TLS 1.2+ client context that trusts these PEM anchors and nothing else."""
+    context = ssl.create_default_context(cadata=anchors_pem)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert and key:
-        context.load_cert_chain(cert, key)
     return context
 
 
@@ -92,45 +91,71 @@ async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLConte
     return response.json()
 
 
-async def fetch_pinned_bundle(url: str, pin: str) -> str:
-    """The CA's trust bundle, accepted only if one of its anchors matches `pin`."""
+async def fetch_pinned_anchor(url: str, pin: str) -> x509.Certificate:
+    """The anchor that `pin` names, from the CA's published bundle.
+
+    The bundle is fetched without authentication, so it proves nothing but that one
+    anchor: only it may authenticate the identity service a token is sent to (an impostor
+    could list its own anchor beside the real one, which is public).
+    """
     async with httpx.AsyncClient(verify=False, timeout=TIMEOUT) as client:
         response = await client.get(url.rstrip("/") + "/v1/bundle")
     response.raise_for_status()
-    anchors = pki.load_certs(response.content)
-    if not any(anchor_pin(anchor) == pin for anchor in anchors):
-        raise UserError(
-            f"the identity service at {url} is not the CA this token was made for "
-            "(anchor pin mismatch); check the --identity URL"
-        )
-    return response.text
+    for anchor in pki.load_certs(response.content):
+        if anchor_pin(anchor) == pin:
+            return anchor
+    raise UserError(
+        f"the identity service at {url} is not the CA this token was made for "
+        "(anchor pin mismatch); check the --identity URL"
+    )
 
 
 async def obtain(
     url: str, token_text: str, *, host: str, service: str, directory: Path
 ) -> x509.Certificate:
-    """Join the mesh: exchange a token for a first leaf and store it in `directory`."""
+    """Join the mesh: exchange a token for a first leaf and store it in `directory`.
+
+    The token goes only to a service whose certificate chains to the anchor the token
+    pins; the trust bundle stored is the one that service answers with.
+    """
     token = parse_token(token_text)
-    bundle_pem = await fetch_pinned_bundle(url, token.anchor_pin)
-    anchor = pki.load_certs(bundle_pem.encode())[0]
+    anchor = await fetch_pinned_anchor(url, token.anchor_pin)
     trust_domain = pki.uri_sans(anchor)[0].removeprefix("spiffe://")
     identity = str(spiffe.make(trust_domain, "svc", service))
-    files = LeafFiles(directory)
-    pki.write_file(files.bundle, bundle_pem.encode())
     key = pki.generate_key()
     csr = _csr(key, identity)
-    answer = await _post(
-        url,
-        "/v1/join",
-        {"token": str(token), "host": host, "csr": csr_pem(csr)},
-        _tls_context(files.bundle),
-    )
+    try:
+        answer = await _post(
+            url,
+            "/v1/join",
+            {"token": str(token), "host": host, "csr": csr_pem(csr)},
+            _trusting(pki.cert_pem(anchor).decode()),
+        )
+    except httpx.ConnectError as exc:
+        if not _caused_by(exc, ssl.SSLCertVerificationError):
+            raise
+        raise UserError(
+            f"the identity service at {url} does not prove it is the CA this token was made "
+            "for (its certificate does not chain to the anchor the token pins; if that CA "
+            "rotated its anchor after the token was made, make a new token)"
+        ) from None
+    files = LeafFiles(directory)
     files.save(pki.key_pem(key), answer["certificate"], answer["bundle"])
     log.info(
         "joined the mesh",
         extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
     )
     return files.leaf()
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `error`, or an exception it was raised from or while handling, is a `kind`."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, kind):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> str:
@@ -153,7 +178,7 @@ async def renew(url: str, directory: Path) -> x509.Certificate:
             "csr": csr_pem(csr),
             "proof": proof_of_possession(current_key, csr),
         },
-        _tls_context(files.bundle),
+        _trusting(files.bundle.read_text()),
     )
     files.save(pki.key_pem(key), answer["certificate"], answer["bundle"])
     log.info(

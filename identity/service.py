@@ -16,15 +16,17 @@ import logging
 import socket
 import socketserver
 import ssl
+import threading
 from datetime import timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from identity import pki
+from identity import castate, pki
 from identity.authority import Authority
 from identity.errors import Rejection
 from identity.ratelimit import RateLimiter
+from vm_mesh.errors import UserError
 
 log = logging.getLogger("vmesh.identity")
 
@@ -35,7 +37,12 @@ SERVER_CERT_LIFETIME = timedelta(days=90)
 
 
 class IdentityServer(ThreadingHTTPServer):
-    """A threading HTTPS server; the TLS handshake runs in the connection's own thread."""
+    """A threading HTTPS server; the TLS handshake runs in the connection's own thread.
+
+    It follows the CA on disk: after `vmesh identity rotate` the new generation issues
+    every leaf and the service presents a certificate of it, after `retire` the retired
+    anchor leaves the bundles it hands out; no restart is needed for either.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
@@ -44,12 +51,15 @@ class IdentityServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         authority: Authority,
-        ssl_context: ssl.SSLContext,
+        names: list[str],
         limiter: RateLimiter,
     ) -> None:
         self.authority = authority
-        self.ssl_context = ssl_context
+        self.names = names
+        self.ssl_context = server_context(authority, names)
         self.limiter = limiter
+        self._ca_stamp = castate.stamp(authority.ca.directory)
+        self._reloading = threading.Lock()
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -60,7 +70,32 @@ class IdentityServer(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = port
 
+    def follow_ca(self) -> None:
+        """Load the CA again if `rotate` or `retire` changed it since it was last loaded; a CA
+        that fails to load is logged and the one loaded before stays in force."""
+        directory = self.authority.ca.directory
+        with self._reloading:
+            try:
+                stamp = castate.stamp(directory)
+                if stamp == self._ca_stamp:
+                    return
+                self._ca_stamp = stamp
+                ca = castate.load(directory)
+            except (OSError, ValueError, UserError) as exc:
+                log.error("cannot load the changed certificate authority; serving the one "
+                          "loaded before", extra={"reason": "ca.reload_failed",
+                                                  "detail": str(exc)})
+                return
+            rotated = ca.active.cert != self.authority.ca.active.cert
+            self.authority.ca = ca
+            if rotated:
+                _present_certificate(self.ssl_context, self.authority, self.names)
+        log.info("certificate authority reloaded", extra={
+            "active": ca.active.cert.subject.rfc4514_string(),
+            "anchors": len(ca.bundle), "rotated": rotated})
+
     def finish_request(self, request: Any, client_address: Any) -> None:
+        self.follow_ca()
         request.settimeout(10)
         try:
             tls = self.ssl_context.wrap_socket(request, server_side=True)
@@ -159,6 +194,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 def server_context(authority: Authority, names: list[str]) -> ssl.SSLContext:
     """TLS 1.2+ server context with a fresh certificate for `names` (DNS names and IPs)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _present_certificate(context, authority, names)
+    return context
+
+
+def _present_certificate(context: ssl.SSLContext, authority: Authority, names: list[str]) -> None:
+    """Have `context` present a fresh certificate for `names` from the CA's active issuer
+    (handshakes from then on; those under way keep the one they began with)."""
     ca = authority.ca
     key = pki.generate_key()
     ips = [n for n in names if _is_ip(n)]
@@ -173,13 +217,10 @@ def server_context(authority: Authority, names: list[str]) -> ssl.SSLContext:
         dns_names=dns,
         ip_addresses=ips,
     )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     tls_dir = ca.directory / "server"
     pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
     pki.write_file(tls_dir / "cert.pem", pki.cert_pem(cert, ca.active.cert))
     context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
-    return context
 
 
 def _is_ip(name: str) -> bool:

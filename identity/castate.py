@@ -35,22 +35,22 @@ class Generation:
 
 @dataclass(frozen=True, slots=True)
 class CertificateAuthority:
-    """A loaded CA: its trust domain, generations, the active issuer's key and the bundle."""
+    """A loaded CA: its trust domain, generations, the bundle, and the issuer that signs (the
+    active generation's, unless loaded for another)."""
 
     directory: Path
     trust_domain: str
     generations: tuple[Generation, ...]
-    active: pki.CertifiedKey
+    active: pki.CertifiedKey  # the issuer that signs, with its key
+    issuing: int  # the number of its generation
 
     @property
     def bundle(self) -> list[x509.Certificate]:
         return [g.anchor for g in self.generations if not g.retired]
 
-    @property
-    def active_anchor(self) -> x509.Certificate:
-        """The anchor of the active generation, which the identity service's own certificate
-        chains to: what a join token pins."""
-        return next(g.anchor for g in self.generations if g.issuer == self.active.cert)
+    def trusts(self, number: int) -> bool:
+        """Whether generation `number` exists and is not retired."""
+        return any(g.number == number and not g.retired for g in self.generations)
 
     @property
     def database(self) -> Path:
@@ -139,9 +139,13 @@ def retire(directory: Path, number: int) -> None:
     _write_meta_and_bundle(directory, meta)
 
 
-def load(directory: Path) -> CertificateAuthority:
-    """Load the CA with the active issuer's key (the anchor keys are not needed to issue)."""
+def load(directory: Path, issuing: int | None = None) -> CertificateAuthority:
+    """Load the CA with the key of the issuer that signs: generation `issuing`'s, by default
+    the active one's (the anchor keys are not needed to issue)."""
     meta = _read_meta(directory)
+    signing = meta["active"] if issuing is None else issuing
+    if signing not in meta["generations"] or signing in meta["retired"]:
+        raise UserError(f"generation {signing} of the CA in {directory} is retired or gone")
     generations = []
     for number in meta["generations"]:
         gen = directory / f"gen-{number}"
@@ -153,9 +157,31 @@ def load(directory: Path) -> CertificateAuthority:
                 retired=number in meta["retired"],
             )
         )
-    active_dir = directory / f"gen-{meta['active']}"
-    active = pki.CertifiedKey(
-        key=pki.load_key((active_dir / "issuer.key").read_bytes()),
-        cert=pki.load_certs((active_dir / "issuer.pem").read_bytes())[0],
+    issuer_dir = directory / f"gen-{signing}"
+    issuer = pki.CertifiedKey(
+        key=pki.load_key((issuer_dir / "issuer.key").read_bytes()),
+        cert=pki.load_certs((issuer_dir / "issuer.pem").read_bytes())[0],
     )
-    return CertificateAuthority(directory, meta["trust_domain"], tuple(generations), active)
+    return CertificateAuthority(
+        directory, meta["trust_domain"], tuple(generations), issuer, signing
+    )
+
+
+def served_anchor(ca: CertificateAuthority) -> x509.Certificate:
+    """The anchor that the identity service's own certificate chains to, which is what a
+    join token pins: the service signs with the generation it started on until it restarts
+    (see `identity.service`), so after `rotate` that is not yet the active one. Before the
+    service first ran, or when its generation is retired, the active generation's."""
+    try:
+        presented = pki.load_certs((server_directory(ca) / "cert.pem").read_bytes())[1]
+    except (OSError, ValueError, IndexError):
+        presented = None
+    for generation in ca.generations:
+        if generation.issuer == presented and not generation.retired:
+            return generation.anchor
+    return next(g.anchor for g in ca.generations if g.issuer == ca.active.cert)
+
+
+def server_directory(ca: CertificateAuthority) -> Path:
+    """Where the identity service keeps the certificate it presents, and its key."""
+    return ca.directory / "server"

@@ -158,7 +158,7 @@ def _store():
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from identity import spiffe
+    from identity import castate, spiffe
     from identity.tokens import TokenRecord, anchor_pin, hash_secret, new_token
 
     ca, store = _store()
@@ -171,7 +171,7 @@ def _token_create(args: argparse.Namespace) -> int:
     if not services:
         raise UserError("--services needs at least one service name")
     ttl = _seconds(args.ttl, "--ttl")
-    token = new_token(anchor_pin(ca.active_anchor))
+    token = new_token(anchor_pin(castate.served_anchor(ca)))
     now = time.time()
     store.add_token(
         TokenRecord(

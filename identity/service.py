@@ -71,8 +71,11 @@ class IdentityServer(ThreadingHTTPServer):
         self.server_port = port
 
     def follow_ca(self) -> None:
-        """Load the CA again if `rotate` or `retire` changed it since it was last loaded; a CA
-        that fails to load is logged and the one loaded before stays in force."""
+        """Load the CA again if `rotate` or `retire` changed it since it was last loaded. The
+        bundle (trusted anchors) follows at once; the issuer that signs stays the one this
+        service started with until it restarts (a rollout hands every proxy the new anchor
+        first, see ansible/rotate-certs.yml), unless that generation was retired. A CA that
+        fails to load is logged, and the one loaded before stays in force."""
         directory = self.authority.ca.directory
         with self._reloading:
             try:
@@ -80,19 +83,21 @@ class IdentityServer(ThreadingHTTPServer):
                 if stamp == self._ca_stamp:
                     return
                 self._ca_stamp = stamp
-                ca = castate.load(directory)
+                on_disk = castate.load(directory)
+                signing = self.authority.ca.issuing
+                ca = (castate.load(directory, issuing=signing)
+                      if on_disk.trusts(signing) and signing != on_disk.issuing else on_disk)
             except (OSError, ValueError, UserError) as exc:
                 log.error("cannot load the changed certificate authority; serving the one "
                           "loaded before", extra={"reason": "ca.reload_failed",
                                                   "detail": str(exc)})
                 return
-            rotated = ca.active.cert != self.authority.ca.active.cert
             self.authority.ca = ca
-            if rotated:
+            if ca.issuing != signing:
                 _present_certificate(self.ssl_context, self.authority, self.names)
         log.info("certificate authority reloaded", extra={
-            "active": ca.active.cert.subject.rfc4514_string(),
-            "anchors": len(ca.bundle), "rotated": rotated})
+            "anchors": [g.number for g in ca.generations if not g.retired],
+            "signing": ca.issuing, "active": on_disk.issuing})
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         self.follow_ca()
@@ -217,7 +222,7 @@ def _present_certificate(context: ssl.SSLContext, authority: Authority, names: l
         dns_names=dns,
         ip_addresses=ips,
     )
-    tls_dir = ca.directory / "server"
+    tls_dir = castate.server_directory(ca)
     pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
     pki.write_file(tls_dir / "cert.pem", pki.cert_pem(cert, ca.active.cert))
     context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")

@@ -16,6 +16,9 @@ import httptools
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADERS = 100
+# Bytes a head may take before it is complete: llhttp hands a header line over only once it
+# ends, and until then grows it by copying, so an endless line is cut off here.
+MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES
 
 # Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
@@ -176,6 +179,8 @@ class _Collector:
     reason: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     header_bytes: int = 0
+    in_body: bool = False  # the head was handed on; the body (and any trailers) follows
+    head_bytes: int = 0  # bytes fed since the last head was complete: at least the next one's
     # the parser that calls these callbacks, asked for what they do not get (method, status)
     parser: Any = None
 
@@ -222,17 +227,24 @@ class _Reader:
         """Parse `data`; raises Http1Error on bad framing (the reader is unusable after)."""
         if self.failed:
             raise Http1Error(400, "http1.codec_error", "connection already failed")
+        collector = self._collector
+        if not collector.in_body:
+            collector.head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except Http1Error:
             self.failed = True
             raise
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.failed = True
             cause = exc.__context__
             if isinstance(cause, Http1Error | _HeadResponseDone):
                 raise cause from None
             raise _classify(exc) from None
+        if collector.head_bytes > MAX_HEAD_BYTES and not collector.in_body:
+            self.failed = True
+            raise Http1Error(431, "http1.headers_too_large",
+                             f"the head is not complete after {MAX_HEAD_BYTES} bytes")
 
     def next_event(self) -> Event | None:
         """The next parsed event, or None when more bytes are needed."""
@@ -291,6 +303,8 @@ class _RequestCallbacks(_Collector):
         method = _METHODS.get(raw_method) or raw_method.decode()
         version = parser.get_http_version()
         hosts, codings, length = _framing(self.headers)
+        if version != "1.1" and version != "1.0":
+            raise Http1Error(505, "http1.invalid_version", f"HTTP/{version} is not HTTP/1.x")
         if version == "1.1" and not hosts:
             raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
         if hosts > 1:
@@ -310,12 +324,17 @@ class _RequestCallbacks(_Collector):
             )
         )
         self.headers = []
+        self.in_body = True
+        self.head_bytes = 0
 
     def on_message_complete(self) -> None:
         # httptools forgets keep-alive once the message is done: read it here
         self.events.append(MessageEnd(self.parser.should_keep_alive()))
         self.url = b""
         self.header_bytes = 0
+        self.in_body = False
+        if self.headers:
+            self.headers = []  # trailers: not forwarded, and not the next message's headers
 
 
 class RequestReader(_Reader):
@@ -348,6 +367,8 @@ class _ResponseCallbacks(_Collector):
         )
         self.headers = []
         self.reason = b""
+        self.in_body = True
+        self.head_bytes = 0
         if self.head_request and status >= 200:
             # a response to HEAD has no body whatever its headers say; llhttp cannot be told,
             # so the message ends here and the reader starts a fresh parser for the next one
@@ -357,6 +378,9 @@ class _ResponseCallbacks(_Collector):
     def on_message_complete(self) -> None:
         self.events.append(MessageEnd(self.parser.should_keep_alive()))
         self.header_bytes = 0
+        self.in_body = False
+        if self.headers:
+            self.headers = []  # trailers: not forwarded, and not the next message's headers
 
 
 class ResponseReader(_Reader):

@@ -200,8 +200,14 @@ class InboundProxy:
         upstream = self.pool.take(self.app) or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive
+        idle = client.idle_timeout
         try:
-            response = await send_request(upstream, head, headers, body)
+            response = await send_request(upstream, head, headers, body, idle)
+        except TimeoutError:
+            event.status, event.error = 504, "app.timeout"
+            await client.send_error(504, event.error, f"the app sent no response in {idle:g}s",
+                                    close=False)
+            return client.request_keep_alive
         except (AttemptFailed, UpstreamProtocolError) as exc:
             reason, _, detail = str(exc).partition(": ")
             reason = (

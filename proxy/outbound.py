@@ -52,17 +52,19 @@ class NoEndpoints(Exception):
 
 
 class Destination:
-    """The mesh service a request goes to, the authority it named, and its target.
+    """The mesh service a request goes to, the authority it named, its target, and whether
+    that target was in absolute form (its authority then replaces the Host header).
 
     (Not a dataclass: one is made per request, and mypyc compiles this `__init__`.)
     """
 
-    __slots__ = ("authority", "service", "target")
+    __slots__ = ("absolute", "authority", "service", "target")
 
-    def __init__(self, service: str, authority: str, target: str) -> None:
+    def __init__(self, service: str, authority: str, target: str, absolute: bool) -> None:
         self.service: Final = service
         self.authority: Final = authority
         self.target: Final = target
+        self.absolute: Final = absolute
 
 
 def destination(head: RequestHead, fixed_service: str | None = None) -> Destination:
@@ -73,7 +75,8 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
     is kept for metrics and tap).
     """
     target = head.target
-    if target.startswith(("http://", "https://")):
+    absolute = target.startswith(("http://", "https://"))
+    if absolute:
         if target.startswith("https://"):
             raise Http1Error(
                 400,
@@ -86,7 +89,7 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
     else:
         authority = (head.header(b"host") or b"").decode("ascii", "replace")
     if fixed_service is not None:
-        return Destination(fixed_service, authority or fixed_service, target)
+        return Destination(fixed_service, authority or fixed_service, target, absolute)
     host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
     service = host.lower().removesuffix(".")
     service = service.removesuffix(".mesh")
@@ -96,7 +99,7 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
             "http1.unknown_authority",
             f"{authority!r} is not a mesh service (use <service> or <service>.mesh)",
         )
-    return Destination(service, authority, target)
+    return Destination(service, authority, target, absolute)
 
 
 class OutboundProxy:
@@ -217,6 +220,9 @@ class OutboundProxy:
         dest = destination(head, fixed_service)
         event.authority = dest.authority
         event.dst_service = dest.service
+        if dest.absolute:  # a proxy makes Host the target's authority (RFC 9112, 3.2.2)
+            head.headers = [header for header in head.headers if header[0] != b"host"]
+            head.headers.append((b"host", dest.authority.encode()))
         try:
             target = normalize_target(dest.target)
         except BadPath as bad_path:

@@ -76,9 +76,14 @@ def request_headers(
 
 
 async def send_request(
-    upstream: Upstream, head: RequestHead, headers: list[tuple[bytes, bytes]], body: Body
+    upstream: Upstream,
+    head: RequestHead,
+    headers: list[tuple[bytes, bytes]],
+    body: Body,
+    head_within: float | None = None,
 ) -> Response:
-    """Send one request; return when the response head is in."""
+    """Send one request; return when the response head is in. Raises TimeoutError when the
+    upstream sends nothing for `head_within` seconds after the request went out."""
     connection = upstream.connection
     upstream.requests += 1
     upstream.responses.expect(head.method)
@@ -103,12 +108,15 @@ async def send_request(
                         raise AttemptFailed(
                             "reset", "upstream.reset: the upstream closed the connection"
                         )
-                    await connection.wait(None)
+                    await connection.wait(head_within)
                 elif isinstance(event, ResponseHead) and not 100 <= event.status < 200:
                     return Response(event, upstream)
                 # interim responses (100 Continue) are not relayed
         except Http1Error as exc:
             raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
+    except TimeoutError:  # an OSError, but no reset: `head_within` passed without a head
+        upstream.close()
+        raise
     except (ConnectionError, OSError) as reset:
         upstream.close()
         raise AttemptFailed("reset", f"upstream.reset: {reset}") from None

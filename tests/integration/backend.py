@@ -122,6 +122,7 @@ class Backend:
             return int(self.mode["status"]), {"name": self.name, "failed": True}
         return 200, {"name": self.name, "path": path, "method": request.method.decode(),
                      "client_id": headers.get(CLIENT_ID_HEADER), "body_bytes": len(body),
+                     "host": headers.get("host"),
                      "traceparent": headers.get("traceparent")}
 
 

@@ -52,6 +52,10 @@ CASES = {
     "nul in path": (b"GET /a%00b HTTP/1.1\r\nHost: web\r\n\r\n", 400, None),
     "CONNECT": (b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n", 405,
                 "http1.connect_not_allowed"),
+    "protocol upgrade": (b"GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\n"
+                         b"Upgrade: websocket\r\n\r\n", 501, "http1.upgrade_not_supported"),
+    "HTTP/2.0 request line": (b"GET / HTTP/2.0\r\nHost: web\r\n\r\n", 505,
+                              "http1.invalid_version"),
 }
 
 

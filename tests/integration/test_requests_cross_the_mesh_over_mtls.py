@@ -54,6 +54,19 @@ def test_the_outbound_proxy_serves_as_http_proxy_and_takes_mesh_names(mesh) -> N
     as_proxy = _curl("--proxy", f"http://{front.outbound}", "http://web/via-proxy?q=1")
     assert as_proxy.returncode == 0, as_proxy.stderr
     assert json.loads(as_proxy.stdout)["path"] == "/via-proxy?q=1"  # origin-form, query kept
+    # the target's authority is the Host the app sees, whatever Host the client sent, if any
+    other_host = _curl("--proxy", f"http://{front.outbound}", "-H", "Host: elsewhere",
+                       "http://web/other-host")
+    assert json.loads(other_host.stdout)["host"] == "web", other_host.stdout
+    host, port = front.outbound.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as http10:
+        http10.sendall(b"GET http://web/no-host HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := http10.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert json.loads(body)["host"] == "web"
     dotted = _curl("-H", "Host: web.mesh", f"http://{front.outbound}/dotted")
     assert dotted.returncode == 0, dotted.stderr
     assert json.loads(dotted.stdout)["path"] == "/dotted"

@@ -4,6 +4,7 @@ each per-try timeout is a retry when the route allows one."""
 import time
 
 from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture, sample  # noqa: F401
+from tests.integration.processes import start_backend
 
 POLICY = """\
 kind: HTTPRoute
@@ -36,3 +37,16 @@ def test_slow_backend_gets_504_with_the_timeout_that_fired(policy_mesh: PolicyMe
         time.sleep(0.05)
     metrics = policy_mesh.metrics("front")
     assert sample(metrics, "route_retry_total", dst_service="slow", route="slow/tries") == 1
+
+
+def test_an_app_that_does_not_answer_gets_504_from_its_own_proxy(
+    policy_mesh: PolicyMesh,
+) -> None:
+    app = start_backend("hung", delay=5.0)
+    policy_mesh.backends.append(app)
+    policy_mesh.mesh.start_proxy("hung", app.port, idle="1s")
+    front = policy_mesh.mesh.start_proxy("front", 1)
+    with policy_mesh.client(front) as client:
+        answer = client.get("/", headers={"Host": "hung"})
+    assert (answer.status_code, answer.headers["vmesh-error"]) == (504, "app.timeout")
+    assert answer.text.startswith("vmesh hung-1 inbound: the app sent no response in 1s")

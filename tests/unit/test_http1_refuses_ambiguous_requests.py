@@ -38,6 +38,9 @@ BAD = {
                          501, "http1.invalid_transfer_encoding"),
     "chunk_overflow": (HOST + b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFFF\r\n", 400,
                        "http1.chunk_size_overflow"),
+    "upgrade": (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                501, "http1.upgrade_not_supported"),
+    "http2_request_line": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "http1.invalid_version"),
 }
 
 
@@ -105,3 +108,40 @@ def test_hop_by_hop_headers_and_those_named_in_connection_are_not_forwarded() ->
     headers = [(b"connection", b"keep-alive, x-secret"), (b"x-secret", b"1"),
                (b"keep-alive", b"5"), (b"te", b"trailers"), (b"x-kept", b"1")]
     assert forwardable_headers(headers) == [(b"x-kept", b"1")]
+
+
+def test_a_header_line_that_never_ends_is_refused_at_the_head_limit() -> None:
+    reader = RequestReader()
+    reader.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
+    with pytest.raises(Http1Error) as caught:
+        for _ in range(100):  # 6.4 MiB of one header value, if nothing stopped it
+            reader.feed(b"v" * 65536)
+    assert (caught.value.status, caught.value.reason) == (431, "http1.headers_too_large")
+
+
+def test_a_large_body_is_not_taken_for_a_head() -> None:
+    reader = RequestReader()
+    reader.feed(HOST + b"Content-Length: 1048576\r\n\r\n")
+    for _ in range(16):
+        reader.feed(b"b" * 65536)
+    events = _drain(reader)
+    assert sum(len(e) for e in events if isinstance(e, bytes)) == 1048576
+    assert isinstance(events[-1], MessageEnd)
+
+
+def test_trailers_are_not_carried_into_the_next_response() -> None:
+    reader = ResponseReader()
+    reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n"
+                b"0\r\nSet-Cookie: session=alice\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    heads = [e.headers for e in _drain(reader) if isinstance(e, ResponseHead)]
+    assert heads == [[(b"transfer-encoding", b"chunked")], [(b"content-length", b"2")]]
+
+
+def test_trailers_are_not_carried_into_the_next_request() -> None:
+    reader = RequestReader()
+    reader.feed(HOST + b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nHost: b\r\n\r\n"
+                b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    heads = [(e.target, e.headers) for e in _drain(reader) if isinstance(e, RequestHead)]
+    assert heads == [("/", [(b"host", b"a"), (b"transfer-encoding", b"chunked")]),
+                     ("/next", [(b"host", b"a")])]

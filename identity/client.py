@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from identity import pki, spiffe
 from identity.authority import proof_of_possession
 from identity.tokens import anchor_pin, parse_token
+from vm_mesh.defaults import LEAF_FILES
 from vm_mesh.errors import UserError
+from vm_mesh.files import settle, write_together
 
 log = logging.getLogger("vmesh.identity.client")
 
@@ -53,12 +55,19 @@ class LeafFiles:
         return self.directory / "bundle.pem"
 
     def leaf(self) -> x509.Certificate:
+        self.settle()
         return pki.load_certs(self.cert.read_bytes())[0]
 
     def save(self, key_pem: bytes, chain_pem: str, bundle_pem: str) -> None:
-        pki.write_file(self.bundle, bundle_pem.encode())
-        pki.write_private(self.key, key_pem)
-        pki.write_file(self.cert, chain_pem.encode())
+        """Replace key, chain and bundle together (see `settle`)."""
+        write_together(self.directory, [(LEAF_FILES[0], bundle_pem.encode(), 0o644),
+                                        (LEAF_FILES[1], key_pem, 0o600),
+                                        (LEAF_FILES[2], chain_pem.encode(), 0o644)])
+
+    def settle(self) -> None:
+        """Finish a `save` that was cut off (a renewal killed halfway), so that the key and
+        the certificate in place always belong together."""
+        settle(self.directory, LEAF_FILES)
 
 
 def _csr(key: Any, identity: str) -> x509.CertificateSigningRequest:

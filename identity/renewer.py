@@ -51,16 +51,22 @@ class Renewer:
     async def run(self) -> None:
         """Renew forever; cancel the task to stop."""
         not_before, not_after = self.validity()
+        unloaded = 0  # renewals in a row whose new leaf did not load
         while True:
             await asyncio.sleep(max(0.0, renewal_time(not_before, not_after) - self.clock()))
             await self._renew(not_before, not_after)
             if self.on_renewed:
                 self.on_renewed()
             renewed = self.validity()
-            if renewed == (not_before, not_after):  # stored, but not loaded: do not spin
-                log.error("certificate renewed, but the new leaf did not load; retrying later",
-                          extra={"directory": str(self.directory)})
-                await asyncio.sleep(retry_delay(0, self.clock(), not_after))
+            if renewed == (not_before, not_after):  # stored, but not loaded: back off
+                delay = retry_delay(unloaded, self.clock(), not_after)
+                unloaded += 1
+                log.error("certificate renewed, but the new leaf did not load; renewing again "
+                          "later", extra={"directory": str(self.directory),
+                                          "retry_in_s": round(delay, 1)})
+                await asyncio.sleep(delay)
+            else:
+                unloaded = 0
             not_before, not_after = renewed
 
     async def _renew(self, not_before: float, not_after: float) -> None:

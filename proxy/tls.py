@@ -21,6 +21,8 @@ from typing import Any
 from identity import spiffe
 from identity.renewal import renewal_time
 from proxy import certinfo
+from vm_mesh.defaults import LEAF_FILES
+from vm_mesh.files import settle
 
 log = logging.getLogger("vmesh.tls")
 
@@ -146,12 +148,13 @@ class TlsMaterial:
             self.admin_front.sni_callback = self._select_admin
 
     def _fingerprint(self) -> tuple[int, ...]:
-        stats = [(self.directory / n).stat() for n in ("key.pem", "cert.pem", "bundle.pem")]
+        stats = [(self.directory / name).stat() for name in LEAF_FILES]
         return tuple(v for s in stats for v in (s.st_mtime_ns, s.st_size, s.st_ino))
 
     def reload(self) -> bool:
         """Load the files if they changed; True when new material is in force."""
         try:
+            settle(self.directory, LEAF_FILES)  # a renewal cut off halfway: finish it
             fingerprint = self._fingerprint()
             if self._loaded and fingerprint == self._loaded.fingerprint:
                 return False

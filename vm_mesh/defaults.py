@@ -16,6 +16,10 @@ RENEW_AT_FRACTION = 0.7
 # Certificates are valid from slightly in the past so peers with a skewed clock accept them.
 CLOCK_SKEW_BACKDATE = timedelta(minutes=5)
 
+# a service's state directory: trust bundle, key, and leaf + issuer, written together in this
+# order, the leaf last (vm_mesh.files.write_together)
+LEAF_FILES = ("bundle.pem", "key.pem", "cert.pem")
+
 MDNS_SERVICE_TYPE = "_vmesh._tcp.local."
 CLIENT_ID_HEADER = "vmesh-client-id"
 ERROR_HEADER = "vmesh-error"

@@ -1,8 +1,13 @@
-"""Atomic file writes (temp file + fsync + rename) for state, config and certificates."""
+"""Atomic file writes (temp file + fsync + rename) for state, config and certificates, one
+file at a time or several that must change together (a key and its certificate)."""
 
 import os
 import secrets
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
+
+STAGE = ".next"  # where `write_together` puts the files before they move in place
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -24,3 +29,28 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
 def write_private(path: Path, data: bytes) -> None:
     """Write secret material readable by the owner only (0600)."""
     write_file(path, data, mode=0o600)
+
+
+def write_together(directory: Path, files: Sequence[tuple[str, bytes, int]]) -> None:
+    """Replace the files (name, data, mode) of `directory` as one: a reader after a crash
+    finds either all the old ones or, once `settle` has run, all the new ones. They are
+    written to a stage first, the last one marking it complete, then moved in place."""
+    stage = directory / STAGE
+    shutil.rmtree(stage, ignore_errors=True)  # an earlier, cut-off one: these are newer
+    for name, data, mode in files:
+        write_file(stage / name, data, mode)
+    settle(directory, [name for name, _, _ in files])
+
+
+def settle(directory: Path, names: Sequence[str]) -> None:
+    """Finish a `write_together` of `names` that was cut off: a complete stage (its last file
+    is there) is moved in place, that last file last; an incomplete one is dropped."""
+    stage = directory / STAGE
+    if not stage.is_dir():
+        return
+    if (stage / names[-1]).exists():
+        for name in names:
+            staged = stage / name
+            if staged.exists():
+                staged.replace(directory / name)
+    shutil.rmtree(stage, ignore_errors=True)

@@ -56,3 +56,33 @@ def test_renewal_has_no_gap_and_keeps_old_leaf_when_ca_is_down(
     assert renewed_at < first.not_valid_after_utc.timestamp()
     assert files.leaf().serial_number == second.serial_number  # kept while the CA is down
     assert caplog.records[-1].levelno >= logging.WARNING
+
+
+def test_a_renewed_leaf_that_does_not_load_is_renewed_again_with_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    vmesh(tmp_path, "identity", "init")
+    leaf_dir = tmp_path / "api"
+    with running_identity_service(tmp_path) as service:
+        token = vmesh(
+            tmp_path, "identity", "token", "create", "--host", "h1", "--services", "api"
+        ).stdout.strip()
+
+        async def renew_while_the_proxy_keeps_its_old_leaf() -> list[float]:
+            leaf = await obtain(service.url, token, host="h1", service="api", directory=leaf_dir)
+            loaded = (leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp())
+            past_renewal = loaded[0] + 0.8 * (loaded[1] - loaded[0])
+            task = asyncio.create_task(Renewer(
+                service.url, leaf_dir, clock=lambda: past_renewal, validity=lambda: loaded,
+            ).run())
+            with caplog.at_level(logging.ERROR, logger="vmesh.identity.client"):
+                await _wait_for(lambda: len(unloaded(caplog)) >= 3, within=60)
+            task.cancel()
+            return [record.retry_in_s for record in unloaded(caplog)[:3]]
+
+        delays = asyncio.run(renew_while_the_proxy_keeps_its_old_leaf())
+    assert delays == [1.0, 2.0, 4.0]
+
+
+def unloaded(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if "did not load" in record.message]

@@ -39,9 +39,9 @@ SERVER_CERT_LIFETIME = timedelta(days=90)
 class IdentityServer(ThreadingHTTPServer):
     """A threading HTTPS server; the TLS handshake runs in the connection's own thread.
 
-    It follows the CA on disk: after `vmesh identity rotate` the new generation issues
-    every leaf and the service presents a certificate of it, after `retire` the retired
-    anchor leaves the bundles it hands out; no restart is needed for either.
+    It follows the CA on disk (`follow_ca`): the bundle it hands out and verifies renewals
+    against changes with `vmesh identity rotate` and `retire` at once; the issuer it signs
+    with changes when it restarts.
     """
 
     daemon_threads = True

@@ -1,6 +1,7 @@
 """Atomic file writes (temp file + fsync + rename) for state, config and certificates, one
 file at a time or several that must change together (a key and its certificate)."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -43,14 +44,13 @@ def write_together(directory: Path, files: Sequence[tuple[str, bytes, int]]) -> 
 
 
 def settle(directory: Path, names: Sequence[str]) -> None:
-    """Finish a `write_together` of `names` that was cut off: a complete stage (its last file
-    is there) is moved in place, that last file last; an incomplete one is dropped."""
+    """Finish a `write_together` of `names` that was cut off, or is finishing now: a complete
+    stage (its last file is there) is moved in place, that last file last. An incomplete one
+    is left alone (it may still be being written), for the next writer to drop."""
     stage = directory / STAGE
-    if not stage.is_dir():
+    if not (stage / names[-1]).exists():
         return
-    if (stage / names[-1]).exists():
-        for name in names:
-            staged = stage / name
-            if staged.exists():
-                staged.replace(directory / name)
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):  # moved by the writer meanwhile
+            (stage / name).replace(directory / name)
     shutil.rmtree(stage, ignore_errors=True)

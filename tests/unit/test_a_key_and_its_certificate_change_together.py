@@ -1,6 +1,7 @@
 """A renewal replaces a service's key, certificate and bundle together: one cut off halfway
 (the renewing process killed) leaves either the old set or, once the next reader settles it,
-the new one; never a new key beside an old certificate."""
+the new one; never a new key beside an old certificate. A reader never drops a stage that
+may still be being written."""
 
 from pathlib import Path
 
@@ -41,16 +42,18 @@ def test_a_stage_cut_off_while_moving_is_finished_by_the_next_reader(tmp_path: P
     assert not stage.exists()
 
 
-def test_a_stage_cut_off_while_writing_is_dropped(tmp_path: Path) -> None:
+def test_a_stage_cut_off_while_writing_is_left_and_the_old_files_stay(tmp_path: Path) -> None:
     write_together(tmp_path, OLD)
     stage = tmp_path / STAGE
     stage.mkdir()
-    for name, data, _ in NEW[:2]:  # killed before the certificate was written
+    for name, data, _ in NEW[:2]:  # killed, or still writing, before the certificate
         (stage / name).write_bytes(data)
 
     settle(tmp_path, LEAF_FILES)
-
     assert contents(tmp_path) == {name: data for name, data, _ in OLD}
+
+    write_together(tmp_path, NEW)  # the next writer starts afresh
+    assert contents(tmp_path) == {name: data for name, data, _ in NEW}
     assert not stage.exists()
 
 

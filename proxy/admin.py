@@ -99,17 +99,23 @@ _ROUTES: dict[str, tuple[str, str]] = {
 class _Exchange:
     """One HTTP/1.1 connection: h11 state plus the stream it writes to."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_timeout: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_timeout = idle_timeout
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
+        """The next request event; TimeoutError when the client sends nothing for
+        `idle_timeout` seconds (an idle or stalled connection is not kept for ever)."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await self.reader.read(65536)
+            async with asyncio.timeout(self.idle_timeout):
+                data = await self.reader.read(65536)
             self.conn.receive_data(data)
 
     async def send(self, *events: h11.Event) -> None:
@@ -146,8 +152,10 @@ class AdminServer:
         trust_domain: str,
         instance_id: str = "",
         version: str = "",
+        idle_timeout: float = 60.0,
     ) -> None:
         self.state = state
+        self.idle_timeout = idle_timeout  # for a client's next bytes, between and in requests
         self.obs = observability
         self.trust_domain = trust_domain
         self.instance_id = instance_id
@@ -226,7 +234,7 @@ class AdminServer:
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool
     ) -> None:
-        exchange = _Exchange(reader, writer)
+        exchange = _Exchange(reader, writer, self.idle_timeout)
         try:
             caller = _peer_identity(writer) if remote else None
             while True:
@@ -243,7 +251,7 @@ class AdminServer:
                 await exchange.json(
                     exc.error_status_hint, {"error": "admin.bad_request", "detail": str(exc)}
                 )
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
             writer.close()

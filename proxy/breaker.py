@@ -64,6 +64,8 @@ class CircuitBreaker:
 
     def on_failure(self) -> None:
         self.failures += 1
+        if self.state == "open":
+            return  # a request sent before the ejection: it does not eject again
         if self.state == "half-open" or self.failures >= self.settings.consecutive_failures:
             self._eject()
 

@@ -148,6 +148,8 @@ class ProxyMetrics:
             registry=r,
         )
         self._authority = BoundedValues()
+        self._dst_service = BoundedValues()  # named by Host headers too
+        self._service = BoundedValues()
         self._client_id = BoundedValues()
         self._server_id = BoundedValues()
 
@@ -161,7 +163,8 @@ class ProxyMetrics:
         service = event.dst_service or ""
         if event.method is None:  # an opaque TCP connection, reported when it closed
             client_id, server_id = self._client_id(event.src_id), self._server_id(event.dst_id)
-            tcp_labels = (event.direction, service, tls, client_id, server_id)
+            tcp_labels = (event.direction, self._dst_service(service), tls, client_id,
+                          server_id)
             self.tcp_open.labels(*tcp_labels).inc()
             self.tcp_close.labels(*tcp_labels, error).inc()
             self.tcp_read.labels(*tcp_labels).inc(event.bytes_in)
@@ -185,17 +188,22 @@ class ProxyMetrics:
         self.rollup.observe(values, event.latency_ms, self._admit)
 
     def _admit(self, values: LabelValues) -> LabelValues:
-        """Rollup values with authority and identities bounded (`BoundedValues`)."""
-        direction, authority, service, route, tls, client_id, server_id, *rest = values
+        """Rollup values with authority, services (a Host header names them) and identities
+        bounded (`BoundedValues`)."""
+        (direction, authority, service, route, tls, client_id, server_id, status, outcome,
+         error, logical_service) = values
         return (
             direction,
             self._authority(authority),
-            service,
+            self._dst_service(service),
             route,
             tls,
             self._client_id(client_id),
             self._server_id(server_id),
-            *rest,
+            status,
+            outcome,
+            error,
+            self._service(logical_service),
         )
 
     def exposition(self) -> bytes:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from urllib.parse import parse_qsl
 
 from vm_mesh.policy.model import (
+    DEFAULT_ROUTE,
     Backend,
     PathMatch,
     RegexMatch,
@@ -26,7 +27,6 @@ from vm_mesh.policy.model import (
 )
 from vm_mesh.policy.policyset import PolicySet, Source
 
-DEFAULT_ROUTE = "default"
 DEFAULT_REQUEST_TIMEOUT = 15.0  # seconds, when neither the route nor the service sets one
 
 

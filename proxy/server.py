@@ -111,6 +111,7 @@ class ProxyServer:
             trust_domain=config.trust_domain,
             instance_id=config.instance,
             version=config.version or __version__,
+            idle_timeout=config.timeouts.idle,
         )
         self._tracing = mesh.tracing  # applied once the loop runs, in start()
         self.spans = SpanExport(self.ctx.bus, {

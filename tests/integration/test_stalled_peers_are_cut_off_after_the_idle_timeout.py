@@ -1,6 +1,6 @@
-"""Stalled peers through real proxies: an app that stalls in the middle of a response body, and
-a client that stops reading one, are cut off after the idle timeout instead of holding
-connections for ever; tap and the log say why."""
+"""Stalled peers through real proxies: an app that stalls in the middle of a response body, a
+client that stops reading one, and an admin API client that stops sending are cut off after
+the idle timeout instead of holding connections for ever; tap and the log say why."""
 
 import socket
 import time
@@ -69,3 +69,14 @@ def test_a_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
         except ConnectionResetError:
             pass  # what was still buffered for it is dropped
     assert 0 < received < size
+
+
+def test_an_admin_connection_that_sends_nothing_is_closed_after_the_idle_timeout(
+    policy_mesh: PolicyMesh,
+) -> None:
+    web_behind_front(policy_mesh, web_idle="1s")
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.settimeout(10)
+        admin.connect(str(policy_mesh.root / "run/vmesh/web.sock"))
+        admin.sendall(b"GET /ready HTTP/1.1\r\nHost: admin\r\n")  # a head that never ends
+        assert admin.recv(65536) == b""  # closed by the proxy, not by the 10 s timeout

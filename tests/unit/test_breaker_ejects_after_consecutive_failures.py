@@ -116,3 +116,12 @@ def test_a_request_abandoned_while_closed_changes_nothing() -> None:
     breaker.on_request()
     breaker.on_abandoned()  # its client left: not the instance's failure
     assert breaker.state == "closed" and breaker.failures == 1
+
+
+def test_failures_of_requests_already_in_flight_do_not_lengthen_the_ejection() -> None:
+    clock = Clock()
+    breaker = _breaker(clock)
+    for _ in range(20):  # the instance died with 20 requests in flight
+        breaker.on_failure()
+    assert breaker.ejections == 1
+    assert 0 < breaker.open_until - clock.now <= SETTINGS.min_s

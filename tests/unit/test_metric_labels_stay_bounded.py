@@ -48,3 +48,13 @@ def test_refused_handshakes_are_tls_failures_not_tcp_connections() -> None:
                 for s in _series(metrics, "tls_handshake_failure_total")}
     assert failures == {"tls.handshake_failed": 3.0, "tls.no_identity": 1.0}
     assert _series(metrics, "tcp_open_total") == []
+
+
+def test_new_destination_services_beyond_the_cap_are_counted_as_other() -> None:
+    metrics = ProxyMetrics()
+    for i in range(MAX_LABEL_VALUES + 100):  # Host headers naming services that do not exist
+        metrics.observe(RequestEvent(ts=0, id="1", direction="outbound", src_addr="a",
+                                     method="GET", authority="x", dst_service=f"svc-{i}",
+                                     status=503, error="too_many_destinations"))
+    services = {s.labels["dst_service"] for s in _series(metrics, "request_total")}
+    assert len(services) == MAX_LABEL_VALUES + 1 and "other" in services

@@ -210,12 +210,31 @@ class RouteRule:
             raise ValueError("at least one backend needs a weight above 0")
 
 
+DEFAULT_ROUTE = "default"  # the route of a service's requests that no rule matches
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HTTPRoute:
+    """Rules for requests to `service`; each rule is known by `name/rule` (the rule's name, or
+    its index when it has none), or by `name` alone when there is one rule: in metrics, tap
+    and the proxy's table of plans, so these labels must be unique."""
+
     kind: Literal["HTTPRoute"]
     name: Name
     service: ServiceName
     rules: Annotated[tuple[RouteRule, ...], MinLength(1)]
+
+    def __post_init__(self) -> None:
+        if self.name == DEFAULT_ROUTE:
+            raise ValueError(f"{DEFAULT_ROUTE!r} names the route of requests no rule matches; "
+                             "choose another name")
+        labels: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            label = rule.name or str(index)
+            if label in labels:
+                raise ValueError(f"rules[{index}] would be known as {label!r}, as "
+                                 f"rules[{labels[label]}] is: give each rule its own name")
+            labels[label] = index
 
 
 # --- ServicePolicy ---------------------------------------------------------

@@ -194,12 +194,26 @@ def _parse(path: Path, text: str, model: type[M]) -> tuple[M, dict[str, Any]]:
         raise UserError("\n".join(problems)) from None
 
 
+def _read_text(path: Path) -> str | None:
+    """The file's text, None if there is no such file; a file that cannot be read or is not
+    UTF-8 is a UserError naming it (and the line of the first bad byte)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})"
+                        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
 def load_service_config(path: Path) -> LoadedConfig:
     """Read and validate a service file; UserError as `file:line: reason` when it is bad."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such service file (create it, or run `vmesh join`)") from None
+    text = _read_text(path)
+    if text is None:
+        raise UserError(f"{path}: no such service file (create it, or run `vmesh join`)")
     config, raw = _parse(path, text, ServiceConfig)
     return LoadedConfig(path, config, raw)
 
@@ -225,9 +239,8 @@ class MeshConfig:
 def load_mesh_config(path: Path | None = None) -> MeshConfig:
     """Read mesh.toml (default: its place under VMESH_ROOT); a missing file means defaults."""
     path = path or paths.mesh_config()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    text = _read_text(path)
+    if text is None:
         return MeshConfig()
     return _parse(path, text, MeshConfig)[0]
 

@@ -8,12 +8,14 @@ import logging
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from zeroconf import DNSIncoming
 
 from tests.unit.policy_helpers import eventually
 from vm_mesh.discovery.base import EndpointSet, Instance
+from vm_mesh.discovery.lastknown import LastKnownGood
 from vm_mesh.discovery.mdns import MdnsDiscovery
 
 LOOPBACK = ["127.0.0.1"]
@@ -138,3 +140,23 @@ async def test_a_closing_backend_sends_all_its_goodbyes_before_its_sockets_close
         assert goodbyes.count() == 3
     finally:
         goodbyes.close()
+
+
+async def test_a_first_browse_that_hears_nothing_keeps_the_saved_set(
+    discoveries: list[MdnsDiscovery], tmp_path: Path
+) -> None:
+    """A proxy restarted before multicast works hears nothing: that is no answer, so the
+    instances it saved are served (stale) and stay saved."""
+    service = f"api{secrets.token_hex(3)}"  # nobody announces it
+    saved = EndpointSet(service, (Instance(service, f"{service}-1", "127.0.0.1", 41001),),
+                        source="mdns", updated_at=1_000.0)
+    watcher = MdnsDiscovery(LOOPBACK, trust_domain="alpha.test", first_browse_s=0.2)
+    discoveries.append(watcher)
+    lkg = LastKnownGood(watcher, tmp_path, startup_grace_s=5.0)
+    lkg.save(saved)
+    views = lkg.watch(service)
+    first = await anext(views)
+    await views.aclose()
+    assert (first.source, first.stale, first.instances) == ("last-known-good", True,
+                                                            saved.instances)
+    assert lkg.load(service).instances == saved.instances

@@ -48,6 +48,35 @@ async def test_consul_keys_join_the_file_policy(agent: FakeConsul, tmp_path: Pat
         watcher.cancel()
 
 
+async def test_a_kv_change_refused_beside_a_bad_file_applies_once_the_file_is_fixed(
+    agent: FakeConsul, tmp_path: Path
+) -> None:
+    good = "kind: ServicePolicy\nservice: api\n"
+    (tmp_path / "a.yaml").write_text(good)
+    store = PolicyStore(tmp_path)
+    store.load_initial()
+    source = ConsulPolicySource(consul.Consul(host="127.0.0.1", port=agent.port))
+    delivered: list[tuple[tuple[str, str], ...]] = []
+
+    def on_change(texts: tuple[tuple[str, str], ...]) -> None:
+        delivered.append(texts)
+        store.set_extra_texts(texts)
+
+    watcher = asyncio.create_task(watch(source, on_change, wait="1s"))
+    try:
+        await eventually(lambda: delivered)  # the empty prefix, at first
+        (tmp_path / "a.yaml").write_text(good + "bad: 1\n")
+        assert not store.reload("file-change")
+        agent.kv_put("vmesh/policy/api", ROUTE.format(name="from-kv"))
+        await eventually(lambda: delivered[-1])  # refused, with the file still bad
+        assert len(store.current) == 1
+        (tmp_path / "a.yaml").write_text(good)
+        assert store.reload("file-change")
+        assert [r.doc.name for r in store.current.routes_for("api")] == ["from-kv"]
+    finally:
+        watcher.cancel()
+
+
 SPLIT = """\
 kind: HTTPRoute
 name: api-canary

@@ -151,3 +151,23 @@ def test_agent_checks_ready_over_https_without_a_client_certificate(
                what="the agent's check failing")
     wait_until(lambda: upstream(front, name)["instances"] == [], within=10,
                what="the killed instance leaving the endpoint set")
+
+
+def test_a_new_upstream_is_found_while_many_others_are_watched(
+    agent: FakeConsul, tmp_path: Path
+) -> None:
+    """Each watched service holds a blocking query open (up to `consul_wait`, 30 s here as by
+    default); a proxy that calls many services must still get a new one's instances at once."""
+    table = agent.discovery_table().replace('consul_wait = "1s"', 'consul_wait = "30s"')
+    mesh = Mesh(tmp_path, discovery=table)
+    try:
+        front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1)
+        names = [f"svc{number}x{secrets.token_hex(2)}" for number in range(10)]
+        for name in names:  # an instance that refuses connections: found, but answering 502
+            agent.register({"ID": f"{name}-1", "Name": name, "Address": "127.0.0.1",
+                            "Port": 1})
+        errors = [get(front, name).headers.get("vmesh-error") for name in names]
+        assert "no_endpoints" not in errors, errors
+        assert all(upstream(front, name)["instances"] for name in names)
+    finally:
+        mesh.stop()

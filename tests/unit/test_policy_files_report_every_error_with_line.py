@@ -234,3 +234,9 @@ def test_cli_explain_shows_route_backends_and_authorization(
     }
     assert main([*args, "store", "/a%00b"]) == 1
     assert capsys.readouterr().err == "vmesh: a proxy rejects this target: http1.path.nul\n"
+
+
+def test_a_character_yaml_forbids_is_an_error_with_its_line() -> None:
+    assert errors_of(("r.yaml", "kind: Mirror\nservice: api\nto: sh\x07dow\npercent: 5\n")) == [
+        "r.yaml:3: invalid YAML: special characters are not allowed (character #x07)",
+    ]

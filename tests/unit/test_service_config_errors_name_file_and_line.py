@@ -55,3 +55,11 @@ def test_a_missing_key_points_at_its_table(tmp_path: Path) -> None:
 def test_a_number_given_as_text_is_refused_with_what_was_given(tmp_path: Path) -> None:
     message = _error(tmp_path, 'service = "web"\napp_port = "8080"\n')
     assert message == "2: app_port: Input should be a valid integer (got '8080')"
+
+
+def test_a_file_that_is_not_utf8_names_the_line_of_its_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "web.toml"
+    path.write_bytes(GOOD.encode() + "# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError) as caught:
+        load_service_config(path)
+    assert str(caught.value) == f"{path}:3: not UTF-8 text (byte 0xe9)"

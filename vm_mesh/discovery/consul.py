@@ -32,6 +32,7 @@ from typing import Any
 import consul
 
 from vm_mesh.backoff import doubled
+from vm_mesh.blocking import in_own_thread
 from vm_mesh.discovery.base import EndpointSet, Instance
 
 log = logging.getLogger("vmesh.discovery.consul")
@@ -257,7 +258,8 @@ class ConsulDiscovery:
         confirmed_at = 0.0
         while True:
             try:
-                returned, entries = await asyncio.to_thread(self._query, service, index)
+                returned, entries = await in_own_thread(self._query, service, index,
+                                                        name=f"consul-watch {service}")
             except (consul.ConsulException, OSError, ValueError) as exc:
                 failures += 1
                 delay = backoff_delay(failures, self.settings)

@@ -29,6 +29,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 
 from zeroconf import (
     DNSOutgoing,
@@ -319,6 +320,10 @@ class MdnsDiscovery:
         while True:
             changed = self._changed
             view = self.current(service)
+            if last is None and not view.instances:
+                # nothing heard yet is not an answer that there is nothing (multicast may not
+                # work yet): stale, so a saved set is served instead and not overwritten
+                view = replace(view, stale=True)
             if last is None or view.instances != last.instances:
                 last = view
                 yield view

@@ -14,6 +14,8 @@ from typing import Any
 
 import consul
 
+from vm_mesh.blocking import in_own_thread
+
 log = logging.getLogger("vmesh.policy")
 
 PREFIX = "vmesh/policy/"
@@ -59,7 +61,7 @@ async def watch(
     last: Texts | None = None
     while True:
         try:
-            _, texts = await asyncio.to_thread(source.fetch, wait)
+            _, texts = await in_own_thread(source.fetch, wait, name="consul-policy")
         except (consul.ConsulException, OSError) as exc:
             log.warning("consul policy watch failed; retrying",
                         extra={"event": "policy_consul_error", "error": str(exc),

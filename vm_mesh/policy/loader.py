@@ -80,8 +80,14 @@ def load_texts(texts: Iterable[tuple[str, str]]) -> PolicySet:
 
 
 def _parse_text(name: str, text: str, errors: list[PolicyError]) -> list[_Parsed]:
-    parsed = []
-    loader = _Yaml12Loader(text)
+    parsed: list[_Parsed] = []
+    try:
+        loader = _Yaml12Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, say a control one
+        line = text.count("\n", 0, exc.position) + 1
+        errors.append(PolicyError(name, line, f"invalid YAML: {exc.reason} "
+                                  f"(character #x{exc.character:02x})", "policy.yaml_syntax"))
+        return parsed
     index = 0
     try:
         while loader.check_node():

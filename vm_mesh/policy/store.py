@@ -104,13 +104,11 @@ class PolicyStore:
             listener(policy)
 
     def set_extra_texts(self, texts: tuple[tuple[str, str], ...], trigger: str = "consul") -> bool:
-        """Replace the documents of another source and reload; refused like a bad file."""
-        previous = self.extra_texts
+        """Replace the documents of another source and reload; refused like a bad file. The
+        texts are kept either way, as a file's are: a reload that failed on a bad file loads
+        them once the file is fixed (the source does not send them again)."""
         self.extra_texts = texts
-        if self.reload(trigger):
-            return True
-        self.extra_texts = previous  # keep what is in force consistent with its sources
-        return False
+        return self.reload(trigger)
 
     def changed_on_disk(self) -> bool:
         return _fingerprint(self.directory) != self._fingerprint

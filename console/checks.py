@@ -174,9 +174,10 @@ def configured_ports() -> list[tuple[str, str, int]]:
     return result
 
 
-def listeners() -> dict[int, tuple[str, bool]]:
-    """TCP port -> (process name, whether it is a vmesh proxy) for this host's listeners."""
-    found: dict[int, tuple[str, bool]] = {}
+def listeners() -> dict[int, tuple[str, bool | None]]:
+    """TCP port -> (process name, whether it is a vmesh proxy; None when this user cannot
+    tell) for this host's listeners."""
+    found: dict[int, tuple[str, bool | None]] = {}
     try:
         connections = psutil.net_connections(kind="tcp")
     except psutil.AccessDenied:
@@ -184,14 +185,17 @@ def listeners() -> dict[int, tuple[str, bool]]:
     for conn in connections:
         if conn.status != psutil.CONN_LISTEN or not conn.laddr:
             continue
-        name, is_proxy = "unknown process", False
+        name: str
+        is_proxy: bool | None
+        name, is_proxy = "a process of another user", None  # psutil shows no pid then
         if conn.pid:
+            name = f"pid {conn.pid}"
             try:
                 proc = psutil.Process(conn.pid)
                 name = f"{proc.name()} (pid {conn.pid})"
                 is_proxy = proxy_service(proc.cmdline()) is not None
             except psutil.Error:
-                pass
+                pass  # gone, or hidden from this user: not known
         found.setdefault(conn.laddr.port, (name, is_proxy))
     return found
 
@@ -204,8 +208,8 @@ def check_ports() -> list[Finding]:
     findings = []
     for service, role, port in ports:
         holder = listening.get(port)
-        findings.append(check_port(PortUse(service, role, port, holder[0] if holder else None,
-                                           bool(holder and holder[1]))))
+        name, is_proxy = holder if holder else (None, False)
+        findings.append(check_port(PortUse(service, role, port, name, is_proxy)))
     return findings
 
 

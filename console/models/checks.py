@@ -15,7 +15,6 @@ from enum import Enum
 from console.api import CertInfo, UpstreamEndpoints, common_name
 from console.models.certs import Health, health, time_left
 
-DISCOVERY_MAX_AGE = timedelta(minutes=5)
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
 # Leaves start 5 minutes in the past (defaults.CLOCK_SKEW_BACKDATE): beyond that, mTLS breaks.
 CLOCK_SKEW_FAIL = timedelta(minutes=5)
@@ -86,9 +85,11 @@ def check_helper_leaf(name: str, leaf: CertInfo, now: datetime) -> Finding:
                    f"See `systemctl status vmesh-cert-helper@{name}` or its log")
 
 
-def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetime,
-                    max_age: timedelta = DISCOVERY_MAX_AGE) -> list[Finding]:
-    """Each upstream a proxy resolves: stale or last-known-good data is a warning."""
+def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetime
+                    ) -> list[Finding]:
+    """Each upstream a proxy resolves: stale or last-known-good data is a warning. (Not an
+    old set as such: the backends hand on a set when it changes, so a steady service's set
+    is as old as its last change.)"""
     findings = []
     for up in upstreams:
         target = f"{owner} -> {up.service}"
@@ -105,7 +106,7 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
                 "discovery", Status.FAIL, target, f"no instances known (source {up.source})",
                 "discovery.no_instances",
                 f"start {up.service} or check its registration (`vmesh check` on its host)"))
-        elif up.stale or up.source == "last-known-good" or (age and age > max_age):
+        elif up.stale or up.source == "last-known-good":
             shown = f"{int(age.total_seconds())}s old" if age else "age unknown"
             findings.append(Finding(
                 "discovery", Status.WARN, target,
@@ -152,7 +153,7 @@ class PortUse:
     role: str  # inbound | outbound | admin
     port: int
     holder: str | None  # process name holding it, None when nobody listens
-    holder_is_proxy: bool
+    holder_is_proxy: bool | None  # None: the holder is another user's, hidden from this one
 
 
 def check_port(use: PortUse) -> Finding:
@@ -161,6 +162,11 @@ def check_port(use: PortUse) -> Finding:
         return Finding("ports", Status.WARN, target, "nobody listens (proxy not running?)",
                        "ports.not_listening",
                        f"start the proxy: systemctl start vmesh-proxy@{use.service}")
+    if use.holder_is_proxy is None:
+        return Finding("ports", Status.WARN, target,
+                       "listened on by a process of another user, which this one cannot see",
+                       "ports.holder_not_visible",
+                       "run `vmesh check` as root to tell whether it is the proxy")
     if not use.holder_is_proxy:
         return Finding("ports", Status.FAIL, target, f"held by another process: {use.holder}",
                        "ports.in_use_by_other",

@@ -10,7 +10,7 @@ recently seen row goes first.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from console.api import TapEvent
@@ -37,9 +37,9 @@ class TopRow:
     last_ms: float = 0.0
     last_ts: float = 0.0
     watched_since: float = -math.inf  # when the table began to see tap events (epoch seconds)
-    # Requests per whole second over the last RATE_WINDOW_S seconds: constant memory.
-    _per_second: deque[list[int]] = field(
-        default_factory=lambda: deque(maxlen=int(RATE_WINDOW_S) + 1))
+    # Requests per whole second of their start (tap's `ts`), the last RATE_WINDOW_S seconds
+    # of them: events arrive as requests end, so seconds come out of order.
+    _per_second: dict[int, int] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -53,7 +53,7 @@ class TopRow:
         """Requests per second over the last `window_s` seconds before `now` (the whole
         seconds from `now - window_s` on), or since watching began if that is later."""
         first = window_start(now, window_s)
-        recent = sum(count for second, count in self._per_second if second >= first)
+        recent = sum(count for second, count in self._per_second.items() if second >= first)
         return recent / rate_span(now, window_s, self.watched_since)
 
     def add(self, event: TapEvent) -> None:
@@ -64,10 +64,12 @@ class TopRow:
         self.last_ms = event.latency_ms
         self.last_ts = max(self.last_ts, event.ts)
         second = int(event.ts)
-        if self._per_second and self._per_second[-1][0] == second:
-            self._per_second[-1][1] += 1
-        else:
-            self._per_second.append([second, 1])
+        counts = self._per_second
+        counts[second] = counts.get(second, 0) + 1
+        if len(counts) > RATE_WINDOW_S + 2:  # constant memory: older seconds leave
+            newest = max(counts)
+            for old in [s for s in counts if s < newest - RATE_WINDOW_S]:
+                del counts[old]
 
 
 class TopTable:

@@ -73,3 +73,12 @@ def test_requests_of_a_client_without_identity_merge_across_its_connections() ->
                             src_addr=f"10.0.0.5:{4000 + n}"))
     [row] = table.ranked("count", NOW.timestamp())
     assert (row.source, row.count) == ("10.0.0.5", 3)
+
+
+def test_requests_ending_out_of_order_count_in_the_rate() -> None:
+    now = NOW.timestamp()
+    table = TopTable(AN_HOUR_AGO)
+    for n in range(100):  # started in alternating seconds, as requests of varied latency end
+        table.add(tap_event(n, "web", dst="api", ts=now - 5 + (n % 2) + 0.5))
+    [row] = table.ranked("rps", now)
+    assert row.rps(now) == 10.0  # 100 requests in a 10 s window

@@ -194,10 +194,16 @@ class TcpUpstreamListener:
                 ),
                 self.ctx.config.timeouts.connect,
             )
-            identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
-        except (TimeoutError, ConnectionError, OSError, PeerIdentityError) as exc:
+        except (TimeoutError, ConnectionError, OSError) as exc:
             endpoint.breaker.on_failure()
             event.error = f"upstream.connect_failed: {exc}"[:200]
+            return None
+        try:
+            identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
+        except PeerIdentityError as exc:
+            up_writer.close()
+            endpoint.breaker.on_failure()
+            event.error = f"upstream.bad_identity: {exc}"[:200]
             return None
         expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
         if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:

@@ -29,10 +29,16 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_malformed_and_foreign_tokens_are_refused_in_one_line(tmp_path: Path) -> None:
+def two_authorities(tmp_path: Path) -> tuple[Path, Path]:
+    """The roots of two CAs: the one the tests join, and a stranger."""
     ca_root, other_root = tmp_path / "ca", tmp_path / "other"
     vmesh(ca_root, "identity", "init")
     vmesh(other_root, "identity", "init")
+    return ca_root, other_root
+
+
+def test_malformed_and_foreign_tokens_are_refused_in_one_line(tmp_path: Path) -> None:
+    ca_root, other_root = two_authorities(tmp_path)
     foreign = vmesh(other_root, "identity", "token", "create", "--host", "vm1",
                     "--services", "api").stdout.strip()
     with running_identity_service(ca_root) as ca:
@@ -79,9 +85,7 @@ def impostor(own_ca: Path, published_bundle: bytes) -> Iterator[tuple[str, list[
 
 
 def test_a_token_is_not_sent_to_an_impostor_that_lists_the_real_anchor(tmp_path: Path) -> None:
-    ca_root, other_root = tmp_path / "ca", tmp_path / "other"
-    vmesh(ca_root, "identity", "init")
-    vmesh(other_root, "identity", "init")
+    ca_root, other_root = two_authorities(tmp_path)
     token = vmesh(ca_root, "identity", "token", "create", "--host", "vm1",
                   "--services", "api").stdout.strip()
     real = (ca_root / "var/lib/vmesh/identity/bundle.pem").read_bytes()

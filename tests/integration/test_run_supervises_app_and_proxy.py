@@ -1,5 +1,6 @@
 """`vmesh run` without systemd: app and proxy as children, traffic through the mesh, and a stop
-that drains the proxy before the app goes; a crashing app is restarted, then given up on."""
+that drains the proxy before the app goes and reaches what the app started; a crashing app is
+restarted, then given up on."""
 
 import signal
 import subprocess
@@ -48,6 +49,25 @@ def test_request_reaches_the_app_and_stop_drains_proxy_before_app(tmp_path: Path
         assert stops == ["proxy", "app"]  # the proxy drained while the app still answered
         assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
                        for pid in children.values())
+    finally:
+        run.kill()
+        mesh.stop()
+
+
+def test_a_stop_reaches_what_the_app_started(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path)
+    mesh.configure("wrapped", free_port())
+    mesh.issue("wrapped")
+    run = Run(mesh, "wrapped", "sh", "-c", "sleep 977; true")  # a wrapper script's app
+    try:
+        wait_until(lambda: run.find(msg="proxy ready"), within=30, what="proxy ready")
+        [app] = [r["pid"] for r in run.find(msg="started", child="app")]
+        wait_until(lambda: psutil.Process(app).children(), within=10, what="the app's child")
+        [sleeper] = psutil.Process(app).children()
+        run.process.send_signal(signal.SIGTERM)
+        run.wait(60)
+        _, alive = psutil.wait_procs([sleeper], timeout=10)
+        assert alive == []
     finally:
         run.kill()
         mesh.stop()

@@ -138,13 +138,15 @@ class Child:
                 self.process.send_signal(signum)
 
     async def stop(self, signum: int = signal.SIGTERM) -> int | None:
-        """`signum`, wait up to its stop timeout, then SIGKILL; returns the exit code."""
+        """`signum`, wait up to its stop timeout, then SIGKILL; returns the exit code. Both go
+        to the child's whole process group (it leads its own session), so what a wrapper
+        script started stops with it."""
         process = self.process
         if process is None:
             return None
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signum)
+                os.killpg(process.pid, signum)
             try:
                 await asyncio.wait_for(process.wait(), self.stop_timeout_s)
             except TimeoutError:
@@ -152,7 +154,7 @@ class Child:
                             extra={"child": self.name, "pid": process.pid,
                                    "timeout_s": self.stop_timeout_s})
                 with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         log.info("stopped", extra={"child": self.name, "pid": process.pid,
                                    "exit_code": process.returncode})
@@ -275,7 +277,7 @@ class Supervisor:
                                   extra={"child": child.name, "exit_code": code,
                                          "limit": START_LIMIT_BURST,
                                          "interval_s": START_LIMIT_INTERVAL_S})
-                        return code or 1
+                        return 128 - code if code < 0 else code or 1  # as a shell says
                     delay = child.restart_delay()
                     log.warning("exited; restarting",
                                 extra={"child": child.name, "exit_code": code,

@@ -179,7 +179,7 @@ def served_anchor(ca: CertificateAuthority) -> x509.Certificate:
     for generation in ca.generations:
         if generation.issuer == presented and not generation.retired:
             return generation.anchor
-    return next(g.anchor for g in ca.generations if g.issuer == ca.active.cert)
+    return next(g.anchor for g in ca.generations if g.number == ca.issuing)
 
 
 def server_directory(ca: CertificateAuthority) -> Path:

@@ -206,7 +206,7 @@ def server_context(authority: Authority, names: list[str]) -> ssl.SSLContext:
 
 
 def _present_certificate(context: ssl.SSLContext, authority: Authority, names: list[str]) -> None:
-    """Have `context` present a fresh certificate for `names` from the CA's active issuer
+    """Have `context` present a fresh certificate for `names` from the issuer that signs
     (handshakes from then on; those under way keep the one they began with)."""
     ca = authority.ca
     key = pki.generate_key()

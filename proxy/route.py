@@ -150,11 +150,7 @@ class RouteTable:
         rules: list[tuple[RouteRule, RouteTarget]] = []
         for sourced in policy.routes_for(service):
             route = sourced.doc
-            for index, rule in enumerate(route.rules):
-                if len(route.rules) == 1:
-                    label = route.name
-                else:
-                    label = f"{route.name}/{rule.name or index}"
+            for rule, label in zip(route.rules, route.rule_labels, strict=True):
                 target = RouteTarget(
                     service=service,
                     route=label,

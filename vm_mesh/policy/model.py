@@ -228,13 +228,24 @@ class HTTPRoute:
         if self.name == DEFAULT_ROUTE:
             raise ValueError(f"{DEFAULT_ROUTE!r} names the route of requests no rule matches; "
                              "choose another name")
-        labels: dict[str, int] = {}
-        for index, rule in enumerate(self.rules):
-            label = rule.name or str(index)
-            if label in labels:
-                raise ValueError(f"rules[{index}] would be known as {label!r}, as "
-                                 f"rules[{labels[label]}] is: give each rule its own name")
-            labels[label] = index
+        first: dict[str, int] = {}
+        for index, key in enumerate(self._rule_keys):
+            if key in first:
+                raise ValueError(f"rules[{index}] would be known as {key!r}, as "
+                                 f"rules[{first[key]}] is: give each rule its own name")
+            first[key] = index
+
+    @property
+    def _rule_keys(self) -> tuple[str, ...]:
+        """Each rule's name, or its index when it has none."""
+        return tuple(rule.name or str(index) for index, rule in enumerate(self.rules))
+
+    @property
+    def rule_labels(self) -> tuple[str, ...]:
+        """Each rule's label, in order: `name/key`, or `name` alone for a single rule."""
+        if len(self.rules) == 1:
+            return (self.name,)
+        return tuple(f"{self.name}/{key}" for key in self._rule_keys)
 
 
 # --- ServicePolicy ---------------------------------------------------------

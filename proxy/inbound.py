@@ -21,8 +21,16 @@ from proxy.downstream import Downstream
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, RequestHead
 from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_response
+from proxy.keepalive import keep_alive
 from proxy.normalize import BadPath, normalize_target
-from proxy.relay import UpstreamProtocolError, relay_response, request_headers, send_request
+from proxy.relay import (
+    Body,
+    UpstreamProtocolError,
+    relay_response,
+    request_headers,
+    send_request,
+)
+from proxy.retry import IDEMPOTENT_METHODS
 from proxy.retrying import AttemptFailed
 from proxy.tcp import tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
@@ -33,6 +41,12 @@ from vm_mesh.defaults import CLIENT_ID_HEADER
 log = logging.getLogger("vmesh.proxy.inbound")
 
 _CLIENT_ID = CLIENT_ID_HEADER.encode()
+
+
+def _repeatable(head: RequestHead, body: Body) -> bool:
+    """A request the proxy may send the app again when a connection fails under it: an
+    idempotent method (RFC 9110 9.2.2) whose body, if any, is still at hand."""
+    return head.method in IDEMPOTENT_METHODS and isinstance(body, bytes | None)
 
 
 class InboundProxy:
@@ -74,6 +88,7 @@ class InboundProxy:
             sock.close()
             return
         peer_addr = f"{peer[0]}:{peer[1]}"
+        keep_alive(sock)
         connection = Connection()
         try:
             await loop.connect_accepted_socket(
@@ -197,12 +212,21 @@ class InboundProxy:
         headers = request_headers(head, body, [(_CLIENT_ID, caller.encode())])
         if traceparent is not None:  # this hop's span is the app's parent
             hand_on(headers, traceparent)
-        upstream = self.pool.take(self.app) or await self._app_connection(client, event)
+        pooled = self.pool.take(self.app)
+        upstream = pooled or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive
         idle = client.idle_timeout
         try:
-            response = await send_request(upstream, head, headers, body, idle)
+            try:
+                response = await send_request(upstream, head, headers, body, idle)
+            except AttemptFailed:
+                if pooled is None or not _repeatable(head, body):
+                    raise
+                # the app closed this idle connection as the request went out (its keep-alive
+                # timeout fired): the request is safe to send again, on a new connection
+                upstream = await self.pool.open(self.app)
+                response = await send_request(upstream, head, headers, body, idle)
         except TimeoutError:
             event.status, event.error = 504, "app.timeout"
             await client.send_error(504, event.error, f"the app sent no response in {idle:g}s",

@@ -20,6 +20,7 @@ from proxy.downstream import Downstream
 from proxy.endpoints import Endpoint
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, MessageEnd, RequestHead
+from proxy.keepalive import keep_alive
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import (
     Body,
@@ -138,6 +139,7 @@ class OutboundProxy:
                 "connect-failure",
                 f"upstream.wrong_identity: {address} is {identity}, expected {expected}",
             )
+        keep_alive(connection.get_extra_info("socket"))
         self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
         return Upstream(key, connection, identity)
 

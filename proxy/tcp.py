@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from proxy.connection import Connection, listen
 from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
 from proxy.events import RequestEvent
+from proxy.keepalive import keep_alive
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ class TcpUpstreamListener:
             endpoint.breaker.on_failure()
             event.error = f"upstream.connect_failed: {exc}"[:200]
             return None
+        keep_alive(up_writer.get_extra_info("socket"))
         try:
             identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
         except PeerIdentityError as exc:

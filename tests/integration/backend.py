@@ -6,7 +6,10 @@ run time with `POST /_control` (`{"fail_every": 5, "status": 503, "delay": 0.2}`
 `fail_every: N` fails every Nth request, `delay` stalls each response.
 `GET /_stats` returns counts; `GET /_bytes/N` streams N zero bytes (chunked);
 `GET /_stall/N` sends a head announcing 2N bytes, N of them, then nothing more
-until the connection is closed. It prints `LISTENING <port>` once it accepts.
+until the connection is closed. With `drop_reused` set it closes a kept-alive
+connection when its second request arrives, unanswered (counted as `dropped`),
+as an app whose keep-alive timeout fires just then. It prints `LISTENING <port>`
+once it accepts.
 """
 
 import argparse
@@ -25,13 +28,16 @@ STREAM_CHUNK = 64 * 1024
 class Backend:
     def __init__(self, name: str, fail_every: int, status: int, delay: float) -> None:
         self.name = name
-        self.mode = {"fail_every": fail_every, "status": status, "delay": delay}
+        self.mode = {"fail_every": fail_every, "status": status, "delay": delay,
+                     "drop_reused": False}
         self.requests = 0
+        self.dropped = 0
         self.by_path: Counter[str] = Counter()
         self.failed = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
+        answered = 0
         try:
             while True:
                 event = conn.next_event()
@@ -42,6 +48,10 @@ class Backend:
                         return
                     continue
                 if isinstance(event, h11.Request):
+                    if answered and self.mode["drop_reused"]:
+                        self.dropped += 1
+                        return
+                    answered += 1
                     body = await self._body(conn, reader)
                     if event.target.startswith(b"/_stall/"):
                         await self._stall(conn, writer, reader, int(event.target[8:]))
@@ -108,7 +118,7 @@ class Backend:
         headers = {k.decode(): v.decode() for k, v in request.headers}
         if path == "/_stats":
             return 200, {"name": self.name, "requests": self.requests, "failed": self.failed,
-                         "by_path": dict(self.by_path)}
+                         "dropped": self.dropped, "by_path": dict(self.by_path)}
         if path == "/_control" and request.method == b"POST":
             self.mode.update(json.loads(body or b"{}"))
             return 200, {"name": self.name, "mode": self.mode}

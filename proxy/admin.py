@@ -161,6 +161,7 @@ class AdminServer:
         self.instance_id = instance_id
         self.version = version
         self._servers: list[asyncio.Server] = []
+        self._tcp_servers: list[asyncio.Server] = []
         self._unix_sockets: list[tuple[Path, int]] = []  # (path, inode) to remove on close
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
@@ -188,7 +189,15 @@ class AdminServer:
             **where,
         )
         self._servers.append(server)
+        self._tcp_servers.append(server)
         return server.sockets[0]
+
+    def stop_accepting_tcp(self) -> None:
+        """Stop accepting on the TCP port, whose listening socket a successor accepts on
+        too: every new connection (a health checker's probe of /ready) reaches the proxy
+        that serves. Open connections and the unix socket go on until `close`."""
+        for server in self._tcp_servers:
+            server.close()
 
     async def close(self) -> None:
         """Stop listening; end open streams with their last chunk, then close every connection.

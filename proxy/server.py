@@ -298,6 +298,8 @@ class ProxyServer:
             await self.leave_discovery()
         for server in self._servers:
             server.close()
+        if not leave_discovery:  # handed over: the successor answers on the admin port
+            self.admin.stop_accepting_tcp()
         self.ctx.drain_clients()
         try:
             await asyncio.wait_for(self.ctx.drained(), self.ctx.config.timeouts.drain)

@@ -8,8 +8,10 @@ import contextlib
 import json
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ class SupervisedFront:
         self.root = root
         self.shop_app = start_backend("shop")
         self.mesh.start_proxy("shop", self.shop_app.port)
-        app_port = free_port()
+        self.app_port = app_port = free_port()
         self.mesh.configure("front", app_port, instance_id="front-1")
         self.mesh.issue("front")
         self.run = Run(self.mesh, "front", sys.executable, BACKEND, "--name", "front",
@@ -115,6 +117,47 @@ def test_sigusr2_hands_over_to_a_new_proxy_on_the_same_sockets_without_a_failed_
     assert stopped[1]["exit_code"] == 0  # the new proxy drained (the app dies of SIGTERM)
     [first, second] = front.run.find(msg="proxy ready")
     assert (second["inbound"], second["outbound"]) == (first["inbound"], first["outbound"])
+
+
+def test_during_a_handover_probes_reach_the_new_proxy_and_a_stop_is_not_lost(
+    front: SupervisedFront,
+) -> None:
+    """The old proxy drains a slow request after SIGUSR2. Meanwhile every probe of /ready on
+    the shared admin port is answered by the new proxy (the draining one says 503: a health
+    checker would take the instance out of service for the drain), and a SIGTERM (systemd
+    stopping the service mid-upgrade) stops everything in order once the drain is done."""
+    [old_pid] = front.proxy_pids()
+    [app_pid] = [r["pid"] for r in front.run.find(msg="started", child="app")]
+    httpx.post(f"http://127.0.0.1:{front.app_port}/_control", json={"delay": 8},
+               timeout=10).raise_for_status()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(front.get, front.edge_port, "front")
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{front.app_port}/_stats", timeout=10)
+                   .json()["requests"] == 1, what="the slow request at the app")
+        front.run.process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: front.run.find(msg="draining", leave_discovery=False), within=60,
+                   what="the old proxy draining")
+        probe = ssl.create_default_context(
+            cafile=str(front.root / "var/lib/vmesh/front/bundle.pem"))
+        probe.check_hostname = False  # the proxy's name is a SPIFFE ID
+        statuses = [
+            httpx.get(f"https://127.0.0.1:{front.ready['admin']}/ready", verify=probe,
+                      timeout=10).status_code
+            for _ in range(40)  # a new connection each: either proxy may accept it
+        ]
+        front.run.process.send_signal(signal.SIGTERM)
+        assert not slow.done(), "the probes and the stop must come while the old proxy drains"
+        assert slow.result(timeout=30).status_code == 200
+
+    assert statuses == [200] * 40
+    assert front.run.wait(60) == 0
+    [retired] = front.run.find(event="handover_retired")
+    assert (retired["old_pid"], retired["old_exit_code"]) == (old_pid, 0)
+    [_, new_pid] = front.proxy_pids()
+    stopped = [(r["child"], r["pid"], r["exit_code"])
+               for r in front.run.find(msg="stopped") if "child" in r]
+    assert stopped == [("proxy", old_pid, 0), ("proxy", new_pid, 0),
+                       ("app", app_pid, -signal.SIGTERM)]
 
 
 def test_a_new_proxy_that_cannot_start_leaves_the_old_one_serving(

@@ -345,16 +345,26 @@ class Supervisor:
         it does not import; then keep this code and say so."""
         running = all(c.process is not None and c.process.returncode is None
                       for c in (self.proxy, self.app))
-        reason = await preflight() if running else "a child is not running"
-        if reason is None:
-            log.info("re-executing the supervisor with the installed code",
-                     extra={"event": "supervisor_reexec", "version": __version__})
-            try:
-                reexec(ResumeState(ChildState(_pid(self.proxy) or 0, list(self.proxy.starts)),
-                                   ChildState(_pid(self.app) or 0, list(self.app.starts)),
-                                   {name: sock.fileno() for name, sock in self.listeners.items()}))
-            except OSError as exc:
-                reason = f"exec failed: {exc}"
+        # From here a signal waits (it stays pending across the exec, for the new image);
+        # one that came before is handled while the preflight runs, and a stop among them
+        # is carried out by this image instead of being lost in the exec.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        try:
+            reason = await preflight() if running else "a child is not running"
+            if reason is None and self._stop.is_set():
+                reason = "stopping"
+            if reason is None:
+                log.info("re-executing the supervisor with the installed code",
+                         extra={"event": "supervisor_reexec", "version": __version__})
+                try:
+                    reexec(ResumeState(
+                        ChildState(_pid(self.proxy) or 0, list(self.proxy.starts)),
+                        ChildState(_pid(self.app) or 0, list(self.app.starts)),
+                        {name: sock.fileno() for name, sock in self.listeners.items()}))
+                except OSError as exc:
+                    reason = f"exec failed: {exc}"
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
         kept = f"the supervisor keeps its code: {reason}"
         log.warning(kept, extra={"event": "handover_done", "pid": _pid(self.proxy)})
         self._record_handover("done", pid=_pid(self.proxy), supervisor_version=__version__,

@@ -10,6 +10,7 @@ counted and logged once per outage, never a slower request.
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from typing import Any
@@ -24,8 +25,10 @@ log = logging.getLogger("vmesh.proxy.tracing")
 
 MAX_QUEUED = 2048  # spans waiting to leave; more are dropped
 BATCH = 512  # spans per request to the collector
+ENCODE_SLICE = 64  # spans built and encoded between two turns of the event loop
 FLUSH_INTERVAL_S = 1.0
 POST_TIMEOUT_S = 5.0
+CLOSE_WITHIN_S = 5.0  # for the last spans to leave, once the proxy has drained
 
 _CLIENT, _SERVER = 3, 2  # OTLP SpanKind
 _STATUS_ERROR = 2  # OTLP StatusCode
@@ -70,49 +73,77 @@ def span(event: RequestEvent) -> dict[str, Any]:
 
 
 class SpanExporter:
-    """An EventBus subscriber that sends the spans of its events to `endpoint` in batches."""
+    """An EventBus subscriber that sends the spans of its events to `endpoint` in batches.
+
+    Events wait as they are; their spans are built and encoded when a batch
+    leaves, `ENCODE_SLICE` at a time between turns of the loop, so that a full
+    batch does not stall the requests the loop carries.
+    """
 
     def __init__(self, endpoint: str, resource: dict[str, str]) -> None:
         self.endpoint = endpoint
-        self._resource = {"attributes": [_attribute(k, v) for k, v in resource.items() if v]}
-        self._queue: deque[dict[str, Any]] = deque()
+        self._resource = json.dumps(
+            {"attributes": [_attribute(k, v) for k, v in resource.items() if v]})
+        self._queue: deque[RequestEvent] = deque()
         self._full = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self._failing = False
+        self._overflowing = False
 
     def observe(self, event: RequestEvent) -> None:
         if event.span_id is None:
             return
         if len(self._queue) >= MAX_QUEUED:
             self.dropped += 1
+            if not self._overflowing:  # once per episode, not once per span
+                self._overflowing = True
+                log.warning("trace collector slower than the traffic; dropping spans",
+                            extra={"event": "tracing_queue_full", "endpoint": self.endpoint,
+                                   "queued": MAX_QUEUED})
             return
-        self._queue.append(span(event))
+        self._queue.append(event)
         if len(self._queue) >= BATCH:
             self._full.set()
 
-    async def run(self) -> None:
+    def start(self) -> None:
         """Send what is queued every `FLUSH_INTERVAL_S`, or as soon as a batch is full."""
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self, within: float = CLOSE_WITHIN_S) -> None:
+        """Stop, once the spans still queued (a stopping proxy's last requests) are sent; after
+        `within` seconds the ones left are dropped, counted and logged."""
+        self._stopping = True
+        self._full.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._task, within)  # a batch cut off goes back
+        if self._queue:
+            lost = len(self._queue)
+            self.dropped += lost
+            self._queue.clear()
+            log.warning("spans not sent before the exporter stopped",
+                        extra={"event": "tracing_export_cut", "endpoint": self.endpoint,
+                               "dropped": lost})
+
+    async def _run(self) -> None:
         async with httpx.AsyncClient(timeout=POST_TIMEOUT_S) as client:
-            while True:
+            while not (self._stopping and not self._queue):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), FLUSH_INTERVAL_S)
                 self._full.clear()
-                await self._send_all(client)
+                if not await self._send_all(client) and self._stopping:
+                    return  # the collector fails: what is left is counted by `close`
 
-    async def aclose(self) -> None:
-        """Send the spans still queued (a stopping proxy's last requests), within a timeout."""
-        async with httpx.AsyncClient(timeout=POST_TIMEOUT_S) as client:
-            await self._send_all(client)
-
-    async def _send_all(self, client: httpx.AsyncClient) -> None:
+    async def _send_all(self, client: httpx.AsyncClient) -> bool:
+        """Send the queue in batches; False when the collector failed (the batch is lost)."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-            body = {"resourceSpans": [{
-                "resource": self._resource,
-                "scopeSpans": [{"scope": {"name": "vmesh-proxy"}, "spans": batch}],
-            }]}
             try:
-                answer = await client.post(self.endpoint, json=body)
+                body = await self._encode(batch)
+                answer = await client.post(self.endpoint, content=body,
+                                           headers={"content-type": "application/json"})
                 answer.raise_for_status()
             except httpx.HTTPError as exc:
                 self.dropped += len(batch)
@@ -121,9 +152,25 @@ class SpanExporter:
                                 extra={"event": "tracing_export_failed",
                                        "endpoint": self.endpoint, "detail": str(exc)})
                 self._failing = True
-                return
-            if self._failing:
-                log.info("trace collector answers again",
+                return False
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))  # not sent: `close` counts them
+                raise
+            if self._failing or self._overflowing:
+                log.info("trace collector keeps up again",
                          extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,
                                 "dropped": self.dropped})
-            self._failing = False
+            self._failing = self._overflowing = False
+        return True
+
+    async def _encode(self, batch: list[RequestEvent]) -> bytes:
+        """The ExportTraceServiceRequest of `batch` as JSON, encoded a slice at a time."""
+        spans: list[str] = []
+        for offset in range(0, len(batch), ENCODE_SLICE):
+            if offset:
+                await asyncio.sleep(0)  # let the requests under way have the loop
+            spans += [json.dumps(span(event)) for event in batch[offset:offset + ENCODE_SLICE]]
+        return (
+            f'{{"resourceSpans":[{{"resource":{self._resource},"scopeSpans":[{{"scope":'
+            f'{{"name":"vmesh-proxy"}},"spans":[{",".join(spans)}]}}]}}]}}'
+        ).encode()

@@ -8,8 +8,8 @@ imported only once a collector is named.
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from proxy.events import EventBus
 from vm_mesh.config import Tracing
@@ -28,7 +28,6 @@ class SpanExport:
         self._resource = resource  # service.name and the like, on every batch
         self.exporter: SpanExporter | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # exporters sending their last spans
 
     @property
@@ -41,7 +40,7 @@ class SpanExport:
         if endpoint == self.endpoint:
             return
         if self.exporter is not None:
-            retiring = asyncio.create_task(self._retire())
+            retiring = asyncio.create_task(self._retire().close())
             self._retiring.add(retiring)
             retiring.add_done_callback(self._retiring.discard)
         if endpoint is None:
@@ -53,25 +52,18 @@ class SpanExport:
                  extra={"event": "tracing_enabled", "endpoint": endpoint})
         exporter = self.exporter = SpanExporter(endpoint, self._resource)
         self._unsubscribe = self._bus.subscribe(exporter.observe)
-        self._task = asyncio.create_task(exporter.run())
+        exporter.start()
 
     async def close(self) -> None:
         """Send every span still queued (a stopping proxy's last requests), then stop."""
         if self.exporter is not None:
-            await self._retire()
+            await self._retire().close()
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
-    def _retire(self) -> Coroutine[Any, Any, None]:
-        """Detach the exporter in force from the events now; the coroutine returned stops
-        its loop and sends what it has queued."""
-        exporter, task, unsubscribe = self.exporter, self._task, self._unsubscribe
-        assert exporter is not None and task is not None and unsubscribe is not None
-        self.exporter = self._task = self._unsubscribe = None
+    def _retire(self) -> "SpanExporter":
+        """Detach the exporter in force from the events now, and return it to be closed."""
+        exporter, unsubscribe = self.exporter, self._unsubscribe
+        assert exporter is not None and unsubscribe is not None
+        self.exporter = self._unsubscribe = None
         unsubscribe()
-        task.cancel()
-        return _send_the_rest(exporter, task)
-
-
-async def _send_the_rest(exporter: "SpanExporter", task: "asyncio.Task[None]") -> None:
-    await asyncio.gather(task, return_exceptions=True)
-    await exporter.aclose()
+        return exporter

@@ -20,6 +20,9 @@ class OtlpReceiver:
     def __init__(self, address: str = "127.0.0.1") -> None:
         """Listen on `address` (a free port), loopback unless test hosts must reach it."""
         self.spans: list[dict[str, Any]] = []  # each span, plus "resource": {key: value}
+        self.posted = threading.Event()  # set by each POST as it arrives
+        self.answering = threading.Event()  # cleared: answers wait (a slow collector)
+        self.answering.set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((address, 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -56,6 +59,8 @@ class OtlpReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                receiver.posted.set()
+                receiver.answering.wait(timeout=30)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if self.path != "/v1/traces":
                     return self._answer(404, {})

@@ -33,6 +33,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(record_fields(record), default=str, separators=(",", ":"))
 
 
+# Libraries that log each request they make at INFO: their warnings still show.
+QUIET_LIBRARIES = ("httpx", "httpcore")
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
     """Send vmesh's logs as JSON lines to `stream` (stdout by default)."""
     handler = logging.StreamHandler(stream or sys.stdout)
@@ -40,4 +44,6 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for chatty in QUIET_LIBRARIES:  # a line per span export would be noise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     logging.Formatter.converter = time.gmtime

@@ -97,7 +97,9 @@ class ProxyContext:
         )
 
     def publish(self, event: RequestEvent, started: float) -> None:
-        event.latency_ms = (time.monotonic() - started) * 1000
+        now = time.monotonic()
+        event.latency_ms = (now - started) * 1000
+        event.response_ms = ((event.response_at or now) - started) * 1000
         self.bus.publish(event)
 
     @contextlib.contextmanager

@@ -42,6 +42,8 @@ class RequestEvent:
         "path",
         "policy_decision",
         "policy_rule",
+        "response_at",
+        "response_ms",
         "retries",
         "route",
         "service",
@@ -113,6 +115,10 @@ class RequestEvent:
         # this proxy's span of a sampled trace (proxy.tracecontext), and its parent's
         self.span_id = span_id
         self.parent_span_id = parent_span_id
+        # when the response head came (time.monotonic(); 0.0: the proxy answered itself),
+        # and the time to it: what latency metrics and stats measure, as Linkerd's do
+        self.response_at = 0.0
+        self.response_ms = latency_ms
         self._line: bytes | None = None
 
     def to_tap(self) -> dict[str, Any]:

@@ -161,7 +161,7 @@ class InboundProxy:
                 head.target,
                 (head.header(b"host") or b"").decode("ascii", "replace"),
             )
-            traceparent = join_trace(head.header(b"traceparent"), event)
+            traceparent = join_trace(head.headers, event)
             with self.ctx.request_in_flight(inbound=True):
                 try:
                     keep = await self._request(client, head, event, caller, traceparent)
@@ -270,6 +270,8 @@ class InboundProxy:
         event.dst_addr = self.app
         decision = self.authz.check_tcp(caller)
         annotate(event, decision)
+        metrics = self.ctx.observability.metrics
+        meter = None
         try:
             if decision.verdict == "deny":
                 return
@@ -281,9 +283,12 @@ class InboundProxy:
             except (TimeoutError, ConnectionError, OSError) as exc:
                 event.error = f"app.connect_failed: {exc}"[:200]
                 return
+            meter = metrics.tcp_meter(event)
             with self.ctx.request_in_flight(inbound=True), contextlib.closing(app_writer):
-                event.bytes_out, event.bytes_in = await tunnel(
-                    app_reader, app_writer, reader, writer
+                # the plain side is the app: what it sends is written to the client side
+                event.bytes_out, event.bytes_in, event.error = await tunnel(
+                    app_reader, app_writer, reader, writer, meter.written, meter.read
                 )
         finally:
+            (meter or metrics.tcp_meter(event)).close(event.error)
             self.ctx.publish(event, started)

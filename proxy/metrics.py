@@ -103,7 +103,8 @@ class ProxyMetrics:
         )
         rollup.histogram(
             "response_latency_ms",
-            "Time from request to response headers, in milliseconds.",
+            "Time from the request to its response's head, in milliseconds (a slow body "
+            "does not count, as in Linkerd's time to first byte).",
             {n: same[n] for n in ("direction", "dst_service", "route", "status_code")},
         )
         # per backend of a route (the policy metrics of a traffic split): outbound requests
@@ -117,7 +118,7 @@ class ProxyMetrics:
         )
         rollup.histogram(
             "route_backend_response_latency_ms",
-            "Response latency per backend of a route, in milliseconds.",
+            "Time to the response's head per backend of a route, in milliseconds.",
             backend,
             BACKEND_LATENCY_BUCKETS_MS,
             when=_routed,
@@ -161,14 +162,7 @@ class ProxyMetrics:
             return
         tls = "true" if event.tls else "false"
         service = event.dst_service or ""
-        if event.method is None:  # an opaque TCP connection, reported when it closed
-            client_id, server_id = self._client_id(event.src_id), self._server_id(event.dst_id)
-            tcp_labels = (event.direction, self._dst_service(service), tls, client_id,
-                          server_id)
-            self.tcp_open.labels(*tcp_labels).inc()
-            self.tcp_close.labels(*tcp_labels, error).inc()
-            self.tcp_read.labels(*tcp_labels).inc(event.bytes_in)
-            self.tcp_write.labels(*tcp_labels).inc(event.bytes_out)
+        if event.method is None:  # an opaque TCP connection: its TcpMeter counted it
             return
         status = event.status
         failed = event.error is not None or status is None or status >= 500
@@ -185,7 +179,16 @@ class ProxyMetrics:
             error,
             event.service or "",
         )
-        self.rollup.observe(values, event.latency_ms, self._admit)
+        self.rollup.observe(values, event.response_ms, self._admit)
+
+    def tcp_meter(self, event: RequestEvent) -> "TcpMeter":
+        """Count an opaque TCP connection as open, under the labels of `event` (its peer's
+        identity known): its bytes are counted as they pass, its close by `TcpMeter.close`."""
+        labels = (event.direction, self._dst_service(event.dst_service or ""),
+                  "true" if event.tls else "false", self._client_id(event.src_id),
+                  self._server_id(event.dst_id))
+        self.tcp_open.labels(*labels).inc()
+        return TcpMeter(self, labels)
 
     def _admit(self, values: LabelValues) -> LabelValues:
         """Rollup values with authority, services (a Host header names them) and identities
@@ -214,3 +217,20 @@ class ProxyMetrics:
 def _routed(values: LabelValues) -> bool:
     """The row is of outbound requests routed to a logical service (`service` is set)."""
     return values[-1] != ""
+
+
+class TcpMeter:
+    """The counters of one opaque TCP connection: open since it was made, bytes as they pass
+    (so a connection open for hours shows its traffic all along), closed with its error."""
+
+    __slots__ = ("_labels", "_metrics", "read", "written")
+
+    def __init__(self, metrics: ProxyMetrics, labels: tuple[str, ...]) -> None:
+        self._metrics = metrics
+        self._labels = labels
+        self.read = metrics.tcp_read.labels(*labels).inc  # bytes from the client side
+        self.written = metrics.tcp_write.labels(*labels).inc  # bytes to the client side
+
+    def close(self, error: str | None) -> None:
+        """The connection ended; `error` is its reason (`tcp.reset: ...`), if it failed."""
+        self._metrics.tcp_close.labels(*self._labels, error_reason(error) if error else "").inc()

@@ -42,6 +42,7 @@ log = logging.getLogger("vmesh.proxy.outbound")
 
 MAX_BUFFERED_BODY = 64 * 1024  # bodies up to this size are kept, so they can be retried
 CONNECT_ATTEMPTS = 3  # instances tried when connecting fails, before the attempt fails
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 class NoEndpoints(Exception):
@@ -197,7 +198,7 @@ class OutboundProxy:
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
         event.src_id = own_id
-        traceparent = join_trace(head.header(b"traceparent"), event)
+        traceparent = join_trace(head.headers, event)
         with self.ctx.request_in_flight():
             try:
                 return await self._forward(client, head, event, fixed_service, timer, traceparent)
@@ -285,11 +286,13 @@ class OutboundProxy:
         event: RequestEvent,
         shadow: str,
     ) -> None:
-        """Send a mirrored copy to `shadow` and drop its response."""
+        """Send a mirrored copy to `shadow` and drop its response. The copy is no part of the
+        caller's trace: the shadow's work would show in it as a second child of this hop."""
         mirrored = RequestEvent(
             ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
         )
-        await discard(await self._send_once(head, headers, body, mirrored, set(), shadow))
+        untraced = [header for header in headers if header[0] not in _TRACE_HEADERS]
+        await self._discard(await self._send_once(head, untraced, body, mirrored, set(), shadow))
 
     async def _discard(self, response: Response) -> None:
         """Drop a retried attempt's response: drain a small body and pool the connection.

@@ -8,6 +8,7 @@ layer may try again); bad framing from upstream is a 502, never relayed.
 """
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from proxy.downstream import Downstream
@@ -173,6 +174,7 @@ async def relay_response(
     went out, so the client sees a truncated body and a closed connection).
     """
     event.status = response.status
+    event.response_at = time.monotonic()
     upstream = response.upstream
     connection = upstream.connection
     try:

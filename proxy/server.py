@@ -311,6 +311,7 @@ class ProxyServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.ctx.shadows.close()  # mirrored copies still under way: no new connections
         self.inbound.pool.close()
         self.outbound.pool.close()
         await self.admin.close()

@@ -1,24 +1,25 @@
 """Golden metrics computed in the proxy: rps, success rate and latency percentiles per route.
 
-Counts are kept in one-second buckets per (direction, service, route), with a
-bounded reservoir of latencies per bucket, so memory stays flat at any rate
-and `/v1/stats?window=60s` needs no Prometheus. A proxy up for less than the
-window gives its rate over the time it has been up, so a new or restarted proxy
-does not show a fraction of its traffic. Each sample stands for its
-second's requests, so a busy second weighs in the percentiles as much as it
-had requests. Each row also carries a small quantile sketch of its latencies,
-so a client can combine instances into one service's percentiles (quantiles
-of the parts do not add up). Series idle for the whole window are forgotten,
-and at most `MAX_SERIES` exist at once (requests for yet more services, e.g.
-unknown `Host` values, are counted under `other`), so memory stays flat
-whatever clients send too.
+Counts are kept in one-second buckets per (direction, service, route), each
+with a histogram of its latencies in log-spaced bins (`GROWTH` apart, so a
+percentile is within 2 % of the latency it stands for), so memory stays flat
+at any rate and `/v1/stats?window=60s` needs no Prometheus. Answering merges
+at most `MAX_WINDOW_S` small histograms per row, whatever the rate: a busy
+proxy's ten-minute window costs milliseconds, not a sort of every sample. A
+proxy up for less than the window gives its rate over the time it has been
+up, so a new or restarted proxy does not show a fraction of its traffic. Each
+row also carries a small quantile sketch of its latencies, so a client can
+combine instances into one service's percentiles (quantiles of the parts do
+not add up). Series idle for the whole window are forgotten, and at most
+`MAX_SERIES` exist at once (requests for yet more services, e.g. unknown
+`Host` values, are counted under `other`), so memory stays flat whatever
+clients send too.
 """
 
-import random
+import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.events import RequestEvent
@@ -26,32 +27,43 @@ from vm_mesh.quantiles import Weighted, weighted_percentile
 from vm_mesh.rates import rate_span, window_start
 
 MAX_WINDOW_S = 600
-SAMPLES_PER_SECOND = 256
 MAX_SERIES = 1024
 SKETCH_POINTS = 100  # latencies per row in `latency_sketch_ms`
 OVERFLOW = "other"
+GROWTH = 1.04  # a latency bin's upper bound over its lower one
+_LOG_GROWTH = math.log(GROWTH)
+_FLOOR_MS = 0.001  # shorter latencies share this one's bin
 
 Key = tuple[str, str, str]  # direction, service, route
 
 
-@dataclass(slots=True)
-class _Bucket:
-    second: int
-    requests: int = 0
-    successes: int = 0
-    seen: int = 0
-    latencies: list[float] = field(default_factory=list)
+def latency_bin(latency_ms: float) -> int:
+    """The histogram bin of a latency: bin `i` holds [GROWTH**i, GROWTH**(i + 1)) ms."""
+    return math.floor(math.log(max(latency_ms, _FLOOR_MS)) / _LOG_GROWTH)
 
-    def add(self, latency_ms: float, success: bool, rng: random.Random) -> None:
+
+def bin_latency(index: int) -> float:
+    """The latency a bin stands for: its geometric middle (within 2 % of all it holds), to
+    four significant digits."""
+    return float(f"{GROWTH ** (index + 0.5):.4g}")
+
+
+class _Bucket:
+    """One second of one series: its counts and its latency histogram (bin -> requests)."""
+
+    __slots__ = ("latencies", "requests", "second", "successes")
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.requests = 0
+        self.successes = 0
+        self.latencies: dict[int, int] = {}
+
+    def add(self, latency_ms: float, success: bool) -> None:
         self.requests += 1
         self.successes += success
-        self.seen += 1
-        if len(self.latencies) < SAMPLES_PER_SECOND:
-            self.latencies.append(latency_ms)
-        else:  # reservoir sampling keeps an unbiased sample of the second
-            slot = int(rng.random() * self.seen)  # uniform in [0, seen), without randrange's calls
-            if slot < SAMPLES_PER_SECOND:
-                self.latencies[slot] = latency_ms
+        index = latency_bin(latency_ms)
+        self.latencies[index] = self.latencies.get(index, 0) + 1
 
 
 def is_success(event: RequestEvent) -> bool:
@@ -78,24 +90,20 @@ def quantile_sketch(weighted: Weighted, points: int = SKETCH_POINTS) -> list[flo
 
 
 def _weighted_latencies(buckets: list[_Bucket]) -> list[tuple[float, float]]:
-    """The buckets' latency samples, each weighted by the requests it stands for (a busy
-    second keeps only `SAMPLES_PER_SECOND` of them), sorted."""
-    return sorted(
-        (latency, bucket.requests / len(bucket.latencies))
-        for bucket in buckets
-        for latency in bucket.latencies
-    )
+    """The buckets' histograms merged: (latency, requests) per bin, sorted by latency."""
+    merged: dict[int, int] = {}
+    for bucket in buckets:
+        for index, count in bucket.latencies.items():
+            merged[index] = merged.get(index, 0) + count
+    return [(bin_latency(index), float(merged[index])) for index in sorted(merged)]
 
 
 class WindowedStats:
     """Per-route golden metrics over a sliding window of up to ten minutes."""
 
-    def __init__(
-        self, clock: Callable[[], float] = time.monotonic, seed: int | None = None
-    ) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._started = clock()
-        self._rng = random.Random(seed)
         self._series: dict[Key, deque[_Bucket]] = {}
 
     def record(self, event: RequestEvent) -> None:
@@ -117,7 +125,7 @@ class WindowedStats:
             buckets.append(_Bucket(second))
             while buckets and buckets[0].second <= second - MAX_WINDOW_S:
                 buckets.popleft()
-        buckets[-1].add(event.latency_ms, is_success(event), self._rng)
+        buckets[-1].add(event.response_ms, is_success(event))
 
     def _forget_idle(self, now: float) -> None:
         """Drop series with no request in the last `MAX_WINDOW_S` seconds."""

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.connection import Connection, listen
@@ -40,33 +42,56 @@ FRAME_HEADER = 4
 END_OF_STREAM = (0).to_bytes(FRAME_HEADER, "big")
 
 
-async def _plain_to_frames(plain: asyncio.StreamReader, tls: asyncio.StreamWriter) -> int:
-    """Frame what the plain side sends; on its EOF send the end frame. Returns bytes."""
-    total = 0
+Count = Callable[[float], None]
+
+
+class _Flow:
+    """The bytes relayed one way so far, counted in metrics as they pass."""
+
+    __slots__ = ("_count", "total")
+
+    def __init__(self, count: Count) -> None:
+        self._count = count
+        self.total = 0
+
+    def passed(self, size: int) -> None:
+        self.total += size
+        self._count(size)
+
+
+async def _plain_to_frames(plain: asyncio.StreamReader, tls: asyncio.StreamWriter,
+                           flow: _Flow) -> None:
+    """Frame what the plain side sends; on its EOF send the end frame."""
     while data := await plain.read(CHUNK):
-        total += len(data)
+        flow.passed(len(data))
         tls.write(len(data).to_bytes(FRAME_HEADER, "big") + data)
         await tls.drain()
     tls.write(END_OF_STREAM)
     await tls.drain()
-    return total
 
 
-async def _frames_to_plain(tls: asyncio.StreamReader, plain: asyncio.StreamWriter) -> int:
-    """Unframe what the peer proxy sends; the end frame half-closes the plain side.
-
-    A TLS connection that ends without the end frame was cut: the plain side is
-    closed outright rather than given an EOF that would look like a clean end.
-    """
-    total = 0
+async def _frames_to_plain(tls: asyncio.StreamReader, plain: asyncio.StreamWriter,
+                           flow: _Flow) -> None:
+    """Unframe what the peer proxy sends; the end frame half-closes the plain side. A TLS
+    connection that ends without the end frame was cut: `tunnel` resets the plain side."""
     while size := int.from_bytes(await tls.readexactly(FRAME_HEADER), "big"):
         data = await tls.readexactly(size)
-        total += len(data)
+        flow.passed(len(data))
         plain.write(data)
         await plain.drain()
     if plain.can_write_eof():
         plain.write_eof()
-    return total
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST (SO_LINGER 0), so that the peer sees its stream cut: a FIN would
+    look like the stream's own end, and a protocol without framing would take a truncated
+    stream for a whole one."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def tunnel(
@@ -74,31 +99,33 @@ async def tunnel(
     plain_writer: asyncio.StreamWriter,
     tls_reader: asyncio.StreamReader,
     tls_writer: asyncio.StreamWriter,
-) -> tuple[int, int]:
-    """Relay a plain connection over a framed mTLS one until both directions ended.
+    count_sent: Count,
+    count_received: Count,
+) -> tuple[int, int, str | None]:
+    """Relay a plain connection over a framed mTLS one until both directions ended; the
+    bytes the plain side sends and receives are counted as they pass (a `TcpMeter`'s).
 
-    Returns (bytes the plain side sent, bytes it received). A failure either way
-    (reset, cut TLS connection) closes both connections.
+    Returns the bytes the plain side sent and received, and why the relay failed (None
+    when both directions ended cleanly). A failure either way (a reset, a TLS connection
+    cut without its end frame) resets the plain connection and closes the TLS one, whose
+    peer proxy resets its own plain side in turn: a cut travels end to end as a cut.
     """
-    outgoing = asyncio.ensure_future(_plain_to_frames(plain_reader, tls_writer))
-    incoming = asyncio.ensure_future(_frames_to_plain(tls_reader, plain_writer))
+    sent, received = _Flow(count_sent), _Flow(count_received)
+    outgoing = asyncio.ensure_future(_plain_to_frames(plain_reader, tls_writer, sent))
+    incoming = asyncio.ensure_future(_frames_to_plain(tls_reader, plain_writer, received))
+    error = None
     try:
-        sent, received = await asyncio.gather(outgoing, incoming)
-    except (ConnectionError, OSError, asyncio.IncompleteReadError):
-        sent, received = 0, 0
-        for task in (outgoing, incoming):
-            if task.done() and not task.cancelled() and task.exception() is None:
-                if task is outgoing:
-                    sent = task.result()
-                else:
-                    received = task.result()
+        await asyncio.gather(outgoing, incoming)
+    except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+        error = f"tcp.reset: {exc or type(exc).__name__}"[:200]
+        _reset(plain_writer)
     finally:
         for task in (outgoing, incoming):
             task.cancel()
         for writer in (tls_writer, plain_writer):
             with contextlib.suppress(Exception):
                 writer.close()
-    return sent, received
+    return sent.total, received.total, error
 
 
 async def sniff(connection: Connection, within: float) -> str:
@@ -165,13 +192,19 @@ class TcpUpstreamListener:
         event.dst_service, event.tls = self.service, True
         event.src_id = self.ctx.tls.identity_uri
         # in flight from the first await on, so that a drain waits for the connect too
+        metrics = self.ctx.observability.metrics
+        meter = None
         with self.ctx.request_in_flight():
             try:
                 upstream = await self._open_upstream(event)
                 if upstream is not None:
-                    event.bytes_in, event.bytes_out = await tunnel(reader, writer, *upstream)
+                    meter = metrics.tcp_meter(event)
+                    event.bytes_in, event.bytes_out, event.error = await tunnel(
+                        reader, writer, *upstream, meter.read, meter.written
+                    )
             finally:
                 writer.close()
+                (meter or metrics.tcp_meter(event)).close(event.error)
                 self.ctx.publish(event, started)
 
     async def _open_upstream(

@@ -15,6 +15,8 @@ from proxy.events import RequestEvent
 _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+# sampled (01) and, from Trace Context Level 2, random (02): others are not passed on
+KNOWN_FLAGS = 0x03
 
 
 class TraceParent:
@@ -60,9 +62,16 @@ def new_span_id() -> str:
     return span_id
 
 
-def join_trace(traceparent: bytes | None, event: RequestEvent) -> bytes | None:
-    """Record the trace of a request in `event`; when it is sampled, start this hop's span
-    in it and return the `traceparent` to hand on (else None: forward what came)."""
+def join_trace(headers: list[tuple[bytes, bytes]], event: RequestEvent) -> bytes | None:
+    """Record the trace of a request (its `headers`) in `event`; when it is sampled, start
+    this hop's span in it and return the `traceparent` to hand on (else None: forward what
+    came). Two `traceparent` headers name no one trace: they are ignored."""
+    traceparent = None
+    for name, value in headers:
+        if name == b"traceparent":
+            if traceparent is not None:
+                return None
+            traceparent = value
     if traceparent is None:
         return None
     parent = parse_traceparent(traceparent)
@@ -73,7 +82,7 @@ def join_trace(traceparent: bytes | None, event: RequestEvent) -> bytes | None:
         return None
     event.parent_span_id = parent.parent_id
     event.span_id = span_id = new_span_id()
-    return f"00-{parent.trace_id}-{span_id}-{parent.flags:02x}".encode()
+    return f"00-{parent.trace_id}-{span_id}-{parent.flags & KNOWN_FLAGS:02x}".encode()
 
 
 def hand_on(headers: list[tuple[bytes, bytes]], traceparent: bytes) -> None:

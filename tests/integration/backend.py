@@ -5,6 +5,7 @@ identity header it received. Behaviour is set at start and can be changed at
 run time with `POST /_control` (`{"fail_every": 5, "status": 503, "delay": 0.2}`):
 `fail_every: N` fails every Nth request, `delay` stalls each response.
 `GET /_stats` returns counts; `GET /_bytes/N` streams N zero bytes (chunked);
+`GET /_late_body/MS` sends its head at once and its body MS milliseconds later;
 `GET /_stall/N` sends a head announcing 2N bytes, N of them, then nothing more
 until the connection is closed. With `drop_reused` set it closes a kept-alive
 connection when its second request arrives, unanswered (counted as `dropped`),
@@ -32,6 +33,7 @@ class Backend:
                      "drop_reused": False}
         self.requests = 0
         self.dropped = 0
+        self.traced = 0  # requests that came with a traceparent
         self.by_path: Counter[str] = Counter()
         self.failed = 0
 
@@ -56,6 +58,10 @@ class Backend:
                     if event.target.startswith(b"/_stall/"):
                         await self._stall(conn, writer, reader, int(event.target[8:]))
                         return
+                    if event.target.startswith(b"/_late_body/"):
+                        await self._late_body(conn, writer, int(event.target[12:]))
+                        conn.start_next_cycle()
+                        continue
                     if event.target.startswith(b"/_bytes/"):
                         await self._stream_bytes(conn, writer, int(event.target[8:]))
                         conn.start_next_cycle()
@@ -90,6 +96,17 @@ class Backend:
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
+    async def _late_body(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                         delay_ms: int) -> None:
+        """The head at once, its two-byte body `delay_ms` later (a slow download)."""
+        self.by_path["/_late_body"] += 1
+        writer.write(conn.send(h11.Response(status_code=200, headers=[("content-length", "2")])))
+        await writer.drain()
+        await asyncio.sleep(delay_ms / 1000)
+        writer.write(conn.send(h11.Data(data=b"ok")))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
     async def _stall(self, conn: h11.Connection, writer: asyncio.StreamWriter,
                      reader: asyncio.StreamReader, size: int) -> None:
         """Half a response: a head announcing `2 * size` bytes, `size` of them, then silence
@@ -118,12 +135,14 @@ class Backend:
         headers = {k.decode(): v.decode() for k, v in request.headers}
         if path == "/_stats":
             return 200, {"name": self.name, "requests": self.requests, "failed": self.failed,
-                         "dropped": self.dropped, "by_path": dict(self.by_path)}
+                         "dropped": self.dropped, "traced": self.traced,
+                         "by_path": dict(self.by_path)}
         if path == "/_control" and request.method == b"POST":
             self.mode.update(json.loads(body or b"{}"))
             return 200, {"name": self.name, "mode": self.mode}
         self.requests += 1
         self.by_path[path] += 1
+        self.traced += "traceparent" in headers
         if self.mode["delay"]:
             await asyncio.sleep(float(self.mode["delay"]))
         every = int(self.mode["fail_every"])

@@ -51,17 +51,34 @@ def test_dead_shadow_is_invisible_to_the_primary(policy_mesh: PolicyMesh) -> Non
         == REQUESTS
 
 
-def test_requests_without_a_body_are_mirrored_too(policy_mesh: PolicyMesh) -> None:
+def test_requests_without_a_body_are_mirrored_too_untraced_on_pooled_connections(
+    policy_mesh: PolicyMesh,
+) -> None:
     policy_mesh.write_policy("mirror.yaml", POLICY.split("---")[0])
-    policy_mesh.service("api")
+    primary, _ = policy_mesh.service("api")
     shadow, _ = policy_mesh.service("api-shadow")
     front = policy_mesh.mesh.start_proxy("front", 1)
+    sampled = {"Host": "api", "traceparent": f"00-{'4b' * 16}-{'00f0' * 4}-01"}
+
+    def copies_sent() -> float:
+        return sample(policy_mesh.metrics("front"), "mirror_request_total", outcome="sent")
+
+    def connections_opened() -> float:
+        return sample(policy_mesh.metrics("front"), "connection_open_total",
+                      direction="outbound")
 
     with policy_mesh.client(front) as client:
         for i in range(20):
-            response = client.get(f"/items/{i % 2}", headers={"Host": "api"})
+            response = client.get(f"/items/{i % 2}", headers=sampled)
             assert response.status_code == 200 and response.json()["name"] == "api"
+        wait_until(lambda: copies_sent() == 20, within=20, what="every GET copied")
+        opened = connections_opened()
+        # with a connection to each idle in the pool, a request and its copy open none
+        assert client.get("/items/0", headers=sampled).status_code == 200
+        wait_until(lambda: copies_sent() == 21, within=20, what="the last GET copied")
+    assert connections_opened() == opened
 
-    wait_until(lambda: policy_mesh.stats(shadow)["requests"] == 20, within=20,
-               what="every GET copied to the shadow")
-    assert policy_mesh.stats(shadow)["by_path"] == {"/items/0": 10, "/items/1": 10}
+    copies = policy_mesh.stats(shadow)
+    assert copies["by_path"] == {"/items/0": 11, "/items/1": 10}
+    # the shadow's work is no part of the caller's trace; the primary's is
+    assert (copies["traced"], policy_mesh.stats(primary)["traced"]) == (0, 21)

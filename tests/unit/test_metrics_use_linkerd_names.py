@@ -42,20 +42,16 @@ def test_http_request_counts_and_latency() -> None:
     assert sum(s.value for s in count) == 3
 
 
-def test_tcp_connection_counts_bytes() -> None:
+def test_a_tcp_connection_is_open_from_the_start_and_counts_bytes_as_they_pass() -> None:
     metrics = ProxyMetrics()
-    metrics.observe(
-        RequestEvent(
-            ts=0,
-            id="1",
-            direction="outbound",
-            src_addr="a",
-            dst_service="db",
-            bytes_in=100,
-            bytes_out=40,
-        )
-    )
+    event = RequestEvent(ts=0, id="1", direction="outbound", src_addr="a", dst_service="db")
+    meter = metrics.tcp_meter(event)
+    meter.read(100)
+    meter.written(40)
     samples = _samples(metrics)
-    assert samples["tcp_read_bytes"][0].value == 100
-    assert samples["tcp_write_bytes"][0].value == 40
     assert samples["tcp_open"][0].value == 1
+    assert samples.get("tcp_close", []) == []  # open until it closes
+    assert (samples["tcp_read_bytes"][0].value, samples["tcp_write_bytes"][0].value) == (100, 40)
+    meter.close("tcp.reset: Connection reset by peer")
+    [closed] = _samples(metrics)["tcp_close"]
+    assert (closed.labels["error"], closed.value) == ("tcp.reset", 1)

@@ -17,9 +17,13 @@ def _event(direction: str = "outbound") -> RequestEvent:
                         dst_service="api", status=200, latency_ms=12.5)
 
 
+def _carrying(*traceparents: str) -> list[tuple[bytes, bytes]]:
+    return [(b"host", b"api"), *((b"traceparent", t.encode()) for t in traceparents)]
+
+
 def test_a_sampled_trace_gets_a_span_of_this_hop_handed_on_as_the_parent() -> None:
     event = _event()
-    handed = join_trace(f"00-{TRACE}-{PARENT}-01".encode(), event)
+    handed = join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event)
     assert event.trace_id == TRACE and event.parent_span_id == PARENT
     assert event.span_id is not None and len(event.span_id) == 16 and event.span_id != PARENT
     assert handed == f"00-{TRACE}-{event.span_id}-01".encode()
@@ -30,7 +34,7 @@ def test_a_sampled_trace_gets_a_span_of_this_hop_handed_on_as_the_parent() -> No
 
 def test_an_unsampled_trace_is_recorded_and_forwarded_as_it_came() -> None:
     event = _event()
-    assert join_trace(f"00-{TRACE}-{PARENT}-00".encode(), event) is None
+    assert join_trace(_carrying(f"00-{TRACE}-{PARENT}-00"), event) is None
     assert (event.trace_id, event.span_id) == (TRACE, None)
 
 
@@ -46,8 +50,27 @@ def test_an_unsampled_trace_is_recorded_and_forwarded_as_it_came() -> None:
 def test_a_value_the_specification_says_to_ignore_is_left_alone(value: str) -> None:
     event = _event()
     assert parse_traceparent(value.encode()) is None
-    assert join_trace(value.encode(), event) is None
+    assert join_trace(_carrying(value), event) is None
     assert (event.trace_id, event.span_id) == (None, None)
+
+
+def test_two_traceparent_headers_are_left_alone() -> None:
+    event = _event()
+    other = "5" * 32
+    assert join_trace(_carrying(f"00-{TRACE}-{PARENT}-01", f"00-{other}-{PARENT}-01"),
+                      event) is None
+    assert (event.trace_id, event.span_id) == (None, None)
+
+
+@pytest.mark.parametrize(("received", "handed_flags"), [
+    (f"00-{TRACE}-{PARENT}-ff", "03"),  # unknown flags are not passed on
+    (f"01-{TRACE}-{PARENT}-81-future", "01"),  # nor relabelled as version 00's
+])
+def test_only_the_flags_this_version_knows_are_handed_on(received: str, handed_flags: str,
+                                                        ) -> None:
+    event = _event()
+    handed = join_trace(_carrying(received), event)
+    assert handed == f"00-{TRACE}-{event.span_id}-{handed_flags}".encode()
 
 
 def test_a_later_version_is_read_by_its_first_four_fields() -> None:
@@ -57,7 +80,7 @@ def test_a_later_version_is_read_by_its_first_four_fields() -> None:
 
 def test_the_span_carries_the_request_as_otlp_json_says() -> None:
     event = _event("inbound")
-    join_trace(f"00-{TRACE}-{PARENT}-01".encode(), event)
+    join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event)
     event.status, event.error = 502, "app.connect_failed: refused"
     exported = span(event)
     assert (exported["traceId"], exported["parentSpanId"]) == (TRACE, PARENT)

@@ -31,14 +31,9 @@ MAX_FDS = 64
 
 
 def same_address(bound: tuple[str, int], host: str, port: int) -> bool:
-    """Whether a socket bound to `bound` serves a listener configured as `host:port`
-    (port 0 asks for any port, so any bound port serves it)."""
-    if port not in (0, bound[1]):
-        return False
-    try:
-        return ipaddress.ip_address(host) == ipaddress.ip_address(bound[0])
-    except ValueError:  # a configured name, not an address
-        return host == bound[0]
+    """Whether a socket bound to `bound` serves a listener configured as `host:port` (an IP
+    address, as the config requires; port 0 asks for any port, so any bound port serves it)."""
+    return port in (0, bound[1]) and ipaddress.ip_address(host) == ipaddress.ip_address(bound[0])
 
 
 def ready_message(names: list[str]) -> bytes:

@@ -26,6 +26,7 @@ A service file:
 A bad file is reported with the file, the line and the reason.
 """
 
+import ipaddress
 import re
 import socket
 import tomllib
@@ -43,9 +44,17 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _address(value: str) -> str:
+    """A listener's `address:port`: an IP address, since a name may stand for several (and
+    an upgrade hands each listener to the next proxy as the one socket it is bound to)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not host:port")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(
+            f"{value!r}: a listener binds an IP address (like 127.0.0.1 or [::1]), not a name"
+        ) from None
     return value
 
 

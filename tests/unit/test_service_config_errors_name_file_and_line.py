@@ -41,6 +41,12 @@ def test_bad_listen_address_names_its_line(tmp_path: Path) -> None:
     assert message.startswith("4:") and "host:port" in message
 
 
+def test_a_listener_named_by_a_host_name_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD + '[listen]\noutbound = "localhost:4140"\n')
+    assert message == ("4: listen.outbound: 'localhost:4140': a listener binds an IP address "
+                       "(like 127.0.0.1 or [::1]), not a name")
+
+
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
     message = _error(tmp_path, GOOD + "app_prot = 1\n")
     assert message.startswith("3:") and "app_prot" in message

@@ -12,7 +12,8 @@ Supported hints: `str`, `int`, `float` (an int is a number too), `bool`,
 dataclasses, unions (the branch is chosen by the shape of the input: a
 mapping goes to the dataclass branch), and `Annotated[X, ...]` with the
 markers below. A dataclass's `__post_init__` may raise ValueError for checks
-that span fields; the problem is then reported at the dataclass's location.
+that span fields; the problem is then reported at the dataclass's location,
+or, for a `FieldError`, at the part of it the error names.
 
 `dump(obj)` is the way back: the JSON-able form, with aliases and each
 `Parse` marker's `dump`. This module is why a proxy carries no validation
@@ -47,6 +48,14 @@ class Problem:
         where = dotted(self.loc)
         text = f"{where}: {self.message}" if where else self.message
         return f"{text} (got {self.value!r})" if self.kind.endswith("_type") else text
+
+
+class FieldError(ValueError):
+    """A `__post_init__` check that blames one part of the dataclass: `loc` within it."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class Invalid(ValueError):
@@ -260,6 +269,9 @@ def _convert_dataclass(cls: Any, raw: Any, loc: Loc, problems: list[Problem]) ->
         return _INVALID
     try:
         return cls(**values)
+    except FieldError as exc:  # a check across fields that blames one of them
+        problems.append(Problem((*loc, *exc.loc), "value_error", str(exc)))
+        return _INVALID
     except ValueError as exc:  # a check across fields, from __post_init__
         problems.append(Problem(loc, "value_error", str(exc)))
         return _INVALID

@@ -244,9 +244,9 @@ def test_a_character_yaml_forbids_is_an_error_with_its_line() -> None:
 
 def test_route_labels_are_unique_so_no_rule_takes_another_ones_place() -> None:
     assert errors_of(("r.yaml", "kind: HTTPRoute\nname: default\nservice: api\nrules: [{}]\n")) == [
-        "r.yaml:1: HTTPRoute default: 'default' names the route of requests no rule matches; "
-        "choose another name"]
+        "r.yaml:2: HTTPRoute default: name: 'default' names the route of requests no rule "
+        "matches; choose another name"]
     twice = "kind: HTTPRoute\nname: r\nservice: api\nrules:\n  - name: \"1\"\n  - {}\n"
     assert errors_of(("r.yaml", twice)) == [
-        "r.yaml:1: HTTPRoute r: rules[1] would be known as '1', as rules[0] is: "
+        "r.yaml:6: HTTPRoute r: rules[1]: would be known as '1', as rules[0] is: "
         "give each rule its own name"]

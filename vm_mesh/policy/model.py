@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from identity import spiffe
 from vm_mesh.durations import format_duration, parse_duration
-from vm_mesh.schema import ALIAS, Check, MinLength, Parse, Range
+from vm_mesh.schema import ALIAS, Check, FieldError, MinLength, Parse, Range
 
 # Bodies up to this size are buffered so that a request can be retried or mirrored.
 MAX_REPLAY_BODY = 64 * 1024
@@ -226,12 +226,12 @@ class HTTPRoute:
 
     def __post_init__(self) -> None:
         if self.name == DEFAULT_ROUTE:
-            raise ValueError(f"{DEFAULT_ROUTE!r} names the route of requests no rule matches; "
-                             "choose another name")
+            raise FieldError(("name",), f"{DEFAULT_ROUTE!r} names the route of requests no "
+                             "rule matches; choose another name")
         first: dict[str, int] = {}
         for index, key in enumerate(self._rule_keys):
             if key in first:
-                raise ValueError(f"rules[{index}] would be known as {key!r}, as "
+                raise FieldError(("rules", index), f"would be known as {key!r}, as "
                                  f"rules[{first[key]}] is: give each rule its own name")
             first[key] = index
 

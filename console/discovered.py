@@ -106,12 +106,14 @@ class MdnsAdmins:
 
 
 class ConsulAdmins:
-    """Every instance in the Consul catalog, passing or not (a failing proxy is worth seeing)."""
+    """Every instance in the Consul catalog, passing or not (a failing proxy is worth seeing);
+    with a `trust_domain`, those of other meshes sharing the cluster are left out."""
 
-    def __init__(self, settings: DiscoverySettings) -> None:
+    def __init__(self, settings: DiscoverySettings, trust_domain: str | None = None) -> None:
         from vm_mesh.discovery.factory import consul_settings
 
         self.settings = consul_settings(settings)
+        self.trust_domain = trust_domain
         self.label = f"consul {settings.consul_url}"
         self._client: consul.Consul | None = None
 
@@ -128,7 +130,7 @@ class ConsulAdmins:
         found: list[Instance] = []
         for name in sorted(services or {}):
             _, entries = self._client.health.service(name)
-            found += instances_from_health(entries)
+            found += instances_from_health(entries, self.trust_domain)
         return found
 
     async def sources(self) -> list[Source]:
@@ -211,8 +213,8 @@ def discovery_providers(settings: Iterable[DiscoverySettings] = (),
     """One provider per distinct backend in `settings`, plus one per static file in `files`.
 
     A static backend without a file means the default endpoints file, which is
-    only read when it exists (a host without one simply has none). Over mDNS only
-    instances of `trust_domain` (and of vmesh versions that announce none) are listed.
+    only read when it exists (a host without one simply has none). Over mDNS and Consul
+    only instances of `trust_domain` (and of vmesh versions that announce none) are listed.
     """
     providers: dict[str, SourceProvider] = {}
     static_files = list(files)
@@ -220,7 +222,7 @@ def discovery_providers(settings: Iterable[DiscoverySettings] = (),
         if item.backend == "mdns":
             provider: SourceProvider = MdnsAdmins(item.interfaces, trust_domain=trust_domain)
         elif item.backend == "consul":
-            provider = ConsulAdmins(item)
+            provider = ConsulAdmins(item, trust_domain=trust_domain)
         else:
             default = paths.etc_dir() / "endpoints.toml"
             file = Path(item.file) if item.file else default

@@ -260,3 +260,28 @@ async def test_instances_of_another_trust_domain_on_the_lan_are_not_listed(
     assert f"alien{suffix}" not in seen, seen  # the other mesh's instance is left out...
     assert f"mate{suffix}-1" in seen, seen  # ...while one of ours announced with it is listed
     assert f"web{suffix}" in seen
+
+
+async def test_instances_of_another_mesh_in_the_same_consul_are_not_listed(
+    over_consul: TwoProxies, agent: FakeConsul,
+) -> None:
+    from vm_mesh.discovery.consul import ConsulDiscovery, ConsulSettings
+
+    suffix = over_consul.suffix
+    settings = ConsulSettings(port=agent.port)
+    # nothing answers at either admin port: both would be listed as unreachable if listed
+    mate = ConsulDiscovery(settings, trust_domain=TRUST_DOMAIN)
+    other_mesh = ConsulDiscovery(settings, trust_domain="elsewhere.test")
+    try:
+        await mate.register(Instance(f"mate{suffix}", f"mate{suffix}-1", "127.0.0.1", 1,
+                                     admin_port=9))
+        await other_mesh.register(Instance(f"alien{suffix}", f"alien{suffix}-1", "127.0.0.1", 1,
+                                           admin_port=9))
+        stat = await asyncio.to_thread(vmesh, "stat", "--no-local", "--json")
+    finally:
+        await mate.close()
+        await other_mesh.close()
+    seen = stat.stdout + stat.stderr
+    assert f"alien{suffix}" not in seen, seen  # the other mesh's instance is left out...
+    assert f"mate{suffix}-1" in seen, seen  # ...while one of ours registered with it is listed
+    assert f"web{suffix}" in seen

@@ -81,18 +81,20 @@ class Mesh:
     """A CA and any number of services with their proxies under one VMESH_ROOT."""
 
     def __init__(
-        self, root: Path, discovery: str = 'backend = "static"', source: Path = REPO
+        self, root: Path, discovery: str = 'backend = "static"', source: Path = REPO,
+        trust_domain: str = TRUST_DOMAIN,
     ) -> None:
         """`discovery`: the body of mesh.toml's `[discovery]` table (static: the endpoints file
         this mesh rewrites as proxies start); `source`: where the proxies' code is imported
-        from (this tree, built, by default)."""
+        from (this tree, built, by default); `trust_domain`: the mesh's, and its CA's."""
         self.root = root
         self.source = source
+        self.trust_domain = trust_domain
         mesh_toml = root / "etc/vmesh/mesh.toml"
         mesh_toml.parent.mkdir(parents=True, exist_ok=True)
-        mesh_toml.write_text(f'trust_domain = "{TRUST_DOMAIN}"\n[discovery]\n{discovery}\n')
+        mesh_toml.write_text(f'trust_domain = "{trust_domain}"\n[discovery]\n{discovery}\n')
         self.ca_dir = root / "var/lib/vmesh/identity"
-        castate.init(self.ca_dir, TRUST_DOMAIN)
+        castate.init(self.ca_dir, trust_domain)
         self.ca = castate.load(self.ca_dir)
         self.proxies: list[ProxyProcess] = []
         self.instances: list[dict] = []
@@ -107,13 +109,15 @@ class Mesh:
         directory: Path | None = None,
         lifetime: timedelta = timedelta(hours=24),
         kind: str = "svc",
-        trust_domain: str = TRUST_DOMAIN,
+        trust_domain: str | None = None,
         issuer: pki.CertifiedKey | None = None,
         now: datetime | None = None,
     ) -> Path:
-        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir);
-        `now` moves the leaf's validity (a past `now` makes an expired leaf)."""
+        """Write key.pem, cert.pem and bundle.pem for `service` (default: its state dir), in
+        `trust_domain` (default: the mesh's); `now` moves the leaf's validity (a past `now`
+        makes an expired leaf)."""
         directory = directory or self.root / "var/lib/vmesh" / service
+        trust_domain = trust_domain or self.trust_domain
         key = pki.generate_key()
         leaf = pki.issue_leaf(
             issuer or self.ca.active,
@@ -138,7 +142,7 @@ class Mesh:
         instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
         path.write_text(
             f'service = "{service}"\napp_port = {app_port}\n'
-            f'instance_id = "{instance_id}"\n'
+            f'instance_id = "{instance_id}"\ntrust_domain = "{self.trust_domain}"\n'
             f"{extra}\n"
             '[listen]\ninbound = "127.0.0.1:0"\noutbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
             f'[timeouts]\nheader = "2s"\nidle = "{idle}"\ndrain = "10s"\n'

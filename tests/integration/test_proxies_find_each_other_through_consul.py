@@ -171,3 +171,41 @@ def test_a_new_upstream_is_found_while_many_others_are_watched(
         assert all(upstream(front, name)["instances"] for name in names)
     finally:
         mesh.stop()
+
+
+def test_two_meshes_on_one_agent_route_only_to_their_own_instances(
+    agent: FakeConsul, tmp_path: Path
+) -> None:
+    """Two meshes (sites) share one Consul under the same service name: each proxy's set holds
+    its own mesh's instances, and an entry with no trust domain (an older vmesh) is kept."""
+    name = f"api{secrets.token_hex(3)}"
+    ours = Mesh(tmp_path / "ours", discovery=agent.discovery_table())
+    theirs = Mesh(tmp_path / "theirs", discovery=agent.discovery_table(),
+                  trust_domain="elsewhere.test")
+    backends = [start_backend(name), start_backend(name)]
+    try:
+        theirs.start_proxy(name, backends[1].port, instance_id=f"{name}-theirs")
+        our_api = ours.start_proxy(name, backends[0].port, instance_id=f"{name}-ours")
+        # our api as an older vmesh registers it: no trust domain in its meta
+        agent.register({"ID": f"{name}-older", "Name": name, "Address": "127.0.0.1",
+                        "Port": our_api.ports["inbound"]})
+        wait_until(lambda: all(c.status == "passing" for s in agent.services.values()
+                               if s.name == name for c in s.checks), within=15,
+                   what="every instance of both meshes passing its check")
+        front = ours.start_proxy(f"front{secrets.token_hex(3)}", 1)
+
+        assert get(front, name).status_code == 200
+        assert {i["id"] for i in upstream(front, name)["instances"]} == {
+            f"{name}-ours", f"{name}-older"}
+        assert {get(front, name).status_code for _ in range(20)} == {200}
+        front.wait_for_log(lambda line: line.get("event") == "discovery_consul_foreign"
+                           and line.get("trust_domain") == "elsewhere.test")
+        front.wait_for_log(lambda line: line.get("event") == "discovery_consul_unscoped"
+                           and line.get("instance") == f"{name}-older")
+        (theirs_entry,) = [s for s in agent.services.values() if s.service_id == f"{name}-theirs"]
+        assert theirs_entry.meta["td"] == "elsewhere.test"
+    finally:
+        ours.stop()
+        theirs.stop()
+        for backend in backends:
+            backend.stop()

@@ -1,4 +1,5 @@
-"""Consul health entries map to instances; registrations carry the /ready check and the reaper."""
+"""Consul health entries map to instances of our own trust domain; registrations carry it, the
+/ready check and the reaper."""
 
 from vm_mesh.discovery.base import Instance
 from vm_mesh.discovery.consul import (
@@ -70,3 +71,23 @@ def test_an_ipv6_admin_address_is_bracketed() -> None:
     instance = Instance("api", "api-1", "::1", 4143, admin_port=4191)
     check = registration(instance, ConsulSettings(check_host="::1"))["check"]
     assert check["HTTP"] == "https://[::1]:4191/ready"
+
+
+def entry_of(instance_id: str, meta: dict[str, str]) -> dict:
+    return {**ENTRY, "Service": {**ENTRY["Service"], "ID": instance_id,
+                                 "Meta": {**meta, "id": instance_id}}}
+
+
+def test_a_watch_keeps_its_own_trust_domain_and_entries_that_name_none() -> None:
+    ours = entry_of("api-ours", {"td": "alpha.test"})
+    theirs = entry_of("api-theirs", {"td": "beta.test"})
+    older = entry_of("api-older", {})  # registered by a vmesh before the `td` meta
+    ids = {i.instance_id for i in instances_from_health([ours, theirs, older], "alpha.test")}
+    assert ids == {"api-ours", "api-older"}
+    assert len(instances_from_health([ours, theirs, older])) == 3  # unscoped: all of them
+
+
+def test_registration_names_the_trust_domain_in_the_meta() -> None:
+    instance = Instance("api", "api-1", "198.18.0.7", 4143, admin_port=4191)
+    assert registration(instance, ConsulSettings(), "alpha.test")["meta"]["td"] == "alpha.test"
+    assert "td" not in registration(instance, ConsulSettings())["meta"]

@@ -18,6 +18,19 @@ rules for blocking queries: a response is no proof of change, an index that
 goes backwards restarts from 0, an index below 1 is treated as 1, and
 failures back off exponentially so a flapping agent is not hammered.
 
+Several meshes (sites, or a staging and a production mesh) may share one
+Consul cluster, under the same service names. Each instance registers its
+trust domain in its service meta (`td`, as the mDNS TXT key), and a watch
+keeps only the instances of its own: another mesh's instances would fail the
+identity check (`upstream.wrong_identity`) or the handshake, and burn connect
+attempts and breakers on the way. An entry with no `td` (registered by a
+vmesh older than this key, or by hand) is kept, so that a mesh upgraded host
+by host keeps routing to the proxies not yet upgraded; such an instance is
+trusted by its certificate alone, as every instance is in the end, and the
+watch logs it once (`discovery_consul_unscoped`). The meta is no security
+boundary: whoever may register in Consul may write any `td`; it keeps meshes
+from routing to each other by mistake, mutual TLS keeps them apart.
+
 py-consul is synchronous; each call runs in a worker thread, and a blocking
 query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
 """
@@ -39,6 +52,7 @@ log = logging.getLogger("vmesh.discovery.consul")
 
 # Meta keys carry what the TXT record carries over mDNS (DESIGN.md).
 META_KEYS = ("id", "proto", "zone", "ver", "admin")
+TRUST_DOMAIN_KEY = "td"  # the instance's mesh, as the mDNS TXT key of that name
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +93,11 @@ def backoff_delay(failures: int, settings: ConsulSettings) -> float:
     return doubled(settings.backoff_min_s, settings.backoff_max_s, failures - 1)
 
 
-def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:
-    """Keyword arguments for py-consul's `agent.service.register` for `instance`."""
+def registration(
+    instance: Instance, settings: ConsulSettings, trust_domain: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for py-consul's `agent.service.register` for `instance`; the meta
+    names `trust_domain` when it is known."""
     meta = {
         "id": instance.instance_id,
         "proto": instance.proto,
@@ -89,6 +106,8 @@ def registration(instance: Instance, settings: ConsulSettings) -> dict[str, Any]
         "admin": str(instance.admin_port or ""),
         "weight": str(instance.weight),  # Consul's own weights cannot say 0 (drained)
     }
+    if trust_domain:
+        meta[TRUST_DOMAIN_KEY] = trust_domain
     return {
         "name": instance.service,
         "service_id": instance.instance_id,
@@ -155,17 +174,42 @@ def instance_from_entry(entry: Mapping[str, Any]) -> Instance | None:
     )
 
 
-def instances_from_health(entries: list[Mapping[str, Any]] | None) -> tuple[Instance, ...]:
-    """The instances of a health answer, in a stable order (unusable entries skipped)."""
-    found = (instance_from_entry(entry) for entry in entries or [])
+def trust_domain_of(entry: Mapping[str, Any]) -> str | None:
+    """The trust domain in an entry's `Service.Meta`; None when it names none (an older vmesh,
+    or a service registered otherwise)."""
+    meta = (entry.get("Service") or {}).get("Meta") or {}
+    return meta.get(TRUST_DOMAIN_KEY) or None
+
+
+def of_mesh(entry: Mapping[str, Any], trust_domain: str | None) -> bool:
+    """Whether `entry` may be routed to from `trust_domain`'s mesh: it names that trust domain
+    or none (module docstring); any entry when `trust_domain` is None."""
+    found = trust_domain_of(entry)
+    return trust_domain is None or found is None or found == trust_domain
+
+
+def instances_from_health(
+    entries: list[Mapping[str, Any]] | None, trust_domain: str | None = None
+) -> tuple[Instance, ...]:
+    """The instances of a health answer that belong to `trust_domain`'s mesh (`of_mesh`), in a
+    stable order (unusable entries skipped)."""
+    found = (instance_from_entry(e) for e in entries or [] if of_mesh(e, trust_domain))
     return tuple(sorted((i for i in found if i is not None), key=lambda i: i.instance_id))
 
 
 class ConsulDiscovery:
-    """A `Discovery` backend over the local Consul agent's HTTP API."""
+    """A `Discovery` backend over the local Consul agent's HTTP API.
 
-    def __init__(self, settings: ConsulSettings | None = None) -> None:
+    With a `trust_domain`, registrations carry it and watches leave out instances
+    that name another one (module docstring).
+    """
+
+    def __init__(
+        self, settings: ConsulSettings | None = None, trust_domain: str | None = None
+    ) -> None:
         self.settings = settings or ConsulSettings()
+        self.trust_domain = trust_domain
+        self._noted: set[str] = set()  # instances of another or no trust domain, logged once
         self._client = consul.Consul(
             host=self.settings.host,
             port=self.settings.port,
@@ -194,7 +238,7 @@ class ConsulDiscovery:
             self._retrying[instance.instance_id] = asyncio.create_task(self._retry(instance))
 
     async def _register_once(self, instance: Instance) -> None:
-        kwargs = registration(instance, self.settings)
+        kwargs = registration(instance, self.settings, self.trust_domain)
         # shielded: a registration already on the wire completes even when its retry task is
         # cancelled, and `deregister`/`close` wait for it, so nothing is left behind
         call = asyncio.ensure_future(
@@ -281,10 +325,31 @@ class ConsulDiscovery:
                 log.info("consul index went backwards; starting over",
                          extra={"dst_service": service, "was": index, "now": returned})
             index = new_index
-            instances = instances_from_health(entries)
+            self._note_strangers(entries)
+            instances = instances_from_health(entries, self.trust_domain)
             if instances != last or recovered:
                 last = instances
                 yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
+
+    def _note_strangers(self, entries: list[Mapping[str, Any]] | None) -> None:
+        """Log, once per instance, an entry of another trust domain (left out) or of none
+        (kept, trusted by its certificate alone)."""
+        for entry in entries or []:
+            found = trust_domain_of(entry)
+            service = entry.get("Service") or {}
+            instance = str(service.get("ID") or "")
+            if not self.trust_domain or found == self.trust_domain or instance in self._noted:
+                continue
+            self._noted.add(instance)
+            about = {"instance": instance, "dst_service": service.get("Service")}
+            if found is None:
+                log.info("consul instance names no trust domain (an older vmesh?); kept, "
+                         "trusted by its certificate alone",
+                         extra={"event": "discovery_consul_unscoped", **about})
+            else:
+                log.info("ignoring a consul instance of another trust domain",
+                         extra={"event": "discovery_consul_foreign", "trust_domain": found,
+                                **about})
 
     async def close(self, withdraw: bool = True) -> None:
         if not withdraw:  # the successor re-registered the same ids; they stay in the agent

@@ -47,12 +47,12 @@ def consul_settings(
 def open_backend(
     settings: DiscoverySettings, check_host: str = "127.0.0.1", trust_domain: str | None = None
 ) -> Discovery:
-    """The bare backend `settings` names (no last-known-good wrapper); over mDNS, a
-    `trust_domain` scopes registrations and watches to that mesh."""
+    """The bare backend `settings` names (no last-known-good wrapper); over mDNS and Consul,
+    a `trust_domain` scopes registrations and watches to that mesh."""
     if settings.backend == "consul":
         from vm_mesh.discovery.consul import ConsulDiscovery
 
-        return ConsulDiscovery(consul_settings(settings, check_host))
+        return ConsulDiscovery(consul_settings(settings, check_host), trust_domain=trust_domain)
     if settings.backend == "mdns":
         from vm_mesh.discovery.mdns import MdnsDiscovery
 

@@ -27,17 +27,22 @@ class BoundedFeed(Generic[T]):
         if len(self._items) == self._items.maxlen:
             self._dropped += 1
         self._items.append(item)
+        self._wake()
+
+    def drop(self) -> None:
+        """Count an item that was refused before it was queued (rate limit); a waiting reader
+        is told at once, even if no item follows."""
+        self._dropped += 1
+        self._wake()
+
+    def _wake(self) -> None:
         if self._ready.is_set():
-            return  # the reader is already woken; it takes every item queued so far
+            return  # the reader is already woken; it takes everything queued so far
         if threading.get_ident() == self._owner_thread:
             self._ready.set()  # on the loop: no self-pipe write per item
             return
         with contextlib.suppress(RuntimeError):  # the reader's loop is gone: nobody to wake
             self._loop.call_soon_threadsafe(self._ready.set)
-
-    def drop(self) -> None:
-        """Count an item that was refused before it was queued (rate limit)."""
-        self._dropped += 1
 
     async def batch(self) -> tuple[list[T], int]:
         """Wait for items; return them with the number dropped since the last batch."""

@@ -30,6 +30,7 @@ from identity import spiffe
 from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
+from proxy.stats import MAX_WINDOW_S
 from proxy.tap import TapFilter
 from proxy.tls import PeerIdentityError, peer_identity
 from vm_mesh.durations import parse_duration
@@ -354,6 +355,7 @@ class AdminServer:
             window = parse_duration(request.query.get("window", "60s"))
         except ValueError as exc:
             raise AdminError(400, "admin.bad_window", str(exc)) from None
+        window = min(max(window, 1.0), MAX_WINDOW_S)  # what the stats cover: 1 s to 10 min
         self.obs.bus.flush()
         rows = self.obs.stats.snapshot(window)
         await exchange.json(

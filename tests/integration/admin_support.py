@@ -1,4 +1,16 @@
-"""What a proxy tells its admin API, fixed, for tests that run the admin server alone."""
+"""An admin server run alone, on a unix socket in the test's event loop, with what a proxy
+would tell it fixed."""
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from proxy.admin import AdminServer, ProxyState
+from proxy.events import EventBus
+from proxy.observability import Observability
 
 
 class FixedProxyFacts:
@@ -26,3 +38,33 @@ class FixedProxyFacts:
 
     def config(self) -> dict:
         return {"service": "api"}
+
+
+@dataclass
+class LocalAdmin:
+    """A running admin server: its bus, observability and unix socket."""
+
+    server: AdminServer
+    bus: EventBus
+    obs: Observability
+    socket_path: Path
+
+    def client(self) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
+        return httpx.AsyncClient(transport=transport, base_url="http://admin", timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def local_admin(
+    directory: Path, facts: ProxyState | None = None, bus: EventBus | None = None
+) -> AsyncIterator[LocalAdmin]:
+    """An admin server on `directory/api.sock`, closed on the way out."""
+    bus = bus or EventBus()
+    observability = Observability.attach(bus)
+    server = AdminServer(facts or FixedProxyFacts(), observability, trust_domain="vmesh.local")
+    socket_path = directory / "api.sock"
+    await server.serve_unix(socket_path)
+    try:
+        yield LocalAdmin(server, bus, observability, socket_path)
+    finally:
+        await server.close()

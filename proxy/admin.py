@@ -384,8 +384,9 @@ class AdminServer:
 
     async def _tap(self, exchange: _Exchange, request: _Request) -> None:
         try:
-            tap_filter = TapFilter.from_query(request.query)
-            rate = float(request.query.get("rate", "1000"))
+            query = _tap_query(request.query)
+            tap_filter = TapFilter.from_query(query)
+            rate = float(query.get("rate", "1000"))
         except ValueError as exc:
             raise AdminError(400, "admin.bad_tap_filter", str(exc)) from None
         subscription = self.obs.tap.subscribe(tap_filter, max_rate=max(1.0, min(rate, 10_000)))
@@ -500,3 +501,18 @@ def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:
         return peer_identity(writer.get_extra_info("ssl_object"))
     except PeerIdentityError:
         return None
+
+
+def _tap_query(query: dict[str, str]) -> dict[str, str]:
+    """The tap's parameters, the terms of `filter` among them (DESIGN's `/v1/tap?filter=...`:
+    `key=value` terms separated by spaces, with the parameters' keys: `status=5xx path=/items`);
+    ValueError for a term that is not `key=value` or a key given twice."""
+    terms = dict(query)
+    for term in terms.pop("filter", "").split():
+        key, sep, value = term.partition("=")
+        if not sep:
+            raise ValueError(f"tap filter term {term!r}: write key=value, like status=5xx")
+        if key in terms:
+            raise ValueError(f"tap filter {key!r} is given twice")
+        terms[key] = value
+    return terms

@@ -8,7 +8,8 @@ Consul agent or a load balancer can probe health; any identity of our trust
 domain also gets metrics, stats, endpoints and certs; only operators get tap,
 logs and config. A certificate that is sent must verify, or the handshake
 fails. HTTP/1.1 is
-parsed by h11; streams are NDJSON over chunked encoding.
+parsed by h11; streams are NDJSON over chunked encoding. A HEAD request gets the
+headers a GET would (a load balancer's `HEAD /ready` health check).
 """
 
 import asyncio
@@ -39,6 +40,7 @@ log = logging.getLogger("vmesh.admin")
 
 MAX_REQUEST_BODY = 16 * 1024
 MAX_HEADER_BYTES = 16 * 1024
+ALLOWED_METHODS = "GET, HEAD"
 SHUTDOWN_GRACE_S = 2.0
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
 
@@ -97,6 +99,10 @@ _ROUTES: dict[str, tuple[str, str]] = {
 }
 
 
+class _HeadAnswered(Exception):
+    """A HEAD request's answer is complete with its headers; the handler stops there."""
+
+
 class _Exchange:
     """One HTTP/1.1 connection: h11 state plus the stream it writes to."""
 
@@ -107,6 +113,18 @@ class _Exchange:
         self.writer = writer
         self.idle_timeout = idle_timeout
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self.target = ""  # of the request being answered
+        self.head = False  # the request is a HEAD: it gets the headers a GET would get
+
+    def begin(self, request: h11.Request) -> None:
+        """Answer `request` next."""
+        self.target = request.target.decode("ascii", "replace")
+        self.head = request.method == b"HEAD"
+
+    def next_cycle(self) -> None:
+        """Wait for the connection's next request (keep-alive)."""
+        self.conn.start_next_cycle()
+        self.target, self.head = "", False
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
         """The next request event; TimeoutError when the client sends nothing for
@@ -120,26 +138,41 @@ class _Exchange:
             self.conn.receive_data(data)
 
     async def send(self, *events: h11.Event) -> None:
+        """Write `events`; the answer to a HEAD ends with the response's headers, and
+        `_HeadAnswered` stops the handler from writing a body."""
         for event in events:
             data = self.conn.send(event)
             if data:
                 self.writer.write(data)
+            if self.head and isinstance(event, h11.Response):
+                self.conn.send(h11.EndOfMessage())  # writes nothing: h11 knows HEAD has no body
+                await self.writer.drain()
+                raise _HeadAnswered
         await self.writer.drain()
 
-    async def respond(self, status: int, body: bytes, content_type: str) -> None:
+    async def respond(
+        self, status: int, body: bytes, content_type: str, *, close: bool = False
+    ) -> None:
+        """A whole answer; with `close`, the client is told the connection ends after it."""
         headers = [
             ("content-type", content_type),
             ("content-length", str(len(body))),
             ("date", formatdate(usegmt=True)),  # `vmesh check` reads clock skew from it
         ]
+        if status == 405:
+            headers.append(("allow", ALLOWED_METHODS))
+        if close:
+            headers.append(("connection", "close"))
         await self.send(
             h11.Response(status_code=status, headers=headers),
             h11.Data(data=body),
             h11.EndOfMessage(),
         )
 
-    async def json(self, status: int, body: Any) -> None:
-        await self.respond(status, json.dumps(body).encode() + b"\n", "application/json")
+    async def json(self, status: int, body: Any, *, close: bool = False) -> None:
+        await self.respond(
+            status, json.dumps(body).encode() + b"\n", "application/json", close=close
+        )
 
 
 class AdminServer:
@@ -251,18 +284,22 @@ class AdminServer:
                 event = await self._unless_closing(exchange.next_event())
                 if not isinstance(event, h11.Request):
                     break
+                exchange.begin(event)
                 await self._read_body(exchange)
-                await self._answer(exchange, event, caller, remote)
+                with contextlib.suppress(_HeadAnswered):  # a HEAD's answer: the headers
+                    await self._answer(exchange, event, caller, remote)
                 if exchange.conn.our_state is not h11.DONE or self._closing.is_set():
                     break
-                exchange.conn.start_next_cycle()
+                exchange.next_cycle()
         except h11.RemoteProtocolError as exc:
-            with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
+            with contextlib.suppress(h11.LocalProtocolError, ConnectionError, _HeadAnswered):
                 await exchange.json(
                     exc.error_status_hint, {"error": "admin.bad_request", "detail": str(exc)}
                 )
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except Exception as error:  # a bug of ours: logged here, never a task's unread error
+            await self._failed(exchange, error)
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -288,14 +325,14 @@ class AdminServer:
         caller: spiffe.SpiffeId | None,
         remote: bool,
     ) -> None:
-        target = request.target.decode("ascii", "replace")
-        path, _, query = target.partition("?")
+        path, _, query = exchange.target.partition("?")
         try:
             route = _ROUTES.get(path)
             if route is None:
                 raise AdminError(404, "admin.not_found", f"no admin endpoint {path}")
-            if request.method != b"GET":
-                raise AdminError(405, "admin.method_not_allowed", "the admin API is read-only")
+            if request.method not in (b"GET", b"HEAD"):
+                raise AdminError(405, "admin.method_not_allowed",
+                                 f"the admin API is read-only: use {ALLOWED_METHODS}")
             name, audience = route
             if remote:
                 self._authorize(caller, audience, path)
@@ -311,6 +348,26 @@ class AdminServer:
                 },
             )
             await exchange.json(error.status, {"error": error.reason, "detail": error.detail})
+
+    async def _failed(self, exchange: _Exchange, error: Exception) -> None:
+        """Log a failure of the admin API's own, once, with its cause; answer 500 if no
+        response has begun (the connection closes after it either way)."""
+        path = exchange.target.partition("?")[0]
+        log.error(
+            "admin request failed",
+            exc_info=error,
+            extra={"reason": "admin.internal_error", "path": path},
+        )
+        if exchange.conn.our_state is not h11.SEND_RESPONSE:
+            return
+        detail = (
+            f"the admin API failed to answer {path} ({type(error).__name__}: {error}); "
+            "the proxy's log has the traceback"
+        )
+        with contextlib.suppress(_HeadAnswered, ConnectionError, ssl.SSLError):
+            await exchange.json(
+                500, {"error": "admin.internal_error", "detail": detail}, close=True
+            )
 
     def _authorize(self, caller: spiffe.SpiffeId | None, audience: str, path: str) -> None:
         if audience == "anyone":

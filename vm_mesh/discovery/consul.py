@@ -50,8 +50,7 @@ from vm_mesh.discovery.base import EndpointSet, Instance
 
 log = logging.getLogger("vmesh.discovery.consul")
 
-# Meta keys carry what the TXT record carries over mDNS (DESIGN.md).
-META_KEYS = ("id", "proto", "zone", "ver", "admin")
+# The service meta carries what the TXT record carries over mDNS (DESIGN.md).
 TRUST_DOMAIN_KEY = "td"  # the instance's mesh, as the mDNS TXT key of that name
 
 

@@ -117,7 +117,7 @@ async def tunnel(
     try:
         await asyncio.gather(outgoing, incoming)
     except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-        error = f"tcp.reset: {exc or type(exc).__name__}"[:200]
+        error = f"tcp.reset: {str(exc) or type(exc).__name__}"[:200]
         _reset(plain_writer)
     finally:
         for task in (outgoing, incoming):

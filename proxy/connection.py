@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from proxy.http1 import Event, Http1Error, RequestReader, ResponseReader
+from proxy.http1 import Event, Http1Error, MessageEnd, RequestReader, ResponseReader
 from proxy.lazytimer import LazyTimer
 
 log = logging.getLogger("vmesh.proxy")
@@ -102,6 +102,11 @@ class Connection(asyncio.Protocol):
                 self.reader.feed(data)  # type: ignore[union-attr]
             except Http1Error as exc:
                 self._error = exc
+                # whole messages before the bad one are still served; what there is of the
+                # bad one is never handed on (its head would reach the app)
+                events = self._events
+                while events and events[-1].__class__ is not MessageEnd:
+                    events.pop()
         self._unread += len(data)
         if self._unread > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
@@ -125,10 +130,18 @@ class Connection(asyncio.Protocol):
         """The connection goes idle: bytes from now on were sent unasked."""
         self._since_idle = 0
 
+    @property
+    def settled(self) -> bool:
+        """Open, between messages: no parsed event or error waiting, no message begun. Bytes
+        a peer sent past the message it owed (a response longer than it said) would
+        otherwise pass for the answer to the next request, a stranger's maybe."""
+        return not (self._eof or self._error is not None or self._events
+                    or (self.reader is not None and self.reader.in_message))
+
     def quiet_since_idle(self) -> bool:
-        """Still open, and nothing arrived since `mark_idle`: no bytes, no parsed event or
-        error waiting (what an idle peer sends on its own would pass for the next answer)."""
-        return not (self._eof or self._since_idle or self._error is not None or self._events)
+        """Settled, and no byte arrived since `mark_idle` (what an idle peer sends on its own
+        would pass for the next answer)."""
+        return not self._since_idle and self.settled
 
     async def next_event(self, within: float | None = None) -> Event | None:
         """The next parsed event; None once the peer has closed and every event is taken.
@@ -146,13 +159,13 @@ class Connection(asyncio.Protocol):
         """The next parsed event if there is one (never waits); raises bad framing's error."""
         events = self._events
         assert events is not None, "start() the connection with a reader first"
-        if self._error is not None:
-            raise self._error  # bad framing ends the connection, whatever came before it
-        if events:
+        if events:  # whole messages parsed before bad framing are served first
             event = events.popleft()
             if event.__class__ is bytes:
                 self._unread -= len(event)  # type: ignore[arg-type]
             return event
+        if self._error is not None:
+            raise self._error  # bad framing ends the connection
         self._unread = 0
         if self._read_paused and self.transport is not None:
             self._read_paused = False

@@ -7,6 +7,7 @@ client gets and a stable reason string (Envoy-style `http1.*`). Our own
 limits (request line, header section, header count, Host) are added here.
 """
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,9 @@ MAX_HEADERS = 100
 # Bytes a head may take before it is complete: llhttp hands a header line over only once it
 # ends, and until then grows it by copying, so an endless line is cut off here.
 MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES
+
+# What a reason phrase may not hold (RFC 9112 4: HTAB, SP, VCHAR, obs-text).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
@@ -121,6 +125,14 @@ class RequestHead:
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
+    @property
+    def expects_continue(self) -> bool:
+        """The client waits for a 100 (Continue) before it sends the body: `Expect:
+        100-continue`, in any case, from an HTTP/1.1 client (RFC 9110 10.1.1: a 1.0 one
+        gets no 1xx)."""
+        expect = self.header(b"expect")
+        return expect is not None and self.version == "1.1" and expect.lower() == b"100-continue"
+
 
 class ResponseHead:
     """Status line and headers of a response (its version is not kept: the proxy answers
@@ -181,6 +193,8 @@ class _Collector:
     header_bytes: int = 0
     in_body: bool = False  # the head was handed on; the body (and any trailers) follows
     head_bytes: int = 0  # bytes fed since the last head was complete: at least the next one's
+    # bytes fed in the body since its last data: chunk lines, extensions, trailers
+    stray_bytes: int = 0
     # the parser that calls these callbacks, asked for what they do not get (method, status)
     parser: Any = None
 
@@ -204,10 +218,19 @@ class _Collector:
     def on_body(self, body: bytes) -> None:
         if body:
             self.events.append(body)
+            self.stray_bytes = 0
 
 
 class _HeadResponseDone(Exception):
     """Raised from a callback to stop parsing at the end of a response to HEAD."""
+
+
+def _drop_last_message(events: deque[Event]) -> None:
+    """Take the last whole message (its events back to the message before) out of `events`."""
+    if events and isinstance(events[-1], MessageEnd):
+        events.pop()
+    while events and not isinstance(events[-1], MessageEnd):
+        events.pop()
 
 
 class _Reader:
@@ -228,7 +251,9 @@ class _Reader:
         if self.failed:
             raise Http1Error(400, "http1.codec_error", "connection already failed")
         collector = self._collector
-        if not collector.in_body:
+        if collector.in_body:
+            collector.stray_bytes += len(data)
+        else:
             collector.head_bytes += len(data)
         try:
             self._parser.feed_data(data)
@@ -237,11 +262,19 @@ class _Reader:
             raise
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.failed = True
+            if isinstance(exc, httptools.HttpParserUpgrade):
+                _drop_last_message(self.events)  # llhttp ended it: it is the one refused
             cause = exc.__context__
             if isinstance(cause, Http1Error | _HeadResponseDone):
                 raise cause from None
             raise _classify(exc) from None
-        if collector.head_bytes > MAX_HEAD_BYTES and not collector.in_body:
+        if collector.in_body:
+            if collector.stray_bytes > MAX_HEAD_BYTES:  # llhttp grows a trailer line by copying
+                self.failed = True
+                raise Http1Error(431, "http1.trailers_too_large",
+                                 f"{MAX_HEAD_BYTES} bytes of chunk lines or trailers without "
+                                 "body data")
+        elif collector.head_bytes > MAX_HEAD_BYTES:
             self.failed = True
             raise Http1Error(431, "http1.headers_too_large",
                              f"the head is not complete after {MAX_HEAD_BYTES} bytes")
@@ -333,6 +366,7 @@ class _RequestCallbacks(_Collector):
         self.url = b""
         self.header_bytes = 0
         self.in_body = False
+        self.stray_bytes = 0
         if self.headers:
             self.headers = []  # trailers: not forwarded, and not the next message's headers
 
@@ -349,12 +383,20 @@ class RequestReader(_Reader):
 
 class _ResponseCallbacks(_Collector):
     head_request: bool = False
+    # a response has begun and not ended: bytes an upstream sent after the response it
+    # owed begin another, which must not reach the next request's caller
+    begun: bool = False
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         _, codings, length = _framing(self.headers)
         _require_chunked_only(codings)  # the proxy re-frames: other codings would be lost
         status = parser.get_status_code()
+        if not 100 <= status <= 599:
+            raise Http1Error(502, "http1.invalid_status", f"status code {status}")
+        if _CONTROL.search(self.reason):
+            raise Http1Error(502, "http1.invalid_characters",
+                             "control characters in the reason phrase")
         self.events.append(
             ResponseHead(
                 status=status,
@@ -373,12 +415,18 @@ class _ResponseCallbacks(_Collector):
             # a response to HEAD has no body whatever its headers say; llhttp cannot be told,
             # so the message ends here and the reader starts a fresh parser for the next one
             self.events.append(MessageEnd(parser.should_keep_alive()))
+            self.begun = False
             raise _HeadResponseDone
+
+    def on_message_begin(self) -> None:
+        self.begun = True
 
     def on_message_complete(self) -> None:
         self.events.append(MessageEnd(self.parser.should_keep_alive()))
         self.header_bytes = 0
         self.in_body = False
+        self.stray_bytes = 0
+        self.begun = False
         if self.headers:
             self.headers = []  # trailers: not forwarded, and not the next message's headers
 
@@ -399,6 +447,11 @@ class ResponseReader(_Reader):
         """Say which request the next response answers (HEAD responses carry no body)."""
         self._callbacks.head_request = method == "HEAD"
 
+    @property
+    def in_message(self) -> bool:
+        """True once a response has begun and not yet ended."""
+        return self._callbacks.begun
+
     def feed(self, data: bytes) -> None:
         try:
             super().feed(data)
@@ -413,19 +466,28 @@ class ResponseReader(_Reader):
 NOT_FORWARDED = HOP_BY_HOP | {b"content-length"}  # the proxy writes the framing itself
 
 
+def _dropped(name: bytes, dropped: frozenset[bytes]) -> bool:
+    """`name` is in `dropped`, or spells one of them with `_` for `-`: CGI, WSGI and many
+    frameworks read `vmesh_client_id` as `vmesh-client-id`, so such a spelling would pass
+    a header the proxy sets (or strips) off as the real one."""
+    return name in dropped or (b"_" in name and name.replace(b"_", b"-") in dropped)
+
+
 def forwardable_headers(
     headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes] = NOT_FORWARDED
 ) -> list[tuple[bytes, bytes]]:
     """Drop the names in `dropped` (by default hop-by-hop headers and the framing, which
-    the proxy re-does) and every header the Connection header names."""
-    kept = [header for header in headers if header[0] not in dropped]
+    the proxy re-does) and every header the Connection header names, but Host, which a
+    request cannot go without."""
+    kept = [header for header in headers if not _dropped(header[0], dropped)]
     if len(kept) == len(headers) and b"connection" in dropped:
         return kept  # nothing dropped: there is no Connection header naming more
     named = [value for key, value in headers if key == b"connection"]
     if not named:
         return kept
-    dropped |= {token.strip().lower() for value in named for token in value.split(b",")}
-    return [header for header in kept if header[0] not in dropped]
+    tokens = {token.strip().lower() for value in named for token in value.split(b",")}
+    dropped |= tokens - {b"host"}
+    return [header for header in kept if not _dropped(header[0], dropped)]
 
 
 # A head is joined once from its pieces: names, values and line breaks appended to one list

@@ -192,6 +192,8 @@ class InboundProxy:
         except BadPath as bad_path:
             raise Http1Error(400, bad_path.reason, str(bad_path)) from None
         head.target = event.path = target.text
+        if head.header(b"host") is None:  # an HTTP/1.0 request: the app gets HTTP/1.1
+            raise Http1Error(400, "http1.missing_host", "the request names no Host")
         decision = self.authz.check_http(caller, head.method, target, head.headers)
         annotate(event, decision)
         if decision.verdict == "deny":
@@ -204,7 +206,7 @@ class InboundProxy:
             )
             await client.write(head_bytes + refusal_body)
             return False
-        if head.header(b"expect") == b"100-continue":
+        if head.expects_continue:
             await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = (
             client.body() if head.has_body else (b"" if head.content_length is not None else None)

@@ -319,7 +319,7 @@ class OutboundProxy:
     async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
         """The body (the head says there is one) as bytes when small enough to retry, else a
         stream (never retried)."""
-        if head.header(b"expect") == b"100-continue":
+        if head.expects_continue:
             await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if head.content_length is not None and head.content_length <= MAX_BUFFERED_BODY:
             body = await client.read_body()

@@ -119,11 +119,27 @@ async def send_request(
         upstream.close()
         raise
     except (ConnectionError, OSError) as reset:
+        answer = _early_answer(upstream)
+        if answer is not None:  # its connection is closed once the answer is relayed
+            return Response(answer, upstream)
         upstream.close()
         raise AttemptFailed("reset", f"upstream.reset: {reset}") from None
     except BaseException:
         upstream.close()  # cancelled (timeout) or failed mid-request: the connection is unusable
         raise
+
+
+def _early_answer(upstream: Upstream) -> ResponseHead | None:
+    """The final response head an upstream sent before it stopped taking the request (a 413
+    for a body too large, then a close), if it came: that, not a 502, is the client's."""
+    take = upstream.connection.take_event
+    try:
+        while (event := take()) is not None:
+            if isinstance(event, ResponseHead) and event.status >= 200:
+                return event
+    except Http1Error:
+        pass
+    return None
 
 
 def response_framing(
@@ -132,7 +148,7 @@ def response_framing(
     """Headers for the client and how the body is sent: `length`, `chunked`, `close`, `none`."""
     headers = forwardable_headers(head.headers)
     if request.method == "HEAD" or head.status in (204, 304):
-        if head.content_length is not None:
+        if head.content_length is not None and head.status != 204:  # none on a 204: RFC 9110 8.6
             headers.append((b"content-length", str(head.content_length).encode()))
         return headers, "none"
     if head.content_length is not None and not head.chunked:

@@ -147,7 +147,7 @@ class Pool:
         idle = self._idle.get(upstream.key)
         if idle is None:
             idle = self._idle[upstream.key] = []
-        if not reusable or upstream.eof or len(idle) >= self.max_idle:
+        if not reusable or not upstream.connection.settled or len(idle) >= self.max_idle:
             upstream.close()
             return
         upstream.state = "idle"

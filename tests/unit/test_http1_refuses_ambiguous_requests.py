@@ -145,3 +145,64 @@ def test_trailers_are_not_carried_into_the_next_request() -> None:
     heads = [(e.target, e.headers) for e in _drain(reader) if isinstance(e, RequestHead)]
     assert heads == [("/", [(b"host", b"a"), (b"transfer-encoding", b"chunked")]),
                      ("/next", [(b"host", b"a")])]
+
+
+def test_trailers_that_never_end_are_refused_at_the_head_limit() -> None:
+    reader = RequestReader()
+    reader.feed(HOST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: ")
+    with pytest.raises(Http1Error) as caught:
+        for _ in range(100):  # 6.4 MiB of one trailer line, if nothing stopped it
+            reader.feed(b"a" * 65536)
+    assert (caught.value.status, caught.value.reason) == (431, "http1.trailers_too_large")
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 099 X", b"HTTP/1.1 000 Zero",
+                                         b"HTTP/1.1 200 \x1b[31mOK", b"HTTP/1.1 200 O\x00K"])
+def test_a_malformed_status_line_is_refused(status_line: bytes) -> None:
+    reader = ResponseReader()
+    with pytest.raises(Http1Error):
+        reader.feed(status_line + b"\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_a_response_begun_after_the_one_owed_shows() -> None:
+    reader = ResponseReader()
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    assert not reader.in_message
+    reader.feed(b"HTTP/1.1 403 Forbidden\r\nX-Junk: ")
+    assert reader.in_message
+
+
+@pytest.mark.parametrize(("version", "expect", "waits"), [
+    (b"1.1", b"100-continue", True),
+    (b"1.1", b"100-Continue", True),  # the token is case-insensitive (RFC 9110 10.1.1)
+    (b"1.0", b"100-continue", False),  # a 1.0 client gets no 1xx
+])
+def test_a_client_waits_for_100_continue_only_as_the_rfc_says(version: bytes, expect: bytes,
+                                                              waits: bool) -> None:
+    reader = RequestReader()
+    reader.feed(b"POST / HTTP/" + version + b"\r\nHost: a\r\nExpect: " + expect
+                + b"\r\nContent-Length: 3\r\n\r\n")
+    [head] = [e for e in _drain(reader) if isinstance(e, RequestHead)]
+    assert head.expects_continue is waits
+
+
+def test_a_header_spelled_with_underscores_is_dropped_with_the_one_it_spells() -> None:
+    headers = [(b"host", b"a"), (b"vmesh_client_id", b"spiffe://forged"),
+               (b"transfer_encoding", b"chunked"), (b"x_custom", b"1")]
+    dropped = frozenset({b"vmesh-client-id", b"transfer-encoding"})
+    assert forwardable_headers(headers, dropped) == [(b"host", b"a"), (b"x_custom", b"1")]
+
+
+def test_a_connection_header_cannot_drop_host() -> None:
+    headers = [(b"host", b"a"), (b"connection", b"host, x-secret"), (b"x-secret", b"1")]
+    assert forwardable_headers(headers) == [(b"host", b"a")]
+
+
+def test_an_upgrade_request_is_refused_whole_after_the_requests_before_it() -> None:
+    reader = RequestReader()
+    with pytest.raises(Http1Error) as caught:
+        reader.feed(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+                    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: ws\r\n\r\n")
+    assert caught.value.reason == "http1.upgrade_not_supported"
+    targets = [e.target for e in _drain(reader) if isinstance(e, RequestHead)]
+    assert targets == ["/first"]

@@ -136,8 +136,8 @@ class TapBuffer:
     """The last `capacity` tap events (older ones fall off), plus what the view shows.
 
     Appending is O(1) and the memory is bounded however long the session runs.
-    While paused, events keep arriving into the buffer but `visible()` stays
-    frozen at what it showed when the operator paused.
+    While paused, events keep arriving into the buffer but `visible()` reads a
+    copy taken when the operator paused, however many events came since.
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
@@ -145,7 +145,7 @@ class TapBuffer:
         self.capacity = capacity
         self.filter = TapFilter()
         self.received = 0
-        self._paused_at: int | None = None
+        self._frozen: list[TapEvent] | None = None  # the events when paused
 
     def __len__(self) -> int:
         return len(self._events)
@@ -160,13 +160,13 @@ class TapBuffer:
 
     @property
     def paused(self) -> bool:
-        return self._paused_at is not None
+        return self._frozen is not None
 
     def pause(self) -> None:
-        self._paused_at = self.received
+        self._frozen = list(self._events)
 
     def resume(self) -> None:
-        self._paused_at = None
+        self._frozen = None
 
     @property
     def dropped(self) -> int:
@@ -175,10 +175,7 @@ class TapBuffer:
 
     def visible(self, limit: int) -> list[TapEvent]:
         """The newest `limit` events that pass the filter, newest first."""
-        events = list(self._events)
-        if self._paused_at is not None:
-            newer = self.received - self._paused_at
-            events = events[: len(events) - newer] if newer else events
+        events = self._frozen if self._frozen is not None else self._events
         shown: list[TapEvent] = []
         for event in reversed(events):
             if self.filter.matches(event):

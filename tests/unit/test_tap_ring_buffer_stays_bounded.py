@@ -29,3 +29,14 @@ def test_pause_freezes_what_is_shown_while_events_keep_arriving() -> None:
     assert buffer.visible(1)[0].id == "r9"
     buffer.resume()
     assert buffer.visible(1)[0].id == "r19"
+
+
+def test_pause_holds_after_more_than_a_buffer_of_events_arrived() -> None:
+    buffer = TapBuffer(capacity=50)
+    buffer.extend(tap_event(n) for n in range(30))
+    buffer.pause()
+    buffer.extend(tap_event(n) for n in range(30, 130))  # the ring turned over twice
+    assert [e.id for e in buffer.visible(3)] == ["r29", "r28", "r27"]
+    assert len(buffer.visible(100)) == 30
+    buffer.resume()
+    assert [e.id for e in buffer.visible(1)] == ["r129"]

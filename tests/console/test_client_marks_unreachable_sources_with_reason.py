@@ -81,3 +81,13 @@ async def test_remote_proxy_over_mutual_tls_with_operator_certificate(start_admi
                                    other_mesh / "bundle.pem")
     untrusted = await poll_source(source, wrong_ca)
     assert (untrusted.ok, untrusted.reason) == (False, "admin.tls_error")
+
+
+async def test_a_stopped_remote_proxy_reads_as_refused(start_admin, tmp_path: Path) -> None:
+    remote = start_admin("edge", tls=True)
+    address = f"127.0.0.1:{remote.port}"
+    credentials = _operator(remote.tls_dir, tmp_path)
+    remote.kill()
+    poll = await poll_source(Source(address, "tcp", address, "flag"), credentials)
+    assert (poll.ok, poll.reason) == (False, "admin.connect_refused")
+    assert poll.detail == f"connection to {address} refused (proxy not running?)"

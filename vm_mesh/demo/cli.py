@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from vm_mesh.cli import add_command
+from vm_mesh.errors import UserError
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -34,6 +35,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 def _demo(args: argparse.Namespace) -> int:
     from vm_mesh.demo.runner import run
 
+    if not args.rate > 0:  # also NaN
+        raise UserError(f"--rate {args.rate:g}: must be more than 0 requests per second")
     return run(
         args.dir.resolve(), console=not args.no_console, duration=args.duration, rate=args.rate
     )

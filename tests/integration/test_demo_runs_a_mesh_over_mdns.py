@@ -120,3 +120,44 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
     assert demo.returncode == 0, err
     assert "responses: " in out  # what was answered until Ctrl-C
     assert_left_nothing(directory)
+
+
+def test_a_second_demo_in_the_same_directory_is_refused_while_the_first_runs(
+        tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    first = subprocess.Popen(demo_command(directory, "--duration", "120"), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            if "Ctrl-C to stop" in line:
+                break
+        running = processes_under(directory)
+        links = sorted((directory / "console/run/vmesh").iterdir())
+        second = subprocess.run(demo_command(directory, "--duration", "1"), cwd=REPO,
+                                capture_output=True, text=True, timeout=180)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr == (f"vmesh: {directory} is in use by a demo that is running; "
+                                 "stop that one (q or Ctrl-C) or pass another --dir\n")
+        assert processes_under(directory) == running  # the first demo's mesh is untouched
+        assert sorted((directory / "console/run/vmesh").iterdir()) == links
+        assert (directory / "ca/var/lib/vmesh/identity/ca.db").exists()
+        os.killpg(first.pid, signal.SIGINT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGINT)
+            try:
+                first.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                first.kill()
+                first.wait()
+    assert first.returncode == 0, err
+    assert summary(out, "responses: ").get("200", 0) > 0
+    assert_left_nothing(directory)
+    # once it stopped, the directory is a demo's again: the next run starts afresh in it
+    again = subprocess.run(demo_command(directory, "--duration", "1"), cwd=REPO,
+                           capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert_left_nothing(directory)

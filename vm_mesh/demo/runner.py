@@ -10,6 +10,7 @@ demos on one machine never route to each other's instances.
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -67,6 +69,7 @@ class Demo:
         self.console_root = directory / "console"
         self.web_outbound = ""
         self.trust_domain = f"demo-{secrets.token_hex(3)}.local"
+        self._marker: IO[bytes] | None = None  # locked for as long as this demo runs
 
     def _spawn(self, name: str, args: list[str], root: Path) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
@@ -93,13 +96,20 @@ class Demo:
             raise UserError(f"demo: vmesh {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    def start(self) -> None:
-        if (self.directory / MARKER).exists():
-            shutil.rmtree(self.directory)  # an earlier demo's state: start afresh
+    def _claim(self) -> None:
+        """Make the directory this run's: an earlier demo's state is removed, unless that
+        demo still runs (it holds a lock on the marker file until it ends)."""
+        marker = self.directory / MARKER
+        if marker.exists():
+            with _locked(marker):
+                shutil.rmtree(self.directory)  # an earlier demo's state: start afresh
         elif self.directory.exists() and any(self.directory.iterdir()):
             raise UserError(f"{self.directory} is not empty; remove it or pass another --dir")
         self.logs.mkdir(parents=True)
-        (self.directory / MARKER).touch()
+        self._marker = _locked(marker)
+
+    def start(self) -> None:
+        self._claim()
         ca_root = self.directory / "ca"
         self._vmesh(ca_root, "identity", "init", "--trust-domain", self.trust_domain)
         identity_port = _free_port()
@@ -197,6 +207,8 @@ class Demo:
         print(f"  {spec.instance:<8} app :{app_port}  outbound :{outbound_port}  ready")
 
     def stop(self) -> None:
+        if self._marker is None:
+            return  # the directory never became this run's: nothing in it is ours to stop
         for process in reversed(self.processes):
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -209,6 +221,19 @@ class Demo:
         # the proxies removed their admin sockets; the console's links to them go too
         for link in (self.console_root / "run" / "vmesh").glob("*.sock"):
             link.unlink(missing_ok=True)
+        self._marker.close()  # the directory is free for the next demo
+
+
+def _locked(marker: Path) -> IO[bytes]:
+    """`marker`, created if need be, open and locked; UserError while another demo holds it."""
+    handle = marker.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{marker.parent} is in use by a demo that is running; stop that one "
+                        "(q or Ctrl-C) or pass another --dir") from None
+    return handle
 
 
 def _wait_for(predicate, what: str, within: float = 30.0) -> None:

@@ -52,8 +52,11 @@ def exit_code(findings: Iterable[Finding]) -> int:
 _CERT_HINTS = {
     "leaf": "the proxy renews it from the identity service; check `vmesh check` identity "
             "and the proxy's logs (`vmesh logs --service SVC --level warning`)",
-    "issuer": "issue a new issuer with `vmesh identity` on the CA host before leaves stop renewing",
-    "anchor": "add a new anchor to every trust bundle, then rotate issuers (see docs/rotation)",
+    "issuer": "run `vmesh identity rotate` on the CA host before leaves stop renewing; "
+              "`ansible/rotate-certs.yml` takes every host through it without downtime",
+    "anchor": "run `vmesh identity rotate` on the CA host (a new anchor and issuer; the old "
+              "anchor stays trusted until `vmesh identity retire`); "
+              "`ansible/rotate-certs.yml` takes every host through it",
 }
 
 

@@ -238,12 +238,15 @@ class ConsoleApp(App[None]):
         return known is not None and _same_endpoint(known, source)
 
     def start_poll(self, source: Source) -> None:
+        """Poll `source` now, unless it was retired meanwhile: the timer of a retired
+        source's next poll may come due after the same name was followed at a new address,
+        whose poll under way it would cancel (the group is exclusive)."""
+        if not self._following(source):
+            return
         self.run_worker(self._poll(source), name=f"poll:{source.name}",
                         group=f"poll:{source.name}", exclusive=True, exit_on_error=False)
 
     async def _poll(self, source: Source) -> None:
-        if not self._following(source):
-            return  # retired while this poll was waiting to start
         async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
             try:
                 client = self._clients.get(source.name)

@@ -27,10 +27,9 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input
 
 from console.api import LogLine, TapEvent
-from console.checks import CheckOptions, check_identity, check_ports, judge_polls
+from console.checks import CheckOptions, collect_findings
 from console.client import AdminClient, AdminError, OperatorCredentials
 from console.collect import Poll, poll_source
-from console.models.checks import check_discovery_source
 from console.screens import HelpScreen
 from console.sources import Source, SourceProvider, Sources
 from console.state import MeshData
@@ -90,10 +89,12 @@ class ConsoleApp(App[None]):
 
     def __init__(self, sources: Sources, credentials: OperatorCredentials | None = None, *,
                  first_view: str = "overview", data: MeshData | None = None,
-                 live: bool = True, clock: Callable[[], float] | None = None) -> None:
+                 live: bool = True, clock: Callable[[], float] | None = None,
+                 check_options: CheckOptions | None = None) -> None:
         super().__init__()
         self.sources = sources
         self.credentials = credentials
+        self.check_options = check_options or CheckOptions()
         self.first_view = first_view
         self.data = data or (MeshData(clock) if clock else MeshData())
         self.live = live
@@ -313,12 +314,10 @@ class ConsoleApp(App[None]):
 
     async def _checks(self) -> None:
         async with self._rearm(CHECKS_INTERVAL_S, self.run_checks):
-            findings = judge_polls(list(self.data.polls.values()), self.data.now())
-            findings += [check_discovery_source(label, error)
-                         for label, error in self.data.discovery_errors.items()]
-            findings += await asyncio.to_thread(check_ports)
-            findings.append(await check_identity(CheckOptions()))
-            self.data.findings = findings
+            self.data.findings = await collect_findings(
+                list(self.data.polls.values()), self.check_options, self.data.now(),
+                sources_found=bool(self.known) or not self.sources.all_asked(),
+                discovery_errors=self.data.discovery_errors)
 
     # --- keys ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ their ports, and the identity service.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -213,25 +214,34 @@ def check_ports() -> list[Finding]:
     return findings
 
 
-async def run_checks(sources: Sequence[Source], credentials: OperatorCredentials | None = None,
-                     options: CheckOptions | None = None,
-                     discovery_errors: Mapping[str, str] | None = None) -> list[Finding]:
-    """Every check, in a stable order: admin, certs, discovery, clock, ports, identity.
+async def collect_findings(polls: Sequence[Poll], options: CheckOptions, now: datetime, *,
+                           sources_found: bool,
+                           discovery_errors: Mapping[str, str] | None = None) -> list[Finding]:
+    """Every finding about `polls` and this host, in a stable order: admin, certs, discovery,
+    clock, ports, identity. The one collector of `vmesh check` and the console's checks view.
 
-    `discovery_errors`: why each discovery backend that failed listed no proxies.
+    `sources_found`: whether any admin source was listed at all; `discovery_errors`: why each
+    discovery backend that failed listed no proxies.
     """
-    options = options or CheckOptions()
-    polls = await poll_all(sources, credentials)
-    now = datetime.now(UTC)
     findings = judge_polls(polls, now)
-    findings += [check_helper_leaf(name, leaf, now) for name, leaf in helper_leaves()]
+    findings += [check_helper_leaf(name, leaf, now)
+                 for name, leaf in await asyncio.to_thread(helper_leaves)]
     findings += [check_discovery_source(label, error)
                  for label, error in (discovery_errors or {}).items()]
-    findings += check_ports()
+    findings += await asyncio.to_thread(check_ports)
     findings.append(await check_identity(options))
-    if not sources:
+    if not sources_found:
         findings.insert(0, Finding("admin", Status.FAIL, "this host", "no proxy admin API found",
                                    "admin.no_sources",
                                    f"no sockets in {paths.run_dir()}; pass --admin HOST:PORT"))
     order = ["admin", "certs", "discovery", "clock", "ports", "identity"]
     return sorted(findings, key=lambda f: order.index(f.check) if f.check in order else 99)
+
+
+async def run_checks(sources: Sequence[Source], credentials: OperatorCredentials | None = None,
+                     options: CheckOptions | None = None,
+                     discovery_errors: Mapping[str, str] | None = None) -> list[Finding]:
+    """`vmesh check`: poll every source, then collect the findings."""
+    polls = await poll_all(sources, credentials)
+    return await collect_findings(polls, options or CheckOptions(), datetime.now(UTC),
+                                  sources_found=bool(sources), discovery_errors=discovery_errors)

@@ -16,6 +16,7 @@ from vm_mesh.errors import UserError
 
 if TYPE_CHECKING:  # the handlers import these lazily
     from console.api import TapEvent
+    from console.app import ConsoleApp
     from console.client import OperatorCredentials
     from console.collect import Poll
     from console.sources import Source, Sources
@@ -198,15 +199,21 @@ def _print_json(obj: object) -> None:
 # --- handlers ----------------------------------------------------------------------------
 
 
-def _console(args: argparse.Namespace) -> int:
-    import gc
-
+def console_app(args: argparse.Namespace) -> ConsoleApp:
+    """The console `vmesh console ARGS` opens; its checks are `vmesh check`'s (`--ca`)."""
     from console.app import VIEWS, ConsoleApp
+    from console.checks import CheckOptions
 
     if args.view not in VIEWS:
         raise UserError(f"unknown view {args.view!r}: choose one of {', '.join(VIEWS)}")
-    sources = _source_set(args)
-    app = ConsoleApp(sources, _credentials(args), first_view=args.view)
+    return ConsoleApp(_source_set(args), _credentials(args), first_view=args.view,
+                      check_options=CheckOptions(ca_bundle=args.ca))
+
+
+def _console(args: argparse.Namespace) -> int:
+    import gc
+
+    app = console_app(args)
     # What the imports made (~60,000 objects: modules, classes, functions) lives as long
     # as the process: out of the collector's reach, its full collections (every ~10 s
     # under a busy tap) scan half as much and pause the console half as long.

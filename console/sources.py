@@ -158,6 +158,11 @@ class Sources:
             self.answers[provider.label] = found
             self.provider_errors.pop(provider.label, None)
 
+    def all_asked(self) -> bool:
+        """Whether every provider has answered, or failed, at least once."""
+        return all(p.label in self.answers or p.label in self.provider_errors
+                   for p in self.providers)
+
     async def list(self) -> list[Source]:
         """Every source from every provider now, deduplicated, in a stable order."""
         await asyncio.gather(*(self.refresh(p) for p in self.providers))

@@ -33,7 +33,7 @@ from console.collect import Poll, poll_source
 from console.screens import HelpScreen
 from console.sources import Source, SourceProvider, Sources
 from console.state import MeshData
-from console.streams import StreamEvent, StreamFailure, StreamGap, follow_source
+from console.streams import StreamEvent, StreamFailure, StreamGap, StreamOpen, follow_source
 from console.views import VIEW_CLASSES, Bar, HostsView, View
 
 VIEWS = tuple(VIEW_CLASSES)
@@ -250,13 +250,23 @@ class ConsoleApp(App[None]):
     async def _poll(self, source: Source) -> None:
         async with self._rearm(POLL_INTERVAL_S, partial(self.start_poll, source)):
             try:
-                client = self._clients.get(source.name)
-                if client is None:  # one client per source for the session: connections reused
-                    client = self._clients[source.name] = AdminClient(source, self.credentials)
-            except AdminError as exc:  # no operator certificate for a remote source
+                client = await self._client(source)
+            except AdminError as exc:  # no usable operator certificate for a remote source
                 self.data.apply_poll(Poll(source, False, exc.reason, exc.detail))
                 return
             self.data.apply_poll(await poll_source(source, client=client))
+
+    async def _client(self, source: Source) -> AdminClient:
+        """The client that polls `source`: one per source (connections reused), made anew
+        when the operator credentials changed or TLS failed since it was made."""
+        client = self._clients.get(source.name)
+        if client is not None and not client.current():
+            del self._clients[source.name]
+            await client.aclose()
+            client = None
+        if client is None:
+            client = self._clients[source.name] = AdminClient(source, self.credentials)
+        return client
 
     async def on_unmount(self) -> None:
         for client in self._clients.values():
@@ -287,10 +297,12 @@ class ConsoleApp(App[None]):
             if isinstance(item, StreamFailure):
                 self.data.stream_errors[key] = item.reason
                 return
+            if isinstance(item, StreamOpen):
+                self.data.stream_errors.pop(key, None)
+                return
             if isinstance(item, StreamGap):
                 self.data.dropped_at_source += item.dropped
                 return
-            self.data.stream_errors.pop(key, None)
             if path == "/v1/tap":
                 self._tap_inbox.append(TapEvent.from_json(item.source, item.data))
             else:

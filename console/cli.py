@@ -298,7 +298,7 @@ def _tap(args: argparse.Namespace) -> int:
 
     from console.api import TapEvent
     from console.models.tap import TapFilter
-    from console.streams import MergedStream, StreamFailure, StreamGap
+    from console.streams import MergedStream, StreamFailure, StreamGap, StreamOpen
 
     try:
         tap_filter = TapFilter.parse(" ".join(args.filter))
@@ -325,7 +325,9 @@ def _tap(args: argparse.Namespace) -> int:
                     if len(given_up) == len(sources):
                         return 1
                 continue
-            failed.discard(item.source)
+            if isinstance(item, StreamOpen):
+                failed.discard(item.source)  # a later failure is reported again
+                continue
             event = TapEvent.from_json(item.source, item.data)
             if not tap_filter.matches(event):
                 continue
@@ -423,7 +425,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     from console.api import LogLine
     from console.models.logs import LogFilter
-    from console.streams import MergedStream, StreamFailure, StreamGap
+    from console.streams import MergedStream, StreamFailure, StreamGap, StreamOpen
 
     sources = [s for s in _sources(args) if not args.service or s.name == args.service]
     if not sources:
@@ -440,6 +442,8 @@ def _logs(args: argparse.Namespace) -> int:
                 continue
             if isinstance(item, StreamGap):
                 print(f"vmesh: {item.source} dropped {item.dropped} log lines", file=sys.stderr)
+                continue
+            if isinstance(item, StreamOpen):
                 continue
             line = LogLine.from_json(item.source, item.data)
             if log_filter.matches(line):

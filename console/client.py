@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator
+import stat
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -34,6 +35,8 @@ from vm_mesh import paths
 JSON_TIMEOUT = httpx.Timeout(3.0, connect=1.5)
 STREAM_TIMEOUT = httpx.Timeout(None, connect=1.5)
 MAX_LINE = 1 << 20  # one NDJSON object; a longer line means a broken or hostile peer
+
+FilesStamp = tuple[tuple[int, int, int], ...]  # (inode, mtime ns, size) of each file
 
 
 class AdminError(Exception):
@@ -61,20 +64,57 @@ class OperatorCredentials:
         return cls(base / "cert.pem", base / "key.pem", base / "bundle.pem")
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A client context: TLS 1.2+, our bundle only, our certificate, no hostname check."""
+        """A client context: TLS 1.2+, our bundle only, our certificate, no hostname check.
+
+        Built once per state of the three files and shared by every client: read again
+        when one of them changes (a renewed operator certificate) or after `forget_context`.
+        """
+        stamp = self.stamp()
+        cached = _CONTEXTS.get(self)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        context = self._load()
+        _CONTEXTS[self] = (stamp, context)
+        return context
+
+    def forget_context(self) -> None:
+        """Build the context from the files again next time (after a TLS failure)."""
+        _CONTEXTS.pop(self, None)
+
+    def stamp(self) -> FilesStamp:
+        """The state of the three files (AdminError when one is missing): a new certificate,
+        key or bundle, even written in place, changes it."""
+        stamps = []
         for what, path in (("certificate", self.cert), ("key", self.key), ("CA bundle", self.ca)):
-            if not path.is_file():
+            try:
+                info = path.stat()
+            except OSError:
+                info = None
+            if info is None or not stat.S_ISREG(info.st_mode):
                 raise AdminError(
                     "tls", "admin.operator_cert_missing",
                     f"operator {what} {path} not found "
                     "(run `vmesh identity operator NAME` or pass --cert/--key/--ca)",
                 )
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        return tuple(stamps)
+
+    def _load(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+            context.load_cert_chain(str(self.cert), str(self.key))
+        except (ssl.SSLError, OSError) as exc:  # e.g. a key that is not the certificate's yet
+            raise AdminError("tls", "admin.tls_error",
+                             f"operator credentials {self.cert}, {self.key}, {self.ca} "
+                             f"unusable: {exc}") from exc
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = False  # mesh leaves carry a SPIFFE URI SAN, checked below
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_cert_chain(str(self.cert), str(self.key))
         return context
+
+
+# credentials -> (the state of their files, the context made from them)
+_CONTEXTS: dict[OperatorCredentials, tuple[FilesStamp, ssl.SSLContext]] = {}
 
 
 def _peer_is_mesh_proxy(response: httpx.Response) -> str | None:
@@ -97,17 +137,36 @@ class AdminClient:
 
     def __init__(self, source: Source, credentials: OperatorCredentials | None = None) -> None:
         self.source = source
+        self._credentials: OperatorCredentials | None = None
+        self._stamp: FilesStamp = ()  # of the credentials' files it was made with
+        self._tls_failed = False  # its context may be outdated
         if source.kind == "unix":
             # No TLS on a unix socket: verify=False spares loading the system CA store.
             transport = httpx.AsyncHTTPTransport(uds=source.address, retries=0, verify=False)
             base_url = "http://admin"
         else:
-            context = (credentials or OperatorCredentials.default()).ssl_context()
+            self._credentials = credentials or OperatorCredentials.default()
+            self._stamp = self._credentials.stamp()
+            context = self._credentials.ssl_context()
             transport = httpx.AsyncHTTPTransport(verify=context, retries=0)
             base_url = f"https://{source.address}"
         self._http = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=JSON_TIMEOUT)
         self.last_server_date: datetime | None = None
         self.last_server_date_seen: datetime | None = None  # this host's time when it came
+
+    def current(self) -> bool:
+        """Whether this client's TLS context is still good: no TLS failure, and the
+        credentials' files unchanged since it was made. A long-lived holder makes a new
+        client when it is not. AdminError when the files are gone."""
+        return self._credentials is None or (
+            not self._tls_failed and self._credentials.stamp() == self._stamp)
+
+    def tls_failed(self) -> None:
+        """After a TLS failure: this client is no longer current, and the next one reads the
+        credentials' files again (they may have been renewed in place)."""
+        if self._credentials is not None:
+            self._tls_failed = True
+            self._credentials.forget_context()
 
     async def __aenter__(self) -> AdminClient:
         return self
@@ -135,14 +194,17 @@ class AdminClient:
             self._remember_date(response)
             return response.status_code
 
-    async def stream(self, path: str, params: dict[str, str] | None = None
-                     ) -> AsyncIterator[dict[str, Any]]:
-        """The objects of an NDJSON stream, one per line, until the server ends it."""
+    async def stream(self, path: str, params: dict[str, str] | None = None, *,
+                     opened: Callable[[], None] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The objects of an NDJSON stream, one per line, until the server ends it; `opened`
+        is called once the server has accepted the stream."""
         async with self._errors_mapped(), self._http.stream("GET", path, params=params,
                                      timeout=STREAM_TIMEOUT) as response:
             if response.status_code != 200:
                 await response.aread()
             self._check(response)
+            if opened is not None:
+                opened()
             pending = b""
             async for chunk in response.aiter_bytes():
                 *lines, pending = (pending + chunk).split(b"\n")
@@ -185,14 +247,15 @@ class AdminClient:
             )
 
     def _errors_mapped(self) -> _ErrorMapper:
-        return _ErrorMapper(self.source)
+        return _ErrorMapper(self)
 
 
 class _ErrorMapper:
     """Turns transport exceptions into AdminError (the one mapping table of the client)."""
 
-    def __init__(self, source: Source) -> None:
-        self._source = source
+    def __init__(self, client: AdminClient) -> None:
+        self._client = client
+        self._source = client.source
 
     async def __aenter__(self) -> None:
         return None
@@ -215,6 +278,8 @@ class _ErrorMapper:
             mapped = ("admin.error", f"{where}: {type(exc).__name__}: {exc}")
         if mapped is None:
             return False
+        if mapped[0] == "admin.tls_error":
+            self._client.tls_failed()
         raise AdminError(self._source.name, *mapped) from exc
 
 

@@ -3,7 +3,8 @@
 One task per source reads its stream; items go into a bounded queue. When
 the consumer falls behind, the oldest items are dropped and counted rather
 than letting memory grow. A source whose stream fails is reported and
-retried after a pause (unless retrying cannot help); the others keep flowing.
+retried after a pause that doubles with each failure in a row (unless
+retrying cannot help); the others keep flowing.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 from console.client import AdminClient, AdminError, OperatorCredentials
 from console.sources import Source
+from vm_mesh.backoff import doubled
 
 QUEUE_BOUND = 10_000
 
-RETRY_AFTER_S = 2.0
+RETRY_FIRST_S = 1.0  # after a stream ended or failed; doubled with each failure in a row
+RETRY_MAX_S = 16.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +41,15 @@ class StreamGap:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamOpen:
+    """The source accepted the stream (again, after a failure): its items follow."""
+
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFailure:
-    """A source's stream broke; `final` when retrying cannot help (refused, bad credentials)."""
+    """A source's stream broke; `final` when retrying cannot help (see `is_final`)."""
 
     source: str
     reason: str
@@ -48,23 +58,34 @@ class StreamFailure:
 
 
 def is_final(reason: str) -> bool:
-    """Failures that the same request will meet again: 4xx answers, TLS and identity problems."""
+    """Failures that the same request will meet again: 4xx answers, no operator certificate,
+    a peer that is no vmesh proxy. (A TLS failure is not: a proxy restarting mid-handshake,
+    a rotation under way or an operator certificate renewed since all pass.)"""
     return reason.startswith("admin.http_4") or reason in (
-        "admin.operator_cert_missing", "admin.peer_identity", "admin.tls_error")
+        "admin.operator_cert_missing", "admin.peer_identity")
 
 
-StreamEvent = StreamItem | StreamGap | StreamFailure
+StreamEvent = StreamItem | StreamGap | StreamOpen | StreamFailure
 
 
 async def follow_source(source: Source, path: str, params: dict[str, str],
                         credentials: OperatorCredentials | None,
                         emit: Callable[[StreamEvent], None],
                         *, retry: bool = True) -> None:
-    """Read `path` from one source forever (or once when `retry` is False)."""
+    """Read `path` from one source forever (or once when `retry` is False), opening it again
+    RETRY_FIRST_S after it ended or failed, twice as long after each failure in a row up to
+    RETRY_MAX_S."""
+    in_a_row = 0  # attempts since the stream was last open
+
+    def opened() -> None:
+        nonlocal in_a_row
+        in_a_row = 0
+        emit(StreamOpen(source.name))
+
     while True:
         try:
             async with AdminClient(source, credentials) as client:
-                async for data in client.stream(path, params):
+                async for data in client.stream(path, params, opened=opened):
                     dropped = data.get("dropped")
                     if len(data) == 1 and isinstance(dropped, int):
                         emit(StreamGap(source.name, dropped))
@@ -77,7 +98,8 @@ async def follow_source(source: Source, path: str, params: dict[str, str],
             emit(StreamFailure(source.name, exc.reason, exc.detail, final))
             if final or not retry:
                 return
-        await asyncio.sleep(RETRY_AFTER_S)
+        await asyncio.sleep(doubled(RETRY_FIRST_S, RETRY_MAX_S, in_a_row))
+        in_a_row += 1
 
 
 class MergedStream:

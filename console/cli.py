@@ -294,51 +294,39 @@ def tap_lines(event: TapEvent) -> list[str]:
 
 def _tap(args: argparse.Namespace) -> int:
     import asyncio
-    import sys
 
     from console.api import TapEvent
     from console.models.tap import TapFilter
-    from console.streams import MergedStream, StreamFailure, StreamGap, StreamOpen
+    from console.stream_report import StreamReport
+    from console.streams import MergedStream
 
     try:
         tap_filter = TapFilter.parse(" ".join(args.filter))
     except ValueError as exc:
         raise UserError(f"tap filter: {exc}") from None
     sources = _sources(args)
+    report = StreamReport(len(sources), "requests (tap rate limit or slow reader)")
 
     async def run() -> int:
         shown = 0
-        failed: set[str] = set()
-        given_up: set[str] = set()
         stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
-        async for item in stream:
-            if isinstance(item, StreamGap):
-                print(f"vmesh: {item.source} dropped {item.dropped} requests (tap rate limit "
-                      "or slow reader)", file=sys.stderr)
+        async for event in stream:
+            item = report.item(event)
+            if item is None:
+                if report.all_given_up:
+                    return 1
                 continue
-            if isinstance(item, StreamFailure):
-                if item.source not in failed:
-                    print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
-                failed.add(item.source)
-                if item.final:
-                    given_up.add(item.source)
-                    if len(given_up) == len(sources):
-                        return 1
-                continue
-            if isinstance(item, StreamOpen):
-                failed.discard(item.source)  # a later failure is reported again
-                continue
-            event = TapEvent.from_json(item.source, item.data)
-            if not tap_filter.matches(event):
+            tap_event = TapEvent.from_json(item.source, item.data)
+            if not tap_filter.matches(tap_event):
                 continue
             if args.json:
                 _print_json({"proxy": item.source, **item.data})
             else:
-                print("\n".join(tap_lines(event)), flush=True)
+                print("\n".join(tap_lines(tap_event)), flush=True)
             shown += 1
             if args.max and shown >= args.max:
                 return 0
-        return 0
+        return report.exit_code
 
     return asyncio.run(run())
 
@@ -351,14 +339,17 @@ def _top(args: argparse.Namespace) -> int:
     from console import format as fmt
     from console.api import TapEvent
     from console.models.top import TopTable
-    from console.streams import MergedStream, StreamItem
+    from console.stream_report import StreamReport
+    from console.streams import MergedStream
 
     sources = _sources(args)
     table = TopTable(watched_since=time.time())
+    report = StreamReport(len(sources), "requests (tap rate limit or slow reader)")
 
     async def watch() -> None:
-        async for item in MergedStream(sources, "/v1/tap", {}, _credentials(args)):
-            if isinstance(item, StreamItem):
+        async for event in MergedStream(sources, "/v1/tap", {}, _credentials(args)):
+            item = report.item(event)
+            if item is not None:
                 table.add(TapEvent.from_json(item.source, item.data))
 
     async def run() -> None:
@@ -374,7 +365,7 @@ def _top(args: argparse.Namespace) -> int:
                          "path": r.path, "count": r.count, "rps": r.rps(now),
                          "best_ms": r.best_ms, "worst_ms": r.worst_ms, "last_ms": r.last_ms,
                          "success_rate": r.success_rate})
-        return 0
+        return report.exit_code
     header = ("Source", "Destination", "Method", "Path", "Count", "RPS", "Best", "Worst", "Last",
               "Success Rate")
     print(fmt.columns(header, [
@@ -383,7 +374,7 @@ def _top(args: argparse.Namespace) -> int:
          fmt.ms(r.last_ms), fmt.percent(r.success_rate))
         for r in rows
     ], right=frozenset(range(4, 10))))
-    return 0
+    return report.exit_code
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -421,29 +412,25 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     import asyncio
-    import sys
 
     from console.api import LogLine
     from console.models.logs import LogFilter
-    from console.streams import MergedStream, StreamFailure, StreamGap, StreamOpen
+    from console.stream_report import StreamReport
+    from console.streams import MergedStream
 
     sources = [s for s in _sources(args) if not args.service or s.name == args.service]
     if not sources:
         raise UserError(f"no proxy named {args.service!r} found")
     log_filter = LogFilter(args.level, args.service, args.search)
     params = {"level": args.level, **({"follow": "1"} if args.follow else {})}
+    report = StreamReport(len(sources), "log lines")
 
     async def run() -> int:
         stream = MergedStream(sources, "/v1/logs", params, _credentials(args),
                               retry=args.follow)
-        async for item in stream:
-            if isinstance(item, StreamFailure):
-                print(f"vmesh: {item.source}: {item.detail} [{item.reason}]", file=sys.stderr)
-                continue
-            if isinstance(item, StreamGap):
-                print(f"vmesh: {item.source} dropped {item.dropped} log lines", file=sys.stderr)
-                continue
-            if isinstance(item, StreamOpen):
+        async for event in stream:
+            item = report.item(event)
+            if item is None:
                 continue
             line = LogLine.from_json(item.source, item.data)
             if log_filter.matches(line):
@@ -451,7 +438,7 @@ def _logs(args: argparse.Namespace) -> int:
                     _print_json({"proxy": item.source, **item.data})
                 else:
                     print(line.render(), flush=True)
-        return 0
+        return report.exit_code
 
     return asyncio.run(run())
 

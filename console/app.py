@@ -30,6 +30,7 @@ from console.api import LogLine, TapEvent
 from console.checks import CheckOptions, collect_findings
 from console.client import AdminClient, AdminError, OperatorCredentials
 from console.collect import Poll, poll_source
+from console.log_cursor import LogCursor
 from console.screens import HelpScreen
 from console.sources import Source, SourceProvider, Sources
 from console.state import MeshData
@@ -220,7 +221,7 @@ class ConsoleApp(App[None]):
         self.start_poll(source)
         self.run_worker(self._follow(source, "/v1/tap", {}), name=f"tap:{source.name}",
                         group=f"tap:{source.name}", exclusive=True, exit_on_error=False)
-        self.run_worker(self._follow(source, "/v1/logs", {"follow": "1"}),
+        self.run_worker(self._follow(source, "/v1/logs", {"follow": "1"}, LogCursor()),
                         name=f"logs:{source.name}", group=f"logs:{source.name}",
                         exclusive=True, exit_on_error=False)
 
@@ -290,7 +291,8 @@ class ConsoleApp(App[None]):
             if not cancelled and self.is_running:
                 self.set_timer(delay_s, again)
 
-    async def _follow(self, source: Source, path: str, params: dict[str, str]) -> None:
+    async def _follow(self, source: Source, path: str, params: dict[str, str],
+                      cursor: LogCursor | None = None) -> None:
         key = f"{source.name}{path}"
 
         def emit(item: StreamEvent) -> None:
@@ -308,7 +310,7 @@ class ConsoleApp(App[None]):
             else:
                 self._log_inbox.append(LogLine.from_json(item.source, item.data))
 
-        await follow_source(source, path, params, self.credentials, emit)
+        await follow_source(source, path, params, self.credentials, emit, cursor=cursor)
 
     def sample_hosts(self) -> None:
         """Sample this host's proxy processes, when the hosts view is on screen."""

@@ -427,7 +427,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         stream = MergedStream(sources, "/v1/logs", params, _credentials(args),
-                              retry=args.follow)
+                              retry=args.follow, resume=args.follow)
         async for event in stream:
             item = report.item(event)
             if item is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.client import AdminClient, AdminError, OperatorCredentials
+from console.log_cursor import LogCursor
 from console.sources import Source
 from vm_mesh.backoff import doubled
 
@@ -71,10 +72,10 @@ StreamEvent = StreamItem | StreamGap | StreamOpen | StreamFailure
 async def follow_source(source: Source, path: str, params: dict[str, str],
                         credentials: OperatorCredentials | None,
                         emit: Callable[[StreamEvent], None],
-                        *, retry: bool = True) -> None:
+                        *, retry: bool = True, cursor: LogCursor | None = None) -> None:
     """Read `path` from one source forever (or once when `retry` is False), opening it again
     RETRY_FIRST_S after it ended or failed, twice as long after each failure in a row up to
-    RETRY_MAX_S."""
+    RETRY_MAX_S. With a `cursor` (a followed log) it goes on from the last line delivered."""
     in_a_row = 0  # attempts since the stream was last open
 
     def opened() -> None:
@@ -84,12 +85,13 @@ async def follow_source(source: Source, path: str, params: dict[str, str],
 
     while True:
         try:
+            query = cursor.params(params) if cursor else params
             async with AdminClient(source, credentials) as client:
-                async for data in client.stream(path, params, opened=opened):
+                async for data in client.stream(path, query, opened=opened):
                     dropped = data.get("dropped")
                     if len(data) == 1 and isinstance(dropped, int):
                         emit(StreamGap(source.name, dropped))
-                    else:
+                    elif cursor is None or cursor.fresh(data):
                         emit(StreamItem(source.name, data))
             if not retry:
                 return
@@ -107,11 +109,13 @@ class MergedStream:
 
     def __init__(self, sources: Sequence[Source], path: str, params: dict[str, str],
                  credentials: OperatorCredentials | None = None, *,
-                 bound: int = QUEUE_BOUND, retry: bool = True) -> None:
+                 bound: int = QUEUE_BOUND, retry: bool = True, resume: bool = False) -> None:
+        """`resume`: a followed log, which goes on from each source's last line delivered."""
         self._sources = list(sources)
         self._path, self._params, self._credentials = path, params, credentials
         self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue(bound)
         self._retry = retry
+        self._resume = resume
         self.dropped = 0
 
     def _emit(self, item: StreamEvent) -> None:
@@ -123,7 +127,8 @@ class MergedStream:
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         tasks = [
             asyncio.create_task(follow_source(s, self._path, self._params, self._credentials,
-                                              self._emit, retry=self._retry))
+                                              self._emit, retry=self._retry,
+                                              cursor=LogCursor() if self._resume else None))
             for s in self._sources
         ]
         try:

@@ -461,11 +461,23 @@ class AdminServer:
             self.obs.tap.unsubscribe(subscription)
 
     async def _logs(self, exchange: _Exchange, request: _Request) -> None:
+        """The last `limit` lines (0: none) at `level` or above logged at `since` (a unix time,
+        as a line's `ts`) or later, then with `follow=1` each new one. A client that resumes
+        passes the `ts` of the last line it has and drops those of that time it already has."""
         level = request.query.get("level", "debug")
         self.obs.bus.flush()  # access log lines of the requests the bus still holds
         try:
-            limit = int(request.query.get("limit", "500"))
-            recent = self.obs.logs.recent(level, limit=max(1, min(limit, 5000)))
+            limit = min(int(request.query.get("limit", "500")), 5000)
+            if limit < 0:
+                raise ValueError(f"limit {limit}: must be 0 or more")
+            try:
+                since = float(request.query.get("since", "-inf"))
+            except ValueError:
+                raise ValueError(f"since {request.query['since']!r}: expected a unix time, "
+                                 "as the ts of a line") from None
+            lines = [line for line in self.obs.logs.recent(level, limit=5000)
+                     if line["ts"] >= since]
+            recent = lines[len(lines) - limit:] if limit else []
             feed = (
                 self.obs.logs.follow(level)
                 if request.query.get("follow") in ("1", "true")

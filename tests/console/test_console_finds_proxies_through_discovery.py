@@ -35,6 +35,7 @@ from tests.integration.prometheus import query_until, running_prometheus
 from tests.support import free_port
 from vm_mesh import paths
 from vm_mesh.config import Discovery
+from vm_mesh.discovery.base import Discovery as Backend
 from vm_mesh.discovery.base import Instance
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "prometheus"
@@ -238,15 +239,10 @@ def test_check_fails_naming_an_unreachable_consul_agent(vmesh_root) -> None:
     assert len(bad.stderr.splitlines()) == 1
 
 
-async def test_instances_of_another_trust_domain_on_the_lan_are_not_listed(
-    over_mdns: TwoProxies,
-) -> None:
-    from vm_mesh.discovery.mdns import MdnsDiscovery
-
-    suffix = over_mdns.suffix
-    # nothing answers at either admin port: both would be listed as unreachable if listed
-    mate = MdnsDiscovery(["127.0.0.1"], trust_domain=TRUST_DOMAIN)
-    other_mesh = MdnsDiscovery(["127.0.0.1"], trust_domain="elsewhere.test")
+async def _stat_lists_only_our_mesh(mate: Backend, other_mesh: Backend, suffix: str) -> None:
+    """`mate` (of this mesh) and `other_mesh` (of another trust domain) each register an
+    instance whose admin port nothing answers (it would be listed as unreachable if listed):
+    `vmesh stat` lists ours and leaves the other mesh's out."""
     try:
         await mate.register(Instance(f"mate{suffix}", f"mate{suffix}-1", "127.0.0.1", 1,
                                      admin_port=9))
@@ -257,9 +253,19 @@ async def test_instances_of_another_trust_domain_on_the_lan_are_not_listed(
         await mate.close()
         await other_mesh.close()
     seen = stat.stdout + stat.stderr
-    assert f"alien{suffix}" not in seen, seen  # the other mesh's instance is left out...
-    assert f"mate{suffix}-1" in seen, seen  # ...while one of ours announced with it is listed
+    assert f"alien{suffix}" not in seen, seen
+    assert f"mate{suffix}-1" in seen, seen
     assert f"web{suffix}" in seen
+
+
+async def test_instances_of_another_trust_domain_on_the_lan_are_not_listed(
+    over_mdns: TwoProxies,
+) -> None:
+    from vm_mesh.discovery.mdns import MdnsDiscovery
+
+    await _stat_lists_only_our_mesh(MdnsDiscovery(["127.0.0.1"], trust_domain=TRUST_DOMAIN),
+                                    MdnsDiscovery(["127.0.0.1"], trust_domain="elsewhere.test"),
+                                    over_mdns.suffix)
 
 
 async def test_instances_of_another_mesh_in_the_same_consul_are_not_listed(
@@ -267,21 +273,7 @@ async def test_instances_of_another_mesh_in_the_same_consul_are_not_listed(
 ) -> None:
     from vm_mesh.discovery.consul import ConsulDiscovery, ConsulSettings
 
-    suffix = over_consul.suffix
     settings = ConsulSettings(port=agent.port)
-    # nothing answers at either admin port: both would be listed as unreachable if listed
-    mate = ConsulDiscovery(settings, trust_domain=TRUST_DOMAIN)
-    other_mesh = ConsulDiscovery(settings, trust_domain="elsewhere.test")
-    try:
-        await mate.register(Instance(f"mate{suffix}", f"mate{suffix}-1", "127.0.0.1", 1,
-                                     admin_port=9))
-        await other_mesh.register(Instance(f"alien{suffix}", f"alien{suffix}-1", "127.0.0.1", 1,
-                                           admin_port=9))
-        stat = await asyncio.to_thread(vmesh, "stat", "--no-local", "--json")
-    finally:
-        await mate.close()
-        await other_mesh.close()
-    seen = stat.stdout + stat.stderr
-    assert f"alien{suffix}" not in seen, seen  # the other mesh's instance is left out...
-    assert f"mate{suffix}-1" in seen, seen  # ...while one of ours registered with it is listed
-    assert f"web{suffix}" in seen
+    await _stat_lists_only_our_mesh(ConsulDiscovery(settings, trust_domain=TRUST_DOMAIN),
+                                    ConsulDiscovery(settings, trust_domain="elsewhere.test"),
+                                    over_consul.suffix)

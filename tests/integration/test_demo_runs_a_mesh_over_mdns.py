@@ -1,6 +1,7 @@
 """`vmesh demo --no-console` brings up the whole demo mesh, sends traffic through every tier and
 stops cleanly, after its --duration or on Ctrl-C, leaving no process or socket behind."""
 
+import contextlib
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.integration.mesh import REPO
@@ -83,10 +85,11 @@ def test_demo_serves_traffic_through_every_tier_and_cleans_up(tmp_path: Path) ->
     assert_left_nothing(directory)
 
 
-def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
-    # a session of its own, so that the SIGINT goes to the demo's process group, as a
-    # terminal's Ctrl-C does; --duration only bounds the test should the signal be lost
+@contextlib.contextmanager
+def running_demo(directory: Path) -> Iterator[subprocess.Popen[str]]:
+    """A demo as a terminal runs it, once it says it runs: in a session of its own, so that
+    a SIGINT to its process group is a terminal's Ctrl-C. One the test left running is
+    stopped that way (`--duration` only bounds the test should the signal be lost)."""
     demo = subprocess.Popen(demo_command(directory, "--duration", "120"), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -98,6 +101,26 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
             if "Ctrl-C to stop" in line:
                 break
         assert "Ctrl-C to stop" in "".join(lines), "".join(lines) + demo.stderr.read()
+        yield demo
+    finally:
+        if demo.poll() is None:  # its children have sessions of their own: Ctrl-C them all
+            os.killpg(demo.pid, signal.SIGINT)
+            try:
+                demo.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
+
+
+def ctrl_c(demo: subprocess.Popen[str]) -> tuple[str, str]:
+    """Stop a running demo as Ctrl-C does; what it printed."""
+    os.killpg(demo.pid, signal.SIGINT)
+    return demo.communicate(timeout=60)  # the proxies drain, then the apps stop
+
+
+def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    with running_demo(directory) as demo:
         assert len(processes_under(directory)) == 13  # identity, 6 apps, 6 proxies
         # what a new user runs next: from the console's host, everything checks out, once the
         # first requests' discovery watches have had their first answer (a warning till then)
@@ -107,16 +130,7 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
             assert "[FAIL]" not in check.stdout, check.stdout
         findings = check.stdout.splitlines()
         assert any(line.startswith("[ok  ] identity") for line in findings), check.stdout
-        os.killpg(demo.pid, signal.SIGINT)
-        out, err = demo.communicate(timeout=60)  # the proxies drain, then the apps stop
-    finally:
-        if demo.poll() is None:  # an assertion failed before the Ctrl-C: stop it the same way,
-            os.killpg(demo.pid, signal.SIGINT)  # its children have sessions of their own
-            try:
-                demo.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                demo.kill()
-                demo.wait()
+        out, err = ctrl_c(demo)
     assert demo.returncode == 0, err
     assert "responses: " in out  # what was answered until Ctrl-C
     assert_left_nothing(directory)
@@ -125,14 +139,7 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
 def test_a_second_demo_in_the_same_directory_is_refused_while_the_first_runs(
         tmp_path: Path) -> None:
     directory = tmp_path / "demo"
-    first = subprocess.Popen(demo_command(directory, "--duration", "120"), cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-    try:
-        assert first.stdout is not None
-        for line in first.stdout:
-            if "Ctrl-C to stop" in line:
-                break
+    with running_demo(directory) as first:
         running = processes_under(directory)
         links = sorted((directory / "console/run/vmesh").iterdir())
         second = subprocess.run(demo_command(directory, "--duration", "1"), cwd=REPO,
@@ -143,16 +150,7 @@ def test_a_second_demo_in_the_same_directory_is_refused_while_the_first_runs(
         assert processes_under(directory) == running  # the first demo's mesh is untouched
         assert sorted((directory / "console/run/vmesh").iterdir()) == links
         assert (directory / "ca/var/lib/vmesh/identity/ca.db").exists()
-        os.killpg(first.pid, signal.SIGINT)
-        out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGINT)
-            try:
-                first.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                first.kill()
-                first.wait()
+        out, err = ctrl_c(first)
     assert first.returncode == 0, err
     assert summary(out, "responses: ").get("200", 0) > 0
     assert_left_nothing(directory)

@@ -29,6 +29,7 @@ from cryptography import x509
 from console.sources import Source
 from identity import pki
 from vm_mesh import paths
+from vm_mesh.errors import caused_by
 
 # Per-request timeouts: short connect (a dead host must not stall a view),
 # a read timeout for JSON, none between lines of a stream (taps may be quiet).
@@ -283,26 +284,12 @@ class _ErrorMapper:
         raise AdminError(self._source.name, *mapped) from exc
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and everything it was raised from, outermost first (anyio wraps the OSError of
-    the failed connect in one of its own)."""
-    chain = [exc]
-    while (cause := chain[-1].__cause__ or chain[-1].__context__) and cause not in chain:
-        chain.append(cause)
-    return chain
-
-
 def _connect_reason(exc: Exception, where: str) -> tuple[str, str]:
     text = str(exc)
-    causes = _causes(exc)
-
-    def caused_by(kind: type[BaseException]) -> bool:
-        return any(isinstance(cause, kind) for cause in causes)
-
-    if caused_by(ssl.SSLError) or "SSL" in text or "certificate" in text:
+    if caused_by(exc, ssl.SSLError) or "SSL" in text or "certificate" in text:
         return "admin.tls_error", f"TLS with {where} failed: {text}"
-    if caused_by(FileNotFoundError) or "No such file" in text:
+    if caused_by(exc, FileNotFoundError) or "No such file" in text:
         return "admin.socket_missing", f"socket {where} does not exist (proxy not running?)"
-    if caused_by(ConnectionRefusedError) or "refused" in text.lower():
+    if caused_by(exc, ConnectionRefusedError) or "refused" in text.lower():
         return "admin.connect_refused", f"connection to {where} refused (proxy not running?)"
     return "admin.connect_failed", f"cannot connect to {where}: {text or type(exc).__name__}"

@@ -19,7 +19,7 @@ from identity import pki, spiffe
 from identity.authority import proof_of_possession
 from identity.tokens import anchor_pin, parse_token
 from vm_mesh.defaults import LEAF_FILES
-from vm_mesh.errors import UserError
+from vm_mesh.errors import UserError, caused_by
 from vm_mesh.files import settle, write_together
 
 log = logging.getLogger("vmesh.identity.client")
@@ -141,7 +141,7 @@ async def obtain(
             _trusting(pki.cert_pem(anchor).decode()),
         )
     except httpx.ConnectError as exc:
-        if not _caused_by(exc, ssl.SSLCertVerificationError):
+        if not caused_by(exc, ssl.SSLCertVerificationError):
             raise
         raise UserError(
             f"the identity service at {url} does not prove it is the CA this token was made "
@@ -155,16 +155,6 @@ async def obtain(
         extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
     )
     return files.leaf()
-
-
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
-    """Whether `error`, or an exception it was raised from or while handling, is a `kind`."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, kind):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
 
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> str:

@@ -1,4 +1,5 @@
-"""The one exception type that reaches a user as a single line instead of a traceback."""
+"""The one exception type that reaches a user as a single line instead of a traceback, and
+how to tell what lies under an exception a library wrapped."""
 
 
 class UserError(Exception):
@@ -7,3 +8,16 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `error`, or an exception it was raised from or while handling, is a `kind`
+    (httpx and anyio wrap the OSError or SSLError of a failed connect in their own)."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in seen:
+        if isinstance(cause, kind):
+            return True
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -177,7 +177,7 @@ class ProxyServer:
         if config.identity_url:
             from identity.renewer import Renewer
 
-            renewer = Renewer(
+            renewer = self.state.renewer = Renewer(
                 config.identity_url,
                 self.ctx.tls.directory,
                 on_renewed=self.ctx.tls.reload,

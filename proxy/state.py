@@ -1,11 +1,14 @@
 """What a running proxy tells its admin API about itself."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.context import ProxyContext
 from vm_mesh.config import DiscoveryChoice
 from vm_mesh.discovery.base import Instance
 from vm_mesh.schema import dump
+
+if TYPE_CHECKING:
+    from identity.renewer import Renewer
 
 
 class RunningProxyState:
@@ -25,6 +28,7 @@ class RunningProxyState:
         # until the first read of policy from Consul KV answers: where it is read from
         self.policy_unread: str | None = None
         self._synced = False
+        self.renewer: Renewer | None = None  # None: the proxy does not renew its leaf
 
     def ready(self) -> tuple[bool, str]:
         """Ready: certificates loaded, listeners up, discovery synced once (`discovery_waits`),
@@ -71,7 +75,11 @@ class RunningProxyState:
         return self.ctx.describe_endpoints()
 
     def certs(self) -> dict[str, Any]:
-        return self.ctx.tls.describe()
+        """The chain and bundle, with the time the renewal is scheduled for (the renewer's,
+        jitter included), None when nothing renews the leaf (no `identity_url`)."""
+        renewer = self.renewer
+        return {**self.ctx.tls.describe(),
+                "next_renewal": renewer.next_renewal if renewer is not None else None}
 
     def config(self) -> dict[str, Any]:
         return {

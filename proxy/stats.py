@@ -127,8 +127,12 @@ class WindowedStats:
 
     def started(self, event: RequestEvent) -> None:
         """Count `event`'s request as in flight on its row until `record` gets the event;
-        called once the request is routed (its service and route are known)."""
-        series = self._series_of(event)
+        called once the request is routed (its service and route are known). The row is
+        looked up here, not in `_series_of`, for every request makes this call."""
+        service = event.service or event.dst_service or event.authority or "-"
+        series = self._series.get((event.direction, service, event.route))
+        if series is None:
+            series = self._series_of(event)
         series.in_flight += 1
         event.stats_row = series
 

@@ -47,13 +47,20 @@ class Renewer:
         self.on_renewed = on_renewed
         self.clock = clock
         self.validity = validity or self._validity_on_disk
+        # when the next attempt to renew is due (epoch seconds; past while one is under way),
+        # None until `run` has scheduled the first
+        self.next_renewal: float | None = None
 
     async def run(self) -> None:
         """Renew forever; cancel the task to stop."""
         not_before, not_after = self.validity()
         unloaded = 0  # renewals in a row whose new leaf did not load
         while True:
-            await asyncio.sleep(max(0.0, renewal_time(not_before, not_after) - self.clock()))
+            renew_at = renewal_time(not_before, not_after)
+            log.info("certificate renewal scheduled",
+                     extra={"renew_at": renew_at,
+                            "in_s": round(max(0.0, renew_at - self.clock()), 1)})
+            await self._until(renew_at)
             await self._renew(not_before, not_after)
             if self.on_renewed:
                 self.on_renewed()
@@ -64,7 +71,7 @@ class Renewer:
                 log.error("certificate renewed, but the new leaf did not load; renewing again "
                           "later", extra={"directory": str(self.directory),
                                           "retry_in_s": round(delay, 1)})
-                await asyncio.sleep(delay)
+                await self._until(self.clock() + delay)
             else:
                 unloaded = 0
             not_before, not_after = renewed
@@ -83,8 +90,13 @@ class Renewer:
                     "identity_service": self.url,
                 },
             )
-            await asyncio.sleep(retry_delay(attempt, now, not_after))
+            await self._until(now + retry_delay(attempt, now, not_after))
             attempt += 1
+
+    async def _until(self, when: float) -> None:
+        """Wait until `when` (epoch seconds), the next renewal meanwhile."""
+        self.next_renewal = when
+        await asyncio.sleep(max(0.0, when - self.clock()))
 
     async def _renew_in_child(self) -> str | None:
         """One renewal by `python -m identity.renew`; None when it worked, else why not."""

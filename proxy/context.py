@@ -55,7 +55,9 @@ class ProxyContext:
         self.traffic = TrafficPolicy(policy.current, config.trust_domain)
         policy.subscribe(self._policy_changed)
         self.shadows = ShadowDispatcher(on_outcome=self.policy_metrics.mirror_outcome)
-        self.outbound_policy = OutboundPolicy(lambda: self.traffic, self.shadows)
+        self.outbound_policy = OutboundPolicy(
+            lambda: self.traffic, self.shadows, stats=self.observability.stats
+        )
         self.rng = random.Random()
         self.in_flight = 0
         self.inbound_in_flight = 0  # of in_flight: from peers, through the inbound listener

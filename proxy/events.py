@@ -9,7 +9,10 @@ forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 import asyncio
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from proxy.stats import Series
 
 Direction = Literal["inbound", "outbound"]
 Subscriber = Callable[["RequestEvent"], None]
@@ -50,6 +53,7 @@ class RequestEvent:
         "span_id",
         "src_addr",
         "src_id",
+        "stats_row",
         "status",
         "tls",
         "trace_id",
@@ -119,6 +123,8 @@ class RequestEvent:
         # and the time to it: what latency metrics and stats measure, as Linkerd's do
         self.response_at = 0.0
         self.response_ms = latency_ms
+        # the golden-stats row counting this request in flight, from its routing to its record
+        self.stats_row: Series | None = None
         self._line: bytes | None = None
 
     def to_tap(self) -> dict[str, Any]:

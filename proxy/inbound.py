@@ -54,6 +54,7 @@ class InboundProxy:
 
     def __init__(self, context: ProxyContext) -> None:
         self.ctx = context
+        self._stats = context.observability.stats
         config = context.config
         self.app = f"{config.app_address}:{config.app_port}"
         self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
@@ -163,6 +164,7 @@ class InboundProxy:
             )
             traceparent = join_trace(head.headers, event)
             with self.ctx.request_in_flight(inbound=True):
+                self._stats.started(event)  # its row is this service's, known already
                 try:
                     keep = await self._request(client, head, event, caller, traceparent)
                 except Http1Error as exc:

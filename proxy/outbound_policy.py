@@ -19,6 +19,7 @@ from proxy.events import RequestEvent
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted, send_with_retries
 from proxy.route import RequestFacts
 from proxy.shadow import ShadowDispatcher
+from proxy.stats import WindowedStats
 from proxy.timeouts import REQUEST_TIMEOUT, Deadline, TaskTimer
 from proxy.traffic import RoutePlan, ServiceTraffic, TrafficPolicy
 
@@ -33,10 +34,13 @@ class OutboundPolicy:
         traffic: Callable[[], TrafficPolicy],
         shadows: ShadowDispatcher,
         rng: random.Random | None = None,
+        stats: WindowedStats | None = None,
     ) -> None:
+        """`stats` counts each request in flight on its route from the moment it is routed."""
         self._traffic = traffic
         self.shadows = shadows
         self._rng = rng or random.Random()
+        self._stats = stats
 
     async def forward(
         self,
@@ -56,6 +60,8 @@ class OutboundPolicy:
         plan = traffic.plan(facts)
         event.route = plan.target.route
         event.service = service
+        if self._stats is not None:
+            self._stats.started(event)
 
         backend = plan.only_backend
         if backend is not None and timer is not None:

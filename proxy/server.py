@@ -123,7 +123,6 @@ class ProxyServer:
         self.outbound = OutboundProxy(self.ctx)
         self._servers: list[asyncio.Server | Acceptor] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self.instance: Instance | None = None
         self.ports: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -156,7 +155,7 @@ class ProxyServer:
         inherited.close_unused()
         self.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
         self.state.listening = True
-        self.instance = Instance(
+        instance = self.state.instance = Instance(
             service=config.service,
             instance_id=config.instance,
             address=config.listen.advertise,
@@ -166,7 +165,9 @@ class ProxyServer:
             weight=config.weight,
             version=config.version or __version__,
         )
-        await self.ctx.discovery.register(self.instance)
+        if self.discovery.settings.backend == "consul":  # its KV store holds policy too
+            self.state.policy_unread = f"consul at {self.discovery.settings.consul_url}"
+        await self.ctx.discovery.register(instance)
         self._tasks += [
             asyncio.create_task(self._watch_certificates()),
             asyncio.create_task(self.ctx.policy.watch()),
@@ -176,7 +177,7 @@ class ProxyServer:
         if config.identity_url:
             from identity.renewer import Renewer
 
-            renewer = Renewer(
+            renewer = self.state.renewer = Renewer(
                 config.identity_url,
                 self.ctx.tls.directory,
                 on_renewed=self.ctx.tls.reload,
@@ -211,9 +212,13 @@ class ProxyServer:
         settings = consul_settings(self.discovery.settings)
         client = consul.Consul(host=settings.host, port=settings.port, scheme=settings.scheme,
                                token=settings.token)
-        await watch(ConsulPolicySource(client),
-                    lambda texts: self.ctx.policy.set_extra_texts(texts, "consul"),
-                    wait=settings.wait)
+        await watch(ConsulPolicySource(client), self._consul_policy_read, wait=settings.wait)
+
+    def _consul_policy_read(self, texts: tuple[tuple[str, str], ...]) -> None:
+        """The documents of the agent's KV store, each time they change (the first answer
+        too, which discovery's first sync waits for, whether or not the documents are valid)."""
+        self.state.policy_unread = None
+        self.ctx.policy.set_extra_texts(texts, "consul")
 
     def reload(self) -> None:
         """SIGHUP: re-read the service file, mesh.toml's tracing, policy and certificates
@@ -260,13 +265,14 @@ class ProxyServer:
     async def leave_discovery(self) -> None:
         """Deregister (peers stop picking this instance) but go on serving: the first step of
         an upgrade, before `vmesh run` hands the listeners to the new version's proxy."""
-        if self.instance is None or self.state.left_discovery:
+        instance = self.state.instance
+        if instance is None or self.state.left_discovery:
             return
         self.state.left_discovery = True
         log.info("leaving discovery; still serving", extra={"event": "discovery_left",
                                                             "in_flight": self.ctx.in_flight})
         try:
-            await self.ctx.discovery.deregister(self.instance)
+            await self.ctx.discovery.deregister(instance)
         except Exception as exc:
             log.error("could not leave discovery", extra={"event": "discovery_leave_failed",
                                                           "detail": str(exc)})
@@ -275,10 +281,11 @@ class ProxyServer:
         """Register again after `leave_discovery` (SIGTTIN, as HAProxy resumes its listeners
         with it): an upgrade that failed, and left this proxy serving, gives it back to its
         peers."""
-        if self.instance is None or not self.state.left_discovery or self.state.draining:
+        instance = self.state.instance
+        if instance is None or not self.state.left_discovery or self.state.draining:
             return
         try:
-            await self.ctx.discovery.register(self.instance)
+            await self.ctx.discovery.register(instance)
         except Exception as exc:
             log.error("could not rejoin discovery", extra={"event": "discovery_rejoin_failed",
                                                            "detail": str(exc)})

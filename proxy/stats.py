@@ -10,7 +10,10 @@ proxy up for less than the window gives its rate over the time it has been
 up, so a new or restarted proxy does not show a fraction of its traffic. Each
 row also carries a small quantile sketch of its latencies, so a client can
 combine instances into one service's percentiles (quantiles of the parts do
-not add up). Series idle for the whole window are forgotten, and at most
+not add up), and the requests of its route that are in flight: counted from
+the moment the request is routed (`started`) until its event is recorded, so
+at any answer a request is either in flight or among the completed, never
+both or neither. Series idle for the whole window are forgotten, and at most
 `MAX_SERIES` exist at once (requests for yet more services, e.g. unknown
 `Host` values, are counted under `other`), so memory stays flat whatever
 clients send too.
@@ -46,6 +49,22 @@ def bin_latency(index: int) -> float:
     """The latency a bin stands for: its geometric middle (within 2 % of all it holds), to
     four significant digits."""
     return float(f"{GROWTH ** (index + 0.5):.4g}")
+
+
+class Series:
+    """One (direction, service, route) row: its one-second buckets, oldest first, and its
+    requests in flight."""
+
+    __slots__ = ("buckets", "in_flight")
+
+    def __init__(self) -> None:
+        self.buckets: deque[_Bucket] = deque()
+        self.in_flight = 0
+
+    def idle_since(self, second: float) -> bool:
+        """No request in flight and none completed after `second`."""
+        buckets = self.buckets
+        return not self.in_flight and (not buckets or buckets[-1].second <= second)
 
 
 class _Bucket:
@@ -104,49 +123,76 @@ class WindowedStats:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._started = clock()
-        self._series: dict[Key, deque[_Bucket]] = {}
+        self._series: dict[Key, Series] = {}
+
+    def started(self, event: RequestEvent) -> None:
+        """Count `event`'s request as in flight on its row until `record` gets the event;
+        called once the request is routed (its service and route are known). The row is
+        looked up here, not in `_series_of`, for every request makes this call."""
+        service = event.service or event.dst_service or event.authority or "-"
+        series = self._series.get((event.direction, service, event.route))
+        if series is None:
+            series = self._series_of(event)
+        series.in_flight += 1
+        event.stats_row = series
 
     def record(self, event: RequestEvent) -> None:
         """EventBus subscriber: HTTP requests only (TCP connections have no method)."""
         if event.method is None:
             return
-        service = event.service or event.dst_service or event.authority or "-"
-        key = (event.direction, service, event.route)
+        series = event.stats_row
+        if series is None:
+            series = self._series_of(event)
+        else:
+            series.in_flight -= 1
         second = int(self._clock())
-        series = self._series
-        buckets = series.get(key)
-        if buckets is None:  # a new series (not a deque made per request for setdefault)
-            if len(series) >= MAX_SERIES:
-                self._forget_idle(second)
-                if len(series) >= MAX_SERIES:
-                    key = (event.direction, OVERFLOW, OVERFLOW)
-            buckets = series.setdefault(key, deque())
+        buckets = series.buckets
         if not buckets or buckets[-1].second != second:
             buckets.append(_Bucket(second))
             while buckets and buckets[0].second <= second - MAX_WINDOW_S:
                 buckets.popleft()
         buckets[-1].add(event.response_ms, is_success(event))
 
+    def _series_of(self, event: RequestEvent) -> Series:
+        """The row of `event`'s direction, service and route, made if need be (under
+        `OVERFLOW` when `MAX_SERIES` rows exist and none is idle)."""
+        service = event.service or event.dst_service or event.authority or "-"
+        key = (event.direction, service, event.route)
+        series = self._series.get(key)
+        if series is None:  # a new series (not one made per request for setdefault)
+            if len(self._series) >= MAX_SERIES:
+                self._forget_idle(self._clock())
+                if len(self._series) >= MAX_SERIES:
+                    key = (event.direction, OVERFLOW, OVERFLOW)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = Series()
+        return series
+
     def _forget_idle(self, now: float) -> None:
-        """Drop series with no request in the last `MAX_WINDOW_S` seconds."""
-        idle = [k for k, b in self._series.items() if not b or b[-1].second <= now - MAX_WINDOW_S]
+        """Drop series with nothing in flight and no request in the last `MAX_WINDOW_S`
+        seconds."""
+        since = now - MAX_WINDOW_S
+        idle = [key for key, series in self._series.items() if series.idle_since(since)]
         for key in idle:
             del self._series[key]
 
     def snapshot(self, window_s: float) -> list[dict[str, Any]]:
-        """One row per (direction, service, route) active in the last `window_s` seconds."""
+        """One row per (direction, service, route) active in the last `window_s` seconds or
+        with requests in flight now."""
         window_s = min(max(window_s, 1.0), MAX_WINDOW_S)
         now = self._clock()
         self._forget_idle(now)
         first = window_start(now, window_s)
         span = rate_span(now, window_s, self._started)
         rows = []
-        for (direction, service, route), buckets in self._series.items():
-            recent = [b for b in buckets if b.second >= first]
+        for (direction, service, route), series in self._series.items():
+            recent = [b for b in series.buckets if b.second >= first]
             requests = sum(b.requests for b in recent)
-            if not requests:
+            if not requests and not series.in_flight:
                 continue
             latencies = _weighted_latencies(recent)
+            successes = sum(b.successes for b in recent)
             rows.append(
                 {
                     "direction": direction,
@@ -154,11 +200,12 @@ class WindowedStats:
                     "route": route,
                     "requests": requests,
                     "rps": round(requests / span, 3),
-                    "success_rate": round(sum(b.successes for b in recent) / requests, 4),
+                    "success_rate": round(successes / requests, 4) if requests else None,
                     "p50_ms": weighted_percentile(latencies, 0.50),
                     "p95_ms": weighted_percentile(latencies, 0.95),
                     "p99_ms": weighted_percentile(latencies, 0.99),
                     "latency_sketch_ms": quantile_sketch(latencies),
+                    "in_flight": series.in_flight,
                 }
             )
         return sorted(rows, key=lambda r: (r["direction"], r["service"], r["route"]))

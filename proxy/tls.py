@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from identity import spiffe
-from identity.renewal import renewal_time
 from proxy import certinfo
 from vm_mesh.defaults import LEAF_FILES
 from vm_mesh.files import settle
@@ -231,10 +230,10 @@ class TlsMaterial:
         return certinfo.timestamp(leaf["notBefore"]), certinfo.timestamp(leaf["notAfter"])
 
     def describe(self) -> dict[str, Any]:
-        """`/v1/certs`: the chain (leaf first), the trust bundle and the next renewal."""
+        """`/v1/certs` but its next renewal (the renewer's): the chain (leaf first) and the
+        trust bundle."""
         if self._loaded is None:
             return {"identity": None, "chain": [], "bundle": [], "error": self.last_error}
-        renew_at = renewal_time(*self.validity, jitter=0.0)
         return {
             "identity": str(self.identity),
             "chain": [
@@ -242,7 +241,6 @@ class TlsMaterial:
                 for i, c in enumerate(self._loaded.chain)
             ],
             "bundle": [certinfo.describe(c, "anchor") for c in self._loaded.bundle],
-            "next_renewal": renew_at,
             "error": self.last_error,
         }
 

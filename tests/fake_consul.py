@@ -113,7 +113,8 @@ class KvEntry:
 class FakeConsul:
     """The agent's state, its HTTP server and its check runner."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """An agent to serve on `host:port` once started (port 0: one the OS picks)."""
         self.host = host
         self.services: dict[str, Service] = {}
         self.kv: dict[str, KvEntry] = {}
@@ -122,7 +123,7 @@ class FakeConsul:
         self.changed = threading.Condition()
         self.requests: list[str] = []  # path?query of every request, for assertions
         self._server: ThreadingHTTPServer | None = None
-        self._port = 0
+        self._port = port
         self._stopping = threading.Event()
         self._checker: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -142,7 +143,8 @@ class FakeConsul:
         )
 
     def start(self) -> None:
-        """Serve on loopback (port chosen by the OS the first time, the same one after)."""
+        """Serve (on the port given, else one chosen by the OS the first time; the same one
+        after)."""
         self._server = ThreadingHTTPServer((self.host, self._port), self._handler())
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]

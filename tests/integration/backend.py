@@ -3,7 +3,8 @@
 It answers every request with JSON naming itself, the path and the client
 identity header it received. Behaviour is set at start and can be changed at
 run time with `POST /_control` (`{"fail_every": 5, "status": 503, "delay": 0.2}`):
-`fail_every: N` fails every Nth request, `delay` stalls each response.
+`fail_every: N` fails every Nth request, `delay` stalls each response, `hold: true`
+keeps every request unanswered until `hold: false` (`held` in the counts).
 `GET /_stats` returns counts; `GET /_bytes/N` streams N zero bytes (chunked);
 `GET /_late_body/MS` sends its head at once and its body MS milliseconds later;
 `GET /_stall/N` sends a head announcing 2N bytes, N of them, then nothing more
@@ -30,7 +31,10 @@ class Backend:
     def __init__(self, name: str, fail_every: int, status: int, delay: float) -> None:
         self.name = name
         self.mode = {"fail_every": fail_every, "status": status, "delay": delay,
-                     "drop_reused": False}
+                     "drop_reused": False, "hold": False}
+        self.released = asyncio.Event()  # set unless `hold`
+        self.released.set()
+        self.held = 0
         self.requests = 0
         self.dropped = 0
         self.traced = 0  # requests that came with a traceparent
@@ -135,14 +139,24 @@ class Backend:
         headers = {k.decode(): v.decode() for k, v in request.headers}
         if path == "/_stats":
             return 200, {"name": self.name, "requests": self.requests, "failed": self.failed,
-                         "dropped": self.dropped, "traced": self.traced,
+                         "dropped": self.dropped, "traced": self.traced, "held": self.held,
                          "by_path": dict(self.by_path)}
         if path == "/_control" and request.method == b"POST":
             self.mode.update(json.loads(body or b"{}"))
+            if self.mode["hold"]:
+                self.released.clear()
+            else:
+                self.released.set()
             return 200, {"name": self.name, "mode": self.mode}
         self.requests += 1
         self.by_path[path] += 1
         self.traced += "traceparent" in headers
+        if not self.released.is_set():
+            self.held += 1
+            try:
+                await self.released.wait()
+            finally:
+                self.held -= 1
         if self.mode["delay"]:
             await asyncio.sleep(float(self.mode["delay"]))
         every = int(self.mode["fail_every"])

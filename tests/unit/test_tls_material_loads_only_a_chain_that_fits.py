@@ -44,8 +44,6 @@ def test_certs_show_chain_and_bundle_in_file_order(tmp_path: Path) -> None:
                                   described_by_cryptography(issuer.cert, "issuer")]
     assert described["bundle"] == [described_by_cryptography(c, "anchor")
                                    for c in (*(o.cert for o in others), anchor.cert)]
-    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
-    assert described["next_renewal"] == (leaf.not_valid_before_utc + lifetime * 0.7).timestamp()
 
 
 def test_a_chain_the_bundle_does_not_trust_is_refused(tmp_path: Path) -> None:

@@ -50,6 +50,10 @@ class Discovery(Protocol):
     async def deregister(self, instance: Instance) -> None:
         """Withdraw an instance (on drain)."""
 
+    def waiting_for(self, instance: Instance) -> str | None:
+        """What the backend still waits for before it has taken `instance`'s registration
+        (`registering with consul at http://127.0.0.1:8500`); None once it has."""
+
     def watch(self, service: str) -> AsyncIterator[EndpointSet]:
         """Complete endpoint sets of `service`, one each time it changes."""
         ...

@@ -265,6 +265,18 @@ class ConsulDiscovery:
             self._retrying.pop(instance.instance_id, None)
             return
 
+    def waiting_for(self, instance: Instance) -> str | None:
+        """Until the agent has accepted the instance's registration (whatever its check of
+        `/ready` says: the check comes after)."""
+        if instance.instance_id in self._registered:
+            return None
+        settings = self.settings
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        waiting = f"registering with consul at {settings.scheme}://{host}:{settings.port}"
+        if instance.instance_id in self._retrying:
+            waiting += " (the agent did not answer; trying again)"
+        return waiting
+
     async def deregister(self, instance: Instance) -> None:
         await self._withdraw(instance.instance_id)
 

@@ -125,6 +125,9 @@ class LastKnownGood:
     async def deregister(self, instance: Instance) -> None:
         await self.backend.deregister(instance)
 
+    def waiting_for(self, instance: Instance) -> str | None:
+        return self.backend.waiting_for(instance)
+
     async def close(self, withdraw: bool = True) -> None:
         await self.backend.close(withdraw)
 

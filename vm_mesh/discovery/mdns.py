@@ -160,6 +160,12 @@ class MdnsDiscovery:
                    "record": info.name},
         )
 
+    def waiting_for(self, instance: Instance) -> str | None:
+        """Until `register` has probed for the instance's name and announced it."""
+        if instance.instance_id in self._registered:
+            return None
+        return f"announcing {instance.instance_id} over mDNS"
+
     def _ask_who_announces(self) -> None:
         """Ask for every instance of our type, answers multicast. zeroconf's probing renames
         on a name its cache holds, but the answers to its probes are unicast, and on a host

@@ -7,7 +7,8 @@
     port = 4143
 
 For tests and tiny setups. The file is re-read when it changes; a bad edit is
-logged with file and line, and the last good content stays in force.
+logged with file and line, and the last good content stays in force. A proxy
+counts as registered once the file has been read (`waiting_for`).
 """
 
 import asyncio
@@ -54,7 +55,8 @@ class StaticDiscovery:
         self.poll_interval = poll_interval
         self._instances: list[Instance] = []
         self._fingerprint: tuple[int, int] | None = None
-        self._loaded_at = 0.0
+        self._loaded_at = 0.0  # when content was last taken from the file (0: never)
+        self._rejected: str | None = None  # why the file's current content was not taken
 
     def _refresh(self) -> bool:
         """Re-read the file if it changed; True when the content in force changed."""
@@ -73,9 +75,11 @@ class StaticDiscovery:
         try:
             instances = parse_instances(self.path.read_text())
         except (tomllib.TOMLDecodeError, ValueError) as exc:
+            self._rejected = str(exc)
             log.error("endpoints file rejected; the last good content stays in force",
                       extra={"file": str(self.path), "reason": str(exc)})
             return False
+        self._rejected = None
         changed = instances != self._instances
         self._instances = instances
         self._loaded_at = time.time()
@@ -90,8 +94,20 @@ class StaticDiscovery:
         )
 
     async def register(self, instance: Instance) -> None:
+        """Read the file (registration is the operator's edit of it)."""
         log.debug("static discovery: registration is done by editing the file",
                   extra={"file": str(self.path), "instance": instance.instance_id})
+        self._refresh()
+
+    def waiting_for(self, instance: Instance) -> str | None:
+        """Until the file has been read once (looked at again on each call until then)."""
+        if not self._loaded_at:
+            self._refresh()
+        if self._loaded_at:
+            return None
+        if self._rejected is not None and self.path.exists():
+            return f"{self.path} rejected ({self._rejected})"
+        return f"no endpoints file at {self.path} yet"
 
     async def deregister(self, instance: Instance) -> None:
         return None

@@ -18,6 +18,7 @@ from setuptools import Extension, setup
 # an async generator, which it does not compile.
 COMPILED = [
     "proxy/accesslog.py",
+    "proxy/authority.py",
     "proxy/authz.py",
     "proxy/balance.py",
     "proxy/breaker.py",

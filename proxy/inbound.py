@@ -221,14 +221,14 @@ class InboundProxy:
         idle = client.idle_timeout
         try:
             try:
-                response = await send_request(upstream, head, headers, body, idle)
+                response = await send_request(upstream, head, headers, body, idle, client)
             except AttemptFailed:
                 if pooled is None or not _repeatable(head, body):
                     raise
                 # the app closed this idle connection as the request went out (its keep-alive
                 # timeout fired): the request is safe to send again, on a new connection
                 upstream = await self.pool.open(self.app)
-                response = await send_request(upstream, head, headers, body, idle)
+                response = await send_request(upstream, head, headers, body, idle, client)
         except TimeoutError:
             event.status, event.error = 504, "app.timeout"
             await client.send_error(504, event.error, f"the app sent no response in {idle:g}s",

@@ -246,7 +246,7 @@ class OutboundProxy:
                 f"{dest.service} must wait until one of them is unused",
             )
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
-        exchange = _Exchange(self, head, headers, body, event)
+        exchange = _Exchange(self, head, headers, body, event, client)
         try:
             response = await self.ctx.outbound_policy.forward(
                 dest.service,
@@ -292,7 +292,9 @@ class OutboundProxy:
             ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
         )
         untraced = [header for header in headers if header[0] not in _TRACE_HEADERS]
-        await self._discard(await self._send_once(head, untraced, body, mirrored, set(), shadow))
+        await self._discard(
+            await self._send_once(head, untraced, body, mirrored, set(), shadow, None)
+        )
 
     async def _discard(self, response: Response) -> None:
         """Drop a retried attempt's response: drain a small body and pool the connection.
@@ -334,12 +336,14 @@ class OutboundProxy:
         event: RequestEvent,
         tried: set[str],
         backend: str,
+        client: Downstream | None,
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
         was sent) is skipped for another, whatever the method, as Linkerd does. `tried` holds
         the instances earlier attempts of this request went to: a retry goes elsewhere while
         another instance is available (Envoy's `previous_hosts`), since the balancer would
-        likely pick a fast-failing instance again."""
+        likely pick a fast-failing instance again. Interim responses go to `client` (None:
+        a mirrored copy's go nowhere)."""
         endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
@@ -355,7 +359,7 @@ class OutboundProxy:
                 )
             tried.add(endpoint.instance.instance_id)
             try:
-                return await self._send_to(endpoint, head, headers, body, event)
+                return await self._send_to(endpoint, head, headers, body, event, client)
             except AttemptFailed as exc:
                 refused.add(endpoint.instance.instance_id)
                 if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
@@ -375,6 +379,7 @@ class OutboundProxy:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        client: Downstream | None,
     ) -> Response:
         instance = endpoint.instance
         event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
@@ -386,16 +391,16 @@ class OutboundProxy:
             upstream = self.pool.take(key)
             if upstream is None:
                 upstream = await self.pool.open(key)
-                response = await send_request(upstream, head, headers, body)
+                response = await send_request(upstream, head, headers, body, client=client)
             else:
                 try:
-                    response = await send_request(upstream, head, headers, body)
+                    response = await send_request(upstream, head, headers, body, client=client)
                 except AttemptFailed:
                     if not isinstance(body, bytes | None):
                         raise
                     # a pooled connection the peer had closed: try once on a fresh one
                     upstream, _ = await self.pool.acquire(key)
-                    response = await send_request(upstream, head, headers, body)
+                    response = await send_request(upstream, head, headers, body, client=client)
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise
@@ -437,7 +442,7 @@ class _Exchange:
     """One request on its way out: `send` makes an attempt at a backend, `send_shadow` sends
     a mirrored copy. (One object per request, rather than a `functools.partial` for each.)"""
 
-    __slots__ = ("_body", "_event", "_head", "_headers", "_proxy", "_tried")
+    __slots__ = ("_body", "_client", "_event", "_head", "_headers", "_proxy", "_tried")
 
     def __init__(
         self,
@@ -446,8 +451,10 @@ class _Exchange:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        client: Downstream,
     ) -> None:
         self._proxy = proxy
+        self._client = client
         self._head = head
         self._headers = headers
         self._body = body
@@ -456,7 +463,7 @@ class _Exchange:
 
     def send(self, backend: str) -> Awaitable[Response]:
         return self._proxy._send_once(
-            self._head, self._headers, self._body, self._event, self._tried, backend
+            self._head, self._headers, self._body, self._event, self._tried, backend, self._client
         )
 
     def send_shadow(self, shadow: str) -> Awaitable[None]:

@@ -82,9 +82,15 @@ async def send_request(
     headers: list[tuple[bytes, bytes]],
     body: Body,
     head_within: float | None = None,
+    client: Downstream | None = None,
 ) -> Response:
-    """Send one request; return when the response head is in. Raises TimeoutError when the
-    upstream sends nothing for `head_within` seconds after the request went out."""
+    """Send one request; return when the final response head is in. Raises TimeoutError
+    when the upstream sends nothing for `head_within` seconds after the request went out.
+
+    Interim responses (1xx, such as 103 Early Hints) go on to `client` as they come, their
+    hop-by-hop headers dropped, when it asked in HTTP/1.1 (a 1.0 client gets none, RFC 9110
+    15.2), but a 100 (Continue): the proxy answers `Expect` itself. (A 101 is bad framing:
+    no upgrade is ever asked for.)"""
     connection = upstream.connection
     upstream.requests += 1
     upstream.responses.expect(head.method)
@@ -110,9 +116,13 @@ async def send_request(
                             "reset", "upstream.reset: the upstream closed the connection"
                         )
                     await connection.wait(head_within)
-                elif isinstance(event, ResponseHead) and not 100 <= event.status < 200:
-                    return Response(event, upstream)
-                # interim responses (100 Continue) are not relayed
+                elif isinstance(event, ResponseHead):
+                    status = event.status
+                    if status >= 200:
+                        return Response(event, upstream)
+                    if client is not None and status != 100 and head.version == "1.1":
+                        await client.write(encode_response_head(
+                            status, event.reason, forwardable_headers(event.headers)))
         except Http1Error as exc:
             raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
     except TimeoutError:  # an OSError, but no reset: `head_within` passed without a head

@@ -24,6 +24,7 @@ COMPILED = [
     "proxy/breaker.py",
     "proxy/connection.py",
     "proxy/context.py",
+    "proxy/continue_body.py",
     "proxy/detect.py",
     "proxy/downstream.py",
     "proxy/endpoints.py",

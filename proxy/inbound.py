@@ -17,6 +17,7 @@ import time
 from proxy.acceptor import Acceptor
 from proxy.connection import Connection
 from proxy.context import ProxyContext
+from proxy.continue_body import CONTINUE
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, RequestHead
@@ -206,8 +207,9 @@ class InboundProxy:
             )
             await client.write(head_bytes + refusal_body)
             return False
-        if head.expects_continue:
-            await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        continues = head.has_body and head.expects_continue
+        if continues:
+            client.request_keep_alive = False  # an answer before the body ends the connection
         body = (
             client.body() if head.has_body else (b"" if head.content_length is not None else None)
         )
@@ -218,6 +220,8 @@ class InboundProxy:
         upstream = pooled or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive
+        if continues:  # authorized, and the app is there to take it: the body may come
+            await client.write(CONTINUE)
         idle = client.idle_timeout
         try:
             try:

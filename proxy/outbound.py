@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from proxy.connection import Connection, listen
 from proxy.context import ProxyContext
+from proxy.continue_body import ContinueBody
 from proxy.downstream import Downstream
 from proxy.endpoints import Endpoint
 from proxy.events import RequestEvent
@@ -256,8 +257,9 @@ class OutboundProxy:
                 exchange.send,
                 _status,
                 self._discard,
-                # a copy needs the body whole, or none at all (a streamed one is not kept)
-                exchange.send_shadow if body is None or isinstance(body, bytes) else None,
+                # a copy needs the body whole, or none at all (a streamed one, of no size here,
+                # is not kept)
+                exchange.send_shadow if body_size is not None else None,
                 timer,
             )
         except NoEndpoints as none_left:
@@ -291,6 +293,10 @@ class OutboundProxy:
         mirrored = RequestEvent(
             ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
         )
+        if isinstance(body, ContinueBody):
+            if body.data is None:
+                return  # the primary was answered before the client sent its body
+            body = body.data
         untraced = [header for header in headers if header[0] not in _TRACE_HEADERS]
         await self._discard(
             await self._send_once(head, untraced, body, mirrored, set(), shadow, None)
@@ -319,11 +325,15 @@ class OutboundProxy:
         self.pool.release(upstream, event.keep_alive and response.head.keep_alive)
 
     async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
-        """The body (the head says there is one) as bytes when small enough to retry, else a
-        stream (never retried)."""
+        """The body (the head says there is one) and its size: bytes when small enough to
+        retry, else a stream (never retried, size None). A client that waits for 100
+        (Continue) has its body read only once an instance's proxy says go on."""
+        length = head.content_length
+        kept = length if length is not None and length <= MAX_BUFFERED_BODY else None
         if head.expects_continue:
-            await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if head.content_length is not None and head.content_length <= MAX_BUFFERED_BODY:
+            client.request_keep_alive = False  # an answer before the body ends the connection
+            return ContinueBody(client, kept), kept
+        if kept is not None:
             body = await client.read_body()
             return body, len(body)
         return client.body(), None
@@ -396,7 +406,7 @@ class OutboundProxy:
                 try:
                     response = await send_request(upstream, head, headers, body, client=client)
                 except AttemptFailed:
-                    if not isinstance(body, bytes | None):
+                    if not _repeatable(body):
                         raise
                     # a pooled connection the peer had closed: try once on a fresh one
                     upstream, _ = await self.pool.acquire(key)
@@ -472,3 +482,8 @@ class _Exchange:
 
 def _status(response: Response) -> int:
     return response.status
+
+
+def _repeatable(body: Body) -> bool:
+    """The body can go again: it is at hand, or still with the client."""
+    return isinstance(body, bytes | None) or (isinstance(body, ContinueBody) and body.repeatable)

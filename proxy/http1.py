@@ -377,15 +377,16 @@ class _RequestCallbacks(_Collector):
             _check_host(host)
             self.good_host = host
         url = self.url
-        if not url.startswith(b"/"):
+        if url[0] != 47:  # not origin-form ("/..."): a bytes index, the cheapest test compiled
             _check_target_authority(url)
+        target = _target_text(url)
         _require_chunked_only(codings)
         if method == "CONNECT":
             raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
         self.events.append(
             RequestHead(
                 method=method,
-                target=_target_text(url),
+                target=target,
                 version=version,
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),

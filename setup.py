@@ -18,11 +18,13 @@ from setuptools import Extension, setup
 # an async generator, which it does not compile.
 COMPILED = [
     "proxy/accesslog.py",
+    "proxy/authority.py",
     "proxy/authz.py",
     "proxy/balance.py",
     "proxy/breaker.py",
     "proxy/connection.py",
     "proxy/context.py",
+    "proxy/continue_body.py",
     "proxy/detect.py",
     "proxy/downstream.py",
     "proxy/endpoints.py",

@@ -4,7 +4,8 @@
 body chunks, and the end of the message. llhttp already refuses most
 smuggling vectors; every refusal becomes an `Http1Error` with the status the
 client gets and a stable reason string (Envoy-style `http1.*`). Our own
-limits (request line, header section, header count, Host) are added here.
+limits (request line, header section, header count) and the syntax of Host and of an
+absolute-form target's authority (`proxy.authority`) are checked here.
 """
 
 import re
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
+
+from proxy.authority import absolute_authority, authority_problem, host_problem
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
@@ -289,15 +292,19 @@ class _Reader:
         return self._collector.header_bytes > 0 or bool(self._collector.url)
 
 
-def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[bytes] | None, int | None]:
-    """Host headers, transfer codings (None without Transfer-Encoding) and Content-Length of
-    a header section, in one pass."""
+def _framing(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[int, bytes | None, list[bytes] | None, int | None]:
+    """Host headers (their count and the last one), transfer codings (None without
+    Transfer-Encoding) and Content-Length of a header section, in one pass."""
     hosts = 0
+    host: bytes | None = None
     codings: list[bytes] | None = None
     length: bytes | None = None
     for name, value in headers:
         if name == b"host":
             hosts += 1
+            host = value
         elif name == b"content-length":
             if length is None:
                 length = value
@@ -305,7 +312,7 @@ def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, list[bytes] | Non
             if codings is None:
                 codings = []
             codings += [coding.strip().lower() for coding in value.split(b",")]
-    return hosts, codings, int(length) if length is not None else None
+    return hosts, host, codings, int(length) if length is not None else None
 
 
 def _require_chunked_only(codings: list[bytes] | None) -> None:
@@ -329,26 +336,57 @@ def _target_text(url: bytes) -> str:
     return url.decode("ascii") if url.isascii() else url.decode("ascii", "replace")
 
 
+def _check_host(host: bytes) -> None:
+    """Refuse a Host header that is no authority (RFC 9112 3.2: a 400)."""
+    problem = host_problem(host)
+    if problem is not None:
+        raise Http1Error(400, "http1.invalid_host",
+                         f"the Host header {_shown(host)} is no valid authority: {problem}")
+
+
+def _check_target_authority(url: bytes) -> None:
+    """Refuse an absolute-form target whose authority is none (the Host it stands for)."""
+    authority = absolute_authority(url)
+    if authority is not None and (problem := authority_problem(authority)) is not None:
+        raise Http1Error(400, "http1.invalid_host",
+                         f"the authority of {_shown(url)} is no valid authority: {problem}")
+
+
+def _shown(text: bytes) -> str:
+    return "'" + text[:100].decode("ascii", "backslashreplace") + "'"
+
+
 class _RequestCallbacks(_Collector):
+    # the Host value last found valid on this connection: the next request most likely
+    # names it again, and a comparison is cheaper than a check
+    good_host: bytes = b""
+
     def on_headers_complete(self) -> None:
         parser = self.parser
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode()
         version = parser.get_http_version()
-        hosts, codings, length = _framing(self.headers)
+        hosts, host, codings, length = _framing(self.headers)
         if version != "1.1" and version != "1.0":
             raise Http1Error(505, "http1.invalid_version", f"HTTP/{version} is not HTTP/1.x")
         if version == "1.1" and not hosts:
             raise Http1Error(400, "http1.missing_host", "HTTP/1.1 requests need a Host header")
         if hosts > 1:
             raise Http1Error(400, "http1.multiple_host", "more than one Host header")
+        if host is not None and host != self.good_host:
+            _check_host(host)
+            self.good_host = host
+        url = self.url
+        if url[0] != 47:  # not origin-form ("/..."): a bytes index, the cheapest test compiled
+            _check_target_authority(url)
+        target = _target_text(url)
         _require_chunked_only(codings)
         if method == "CONNECT":
             raise Http1Error(405, "http1.connect_not_allowed", "CONNECT tunnels are not proxied")
         self.events.append(
             RequestHead(
                 method=method,
-                target=_target_text(self.url),
+                target=target,
                 version=version,
                 headers=self.headers,
                 keep_alive=parser.should_keep_alive(),
@@ -389,7 +427,7 @@ class _ResponseCallbacks(_Collector):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        _, codings, length = _framing(self.headers)
+        _, _, codings, length = _framing(self.headers)
         _require_chunked_only(codings)  # the proxy re-frames: other codings would be lost
         status = parser.get_status_code()
         if not 100 <= status <= 599:

@@ -17,6 +17,7 @@ import time
 from proxy.acceptor import Acceptor
 from proxy.connection import Connection
 from proxy.context import ProxyContext
+from proxy.continue_body import CONTINUE
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, RequestHead
@@ -208,8 +209,9 @@ class InboundProxy:
             )
             await client.write(head_bytes + refusal_body)
             return False
-        if head.expects_continue:
-            await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        continues = head.has_body and head.expects_continue
+        if continues:
+            client.request_keep_alive = False  # an answer before the body ends the connection
         body = (
             client.body() if head.has_body else (b"" if head.content_length is not None else None)
         )
@@ -220,17 +222,19 @@ class InboundProxy:
         upstream = pooled or await self._app_connection(client, event)
         if upstream is None:
             return client.request_keep_alive
+        if continues:  # authorized, and the app is there to take it: the body may come
+            await client.write(CONTINUE)
         idle = client.idle_timeout
         try:
             try:
-                response = await send_request(upstream, head, headers, body, idle)
+                response = await send_request(upstream, head, headers, body, idle, client)
             except AttemptFailed:
                 if pooled is None or not _repeatable(head, body):
                     raise
                 # the app closed this idle connection as the request went out (its keep-alive
                 # timeout fired): the request is safe to send again, on a new connection
                 upstream = await self.pool.open(self.app)
-                response = await send_request(upstream, head, headers, body, idle)
+                response = await send_request(upstream, head, headers, body, idle, client)
         except TimeoutError:
             event.status, event.error = 504, "app.timeout"
             await client.send_error(504, event.error, f"the app sent no response in {idle:g}s",

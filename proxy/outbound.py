@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from proxy.connection import Connection, listen
 from proxy.context import ProxyContext
+from proxy.continue_body import ContinueBody
 from proxy.downstream import Downstream
 from proxy.endpoints import Endpoint
 from proxy.events import RequestEvent
@@ -246,7 +247,7 @@ class OutboundProxy:
                 f"{dest.service} must wait until one of them is unused",
             )
         facts = RequestFacts.build(head.method, target.path, target.query, head.headers)
-        exchange = _Exchange(self, head, headers, body, event)
+        exchange = _Exchange(self, head, headers, body, event, client)
         try:
             response = await self.ctx.outbound_policy.forward(
                 dest.service,
@@ -256,8 +257,9 @@ class OutboundProxy:
                 exchange.send,
                 _status,
                 self._discard,
-                # a copy needs the body whole, or none at all (a streamed one is not kept)
-                exchange.send_shadow if body is None or isinstance(body, bytes) else None,
+                # a copy needs the body whole, or none at all (a streamed one, of no size here,
+                # is not kept)
+                exchange.send_shadow if body_size is not None else None,
                 timer,
             )
         except NoEndpoints as none_left:
@@ -291,8 +293,14 @@ class OutboundProxy:
         mirrored = RequestEvent(
             ts=event.ts, id=event.id + "/mirror", direction="outbound", src_addr=""
         )
+        if isinstance(body, ContinueBody):
+            if body.data is None:
+                return  # the primary was answered before the client sent its body
+            body = body.data
         untraced = [header for header in headers if header[0] not in _TRACE_HEADERS]
-        await self._discard(await self._send_once(head, untraced, body, mirrored, set(), shadow))
+        await self._discard(
+            await self._send_once(head, untraced, body, mirrored, set(), shadow, None)
+        )
 
     async def _discard(self, response: Response) -> None:
         """Drop a retried attempt's response: drain a small body and pool the connection.
@@ -317,11 +325,15 @@ class OutboundProxy:
         self.pool.release(upstream, event.keep_alive and response.head.keep_alive)
 
     async def _body(self, client: Downstream, head: RequestHead) -> tuple[Body, int | None]:
-        """The body (the head says there is one) as bytes when small enough to retry, else a
-        stream (never retried)."""
+        """The body (the head says there is one) and its size: bytes when small enough to
+        retry, else a stream (never retried, size None). A client that waits for 100
+        (Continue) has its body read only once an instance's proxy says go on."""
+        length = head.content_length
+        kept = length if length is not None and length <= MAX_BUFFERED_BODY else None
         if head.expects_continue:
-            await client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if head.content_length is not None and head.content_length <= MAX_BUFFERED_BODY:
+            client.request_keep_alive = False  # an answer before the body ends the connection
+            return ContinueBody(client, kept), kept
+        if kept is not None:
             body = await client.read_body()
             return body, len(body)
         return client.body(), None
@@ -334,12 +346,14 @@ class OutboundProxy:
         event: RequestEvent,
         tried: set[str],
         backend: str,
+        client: Downstream | None,
     ) -> Response:
         """Send to one instance of `backend`; an instance that refuses the connection (nothing
         was sent) is skipped for another, whatever the method, as Linkerd does. `tried` holds
         the instances earlier attempts of this request went to: a retry goes elsewhere while
         another instance is available (Envoy's `previous_hosts`), since the balancer would
-        likely pick a fast-failing instance again."""
+        likely pick a fast-failing instance again. Interim responses go to `client` (None:
+        a mirrored copy's go nowhere)."""
         endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
@@ -355,7 +369,7 @@ class OutboundProxy:
                 )
             tried.add(endpoint.instance.instance_id)
             try:
-                return await self._send_to(endpoint, head, headers, body, event)
+                return await self._send_to(endpoint, head, headers, body, event, client)
             except AttemptFailed as exc:
                 refused.add(endpoint.instance.instance_id)
                 if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
@@ -375,6 +389,7 @@ class OutboundProxy:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        client: Downstream | None,
     ) -> Response:
         instance = endpoint.instance
         event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
@@ -386,16 +401,16 @@ class OutboundProxy:
             upstream = self.pool.take(key)
             if upstream is None:
                 upstream = await self.pool.open(key)
-                response = await send_request(upstream, head, headers, body)
+                response = await send_request(upstream, head, headers, body, client=client)
             else:
                 try:
-                    response = await send_request(upstream, head, headers, body)
+                    response = await send_request(upstream, head, headers, body, client=client)
                 except AttemptFailed:
-                    if not isinstance(body, bytes | None):
+                    if not _repeatable(body):
                         raise
                     # a pooled connection the peer had closed: try once on a fresh one
                     upstream, _ = await self.pool.acquire(key)
-                    response = await send_request(upstream, head, headers, body)
+                    response = await send_request(upstream, head, headers, body, client=client)
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise
@@ -437,7 +452,7 @@ class _Exchange:
     """One request on its way out: `send` makes an attempt at a backend, `send_shadow` sends
     a mirrored copy. (One object per request, rather than a `functools.partial` for each.)"""
 
-    __slots__ = ("_body", "_event", "_head", "_headers", "_proxy", "_tried")
+    __slots__ = ("_body", "_client", "_event", "_head", "_headers", "_proxy", "_tried")
 
     def __init__(
         self,
@@ -446,8 +461,10 @@ class _Exchange:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         event: RequestEvent,
+        client: Downstream,
     ) -> None:
         self._proxy = proxy
+        self._client = client
         self._head = head
         self._headers = headers
         self._body = body
@@ -456,7 +473,7 @@ class _Exchange:
 
     def send(self, backend: str) -> Awaitable[Response]:
         return self._proxy._send_once(
-            self._head, self._headers, self._body, self._event, self._tried, backend
+            self._head, self._headers, self._body, self._event, self._tried, backend, self._client
         )
 
     def send_shadow(self, shadow: str) -> Awaitable[None]:
@@ -465,3 +482,8 @@ class _Exchange:
 
 def _status(response: Response) -> int:
     return response.status
+
+
+def _repeatable(body: Body) -> bool:
+    """The body can go again: it is at hand, or still with the client."""
+    return isinstance(body, bytes | None) or (isinstance(body, ContinueBody) and body.repeatable)

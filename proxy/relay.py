@@ -11,6 +11,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from proxy.connection import Connection
+from proxy.continue_body import EXPECT_CONTINUE, ContinueBody
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
 from proxy.http1 import (
@@ -29,7 +31,7 @@ from proxy.retrying import AttemptFailed
 from proxy.upstream import Pool, Upstream
 from vm_mesh.defaults import CLIENT_ID_HEADER
 
-Body = bytes | AsyncIterator[bytes] | None
+Body = bytes | AsyncIterator[bytes] | ContinueBody | None
 
 
 class UpstreamProtocolError(Exception):
@@ -57,8 +59,8 @@ class Response:
         return self.head.status
 
 
-# Never forwarded as received: `expect` is answered by the proxy, and the caller's identity
-# is set only by the inbound proxy that verified it.
+# Never forwarded as received: `expect` is answered by the proxy (or asked again by
+# `send_request`), and the caller's identity is set only by the inbound proxy that verified it.
 _NOT_FORWARDED_UPSTREAM = NOT_FORWARDED | {b"expect", CLIENT_ID_HEADER.encode()}
 
 
@@ -71,6 +73,8 @@ def request_headers(
     if isinstance(body, bytes):
         if body or head.content_length is not None:
             headers.append((b"content-length", str(len(body)).encode()))
+    elif isinstance(body, ContinueBody) and body.length is not None:
+        headers.append((b"content-length", str(body.length).encode()))
     elif body is not None:
         headers.append((b"transfer-encoding", b"chunked"))
     return headers
@@ -82,39 +86,61 @@ async def send_request(
     headers: list[tuple[bytes, bytes]],
     body: Body,
     head_within: float | None = None,
+    client: Downstream | None = None,
 ) -> Response:
-    """Send one request; return when the response head is in. Raises TimeoutError when the
-    upstream sends nothing for `head_within` seconds after the request went out."""
+    """Send one request; return when the final response head is in. Raises TimeoutError
+    when the upstream sends nothing for `head_within` seconds after the request went out.
+
+    Interim responses (1xx, such as 103 Early Hints) go on to `client` as they come, their
+    hop-by-hop headers dropped, when it asked in HTTP/1.1 (a 1.0 client gets none, RFC 9110
+    15.2), but a 100 (Continue), which answers the proxy's own expectation: a `ContinueBody`
+    not yet read goes with the head alone and `expect: 100-continue`, the upstream's 100 is
+    the client's go-ahead, and an answer before it leaves the connection owing the body,
+    never to be reused. (A 101 is bad framing: no upgrade is ever asked for.)"""
     connection = upstream.connection
     upstream.requests += 1
     upstream.responses.expect(head.method)
+    waiting: ContinueBody | None = None
+    if isinstance(body, ContinueBody):
+        if body.data is None:
+            waiting, body = body, None
+            headers = [*headers, EXPECT_CONTINUE]
+        else:
+            body = body.data  # read whole by an attempt before
     try:
         if isinstance(body, bytes):
             connection.write(encode_request_head(head, headers, body))
         else:
             connection.write(encode_request_head(head, headers))
-        if body is not None and not isinstance(body, bytes):
-            async for chunk in body:  # a malformed client body raises Http1Error: the client's
-                connection.write(encode_chunk(chunk))
-                await connection.drain()
-            connection.write(LAST_CHUNK)
+            if body is not None:
+                await _send_stream(connection, body)
         if connection.must_drain:
             await connection.drain()
         take = connection.take_event
-        try:
-            while True:
+        while True:
+            try:
                 event = take()
-                if event is None:
-                    if connection.closed:
-                        raise AttemptFailed(
-                            "reset", "upstream.reset: the upstream closed the connection"
-                        )
-                    await connection.wait(head_within)
-                elif isinstance(event, ResponseHead) and not 100 <= event.status < 200:
+            except Http1Error as exc:
+                raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
+            if event is None:
+                if connection.closed:
+                    raise AttemptFailed(
+                        "reset", "upstream.reset: the upstream closed the connection"
+                    )
+                await connection.wait(head_within)
+            elif isinstance(event, ResponseHead):
+                status = event.status
+                if status >= 200:
+                    if waiting is not None:
+                        upstream.owes_body = True
                     return Response(event, upstream)
-                # interim responses (100 Continue) are not relayed
-        except Http1Error as exc:
-            raise UpstreamProtocolError("upstream.bad_response", str(exc)) from None
+                if status == 100:
+                    if waiting is not None:
+                        await _send_body(connection, await waiting.go_ahead())
+                        waiting = None
+                elif client is not None and head.version == "1.1":
+                    await client.write(encode_response_head(
+                        status, event.reason, forwardable_headers(event.headers)))
     except TimeoutError:  # an OSError, but no reset: `head_within` passed without a head
         upstream.close()
         raise
@@ -127,6 +153,25 @@ async def send_request(
     except BaseException:
         upstream.close()  # cancelled (timeout) or failed mid-request: the connection is unusable
         raise
+
+
+async def _send_stream(connection: Connection, body: AsyncIterator[bytes]) -> None:
+    """Send a body as it arrives, chunked; a malformed client body raises Http1Error (the
+    client's)."""
+    async for chunk in body:
+        connection.write(encode_chunk(chunk))
+        await connection.drain()
+    connection.write(LAST_CHUNK)
+
+
+async def _send_body(connection: Connection, body: bytes | AsyncIterator[bytes]) -> None:
+    """Send the body of a request whose head went before it."""
+    if isinstance(body, bytes):
+        connection.write(body)
+    else:
+        await _send_stream(connection, body)
+    if connection.must_drain:
+        await connection.drain()
 
 
 def _early_answer(upstream: Upstream) -> ResponseHead | None:

@@ -29,6 +29,9 @@ class Upstream:
         self.responses = ResponseReader()
         connection.start(self.responses)
         self.requests = 0
+        # a request head went out whose body never did (the answer came first): the
+        # upstream still waits for it, so the connection carries nothing more
+        self.owes_body = False
         self.state = "active"
         self.idle_since = time.monotonic()
         # the next response event; None when the upstream closed the connection
@@ -147,7 +150,8 @@ class Pool:
         idle = self._idle.get(upstream.key)
         if idle is None:
             idle = self._idle[upstream.key] = []
-        if not reusable or not upstream.connection.settled or len(idle) >= self.max_idle:
+        if (not reusable or upstream.owes_body or not upstream.connection.settled
+                or len(idle) >= self.max_idle):
             upstream.close()
             return
         upstream.state = "idle"

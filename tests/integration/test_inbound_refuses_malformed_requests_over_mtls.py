@@ -12,7 +12,9 @@ from tests.integration.processes import start_backend
 from tests.integration.test_malformed_requests_are_refused import CASES
 
 SELECTED = ["content-length and chunked", "duplicate differing content-length", "obs-fold",
-            "bare CR", "transfer-encoding gzip, chunked"]
+            "bare CR", "transfer-encoding gzip, chunked", "two hosts",
+            "host port that is no number", "host port out of range",
+            "host with a character no name has"]
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,16 @@ CASES = {
     "missing host": (b"GET / HTTP/1.1\r\n\r\n", 400, "http1.missing_host"),
     "two hosts": (b"GET / HTTP/1.1\r\nHost: web\r\nHost: evil\r\n\r\n", 400,
                   "http1.multiple_host"),
+    "host port that is no number": (b"GET / HTTP/1.1\r\nHost: web:notaport\r\n\r\n", 400,
+                                    "http1.invalid_host"),
+    "host port out of range": (b"GET / HTTP/1.1\r\nHost: web:65536\r\n\r\n", 400,
+                               "http1.invalid_host"),
+    "host with a character no name has": (b"GET / HTTP/1.1\r\nHost: web/evil\r\n\r\n", 400,
+                                          "http1.invalid_host"),
+    "absolute-form port that is no number": (
+        b"GET http://web:notaport/ HTTP/1.1\r\nHost: web\r\n\r\n", 400, "http1.invalid_host"),
+    "absolute-form IP literal not closed": (
+        b"GET http://[::1/ HTTP/1.1\r\nHost: web\r\n\r\n", 400, "http1.invalid_host"),
     "nul in path": (b"GET /a%00b HTTP/1.1\r\nHost: web\r\n\r\n", 400, None),
     "CONNECT": (b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n", 405,
                 "http1.connect_not_allowed"),
@@ -115,6 +125,19 @@ def test_headers_that_never_finish_get_408(mesh) -> None:
         assert received.startswith(b"HTTP/1.1 408 "), received
         assert b"vmesh-error: http1.header_timeout" in received
         assert sock.recv(65536) == b""
+
+
+def test_hosts_the_rfcs_allow_are_served(mesh) -> None:
+    front, _backend = mesh
+    empty_port, _ = _exchange(front.outbound, b"GET /ok HTTP/1.1\r\nHost: web:\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert empty_port.startswith(b"HTTP/1.1 200 "), empty_port[:200]
+    # absolute form: the target's authority is the Host, whatever the header said (RFC 9112
+    # 3.2.2), as long as the header is a valid one
+    absolute, _ = _exchange(front.outbound, b"GET http://web:80/ok HTTP/1.1\r\nHost: other\r\n"
+                            b"Connection: close\r\n\r\n")
+    assert absolute.startswith(b"HTTP/1.1 200 "), absolute[:200]
+    assert json.loads(absolute.partition(b"\r\n\r\n")[2])["host"] == "web:80"
 
 
 def test_a_good_request_after_all_that_still_works(mesh) -> None:

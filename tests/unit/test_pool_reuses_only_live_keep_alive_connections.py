@@ -60,6 +60,17 @@ async def test_a_connection_not_kept_alive_is_closed_not_pooled(served) -> None:
     assert not reused and second is not first
 
 
+async def test_a_connection_that_owes_a_request_body_is_closed_not_pooled(served) -> None:
+    # the upstream answered a request that waited for 100 (Continue) before its body went:
+    # it still waits for that body, and would read the next request as it
+    _server, pool = served
+    first, _ = await pool.acquire("a:1")
+    first.owes_body = True
+    pool.release(first, reusable=True)
+    second, reused = await pool.acquire("a:1")
+    assert not reused and second is not first
+
+
 async def test_a_connection_the_peer_closed_while_idle_is_not_reused(served) -> None:
     server, pool = served
     first, _ = await pool.acquire("a:1")

@@ -8,6 +8,7 @@ and keeps serving (marked stale) when the agent is down.
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import ssl
 import threading
@@ -218,3 +219,38 @@ async def test_registering_while_the_agent_is_down_completes_when_it_returns(
     finally:
         await discovery.close()
     assert agent.services == {}
+
+
+async def test_foreign_instances_are_logged_once_while_they_stay_and_then_forgotten(
+    agent: FakeConsul, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An instance of another trust domain is logged when it appears, not at every answer, and
+    is forgotten when it leaves: what the watch remembers is bounded by one answer, however
+    many foreign instances come and go (it logs one again if it comes back)."""
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.consul")
+    service = f"api-{secrets.token_hex(3)}"
+    discovery = ConsulDiscovery(settings_for(agent), trust_domain="vmesh.local")
+
+    def foreign(number: int) -> None:
+        agent.register({"ID": f"theirs-{number}", "Name": service, "Address": "127.0.0.1",
+                        "Port": 42000 + number, "Meta": {"td": "elsewhere.test"}})
+
+    def logged() -> list[str]:
+        return [r.instance for r in caplog.records  # type: ignore[attr-defined]
+                if getattr(r, "event", None) == "discovery_consul_foreign"]
+
+    watcher = Latest(discovery, service)
+    try:
+        foreign(1)
+        foreign(2)
+        await eventually(lambda: sorted(logged()) == ["theirs-1", "theirs-2"])
+        agent.deregister("theirs-1")
+        foreign(3)  # answers go on; theirs-2 stays in every one of them
+        await eventually(lambda: "theirs-3" in logged())
+        foreign(1)  # back after it left: it was forgotten, so it is logged again
+        await eventually(lambda: logged().count("theirs-1") == 2)
+        assert logged().count("theirs-2") == 1
+        assert watcher.ids == set()  # none of them is routed to
+    finally:
+        await watcher.stop()
+        await discovery.close()

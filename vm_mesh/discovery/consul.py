@@ -196,6 +196,16 @@ def instances_from_health(
     return tuple(sorted((i for i in found if i is not None), key=lambda i: i.instance_id))
 
 
+def strangers(entries: list[Mapping[str, Any]] | None, trust_domain: str | None
+              ) -> dict[str, Mapping[str, Any]]:
+    """The entries of another trust domain or of none, by service id (none without a
+    `trust_domain`)."""
+    if not trust_domain:
+        return {}
+    return {str((e.get("Service") or {}).get("ID") or ""): e for e in entries or []
+            if trust_domain_of(e) != trust_domain}
+
+
 class ConsulDiscovery:
     """A `Discovery` backend over the local Consul agent's HTTP API.
 
@@ -208,7 +218,6 @@ class ConsulDiscovery:
     ) -> None:
         self.settings = settings or ConsulSettings()
         self.trust_domain = trust_domain
-        self._noted: set[str] = set()  # instances of another or no trust domain, logged once
         self._client = consul.Consul(
             host=self.settings.host,
             port=self.settings.port,
@@ -299,6 +308,7 @@ class ConsulDiscovery:
         failures = 0
         last: tuple[Instance, ...] | None = None
         confirmed_at = 0.0
+        noted: set[str] = set()  # the strangers of the last answer, logged when they came
         while True:
             try:
                 returned, entries = await in_own_thread(self._query, service, index,
@@ -324,31 +334,35 @@ class ConsulDiscovery:
                 log.info("consul index went backwards; starting over",
                          extra={"dst_service": service, "was": index, "now": returned})
             index = new_index
-            self._note_strangers(entries)
+            noted = self._note_strangers(entries, noted)
             instances = instances_from_health(entries, self.trust_domain)
             if instances != last or recovered:
                 last = instances
                 yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
 
-    def _note_strangers(self, entries: list[Mapping[str, Any]] | None) -> None:
-        """Log, once per instance, an entry of another trust domain (left out) or of none
-        (kept, trusted by its certificate alone)."""
-        for entry in entries or []:
-            found = trust_domain_of(entry)
-            service = entry.get("Service") or {}
-            instance = str(service.get("ID") or "")
-            if not self.trust_domain or found == self.trust_domain or instance in self._noted:
+    def _note_strangers(
+        self, entries: list[Mapping[str, Any]] | None, noted: set[str]
+    ) -> set[str]:
+        """Log each entry of another trust domain (left out) or of none (kept, trusted by its
+        certificate alone) that is not in `noted`, the strangers of the answer before; returns
+        this answer's, so an instance is logged once while it stays and the set holds no more
+        than one answer's instances."""
+        found = strangers(entries, self.trust_domain)
+        for instance, entry in found.items():
+            if instance in noted:
                 continue
-            self._noted.add(instance)
-            about = {"instance": instance, "dst_service": service.get("Service")}
-            if found is None:
+            trust_domain = trust_domain_of(entry)
+            about = {"instance": instance,
+                     "dst_service": (entry.get("Service") or {}).get("Service")}
+            if trust_domain is None:
                 log.info("consul instance names no trust domain (an older vmesh?); kept, "
                          "trusted by its certificate alone",
                          extra={"event": "discovery_consul_unscoped", **about})
             else:
                 log.info("ignoring a consul instance of another trust domain",
-                         extra={"event": "discovery_consul_foreign", "trust_domain": found,
+                         extra={"event": "discovery_consul_foreign", "trust_domain": trust_domain,
                                 **about})
+        return set(found)
 
     async def close(self, withdraw: bool = True) -> None:
         if not withdraw:  # the successor re-registered the same ids; they stay in the agent

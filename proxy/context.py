@@ -21,7 +21,7 @@ from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
 from proxy.traffic import TrafficPolicy
 from vm_mesh.config import ServiceConfig
-from vm_mesh.discovery.base import Discovery
+from vm_mesh.discovery.base import Discovery, NotDiscoverable
 from vm_mesh.policy.store import PolicyStore
 
 log = logging.getLogger("vmesh.proxy")
@@ -192,8 +192,12 @@ class ProxyContext:
         return None
 
     async def endpoints(self, service: str) -> ServiceEndpoints:
-        """The endpoints of `service`, watching discovery from the first time it is asked for."""
+        """The endpoints of `service`, watching discovery from the first time it is asked for
+        (and again once a refusal of the name is old)."""
         known = self._services.get(service)
+        if known is not None and known.refused_long_ago(time.monotonic()):
+            self._stop_watching(service)
+            known = None
         if known is None:
             settings = self.traffic.service(service).circuit_breaker
             known = ServiceEndpoints(service, _breaker_settings(settings), self.rng)
@@ -211,18 +215,27 @@ class ProxyContext:
 
     async def _watch(self, endpoints: ServiceEndpoints) -> None:
         service = endpoints.service
-        async for view in watch_again_on_failure(lambda: self.discovery.watch(service), service):
-            endpoints.update(view)
+        try:
+            async for view in watch_again_on_failure(
+                lambda: self.discovery.watch(service), service
+            ):
+                endpoints.update(view)
+                self._first_view[service].set()
+                log.info(
+                    "endpoints updated",
+                    extra={
+                        "dst_service": service,
+                        "source": view.source,
+                        "instances": [i.instance_id for i in view.instances],
+                        "stale": view.stale,
+                    },
+                )
+        except NotDiscoverable as refusal:
+            endpoints.refuse(refusal, time.monotonic())
             self._first_view[service].set()
-            log.info(
-                "endpoints updated",
-                extra={
-                    "dst_service": service,
-                    "source": view.source,
-                    "instances": [i.instance_id for i in view.instances],
-                    "stale": view.stale,
-                },
-            )
+            log.warning("discovery refuses the service; its requests are refused",
+                        extra={"dst_service": service, "reason": refusal.reason,
+                               "detail": str(refusal)})
 
     async def _sweep_unused_watches(self) -> None:
         """Stop watching the services no request has asked for in a while (UNUSED_SWEEPS
@@ -233,12 +246,16 @@ class ProxyContext:
             self._refusal_logged = False
             for service, endpoints in list(self._services.items()):
                 if endpoints.unused_for_long():
-                    del self._services[service], self._first_view[service]
-                    self._watches.pop(service).cancel()
-                    self.traffic.forget(service)
+                    self._stop_watching(service)
                     log.info("stopped watching an unused service",
                              extra={"dst_service": service,
                                     "unused_s": WATCH_SWEEP_S * UNUSED_SWEEPS})
+
+    def _stop_watching(self, service: str) -> None:
+        """Forget `service`: its watch, endpoints and compiled policy."""
+        del self._services[service], self._first_view[service]
+        self._watches.pop(service).cancel()
+        self.traffic.forget(service)
 
     def describe_endpoints(self) -> dict[str, Any]:
         return {"upstreams": [s.describe() for s in self._services.values()]}

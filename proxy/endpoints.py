@@ -8,11 +8,13 @@ from typing import Any
 
 from proxy.balance import PeakEwma, pick
 from proxy.breaker import BreakerSettings, CircuitBreaker
-from vm_mesh.discovery.base import EndpointSet, Instance
+from vm_mesh.discovery import sites
+from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
 
 log = logging.getLogger("vmesh.proxy")
 
 UNUSED_SWEEPS = 10  # sweeps in a row without a request, after which a watch is dropped
+REFUSAL_S = 30.0  # how long discovery's refusal of a name answers its requests, unasked
 
 
 @dataclass(slots=True)
@@ -21,7 +23,9 @@ class Endpoint:
 
     instance: Instance
     breaker: CircuitBreaker
-    pool_key: str  # its connections' key in the pool: `service@host:port`
+    # its connections' key in the pool: `service@host:port`, the service its certificate names
+    # (`api` for `api.east`, an instance of `api` in datacenter east)
+    pool_key: str
     ewma: PeakEwma = field(default_factory=PeakEwma)
     last_seen: float = field(default_factory=time.time)
     authority: str = field(init=False)  # the instance's, made once, not per request
@@ -46,12 +50,29 @@ class ServiceEndpoints:
 
     def __init__(self, service: str, breaker: BreakerSettings, rng: random.Random) -> None:
         self.service = service
+        self._peer_service = sites.split(service)[0]
         self._breaker = breaker
         self._rng = rng
         self.endpoints: dict[str, Endpoint] = {}
         self.view: EndpointSet | None = None
         self.used = True  # a request asked for the service since the last sweep
         self._unused_sweeps = 0
+        self.refused: NotDiscoverable | None = None  # discovery cannot serve the name at all
+        self._refused_at = 0.0
+
+    def refuse(self, refusal: NotDiscoverable, now: float) -> None:
+        """Discovery refuses the name (a datacenter it does not know) at `now` (monotonic):
+        requests get `refusal`, whatever set it served before (a saved one, while the agent
+        did not answer)."""
+        self.refused = refusal
+        self._refused_at = now
+        self.endpoints = {}
+        self.view = None
+
+    def refused_long_ago(self, now: float) -> bool:
+        """Whether discovery refused the name more than REFUSAL_S before `now`: time to ask
+        again (a datacenter may have joined the federation since)."""
+        return self.refused is not None and now - self._refused_at > REFUSAL_S
 
     def unused_for_long(self) -> bool:
         """Called once per sweep: True once no request has asked for this service in
@@ -83,7 +104,7 @@ class ServiceEndpoints:
                 current[instance.instance_id] = Endpoint(
                     instance,
                     CircuitBreaker(self._breaker, rng=self._rng),
-                    f"{self.service}@{instance.authority}",
+                    f"{self._peer_service}@{instance.authority}",
                 )
         self.endpoints = current
         self.view = view
@@ -109,6 +130,10 @@ class ServiceEndpoints:
             "updated_at": view.updated_at if view else None,
             "age_s": round(time.time() - view.updated_at, 1) if view else None,
             "stale": view.stale if view else None,
+            "refused": (
+                {"reason": self.refused.reason, "detail": str(self.refused)}
+                if self.refused else None
+            ),
             "instances": [
                 {
                     "id": e.instance.instance_id,

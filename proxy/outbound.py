@@ -1,6 +1,7 @@
 """The outbound side: plain HTTP from the local app, sent over mTLS to a peer proxy.
 
-The app sends to 127.0.0.1:4140 with `Host: <service>` (or `<service>.mesh`),
+The app sends to 127.0.0.1:4140 with `Host: <service>` (or `<service>.mesh`, or
+`<service>.<datacenter>.mesh` for another site's: vm_mesh.discovery.sites),
 or uses the proxy as HTTP_PROXY with absolute-form URLs. Each request goes
 through the stack: route -> policy (retry, timeout, split, mirror) ->
 balancer -> endpoint (breaker) -> pooled mTLS connection.
@@ -38,6 +39,7 @@ from proxy.timeouts import TaskTimer
 from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
 from proxy.tracecontext import hand_on, join_trace
 from proxy.upstream import Pool, Upstream, dial
+from vm_mesh.discovery import sites
 
 log = logging.getLogger("vmesh.proxy.outbound")
 
@@ -94,14 +96,17 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
     if fixed_service is not None:
         return Destination(fixed_service, authority or fixed_service, target, absolute)
     host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
-    service = host.lower().removesuffix(".")
-    service = service.removesuffix(".mesh")
+    name = host.lower().removesuffix(".")
+    service = name.removesuffix(".mesh")
     if not service or "." in service:
-        raise Http1Error(
-            400,
-            "http1.unknown_authority",
-            f"{authority!r} is not a mesh service (use <service> or <service>.mesh)",
-        )
+        service = sites.from_host(name) or ""  # `api.east` for `api.east.mesh`: another site's
+        if not service:
+            raise Http1Error(
+                400,
+                "http1.unknown_authority",
+                f"{authority!r} is not a mesh service "
+                "(use <service>, <service>.mesh or <service>.<datacenter>.mesh)",
+            )
     return Destination(service, authority, target, absolute)
 
 
@@ -361,6 +366,8 @@ class OutboundProxy:
             if endpoint is None:
                 endpoint = endpoints.pick(exclude=refused)
             if endpoint is None:
+                if endpoints.refused is not None:  # a datacenter discovery does not know
+                    raise NoEndpoints(endpoints.refused.reason, str(endpoints.refused))
                 if not endpoints.endpoints:
                     raise NoEndpoints("no_endpoints", f"discovery lists no instance of {backend}")
                 raise NoEndpoints(

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from vm_mesh.backoff import doubled
-from vm_mesh.discovery.base import EndpointSet
+from vm_mesh.discovery.base import EndpointSet, NotDiscoverable
 
 log = logging.getLogger("vmesh.proxy")
 
@@ -24,7 +24,8 @@ async def watch_again_on_failure(
 ) -> AsyncIterator[EndpointSet]:
     """The views of `watch()`, which is started again after a failure, 1 s later and then
     twice as long each time in a row up to 30 s: one error of a backend must not freeze a
-    service's endpoints until the proxy restarts (it routes on the last view meanwhile)."""
+    service's endpoints until the proxy restarts (it routes on the last view meanwhile).
+    NotDiscoverable (the backend refuses the name for good) is raised, not retried."""
     failures = 0
     while True:
         try:
@@ -32,6 +33,8 @@ async def watch_again_on_failure(
                 failures = 0
                 yield view
             return
+        except NotDiscoverable:
+            raise
         except Exception as exc:
             failures += 1
             delay = doubled(WATCH_RETRY_MIN_S, WATCH_RETRY_MAX_S, failures - 1)

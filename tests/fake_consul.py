@@ -19,6 +19,15 @@ keeps the documented contract (/work/shared/reference, section 3):
   ends (Go durations, default 5m, max 10m, bad -> 400 `Invalid wait time`,
   bad index -> 400 `Invalid index`); `X-Consul-Index` (never 0),
   `X-Consul-KnownLeader`, `X-Consul-LastContact` on every answer.
+- `?dc=` on these GETs, as over WAN federation (`federate(other)` joins two
+  agents' datacenters): the agent's own datacenter or none is its own state;
+  another datacenter of the federation is answered from that agent's state
+  (blocking on its index); one whose agent is down is a 500 `Remote DC has no
+  server currently reachable`, and an unknown one a 500 `No path to
+  datacenter` (Consul's words, no `X-Consul-Index`). Entries carry the
+  datacenter in `Node.Datacenter`.
+- `GET /v1/catalog/datacenters`: `["dc1", "east"]`, the agent's own first (the
+  nearest), then the federation's; not blocking, no `X-Consul-Index`.
 - `GET /v1/kv/:key[?recurse]`: a list of `{Key, Value (base64, null when empty),
   Flags, CreateIndex, ModifyIndex, LockIndex}`, 404 when nothing matches, both
   with `X-Consul-Index` (the highest ModifyIndex or deletion tombstone under the
@@ -113,9 +122,15 @@ class KvEntry:
 class FakeConsul:
     """The agent's state, its HTTP server and its check runner."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """An agent to serve on `host:port` once started (port 0: one the OS picks)."""
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, datacenter: str = "dc1", node: str = NODE
+    ) -> None:
+        """An agent of `datacenter` to serve on `host:port` once started (port 0: one the OS
+        picks)."""
         self.host = host
+        self.datacenter = datacenter
+        self.node = node
+        self.federation: list[FakeConsul] = []  # the other datacenters' agents, over the WAN
         self.services: dict[str, Service] = {}
         self.kv: dict[str, KvEntry] = {}
         self.kv_tombstones: dict[str, int] = {}  # deleted key -> index of its deletion
@@ -168,6 +183,15 @@ class FakeConsul:
         self._connections.clear()
         if self._checker is not None:
             self._checker.join(timeout=5)
+
+    def federate(self, other: "FakeConsul") -> None:
+        """Join `other`'s datacenter over the WAN: each agent answers `?dc=` for the other."""
+        self.federation.append(other)
+        other.federation.append(self)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     # ---- state changes ---------------------------------------------------------------------
     def _bump(self, service: Service | None = None) -> None:
@@ -334,8 +358,12 @@ class FakeConsul:
             tags.setdefault(service.name, set()).update(service.tags)
         return {name: sorted(found) for name, found in sorted(tags.items())}
 
+    def datacenters(self) -> list[str]:
+        """`/v1/catalog/datacenters`: this agent's datacenter, then the federation's."""
+        return [self.datacenter, *(other.datacenter for other in self.federation)]
+
     def health_entries(self, name: str, passing: bool) -> list[dict[str, Any]]:
-        serf = {"Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
+        serf = {"Node": self.node, "CheckID": "serfHealth", "Name": "Serf Health Status",
                 "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
                 "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "",
                 "Namespace": "default", "CreateIndex": 1, "ModifyIndex": 1}
@@ -344,7 +372,7 @@ class FakeConsul:
             if service.name != name:
                 continue
             checks = [serf] + [
-                {"Node": NODE, "CheckID": c.check_id, "Name": c.name, "Status": c.status,
+                {"Node": self.node, "CheckID": c.check_id, "Name": c.name, "Status": c.status,
                  "Notes": "", "Output": c.output, "ServiceID": service.service_id,
                  "ServiceName": service.name, "ServiceTags": service.tags,
                  "Type": "http" if c.http else "", "Namespace": "default",
@@ -354,8 +382,8 @@ class FakeConsul:
             if passing and any(c["Status"] != "passing" for c in checks):
                 continue
             entries.append({
-                "Node": {"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": NODE,
-                         "Address": NODE_ADDRESS, "Datacenter": "dc1",
+                "Node": {"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": self.node,
+                         "Address": NODE_ADDRESS, "Datacenter": self.datacenter,
                          "TaggedAddresses": {"lan": NODE_ADDRESS, "wan": NODE_ADDRESS},
                          "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1},
                 "Service": {"ID": service.service_id, "Service": service.name,
@@ -449,15 +477,31 @@ class FakeConsul:
                     return None
                 return wait, wanted
 
-            def _block(self, wait: float, wanted: int, index_now) -> None:
-                """Wait (holding `changed`) until `index_now()` passes `wanted` or `wait` ends."""
+            def _block(self, source: "FakeConsul", wait: float, wanted: int, index_now) -> None:
+                """Wait (holding `source.changed`) until `index_now()` passes `wanted` or `wait`
+                ends; `source` is the agent of the datacenter asked (`_datacenter`)."""
                 if wanted:
                     deadline = time.monotonic() + wait
-                    agent.changed.wait_for(
+                    source.changed.wait_for(
                         lambda: index_now() > wanted or agent._stopping.is_set()
-                        or time.monotonic() >= deadline,
+                        or source._stopping.is_set() or time.monotonic() >= deadline,
                         timeout=wait,
                     )
+
+            def _datacenter(self, query: dict[str, list[str]]) -> "FakeConsul | None":
+                """The agent whose state answers for `?dc=`, or None after answering 500 as
+                Consul does for a datacenter it has no path to or cannot reach."""
+                wanted = query.get("dc", [""])[0]
+                if not wanted or wanted == agent.datacenter:
+                    return agent
+                for other in agent.federation:
+                    if other.datacenter == wanted:
+                        if other.running:
+                            return other
+                        self._error(500, "Remote DC has no server currently reachable")
+                        return None
+                self._error(500, "No path to datacenter")
+                return None
 
             def _kv_get(self, url: Any) -> None:
                 key = unquote(url.path.removeprefix("/v1/kv/"))
@@ -465,10 +509,13 @@ class FakeConsul:
                 blocking = self._blocking(query)
                 if blocking is None:
                     return
+                source = self._datacenter(query)
+                if source is None:
+                    return
                 recurse = "recurse" in query
-                with agent.changed:
-                    self._block(*blocking, lambda: agent.kv_entries(key, recurse)[1])
-                    entries, index = agent.kv_entries(key, recurse)
+                with source.changed:
+                    self._block(source, *blocking, lambda: source.kv_entries(key, recurse)[1])
+                    entries, index = source.kv_entries(key, recurse)
                 if not entries:
                     self._answer(404, b"", "text/plain", index)
                     return
@@ -480,9 +527,16 @@ class FakeConsul:
                 if url.path.startswith("/v1/kv/"):
                     self._kv_get(url)
                     return
+                query = parse_qs(url.query, keep_blank_values=True)
+                if url.path == "/v1/catalog/datacenters":
+                    self._answer(200, json.dumps(agent.datacenters()).encode(), "application/json")
+                    return
                 if url.path == "/v1/catalog/services":
-                    with agent.changed:
-                        body, index = json.dumps(agent.catalog()).encode(), agent.index
+                    source = self._datacenter(query)
+                    if source is None:
+                        return
+                    with source.changed:
+                        body, index = json.dumps(source.catalog()).encode(), source.index
                     self._answer(200, body, "application/json", index)
                     return
                 if not url.path.startswith("/v1/health/service/"):
@@ -492,7 +546,6 @@ class FakeConsul:
                 if not name:
                     self._error(400, "Missing service name")
                     return
-                query = parse_qs(url.query, keep_blank_values=True)
                 passing = False
                 if "passing" in query:
                     value = query["passing"][0]
@@ -503,10 +556,13 @@ class FakeConsul:
                 blocking = self._blocking(query)
                 if blocking is None:
                     return
-                with agent.changed:
-                    self._block(*blocking, lambda: agent.index)
-                    entries = agent.health_entries(name, passing)
-                    index = agent.index
+                source = self._datacenter(query)
+                if source is None:
+                    return
+                with source.changed:
+                    self._block(source, *blocking, lambda: source.index)
+                    entries = source.health_entries(name, passing)
+                    index = source.index
                 self._answer(200, json.dumps(entries).encode(), "application/json", index)
 
         return Handler

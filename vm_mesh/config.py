@@ -9,6 +9,7 @@ backend (all proxies of a mesh must find each other the same way):
     [discovery]
     backend = "mdns"              # mdns (default) | consul | static
     interfaces = ["198.18.0.2"]
+    datacenters = ["east"]        # consul: the sites `api.east.mesh` may name (default: any)
 
 A service file:
 
@@ -36,6 +37,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from vm_mesh import defaults, paths
+from vm_mesh.discovery import sites
 from vm_mesh.durations import parse_duration
 from vm_mesh.errors import UserError
 from vm_mesh.schema import Check, Invalid, Parse, Range, load
@@ -88,6 +90,7 @@ def _service_name(value: str) -> str:
 
 
 Address = Annotated[str, Check(_address)]
+Datacenter = Annotated[str, Check(sites.check_datacenter)]
 Seconds = Annotated[float, Parse(_seconds)]
 
 
@@ -131,6 +134,8 @@ class Discovery:
     consul_wait: str = "30s"  # consul: how long one blocking query may last
     consul_check_interval: str = "5s"
     consul_deregister_after: str = "1m"  # Consul's minimum
+    # consul: the datacenters `<service>.<datacenter>.mesh` may name (None: any the agent knows)
+    datacenters: tuple[Datacenter, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

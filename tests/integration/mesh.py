@@ -82,19 +82,22 @@ class Mesh:
 
     def __init__(
         self, root: Path, discovery: str = 'backend = "static"', source: Path = REPO,
-        trust_domain: str = TRUST_DOMAIN,
+        trust_domain: str = TRUST_DOMAIN, ca_dir: Path | None = None,
     ) -> None:
         """`discovery`: the body of mesh.toml's `[discovery]` table (static: the endpoints file
         this mesh rewrites as proxies start); `source`: where the proxies' code is imported
-        from (this tree, built, by default); `trust_domain`: the mesh's, and its CA's."""
+        from (this tree, built, by default); `trust_domain`: the mesh's, and its CA's;
+        `ca_dir`: another mesh's CA to issue from (another site of one trust domain), instead
+        of a CA of its own."""
         self.root = root
         self.source = source
         self.trust_domain = trust_domain
         mesh_toml = root / "etc/vmesh/mesh.toml"
         mesh_toml.parent.mkdir(parents=True, exist_ok=True)
         mesh_toml.write_text(f'trust_domain = "{trust_domain}"\n[discovery]\n{discovery}\n')
-        self.ca_dir = root / "var/lib/vmesh/identity"
-        castate.init(self.ca_dir, trust_domain)
+        self.ca_dir = ca_dir or root / "var/lib/vmesh/identity"
+        if ca_dir is None:
+            castate.init(self.ca_dir, trust_domain)
         self.ca = castate.load(self.ca_dir)
         self.proxies: list[ProxyProcess] = []
         self.instances: list[dict] = []

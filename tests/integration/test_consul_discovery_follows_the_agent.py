@@ -8,10 +8,12 @@ and keeps serving (marked stale) when the agent is down.
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,9 +22,9 @@ import pytest
 from identity import pki
 from tests.fake_consul import FakeConsul
 from tests.unit.policy_helpers import eventually
-from vm_mesh.discovery.base import Discovery, EndpointSet, Instance
+from vm_mesh.discovery.base import Discovery, EndpointSet, Instance, NotDiscoverable
 from vm_mesh.discovery.consul import ConsulDiscovery, ConsulSettings
-from vm_mesh.discovery.lastknown import SOURCE, LastKnownGood
+from vm_mesh.discovery.lastknown import SOURCE, LastKnownGood, encode
 
 
 class ReadyHandler(BaseHTTPRequestHandler):
@@ -218,3 +220,95 @@ async def test_registering_while_the_agent_is_down_completes_when_it_returns(
     finally:
         await discovery.close()
     assert agent.services == {}
+
+
+async def test_foreign_instances_are_logged_once_while_they_stay_and_then_forgotten(
+    agent: FakeConsul, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An instance of another trust domain is logged when it appears, not at every answer, and
+    is forgotten when it leaves: what the watch remembers is bounded by one answer, however
+    many foreign instances come and go (it logs one again if it comes back)."""
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.consul")
+    service = f"api-{secrets.token_hex(3)}"
+    discovery = ConsulDiscovery(settings_for(agent), trust_domain="vmesh.local")
+
+    def foreign(number: int) -> None:
+        agent.register({"ID": f"theirs-{number}", "Name": service, "Address": "127.0.0.1",
+                        "Port": 42000 + number, "Meta": {"td": "elsewhere.test"}})
+
+    def logged() -> list[str]:
+        return [r.instance for r in caplog.records  # type: ignore[attr-defined]
+                if getattr(r, "event", None) == "discovery_consul_foreign"]
+
+    watcher = Latest(discovery, service)
+    try:
+        foreign(1)
+        foreign(2)
+        await eventually(lambda: sorted(logged()) == ["theirs-1", "theirs-2"])
+        agent.deregister("theirs-1")
+        foreign(3)  # answers go on; theirs-2 stays in every one of them
+        await eventually(lambda: "theirs-3" in logged())
+        foreign(1)  # back after it left: it was forgotten, so it is logged again
+        await eventually(lambda: logged().count("theirs-1") == 2)
+        assert logged().count("theirs-2") == 1
+        assert watcher.ids == set()  # none of them is routed to
+    finally:
+        await watcher.stop()
+        await discovery.close()
+
+
+@pytest.fixture
+def east(agent: FakeConsul) -> Iterator[FakeConsul]:
+    """The agent of a second datacenter, joined to `agent`'s over the WAN."""
+    fake = FakeConsul(datacenter="east", node="fake-node-east")
+    fake.start()
+    agent.federate(fake)
+    yield fake
+    fake.stop()
+
+
+async def test_a_service_of_another_datacenter_is_watched_through_the_local_agent(
+    agent: FakeConsul, east: FakeConsul, ready: list[ReadyServer], tmp_path: Path
+) -> None:
+    service = f"api-{secrets.token_hex(3)}"
+    here, there = instances(service, ready)
+    registrar = ConsulDiscovery(settings_for(east), trust_domain="vmesh.local")
+    await registrar.register(there)  # with east's agent: an instance of datacenter east
+    local = ConsulDiscovery(settings_for(agent), trust_domain="vmesh.local")
+    await local.register(here)
+    discovery = LastKnownGood(ConsulDiscovery(settings_for(agent), trust_domain="vmesh.local"),
+                              tmp_path, startup_grace_s=0.5)
+    remote, own = Latest(discovery, f"{service}.east"), Latest(discovery, service)
+    try:
+        await eventually(lambda: remote.ids == {there.instance_id}, within=10)
+        await eventually(lambda: own.ids == {here.instance_id}, within=10)
+        assert remote.sets[-1].service == f"{service}.east"
+        assert (tmp_path / f"{service}.east.json").exists()
+
+        east.stop()  # east's servers unreachable: an outage, the last set is kept, marked stale
+        await eventually(lambda: remote.sets[-1].stale, within=10)
+        assert remote.ids == {there.instance_id}
+    finally:
+        await remote.stop()
+        await own.stop()
+        await local.close()
+    await registrar.close()  # east's agent is gone: logged, the check would remove it
+
+
+async def test_a_datacenter_not_known_or_not_allowed_is_refused_without_a_watch(
+    agent: FakeConsul, east: FakeConsul, tmp_path: Path
+) -> None:
+    unknown = LastKnownGood(ConsulDiscovery(settings_for(agent)), tmp_path, startup_grace_s=5)
+    (tmp_path / "api.west.json").write_bytes(encode(EndpointSet(
+        "api.west", (Instance("api", "api-west-1", "127.0.0.1", 1),), "consul", 1.0)))
+    with pytest.raises(NotDiscoverable) as refused:  # at once, saved set or not
+        async with asyncio.timeout(2):
+            await anext(unknown.watch("api.west"))
+    assert refused.value.reason == "discovery.unknown_datacenter"
+    assert agent.requests == ["/v1/catalog/datacenters"]  # never a query for its instances
+
+    allowed = replace(settings_for(agent), datacenters=("west",))
+    with pytest.raises(NotDiscoverable) as not_allowed:
+        await anext(ConsulDiscovery(allowed).watch("api.east"))
+    assert not_allowed.value.reason == "discovery.datacenter_not_allowed"
+    assert agent.requests == ["/v1/catalog/datacenters"]  # the agent was not even asked

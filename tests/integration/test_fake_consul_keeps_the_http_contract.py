@@ -8,6 +8,7 @@ directly: entry shapes, `X-Consul-Index`, blocking with `index`/`wait`, the
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 
 import consul
 import httpx
@@ -74,3 +75,55 @@ def test_catalog_lists_every_service_once_with_the_union_of_its_tags(agent: Fake
     index, services = client.catalog.services()
     assert int(index) >= 1
     assert services == {name: ["v1", "v2"], f"{name}-db": []}
+
+
+@pytest.fixture
+def east(agent: FakeConsul) -> Iterator[FakeConsul]:
+    """A second datacenter's agent, joined to `agent`'s over the WAN."""
+    fake = FakeConsul(datacenter="east", node="fake-node-east")
+    fake.start()
+    agent.federate(fake)
+    yield fake
+    fake.stop()
+
+
+def test_dc_asks_the_datacenter_of_the_federation_it_names(
+    agent: FakeConsul, east: FakeConsul
+) -> None:
+    client = consul.Consul(port=agent.port)
+    name = f"api-{secrets.token_hex(3)}"
+    east.register({"ID": f"{name}-east", "Name": name, "Address": "127.0.0.1", "Port": 1})
+    assert client.catalog.datacenters() == ["dc1", "east"]  # its own first: the nearest
+    assert consul.Consul(port=east.port).catalog.datacenters() == ["east", "dc1"]
+
+    assert client.health.service(name)[1] == []  # without dc: the agent's own datacenter
+    index, (entry,) = client.health.service(name, dc="east")
+    assert entry["Service"]["ID"] == f"{name}-east"
+    assert (entry["Node"]["Node"], entry["Node"]["Datacenter"]) == ("fake-node-east", "east")
+    assert int(index) == east.index  # east's raft index, not this agent's
+    assert client.catalog.services(dc="east")[1] == {name: []}
+    assert client.health.service(name, dc="dc1")[1] == []
+
+    # a blocking query to east follows east's index
+    east.register({"ID": f"{name}-east-2", "Name": name, "Address": "127.0.0.1", "Port": 2})
+    changed = httpx.get(f"http://127.0.0.1:{agent.port}/v1/health/service/{name}"
+                        f"?dc=east&index={index}&wait=5s", timeout=10)
+    assert len(changed.json()) == 2 and int(changed.headers["X-Consul-Index"]) == east.index
+
+
+def test_unknown_or_unreachable_datacenters_are_500_in_consuls_words(
+    agent: FakeConsul, east: FakeConsul
+) -> None:
+    base = f"http://127.0.0.1:{agent.port}"
+    for path in ("/v1/health/service/api?dc=west", "/v1/catalog/services?dc=west",
+                 "/v1/kv/x?dc=west"):
+        answer = httpx.get(base + path)
+        assert (answer.status_code, answer.text) == (500, "No path to datacenter")
+        assert "X-Consul-Index" not in answer.headers
+    with pytest.raises(consul.ConsulException, match="500 No path to datacenter"):
+        consul.Consul(port=agent.port).health.service("api", dc="west")
+
+    east.stop()  # known over the WAN, but no server answers there
+    answer = httpx.get(f"{base}/v1/health/service/api?dc=east")
+    assert (answer.status_code, answer.text) == (500, "Remote DC has no server currently reachable")
+    assert httpx.get(f"{base}/v1/catalog/datacenters").json() == ["dc1", "east"]

@@ -41,6 +41,16 @@ class EndpointSet:
     stale: bool = False
 
 
+class NotDiscoverable(Exception):
+    """What a watch raises for a name its backend can never serve, so that it is refused rather
+    than watched again and again: a datacenter the Consul agent does not know, or another site
+    named over mDNS. `reason` is stable and machine-readable (`discovery.unknown_datacenter`)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class Discovery(Protocol):
     """A discovery backend."""
 
@@ -55,7 +65,8 @@ class Discovery(Protocol):
         (`registering with consul at http://127.0.0.1:8500`); None once it has."""
 
     def watch(self, service: str) -> AsyncIterator[EndpointSet]:
-        """Complete endpoint sets of `service`, one each time it changes."""
+        """Complete endpoint sets of `service`, one each time it changes; NotDiscoverable when
+        the backend cannot serve that name at all."""
         ...
 
     async def close(self, withdraw: bool = True) -> None:

@@ -31,6 +31,18 @@ watch logs it once (`discovery_consul_unscoped`). The meta is no security
 boundary: whoever may register in Consul may write any `td`; it keeps meshes
 from routing to each other by mistake, mutual TLS keeps them apart.
 
+A name `api.east` (vm_mesh.discovery.sites) is the service `api` of datacenter
+`east`, watched through the local agent with `?dc=east`, as Consul's own
+cross-datacenter queries go over WAN federation. The watch first asks the
+agent for the datacenters it knows (`/v1/catalog/datacenters`): a datacenter
+it does not know, or one left out of `datacenters` (the allow-list of
+mesh.toml's [discovery]), is refused with NotDiscoverable instead of a watch
+that fails for ever. The list is needed because an older agent answers a query
+to a datacenter it knows but cannot reach now with the same 500 "No path to
+datacenter" as one to a datacenter that does not exist; a known one that stops
+answering is an outage like the local agent's: retried with backoff, its last
+set kept, marked stale.
+
 py-consul is synchronous; each call runs in a worker thread, and a blocking
 query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
 """
@@ -46,7 +58,8 @@ import consul
 
 from vm_mesh.backoff import doubled
 from vm_mesh.blocking import in_own_thread
-from vm_mesh.discovery.base import EndpointSet, Instance
+from vm_mesh.discovery import sites
+from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
 
 log = logging.getLogger("vmesh.discovery.consul")
 
@@ -69,6 +82,8 @@ class ConsulSettings:
     deregister_after: str = "1m"  # Consul's minimum; a dead host leaves the catalog after this
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
+    # the datacenters that names like `api.east` may name; None: any the agent knows
+    datacenters: tuple[str, ...] | None = None
 
 
 def next_index(previous: int, returned: int | str | None) -> int:
@@ -196,6 +211,40 @@ def instances_from_health(
     return tuple(sorted((i for i in found if i is not None), key=lambda i: i.instance_id))
 
 
+def check_allowed(datacenter: str, allowed: tuple[str, ...] | None) -> None:
+    """NotDiscoverable unless the allow-list `allowed` (None: no list) has `datacenter`."""
+    if allowed is None or datacenter in allowed:
+        return
+    listed = f"it lists {', '.join(allowed)}" if allowed else "it lists none"
+    raise NotDiscoverable(
+        "discovery.datacenter_not_allowed",
+        f"datacenter {datacenter} is not in `datacenters` of mesh.toml's [discovery] ({listed})",
+    )
+
+
+def check_known(datacenter: str, known: object) -> None:
+    """NotDiscoverable unless the agent's answer to `/v1/catalog/datacenters`, `known`, lists
+    `datacenter`; ValueError when that answer is no list of names."""
+    if not isinstance(known, list) or not all(isinstance(name, str) for name in known):
+        raise ValueError(f"/v1/catalog/datacenters answered {known!r}, not a list of names")
+    if datacenter not in known:
+        raise NotDiscoverable(
+            "discovery.unknown_datacenter",
+            f"the consul agent knows no datacenter {datacenter} (it knows {', '.join(known)}); "
+            "a site is reached over Consul WAN federation",
+        )
+
+
+def strangers(entries: list[Mapping[str, Any]] | None, trust_domain: str | None
+              ) -> dict[str, Mapping[str, Any]]:
+    """The entries of another trust domain or of none, by service id (none without a
+    `trust_domain`)."""
+    if not trust_domain:
+        return {}
+    return {str((e.get("Service") or {}).get("ID") or ""): e for e in entries or []
+            if trust_domain_of(e) != trust_domain}
+
+
 class ConsulDiscovery:
     """A `Discovery` backend over the local Consul agent's HTTP API.
 
@@ -208,7 +257,6 @@ class ConsulDiscovery:
     ) -> None:
         self.settings = settings or ConsulSettings()
         self.trust_domain = trust_domain
-        self._noted: set[str] = set()  # instances of another or no trust domain, logged once
         self._client = consul.Consul(
             host=self.settings.host,
             port=self.settings.port,
@@ -294,26 +342,37 @@ class ConsulDiscovery:
         await asyncio.to_thread(self._client.agent.service.deregister, instance_id)
         log.info("deregistered from consul", extra={"instance": instance_id})
 
-    def _query(self, service: str, index: int) -> tuple[Any, Any]:
+    def _query(self, service: str, datacenter: str | None, index: int) -> tuple[Any, Any]:
         return self._client.health.service(
-            service, passing=True, index=index or None, wait=self.settings.wait
+            service, passing=True, index=index or None, wait=self.settings.wait, dc=datacenter
         )
 
     async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
-        """Complete sets of passing instances; never raises, retries with backoff.
+        """Complete sets of passing instances of `service` (`api`, or `api.east` in another
+        datacenter); retries with backoff, raises only NotDiscoverable (a datacenter not
+        allowed or not known to the agent, before any set).
 
         When the agent stops answering, the last set is yielded once more
         marked `stale` (with the time it was last confirmed), so users of the
         set can report its age; `lastknown` serves a saved set when there is
         none yet.
         """
+        name, datacenter = sites.split(service)
+        if datacenter is not None:
+            check_allowed(datacenter, self.settings.datacenters)
+        unchecked = datacenter  # the datacenter still to find in the agent's list
         index = 0
         failures = 0
         last: tuple[Instance, ...] | None = None
         confirmed_at = 0.0
+        noted: set[str] = set()  # the strangers of the last answer, logged when they came
         while True:
             try:
-                returned, entries = await in_own_thread(self._query, service, index,
+                if unchecked is not None:
+                    check_known(unchecked, await asyncio.to_thread(
+                        self._client.catalog.datacenters))
+                    unchecked = None
+                returned, entries = await in_own_thread(self._query, name, datacenter, index,
                                                         name=f"consul-watch {service}")
             except (consul.ConsulException, OSError, ValueError) as exc:
                 failures += 1
@@ -336,31 +395,35 @@ class ConsulDiscovery:
                 log.info("consul index went backwards; starting over",
                          extra={"dst_service": service, "was": index, "now": returned})
             index = new_index
-            self._note_strangers(entries)
+            noted = self._note_strangers(entries, noted)
             instances = instances_from_health(entries, self.trust_domain)
             if instances != last or recovered:
                 last = instances
                 yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
 
-    def _note_strangers(self, entries: list[Mapping[str, Any]] | None) -> None:
-        """Log, once per instance, an entry of another trust domain (left out) or of none
-        (kept, trusted by its certificate alone)."""
-        for entry in entries or []:
-            found = trust_domain_of(entry)
-            service = entry.get("Service") or {}
-            instance = str(service.get("ID") or "")
-            if not self.trust_domain or found == self.trust_domain or instance in self._noted:
+    def _note_strangers(
+        self, entries: list[Mapping[str, Any]] | None, noted: set[str]
+    ) -> set[str]:
+        """Log each entry of another trust domain (left out) or of none (kept, trusted by its
+        certificate alone) that is not in `noted`, the strangers of the answer before; returns
+        this answer's, so an instance is logged once while it stays and the set holds no more
+        than one answer's instances."""
+        found = strangers(entries, self.trust_domain)
+        for instance, entry in found.items():
+            if instance in noted:
                 continue
-            self._noted.add(instance)
-            about = {"instance": instance, "dst_service": service.get("Service")}
-            if found is None:
+            trust_domain = trust_domain_of(entry)
+            about = {"instance": instance,
+                     "dst_service": (entry.get("Service") or {}).get("Service")}
+            if trust_domain is None:
                 log.info("consul instance names no trust domain (an older vmesh?); kept, "
                          "trusted by its certificate alone",
                          extra={"event": "discovery_consul_unscoped", **about})
             else:
                 log.info("ignoring a consul instance of another trust domain",
-                         extra={"event": "discovery_consul_foreign", "trust_domain": found,
+                         extra={"event": "discovery_consul_foreign", "trust_domain": trust_domain,
                                 **about})
+        return set(found)
 
     async def close(self, withdraw: bool = True) -> None:
         if not withdraw:  # the successor re-registered the same ids; they stay in the agent

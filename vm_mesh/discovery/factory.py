@@ -5,6 +5,7 @@
     consul_url = "http://127.0.0.1:8500"  # consul: the local agent
     interfaces = ["198.18.0.2"]           # mdns: addresses of the interfaces to use
     file = "/etc/vmesh/endpoints.toml"    # static: the endpoints file
+    datacenters = ["east", "west"]        # consul: the sites `api.east.mesh` may name
 
 mDNS and Consul are wrapped in `LastKnownGood`, so a backend that fails or has
 not answered yet after a restart leaves the proxy routing on the saved set,
@@ -41,6 +42,7 @@ def consul_settings(
         check_interval=settings.consul_check_interval,
         deregister_after=settings.consul_deregister_after,
         check_host=check_host,
+        datacenters=settings.datacenters,
     )
 
 

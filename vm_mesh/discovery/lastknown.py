@@ -7,7 +7,9 @@ reports its set stale, or raises, or says nothing within the startup grace
 period, the wrapper serves the saved set marked `stale`, with the source
 `last-known-good` and the time the backend last confirmed it, so its age is
 visible wherever the set is shown. Stale discovery is never silent: each switch
-to and from the saved set is logged.
+to and from the saved set is logged. A name the backend refuses for good
+(NotDiscoverable: an unknown datacenter) is refused here too, at once, saved
+set or not: it is no failure to ride out.
 """
 
 import asyncio
@@ -20,7 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from vm_mesh.discovery.base import Discovery, EndpointSet, Instance
+from vm_mesh.discovery.base import Discovery, EndpointSet, Instance, NotDiscoverable
 from vm_mesh.files import write_file
 
 log = logging.getLogger("vmesh.discovery.lastknown")
@@ -131,8 +133,11 @@ class LastKnownGood:
     async def close(self, withdraw: bool = True) -> None:
         await self.backend.close(withdraw)
 
-    async def _pump(self, service: str, queue: "asyncio.Queue[EndpointSet | None]") -> None:
-        """Feed the backend's sets into `queue`; None after each failure, then start again."""
+    async def _pump(
+        self, service: str, queue: "asyncio.Queue[EndpointSet | NotDiscoverable | None]"
+    ) -> None:
+        """Feed the backend's sets into `queue`; None after each failure, then start again;
+        the backend's refusal of the name (NotDiscoverable) last."""
         while True:
             try:
                 async for endpoints in self.backend.watch(service):
@@ -140,6 +145,9 @@ class LastKnownGood:
                 log.warning("discovery watch ended; restarting", extra={"dst_service": service})
             except asyncio.CancelledError:
                 raise
+            except NotDiscoverable as refused:
+                await queue.put(refused)
+                return
             except Exception as exc:
                 log.warning("discovery backend failed; serving last known good",
                             extra={"dst_service": service, "error": str(exc)})
@@ -148,11 +156,11 @@ class LastKnownGood:
 
     async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
         saved = self.load(service)
-        queue: asyncio.Queue[EndpointSet | None] = asyncio.Queue()
+        queue: asyncio.Queue[EndpointSet | NotDiscoverable | None] = asyncio.Queue()
         pump = asyncio.create_task(self._pump(service, queue))
         last: EndpointSet | None = None
         try:
-            first: EndpointSet | None = None
+            first: EndpointSet | NotDiscoverable | None = None
             with contextlib.suppress(TimeoutError):
                 first = await asyncio.wait_for(queue.get(), self.startup_grace_s)
             if first is None and saved is not None:
@@ -164,6 +172,8 @@ class LastKnownGood:
             while True:
                 item = pending if pending is not None else await queue.get()
                 pending = None
+                if isinstance(item, NotDiscoverable):
+                    raise item
                 if item is None:  # the backend failed: keep what we have, marked stale
                     if last is not None and not last.stale:
                         last = replace(last, source=SOURCE, stale=True)

@@ -21,6 +21,9 @@ LAN, whatever the number of watchers. (zeroconf's own browser refreshes only
 PTR records, whose TTL it clamps to at least 1125 s, and the RFC's default
 host TTL is 120 s: far too slow for routing.) Meanwhile the proxy's balancer
 and breaker keep traffic off a silent instance.
+
+mDNS is one LAN: a name of another site (`api.east`, vm_mesh.discovery.sites)
+is refused at once (NotDiscoverable), never browsed for.
 """
 
 import asyncio
@@ -45,7 +48,8 @@ from zeroconf import (
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 from vm_mesh.defaults import MDNS_SERVICE_TYPE
-from vm_mesh.discovery.base import EndpointSet, Instance
+from vm_mesh.discovery import sites
+from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
 
 log = logging.getLogger("vmesh.discovery.mdns")
 
@@ -311,6 +315,14 @@ class MdnsDiscovery:
                             key=lambda i: (i.service, i.instance_id)))
 
     async def watch(self, service: str) -> AsyncIterator[EndpointSet]:
+        datacenter = sites.split(service)[1]
+        if datacenter is not None:
+            raise NotDiscoverable(
+                "discovery.sites_need_consul",
+                f"{service} names datacenter {datacenter}, another site; mDNS discovery sees "
+                "one LAN only: reaching other sites needs the Consul backend "
+                '([discovery] backend = "consul" in mesh.toml, over WAN federation)',
+            )
         self._watched.add(service)
         self.browse()
         last: EndpointSet | None = None

@@ -5,6 +5,10 @@ Linkerd's policy resources). Everything is validated strictly: unknown fields
 are errors, numbers are not read from strings, durations need a unit, and
 regular expressions and identity globs are compiled here, at load time, so a
 broken pattern is a load error and never a request-time surprise.
+
+A destination (a route's, a backend's, a ServicePolicy's, a mirror's) may be a
+service of another site, `api.east` (vm_mesh.discovery.sites); an
+Authorization is about a service of this proxy's own site.
 """
 
 import re
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from identity import spiffe
+from vm_mesh.discovery import sites
 from vm_mesh.durations import format_duration, parse_duration
 from vm_mesh.schema import ALIAS, Check, FieldError, MinLength, Parse, Range
 
@@ -23,7 +28,15 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 
 
 def _check_service(value: str) -> str:
-    return spiffe.check_name(value, "service name")
+    name = spiffe.check_name(value, "service name")
+    if "." in name:
+        raise ValueError(f"{name!r} names a service of another site; an Authorization applies "
+                         "to the service of the proxy that receives the requests")
+    return name
+
+
+def _check_destination(value: str) -> str:
+    return sites.check_destination(spiffe.check_name(value, "service name"))
 
 
 def _check_name(value: str) -> str:
@@ -100,6 +113,7 @@ def _parse_path_glob(value: Any) -> Glob:
 
 
 ServiceName = Annotated[str, Check(_check_service)]
+Destination = Annotated[str, Check(_check_destination)]  # a service, or another site's
 Name = Annotated[str, Check(_check_name)]
 Method = Annotated[str, Check(_check_method)]
 HeaderName = Annotated[str, Check(_check_header_name)]
@@ -151,7 +165,7 @@ class RouteMatch:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Backend:
-    service: ServiceName
+    service: Destination
     weight: Annotated[int, Range(ge=0, le=100_000)] = 1
 
 
@@ -221,7 +235,7 @@ class HTTPRoute:
 
     kind: Literal["HTTPRoute"]
     name: Name
-    service: ServiceName
+    service: Destination
     rules: Annotated[tuple[RouteRule, ...], MinLength(1)]
 
     def __post_init__(self) -> None:
@@ -288,7 +302,7 @@ class ServicePolicy:
 
     kind: Literal["ServicePolicy"]
     name: Name | None = None
-    service: ServiceName
+    service: Destination
     timeout: Timeouts | None = None
     retry_budget: RetryBudget = RetryBudget()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
@@ -305,8 +319,8 @@ class Mirror:
 
     kind: Literal["Mirror"]
     name: Name | None = None
-    service: ServiceName
-    to: ServiceName
+    service: Destination
+    to: Destination
     percent: Annotated[float, Range(gt=0, le=100)]
 
     def __post_init__(self) -> None:

@@ -1,0 +1,139 @@
+"""Multi-site over Consul WAN federation: an app asks for `api.east.mesh`, its proxy watches `api`
+in datacenter east through its own agent (`?dc=east`) and sends the request over mTLS straight
+to the east instance (one trust domain, one CA). A datacenter the agent does not know is refused
+with its reason, not watched for ever; a proxy that discovers over mDNS refuses every site name.
+
+Each site has its own agent (tests/fake_consul.py, federated as over the WAN) and its own
+VMESH_ROOT, whose mesh.toml points at that agent; both issue from one CA.
+"""
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fake_consul import FakeConsul
+from tests.integration.mesh import Mesh, ProxyProcess, wait_until
+from tests.integration.processes import Process, start_backend
+
+MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
+
+
+@dataclass
+class Sites:
+    home: Mesh  # datacenter dc1, the agent fixture's
+    east: Mesh  # datacenter east, its own agent
+    east_agent: FakeConsul
+    backends: list[Process]
+
+
+@pytest.fixture
+def sites(tmp_path: Path, agent: FakeConsul) -> Iterator[Sites]:
+    east_agent = FakeConsul(datacenter="east", node="fake-node-east")
+    east_agent.start()
+    agent.federate(east_agent)
+    home = Mesh(tmp_path / "dc1", discovery=agent.discovery_table())
+    east = Mesh(tmp_path / "east", discovery=east_agent.discovery_table(), ca_dir=home.ca_dir)
+    found = Sites(home, east, east_agent, [])
+    yield found
+    home.stop()
+    east.stop()
+    east_agent.stop()
+    for backend in found.backends:
+        backend.stop()
+
+
+def get(front: ProxyProcess, host: str) -> httpx.Response:
+    return httpx.get(f"http://{front.outbound}/hello", headers={"Host": host}, timeout=15)
+
+
+def upstream(front: ProxyProcess, service: str) -> dict:
+    with front.admin() as admin:
+        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
+    return next(u for u in upstreams if u["service"] == service)
+
+
+def test_a_request_for_api_east_reaches_the_east_instance_over_mtls(
+    agent: FakeConsul, sites: Sites
+) -> None:
+    name = f"api{secrets.token_hex(3)}"
+    sites.backends += [start_backend(f"{name}-dc1-app"), start_backend(f"{name}-east-app")]
+    sites.home.start_proxy(name, sites.backends[0].port, instance_id=f"{name}-dc1")
+    east_api = sites.east.start_proxy(name, sites.backends[1].port, instance_id=f"{name}-east")
+    front = sites.home.start_proxy(f"front{secrets.token_hex(3)}", 1)
+
+    wait_until(lambda: get(front, f"{name}.east.mesh").status_code == 200, within=15,
+               what="the east instance passing its check in east and being found from dc1")
+    answer = get(front, f"{name}.east.mesh").json()
+    assert answer["name"] == f"{name}-east-app"
+    # the east proxy authenticated the caller by its certificate: the app sees its identity
+    assert answer["client_id"] == f"spiffe://vmesh.local/svc/{front.service}"
+    assert get(front, f"{name}.mesh").json()["name"] == f"{name}-dc1-app"  # this site's api
+    with httpx.Client(proxy=f"http://{front.outbound}", timeout=15) as as_http_proxy:
+        absolute = as_http_proxy.get(f"http://{name}.east.mesh/hello")
+    assert absolute.json()["name"] == f"{name}-east-app"
+
+    # watched through the local agent, in datacenter east
+    assert any(p.startswith(f"/v1/health/service/{name}?") and "dc=east" in p
+               for p in agent.requests)
+    remote = upstream(front, f"{name}.east")
+    assert remote["source"] == "consul" and remote["refused"] is None
+    assert [(i["id"], i["addr"]) for i in remote["instances"]] == [
+        (f"{name}-east", f"127.0.0.1:{east_api.ports['inbound']}")]
+    wait_until(lambda: front.metric("response_total", dst_service=f"{name}.east",
+                                    status_code="200",
+                                    server_id=f"spiffe://vmesh.local/svc/{name}") == 3,
+               what="metrics counting the three answers from east under dst_service api.east")
+
+    # a split names the other site's service: traffic shifts between the sites
+    policy = sites.home.root / "etc/vmesh/policy.d/sites.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text(f"kind: HTTPRoute\nname: {name}-sites\nservice: {name}\nrules:\n"
+                      f"  - backends:\n      - {{service: {name}, weight: 1}}\n"
+                      f"      - {{service: {name}.east, weight: 1}}\n")
+    seen: set[str] = set()
+
+    def both_sites_answer() -> bool:
+        seen.add(get(front, f"{name}.mesh").json()["name"])
+        return seen == {f"{name}-dc1-app", f"{name}-east-app"}
+
+    wait_until(both_sites_answer, within=15, what="the split sending requests to both sites")
+
+
+def test_a_datacenter_the_agent_does_not_know_is_refused_and_not_watched(
+    agent: FakeConsul, sites: Sites
+) -> None:
+    front = sites.home.start_proxy(f"front{secrets.token_hex(3)}", 1)
+    for _ in range(2):
+        refused = get(front, "api.west.mesh")
+        assert refused.status_code == 503
+        assert refused.headers["vmesh-error"] == "discovery.unknown_datacenter"
+        assert "knows no datacenter west (it knows dc1, east)" in refused.text
+    assert get(front, "api.west").headers["vmesh-error"] == "http1.unknown_authority"
+
+    # asked once whether west exists, never queried for instances there
+    assert agent.requests.count("/v1/catalog/datacenters") == 1
+    assert not any("dc=west" in p for p in agent.requests)
+    assert upstream(front, "api.west")["refused"]["reason"] == "discovery.unknown_datacenter"
+    front.wait_for_log(lambda line: line.get("msg") ==
+                       "discovery refuses the service; its requests are refused"
+                       and line.get("dst_service") == "api.west")
+    assert [line for line in front.logs if line.get("dst_service") == "api.west"
+            and line.get("event") == "discovery_consul_error"] == []
+
+
+def test_a_proxy_on_mdns_refuses_other_sites_naming_the_consul_backend(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path, discovery=MDNS)
+    try:
+        front = mesh.start_proxy(f"front{secrets.token_hex(3)}", 1)
+        refused = get(front, "api.east.mesh")
+        assert refused.status_code == 503
+        assert refused.headers["vmesh-error"] == "discovery.sites_need_consul"
+        assert "mDNS discovery sees one LAN only" in refused.text
+        assert 'backend = "consul"' in refused.text
+        assert upstream(front, "api.east")["refused"]["reason"] == "discovery.sites_need_consul"
+    finally:
+        mesh.stop()

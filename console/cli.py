@@ -309,7 +309,8 @@ def _tap(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         shown = 0
-        stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
+        stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args),
+                              untrusted_final=True)
         async for event in stream:
             item = report.item(event)
             if item is None:
@@ -347,7 +348,8 @@ def _top(args: argparse.Namespace) -> int:
     report = StreamReport(len(sources), "requests (tap rate limit or slow reader)")
 
     async def watch() -> None:
-        async for event in MergedStream(sources, "/v1/tap", {}, _credentials(args)):
+        async for event in MergedStream(sources, "/v1/tap", {}, _credentials(args),
+                                        untrusted_final=True):
             item = report.item(event)
             if item is not None:
                 table.add(TapEvent.from_json(item.source, item.data))
@@ -427,7 +429,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         stream = MergedStream(sources, "/v1/logs", params, _credentials(args),
-                              retry=args.follow, resume=args.follow)
+                              retry=args.follow, resume=args.follow, untrusted_final=True)
         async for event in stream:
             item = report.item(event)
             if item is None:

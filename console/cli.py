@@ -399,13 +399,15 @@ def _certs(args: argparse.Namespace) -> int:
                          "not_after": r.cert.not_after.isoformat(), "state": r.health.label,
                          "next_renewal": r.next_renewal.isoformat() if r.next_renewal else None})
     else:
-        header = ("KIND", "OWNER", "IDENTITY", "NOT_AFTER", "LEFT", "STATE", "NEXT_RENEWAL")
+        header = ("KIND", "OWNER", "IDENTITY", "NOT_AFTER", "LEFT", "STATE", "NEXT_RENEWAL",
+                  "DNS")
         print(fmt.columns(header, [
             (r.cert.kind,
              ",".join(r.owners) if r.cert.kind == "leaf" else f"{len(r.owners)} proxies",
              (r.cert.san[0] if r.cert.san else r.cert.subject),
              f"{r.cert.not_after:%Y-%m-%d %H:%M}", r.left, r.health.label,
-             f"{r.next_renewal:%Y-%m-%d %H:%M}" if r.next_renewal else "-")
+             f"{r.next_renewal:%Y-%m-%d %H:%M}" if r.next_renewal else "-",
+             ",".join(r.cert.dns) or "-")
             for r in rows
         ]))
     _report_failures(polls)

@@ -309,7 +309,8 @@ def _tap(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         shown = 0
-        stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args))
+        stream = MergedStream(sources, "/v1/tap", tap_filter.server_params(), _credentials(args),
+                              untrusted_final=True)
         async for event in stream:
             item = report.item(event)
             if item is None:
@@ -347,7 +348,8 @@ def _top(args: argparse.Namespace) -> int:
     report = StreamReport(len(sources), "requests (tap rate limit or slow reader)")
 
     async def watch() -> None:
-        async for event in MergedStream(sources, "/v1/tap", {}, _credentials(args)):
+        async for event in MergedStream(sources, "/v1/tap", {}, _credentials(args),
+                                        untrusted_final=True):
             item = report.item(event)
             if item is not None:
                 table.add(TapEvent.from_json(item.source, item.data))
@@ -397,13 +399,15 @@ def _certs(args: argparse.Namespace) -> int:
                          "not_after": r.cert.not_after.isoformat(), "state": r.health.label,
                          "next_renewal": r.next_renewal.isoformat() if r.next_renewal else None})
     else:
-        header = ("KIND", "OWNER", "IDENTITY", "NOT_AFTER", "LEFT", "STATE", "NEXT_RENEWAL")
+        header = ("KIND", "OWNER", "IDENTITY", "NOT_AFTER", "LEFT", "STATE", "NEXT_RENEWAL",
+                  "DNS")
         print(fmt.columns(header, [
             (r.cert.kind,
              ",".join(r.owners) if r.cert.kind == "leaf" else f"{len(r.owners)} proxies",
              (r.cert.san[0] if r.cert.san else r.cert.subject),
              f"{r.cert.not_after:%Y-%m-%d %H:%M}", r.left, r.health.label,
-             f"{r.next_renewal:%Y-%m-%d %H:%M}" if r.next_renewal else "-")
+             f"{r.next_renewal:%Y-%m-%d %H:%M}" if r.next_renewal else "-",
+             ",".join(r.cert.dns) or "-")
             for r in rows
         ]))
     _report_failures(polls)
@@ -427,7 +431,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         stream = MergedStream(sources, "/v1/logs", params, _credentials(args),
-                              retry=args.follow, resume=args.follow)
+                              retry=args.follow, resume=args.follow, untrusted_final=True)
         async for event in stream:
             item = report.item(event)
             if item is None:

@@ -29,7 +29,7 @@ from cryptography import x509
 from console.sources import Source
 from identity import pki
 from vm_mesh import paths
-from vm_mesh.errors import caused_by
+from vm_mesh.errors import cause_of, caused_by
 
 # Per-request timeouts: short connect (a dead host must not stall a view),
 # a read timeout for JSON, none between lines of a stream (taps may be quiet).
@@ -162,6 +162,11 @@ class AdminClient:
         return self._credentials is None or (
             not self._tls_failed and self._credentials.stamp() == self._stamp)
 
+    @property
+    def trust_bundle(self) -> Path | None:
+        """The bundle the peer's certificate is verified against (None on a unix socket)."""
+        return self._credentials.ca if self._credentials else None
+
     def tls_failed(self) -> None:
         """After a TLS failure: this client is no longer current, and the next one reads the
         credentials' files again (they may have been renewed in place)."""
@@ -270,24 +275,38 @@ class _ErrorMapper:
         if isinstance(exc, httpx.TimeoutException):
             mapped = ("admin.timeout", f"no answer from {where} in time")
         elif isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            mapped = _connect_reason(exc, where)
+            mapped = _connect_reason(exc, where, self._client.trust_bundle)
         elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
             mapped = ("admin.connection_lost", f"connection to {where} lost: {exc or 'closed'}")
         elif isinstance(exc, ssl.SSLError):
-            mapped = ("admin.tls_error", f"TLS with {where} failed: {exc}")
+            mapped = _tls_reason(exc, where, self._client.trust_bundle)
         elif isinstance(exc, httpx.HTTPError | OSError):
             mapped = ("admin.error", f"{where}: {type(exc).__name__}: {exc}")
         if mapped is None:
             return False
-        if mapped[0] == "admin.tls_error":
+        if mapped[0] in TLS_REASONS:
             self._client.tls_failed()
         raise AdminError(self._source.name, *mapped) from exc
 
 
-def _connect_reason(exc: Exception, where: str) -> tuple[str, str]:
+TLS_REASONS = ("admin.tls_error", "admin.tls_untrusted")
+
+
+def _tls_reason(exc: BaseException, where: str, bundle: Path | None) -> tuple[str, str]:
+    """`admin.tls_untrusted` when the peer's certificate did not verify against `bundle`,
+    else `admin.tls_error`."""
+    cause = cause_of(exc, ssl.SSLCertVerificationError)
+    if cause is None:
+        return "admin.tls_error", f"TLS with {where} failed: {exc}"
+    return "admin.tls_untrusted", (f"the certificate of {where} does not verify against "
+                                   f"{bundle}: {cause.verify_message} (is it this mesh's "
+                                   "trust bundle? pass another with --ca)")
+
+
+def _connect_reason(exc: Exception, where: str, bundle: Path | None) -> tuple[str, str]:
     text = str(exc)
     if caused_by(exc, ssl.SSLError) or "SSL" in text or "certificate" in text:
-        return "admin.tls_error", f"TLS with {where} failed: {text}"
+        return _tls_reason(exc, where, bundle)
     if caused_by(exc, FileNotFoundError) or "No such file" in text:
         return "admin.socket_missing", f"socket {where} does not exist (proxy not running?)"
     if caused_by(exc, ConnectionRefusedError) or "refused" in text.lower():

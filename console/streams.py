@@ -4,7 +4,9 @@ One task per source reads its stream; items go into a bounded queue. When
 the consumer falls behind, the oldest items are dropped and counted rather
 than letting memory grow. A source whose stream fails is reported and
 retried after a pause that doubles with each failure in a row (unless
-retrying cannot help); the others keep flowing.
+retrying cannot help); the others keep flowing. For the CLI twins a certificate
+that does not verify before the source's stream was ever open is a configuration
+error, not retried either.
 """
 
 from __future__ import annotations
@@ -72,15 +74,19 @@ StreamEvent = StreamItem | StreamGap | StreamOpen | StreamFailure
 async def follow_source(source: Source, path: str, params: dict[str, str],
                         credentials: OperatorCredentials | None,
                         emit: Callable[[StreamEvent], None],
-                        *, retry: bool = True, cursor: LogCursor | None = None) -> None:
+                        *, retry: bool = True, cursor: LogCursor | None = None,
+                        untrusted_final: bool = False) -> None:
     """Read `path` from one source forever (or once when `retry` is False), opening it again
     RETRY_FIRST_S after it ended or failed, twice as long after each failure in a row up to
-    RETRY_MAX_S. With a `cursor` (a followed log) it goes on from the last line delivered."""
+    RETRY_MAX_S. With a `cursor` (a followed log) it goes on from the last line delivered.
+    `untrusted_final`: give up when the source's certificate does not verify before its
+    stream was ever open (after, a rotation may be under way: that is retried)."""
     in_a_row = 0  # attempts since the stream was last open
+    ever_open = False
 
     def opened() -> None:
-        nonlocal in_a_row
-        in_a_row = 0
+        nonlocal in_a_row, ever_open
+        in_a_row, ever_open = 0, True
         emit(StreamOpen(source.name))
 
     while True:
@@ -96,7 +102,8 @@ async def follow_source(source: Source, path: str, params: dict[str, str],
             if not retry:
                 return
         except AdminError as exc:
-            final = is_final(exc.reason)
+            final = is_final(exc.reason) or (
+                untrusted_final and not ever_open and exc.reason == "admin.tls_untrusted")
             emit(StreamFailure(source.name, exc.reason, exc.detail, final))
             if final or not retry:
                 return
@@ -109,13 +116,16 @@ class MergedStream:
 
     def __init__(self, sources: Sequence[Source], path: str, params: dict[str, str],
                  credentials: OperatorCredentials | None = None, *,
-                 bound: int = QUEUE_BOUND, retry: bool = True, resume: bool = False) -> None:
-        """`resume`: a followed log, which goes on from each source's last line delivered."""
+                 bound: int = QUEUE_BOUND, retry: bool = True, resume: bool = False,
+                 untrusted_final: bool = False) -> None:
+        """`resume`: a followed log, which goes on from each source's last line delivered;
+        `untrusted_final`: see `follow_source`."""
         self._sources = list(sources)
         self._path, self._params, self._credentials = path, params, credentials
         self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue(bound)
         self._retry = retry
         self._resume = resume
+        self._untrusted_final = untrusted_final
         self.dropped = 0
 
     def _emit(self, item: StreamEvent) -> None:
@@ -128,7 +138,8 @@ class MergedStream:
         tasks = [
             asyncio.create_task(follow_source(s, self._path, self._params, self._credentials,
                                               self._emit, retry=self._retry,
-                                              cursor=LogCursor() if self._resume else None))
+                                              cursor=LogCursor() if self._resume else None,
+                                              untrusted_final=self._untrusted_final))
             for s in self._sources
         ]
         try:

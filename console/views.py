@@ -340,14 +340,15 @@ class EdgesView(View):
 
 
 class CertsView(View):
-    """Anchors, issuers and leaves on a lifetime timeline, coloured by time left."""
+    """Anchors, issuers and leaves on a lifetime timeline, coloured by time left, with the
+    DNS names each carries."""
 
     title = "certs"
 
     def compose(self) -> ComposeResult:
         yield Bar("timeline: # elapsed, - left, | renewal point (70%)", classes="viewbar")
         yield _table(("KIND", 6), ("OWNER", 8), ("IDENTITY", 11), ("TIMELINE", 10),
-                     ("LEFT", 10), ("STATE", 8), ("RENEWAL", 11))
+                     ("LEFT", 10), ("STATE", 8), ("RENEWAL", 11), ("DNS", None))
 
     def refresh_from(self, data: MeshData) -> None:
         now = data.now()
@@ -361,6 +362,7 @@ class CertsView(View):
                 cert.kind, owner, ident or "-", timeline_bar(cert, now, 10),
                 styled(row.left, row.health.style), styled(row.health.label, row.health.style),
                 f"{row.next_renewal:%m-%d %H:%M}" if row.next_renewal else "-",
+                ",".join(cert.dns) or "-",
             )))
         sync_table(self.query_one(DataTable), rows)
 

@@ -83,15 +83,16 @@ async def _frames_to_plain(tls: asyncio.StreamReader, plain: asyncio.StreamWrite
         plain.write_eof()
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with an RST (SO_LINGER 0), so that the peer sees its stream cut: a FIN would
-    look like the stream's own end, and a protocol without framing would take a truncated
-    stream for a whole one."""
-    sock = writer.get_extra_info("socket")
+def _cut(plain: asyncio.StreamWriter, tls: asyncio.StreamWriter) -> None:
+    """Cut both sides, so that neither peer takes a truncated stream for a whole one: the
+    plain side with an RST (SO_LINGER 0; a FIN would look like the stream's own end), the TLS
+    side without close_notify (its peer proxy sees no end frame and cuts its plain side)."""
+    sock = plain.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    plain.transport.abort()
+    tls.transport.abort()
 
 
 async def tunnel(
@@ -107,8 +108,9 @@ async def tunnel(
 
     Returns the bytes the plain side sent and received, and why the relay failed (None
     when both directions ended cleanly). A failure either way (a reset, a TLS connection
-    cut without its end frame) resets the plain connection and closes the TLS one, whose
-    peer proxy resets its own plain side in turn: a cut travels end to end as a cut.
+    cut without its end frame), or the relay cancelled (the proxy stops at its drain
+    deadline), cuts both connections (`_cut`), and the peer proxy cuts its own plain side
+    in turn: a cut travels end to end as a cut.
     """
     sent, received = _Flow(count_sent), _Flow(count_received)
     outgoing = asyncio.ensure_future(_plain_to_frames(plain_reader, tls_writer, sent))
@@ -118,7 +120,10 @@ async def tunnel(
         await asyncio.gather(outgoing, incoming)
     except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
         error = f"tcp.reset: {str(exc) or type(exc).__name__}"[:200]
-        _reset(plain_writer)
+        _cut(plain_writer, tls_writer)
+    except asyncio.CancelledError:
+        _cut(plain_writer, tls_writer)
+        raise
     finally:
         for task in (outgoing, incoming):
             task.cancel()

@@ -33,6 +33,7 @@ class Relay:
         self._server.listen()
         self.port = self._server.getsockname()[1] if listen is None else 0
         self._live: set[socket.socket] = set()
+        self.accepted = 0  # connections so far
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -55,6 +56,7 @@ class Relay:
                 client, _ = self._server.accept()
             except OSError:  # closed
                 return
+            self.accepted += 1
             threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
     def _relay(self, client: socket.socket) -> None:

@@ -47,7 +47,8 @@ def tap_event(n: int, proxy: str = "web", **kwargs: Any) -> TapEvent:
 def cert_json(kind: str, name: str, not_before: datetime, not_after: datetime,
               serial: str) -> dict[str, Any]:
     san = [f"spiffe://{TD}/svc/{name}"] if kind == "leaf" else [f"spiffe://{TD}"]
-    return {"kind": kind, "subject": f"CN={name}", "san": san, "serial": serial,
+    dns = [f"proxy.{TD}"] if kind == "leaf" else []
+    return {"kind": kind, "subject": f"CN={name}", "san": san, "dns": dns, "serial": serial,
             "not_before": not_before.isoformat(), "not_after": not_after.isoformat(),
             "issuer": "CN=vmesh issuer"}
 

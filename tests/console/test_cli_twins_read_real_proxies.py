@@ -80,6 +80,16 @@ def test_certs_json_lists_the_chain_of_every_real_proxy(mesh: Mesh) -> None:
     assert [leaf["next_renewal"] for leaf in leaves.values()] == [None] * 3
 
 
+def test_certs_text_shows_the_dns_names_of_every_leaf(mesh: Mesh) -> None:
+    result = vmesh("certs")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[0][-1] == "DNS"
+    assert {(r[0], r[-1]) for r in rows[1:]} == {
+        ("anchor", "-"), ("issuer", "-"), ("leaf", "proxy.vmesh.local")}
+    assert len(rows) == 6
+
+
 def test_logs_follow_json_prints_a_line_the_proxy_logs_later(mesh: Mesh, traffic: None) -> None:
     follow = subprocess.Popen(
         [sys.executable, "-m", "vm_mesh", "logs", "--follow", "--json", "--service", "api"],

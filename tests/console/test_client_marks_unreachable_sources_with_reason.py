@@ -80,7 +80,7 @@ async def test_remote_proxy_over_mutual_tls_with_operator_certificate(start_admi
     wrong_ca = OperatorCredentials(tmp_path / "cert.pem", tmp_path / "key.pem",
                                    other_mesh / "bundle.pem")
     untrusted = await poll_source(source, wrong_ca)
-    assert (untrusted.ok, untrusted.reason) == (False, "admin.tls_error")
+    assert (untrusted.ok, untrusted.reason) == (False, "admin.tls_untrusted")
 
 
 async def test_a_stopped_remote_proxy_reads_as_refused(start_admin, tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ async def test_certs_of_real_proxies_share_the_mesh_ca(mesh: Mesh) -> None:
         assert rows[0][1] == rows[1][1] == "3 prx"
         assert {r[1] for r in rows[2:]} == {"api", "store", "web"}
         assert {r[5] for r in rows} == {"ok"}
+        # every leaf names `proxy.<trust domain>`, which Prometheus verifies; the CAs none
+        assert column(table(console), "DNS") == ["-", "-", *["proxy.vmesh.local"] * 3]
 
 
 async def test_expired_leaf_of_a_real_proxy_is_red_on_certs_and_fails_in_checks(

@@ -48,10 +48,10 @@ async def test_tap_and_polls_come_back_once_the_operator_bundle_is_renewed(
     console = ConsoleApp(default_sources([address], local=False))
     async with console.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: row_state(console, address) == "unreachable", "the row")
-        assert console.data.polls[address].reason == "admin.tls_error"
+        assert console.data.polls[address].reason == "admin.tls_untrusted"
         await pilot.press("3")
         await until(pilot, lambda: f"no tap from {address}" in tap_bar(console), "the tap note")
-        assert console.data.stream_errors[f"{address}/v1/tap"] == "admin.tls_error"
+        assert console.data.stream_errors[f"{address}/v1/tap"] == "admin.tls_untrusted"
 
         pki.write_file(credentials.ca, bundle)  # `vmesh identity operator` ran again
         await pilot.press("1")

@@ -137,9 +137,10 @@ class Mesh:
         return directory
 
     def configure(self, service: str, app_port: int, extra: str = "",
-                  instance_id: str | None = None, idle: str = "10s") -> Path:
+                  instance_id: str | None = None, idle: str = "10s", drain: str = "10s",
+                  ) -> Path:
         """Write the service file; the instance id defaults to `<service>-<n>`, n counting
-        this mesh's proxies; `idle` is its idle timeout."""
+        this mesh's proxies; `idle` is its idle timeout, `drain` its drain timeout."""
         path = self.root / "etc/vmesh/services" / f"{service}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
@@ -148,17 +149,17 @@ class Mesh:
             f'instance_id = "{instance_id}"\ntrust_domain = "{self.trust_domain}"\n'
             f"{extra}\n"
             '[listen]\ninbound = "127.0.0.1:0"\noutbound = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
-            f'[timeouts]\nheader = "2s"\nidle = "{idle}"\ndrain = "10s"\n'
+            f'[timeouts]\nheader = "2s"\nidle = "{idle}"\ndrain = "{drain}"\n'
         )
         return path
 
     def start_proxy(
         self, service: str, app_port: int, extra: str = "", certificate: bool = True,
-        instance_id: str | None = None, idle: str = "10s",
+        instance_id: str | None = None, idle: str = "10s", drain: str = "10s",
     ) -> ProxyProcess:
         """Configure, certify and start the proxy of `service`; it is added to discovery."""
         instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
-        self.configure(service, app_port, extra, instance_id, idle)
+        self.configure(service, app_port, extra, instance_id, idle, drain)
         if certificate:
             self.issue(service)
         proxy = start_proxy_process(service, self.env, source=self.source)

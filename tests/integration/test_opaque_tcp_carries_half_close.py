@@ -1,8 +1,11 @@
 """Opaque TCP through two proxies over mTLS: bytes both ways, counted in metrics while the
 connection is open, half-close kept (the client's FIN reaches the server and the reply still
-flows back after it), and a reset kept as a reset, never passed off as a clean end."""
+flows back after it), and a cut kept as a cut (a reset by either end, a proxy that stops at
+its drain deadline), never passed off as a clean end."""
 
 import contextlib
+import queue
+import signal
 import socket
 import struct
 import subprocess
@@ -90,7 +93,7 @@ def test_an_open_connection_shows_in_metrics_with_its_bytes_so_far(front: ProxyP
 @pytest.fixture
 def resetting(tmp_path: Path) -> Iterator[ProxyProcess]:
     """A `front` proxy with a TCP listener for `resetter`, an app that answers its first
-    bytes with an RST (SO_LINGER 0)."""
+    bytes with part of a reply, then an RST (SO_LINGER 0)."""
     server = socket.create_server(("127.0.0.1", 0))
 
     def reset_each() -> None:
@@ -98,8 +101,8 @@ def resetting(tmp_path: Path) -> Iterator[ProxyProcess]:
             while True:
                 conn, _ = server.accept()
                 conn.recv(1)
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
+                conn.sendall(b"the first part")
+                _reset(conn)
 
     threading.Thread(target=reset_each, daemon=True).start()
     mesh = Mesh(tmp_path)
@@ -113,13 +116,84 @@ def resetting(tmp_path: Path) -> Iterator[ProxyProcess]:
         server.close()
 
 
+def _reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _end(sock: socket.socket) -> str:
+    """Read `sock` to its end: "eof" (a FIN), or the name of the exception that ended it."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError as exc:
+        return type(exc).__name__
+    return "eof"
+
+
 def test_a_reset_by_the_server_reaches_the_client_as_a_reset(resetting: ProxyProcess) -> None:
     port = resetting.ports["tcp:resetter"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"x")
-        with pytest.raises(ConnectionResetError):
-            while sock.recv(65536):  # a FIN would end this loop: a cut passed off as an end
-                pass
+        assert _end(sock) == "ConnectionResetError"  # "eof": a cut passed off as an end
     wait_until(lambda: resetting.metric("tcp_close_total", dst_service="resetter",
                                         error="tcp.reset") == 1,
                what="the reset in metrics")
+
+
+@pytest.fixture
+def echoing(tmp_path: Path) -> Iterator[tuple[ProxyProcess, "queue.Queue[str]"]]:
+    """A `front` proxy (drain timeout 1 s) with a TCP listener for `echo`, an app that sends
+    back what it reads and tells how each of its streams ended (see `_end`)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    ends: queue.Queue[str] = queue.Queue()
+
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError as exc:
+                ends.put(type(exc).__name__)
+            else:
+                ends.put("eof")
+
+    def accept_each() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept_each, daemon=True).start()
+    mesh = Mesh(tmp_path)
+    try:
+        mesh.start_proxy("echo", server.getsockname()[1])
+        front = mesh.start_proxy(
+            "front", 1, extra='[[tcp]]\nservice = "echo"\nlisten = "127.0.0.1:0"', drain="1s"
+        )
+        yield front, ends
+    finally:
+        mesh.stop()
+        server.close()
+
+
+def _echoed(front: ProxyProcess) -> socket.socket:
+    """A connection through `front` to the echo app, in the middle of its stream."""
+    sock = socket.create_connection(("127.0.0.1", front.ports["tcp:echo"]), timeout=10)
+    sock.sendall(b"mid-stream")
+    assert sock.recv(65536) == b"mid-stream"
+    return sock
+
+
+def test_a_reset_by_the_client_reaches_the_server_as_a_reset(echoing) -> None:
+    front, ends = echoing
+    _reset(_echoed(front))
+    assert ends.get(timeout=10) == "ConnectionResetError"
+
+
+def test_a_tunnel_cut_at_the_drain_deadline_is_a_reset_at_both_ends(echoing) -> None:
+    front, ends = echoing
+    with _echoed(front) as sock:
+        front.proc.send_signal(signal.SIGTERM)  # the tunnel outlives the 1 s drain
+        assert _end(sock) == "ConnectionResetError"
+    assert ends.get(timeout=10) == "ConnectionResetError"
+    assert front.proc.wait(timeout=10) == 0

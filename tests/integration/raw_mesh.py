@@ -15,8 +15,9 @@ from tests.integration.mesh import Mesh, ProxyProcess
 @dataclass
 class RawApp:
     """An app on a real socket: `GET /raw/<hex>` is answered with exactly those bytes (the
-    connection kept), `POST /early` with a 413 and a close when 1 MiB of its body is read, and any
-    other request with a 200 naming its path. Every request head it read is in `heads`."""
+    connection kept), `POST /early` with a 413 and, once 8 MiB more of its body are read, a
+    close, and any other request with a 200 naming its path. Every request head it read is in
+    `heads`."""
 
     listener: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
     heads: list[bytes] = field(default_factory=list)
@@ -61,9 +62,11 @@ class RawApp:
                              % (len(path), path))
 
 
-def _linger(conn: socket.socket, limit: int = 1 << 20) -> None:
+def _linger(conn: socket.socket, limit: int = 8 << 20) -> None:
     """Read and drop up to `limit` bytes of a body not wanted, then go (and the close resets
-    the connection, the rest unread), as a server's lingering close does."""
+    the connection, the rest unread), as a server's lingering close does. The limit is more
+    than loopback's socket buffers hold (up to 6 MiB received): a smaller one could be met
+    by bytes already buffered, and the reset overtake the answer just sent."""
     taken = 0
     while taken < limit and (data := conn.recv(65536)):
         taken += len(data)

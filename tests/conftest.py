@@ -34,3 +34,13 @@ def agent() -> Iterator[FakeConsul]:
     fake.start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def east(agent: FakeConsul) -> Iterator[FakeConsul]:
+    """The agent of a second datacenter, `east`, joined to `agent`'s over the WAN."""
+    fake = FakeConsul(datacenter="east", node="fake-node-east")
+    fake.start()
+    agent.federate(fake)
+    yield fake
+    fake.stop()

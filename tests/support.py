@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from proxy.connection import Connection
+from proxy.http1 import RequestHead, RequestReader
 
 
 def require_tool(name: str) -> str:
@@ -80,3 +81,12 @@ def follow_json_logs(
             on_record(record)
 
     threading.Thread(target=read, daemon=True).start()
+
+
+def request_head(raw: bytes) -> RequestHead:
+    """The head of the request whose bytes are `raw`, as the proxy's parser reads it."""
+    reader = RequestReader()
+    reader.feed(raw)
+    head = reader.next_event()
+    assert isinstance(head, RequestHead)
+    return head

@@ -257,16 +257,6 @@ async def test_foreign_instances_are_logged_once_while_they_stay_and_then_forgot
         await discovery.close()
 
 
-@pytest.fixture
-def east(agent: FakeConsul) -> Iterator[FakeConsul]:
-    """The agent of a second datacenter, joined to `agent`'s over the WAN."""
-    fake = FakeConsul(datacenter="east", node="fake-node-east")
-    fake.start()
-    agent.federate(fake)
-    yield fake
-    fake.stop()
-
-
 async def test_a_service_of_another_datacenter_is_watched_through_the_local_agent(
     agent: FakeConsul, east: FakeConsul, ready: list[ReadyServer], tmp_path: Path
 ) -> None:

@@ -8,7 +8,6 @@ directly: entry shapes, `X-Consul-Index`, blocking with `index`/`wait`, the
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 
 import consul
 import httpx
@@ -75,16 +74,6 @@ def test_catalog_lists_every_service_once_with_the_union_of_its_tags(agent: Fake
     index, services = client.catalog.services()
     assert int(index) >= 1
     assert services == {name: ["v1", "v2"], f"{name}-db": []}
-
-
-@pytest.fixture
-def east(agent: FakeConsul) -> Iterator[FakeConsul]:
-    """A second datacenter's agent, joined to `agent`'s over the WAN."""
-    fake = FakeConsul(datacenter="east", node="fake-node-east")
-    fake.start()
-    agent.federate(fake)
-    yield fake
-    fake.stop()
 
 
 def test_dc_asks_the_datacenter_of_the_federation_it_names(

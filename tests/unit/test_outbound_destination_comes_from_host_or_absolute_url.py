@@ -3,16 +3,9 @@ a per-upstream TCP listener's HTTP connection goes to its own service whatever t
 
 import pytest
 
-from proxy.http1 import Http1Error, RequestHead, RequestReader, ResponseReader
+from proxy.http1 import Http1Error, ResponseReader
 from proxy.outbound import destination
-
-
-def _head(raw: bytes) -> RequestHead:
-    reader = RequestReader()
-    reader.feed(raw)
-    head = reader.next_event()
-    assert isinstance(head, RequestHead)
-    return head
+from tests.support import request_head
 
 
 @pytest.mark.parametrize(
@@ -26,7 +19,7 @@ def _head(raw: bytes) -> RequestHead:
     ],
 )
 def test_service_and_origin_form_target(raw: bytes, service: str, target: str) -> None:
-    found = destination(_head(raw))
+    found = destination(request_head(raw))
     assert (found.service, found.target) == (service, target)
 
 
@@ -41,7 +34,7 @@ def test_service_and_origin_form_target(raw: bytes, service: str, target: str) -
 )
 def test_requests_for_no_mesh_service_are_refused(raw: bytes, reason: str) -> None:
     with pytest.raises(Http1Error) as caught:
-        destination(_head(raw))
+        destination(request_head(raw))
     assert caught.value.reason == reason
 
 
@@ -58,13 +51,13 @@ def test_requests_for_no_mesh_service_are_refused(raw: bytes, reason: str) -> No
 def test_a_fixed_service_is_the_destination_whatever_the_request_names(
     raw: bytes, authority: str, target: str
 ) -> None:
-    found = destination(_head(raw), fixed_service="db")
+    found = destination(request_head(raw), fixed_service="db")
     assert (found.service, found.authority, found.target) == ("db", authority, target)
 
 
 def test_a_fixed_service_still_refuses_https_urls_in_plain_text() -> None:
     with pytest.raises(Http1Error) as caught:
-        destination(_head(b"GET https://db/ HTTP/1.1\r\nHost: db\r\n\r\n"), "db")
+        destination(request_head(b"GET https://db/ HTTP/1.1\r\nHost: db\r\n\r\n"), "db")
     assert caught.value.reason == "http1.https_url_on_plaintext_connection"
 
 

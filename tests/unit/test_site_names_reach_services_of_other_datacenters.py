@@ -9,10 +9,11 @@ import pytest
 
 from proxy.breaker import BreakerSettings
 from proxy.endpoints import ServiceEndpoints
-from proxy.http1 import Http1Error, RequestHead, RequestReader
+from proxy.http1 import Http1Error
 from proxy.outbound import destination
 from proxy.route import RequestFacts
 from proxy.traffic import TrafficPolicy
+from tests.support import request_head
 from tests.unit.policy_helpers import policy
 from vm_mesh.config import load_mesh_config
 from vm_mesh.discovery import sites
@@ -21,14 +22,6 @@ from vm_mesh.discovery.consul import check_allowed, check_known
 from vm_mesh.discovery.factory import consul_settings
 from vm_mesh.errors import UserError
 from vm_mesh.policy.files import PolicyInvalid
-
-
-def _head(raw: bytes) -> RequestHead:
-    reader = RequestReader()
-    reader.feed(raw)
-    head = reader.next_event()
-    assert isinstance(head, RequestHead)
-    return head
 
 
 @pytest.mark.parametrize(
@@ -47,7 +40,7 @@ def _head(raw: bytes) -> RequestHead:
 def test_a_service_of_another_datacenter_is_named_service_dot_datacenter(
     raw: bytes, service: str, authority: str, target: str
 ) -> None:
-    found = destination(_head(raw))
+    found = destination(request_head(raw))
     assert (found.service, found.authority, found.target) == (service, authority, target)
 
 
@@ -65,7 +58,7 @@ def test_a_service_of_another_datacenter_is_named_service_dot_datacenter(
 )
 def test_dotted_names_that_name_no_site_are_refused(host: str) -> None:
     with pytest.raises(Http1Error) as caught:
-        destination(_head(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()))
+        destination(request_head(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()))
     assert (caught.value.status, caught.value.reason) == (400, "http1.unknown_authority")
     assert "<service>.<datacenter>.mesh" in str(caught.value)
 

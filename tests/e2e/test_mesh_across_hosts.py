@@ -208,7 +208,19 @@ def test_killed_instance_loses_its_traffic_to_the_other_host(world: World) -> No
     assert detection == [200] * 10, detection
     assert [status for status, _ in answers] == [200] * 50
     assert {answer["name"] for _, answer in answers} == {survivor_host.namespace}
-    skipped = front.wait_for_log(  # and the log names the instance that was skipped
+    # and the log names the instance that was skipped. The balancer learns of the dead
+    # instance only by picking it: should its estimate not have been the lowest after all,
+    # requests go on (each answered) until it decays below the survivor's and is picked
+    later: list[int] = []
+
+    def skip_logged() -> bool:
+        later.append(get(front_host, front, api)[0])
+        return any(line.get("msg") == "instance refused the connection; trying another"
+                   for line in list(front.logs))
+
+    wait_until(skip_logged, within=30, what="front picking the killed instance")
+    assert set(later) == {200}, later
+    skipped = front.wait_for_log(
         lambda r: r.get("msg") == "instance refused the connection; trying another"
     )
     assert skipped["instance"] == f"{api}-{doomed_host.namespace}"

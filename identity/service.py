@@ -17,6 +17,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from datetime import timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,7 +42,8 @@ class IdentityServer(ThreadingHTTPServer):
 
     It follows the CA on disk (`follow_ca`): the bundle it hands out and verifies renewals
     against changes with `vmesh identity rotate` and `retire` at once; the issuer it signs
-    with changes when it restarts.
+    with changes when it restarts. The certificate it presents (`certificate_lifetime`) is
+    replaced by a fresh one at half its life (`keep_certificate_fresh`).
     """
 
     daemon_threads = True
@@ -53,10 +55,13 @@ class IdentityServer(ThreadingHTTPServer):
         authority: Authority,
         names: list[str],
         limiter: RateLimiter,
+        certificate_lifetime: timedelta = SERVER_CERT_LIFETIME,
     ) -> None:
         self.authority = authority
         self.names = names
-        self.ssl_context = server_context(authority, names)
+        self.certificate_lifetime = certificate_lifetime
+        self.ssl_context = server_context(authority, names, certificate_lifetime)
+        self._fresh_until = self._half_life_from_now()
         self.limiter = limiter
         self._ca_stamp = castate.stamp(authority.ca.directory)
         self._reloading = threading.Lock()
@@ -94,13 +99,33 @@ class IdentityServer(ThreadingHTTPServer):
                 return
             self.authority.ca = ca
             if ca.issuing != signing:
-                _present_certificate(self.ssl_context, self.authority, self.names)
+                self._present()
         log.info("certificate authority reloaded", extra={
             "anchors": [g.number for g in ca.generations if not g.retired],
             "signing": ca.issuing, "active": on_disk.issuing})
 
+    def keep_certificate_fresh(self) -> None:
+        """Present a new certificate once the current one is past half its life, so that a
+        service running longer than `certificate_lifetime` never presents an expired one."""
+        with self._reloading:
+            if time.time() < self._fresh_until:
+                return
+            self._present()
+        log.info("identity service certificate renewed",
+                 extra={"lifetime_s": self.certificate_lifetime.total_seconds()})
+
+    def _present(self) -> None:
+        """Present a fresh certificate from the issuer that signs (the caller holds the lock)."""
+        _present_certificate(self.ssl_context, self.authority, self.names,
+                             self.certificate_lifetime)
+        self._fresh_until = self._half_life_from_now()
+
+    def _half_life_from_now(self) -> float:
+        return time.time() + self.certificate_lifetime.total_seconds() / 2
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         self.follow_ca()
+        self.keep_certificate_fresh()
         request.settimeout(10)
         try:
             tls = self.ssl_context.wrap_socket(request, server_side=True)
@@ -197,15 +222,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-def server_context(authority: Authority, names: list[str]) -> ssl.SSLContext:
+def server_context(
+    authority: Authority, names: list[str], lifetime: timedelta = SERVER_CERT_LIFETIME
+) -> ssl.SSLContext:
     """TLS 1.2+ server context with a fresh certificate for `names` (DNS names and IPs)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    _present_certificate(context, authority, names)
+    _present_certificate(context, authority, names, lifetime)
     return context
 
 
-def _present_certificate(context: ssl.SSLContext, authority: Authority, names: list[str]) -> None:
+def _present_certificate(
+    context: ssl.SSLContext, authority: Authority, names: list[str], lifetime: timedelta
+) -> None:
     """Have `context` present a fresh certificate for `names` from the issuer that signs
     (handshakes from then on; those under way keep the one they began with)."""
     ca = authority.ca
@@ -218,7 +247,7 @@ def _present_certificate(context: ssl.SSLContext, authority: Authority, names: l
         spiffe_id=None,
         common_name="vmesh identity service",
         trust_domain=ca.trust_domain,
-        lifetime=SERVER_CERT_LIFETIME,
+        lifetime=lifetime,
         dns_names=dns,
         ip_addresses=ips,
     )

@@ -37,7 +37,7 @@ def expiry_level(now: float, not_before: float, not_after: float) -> int:
 
 def retry_delay(attempt: int, now: float, not_after: float) -> float:
     """Back off exponentially from 1 s, at most 60 s, and never past a tenth of the time left."""
-    delay = min(60.0, 2.0**attempt)
+    delay = min(60.0, 2.0 ** min(attempt, 6))  # the exponent capped: 2.0 ** 1024 overflows
     time_left = not_after - now
     if time_left > 0:
         delay = min(delay, max(0.5, time_left / 10))

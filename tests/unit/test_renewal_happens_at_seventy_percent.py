@@ -23,3 +23,10 @@ def test_retry_backoff_is_bounded_by_time_left() -> None:
     assert retry_delay(0, 0, 10_000) == 1.0
     assert retry_delay(10, 0, 10_000) == 60.0
     assert retry_delay(10, 990, 1000) == 1.0
+
+
+def test_retry_waits_a_minute_after_any_number_of_failures() -> None:
+    # a week-long leaf whose CA stays down for a day: ~1,400 failed attempts at a minute each
+    # (2.0 ** 1024 overflowed, which ended the renewer for good)
+    week = 7 * 86400.0
+    assert [retry_delay(attempt, 0, week) for attempt in (1023, 1024, 100_000)] == [60.0] * 3

@@ -11,6 +11,7 @@ a JSON reason rather than a bare TLS alert. Every refusal is a 4xx with
 `{"error": reason, "detail": ...}` and one log line.
 """
 
+import io
 import json
 import logging
 import socket
@@ -21,7 +22,7 @@ import time
 from datetime import timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from identity import castate, pki
 from identity.authority import Authority
@@ -29,12 +30,17 @@ from identity.errors import Rejection
 from identity.ratelimit import RateLimiter
 from vm_mesh.errors import UserError
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 log = logging.getLogger("vmesh.identity")
 
 MAX_BODY_BYTES = 64 * 1024
 # A refused body up to this size is read and dropped before answering; a larger one is cut off.
 DRAIN_LIMIT_BYTES = 1024 * 1024
 SERVER_CERT_LIFETIME = timedelta(days=90)
+# A request is read whole within this (from the wait for its first byte to its body's last).
+REQUEST_DEADLINE_S = 10.0
 
 
 class IdentityServer(ThreadingHTTPServer):
@@ -56,8 +62,10 @@ class IdentityServer(ThreadingHTTPServer):
         names: list[str],
         limiter: RateLimiter,
         certificate_lifetime: timedelta = SERVER_CERT_LIFETIME,
+        request_deadline: float = REQUEST_DEADLINE_S,
     ) -> None:
         self.authority = authority
+        self.request_deadline = request_deadline
         self.names = names
         self.certificate_lifetime = certificate_lifetime
         self.ssl_context = server_context(authority, names, certificate_lifetime)
@@ -142,12 +150,59 @@ class IdentityServer(ThreadingHTTPServer):
         super().finish_request(tls, client_address)
 
 
+class _ReadsByDeadline(socket.SocketIO):
+    """The reads of a connection, which must all be done by a deadline (`start`): a client
+    trickling its request a byte at a time cannot keep a per-read timeout from expiring."""
+
+    def __init__(self, sock: socket.socket, write_timeout: float) -> None:
+        super().__init__(sock, "rb")
+        self._socket = sock
+        self._write_timeout = write_timeout
+        self.deadline = 0.0
+        self.received = 0  # bytes read since `start`
+        self.expired = False
+
+    def start(self, seconds: float) -> None:
+        self.deadline, self.received, self.expired = time.monotonic() + seconds, 0, False
+
+    def readinto(self, buffer: "WriteableBuffer") -> int | None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise TimeoutError("the request was not read whole by its deadline")
+        self._socket.settimeout(left)
+        try:
+            count = super().readinto(buffer)
+        except TimeoutError:
+            self.expired = True
+            raise
+        finally:
+            self._socket.settimeout(self._write_timeout)  # for the answer
+        self.received += count or 0
+        return count
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: IdentityServer
     protocol_version = "HTTP/1.1"
     server_version = "vmesh-identity"
     sys_version = ""
     timeout = 10
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # makefile's; requests are read through the deadline instead
+        self._reads = _ReadsByDeadline(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reads)
+
+    def handle_one_request(self) -> None:
+        """Read and answer one request, cut off unless read whole within the deadline."""
+        self._reads.start(self.server.request_deadline)
+        super().handle_one_request()  # closes the connection when a read times out
+        if self._reads.expired and self._reads.received:  # not a keep-alive left idle
+            log.warning("request cut off: not read whole in time", extra={
+                "reason": "request.too_slow", "client": self.client_address[0],
+                "detail": f"{self._reads.received} bytes in {self.server.request_deadline:g} s"})
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format % args, extra={"client": self.client_address[0]})

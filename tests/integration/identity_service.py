@@ -1,4 +1,5 @@
-"""A real identity service process for tests, with its CA under a temporary VMESH_ROOT."""
+"""A real identity service for tests: a process with its CA under a temporary VMESH_ROOT, or
+one in a thread of the test's own process, for settings the command line does not offer."""
 
 import os
 import signal
@@ -10,7 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from identity import castate
+from identity.authority import Authority
+from identity.ratelimit import RateLimiter
+from identity.service import IdentityServer
+from identity.store import Store
 from tests.support import follow_json_logs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,3 +101,21 @@ def running_identity_service(root: Path, *serve_args: str) -> Iterator[IdentityS
         yield service
     finally:
         service.stop()
+
+
+@contextmanager
+def identity_server(directory: Path, **settings: Any) -> Iterator[IdentityServer]:
+    """An `IdentityServer` (with `settings`) on a free loopback port, serving in a thread,
+    for a new CA in `directory`."""
+    castate.init(directory, "vmesh.local")
+    ca = castate.load(directory)
+    server = IdentityServer(("127.0.0.1", 0), Authority(ca, Store(ca.database)),
+                            ["127.0.0.1"], RateLimiter(), **settings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -5,37 +5,13 @@ would expire a day later)."""
 
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
-from identity import castate
-from identity.authority import Authority
-from identity.ratelimit import RateLimiter
-from identity.service import IdentityServer
-from identity.store import Store
-
-
-@contextmanager
-def identity_server(directory: Path, certificate_lifetime: timedelta) -> Iterator[IdentityServer]:
-    castate.init(directory, "vmesh.local")
-    ca = castate.load(directory)
-    server = IdentityServer(("127.0.0.1", 0), Authority(ca, Store(ca.database)),
-                            ["127.0.0.1"], RateLimiter(),
-                            certificate_lifetime=certificate_lifetime)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+from tests.integration.identity_service import identity_server
 
 
 def presented_not_after(port: int, trusted: ssl.SSLContext) -> float:
@@ -49,7 +25,7 @@ def presented_not_after(port: int, trusted: ssl.SSLContext) -> float:
 
 def test_a_service_outliving_its_certificate_still_answers(tmp_path: Path) -> None:
     directory = tmp_path / "identity"
-    with identity_server(directory, timedelta(seconds=4)) as server:
+    with identity_server(directory, certificate_lifetime=timedelta(seconds=4)) as server:
         port = server.server_address[1]
         trusted = ssl.create_default_context(cafile=str(directory / "bundle.pem"))
         first = presented_not_after(port, trusted)

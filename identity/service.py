@@ -230,8 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> dict[str, Any]:
         length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
-            raise Rejection("request.length_required", "Content-Length is required", 411)
+        if length_header is None or not (length_header.isascii() and length_header.isdigit()):
+            raise Rejection("request.length_required",
+                            "a Content-Length of decimal digits is required", 411)
         length = int(length_header)
         if length > MAX_BODY_BYTES:
             self.close_connection = True

@@ -1,6 +1,7 @@
 """Every bad join or renewal gets a 4xx with a one-line JSON reason, a log line, and no cert."""
 
 import asyncio
+import socket
 import sqlite3
 import ssl
 import time
@@ -293,3 +294,17 @@ def test_good_join_is_recorded(service, tmp_path: Path) -> None:
     assert issued["identity"] == "spiffe://vmesh.local/svc/web" and issued["host"] == "h1"
     assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600
     assert leaf.not_valid_after_utc.timestamp() - time.time() > 23 * 3600
+
+
+def test_a_content_length_of_other_digits_is_refused(service) -> None:
+    # "²" is a digit to str.isdigit (and latin-1, as http.server decodes headers) but not to int
+    host, port = service.url.removeprefix("https://").rsplit(":", 1)
+    request = (b"POST /v1/join HTTP/1.1\r\nHost: " + host.encode()
+               + b"\r\nConnection: close\r\nContent-Length: \xb2\r\n\r\n{}")
+    context = pki_context(service.root)
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(request)
+        answer = tls.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 411 "), answer
+    assert b'"error": "request.length_required"' in answer

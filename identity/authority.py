@@ -27,6 +27,10 @@ from vm_mesh import defaults
 
 log = logging.getLogger("vmesh.identity")
 
+# what a host does about a leaf that can no longer renew
+JOIN_AGAIN = ("join this host again with a new token (`vmesh identity token create` on the CA "
+              "host, then `vmesh join --use-service-file ...`)")
+
 
 def _field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
@@ -77,7 +81,8 @@ class Authority:
             )
         issued = self.store.issued(pki.new_serial_hex(current))
         if issued is None:
-            raise Rejection("renew.unknown_certificate", "this CA has no record of that leaf", 403)
+            raise Rejection("renew.unknown_certificate",
+                            f"this CA has no record of that leaf; {JOIN_AGAIN}", 403)
         if self.store.host_revoked(issued.host):
             raise Rejection("host.revoked", f"host {issued.host} is revoked", 403)
         return self._issue(identity, key, host=issued.host, token_id=issued.token_id, now=now)
@@ -91,7 +96,8 @@ class Authority:
             raise Rejection("renew.malformed_certificate", "no certificate given")
         leaf, intermediates = certs[0], certs[1:]
         if leaf.not_valid_after_utc.timestamp() <= now:
-            raise Rejection("renew.certificate_expired", "the current leaf has expired", 401)
+            raise Rejection("renew.certificate_expired",
+                            f"the current leaf has expired, so it cannot renew; {JOIN_AGAIN}", 401)
         verifier = (
             verification.PolicyBuilder()
             .store(verification.Store(self.ca.bundle))
@@ -102,7 +108,9 @@ class Authority:
             verifier.verify(leaf, intermediates)
         except verification.VerificationError as exc:
             raise Rejection(
-                "renew.untrusted_certificate", f"the leaf does not chain to this CA ({exc})", 401
+                "renew.untrusted_certificate",
+                f"the leaf does not chain to this CA ({exc}); if this is the CA the host "
+                f"should use and it retired the leaf's anchor, {JOIN_AGAIN}", 401,
             ) from None
         return certs
 

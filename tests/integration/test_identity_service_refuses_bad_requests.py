@@ -225,6 +225,7 @@ def test_renewal_with_a_leaf_of_another_trust_domain_is_refused(service) -> None
         service, "/v1/renew", json=_renew_body(pki.cert_pem(leaf, issuer.cert).decode(), key)
     )
     _assert_refused(service, response, "renew.untrusted_certificate", before)
+    assert "vmesh join" in response.json()["detail"]  # what to do: join again
 
 
 def test_renewal_with_an_expired_leaf_is_refused(service) -> None:
@@ -244,6 +245,7 @@ def test_renewal_with_an_expired_leaf_is_refused(service) -> None:
         service, "/v1/renew", json=_renew_body(pki.cert_pem(leaf, ca.active.cert).decode(), key)
     )
     _assert_refused(service, response, "renew.certificate_expired", before)
+    assert "vmesh join" in response.json()["detail"]  # what to do: join again
 
 
 def test_renewal_from_a_revoked_host_is_refused(service, tmp_path: Path) -> None:

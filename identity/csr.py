@@ -37,6 +37,8 @@ def check_csr(
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise Rejection("csr.no_uri_san", "the CSR carries no SPIFFE ID (URI SAN)") from None
+    except (ValueError, x509.DuplicateExtension) as exc:  # one that does not parse, or twice
+        raise Rejection("csr.malformed", f"the CSR's extensions do not parse ({exc})") from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(list(san)) != len(uris):
         raise Rejection("csr.extra_san", "the CSR may carry only a URI SAN (no DNS, IP or email)")

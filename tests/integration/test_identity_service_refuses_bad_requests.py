@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtensionOID
 
 from identity import castate, pki
 from identity.authority import proof_of_possession
@@ -26,6 +27,18 @@ def _csr(key, *names: x509.GeneralName) -> str:
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=True)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _csr_with_extension(extension: x509.ExtensionType) -> str:
+    """A CSR, properly signed, carrying `extension` as it is (parsed or not)."""
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(extension, critical=False)
+        .sign(pki.generate_key(), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
 
 
 def _uri(text: str) -> x509.UniformResourceIdentifier:
@@ -144,6 +157,15 @@ JOIN_CASES: dict[str, tuple[Callable[[Path], dict], str]] = {
             "csr": _csr(ec.generate_private_key(ec.SECP192R1()), _uri(API)),
         },
         "csr.key_not_p256",
+    ),
+    "CSR whose SAN does not parse": (
+        lambda root: {
+            "token": _token(root),
+            "csr": _csr_with_extension(
+                x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03")
+            ),
+        },
+        "csr.malformed",
     ),
     "CSR that is garbage": (
         lambda root: {"token": _token(root), "csr": "-----BEGIN CERTIFICATE REQUEST-----\nxx"},

@@ -49,9 +49,21 @@ class Authority:
         self.store = store
         self.leaf_ttl = leaf_ttl
 
+    def check_issuer(self, now: float) -> None:
+        """Rejection(`ca.issuer_expired`) when the issuer that signs has expired at `now`."""
+        not_after = self.ca.active.cert.not_valid_after_utc
+        if not_after.timestamp() <= now:
+            raise Rejection(
+                "ca.issuer_expired",
+                f"the CA's issuer expired at {not_after:%Y-%m-%d %H:%M} UTC: on the CA host, "
+                "run `vmesh identity rotate` and restart the identity service",
+                503,
+            )
+
     def join(self, body: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Exchange a one-time join token and a CSR for a first leaf."""
         now = time.time() if now is None else now
+        self.check_issuer(now)  # before the token is used up
         token = parse_token(_field(body, "token"))
         host = _field(body, "host")
         identity, key = check_csr(load_csr(body.get("csr")), trust_domain=self.ca.trust_domain)
@@ -66,6 +78,7 @@ class Authority:
     def renew(self, body: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Exchange the current, valid leaf (proven by a signature with its key) for a new one."""
         now = time.time() if now is None else now
+        self.check_issuer(now)
         chain = self._verified_chain(_field(body, "certificate"), now)
         current = chain[0]
         try:

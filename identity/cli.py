@@ -120,6 +120,7 @@ def _init(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from identity import castate
     from identity.authority import Authority
+    from identity.errors import Rejection
     from identity.ratelimit import RateLimiter
     from identity.service import IdentityServer
     from identity.store import Store
@@ -133,6 +134,10 @@ def _serve(args: argparse.Namespace) -> int:
     authority = Authority(
         ca, Store(ca.database), timedelta(seconds=_seconds(args.leaf_ttl, "--leaf-ttl"))
     )
+    try:
+        authority.check_issuer(time.time())
+    except Rejection as exc:
+        raise UserError(exc.detail) from None
     names = sorted(
         {socket.gethostname(), "localhost", "127.0.0.1", *args.san}
         | ({host} if host not in ("0.0.0.0", "::") else set())

@@ -116,7 +116,15 @@ class IdentityServer(ThreadingHTTPServer):
         """Present a new certificate once the current one is past half its life, so that a
         service running longer than `certificate_lifetime` never presents an expired one."""
         with self._reloading:
-            if time.time() < self._fresh_until:
+            now = time.time()
+            if now < self._fresh_until:
+                return
+            try:
+                self.authority.check_issuer(now)
+            except Rejection as expired:  # no certificate to present: say so once a minute
+                self._fresh_until = now + 60
+                log.error("cannot renew the identity service's certificate",
+                          extra={"reason": expired.reason, "detail": expired.detail})
                 return
             self._present()
         log.info("identity service certificate renewed",

@@ -1,4 +1,5 @@
-"""`vmesh identity status` shows the CA's certificates and fails when one is close to expiry."""
+"""`vmesh identity status` shows the CA's certificates and fails when one is close to expiry;
+`vmesh identity serve` refuses to start on an expired issuer, saying what to do."""
 
 import json
 from datetime import timedelta
@@ -53,3 +54,12 @@ def test_encrypted_anchor_key_needs_its_passphrase(tmp_path: Path) -> None:
     assert b"ENCRYPTED" in key_pem
     assert pki.load_key(key_pem, b"correct horse") is not None
     assert (tmp_path / "var/lib/vmesh/identity/gen-1/anchor.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_serve_with_an_expired_issuer_says_to_rotate(tmp_path: Path) -> None:
+    castate.init(tmp_path / "var/lib/vmesh/identity", "vmesh.local",
+                 now=pki.utcnow() - timedelta(days=400))  # the issuer expired 35 days ago
+    result = vmesh(tmp_path, "identity", "serve", "--listen", "127.0.0.1:0", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "vmesh identity rotate" in result.stderr.strip().splitlines()[-1]

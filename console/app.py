@@ -55,6 +55,7 @@ ContentSwitcher { height: 1fr; }
 #hint { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
 View { height: 1fr; }
 View DataTable { height: 1fr; }
+TopView #routes { height: auto; max-height: 40%; }
 View Log { height: 1fr; }
 #prompt { dock: bottom; height: 3; display: none; }
 #prompt.shown { display: block; }

@@ -55,7 +55,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--view", default="overview", help="view to open first (overview, tap, ...)")
     p.set_defaults(handler=_console)
 
-    p = add_command(commands, "stat", "Golden metrics per service: success, rps, latency.")
+    p = add_command(commands, "stat",
+                    "Golden metrics per service: success, rps, latency, requests in flight.")
     _source_options(p)
     _json_option(p)
     p.set_defaults(handler=_stat)
@@ -248,10 +249,11 @@ def _stat(args: argparse.Namespace) -> int:
                          "success": g.success_rate if g else None, "rps": g.rps if g else None,
                          "latency_p50_ms": g.p50_ms if g else None,
                          "latency_p95_ms": g.p95_ms if g else None,
-                         "latency_p99_ms": g.p99_ms if g else None, "tcp_conn": row.tcp_conn})
+                         "latency_p99_ms": g.p99_ms if g else None, "tcp_conn": row.tcp_conn,
+                         "in_flight": g.in_flight if g else None})
     else:
         header = ("NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
-                  "LATENCY_P99", "TCP_CONN")
+                  "LATENCY_P99", "TCP_CONN", "IN_FLIGHT")
         table = [
             (r.name, r.meshed,
              fmt.percent(r.golden.success_rate) if r.golden else "-",
@@ -259,10 +261,11 @@ def _stat(args: argparse.Namespace) -> int:
              fmt.ms(r.golden.p50_ms) if r.golden else "-",
              fmt.ms(r.golden.p95_ms) if r.golden else "-",
              fmt.ms(r.golden.p99_ms) if r.golden else "-",
-             "-" if r.tcp_conn is None else str(r.tcp_conn))
+             "-" if r.tcp_conn is None else str(r.tcp_conn),
+             str(r.golden.in_flight) if r.golden else "-")
             for r in rows
         ]
-        print(fmt.columns(header, table, right=frozenset(range(2, 8))))
+        print(fmt.columns(header, table, right=frozenset(range(2, 9))))
     _report_failures(polls)
     return 0 if any(p.ok for p in polls) else 1
 

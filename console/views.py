@@ -31,6 +31,7 @@ from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
 from console.models.logs import LogFilter, next_level
 from console.models.overview import overview_rows
+from console.models.routes import route_rows
 from console.models.tap import TapFilter
 from console.models.top import SORT_KEYS
 from console.state import MeshData
@@ -174,7 +175,9 @@ class OverviewView(View):
 
 
 class TopView(View):
-    """Routes ranked live, like `linkerd viz top`; `s` changes the ranking."""
+    """Requests ranked live by source, destination, method and path, like `linkerd viz
+    top` (from tap; `s` changes the ranking), and under them every route and upstream of
+    `/v1/stats` with its requests in flight now."""
 
     title = "top"
     BINDINGS = [Binding("s", "cycle_sort", "Sort", id="top.sort")]
@@ -188,6 +191,11 @@ class TopView(View):
         yield Bar(classes="viewbar")
         yield _table(("SOURCE", 8), ("DEST", 8), ("METH", 4), ("PATH", 13), ("COUNT", 5),
                      ("RPS", 5), ("BEST", 5), ("WORST", 5), ("SUCCESS", 7), ("LAST", 5))
+        yield Bar(id="routes-bar", classes="viewbar")
+        routes = _table(("DIR", 3), ("SERVICE", 10), ("ROUTE", 10), ("RPS", 6), ("SUCCESS", 7),
+                        ("P50", 6), ("P99", 6), ("IN_FLIGHT", 9))
+        routes.id = "routes"
+        yield routes
 
     def action_cycle_sort(self) -> None:
         self.sort_by = SORT_KEYS[(SORT_KEYS.index(self.sort_by) + 1) % len(SORT_KEYS)]
@@ -206,6 +214,15 @@ class TopView(View):
             for r in data.top.ranked(self.sort_by, now)[:200]
         ]
         sync_table(self.query_one(DataTable), rows)
+        routes = route_rows(list(data.statuses.values()))
+        self.query_one("#routes-bar", Bar).set(
+            f"routes (inb) and upstreams (out) of /v1/stats, all proxies: {len(routes)}")
+        sync_table(self.query_one("#routes", DataTable), [
+            (r.key, (r.direction[:3], r.service, r.route, fmt.rps(r.golden.rps),
+                     fmt.percent(r.golden.success_rate), fmt.ms(r.golden.p50_ms),
+                     fmt.ms(r.golden.p99_ms), str(r.golden.in_flight)))
+            for r in routes
+        ])
 
 
 class TapView(View):

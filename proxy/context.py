@@ -67,6 +67,7 @@ class ProxyContext:
         self.draining = False
         self._clients: set[Downstream] = set()
         self._detecting = 0  # connections whose first bytes do not tell their protocol yet
+        self._tunnels: set[asyncio.Task[Any]] = set()  # relaying opaque TCP (`tunnelling`)
         # what `drained` waits on: woken when the requests in flight or the open client
         # connections fall to none (a future made only then, not an Event set per request)
         self._quiet: asyncio.Future[None] | None = None
@@ -135,6 +136,29 @@ class ProxyContext:
         finally:
             self._detecting -= 1
             self._note_if_no_clients()
+
+    @contextlib.contextmanager
+    def tunnelling(self) -> Iterator[None]:
+        """The task running the `with` block relays an opaque TCP tunnel: `cut_tunnels` ends
+        it at the drain deadline."""
+        task = asyncio.current_task()
+        if task is None:  # not in a task: nothing to cut
+            yield
+            return
+        self._tunnels.add(task)
+        try:
+            yield
+        finally:
+            self._tunnels.discard(task)
+
+    async def cut_tunnels(self) -> int:
+        """Cut every opaque TCP tunnel still open (the drain deadline passed) and wait until
+        each has ended, counted and published as cut (`proxy.tcp.DRAIN_CUT`); how many."""
+        tasks = list(self._tunnels)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
 
     def _note_if_no_clients(self) -> None:
         if not self.open_clients:

@@ -33,7 +33,7 @@ from proxy.relay import (
 )
 from proxy.retry import IDEMPOTENT_METHODS
 from proxy.retrying import AttemptFailed
-from proxy.tcp import tunnel
+from proxy.tcp import Tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 from proxy.tracecontext import hand_on, join_trace
 from proxy.upstream import Pool, Upstream, dial
@@ -292,10 +292,11 @@ class InboundProxy:
                 event.error = f"app.connect_failed: {exc}"[:200]
                 return
             meter = metrics.tcp_meter(event)
-            with self.ctx.request_in_flight(inbound=True), contextlib.closing(app_writer):
-                # the plain side is the app: what it sends is written to the client side
-                event.bytes_out, event.bytes_in, event.error = await tunnel(
-                    app_reader, app_writer, reader, writer, meter.written, meter.read
+            with (self.ctx.request_in_flight(inbound=True), contextlib.closing(app_writer),
+                  self.ctx.tunnelling()):
+                # the plain side is the app, the client the peer proxy on the TLS side
+                await Tunnel(event, meter, plain_is_client=False).relay(
+                    app_reader, app_writer, reader, writer
                 )
         finally:
             (meter or metrics.tcp_meter(event)).close(event.error)

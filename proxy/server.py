@@ -311,9 +311,11 @@ class ProxyServer:
         try:
             await asyncio.wait_for(self.ctx.drained(), self.ctx.config.timeouts.drain)
         except TimeoutError:
+            in_flight, connections = self.ctx.in_flight, self.ctx.open_clients
             log.warning(
                 "drain timeout: requests still in flight were cut",
-                extra={"in_flight": self.ctx.in_flight, "connections": self.ctx.open_clients},
+                extra={"in_flight": in_flight, "connections": connections,
+                       "tunnels_cut": await self.ctx.cut_tunnels()},
             )
         for task in self._tasks:
             task.cancel()

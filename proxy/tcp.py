@@ -27,6 +27,7 @@ from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
     from proxy.context import ProxyContext
+    from proxy.metrics import TcpMeter
     from proxy.outbound import OutboundProxy
 
 log = logging.getLogger("vmesh.proxy.tcp")
@@ -95,42 +96,58 @@ def _cut(plain: asyncio.StreamWriter, tls: asyncio.StreamWriter) -> None:
     tls.transport.abort()
 
 
-async def tunnel(
-    plain_reader: asyncio.StreamReader,
-    plain_writer: asyncio.StreamWriter,
-    tls_reader: asyncio.StreamReader,
-    tls_writer: asyncio.StreamWriter,
-    count_sent: Count,
-    count_received: Count,
-) -> tuple[int, int, str | None]:
-    """Relay a plain connection over a framed mTLS one until both directions ended; the
-    bytes the plain side sends and receives are counted as they pass (a `TcpMeter`'s).
+# a tunnel still open at its proxy's drain deadline, cut by the proxy (`Tunnel.relay`)
+DRAIN_CUT = "tcp.drain_timeout: cut by the proxy, still open at its drain deadline"
 
-    Returns the bytes the plain side sent and received, and why the relay failed (None
-    when both directions ended cleanly). A failure either way (a reset, a TLS connection
-    cut without its end frame), or the relay cancelled (the proxy stops at its drain
-    deadline), cuts both connections (`_cut`), and the peer proxy cuts its own plain side
-    in turn: a cut travels end to end as a cut.
-    """
-    sent, received = _Flow(count_sent), _Flow(count_received)
-    outgoing = asyncio.ensure_future(_plain_to_frames(plain_reader, tls_writer, sent))
-    incoming = asyncio.ensure_future(_frames_to_plain(tls_reader, plain_writer, received))
-    error = None
-    try:
-        await asyncio.gather(outgoing, incoming)
-    except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-        error = f"tcp.reset: {str(exc) or type(exc).__name__}"[:200]
-        _cut(plain_writer, tls_writer)
-    except asyncio.CancelledError:
-        _cut(plain_writer, tls_writer)
-        raise
-    finally:
-        for task in (outgoing, incoming):
-            task.cancel()
-        for writer in (tls_writer, plain_writer):
-            with contextlib.suppress(Exception):
-                writer.close()
-    return sent.total, received.total, error
+
+class Tunnel:
+    """One relay of a plain connection over a framed mTLS one, for the request event of its
+    client connection (the plain side on the outbound proxy, the TLS side on the inbound):
+    its bytes are counted in `meter` as they pass, and the event gets them and the error
+    (None when both directions ended cleanly) once the relay ends."""
+
+    __slots__ = ("_event", "_from_client", "_plain_is_client", "_to_client")
+
+    def __init__(self, event: RequestEvent, meter: "TcpMeter", plain_is_client: bool) -> None:
+        self._event = event
+        self._from_client, self._to_client = _Flow(meter.read), _Flow(meter.written)
+        self._plain_is_client = plain_is_client
+
+    async def relay(
+        self,
+        plain_reader: asyncio.StreamReader,
+        plain_writer: asyncio.StreamWriter,
+        tls_reader: asyncio.StreamReader,
+        tls_writer: asyncio.StreamWriter,
+    ) -> None:
+        """Relay until both directions ended. A failure either way (a reset, a TLS connection
+        cut without its end frame), or the relay cancelled (the proxy cuts its tunnels at its
+        drain deadline: `DRAIN_CUT`), cuts both connections (`_cut`), and the peer proxy cuts
+        its own plain side in turn: a cut travels end to end as a cut."""
+        from_plain, to_plain = self._from_client, self._to_client
+        if not self._plain_is_client:
+            from_plain, to_plain = to_plain, from_plain
+        outgoing = asyncio.ensure_future(_plain_to_frames(plain_reader, tls_writer, from_plain))
+        incoming = asyncio.ensure_future(_frames_to_plain(tls_reader, plain_writer, to_plain))
+        error = None
+        try:
+            await asyncio.gather(outgoing, incoming)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            error = f"tcp.reset: {str(exc) or type(exc).__name__}"[:200]
+            _cut(plain_writer, tls_writer)
+        except asyncio.CancelledError:
+            error = DRAIN_CUT
+            _cut(plain_writer, tls_writer)
+            raise
+        finally:
+            for task in (outgoing, incoming):
+                task.cancel()
+            for writer in (tls_writer, plain_writer):
+                with contextlib.suppress(Exception):
+                    writer.close()
+            event = self._event
+            event.bytes_in, event.bytes_out = self._from_client.total, self._to_client.total
+            event.error = error
 
 
 async def sniff(connection: Connection, within: float) -> str:
@@ -204,9 +221,10 @@ class TcpUpstreamListener:
                 upstream = await self._open_upstream(event)
                 if upstream is not None:
                     meter = metrics.tcp_meter(event)
-                    event.bytes_in, event.bytes_out, event.error = await tunnel(
-                        reader, writer, *upstream, meter.read, meter.written
-                    )
+                    with self.ctx.tunnelling():
+                        await Tunnel(event, meter, plain_is_client=True).relay(
+                            reader, writer, *upstream
+                        )
             finally:
                 writer.close()
                 (meter or metrics.tcp_meter(event)).close(event.error)

@@ -47,13 +47,14 @@ class SourceStatus:
 
 @dataclass(frozen=True, slots=True)
 class Golden:
-    """Rate, success and latency of a set of routes combined."""
+    """Rate, success, latency and requests in flight of a set of routes combined."""
 
     rps: float
     success_rate: float | None
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    in_flight: int
 
 
 def merged_percentile(
@@ -68,8 +69,9 @@ def merged_percentile(
 
 
 def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:
-    """Rates add up; success is weighted by rate; latency percentiles are those of all the
-    routes' requests together, merged from their sketches by request count.
+    """Rates and requests in flight add up; success is weighted by rate; latency percentiles
+    are those of all the routes' requests together, merged from their sketches by request
+    count.
 
     Quantiles of a union cannot be computed from quantiles of the parts: when a
     route has no sketch (a proxy of an older version), the worst route's is shown,
@@ -96,7 +98,8 @@ def combine(routes: list[RouteStats] | tuple[RouteStats, ...]) -> Golden:
     else:
         p50, p95, p99 = (worst([getattr(r, name) for r in routes])
                          for name in ("p50_ms", "p95_ms", "p99_ms"))
-    return Golden(rps=rps, success_rate=success, p50_ms=p50, p95_ms=p95, p99_ms=p99)
+    return Golden(rps=rps, success_rate=success, p50_ms=p50, p95_ms=p95, p99_ms=p99,
+                  in_flight=sum(r.in_flight for r in routes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,13 +68,17 @@ def certs_json(service: str, leaf_left: timedelta, serial: str) -> dict[str, Any
     }
 
 
-def stats_json(service: str, rps: float, success: float, p50: float, p99: float
-               ) -> dict[str, Any]:
+def stats_json(service: str, rps: float, success: float, p50: float, p99: float,
+               in_flight: int = 0, upstreams: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A proxy's stats: its route `default` and, with the same numbers, its `upstreams`."""
+    def row(name: str) -> dict[str, Any]:
+        return {"route": "default", "service": name, "rps": rps, "success_rate": success,
+                "p50_ms": p50, "p95_ms": p99 * 0.8, "p99_ms": p99, "requests": int(rps * 60),
+                "in_flight": in_flight}
+
     return {"service": service, "instance": f"{service}-1", "version": "0.1.0",
-            "window_s": 60, "tcp_open": 3,
-            "routes": [{"route": "default", "service": service, "rps": rps,
-                        "success_rate": success, "p50_ms": p50, "p95_ms": p99 * 0.8,
-                        "p99_ms": p99, "requests": int(rps * 60)}]}
+            "window_s": 60, "tcp_open": 3, "routes": [row(service)],
+            "upstreams": [row(name) for name in upstreams]}
 
 
 def scene(*, api_instances: int = 0) -> MeshData:
@@ -86,15 +90,17 @@ def scene(*, api_instances: int = 0) -> MeshData:
     data = MeshData(clock=lambda: NOW.timestamp())
     data.top.watched_since = NOW.timestamp() - 60  # the console has watched for a minute
     apis = [(f"api-{n}", "api") for n in range(1, api_instances + 1)] or [("api", "api")]
-    layout = [*((name, service, 12.5, 0.995, 3.0, 40.0, timedelta(hours=20))
+    layout = [*((name, service, 12.5, 0.995, 3.0, 40.0, timedelta(hours=20), 2, ())
                 for name, service in apis),
-              ("store", "store", 4.0, 0.9, 8.0, 250.0, -timedelta(hours=2)),
-              ("web", "web", 20.0, 1.0, 2.0, 15.0, timedelta(hours=5))]
-    for i, (name, service, rps, success, p50, p99, left) in enumerate(layout):
+              ("store", "store", 4.0, 0.9, 8.0, 250.0, -timedelta(hours=2), 1, ()),
+              ("web", "web", 20.0, 1.0, 2.0, 15.0, timedelta(hours=5), 0, ("api", "store"))]
+    for i, (name, service, rps, success, p50, p99, left, in_flight, upstreams) in enumerate(
+            layout):
         source = Source(name, "unix", f"/run/vmesh/{name}.sock")
         ready = not (api_instances > 1 and name == apis[-1][0])
+        stats = stats_json(service, rps, success, p50, p99, in_flight, upstreams)
         poll = Poll(source, True, ready=ready, at=NOW.timestamp() - 1,
-                    stats=ProxyStats.from_json(stats_json(service, rps, success, p50, p99)),
+                    stats=ProxyStats.from_json(stats),
                     certs=ProxyCerts.from_json(name, certs_json(service, left, f"5e{i}")))
         data.apply_poll(poll)
     down = Source("cache", "unix", "/run/vmesh/cache.sock")

@@ -160,3 +160,45 @@ async def test_a_first_browse_that_hears_nothing_keeps_the_saved_set(
     assert (first.source, first.stale, first.instances) == ("last-known-good", True,
                                                             saved.instances)
     assert lkg.load(service).instances == saved.instances
+
+
+async def test_foreign_instances_are_logged_once_while_they_stay_and_then_forgotten(
+    discoveries: list[MdnsDiscovery], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An instance of another trust domain is logged when it appears, not at every
+    announcement, and is forgotten when it says goodbye: what the watcher remembers is bounded
+    by what its browse holds now, however many foreign instances come and go (it logs one
+    again if it comes back)."""
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.mdns")
+    service = f"api{secrets.token_hex(3)}"
+    theirs, watcher = (MdnsDiscovery(LOOPBACK, trust_domain="beta.test"),
+                       MdnsDiscovery(LOOPBACK, trust_domain="alpha.test"))
+    discoveries += [theirs, watcher]
+
+    def foreign(number: int) -> Instance:
+        return Instance(service, f"{service}-theirs-{number}", "127.0.0.1", 42000 + number)
+
+    def logged() -> list[str]:  # the instance names logged, of this test's service only
+        return [r.record.split(".")[0] for r in caplog.records  # type: ignore[attr-defined]
+                if getattr(r, "event", None) == "discovery_mdns_foreign"
+                and getattr(r, "record", "").startswith(f"{service}-")]
+
+    views = watcher.watch(service)
+    first = asyncio.ensure_future(anext(views))  # browsing from now on
+    try:
+        await theirs.register(foreign(1))
+        await theirs.register(foreign(2))
+        await eventually(lambda: sorted(logged()) == [foreign(1).instance_id,
+                                                      foreign(2).instance_id], within=15)
+        await theirs.deregister(foreign(1))  # its goodbye is out
+        await theirs.register(foreign(3))  # announced after that goodbye: heard after it
+        await eventually(lambda: foreign(3).instance_id in logged(), within=15)
+        await theirs.register(foreign(1))  # back after it left: forgotten, so logged again
+        await eventually(lambda: logged().count(foreign(1).instance_id) == 2, within=15)
+        assert logged().count(foreign(2).instance_id) == 1
+        assert watcher.current(service).instances == ()  # none of them is routed to
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await first
+        await views.aclose()

@@ -143,8 +143,8 @@ def test_a_reset_by_the_server_reaches_the_client_as_a_reset(resetting: ProxyPro
 
 @pytest.fixture
 def echoing(tmp_path: Path) -> Iterator[tuple[ProxyProcess, "queue.Queue[str]"]]:
-    """A `front` proxy (drain timeout 1 s) with a TCP listener for `echo`, an app that sends
-    back what it reads and tells how each of its streams ended (see `_end`)."""
+    """A `front` proxy (drain timeout 1 s, access log on) with a TCP listener for `echo`, an
+    app that sends back what it reads and tells how each of its streams ended (see `_end`)."""
     server = socket.create_server(("127.0.0.1", 0))
     ends: queue.Queue[str] = queue.Queue()
 
@@ -168,7 +168,8 @@ def echoing(tmp_path: Path) -> Iterator[tuple[ProxyProcess, "queue.Queue[str]"]]
     try:
         mesh.start_proxy("echo", server.getsockname()[1])
         front = mesh.start_proxy(
-            "front", 1, extra='[[tcp]]\nservice = "echo"\nlisten = "127.0.0.1:0"', drain="1s"
+            "front", 1, drain="1s",
+            extra='access_log = true\n[[tcp]]\nservice = "echo"\nlisten = "127.0.0.1:0"',
         )
         yield front, ends
     finally:
@@ -190,10 +191,18 @@ def test_a_reset_by_the_client_reaches_the_server_as_a_reset(echoing) -> None:
     assert ends.get(timeout=10) == "ConnectionResetError"
 
 
-def test_a_tunnel_cut_at_the_drain_deadline_is_a_reset_at_both_ends(echoing) -> None:
+def test_a_tunnel_cut_at_the_drain_deadline_is_a_reset_at_both_ends_and_logged_as_cut(
+        echoing) -> None:
     front, ends = echoing
     with _echoed(front) as sock:
         front.proc.send_signal(signal.SIGTERM)  # the tunnel outlives the 1 s drain
         assert _end(sock) == "ConnectionResetError"
     assert ends.get(timeout=10) == "ConnectionResetError"
     assert front.proc.wait(timeout=10) == 0
+    # what the stopping proxy printed: its access log line of the tunnel says it was cut
+    # (as its tcp_close_total counts it), and the drain's warning counts it
+    tunnel = front.wait_for_log(lambda line: line.get("logger") == "vmesh.access")["request"]
+    assert (tunnel["dst"]["service"], tunnel["bytes_in"], tunnel["bytes_out"]) == ("echo", 10, 10)
+    assert (tunnel["error"] or "").startswith("tcp.drain_timeout: ")  # no clean close (null)
+    drain = front.wait_for_log(lambda line: line["msg"].startswith("drain timeout"))
+    assert (drain["in_flight"], drain["tunnels_cut"]) == (1, 1)

@@ -129,7 +129,8 @@ class MdnsDiscovery:
     ) -> None:
         self.trust_domain = trust_domain
         self.first_browse_s = first_browse_s
-        self._foreign: set[str] = set()  # names of other trust domains' instances, logged once
+        # names of other trust domains' instances the browse holds, logged as they came
+        self._foreign: set[str] = set()
         self._zeroconf = AsyncZeroconf(
             interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only
         )
@@ -205,6 +206,7 @@ class MdnsDiscovery:
     ) -> None:
         if state_change is ServiceStateChange.Removed:
             self._silent.discard(name)
+            self._foreign.discard(name)  # forgotten: logged again if it comes back
             if self._known.pop(name, None) is not None:
                 self._notify()
             return
@@ -226,7 +228,8 @@ class MdnsDiscovery:
             self._notify()
 
     def _is_foreign(self, name: str, trust_domain: str | None) -> bool:
-        """Whether `name` announces another trust domain than ours (logged once per name)."""
+        """Whether `name` announces another trust domain than ours (logged once while the
+        browse holds it: `_on_change` forgets it when it leaves, so the set stays bounded)."""
         if not self.trust_domain or not trust_domain or trust_domain == self.trust_domain:
             return False
         if name not in self._foreign:

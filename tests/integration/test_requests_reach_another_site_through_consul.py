@@ -1,13 +1,16 @@
 """Multi-site over Consul WAN federation: an app asks for `api.east.mesh`, its proxy watches `api`
 in datacenter east through its own agent (`?dc=east`) and sends the request over mTLS straight
-to the east instance (one trust domain, one CA). A datacenter the agent does not know is refused
-with its reason, not watched for ever; a proxy that discovers over mDNS refuses every site name.
+to the east instance (one trust domain, one CA). A ServicePolicy `failover` sends the requests
+for `api` to east while dc1 has no instance of it, and back once it has. A datacenter the agent
+does not know is refused with its reason, not watched for ever; a proxy that discovers over mDNS
+refuses every site name.
 
 Each site has its own agent (tests/fake_consul.py, federated as over the WAN) and its own
 VMESH_ROOT, whose mesh.toml points at that agent; both issue from one CA.
 """
 
 import secrets
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +104,65 @@ def test_a_request_for_api_east_reaches_the_east_instance_over_mtls(
         return seen == {f"{name}-dc1-app", f"{name}-east-app"}
 
     wait_until(both_sites_answer, within=15, what="the split sending requests to both sites")
+
+
+def test_requests_fail_over_to_east_while_dc1_lists_no_instance_and_come_back(
+    agent: FakeConsul, sites: Sites
+) -> None:
+    name = f"api{secrets.token_hex(3)}"
+    here, there = f"{name}-dc1-app", f"{name}-east-app"
+    sites.backends += [start_backend(here), start_backend(there)]
+    policy = sites.home.root / "etc/vmesh/policy.d/failover.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text(f"kind: ServicePolicy\nservice: {name}\nfailover: [{name}.east]\n")
+    local = sites.home.start_proxy(name, sites.backends[0].port, instance_id=f"{name}-dc1")
+    east_api = sites.east.start_proxy(name, sites.backends[1].port, instance_id=f"{name}-east")
+    front = sites.home.start_proxy(f"front{secrets.token_hex(3)}", 1)
+
+    def answered_by() -> str:
+        """The app that answered a request for `api`, or the proxy's reason for none."""
+        answer = get(front, f"{name}.mesh")
+        return answer.json()["name"] if answer.status_code == 200 else answer.headers[
+            "vmesh-error"]
+
+    def changes() -> list[tuple[str, str | None]]:
+        return [(line["event"], line.get("failover_to", line.get("failover_from")))
+                for line in front.logs
+                if line.get("event") in ("failover", "failover_ended")
+                and line.get("dst_service") == name]
+
+    wait_until(lambda: answered_by() == here, within=15, what="dc1's instance found")
+    assert [answered_by() for _ in range(3)] == [here] * 3  # local first, east untouched
+    assert upstream(front, name)["failover"] is None
+
+    local.proc.send_signal(signal.SIGUSR1)  # leaves discovery (still serving)
+    wait_until(lambda: answered_by() == there, within=15, what="failover to east")
+    assert [answered_by() for _ in range(3)] == [there] * 3
+    shown = upstream(front, name)["failover"]
+    assert (shown["to"], shown["reason"], shown["detail"]) == (
+        f"{name}.east", "no_endpoints", f"discovery lists no instance of {name}")
+    wait_until(lambda: front.metric("response_total", authority=f"{name}.mesh",
+                                    dst_service=f"{name}.east", status_code="200") >= 4,
+               what="metrics counting the requests for api under dst_service api.east")
+    assert changes() == [("failover", f"{name}.east")]  # once, not once per request
+    line = front.wait_for_log(lambda line: line.get("event") == "failover")
+    assert line["msg"] == "failing over: the service has no available instance"
+
+    east_api.proc.send_signal(signal.SIGUSR1)  # east has none left either
+    wait_until(lambda: answered_by() == "no_endpoints", within=15, what="east gone too")
+    refused = get(front, f"{name}.mesh")
+    assert refused.status_code == 503
+    assert (f"discovery lists no instance of {name}; failover found no available instance "
+            f"either ({name}.east: no_endpoints)") in refused.text
+
+    east_api.proc.send_signal(signal.SIGTTIN)  # east joins again, then dc1
+    wait_until(lambda: answered_by() == there, within=15, what="east back")
+    local.proc.send_signal(signal.SIGTTIN)
+    wait_until(lambda: answered_by() == here, within=15, what="requests back in dc1")
+    assert [answered_by() for _ in range(3)] == [here] * 3
+    assert upstream(front, name)["failover"] is None
+    assert changes() == [("failover", f"{name}.east"), ("failover", None),
+                         ("failover", f"{name}.east"), ("failover_ended", f"{name}.east")]
 
 
 def test_a_datacenter_the_agent_does_not_know_is_refused_and_not_watched(

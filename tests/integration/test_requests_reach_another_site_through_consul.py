@@ -106,63 +106,116 @@ def test_a_request_for_api_east_reaches_the_east_instance_over_mtls(
     wait_until(both_sites_answer, within=15, what="the split sending requests to both sites")
 
 
+@dataclass
+class FailingOver:
+    """`api` in dc1 and in east, its ServicePolicy in dc1 failing over to `api.east`, and the
+    proxy of a dc1 app that asks for `api`."""
+
+    name: str
+    here: str  # the name of dc1's app of `api`
+    there: str  # east's
+    local: ProxyProcess  # dc1's proxy of `api`
+    east_api: ProxyProcess
+    front: ProxyProcess
+
+    @classmethod
+    def start(cls, sites: Sites, policy: str = "") -> "FailingOver":
+        """Everything started; `policy`: more lines of the ServicePolicy."""
+        name = f"api{secrets.token_hex(3)}"
+        here, there = f"{name}-dc1-app", f"{name}-east-app"
+        sites.backends += [start_backend(here), start_backend(there)]
+        path = sites.home.root / "etc/vmesh/policy.d/failover.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"kind: ServicePolicy\nservice: {name}\nfailover: [{name}.east]\n"
+                        f"{policy}")
+        local = sites.home.start_proxy(name, sites.backends[-2].port, instance_id=f"{name}-dc1")
+        east_api = sites.east.start_proxy(name, sites.backends[-1].port,
+                                          instance_id=f"{name}-east")
+        front = sites.home.start_proxy(f"front{secrets.token_hex(3)}", 1)
+        found = cls(name, here, there, local, east_api, front)
+        wait_until(lambda: found.answered_by() == here, within=15, what="dc1's instance found")
+        return found
+
+    def answered_by(self) -> str:
+        """The app that answered a request for `api`, or the proxy's reason for none."""
+        answer = get(self.front, f"{self.name}.mesh")
+        if answer.status_code == 200:
+            return answer.json()["name"]
+        return answer.headers["vmesh-error"]
+
+    def changes(self) -> list[tuple[str, str | None]]:
+        """The failover changes the front proxy logged: (event, to or from)."""
+        return [(line["event"], line.get("failover_to", line.get("failover_from")))
+                for line in self.front.logs
+                if line.get("event") in ("failover", "failover_ended")
+                and line.get("dst_service") == self.name]
+
+    def logged(self, *changes: tuple[str, str | None]) -> None:
+        """Until the front proxy has logged `changes`, and no more."""
+        wait_until(lambda: self.changes() == list(changes), what=f"log lines {changes}")
+
+    def failover(self) -> dict | None:
+        return upstream(self.front, self.name)["failover"]
+
+
 def test_requests_fail_over_to_east_while_dc1_lists_no_instance_and_come_back(
     agent: FakeConsul, sites: Sites
 ) -> None:
-    name = f"api{secrets.token_hex(3)}"
-    here, there = f"{name}-dc1-app", f"{name}-east-app"
-    sites.backends += [start_backend(here), start_backend(there)]
-    policy = sites.home.root / "etc/vmesh/policy.d/failover.yaml"
-    policy.parent.mkdir(parents=True, exist_ok=True)
-    policy.write_text(f"kind: ServicePolicy\nservice: {name}\nfailover: [{name}.east]\n")
-    local = sites.home.start_proxy(name, sites.backends[0].port, instance_id=f"{name}-dc1")
-    east_api = sites.east.start_proxy(name, sites.backends[1].port, instance_id=f"{name}-east")
-    front = sites.home.start_proxy(f"front{secrets.token_hex(3)}", 1)
+    api = FailingOver.start(sites)
+    name, here, there = api.name, api.here, api.there
+    assert [api.answered_by() for _ in range(3)] == [here] * 3  # local first, east untouched
+    assert api.failover() is None
 
-    def answered_by() -> str:
-        """The app that answered a request for `api`, or the proxy's reason for none."""
-        answer = get(front, f"{name}.mesh")
-        return answer.json()["name"] if answer.status_code == 200 else answer.headers[
-            "vmesh-error"]
-
-    def changes() -> list[tuple[str, str | None]]:
-        return [(line["event"], line.get("failover_to", line.get("failover_from")))
-                for line in front.logs
-                if line.get("event") in ("failover", "failover_ended")
-                and line.get("dst_service") == name]
-
-    wait_until(lambda: answered_by() == here, within=15, what="dc1's instance found")
-    assert [answered_by() for _ in range(3)] == [here] * 3  # local first, east untouched
-    assert upstream(front, name)["failover"] is None
-
-    local.proc.send_signal(signal.SIGUSR1)  # leaves discovery (still serving)
-    wait_until(lambda: answered_by() == there, within=15, what="failover to east")
-    assert [answered_by() for _ in range(3)] == [there] * 3
-    shown = upstream(front, name)["failover"]
+    api.local.proc.send_signal(signal.SIGUSR1)  # leaves discovery (still serving)
+    wait_until(lambda: api.answered_by() == there, within=15, what="failover to east")
+    assert [api.answered_by() for _ in range(3)] == [there] * 3
+    shown = api.failover()
+    assert shown is not None
     assert (shown["to"], shown["reason"], shown["detail"]) == (
         f"{name}.east", "no_endpoints", f"discovery lists no instance of {name}")
-    wait_until(lambda: front.metric("response_total", authority=f"{name}.mesh",
-                                    dst_service=f"{name}.east", status_code="200") >= 4,
+    wait_until(lambda: api.front.metric("response_total", authority=f"{name}.mesh",
+                                        dst_service=f"{name}.east", status_code="200") >= 4,
                what="metrics counting the requests for api under dst_service api.east")
-    assert changes() == [("failover", f"{name}.east")]  # once, not once per request
-    line = front.wait_for_log(lambda line: line.get("event") == "failover")
+    api.logged(("failover", f"{name}.east"))  # once, not once per request
+    line = api.front.wait_for_log(lambda line: line.get("event") == "failover")
     assert line["msg"] == "failing over: the service has no available instance"
 
-    east_api.proc.send_signal(signal.SIGUSR1)  # east has none left either
-    wait_until(lambda: answered_by() == "no_endpoints", within=15, what="east gone too")
-    refused = get(front, f"{name}.mesh")
+    api.east_api.proc.send_signal(signal.SIGUSR1)  # east has none left either
+    wait_until(lambda: api.answered_by() == "no_endpoints", within=15, what="east gone too")
+    refused = get(api.front, f"{name}.mesh")
     assert refused.status_code == 503
     assert (f"discovery lists no instance of {name}; failover found no available instance "
             f"either ({name}.east: no_endpoints)") in refused.text
 
-    east_api.proc.send_signal(signal.SIGTTIN)  # east joins again, then dc1
-    wait_until(lambda: answered_by() == there, within=15, what="east back")
-    local.proc.send_signal(signal.SIGTTIN)
-    wait_until(lambda: answered_by() == here, within=15, what="requests back in dc1")
-    assert [answered_by() for _ in range(3)] == [here] * 3
-    assert upstream(front, name)["failover"] is None
-    assert changes() == [("failover", f"{name}.east"), ("failover", None),
-                         ("failover", f"{name}.east"), ("failover_ended", f"{name}.east")]
+    api.east_api.proc.send_signal(signal.SIGTTIN)  # east joins again, then dc1
+    wait_until(lambda: api.answered_by() == there, within=15, what="east back")
+    api.local.proc.send_signal(signal.SIGTTIN)
+    wait_until(lambda: api.answered_by() == here, within=15, what="requests back in dc1")
+    assert [api.answered_by() for _ in range(3)] == [here] * 3
+    assert api.failover() is None
+    api.logged(("failover", f"{name}.east"), ("failover", None),
+               ("failover", f"{name}.east"), ("failover_ended", f"{name}.east"))
+
+
+def test_requests_fail_over_while_dc1s_instance_is_ejected_and_return_after_its_probe(
+    agent: FakeConsul, sites: Sites
+) -> None:
+    api = FailingOver.start(sites, "circuit_breaker: {consecutive_failures: 1, "
+                                   "backoff: {min: 2s, max: 2s, jitter: 0}}\n")
+    app = sites.backends[-2]
+    app.stop()  # dc1's proxy of api answers 502: one failure ejects its only instance
+    assert api.answered_by() == "app.connect_failed"
+    assert api.answered_by() == api.there  # (a probe of dc1's instance may come 2 s later)
+    shown = api.failover()
+    assert shown is not None and (shown["to"], shown["reason"]) == (
+        f"{api.name}.east", "all_endpoints_ejected")
+
+    sites.backends.append(start_backend(api.here, port=app.port))  # the app is back
+    # after the backoff, one request probes dc1's instance; once it succeeded, all go there
+    wait_until(lambda: api.answered_by() == api.here, within=15, what="the probe")
+    assert [api.answered_by() for _ in range(3)] == [api.here] * 3
+    assert api.failover() is None
+    api.logged(("failover", f"{api.name}.east"), ("failover_ended", f"{api.name}.east"))
 
 
 def test_a_datacenter_the_agent_does_not_know_is_refused_and_not_watched(

@@ -170,8 +170,8 @@ class ServiceEndpoints:
             return
         self.failover = None
         log.info("failover ends: the service has an available instance again",
-                    extra={"event": "failover_ended", "dst_service": self.service,
-                           "failover_from": current.to})
+                 extra={"event": "failover_ended", "dst_service": self.service,
+                        "failover_from": current.to})
 
     def describe(self) -> dict[str, Any]:
         view = self.view

@@ -29,6 +29,7 @@ COMPILED = [
     "proxy/downstream.py",
     "proxy/endpoints.py",
     "proxy/events.py",
+    "proxy/failover.py",
     "proxy/feed.py",
     "proxy/http1.py",
     "proxy/inbound.py",

@@ -8,6 +8,7 @@ from typing import Any
 
 from proxy.balance import PeakEwma, pick
 from proxy.breaker import BreakerSettings, CircuitBreaker
+from proxy.failover import Failover
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
 
@@ -15,6 +16,14 @@ log = logging.getLogger("vmesh.proxy")
 
 UNUSED_SWEEPS = 10  # sweeps in a row without a request, after which a watch is dropped
 REFUSAL_S = 30.0  # how long discovery's refusal of a name answers its requests, unasked
+
+
+class NoEndpoints(Exception):
+    """No instance of the service can take the request now."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -59,6 +68,8 @@ class ServiceEndpoints:
         self._unused_sweeps = 0
         self.refused: NotDiscoverable | None = None  # discovery cannot serve the name at all
         self._refused_at = 0.0
+        # where its requests go while it has no available instance (ServicePolicy `failover`)
+        self.failover: Failover | None = None
 
     def refuse(self, refusal: NotDiscoverable, now: float) -> None:
         """Discovery refuses the name (a datacenter it does not know) at `now` (monotonic):
@@ -122,6 +133,46 @@ class ServiceEndpoints:
         candidates = [e for i, e in self.endpoints.items() if i not in exclude]
         return pick(candidates, self._rng)
 
+    def available(self) -> bool:
+        """Whether an instance can take a request now (`pick` would find one)."""
+        return any(endpoint.available() for endpoint in self.endpoints.values())
+
+    def no_instance(self) -> NoEndpoints:
+        """Why no instance can take a request: discovery refuses the name, lists none, or
+        every instance listed is ejected by its circuit breaker."""
+        if self.refused is not None:  # a datacenter discovery does not know
+            return NoEndpoints(self.refused.reason, str(self.refused))
+        if not self.endpoints:
+            return NoEndpoints("no_endpoints", f"discovery lists no instance of {self.service}")
+        return NoEndpoints(
+            "all_endpoints_ejected", f"every instance of {self.service} is failing (circuit open)"
+        )
+
+    def fail_over(self, to: str | None, why: NoEndpoints) -> None:
+        """Its requests go to the failover destination `to` (None: no destination has an
+        instance either), as it has none available (`why`); logged when that is a change."""
+        current = self.failover
+        if current is not None and current.to == to:
+            return
+        self.failover = Failover(to, why.reason, str(why), time.time())
+        fields = {"event": "failover", "dst_service": self.service, "failover_to": to,
+                  "reason": why.reason, "detail": str(why)}
+        if to is None:
+            log.warning("failover found no destination with an available instance either; "
+                        "requests fail", extra=fields)
+        else:
+            log.warning("failing over: the service has no available instance", extra=fields)
+
+    def fail_back(self) -> None:
+        """Its requests go to its own instances again (one is available): logged."""
+        current = self.failover
+        if current is None:
+            return
+        self.failover = None
+        log.info("failover ends: the service has an available instance again",
+                 extra={"event": "failover_ended", "dst_service": self.service,
+                        "failover_from": current.to})
+
     def describe(self) -> dict[str, Any]:
         view = self.view
         return {
@@ -134,6 +185,7 @@ class ServiceEndpoints:
                 {"reason": self.refused.reason, "detail": str(self.refused)}
                 if self.refused else None
             ),
+            "failover": self.failover.describe() if self.failover else None,
             "instances": [
                 {
                     "id": e.instance.instance_id,

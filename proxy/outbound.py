@@ -19,8 +19,9 @@ from proxy.connection import Connection, listen
 from proxy.context import ProxyContext
 from proxy.continue_body import ContinueBody
 from proxy.downstream import Downstream
-from proxy.endpoints import Endpoint
+from proxy.endpoints import Endpoint, NoEndpoints, ServiceEndpoints
 from proxy.events import RequestEvent
+from proxy.failover import choose
 from proxy.http1 import Http1Error, MessageEnd, RequestHead
 from proxy.keepalive import keep_alive
 from proxy.normalize import BadPath, normalize_target
@@ -46,14 +47,6 @@ log = logging.getLogger("vmesh.proxy.outbound")
 MAX_BUFFERED_BODY = 64 * 1024  # bodies up to this size are kept, so they can be retried
 CONNECT_ATTEMPTS = 3  # instances tried when connecting fails, before the attempt fails
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
-
-
-class NoEndpoints(Exception):
-    """No instance of the service can take the request now."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 class Destination:
@@ -358,7 +351,8 @@ class OutboundProxy:
         the instances earlier attempts of this request went to: a retry goes elsewhere while
         another instance is available (Envoy's `previous_hosts`), since the balancer would
         likely pick a fast-failing instance again. Interim responses go to `client` (None:
-        a mirrored copy's go nowhere)."""
+        a mirrored copy's go nowhere). With no instance of `backend` available, the request
+        goes to its failover destination (`_fail_over`)."""
         endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
@@ -366,14 +360,12 @@ class OutboundProxy:
             if endpoint is None:
                 endpoint = endpoints.pick(exclude=refused)
             if endpoint is None:
-                if endpoints.refused is not None:  # a datacenter discovery does not know
-                    raise NoEndpoints(endpoints.refused.reason, str(endpoints.refused))
-                if not endpoints.endpoints:
-                    raise NoEndpoints("no_endpoints", f"discovery lists no instance of {backend}")
-                raise NoEndpoints(
-                    "all_endpoints_ejected",
-                    f"every instance of {backend} is failing (circuit open)",
-                )
+                if refused or endpoints.service != backend:  # its failover's, never followed
+                    raise endpoints.no_instance()
+                endpoints = await self._fail_over(endpoints, event)
+                continue
+            if endpoints.failover is not None and endpoint.breaker.state == "closed":
+                endpoints.fail_back()  # an instance of its own is back (not a mere probe)
             tried.add(endpoint.instance.instance_id)
             try:
                 return await self._send_to(endpoint, head, headers, body, event, client)
@@ -385,9 +377,33 @@ class OutboundProxy:
                     raise
                 log.info(
                     "instance refused the connection; trying another",
-                    extra={"dst_service": backend, "instance": endpoint.instance.instance_id,
-                           "detail": str(exc)},
+                    extra={"dst_service": endpoints.service,
+                           "instance": endpoint.instance.instance_id, "detail": str(exc)},
                 )
+
+    async def _fail_over(self, own: ServiceEndpoints, event: RequestEvent) -> ServiceEndpoints:
+        """Where the requests for `own`'s service go while it has no available instance: the
+        first destination of its ServicePolicy's `failover` that has one. NoEndpoints when
+        none has (or it has none): the service's own reason, and the destinations'."""
+        why = own.no_instance()
+        order = self.ctx.traffic.service(own.service).failover
+        if not order:
+            raise why
+        destinations: list[ServiceEndpoints] = []
+        for name in order:
+            if self.ctx.may_route_to(name):
+                destinations.append(
+                    self.ctx.known_endpoints(name) or await self.ctx.endpoints(name)
+                )
+        chosen = choose(destinations)
+        own.fail_over(chosen.service if chosen is not None else None, why)
+        if chosen is None:
+            reasons = ", ".join(f"{d.service}: {d.no_instance().reason}" for d in destinations)
+            raise NoEndpoints(
+                why.reason, f"{why}; failover found no available instance either ({reasons})"
+            )
+        event.dst_service = chosen.service
+        return chosen
 
     async def _send_to(
         self,

@@ -64,6 +64,11 @@ class ServiceTraffic:
     def circuit_breaker(self) -> CircuitBreaker:
         return self.settings.circuit_breaker
 
+    @property
+    def failover(self) -> tuple[str, ...]:
+        """Where its requests go, in order, while it has no available instance."""
+        return self.settings.failover
+
     def plan(self, facts: RequestFacts) -> RoutePlan:
         return self._plans[self.routes.match(facts).route]
 

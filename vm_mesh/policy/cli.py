@@ -26,7 +26,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     explain = add_command(
         sub,
         "explain",
-        "Show which route, backends, timeouts, retries and authorization one request gets.",
+        "Show which route, backends, timeouts, retries, failover and authorization one request "
+        "gets.",
     )
     explain.add_argument("service", help="destination service")
     explain.add_argument("target", nargs="?", default="/", help="request target, e.g. /v2/x?q=1")
@@ -119,6 +120,7 @@ def _explain(args: argparse.Namespace) -> int:
         },
         "retry": dump(plan.target.retry) if plan.target.retry else None,
         "mirrors": {m.to: m.percent for m in service.mirrors.targets},
+        "failover": list(service.failover),
         "authorization": {
             "decision": decision.verdict, "rule": decision.rule, "reason": decision.reason
         },
@@ -138,5 +140,5 @@ def _plain(value: object) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={_plain(v)}" for k, v in value.items() if v is not None) or "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
+        return ",".join(str(v) for v in value) or "-"
     return str(value)

@@ -297,7 +297,10 @@ class ServicePolicy:
 
     `opaque_ports`: ports on which connections to the service are never inspected (a
     per-upstream TCP listener on one of them relays at once); `detect_timeout`: how long
-    such a listener waits for an HTTP request line before relaying as opaque TCP.
+    such a listener waits for an HTTP request line before relaying as opaque TCP;
+    `failover`: where the service's requests go, in order, while it has no available
+    instance (another site's `api.east`, or another service): the first destination with
+    one, its own failover never followed.
     """
 
     kind: Literal["ServicePolicy"]
@@ -308,6 +311,18 @@ class ServicePolicy:
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     opaque_ports: tuple[Port, ...] = ()
     detect_timeout: Duration | None = None
+    failover: tuple[Destination, ...] = ()
+
+    def __post_init__(self) -> None:
+        first: dict[str, int] = {}
+        for index, destination in enumerate(self.failover):
+            if destination == self.service:
+                raise FieldError(("failover", index), f"{destination!r} is the service "
+                                 "itself: list where its requests go when it has no instance")
+            if destination in first:
+                raise FieldError(("failover", index), f"{destination!r} is listed already, "
+                                 f"as failover[{first[destination]}]")
+            first[destination] = index
 
 
 # --- Mirror ----------------------------------------------------------------

@@ -33,6 +33,7 @@ from proxy.relay import (
     request_headers,
     send_request,
 )
+from proxy.retry import IDEMPOTENCY_KEY, resend_on_new_connection
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.timeouts import TaskTimer
@@ -413,9 +414,12 @@ class OutboundProxy:
                 try:
                     response = await send_request(upstream, head, headers, body, client=client)
                 except AttemptFailed:
-                    if not _repeatable(body):
+                    # the peer closed this pooled connection as the request went out, or died
+                    # with the request: one safe to repeat goes once more, on a new connection
+                    if not resend_on_new_connection(
+                        head.method, head.header(IDEMPOTENCY_KEY) is not None, _repeatable(body)
+                    ):
                         raise
-                    # a pooled connection the peer had closed: try once on a fresh one
                     upstream, _ = await self.pool.acquire(key)
                     response = await send_request(upstream, head, headers, body, client=client)
         except (AttemptFailed, UpstreamProtocolError):

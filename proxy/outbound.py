@@ -90,7 +90,7 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
                 "https:// URLs cannot be proxied in plain text",
             )
         url = urlsplit(target)
-        authority = url.netloc.rpartition("@")[2]  # userinfo never names the service
+        authority = url.netloc  # with no userinfo: the parser refused any
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     else:
         authority = (head.header(b"host") or b"").decode("ascii", "replace")

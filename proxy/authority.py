@@ -2,12 +2,12 @@
 
 Syntax only: whether a name is a mesh service is for routing to say. A Host
 value is `uri-host [":" port]` (RFC 9110 7.2), empty when the target has no
-authority (RFC 9112 3.2); an `http(s)://` target's authority may add
-`userinfo "@"` and may not leave the host empty (RFC 9110 4.2.1). A port is
-digits, at most 65535, and may be empty (RFC 3986 3.2.3: the scheme's
-default). Nearly every value is a plain name or address with a short port,
-which one regex accepts; the rest are parsed in full, which also says what is
-wrong.
+authority (RFC 9112 3.2); an `http(s)://` target's authority may not leave the
+host empty (RFC 9110 4.2.1), and the `userinfo "@"` its grammar allows is
+refused on its own terms (RFC 9110 4.2.4). A port is digits, at most 65535, and
+may be empty (RFC 3986 3.2.3: the scheme's default). Nearly every value is a
+plain name or address with a short port, which one regex accepts; the rest are
+parsed in full, which also says what is wrong.
 """
 
 import ipaddress
@@ -16,10 +16,9 @@ import re
 # A name or IPv4 address and a port below 10000 (a subset of the grammar), with the
 # whitespace llhttp leaves after a header value.
 _USUAL = re.compile(rb"[A-Za-z0-9.\-]+(?::[0-9]{0,4})?[ \t]*")
-# What reg-name and userinfo may not hold: a character outside unreserved, sub-delims and
-# "%" (userinfo adds ":"), or a "%" without two hex digits after it.
+# What a reg-name may not hold: a character outside unreserved, sub-delims and "%", or a
+# "%" without two hex digits after it.
 _NOT_REG_NAME = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
-_NOT_USERINFO = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=%:]|%(?![0-9A-Fa-f]{2})")
 _IPV_FUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+")
 _ABSOLUTE = re.compile(rb"https?://([^/?#]*)", re.IGNORECASE)
 MAX_PORT = 65535
@@ -41,19 +40,22 @@ def absolute_authority(target: bytes) -> bytes | None:
     return found.group(1) if found is not None else None
 
 
+def has_userinfo(authority: bytes) -> bool:
+    """Whether an absolute-form target's authority carries userinfo: RFC 9110 4.2.4 has a
+    recipient treat it as an error, since `http://trusted.example@evil/` goes to `evil`.
+    (No host or port holds an "@", and the authority ends before any path, so one "@"
+    is enough.)"""
+    return b"@" in authority
+
+
 def authority_problem(authority: bytes) -> str | None:
-    """What makes an absolute-form target's authority no `[userinfo "@"] host [":" port]`
-    with a host, or None when it is one."""
+    """What makes an absolute-form target's authority no `host [":" port]` with a host, or
+    None when it is one (never for one with userinfo: its "@" is a problem)."""
     if _USUAL.fullmatch(authority) is not None:
         return None
-    userinfo, at, rest = authority.partition(b"@")
-    if not at:
-        rest = authority
-    elif (bad := _NOT_USERINFO.search(userinfo)) is not None:
-        return _bad_character(bad.group(), "the userinfo")
-    if not rest:
+    if not authority:
         return "the host is empty"
-    return _host_and_port_problem(rest)
+    return _host_and_port_problem(authority)
 
 
 def _host_and_port_problem(value: bytes) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httptools
 
-from proxy.authority import absolute_authority, authority_problem, host_problem
+from proxy.authority import absolute_authority, authority_problem, has_userinfo, host_problem
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
@@ -345,11 +345,18 @@ def _check_host(host: bytes) -> None:
 
 
 def _check_target_authority(url: bytes) -> None:
-    """Refuse an absolute-form target whose authority is none (the Host it stands for)."""
+    """Refuse an absolute-form target whose authority is none (the Host it stands for), or
+    carries userinfo (RFC 9110 4.2.4; the answer does not repeat it: it may be a password)."""
     authority = absolute_authority(url)
-    if authority is not None and (problem := authority_problem(authority)) is not None:
-        raise Http1Error(400, "http1.invalid_host",
-                         f"the authority of {_shown(url)} is no valid authority: {problem}")
+    if authority is None or (problem := authority_problem(authority)) is None:
+        return  # (an "@" is a problem too: userinfo costs a good target nothing)
+    if has_userinfo(authority):
+        raise Http1Error(400, "http1.userinfo_in_target",
+                         "the request target carries userinfo ('...@' before the host), which "
+                         "an http(s) URI may not (RFC 9110 4.2.4); send credentials in an "
+                         "Authorization header")
+    raise Http1Error(400, "http1.invalid_host",
+                     f"the authority of {_shown(url)} is no valid authority: {problem}")
 
 
 def _shown(text: bytes) -> str:

@@ -34,6 +34,7 @@ from proxy.relay import (
     request_headers,
     send_request,
 )
+from proxy.retry import IDEMPOTENCY_KEY, resend_on_new_connection
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.timeouts import TaskTimer
@@ -82,7 +83,7 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
                 "https:// URLs cannot be proxied in plain text",
             )
         url = urlsplit(target)
-        authority = url.netloc.rpartition("@")[2]  # userinfo never names the service
+        authority = url.netloc  # with no userinfo: the parser refused any
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     else:
         authority = (head.header(b"host") or b"").decode("ascii", "replace")
@@ -429,9 +430,12 @@ class OutboundProxy:
                 try:
                     response = await send_request(upstream, head, headers, body, client=client)
                 except AttemptFailed:
-                    if not _repeatable(body):
+                    # the peer closed this pooled connection as the request went out, or died
+                    # with the request: one safe to repeat goes once more, on a new connection
+                    if not resend_on_new_connection(
+                        head.method, head.header(IDEMPOTENCY_KEY) is not None, _repeatable(body)
+                    ):
                         raise
-                    # a pooled connection the peer had closed: try once on a fresh one
                     upstream, _ = await self.pool.acquire(key)
                     response = await send_request(upstream, head, headers, body, client=client)
         except (AttemptFailed, UpstreamProtocolError):

@@ -20,6 +20,9 @@ from vm_mesh.policy.model import MAX_REPLAY_BODY, Retry
 from vm_mesh.policy.model import RetryBudget as RetryBudgetSpec
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# A request that carries this header is safe to repeat whatever its method (IETF httpapi
+# draft "The Idempotency-Key HTTP Header Field"): its server executes it once per key.
+IDEMPOTENCY_KEY = b"idempotency-key"
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 
 CONNECT_FAILURE = "connect-failure"
@@ -70,6 +73,22 @@ class RetryPolicy:
         """Seconds to wait before the next try: full jitter over an exponential ceiling."""
         ceiling = doubled(self.spec.backoff.base, self.spec.backoff.max, retries_done)
         return rng.uniform(0, ceiling)
+
+
+def resend_on_new_connection(
+    method: str, has_idempotency_key: bool, body_repeatable: bool
+) -> bool:
+    """Whether a request that failed without a response on a pooled (reused) connection may
+    go once more on a new one, as Go's net/http Transport and hyper decide.
+
+    The usual cause is harmless (the peer closed the idle connection as the request went
+    out), but the peer may also have passed the request to its app and then died: sending
+    it again could execute it twice. So only a request safe to repeat goes again: an
+    idempotent method (RFC 9110 9.2.2) or an `Idempotency-Key`, with a body that can be sent
+    again. (The other case they resend, a request of which nothing was written, never
+    arises here: a pooled connection known to be closed is not used, `Pool.take`.)
+    """
+    return body_repeatable and (method in IDEMPOTENT_METHODS or has_idempotency_key)
 
 
 class RetryBudget:

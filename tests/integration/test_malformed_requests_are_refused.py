@@ -59,6 +59,12 @@ CASES = {
         b"GET http://web:notaport/ HTTP/1.1\r\nHost: web\r\n\r\n", 400, "http1.invalid_host"),
     "absolute-form IP literal not closed": (
         b"GET http://[::1/ HTTP/1.1\r\nHost: web\r\n\r\n", 400, "http1.invalid_host"),
+    "absolute-form with userinfo": (
+        b"GET http://user:s3cret@web/ HTTP/1.1\r\nHost: web\r\n\r\n", 400,
+        "http1.userinfo_in_target"),
+    "absolute-form whose userinfo looks like the host": (
+        b"GET http://web.mesh@evil/ HTTP/1.1\r\nHost: web\r\n\r\n", 400,
+        "http1.userinfo_in_target"),
     "nul in path": (b"GET /a%00b HTTP/1.1\r\nHost: web\r\n\r\n", 400, None),
     "CONNECT": (b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n", 405,
                 "http1.connect_not_allowed"),
@@ -114,6 +120,15 @@ def test_malformed_request_is_refused_and_connection_closed(mesh, case: str) -> 
     assert b"front-" in received  # the body names the proxy that refused
     assert closed
     assert _backend_requests(backend) == before
+
+
+def test_credentials_in_a_refused_target_are_neither_answered_nor_logged(mesh) -> None:
+    front, _backend = mesh
+    received, _ = _exchange(front.outbound, CASES["absolute-form with userinfo"][0])
+    assert b"vmesh-error: http1.userinfo_in_target" in received
+    refused = front.wait_for_log(lambda line: line.get("reason") == "http1.userinfo_in_target")
+    assert "s3cret" not in json.dumps(refused)
+    assert b"s3cret" not in received
 
 
 def test_headers_that_never_finish_get_408(mesh) -> None:

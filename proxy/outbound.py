@@ -74,9 +74,11 @@ def destination(head: RequestHead, fixed_service: str | None = None) -> Destinat
     is kept for metrics and tap).
     """
     target = head.target
-    absolute = target.startswith(("http://", "https://"))
+    # origin-form (nearly every request) starts with "/"; a scheme is case-insensitive
+    scheme = "" if target.startswith("/") else target[:8].lower()
+    absolute = scheme.startswith(("http://", "https://"))
     if absolute:
-        if target.startswith("https://"):
+        if scheme == "https://":
             raise Http1Error(
                 400,
                 "http1.https_url_on_plaintext_connection",

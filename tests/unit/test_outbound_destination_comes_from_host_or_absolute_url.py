@@ -16,6 +16,9 @@ from tests.support import request_head
         (b"GET /a HTTP/1.1\r\nHost: WEB.mesh.:4140\r\n\r\n", "web", "/a"),
         (b"GET http://web/x?q=1 HTTP/1.1\r\nHost: other\r\n\r\n", "web", "/x?q=1"),
         (b"GET http://web.mesh:80 HTTP/1.1\r\nHost: web\r\n\r\n", "web", "/"),
+        # the scheme is case-insensitive (RFC 9110 4.2.3)
+        (b"GET HTTP://web/x HTTP/1.1\r\nHost: other\r\n\r\n", "web", "/x"),
+        (b"GET Http://Web.Mesh/ HTTP/1.1\r\nHost: other\r\n\r\n", "web", "/"),
     ],
 )
 def test_service_and_origin_form_target(raw: bytes, service: str, target: str) -> None:
@@ -27,6 +30,8 @@ def test_service_and_origin_form_target(raw: bytes, service: str, target: str) -
     ("raw", "reason"),
     [
         (b"GET https://web/ HTTP/1.1\r\nHost: web\r\n\r\n",
+         "http1.https_url_on_plaintext_connection"),
+        (b"GET HTTPS://web/ HTTP/1.1\r\nHost: web\r\n\r\n",
          "http1.https_url_on_plaintext_connection"),
         (b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", "http1.unknown_authority"),
         (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", "http1.unknown_authority"),

@@ -58,7 +58,7 @@ class InboundProxy:
         self._stats = context.observability.stats
         config = context.config
         self.app = f"{config.app_address}:{config.app_port}"
-        self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.idle / 2)
+        self.pool = Pool(self._connect_app, idle_timeout=config.timeouts.app_idle)
         self.authz = InboundAuthorization(config.service, lambda: context.traffic)
         self.instance = config.instance  # not live-reloadable; may cost a gethostname()
         self.service = config.service

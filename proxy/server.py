@@ -260,6 +260,8 @@ class ProxyServer:
         self.ctx.config = dataclasses.replace(
             current, **{name: getattr(fresh, name) for name in LIVE_CONFIG_FIELDS}
         )
+        self.inbound.pool.idle_timeout = fresh.timeouts.app_idle
+        self.outbound.pool.idle_timeout = fresh.timeouts.idle / 2
         log.info("service config reloaded", extra={"event": "config_reloaded"})
 
     async def leave_discovery(self) -> None:

@@ -113,6 +113,10 @@ class Timeouts:
     connect: Seconds = 2.0
     header: Seconds = 10.0
     idle: Seconds = 60.0
+    # an idle connection to the app is used again only within this: under the keep-alive
+    # timeouts apps commonly have (Node.js, uvicorn, Apache: 5 s), so that an app never
+    # closes a connection just as a request goes out on it
+    app_idle: Seconds = 4.0
     drain: Seconds = 30.0
 
 

@@ -23,13 +23,15 @@ BACKOFF_S = 0.1
 
 class Acceptor:
     """Accepts TCP connections on `host:port` (or on the listening socket `sock`, e.g. one
-    inherited from the proxy before) until closed; `sockets` as on asyncio.Server."""
+    inherited from the proxy before) until closed, each handed to `on_connection` in a task
+    kept in `tasks`; `sockets` as on asyncio.Server."""
 
     def __init__(
         self,
         host: str,
         port: int,
         on_connection: Callable[[socket.socket], Awaitable[None]],
+        tasks: set[asyncio.Task[None]],
         backlog: int = 1024,
         sock: socket.socket | None = None,
     ) -> None:
@@ -39,7 +41,7 @@ class Acceptor:
         self._sock = sock
         self._sock.setblocking(False)
         self._on_connection = on_connection
-        self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references
+        self._connections = tasks  # strong references: the loop keeps only weak ones
         self._loop_task = asyncio.create_task(self._accept_loop())
 
     @property

@@ -31,6 +31,8 @@ FIRST_VIEW_TIMEOUT = 2.0
 # after the first one held (`EventBus`)
 EVENT_BATCH = 128
 WATCH_SWEEP_S = 60.0  # how often watches of services no request asks for are looked for
+# the reason of a request still in flight at its proxy's drain deadline (`cut_request`)
+DRAIN_TIMEOUT = "proxy.drain_timeout"
 
 
 class ProxyContext:
@@ -68,6 +70,10 @@ class ProxyContext:
         self._clients: set[Downstream] = set()
         self._detecting = 0  # connections whose first bytes do not tell their protocol yet
         self._tunnels: set[asyncio.Task[Any]] = set()  # relaying opaque TCP (`tunnelling`)
+        # the task of each client connection of every listener (the loop keeps only weak
+        # references): `cut_connections` ends those still open at the drain deadline
+        self.connections: set[asyncio.Task[None]] = set()
+        self._requests_cut = 0  # by `cut_request`
         # what `drained` waits on: woken when the requests in flight or the open client
         # connections fall to none (a future made only then, not an Event set per request)
         self._quiet: asyncio.Future[None] | None = None
@@ -159,6 +165,33 @@ class ProxyContext:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return len(tasks)
+
+    async def cut_connections(self) -> int:
+        """End every client connection still open (the drain deadline passed) and wait until
+        each has ended: a request in flight on one ends as `cut_request` says and is published,
+        so its access log line and metrics come before the proxy stops; how many requests were
+        cut."""
+        tasks = list(self.connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return self._requests_cut
+
+    def cut_request(self, client: Downstream, event: RequestEvent) -> None:
+        """The request of `event`, in flight on `client`, is cut at the drain deadline (its
+        task cancelled by `cut_connections`): with no response head sent yet (no status) the
+        client is answered 503 `DRAIN_TIMEOUT` and the connection closed, else the connection
+        is aborted mid-response, so the client sees it cut short, not ended; either way the
+        event ends with the error."""
+        self._requests_cut += 1
+        event.error = DRAIN_TIMEOUT
+        if event.status is None:
+            event.status = 503
+            drain = self.config.timeouts.drain
+            client.end_with_error(503, DRAIN_TIMEOUT,
+                                  f"stopped before the answer came (drain timeout {drain:g}s)")
+        else:
+            client.connection.abort()
 
     def _note_if_no_clients(self) -> None:
         if not self.open_clients:

@@ -141,14 +141,31 @@ class Downstream:
         says `connection: close` when asked to, or when the connection ends after it anyway."""
         close = close or not self.may_keep_alive
         self.request_keep_alive = not close
+        response, body_size = self._error_response(status, reason, detail, close)
+        await self.write(response)
+        return body_size
+
+    def end_with_error(self, status: int, reason: str, detail: str) -> None:
+        """Send a short error response (`send_error`'s, saying `connection: close`) and close
+        the connection, without waiting for the client to read it: the proxy is stopping."""
+        self.request_keep_alive = False
+        connection = self.connection
+        transport = connection.transport
+        if transport is not None and not transport.is_closing():
+            connection.write(self._error_response(status, reason, detail, close=True)[0])
+        connection.close()
+
+    def _error_response(
+        self, status: int, reason: str, detail: str, close: bool
+    ) -> tuple[bytes, int]:
+        """The bytes of an error response naming this proxy and the cause, and its body's size."""
         body = f"vmesh {self.proxy_name}: {detail} ({reason})\n".encode()
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
             f"{ERROR_HEADER}: {reason}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
         ).encode()
-        await self.write(head + body)
-        return len(body)
+        return head + body, len(body)
 
     def close(self) -> None:
         self.connection.close()

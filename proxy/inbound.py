@@ -77,8 +77,8 @@ class InboundProxy:
 
     async def serve(self, host: str, port: int, sock: socket.socket | None = None) -> Acceptor:
         """Listen for peer proxies (on `sock` if given); every accepted socket is handshaken
-        by `_handshake`."""
-        return Acceptor(host, port, self._handshake, sock=sock)
+        by `_handshake`, in a task kept in the context's `connections`."""
+        return Acceptor(host, port, self._handshake, self.ctx.connections, sock=sock)
 
     async def _handshake(self, sock: socket.socket) -> None:
         """TLS on an accepted socket; a refused handshake is logged and tapped with its reason."""
@@ -172,6 +172,9 @@ class InboundProxy:
                     event.status, event.error = exc.status, exc.reason
                     await client.send_error(exc.status, exc.reason, str(exc), close=True)
                     keep = False
+                except asyncio.CancelledError:  # still in flight at the drain deadline
+                    self.ctx.cut_request(client, event)
+                    raise
                 finally:
                     event.bytes_in = client.body_bytes
                     self.ctx.publish(event, started)

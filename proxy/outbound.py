@@ -113,7 +113,6 @@ class OutboundProxy:
         self.ctx = context
         self.pool = Pool(self._connect, idle_timeout=context.config.timeouts.idle / 2)
         self.name = f"{context.config.instance} outbound"
-        self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references
 
     async def _connect(self, key: str) -> Upstream:
         """Open an mTLS connection to `service@host:port` and check the server's identity."""
@@ -149,7 +148,7 @@ class OutboundProxy:
     async def serve(self, host: str, port: int, sock: socket.socket | None = None,
                     ) -> asyncio.Server:
         """Listen for the app (on `sock` if given); each connection is served by `handle`."""
-        return await listen(host, port, self.handle, self._connections, sock)
+        return await listen(host, port, self.handle, self.ctx.connections, sock)
 
     async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP
@@ -208,6 +207,9 @@ class OutboundProxy:
                 event.status, event.error = exc.status, exc.reason
                 await client.send_error(exc.status, exc.reason, str(exc), close=True)
                 return False
+            except asyncio.CancelledError:  # still in flight at the drain deadline
+                self.ctx.cut_request(client, event)
+                raise
             finally:
                 event.bytes_in = client.body_bytes
                 self.ctx.publish(event, started)

@@ -298,7 +298,9 @@ class ProxyServer:
     async def drain(self, leave_discovery: bool = True) -> None:
         """Leave discovery (unless a successor took over the registration), stop accepting,
         let client connections end after their next response (`connection: close`; idle
-        ones close), finish in-flight requests (bounded), then stop."""
+        ones close), finish in-flight requests, then stop. At the drain timeout the proxy cuts
+        what is still open itself, tunnels then client connections, each request in flight
+        ending with its error (`ProxyContext.cut_request`), before its last events go out."""
         self.state.draining = True
         log.info("draining", extra={"in_flight": self.ctx.in_flight,
                                     "leave_discovery": leave_discovery})
@@ -314,10 +316,12 @@ class ProxyServer:
             await asyncio.wait_for(self.ctx.drained(), self.ctx.config.timeouts.drain)
         except TimeoutError:
             in_flight, connections = self.ctx.in_flight, self.ctx.open_clients
+            tunnels_cut = await self.ctx.cut_tunnels()
             log.warning(
                 "drain timeout: requests still in flight were cut",
                 extra={"in_flight": in_flight, "connections": connections,
-                       "tunnels_cut": await self.ctx.cut_tunnels()},
+                       "tunnels_cut": tunnels_cut,
+                       "requests_cut": await self.ctx.cut_connections()},
             )
         for task in self._tasks:
             task.cancel()

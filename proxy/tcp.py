@@ -177,12 +177,11 @@ class TcpUpstreamListener:
         self.ctx = context
         self.service = service
         self.http = http
-        self._connections: set[asyncio.Task[None]] = set()  # the loop keeps weak references
 
     async def serve(self, host: str, port: int, sock: socket.socket | None = None,
                     ) -> asyncio.Server:
         """Listen for the app (on `sock` if given); each connection is served by `handle`."""
-        return await listen(host, port, self.handle, self._connections, sock)
+        return await listen(host, port, self.handle, self.ctx.connections, sock)
 
     async def handle(self, connection: Connection) -> None:
         """Detect with the policy in force now (a reload applies to new connections)."""

@@ -137,5 +137,6 @@ def test_the_effective_service_config_shows_unset_settings_too() -> None:
                                   "timeouts": {"connect": "500ms"}})
     shown = dump(config, exclude_none=False)
     assert shown["identity_url"] is None and shown["discovery"] is None
-    assert shown["timeouts"] == {"connect": 0.5, "header": 10.0, "idle": 60.0, "drain": 30.0}
+    assert shown["timeouts"] == {"connect": 0.5, "header": 10.0, "idle": 60.0, "app_idle": 4.0,
+                                  "drain": 30.0}
     assert "identity_url" not in dump(config)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,13 @@ def running_identity_service(root: Path, *serve_args: str) -> Iterator[IdentityS
 
 
 @contextmanager
-def joined_proxy(root: Path, leaf_ttl: str, name: str = "api") -> Iterator[ProxyProcess]:
+def joined_proxy(
+    root: Path, leaf_ttl: str, name: str = "api",
+    renew_through: Callable[[str], AbstractContextManager[str]] = nullcontext,
+) -> Iterator[ProxyProcess]:
     """The proxy of `name` (on host h1), joined with a one-time token of an identity service
-    issuing leaves of `leaf_ttl`, which it renews from there while it runs."""
+    issuing leaves of `leaf_ttl`, which it renews from there while it runs (through the URL
+    that `renew_through` makes of the service's, when given)."""
     mesh = Mesh(root)
     with running_identity_service(root, "--leaf-ttl", leaf_ttl) as service:
         token = vmesh(
@@ -117,11 +121,12 @@ def joined_proxy(root: Path, leaf_ttl: str, name: str = "api") -> Iterator[Proxy
         ).stdout.strip()
         asyncio.run(obtain(service.url, token, host="h1", service=name,
                            directory=root / "var/lib/vmesh" / name))
-        try:
-            yield mesh.start_proxy(name, 1, extra=f'identity_url = "{service.url}"',
-                                   certificate=False)
-        finally:
-            mesh.stop()
+        with renew_through(service.url) as url:
+            try:
+                yield mesh.start_proxy(name, 1, extra=f'identity_url = "{url}"',
+                                       certificate=False)
+            finally:
+                mesh.stop()
 
 
 @contextmanager

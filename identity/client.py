@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from identity import pki, spiffe
 from identity.authority import proof_of_possession
@@ -34,6 +35,15 @@ class IdentityRefused(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class InvalidAnswer(UserError):
+    """The identity service answered 200, but not with a leaf for the request: nothing is
+    stored, so the files in place (and their ability to renew) stay as they were."""
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(f"identity.invalid_answer: the identity service at {url} answered "
+                         f"without a usable leaf ({why}); nothing was stored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +98,7 @@ def _trusting(anchors_pem: str) -> ssl.SSLContext:
     return context
 
 
-async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext) -> dict:
+async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext) -> Any:
     async with httpx.AsyncClient(verify=context, timeout=TIMEOUT) as client:
         response = await client.post(url.rstrip("/") + path, json=body)
     if response.status_code != 200:
@@ -97,7 +107,34 @@ async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLConte
             raise IdentityRefused(answer["error"], answer["detail"])
         except (ValueError, KeyError, TypeError):
             raise IdentityRefused(f"http.{response.status_code}", response.text[:200]) from None
-    return response.json()
+    try:
+        return response.json()
+    except ValueError:
+        raise InvalidAnswer(url, "the body is not JSON") from None
+
+
+def _store_issued(files: LeafFiles, url: str, answer: Any, key: ec.EllipticCurvePrivateKey,
+                  identity: str) -> x509.Certificate:
+    """Store the leaf of an answer to a join or renewal, with `key`, once it is known to be a
+    leaf of `identity` for that key, with a trust bundle; InvalidAnswer, and nothing stored,
+    otherwise."""
+    fields = answer if isinstance(answer, dict) else {}
+    chain_pem, bundle_pem = fields.get("certificate"), fields.get("bundle")
+    if not (isinstance(chain_pem, str) and isinstance(bundle_pem, str)):
+        raise InvalidAnswer(url, "no certificate and bundle in it")
+    try:
+        chain, bundle = (pki.load_certs(pem.encode()) for pem in (chain_pem, bundle_pem))
+        named = str(pki.identity_of(chain[0])) if chain else None
+    except ValueError as exc:
+        raise InvalidAnswer(url, f"its certificates do not parse: {exc}") from None
+    if not (chain and bundle):
+        raise InvalidAnswer(url, "no leaf or no trust bundle in it")
+    if chain[0].public_key() != key.public_key():
+        raise InvalidAnswer(url, "its leaf is not for the key this request sent")
+    if named != identity:
+        raise InvalidAnswer(url, f"its leaf is of {named}, not {identity}")
+    files.save(pki.key_pem(key), chain_pem, bundle_pem)
+    return chain[0]
 
 
 async def fetch_pinned_anchor(url: str, pin: str) -> x509.Certificate:
@@ -149,11 +186,8 @@ async def obtain(
             "rotated its anchor after the token was made, make a new token)"
         ) from None
     files = LeafFiles(directory)
-    files.save(pki.key_pem(key), answer["certificate"], answer["bundle"])
-    log.info(
-        "joined the mesh",
-        extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
-    )
+    leaf = _store_issued(files, url, answer, key, identity)
+    log.info("joined the mesh", extra=_described(identity, leaf))
     return files.leaf()
 
 
@@ -179,9 +213,12 @@ async def renew(url: str, directory: Path) -> x509.Certificate:
         },
         _trusting(files.bundle.read_text()),
     )
-    files.save(pki.key_pem(key), answer["certificate"], answer["bundle"])
-    log.info(
-        "certificate renewed",
-        extra={"identity": identity, "serial": answer["serial"], "not_after": answer["not_after"]},
-    )
+    log.info("certificate renewed",
+             extra=_described(identity, _store_issued(files, url, answer, key, identity)))
     return files.leaf()
+
+
+def _described(identity: str, leaf: x509.Certificate) -> dict[str, str]:
+    """A stored leaf as the log names it."""
+    return {"identity": identity, "serial": pki.new_serial_hex(leaf),
+            "not_after": leaf.not_valid_after_utc.isoformat()}

@@ -17,6 +17,7 @@ import httpx
 
 from identity import pki
 from identity.client import IdentityRefused, renew
+from vm_mesh.errors import UserError
 
 
 def main(argv: list[str]) -> int:
@@ -26,7 +27,8 @@ def main(argv: list[str]) -> int:
     url, directory = argv
     try:
         leaf = asyncio.run(renew(url, Path(directory)))
-    except (httpx.HTTPError, IdentityRefused, OSError, ssl.SSLError, ValueError) as exc:
+    except (httpx.HTTPError, IdentityRefused, OSError, ssl.SSLError, UserError,
+            ValueError) as exc:
         print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
         return 1
     print(json.dumps({

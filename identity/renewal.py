@@ -35,10 +35,19 @@ def expiry_level(now: float, not_before: float, not_after: float) -> int:
     return logging.WARNING
 
 
-def retry_delay(attempt: int, now: float, not_after: float) -> float:
-    """Back off exponentially from 1 s, at most 60 s, and never past a tenth of the time left."""
-    delay = min(60.0, 2.0 ** min(attempt, 6))  # the exponent capped: 2.0 ** 1024 overflows
+def retry_ceiling(attempt: int, now: float, not_after: float) -> float:
+    """The longest wait before retry `attempt` (0 first): growing exponentially from 1 s to
+    60 s, and never past a tenth of the time the leaf has left."""
+    ceiling = min(60.0, 2.0 ** min(attempt, 6))  # the exponent capped: 2.0 ** 1024 overflows
     time_left = not_after - now
     if time_left > 0:
-        delay = min(delay, max(0.5, time_left / 10))
-    return delay
+        ceiling = min(ceiling, max(0.5, time_left / 10))
+    return ceiling
+
+
+def retry_delay(
+    attempt: int, now: float, not_after: float, *, rng: random.Random | None = None
+) -> float:
+    """The wait before retry `attempt`: anywhere up to its ceiling ("full jitter"), so that a
+    fleet whose CA comes back does not retry all at the same second."""
+    return (rng or random).uniform(0.0, retry_ceiling(attempt, now, not_after))

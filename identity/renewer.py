@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from identity.renewal import expiry_level, renewal_time, retry_delay
@@ -24,6 +25,15 @@ RENEW_TIMEOUT_S = 60.0  # for one attempt, child start-up included
 
 # a leaf's (not_before, not_after) in epoch seconds
 Validity = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """Why one attempt to renew failed."""
+
+    reason: str  # one line
+    stored: bool = False  # the new leaf was stored, but did not load
+    unexpected: Exception | None = None  # an error nobody planned for, logged with its traceback
 
 
 class Renewer:
@@ -50,48 +60,72 @@ class Renewer:
         # when the next attempt to renew is due (epoch seconds; past while one is under way),
         # None until `run` has scheduled the first
         self.next_renewal: float | None = None
+        self.failures = 0  # attempts that failed since `run` began
 
     async def run(self) -> None:
-        """Renew forever; cancel the task to stop."""
-        not_before, not_after = self.validity()
-        unloaded = 0  # renewals in a row whose new leaf did not load
+        """Renew forever; cancel the task to stop. Nothing else stops it: a failure of any
+        kind (the CA away, a renewed leaf that does not load, the host out of resources, a
+        bug) is logged, counted in `failures` and tried again, backing off."""
+        current = self.validity()
+        due = self._scheduled(current)
+        failed = 0  # attempts failed in a row
         while True:
-            renew_at = renewal_time(not_before, not_after)
-            log.info("certificate renewal scheduled",
-                     extra={"renew_at": renew_at,
-                            "in_s": round(max(0.0, renew_at - self.clock()), 1)})
-            await self._until(renew_at)
-            await self._renew(not_before, not_after)
+            await self._until(due)
+            outcome = await self._attempt(current)
+            if isinstance(outcome, _Failure):
+                now = self.clock()
+                delay = retry_delay(failed, now, current[1])
+                failed += 1
+                self.failures += 1
+                self._log_failure(outcome, now, current, delay)
+                due = now + delay
+            else:
+                current, failed = outcome, 0
+                due = self._scheduled(current)
+
+    def _scheduled(self, validity: Validity) -> float:
+        """When to renew a newly loaded leaf (~70 % into its life), logged."""
+        renew_at = renewal_time(*validity)
+        log.info("certificate renewal scheduled",
+                 extra={"renew_at": renew_at,
+                        "in_s": round(max(0.0, renew_at - self.clock()), 1)})
+        return renew_at
+
+    async def _attempt(self, current: Validity) -> Validity | _Failure:
+        """Renew once and load the new leaf: its validity, else why not. Raises nothing but
+        cancellation: whatever else goes wrong is a failure to try again."""
+        try:
+            failure = await self._renew_in_child()
+            if failure is not None:
+                return _Failure(failure)
             if self.on_renewed:
                 self.on_renewed()
             renewed = self.validity()
-            if renewed == (not_before, not_after):  # stored, but not loaded: back off
-                delay = retry_delay(unloaded, self.clock(), not_after)
-                unloaded += 1
-                log.error("certificate renewed, but the new leaf did not load; renewing again "
-                          "later", extra={"directory": str(self.directory),
-                                          "retry_in_s": round(delay, 1)})
-                await self._until(self.clock() + delay)
-            else:
-                unloaded = 0
-            not_before, not_after = renewed
+        except Exception as exc:  # renewal must outlive whatever happens to one attempt
+            return _Failure(f"{type(exc).__name__}: {exc}", unexpected=exc)
+        if renewed == current:  # stored, but not loaded
+            return _Failure("the new leaf did not load", stored=True)
+        return renewed
 
-    async def _renew(self, not_before: float, not_after: float) -> None:
-        """Renew until it works, backing off."""
-        attempt = 0
-        while (failure := await self._renew_in_child()) is not None:
-            now = self.clock()
-            log.log(
-                expiry_level(now, not_before, not_after),
-                "certificate renewal failed; still serving on the current leaf",
-                extra={
-                    "error": failure,
-                    "expires_in_s": round(not_after - now, 1),
-                    "identity_service": self.url,
-                },
-            )
-            await self._until(now + retry_delay(attempt, now, not_after))
-            attempt += 1
+    def _log_failure(self, failure: _Failure, now: float, current: Validity,
+                     delay: float) -> None:
+        retry_in_s = round(delay, 1)
+        if failure.stored:
+            log.error("certificate renewed, but the new leaf did not load; renewing again "
+                      "later", extra={"directory": str(self.directory), "retry_in_s": retry_in_s})
+            return
+        level = expiry_level(now, *current)
+        log.log(
+            max(level, logging.ERROR) if failure.unexpected else level,
+            "certificate renewal failed; still serving on the current leaf",
+            exc_info=failure.unexpected,
+            extra={
+                "error": failure.reason,
+                "expires_in_s": round(current[1] - now, 1),
+                "identity_service": self.url,
+                "retry_in_s": retry_in_s,
+            },
+        )
 
     async def _until(self, when: float) -> None:
         """Wait until `when` (epoch seconds), the next renewal meanwhile."""

@@ -8,7 +8,8 @@
 Renewal proves possession of the current leaf by a signature over the new CSR
 made with the current key, so that an expired or foreign leaf is refused with
 a JSON reason rather than a bare TLS alert. Every refusal is a 4xx with
-`{"error": reason, "detail": ...}` and one log line.
+`{"error": reason, "detail": ...}` and one log line; a request the service itself fails on
+(a bug, its database locked) is a 500 `internal.error`, logged once with its traceback.
 """
 
 import io
@@ -225,16 +226,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(Rejection("request.not_found", f"no endpoint {self.path}", 404))
 
     def do_POST(self) -> None:
-        actions = {"/v1/join": self.server.authority.join, "/v1/renew": self.server.authority.renew}
-        action = actions.get(self.path)
         try:
-            if action is None:
-                raise Rejection("request.not_found", f"no endpoint {self.path}", 404)
-            if not self.server.limiter.allow(self.client_address[0]):
-                raise Rejection("request.rate_limited", "too many requests; retry later", 429)
-            self._json(HTTPStatus.OK, action(self._body()))
+            answer = self._decide()
         except Rejection as rejection:
             self._refuse(rejection)
+        except OSError:  # the connection failed (reset, timed out): there is no one to answer
+            raise
+        except Exception as error:  # a failure of the service's own: answer it all the same
+            self._fail(error)
+        else:
+            self._json(HTTPStatus.OK, answer)
+
+    def _decide(self) -> dict[str, Any]:
+        """The answer to a join or renewal; Rejection when it is refused."""
+        actions = {"/v1/join": self.server.authority.join, "/v1/renew": self.server.authority.renew}
+        action = actions.get(self.path)
+        if action is None:
+            raise Rejection("request.not_found", f"no endpoint {self.path}", 404)
+        if not self.server.limiter.allow(self.client_address[0]):
+            raise Rejection("request.rate_limited", "too many requests; retry later", 429)
+        return action(self._body())
+
+    def _fail(self, error: Exception) -> None:
+        """Log a failure of the service's own once, with its traceback, and answer 500 (the
+        connection closes after it: what was left of the request is unknown)."""
+        log.error("request failed", exc_info=error, extra={
+            "reason": "internal.error", "client": self.client_address[0], "path": self.path})
+        self.close_connection = True
+        self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {
+            "error": "internal.error",
+            "detail": f"the identity service failed on {self.path} ({type(error).__name__}); "
+                      "its log has the cause, and the request may be tried again"})
 
     def _body(self) -> dict[str, Any]:
         length_header = self.headers.get("Content-Length")
@@ -282,6 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 

@@ -76,10 +76,12 @@ class RunningProxyState:
 
     def certs(self) -> dict[str, Any]:
         """The chain and bundle, with the time the renewal is scheduled for (the renewer's,
-        jitter included), None when nothing renews the leaf (no `identity_url`)."""
+        jitter included) and the attempts to renew that failed since the proxy started; both
+        None when nothing renews the leaf (no `identity_url`)."""
         renewer = self.renewer
         return {**self.ctx.tls.describe(),
-                "next_renewal": renewer.next_renewal if renewer is not None else None}
+                "next_renewal": renewer.next_renewal if renewer is not None else None,
+                "renewal_failures": renewer.failures if renewer is not None else None}
 
     def config(self) -> dict[str, Any]:
         return {

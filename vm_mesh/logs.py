@@ -4,6 +4,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else passed via `extra=` becomes a field.
@@ -27,10 +28,14 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line (non-JSON values are rendered with str)."""
+    """Formats a record as one JSON line (non-JSON values are rendered with str); one that
+    carries an exception has its `traceback` too (in the journal, not in `/v1/logs`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(record_fields(record), default=str, separators=(",", ":"))
+        fields = record_fields(record)
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["traceback"] = "".join(traceback.format_exception(record.exc_info[1]))
+        return json.dumps(fields, default=str, separators=(",", ":"))
 
 
 # Libraries that log each request they make at INFO: their warnings still show.

@@ -1,23 +1,26 @@
 """A real identity service for tests: a process with its CA under a temporary VMESH_ROOT, or
 one in a thread of the test's own process, for settings the command line does not offer."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from identity import castate
 from identity.authority import Authority
+from identity.client import obtain
 from identity.ratelimit import RateLimiter
 from identity.service import IdentityServer
 from identity.store import Store
+from tests.integration.mesh import Mesh, ProxyProcess
 from tests.support import follow_json_logs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,6 +104,29 @@ def running_identity_service(root: Path, *serve_args: str) -> Iterator[IdentityS
         yield service
     finally:
         service.stop()
+
+
+@contextmanager
+def joined_proxy(
+    root: Path, leaf_ttl: str, name: str = "api",
+    renew_through: Callable[[str], AbstractContextManager[str]] = nullcontext,
+) -> Iterator[ProxyProcess]:
+    """The proxy of `name` (on host h1), joined with a one-time token of an identity service
+    issuing leaves of `leaf_ttl`, which it renews from there while it runs (through the URL
+    that `renew_through` makes of the service's, when given)."""
+    mesh = Mesh(root)
+    with running_identity_service(root, "--leaf-ttl", leaf_ttl) as service:
+        token = vmesh(
+            root, "identity", "token", "create", "--host", "h1", "--services", name
+        ).stdout.strip()
+        asyncio.run(obtain(service.url, token, host="h1", service=name,
+                           directory=root / "var/lib/vmesh" / name))
+        with renew_through(service.url) as url:
+            try:
+                yield mesh.start_proxy(name, 1, extra=f'identity_url = "{url}"',
+                                       certificate=False)
+            finally:
+                mesh.stop()
 
 
 @contextmanager

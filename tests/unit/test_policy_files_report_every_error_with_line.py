@@ -250,3 +250,56 @@ def test_route_labels_are_unique_so_no_rule_takes_another_ones_place() -> None:
     assert errors_of(("r.yaml", twice)) == [
         "r.yaml:6: HTTPRoute r: rules[1]: would be known as '1', as rules[0] is: "
         "give each rule its own name"]
+
+
+def test_paths_no_request_can_carry_are_errors() -> None:
+    """Requests are matched on their normalized path: a path written otherwise would never
+    match, and a deny rule that never matches fails open."""
+    text = textwrap.dedent(
+        """\
+        kind: Authorization
+        service: s
+        rules:
+          - action: deny
+            paths:
+              - /files/my docs/*
+              - /admin//*
+              - /public/../admin/**
+              - /a%2fb
+              - /caf\u00e9
+              - /search?q=*
+              - /x%00
+              - /items/%41/%7e/%3f
+        ---
+        kind: HTTPRoute
+        name: r
+        service: s
+        rules:
+          - matches: [{path: {prefix: /v2/./x}}, {path: {exact: "/a\\\\b"}}]
+        """
+    )
+    assert errors_of(("p.yaml", text)) == [
+        f"p.yaml:{line}: {label}: {where}: path {path!r} never matches a request: {why}"
+        for line, label, where, path, why in [
+            (6, "Authorization s", "rules[0].paths[0]", "/files/my docs/*",
+             "requests carry it percent-encoded, write '/files/my%20docs/*'"),
+            (7, "Authorization s", "rules[0].paths[1]", "/admin//*",
+             "the proxy matches the normalized path, write '/admin/*'"),
+            (8, "Authorization s", "rules[0].paths[2]", "/public/../admin/**",
+             "the proxy matches the normalized path, write '/admin/**'"),
+            (9, "Authorization s", "rules[0].paths[3]", "/a%2fb",
+             "the proxy matches the normalized path, write '/a/b'"),
+            (10, "Authorization s", "rules[0].paths[4]", "/caf\u00e9",
+             "requests carry it percent-encoded, write '/caf%C3%A9'"),
+            (11, "Authorization s", "rules[0].paths[5]", "/search?q=*",
+             "'?' begins the query, which is no part of the path"),
+            (12, "Authorization s", "rules[0].paths[6]", "/x%00",
+             "the proxy refuses such a request (http1.path.nul)"),
+            (13, "Authorization s", "rules[0].paths[7]", "/items/%41/%7e/%3f",
+             "the proxy matches the normalized path, write '/items/A/~/%3F'"),
+            (19, "HTTPRoute r", "rules[0].matches[0].path.prefix", "/v2/./x",
+             "the proxy matches the normalized path, write '/v2/x'"),
+            (19, "HTTPRoute r", "rules[0].matches[1].path.exact", "/a\\b",
+             "the proxy matches the normalized path, write '/a/b'"),
+        ]
+    ]

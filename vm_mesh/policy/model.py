@@ -14,8 +14,10 @@ Authorization is about a service of this proxy's own site.
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from identity import spiffe
+from proxy.normalize import INVALID_CHARACTER, PATH_CHARACTERS, BadPath, normalize_target
 from vm_mesh.discovery import sites
 from vm_mesh.durations import format_duration, parse_duration
 from vm_mesh.schema import ALIAS, Check, FieldError, MinLength, Parse, Range
@@ -66,8 +68,25 @@ def _compile_regex(value: Any) -> re.Pattern[str]:
 
 
 def _check_absolute_path(value: str) -> str:
+    """A path as requests are matched: normalized (proxy.normalize), else no request would
+    ever match it, and a deny rule that never matches fails open."""
     if not value.startswith("/"):
         raise ValueError(f"path {value!r} must start with '/'")
+    try:
+        target = normalize_target(value)
+    except BadPath as bad:
+        if bad.reason != INVALID_CHARACTER:
+            raise ValueError(f"path {value!r} never matches a request: the proxy refuses "
+                             f"such a request ({bad.reason})") from None
+        encoded = quote(value, safe=PATH_CHARACTERS)
+        raise ValueError(f"path {value!r} never matches a request: requests carry it "
+                         f"percent-encoded, write {encoded!r}") from None
+    if target.query:
+        raise ValueError(f"path {value!r} never matches a request: '?' begins the query, "
+                         "which is no part of the path")
+    if target.path != value:
+        raise ValueError(f"path {value!r} never matches a request: the proxy matches the "
+                         f"normalized path, write {target.path!r}")
     return value
 
 

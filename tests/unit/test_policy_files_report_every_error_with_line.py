@@ -303,3 +303,41 @@ def test_paths_no_request_can_carry_are_errors() -> None:
              "the proxy matches the normalized path, write '/a/b'"),
         ]
     ]
+
+
+def test_identity_patterns_no_caller_can_have_are_errors() -> None:
+    """A caller's identity is spiffe://<td>/<kind>/<name> in lower case: a pattern no such ID
+    fits would never match, and a deny rule that never matches fails open."""
+    good = [
+        "spiffe://vmesh.local/svc/api", "spiffe://vmesh.local/svc/web-*", "spiffe://*/svc/api",
+        "spiffe://vmesh.local/**", "spiffe://other.example/svc/**", "spiffe://vmesh.local/*/x",
+        "spiffe://vmesh.local/operator/*", "spiffe://**",
+    ]
+    text = "kind: Authorization\nservice: s\nrules:\n  - action: deny\n    from:\n" + "".join(
+        f"      - {pattern}\n" for pattern in good
+    )
+    assert load_texts([("ok.yaml", text)]).authorizations_for("s")
+    bad = [
+        ("spiffe://vmesh.local/web", "it has the form spiffe://<trust-domain>/<kind>/<name> "
+         "('*' stands for one part or a piece of one, '**' for any number of parts)"),
+        ("spiffe://vmesh.local/svc/web/**", "it has the form spiffe://<trust-domain>/<kind>/"
+         "<name> ('*' stands for one part or a piece of one, '**' for any number of parts)"),
+        ("spiffe://vmesh.local/svc/web/", "it has the form spiffe://<trust-domain>/<kind>/<name> "
+         "('*' stands for one part or a piece of one, '**' for any number of parts)"),
+        ("spiffe://Vmesh.local/svc/web", "invalid trust domain 'Vmesh.local': use lowercase "
+         "letters, digits, '.' and '-'"),
+        ("spiffe://vmesh.local/service/web", "kind 'service' is none of svc, operator, host"),
+        ("spiffe://vmesh.local/svc/Web", "invalid svc name 'Web': use 1-63 lowercase letters, "
+         "digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        ("spiffe://vmesh.local/svc/Web-*", "'Web-*' holds a character no identity has: use "
+         "lowercase letters, digits, '-', '_', '.' and '*'"),
+        ("spiffe://vmesh.local/SVC/**", "kind 'SVC' is none of svc, operator, host"),
+    ]
+    text = "kind: Authorization\nservice: s\nrules:\n  - action: deny\n    from:\n" + "".join(
+        f"      - {pattern}\n" for pattern, _ in bad
+    )
+    assert errors_of(("p.yaml", text)) == [
+        f"p.yaml:{6 + index}: Authorization s: rules[0].from[{index}]: client identity "
+        f"{pattern!r} never matches a caller: {why}"
+        for index, (pattern, why) in enumerate(bad)
+    ]

@@ -118,10 +118,48 @@ class Glob:
         return self.text
 
 
+_SPIFFE = "spiffe://"
+_PATTERN_PART = re.compile(r"^[a-z0-9_.*-]+$")
+
+
+def _check_identity_part(index: int, part: str, kind: str) -> None:
+    """Raise ValueError unless `part` may be part `index` (trust domain, kind, name) of an ID."""
+    if index == 0:
+        spiffe.check_trust_domain(part)
+    elif index == 1 and part not in spiffe.KINDS:
+        raise ValueError(f"kind {part!r} is none of {', '.join(spiffe.KINDS)}")
+    elif index == 2:
+        spiffe.check_name(part, f"{kind} name")
+
+
+def _principal_problem(text: str) -> str | None:
+    """Why no caller's identity (spiffe://<td>/<kind>/<name>) can match the pattern `text`."""
+    parts = text[len(_SPIFFE) :].split("/")
+    spread = next((i for i, part in enumerate(parts) if "**" in part), None)  # parts after: any
+    fixed = parts if spread is None else parts[:spread]
+    if len(parts) != 3 if spread is None else spread > 2:  # '**' in part 4 needs a 4th part
+        return ("it has the form spiffe://<trust-domain>/<kind>/<name> ('*' stands for one "
+                "part or a piece of one, '**' for any number of parts)")
+    kind = parts[1] if len(parts) > 1 and parts[1] in spiffe.KINDS else "identity"
+    try:
+        for index, part in enumerate(parts):
+            if "*" in part or index >= len(fixed):
+                if not _PATTERN_PART.match(part):
+                    raise ValueError(f"{part!r} holds a character no identity has: use "
+                                     "lowercase letters, digits, '-', '_', '.' and '*'")
+            else:
+                _check_identity_part(index, part, kind)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _parse_principal(value: Any) -> Glob:
     glob = Glob.parse(value)
-    if not glob.text.startswith("spiffe://"):
+    if not glob.text.startswith(_SPIFFE):
         raise ValueError(f"client identity {glob.text!r} must be a spiffe:// ID or pattern")
+    if problem := _principal_problem(glob.text):
+        raise ValueError(f"client identity {glob.text!r} never matches a caller: {problem}")
     return glob
 
 

@@ -8,6 +8,9 @@ Evaluation (the Istio order, which fails closed):
      `service`), else `allow-mesh`. `allow-mesh` admits callers with an
      identity in our trust domain; `allow-all` admits anyone, even
      unauthenticated callers.
+An opaque TCP connection has no method, path or route: an allow rule with such
+conditions never admits it, and a deny rule with them refuses it when its
+other conditions (`from`) hold, since its bytes may carry the denied request.
 Rules of mesh-wide documents apply to every service. Audit mode never changes
 what is enforced: the decision is taken with the `enforce` documents alone,
 and if it allows but the full set (audit documents included) would deny, the
@@ -39,7 +42,8 @@ _STRICTNESS = {"deny": 0, "allow-mesh": 1, "allow-all": 2}
 
 
 class AuthzRequest:
-    """What authorization looks at. `peer_id` is None for an unauthenticated caller.
+    """What authorization looks at. `peer_id` is None for an unauthenticated caller; `method`
+    is None for an opaque TCP connection, which has no method, path or route.
 
     (Not a dataclass: with rules on paths or methods one is made per request, and mypyc
     compiles this `__init__`.)
@@ -80,6 +84,9 @@ MAX_CALLERS_KEPT = 4096  # decisions kept per caller, when only the caller matte
 class _Rule:
     id: str
     spec: AuthorizationRule
+    # on an opaque connection, whose bytes may carry any request: an allow rule with
+    # conditions on requests never holds, a deny rule holds by its other conditions (Istio)
+    holds_when_opaque: bool
 
     def matches(self, request: AuthzRequest) -> bool:
         spec = self.spec
@@ -87,6 +94,8 @@ class _Rule:
             request.peer_id is None or not any(p.matches(request.peer_id) for p in spec.from_)
         ):
             return False
+        if request.method is None:
+            return self.holds_when_opaque
         if spec.methods is not None and request.method not in spec.methods:
             return False
         if spec.paths is not None and (
@@ -110,9 +119,17 @@ def _doc_label(doc: Authorization) -> str:
     return doc.name or doc.service or "mesh"
 
 
+def _looks_at_requests(rule: AuthorizationRule) -> bool:
+    return rule.methods is not None or rule.paths is not None or rule.routes is not None
+
+
 def _rules(docs: Sequence[Sourced[Authorization]], action: str) -> tuple[_Rule, ...]:
     return tuple(
-        _Rule(f"{_doc_label(d.doc)}.{rule.name or f'rules[{i}]'}", rule)
+        _Rule(
+            f"{_doc_label(d.doc)}.{rule.name or f'rules[{i}]'}",
+            rule,
+            action == "deny" or not _looks_at_requests(rule),
+        )
         for d in docs
         for i, rule in enumerate(d.doc.rules)
         if rule.action == action
@@ -151,10 +168,7 @@ class Authorizer:
         self.needs_route = any(spec.routes is not None for spec in specs)
         # no rule looks past the caller (the built-in default, or rules naming only `from`):
         # every request of a caller gets the same decision, kept after the first
-        self.caller_decides = not any(
-            spec.methods is not None or spec.paths is not None or spec.routes is not None
-            for spec in specs
-        )
+        self.caller_decides = not any(_looks_at_requests(spec) for spec in specs)
         self._by_caller: dict[str | None, AuthzDecision] = {}
 
     def decide_for_caller(self, peer_id: str | None) -> AuthzDecision:

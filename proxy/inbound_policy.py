@@ -2,7 +2,8 @@
 
 HTTP requests are checked after their head is parsed and normalized; opaque
 TCP connections right after the TLS handshake (method and path unknown, so
-only rules without method/path conditions can admit them). A denial becomes
+only rules without method/path conditions can admit them, and a deny rule with
+them refuses its callers). A denial becomes
 403 with the reason (HTTP) or a closed connection (TCP); an audit decision
 lets the request through and is logged and tapped as the would-be denial.
 """

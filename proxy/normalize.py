@@ -13,10 +13,12 @@ import re
 from typing import Final
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# What a target may carry besides letters and digits: RFC 3986 pchar / "/" / "?", plus "%"
+# (escapes checked separately) and "\\" (read as "/"); anything else is rejected.
+PATH_CHARACTERS: Final = "-._~!$&'()*+,;=:@/?%\\"
 _HEX = frozenset("0123456789abcdefABCDEF")
-# RFC 3986 pchar / "/" / "?" plus "%" (escapes checked separately); anything else is rejected.
 # Searched for what is not allowed: a target that passes (nearly all) then costs no Match.
-_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%\\]")
+_NOT_ALLOWED = re.compile(f"[^A-Za-z0-9{re.escape(PATH_CHARACTERS)}]")
 _SLASHES = re.compile(r"/{2,}")
 
 NOT_ORIGIN_FORM = "http1.path.not_origin_form"

@@ -65,6 +65,27 @@ def test_route_and_glob_conditions() -> None:
     assert decide(STORE, "spiffe://vmesh.local/svc/w/x", route="items").verdict == "deny"
 
 
+def test_opaque_connections_meet_deny_rules_whatever_they_carry() -> None:
+    """An opaque connection has no method or path: allow rules naming them never admit it,
+    deny rules naming them refuse it by their `from` alone."""
+    text = (
+        "kind: Authorization\nname: a\nservice: store\ndefault: deny\nrules:\n"
+        "  - {name: api, from: ['spiffe://vmesh.local/svc/api']}\n"
+        "  - {name: web-reads, from: ['spiffe://vmesh.local/svc/web'], methods: [GET]}\n"
+        "  - {name: api-admin, action: deny, from: ['spiffe://vmesh.local/svc/api'],\n"
+        "     paths: ['/admin/**']}\n"
+    )
+    assert decide(text, API, path="/items/1").verdict == "allow"
+    opaque = Authorizer("store", policy(text), "vmesh.local")
+    assert opaque.decide(AuthzRequest(API, None, None)) == AuthzDecision(
+        "deny", "a.api-admin", authz.DENIED_BY_RULE
+    )
+    assert opaque.decide(AuthzRequest(WEB, None, None)).rule == "a.default"
+    without_deny = Authorizer("store", policy(text.split("  - {name: api-admin")[0]),
+                              "vmesh.local")
+    assert without_deny.decide(AuthzRequest(API, None, None)).rule == "a.api"
+
+
 def test_builtin_default_admits_only_the_mesh() -> None:
     assert decide("kind: Mirror\nservice: x\nto: y\npercent: 1\n", API).verdict == "allow"
     empty = "kind: Mirror\nservice: x\nto: y\npercent: 1\n"

@@ -114,3 +114,24 @@ def test_reload_keeps_live_retry_budgets(tmp_path: Path) -> None:
     assert store.reload()
     changed = reloaded.reloaded(store.current).service("api").budget
     assert changed is not budget and changed.ratio == 0.5
+
+
+def test_a_policy_file_whose_link_leads_nowhere_is_refused_not_skipped(tmp_path: Path) -> None:
+    """A policy file that cannot be read keeps the policy in force, even when it is a symlink
+    to a file that is gone (a deploy swapping targets): skipping it would drop its rules."""
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    write(targets / "api.yaml", ROUTE.format(name="first"))
+    policy_dir = tmp_path / "policy.d"
+    policy_dir.mkdir()
+    (policy_dir / "api.yaml").symlink_to(targets / "api.yaml")
+    store = PolicyStore(policy_dir)
+    store.load_initial()
+    assert route_name(store) == "first"
+    (targets / "api.yaml").unlink()
+    assert store.changed_on_disk()
+    assert not store.reload()
+    assert route_name(store) == "first"
+    assert [e.code for e in store.errors] == ["policy.unreadable"]
+    with pytest.raises(PolicyInvalid):
+        PolicyStore(policy_dir).load_initial()

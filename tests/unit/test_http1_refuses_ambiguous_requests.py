@@ -41,6 +41,8 @@ BAD = {
     "upgrade": (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
                 501, "http1.upgrade_not_supported"),
     "http2_request_line": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "http1.invalid_version"),
+    # methods are case-sensitive (RFC 9110 9.1): `delete` would pass a rule on DELETE
+    "lowercase_method": (b"delete / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "http1.invalid_method"),
 }
 
 

@@ -250,3 +250,91 @@ def test_route_labels_are_unique_so_no_rule_takes_another_ones_place() -> None:
     assert errors_of(("r.yaml", twice)) == [
         "r.yaml:6: HTTPRoute r: rules[1]: would be known as '1', as rules[0] is: "
         "give each rule its own name"]
+
+
+def test_paths_no_request_can_carry_are_errors() -> None:
+    """Requests are matched on their normalized path: a path written otherwise would never
+    match, and a deny rule that never matches fails open."""
+    text = textwrap.dedent(
+        """\
+        kind: Authorization
+        service: s
+        rules:
+          - action: deny
+            paths:
+              - /files/my docs/*
+              - /admin//*
+              - /public/../admin/**
+              - /a%2fb
+              - /caf\u00e9
+              - /search?q=*
+              - /x%00
+              - /items/%41/%7e/%3f
+        ---
+        kind: HTTPRoute
+        name: r
+        service: s
+        rules:
+          - matches: [{path: {prefix: /v2/./x}}, {path: {exact: "/a\\\\b"}}]
+        """
+    )
+    paths, matches = "Authorization s: rules[0].paths", "HTTPRoute r: rules[0].matches"
+    normal = "the proxy matches the normalized path, write"
+    encoded = "requests carry it percent-encoded, write"
+    expected = [
+        (6, f"{paths}[0]", "/files/my docs/*", f"{encoded} '/files/my%20docs/*'"),
+        (7, f"{paths}[1]", "/admin//*", f"{normal} '/admin/*'"),
+        (8, f"{paths}[2]", "/public/../admin/**", f"{normal} '/admin/**'"),
+        (9, f"{paths}[3]", "/a%2fb", f"{normal} '/a/b'"),
+        (10, f"{paths}[4]", "/caf\u00e9", f"{encoded} '/caf%C3%A9'"),
+        (11, f"{paths}[5]", "/search?q=*", "'?' begins the query, which is no part of the path"),
+        (12, f"{paths}[6]", "/x%00", "the proxy refuses such a request (http1.path.nul)"),
+        (13, f"{paths}[7]", "/items/%41/%7e/%3f", f"{normal} '/items/A/~/%3F'"),
+        (19, f"{matches}[0].path.prefix", "/v2/./x", f"{normal} '/v2/x'"),
+        (19, f"{matches}[1].path.exact", "/a\\b", f"{normal} '/a/b'"),
+    ]
+    assert errors_of(("p.yaml", text)) == [
+        f"p.yaml:{line}: {where}: path {path!r} never matches a request: {why}"
+        for line, where, path, why in expected
+    ]
+
+
+SHAPE = (
+    "it has the form spiffe://<trust-domain>/<kind>/<name> ('*' stands for one part or a piece "
+    "of one, '**' for any number of parts)"
+)
+
+
+def deny_from(patterns: list[str]) -> str:
+    """An Authorization of service s whose one rule denies callers of `patterns` (line 6 on)."""
+    lines = "".join(f"      - {pattern}\n" for pattern in patterns)
+    return "kind: Authorization\nservice: s\nrules:\n  - action: deny\n    from:\n" + lines
+
+
+def test_identity_patterns_no_caller_can_have_are_errors() -> None:
+    """A caller's identity is spiffe://<td>/<kind>/<name> in lower case: a pattern no such ID
+    fits would never match, and a deny rule that never matches fails open."""
+    good = [
+        "spiffe://vmesh.local/svc/api", "spiffe://vmesh.local/svc/web-*", "spiffe://*/svc/api",
+        "spiffe://vmesh.local/**", "spiffe://other.example/svc/**", "spiffe://vmesh.local/*/x",
+        "spiffe://vmesh.local/operator/*", "spiffe://**",
+    ]
+    assert load_texts([("ok.yaml", deny_from(good))]).authorizations_for("s")
+    bad = [
+        ("spiffe://vmesh.local/web", SHAPE),
+        ("spiffe://vmesh.local/svc/web/**", SHAPE),
+        ("spiffe://vmesh.local/svc/web/", SHAPE),
+        ("spiffe://Vmesh.local/svc/web", "invalid trust domain 'Vmesh.local': use lowercase "
+         "letters, digits, '.' and '-'"),
+        ("spiffe://vmesh.local/service/web", "kind 'service' is none of svc, operator, host"),
+        ("spiffe://vmesh.local/svc/Web", "invalid svc name 'Web': use 1-63 lowercase letters, "
+         "digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        ("spiffe://vmesh.local/svc/Web-*", "'Web-*' holds a character no identity has: use "
+         "lowercase letters, digits, '-', '_', '.' and '*'"),
+        ("spiffe://vmesh.local/SVC/**", "kind 'SVC' is none of svc, operator, host"),
+    ]
+    assert errors_of(("p.yaml", deny_from([pattern for pattern, _ in bad]))) == [
+        f"p.yaml:{6 + index}: Authorization s: rules[0].from[{index}]: client identity "
+        f"{pattern!r} never matches a caller: {why}"
+        for index, (pattern, why) in enumerate(bad)
+    ]

@@ -93,7 +93,10 @@ def test_service_without_routes_has_only_the_default() -> None:
     assert repr(routes) == "<RouteTable web rules=0>"
 
 
-segment = st.text(alphabet="abcxyz-._~%2", min_size=1, max_size=6)
+# segments of normalized paths (a prefix written otherwise is a load error)
+segment = st.text(alphabet="abcxyz-._~", min_size=1, max_size=6).filter(
+    lambda text: text not in (".", "..")
+)
 
 
 @given(st.lists(segment, min_size=1, max_size=4), st.lists(segment, min_size=0, max_size=3))

@@ -32,8 +32,12 @@ class PolicyInvalid(Exception):
 
 
 def policy_files(directory: Path | None = None) -> list[Path]:
-    """The policy files of a directory (default `paths.policy_dir()`), in load order."""
+    """The policy files of a directory (default `paths.policy_dir()`), in load order. A
+    symlink that leads nowhere is listed too: reading it fails, so the policy is refused
+    rather than loaded without that file's rules."""
     directory = directory or paths.policy_dir()
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file())
+    return sorted(
+        p for p in directory.glob("*.yaml") if p.is_file() or (p.is_symlink() and not p.exists())
+    )

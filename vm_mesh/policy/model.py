@@ -14,8 +14,10 @@ Authorization is about a service of this proxy's own site.
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from identity import spiffe
+from proxy.normalize import INVALID_CHARACTER, PATH_CHARACTERS, BadPath, normalize_target
 from vm_mesh.discovery import sites
 from vm_mesh.durations import format_duration, parse_duration
 from vm_mesh.schema import ALIAS, Check, FieldError, MinLength, Parse, Range
@@ -66,8 +68,25 @@ def _compile_regex(value: Any) -> re.Pattern[str]:
 
 
 def _check_absolute_path(value: str) -> str:
+    """A path as requests are matched: normalized (proxy.normalize), else no request would
+    ever match it, and a deny rule that never matches fails open."""
     if not value.startswith("/"):
         raise ValueError(f"path {value!r} must start with '/'")
+    try:
+        target = normalize_target(value)
+    except BadPath as bad:
+        if bad.reason != INVALID_CHARACTER:
+            raise ValueError(f"path {value!r} never matches a request: the proxy refuses "
+                             f"such a request ({bad.reason})") from None
+        encoded = quote(value, safe=PATH_CHARACTERS)
+        raise ValueError(f"path {value!r} never matches a request: requests carry it "
+                         f"percent-encoded, write {encoded!r}") from None
+    if target.query:
+        raise ValueError(f"path {value!r} never matches a request: '?' begins the query, "
+                         "which is no part of the path")
+    if target.path != value:
+        raise ValueError(f"path {value!r} never matches a request: the proxy matches the "
+                         f"normalized path, write {target.path!r}")
     return value
 
 
@@ -99,10 +118,48 @@ class Glob:
         return self.text
 
 
+_SPIFFE = "spiffe://"
+_PATTERN_PART = re.compile(r"^[a-z0-9_.*-]+$")
+
+
+def _check_identity_part(index: int, part: str, kind: str) -> None:
+    """Raise ValueError unless `part` may be part `index` (trust domain, kind, name) of an ID."""
+    if index == 0:
+        spiffe.check_trust_domain(part)
+    elif index == 1 and part not in spiffe.KINDS:
+        raise ValueError(f"kind {part!r} is none of {', '.join(spiffe.KINDS)}")
+    elif index == 2:
+        spiffe.check_name(part, f"{kind} name")
+
+
+def _principal_problem(text: str) -> str | None:
+    """Why no caller's identity (spiffe://<td>/<kind>/<name>) can match the pattern `text`."""
+    parts = text[len(_SPIFFE) :].split("/")
+    spread = next((i for i, part in enumerate(parts) if "**" in part), None)  # parts after: any
+    fixed = parts if spread is None else parts[:spread]
+    if len(parts) != 3 if spread is None else spread > 2:  # '**' in part 4 needs a 4th part
+        return ("it has the form spiffe://<trust-domain>/<kind>/<name> ('*' stands for one "
+                "part or a piece of one, '**' for any number of parts)")
+    kind = parts[1] if len(parts) > 1 and parts[1] in spiffe.KINDS else "identity"
+    try:
+        for index, part in enumerate(parts):
+            if "*" in part or index >= len(fixed):
+                if not _PATTERN_PART.match(part):
+                    raise ValueError(f"{part!r} holds a character no identity has: use "
+                                     "lowercase letters, digits, '-', '_', '.' and '*'")
+            else:
+                _check_identity_part(index, part, kind)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _parse_principal(value: Any) -> Glob:
     glob = Glob.parse(value)
-    if not glob.text.startswith("spiffe://"):
+    if not glob.text.startswith(_SPIFFE):
         raise ValueError(f"client identity {glob.text!r} must be a spiffe:// ID or pattern")
+    if problem := _principal_problem(glob.text):
+        raise ValueError(f"client identity {glob.text!r} never matches a caller: {problem}")
     return glob
 
 

@@ -12,6 +12,7 @@ import logging
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,6 +204,36 @@ async def test_agent_down_keeps_the_last_set_marked_stale_across_restarts(
     finally:
         await watcher.stop()
         await registrar.close()
+
+
+async def test_a_watch_of_answers_that_churn_asks_at_a_bounded_rate(agent: FakeConsul) -> None:
+    """Consul's docs: a blocking loop over a result that changes fast turns into a busy loop
+    (client CPU, load on the servers) unless it is rate-limited. The watch asks twice at once,
+    then once per `query_interval_s` while every answer brings a change."""
+    service = f"api-{secrets.token_hex(3)}"
+    settings = replace(settings_for(agent), query_interval_s=0.5)
+    discovery = ConsulDiscovery(settings)
+    watcher = Latest(discovery, service)
+
+    def asked() -> int:
+        return sum(p.startswith(f"/v1/health/service/{service}?") for p in list(agent.requests))
+
+    def churn() -> None:  # an instance whose port flips: every answer differs from the last
+        for n in range(600):
+            agent.register({"ID": "flapping", "Name": service, "Address": "127.0.0.1",
+                            "Port": 42000 + n % 2})
+            time.sleep(0.003)
+
+    try:
+        await eventually(lambda: watcher.sets)
+        before, started = asked(), time.monotonic()
+        await asyncio.to_thread(churn)
+        queries, elapsed = asked() - before, time.monotonic() - started
+        assert len({i.port for s in watcher.sets for i in s.instances}) == 2  # it followed
+        assert queries <= 2 + elapsed / settings.query_interval_s + 1
+    finally:
+        await watcher.stop()
+        await discovery.close()
 
 
 async def test_registering_while_the_agent_is_down_completes_when_it_returns(

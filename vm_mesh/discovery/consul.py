@@ -15,8 +15,11 @@ listener (`check_host`: loopback unless the admin port listens on one address).
 Watching uses
 `/v1/health/service/<name>?passing&index=N&wait=...` and follows Consul's
 rules for blocking queries: a response is no proof of change, an index that
-goes backwards restarts from 0, an index below 1 is treated as 1, and
-failures back off exponentially so a flapping agent is not hammered.
+goes backwards restarts from 0, an index below 1 is treated as 1, the loop is
+rate-limited with a token bucket (two queries at once, then one per
+`query_interval_s` while every answer brings a change), so a service that churns
+is polled at a steady rate rather than in a busy loop, and failures back off
+exponentially so a flapping agent is not hammered.
 
 Several meshes (sites, or a staging and a production mesh) may share one
 Consul cluster, under the same service names. Each instance registers its
@@ -60,6 +63,7 @@ from vm_mesh.backoff import doubled
 from vm_mesh.blocking import in_own_thread
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
+from vm_mesh.token_bucket import TokenBucket
 
 log = logging.getLogger("vmesh.discovery.consul")
 
@@ -80,6 +84,8 @@ class ConsulSettings:
     check_timeout: str = "2s"
     check_host: str = "127.0.0.1"  # where the local agent reaches the admin port
     deregister_after: str = "1m"  # Consul's minimum; a dead host leaves the catalog after this
+    # while answers churn, one query per this many seconds after two at once (TokenBucket)
+    query_interval_s: float = 1.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     # the datacenters that names like `api.east` may name; None: any the agent knows
@@ -366,7 +372,9 @@ class ConsulDiscovery:
         last: tuple[Instance, ...] | None = None
         confirmed_at = 0.0
         noted: set[str] = set()  # the strangers of the last answer, logged when they came
+        pace = TokenBucket(self.settings.query_interval_s, now=time.monotonic())
         while True:
+            await asyncio.sleep(pace.delay(time.monotonic()))
             try:
                 if unchecked is not None:
                     check_known(unchecked, await asyncio.to_thread(

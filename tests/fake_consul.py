@@ -11,6 +11,8 @@ keeps the documented contract (/work/shared/reference, section 3):
   (connected passing, else critical); new checks start critical unless
   `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
 - `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
+- `GET /v1/agent/services`: `{id: {ID, Service, Tags, Meta, Port, Address, Weights, ...}}`
+  of the services registered with this agent (not blocking, no `X-Consul-Index`).
 - `GET /v1/catalog/services`: `{name: [tags]}` of every registered service, with
   `X-Consul-Index` (not blocking: vmesh lists it, it does not watch it).
 - `GET /v1/health/service/:name`: Node/Service/Checks entries including the
@@ -358,6 +360,18 @@ class FakeConsul:
             tags.setdefault(service.name, set()).update(service.tags)
         return {name: sorted(found) for name, found in sorted(tags.items())}
 
+    def agent_services(self) -> dict[str, dict[str, Any]]:
+        """`/v1/agent/services`: the services registered with this agent, by id."""
+        return {
+            service.service_id: {
+                "ID": service.service_id, "Service": service.name, "Tags": service.tags,
+                "Meta": service.meta, "Port": service.port, "Address": service.address,
+                "TaggedAddresses": {}, "Weights": service.weights, "EnableTagOverride": False,
+                "Datacenter": self.datacenter, "Namespace": "default",
+            }
+            for service in sorted(self.services.values(), key=lambda s: s.service_id)
+        }
+
     def datacenters(self) -> list[str]:
         """`/v1/catalog/datacenters`: this agent's datacenter, then the federation's."""
         return [self.datacenter, *(other.datacenter for other in self.federation)]
@@ -530,6 +544,11 @@ class FakeConsul:
                 query = parse_qs(url.query, keep_blank_values=True)
                 if url.path == "/v1/catalog/datacenters":
                     self._answer(200, json.dumps(agent.datacenters()).encode(), "application/json")
+                    return
+                if url.path == "/v1/agent/services":
+                    with agent.changed:
+                        body = json.dumps(agent.agent_services()).encode()
+                    self._answer(200, body, "application/json")
                     return
                 if url.path == "/v1/catalog/services":
                     source = self._datacenter(query)

@@ -236,6 +236,35 @@ async def test_a_watch_of_answers_that_churn_asks_at_a_bounded_rate(agent: FakeC
         await discovery.close()
 
 
+async def test_a_registration_the_agent_dropped_is_made_again(
+    agent: FakeConsul, ready: list[ReadyServer]
+) -> None:
+    """The agent drops a registration whose check stayed critical for
+    DeregisterCriticalServiceAfter (or loses it in a restart without its data dir); a proxy that
+    is ready again must come back, not stay out of discovery until it is restarted."""
+    service = f"api-{secrets.token_hex(3)}"
+    settings = replace(settings_for(agent), deregister_after="300ms", resync_s=0.2)
+    discovery = ConsulDiscovery(settings)
+    first, _ = instances(service, ready)
+    watcher = Latest(discovery, service)
+
+    def registrations() -> int:
+        return agent.requests.count("/v1/agent/service/register")
+
+    try:
+        await discovery.register(first)
+        await eventually(lambda: watcher.ids == {first.instance_id})
+        ready[0].close()  # not ready for longer than the deregister delay: the agent drops it
+        await eventually(lambda: registrations() >= 2, within=10)  # and it is registered again
+        ready[0].reopen()
+        await eventually(lambda: watcher.ids == {first.instance_id}, within=10)
+        assert first.instance_id in agent.services
+    finally:
+        await watcher.stop()
+        await discovery.close()
+    assert agent.services == {}  # withdrawn on close, not registered again after it
+
+
 async def test_registering_while_the_agent_is_down_completes_when_it_returns(
     agent: FakeConsul, ready: list[ReadyServer]
 ) -> None:

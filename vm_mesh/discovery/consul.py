@@ -12,6 +12,14 @@ lost is the agent's proof that it talks to our proxy, which a health probe on
 the host's own loopback does not need; the mesh traffic itself stays mutually
 authenticated. The check URL's host is where the local agent reaches the admin
 listener (`check_host`: loopback unless the admin port listens on one address).
+The agent may drop a registration: it reaps one whose check stayed critical
+for `DeregisterCriticalServiceAfter` (a proxy not ready for a while, say
+while its certificate could not be renewed), and one restarted without its
+data directory has none. Every `resync_s` the backend compares the agent's
+services (`/v1/agent/services`) with its own and registers again what is
+missing, as Nomad's Consul sync does, so a proxy that is ready again comes
+back instead of staying out of discovery until it restarts.
+
 Watching uses
 `/v1/health/service/<name>?passing&index=N&wait=...` and follows Consul's
 rules for blocking queries: a response is no proof of change, an index that
@@ -84,6 +92,7 @@ class ConsulSettings:
     check_timeout: str = "2s"
     check_host: str = "127.0.0.1"  # where the local agent reaches the admin port
     deregister_after: str = "1m"  # Consul's minimum; a dead host leaves the catalog after this
+    resync_s: float = 30.0  # how often registrations the agent dropped are made again
     # while answers churn, one query per this many seconds after two at once (TokenBucket)
     query_interval_s: float = 1.0
     backoff_min_s: float = 0.5
@@ -272,6 +281,7 @@ class ConsulDiscovery:
         self._registered: dict[str, Instance] = {}
         self._retrying: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        self._resync: asyncio.Task[None] | None = None
 
     async def register(self, instance: Instance) -> None:
         """Register with the agent; when it is down, keep trying in the background.
@@ -306,6 +316,27 @@ class ConsulDiscovery:
         self._registered[instance.instance_id] = instance
         log.info("registered with consul",
                  extra={"instance": instance.instance_id, "addr": instance.authority})
+        if self._resync is None:
+            self._resync = asyncio.create_task(self._register_what_the_agent_dropped())
+
+    async def _register_what_the_agent_dropped(self) -> None:
+        """Every `resync_s`, register again the instances the agent no longer has (module
+        docstring); an agent that does not answer is left to the watches to report."""
+        while True:
+            await asyncio.sleep(self.settings.resync_s)
+            try:
+                known = await asyncio.to_thread(self._client.agent.services)
+            except (consul.ConsulException, OSError):
+                continue
+            for instance_id, instance in list(self._registered.items()):
+                if instance_id in known or instance_id in self._retrying:
+                    continue
+                if self._registered.get(instance_id) is not instance:  # withdrawn meanwhile
+                    continue
+                log.warning("the consul agent dropped our registration; registering again",
+                            extra={"event": "discovery_consul_reregistered",
+                                   "instance": instance_id})
+                await self.register(instance)
 
     async def _retry(self, instance: Instance) -> None:
         failures = 1
@@ -434,6 +465,9 @@ class ConsulDiscovery:
         return set(found)
 
     async def close(self, withdraw: bool = True) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
+            self._resync = None
         if not withdraw:  # the successor re-registered the same ids; they stay in the agent
             for task in self._retrying.values():
                 task.cancel()

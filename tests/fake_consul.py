@@ -10,7 +10,9 @@ keeps the documented contract (/work/shared/reference, section 3):
   system's CAs unless `TLSSkipVerify`), a TCP check really connects to its `host:port`
   (connected passing, else critical); new checks start critical unless
   `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
-- `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
+- `PUT /v1/agent/service/deregister/:id`: 200; 404 `Unknown service ID "x". Ensure that
+  the service ID is passed, not the service name.` for an id the agent does not have, as
+  current agents answer (the wording of hashicorp/consul#10894).
 - `GET /v1/agent/services`: `{id: {ID, Service, Tags, Meta, Port, Address, Weights, ...}}`
   of the services registered with this agent (not blocking, no `X-Consul-Index`).
 - `GET /v1/catalog/services`: `{name: [tags]}` of every registered service, with
@@ -261,10 +263,13 @@ class FakeConsul:
             self.services[service.service_id] = service
             self._bump(service)
 
-    def deregister(self, service_id: str) -> None:
+    def deregister(self, service_id: str) -> bool:
+        """Remove `service_id` and its checks; False when the agent has no such service."""
         with self.changed:
-            if self.services.pop(service_id, None) is not None:
-                self._bump()
+            if self.services.pop(service_id, None) is None:
+                return False
+            self._bump()
+            return True
 
     def set_status(self, check: Check, status: str, output: str = "") -> None:
         with self.changed:
@@ -455,7 +460,11 @@ class FakeConsul:
                         return
                     self._answer(200, b"", "text/plain")
                 elif url.path.startswith("/v1/agent/service/deregister/"):
-                    agent.deregister(unquote(url.path.rsplit("/", 1)[1]))
+                    service_id = unquote(url.path.rsplit("/", 1)[1])
+                    if not agent.deregister(service_id):
+                        self._error(404, f'Unknown service ID "{service_id}". Ensure that the '
+                                         "service ID is passed, not the service name.")
+                        return
                     self._answer(200, b"", "text/plain")
                 elif url.path.startswith("/v1/kv/"):
                     flags = parse_qs(url.query).get("flags", ["0"])[0]

@@ -55,6 +55,14 @@ def test_agent_services_lists_what_was_registered_with_the_agent(agent: FakeCons
     assert client.agent.services() == {}
 
 
+def test_deregistering_an_id_the_agent_does_not_have_is_404(agent: FakeConsul) -> None:
+    answer = httpx.put(f"http://127.0.0.1:{agent.port}/v1/agent/service/deregister/api")
+    assert answer.status_code == 404
+    assert answer.text == ('Unknown service ID "api". '
+                           "Ensure that the service ID is passed, not the service name.")
+    assert consul.Consul(port=agent.port).agent.service.deregister("api") is False
+
+
 def test_blocking_query_waits_for_a_change_or_the_wait(agent: FakeConsul) -> None:
     base = f"http://127.0.0.1:{agent.port}/v1/health/service/nothing"
     first = httpx.get(base)

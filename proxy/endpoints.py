@@ -96,7 +96,9 @@ class ServiceEndpoints:
         return self._unused_sweeps >= UNUSED_SWEEPS
 
     def update(self, view: EndpointSet) -> None:
-        """Install a new endpoint set; known instances keep their latency and breaker state."""
+        """Install a new endpoint set; an instance still at the same address keeps its latency
+        and breaker state, whatever else its announcement changed (a drain to weight 0, a new
+        version), and one at a new address (another process) starts afresh."""
         current: dict[str, Endpoint] = {}
         for instance in view.instances:
             if (twin := current.get(instance.instance_id)) is not None:
@@ -108,7 +110,9 @@ class ServiceEndpoints:
                            "hint": "give each instance its own instance_id in its service file"},
                 )
             known = self.endpoints.get(instance.instance_id)
-            if known is not None and known.instance == instance:
+            if known is not None and known.authority == instance.authority:
+                known.instance = instance
+                known.weight = instance.weight
                 known.last_seen = time.time()
                 current[instance.instance_id] = known
             else:

@@ -10,7 +10,11 @@ keeps the documented contract (/work/shared/reference, section 3):
   system's CAs unless `TLSSkipVerify`), a TCP check really connects to its `host:port`
   (connected passing, else critical); new checks start critical unless
   `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
-- `PUT /v1/agent/service/deregister/:id`: 200, also for an unknown id.
+- `PUT /v1/agent/service/deregister/:id`: 200; 404 `Unknown service ID "x". Ensure that
+  the service ID is passed, not the service name.` for an id the agent does not have, as
+  current agents answer (the wording of hashicorp/consul#10894).
+- `GET /v1/agent/services`: `{id: {ID, Service, Tags, Meta, Port, Address, Weights, ...}}`
+  of the services registered with this agent (not blocking, no `X-Consul-Index`).
 - `GET /v1/catalog/services`: `{name: [tags]}` of every registered service, with
   `X-Consul-Index` (not blocking: vmesh lists it, it does not watch it).
 - `GET /v1/health/service/:name`: Node/Service/Checks entries including the
@@ -259,10 +263,13 @@ class FakeConsul:
             self.services[service.service_id] = service
             self._bump(service)
 
-    def deregister(self, service_id: str) -> None:
+    def deregister(self, service_id: str) -> bool:
+        """Remove `service_id` and its checks; False when the agent has no such service."""
         with self.changed:
-            if self.services.pop(service_id, None) is not None:
-                self._bump()
+            if self.services.pop(service_id, None) is None:
+                return False
+            self._bump()
+            return True
 
     def set_status(self, check: Check, status: str, output: str = "") -> None:
         with self.changed:
@@ -358,6 +365,18 @@ class FakeConsul:
             tags.setdefault(service.name, set()).update(service.tags)
         return {name: sorted(found) for name, found in sorted(tags.items())}
 
+    def agent_services(self) -> dict[str, dict[str, Any]]:
+        """`/v1/agent/services`: the services registered with this agent, by id."""
+        return {
+            service.service_id: {
+                "ID": service.service_id, "Service": service.name, "Tags": service.tags,
+                "Meta": service.meta, "Port": service.port, "Address": service.address,
+                "TaggedAddresses": {}, "Weights": service.weights, "EnableTagOverride": False,
+                "Datacenter": self.datacenter, "Namespace": "default",
+            }
+            for service in sorted(self.services.values(), key=lambda s: s.service_id)
+        }
+
     def datacenters(self) -> list[str]:
         """`/v1/catalog/datacenters`: this agent's datacenter, then the federation's."""
         return [self.datacenter, *(other.datacenter for other in self.federation)]
@@ -441,7 +460,11 @@ class FakeConsul:
                         return
                     self._answer(200, b"", "text/plain")
                 elif url.path.startswith("/v1/agent/service/deregister/"):
-                    agent.deregister(unquote(url.path.rsplit("/", 1)[1]))
+                    service_id = unquote(url.path.rsplit("/", 1)[1])
+                    if not agent.deregister(service_id):
+                        self._error(404, f'Unknown service ID "{service_id}". Ensure that the '
+                                         "service ID is passed, not the service name.")
+                        return
                     self._answer(200, b"", "text/plain")
                 elif url.path.startswith("/v1/kv/"):
                     flags = parse_qs(url.query).get("flags", ["0"])[0]
@@ -530,6 +553,11 @@ class FakeConsul:
                 query = parse_qs(url.query, keep_blank_values=True)
                 if url.path == "/v1/catalog/datacenters":
                     self._answer(200, json.dumps(agent.datacenters()).encode(), "application/json")
+                    return
+                if url.path == "/v1/agent/services":
+                    with agent.changed:
+                        body = json.dumps(agent.agent_services()).encode()
+                    self._answer(200, body, "application/json")
                     return
                 if url.path == "/v1/catalog/services":
                     source = self._datacenter(query)

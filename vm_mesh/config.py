@@ -31,6 +31,7 @@ import ipaddress
 import re
 import socket
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -74,6 +75,26 @@ def _consul_url(value: str) -> str:
     if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
         raise ValueError(f"{value!r} is not an agent address like http://127.0.0.1:8500")
     return value
+
+
+def _between(low: str, high: str, why: str) -> Callable[[str], str]:
+    """A check that keeps a duration string between the durations `low` and `high` (`why`
+    says whose bounds they are)."""
+    bounds = parse_duration(low), parse_duration(high)
+
+    def check(value: str) -> str:
+        if not bounds[0] <= parse_duration(value) <= bounds[1]:
+            raise ValueError(f"{value} is not between {low} and {high} ({why})")
+        return value
+
+    return check
+
+
+# Consul holds a blocking query 10 minutes at most; a wait of 0 is its default of 5 minutes,
+# which outlasts the client's read timeout (the wait plus 30 s)
+ConsulWait = Annotated[str, Check(_between("1ms", "10m", "Consul holds a query 10m at most"))]
+ConsulInterval = Annotated[str, Check(_between("1ms", "24h", "a check's interval"))]
+ConsulDeregisterAfter = Annotated[str, Check(_between("1m", "720h", "Consul's minimum is 1m"))]
 
 
 def _http_url(value: str) -> str:
@@ -135,9 +156,9 @@ class Discovery:
     interfaces: tuple[str, ...] = ()  # mdns: addresses of the interfaces to use (default: all)
     consul_url: Annotated[str, Check(_consul_url)] = "http://127.0.0.1:8500"  # the local agent
     consul_token: str | None = None
-    consul_wait: str = "30s"  # consul: how long one blocking query may last
-    consul_check_interval: str = "5s"
-    consul_deregister_after: str = "1m"  # Consul's minimum
+    consul_wait: ConsulWait = "30s"  # consul: how long one blocking query may last
+    consul_check_interval: ConsulInterval = "5s"
+    consul_deregister_after: ConsulDeregisterAfter = "1m"  # Consul's minimum
     # consul: the datacenters `<service>.<datacenter>.mesh` may name (None: any the agent knows)
     datacenters: tuple[Datacenter, ...] | None = None
 

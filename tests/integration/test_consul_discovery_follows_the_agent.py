@@ -12,6 +12,7 @@ import logging
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,6 +204,65 @@ async def test_agent_down_keeps_the_last_set_marked_stale_across_restarts(
     finally:
         await watcher.stop()
         await registrar.close()
+
+
+async def test_a_watch_of_answers_that_churn_asks_at_a_bounded_rate(agent: FakeConsul) -> None:
+    """Consul's docs: a blocking loop over a result that changes fast turns into a busy loop
+    (client CPU, load on the servers) unless it is rate-limited. The watch asks twice at once,
+    then once per `query_interval_s` while every answer brings a change."""
+    service = f"api-{secrets.token_hex(3)}"
+    settings = replace(settings_for(agent), query_interval_s=0.5)
+    discovery = ConsulDiscovery(settings)
+    watcher = Latest(discovery, service)
+
+    def asked() -> int:
+        return sum(p.startswith(f"/v1/health/service/{service}?") for p in list(agent.requests))
+
+    def churn() -> None:  # an instance whose port flips: every answer differs from the last
+        for n in range(600):
+            agent.register({"ID": "flapping", "Name": service, "Address": "127.0.0.1",
+                            "Port": 42000 + n % 2})
+            time.sleep(0.003)
+
+    try:
+        await eventually(lambda: watcher.sets)
+        before, started = asked(), time.monotonic()
+        await asyncio.to_thread(churn)
+        queries, elapsed = asked() - before, time.monotonic() - started
+        assert len({i.port for s in watcher.sets for i in s.instances}) == 2  # it followed
+        assert queries <= 2 + elapsed / settings.query_interval_s + 1
+    finally:
+        await watcher.stop()
+        await discovery.close()
+
+
+async def test_a_registration_the_agent_dropped_is_made_again(
+    agent: FakeConsul, ready: list[ReadyServer]
+) -> None:
+    """The agent drops a registration whose check stayed critical for
+    DeregisterCriticalServiceAfter (or loses it in a restart without its data dir); a proxy that
+    is ready again must come back, not stay out of discovery until it is restarted."""
+    service = f"api-{secrets.token_hex(3)}"
+    settings = replace(settings_for(agent), deregister_after="300ms", resync_s=0.2)
+    discovery = ConsulDiscovery(settings)
+    first, _ = instances(service, ready)
+    watcher = Latest(discovery, service)
+
+    def registrations() -> int:
+        return agent.requests.count("/v1/agent/service/register")
+
+    try:
+        await discovery.register(first)
+        await eventually(lambda: watcher.ids == {first.instance_id})
+        ready[0].close()  # not ready for longer than the deregister delay: the agent drops it
+        await eventually(lambda: registrations() >= 2, within=10)  # and it is registered again
+        ready[0].reopen()
+        await eventually(lambda: watcher.ids == {first.instance_id}, within=10)
+        assert first.instance_id in agent.services
+    finally:
+        await watcher.stop()
+        await discovery.close()
+    assert agent.services == {}  # withdrawn on close, not registered again after it
 
 
 async def test_registering_while_the_agent_is_down_completes_when_it_returns(

@@ -42,6 +42,27 @@ def test_registered_service_is_an_entry_of_node_service_checks(agent: FakeConsul
     assert client.health.service(name)[1] == []  # unknown service: [] not null
 
 
+def test_agent_services_lists_what_was_registered_with_the_agent(agent: FakeConsul) -> None:
+    client = consul.Consul(port=agent.port)
+    assert client.agent.services() == {}
+    assert client.agent.service.register("api", service_id="api-1", port=4143,
+                                         meta={"zone": "a"})
+    listed = client.agent.services()
+    assert list(listed) == ["api-1"]
+    assert {k: listed["api-1"][k] for k in ("ID", "Service", "Port", "Address", "Meta")} == {
+        "ID": "api-1", "Service": "api", "Port": 4143, "Address": "", "Meta": {"zone": "a"}}
+    assert client.agent.service.deregister("api-1")
+    assert client.agent.services() == {}
+
+
+def test_deregistering_an_id_the_agent_does_not_have_is_404(agent: FakeConsul) -> None:
+    answer = httpx.put(f"http://127.0.0.1:{agent.port}/v1/agent/service/deregister/api")
+    assert answer.status_code == 404
+    assert answer.text == ('Unknown service ID "api". '
+                           "Ensure that the service ID is passed, not the service name.")
+    assert consul.Consul(port=agent.port).agent.service.deregister("api") is False
+
+
 def test_blocking_query_waits_for_a_change_or_the_wait(agent: FakeConsul) -> None:
     base = f"http://127.0.0.1:{agent.port}/v1/health/service/nothing"
     first = httpx.get(base)

@@ -56,3 +56,33 @@ def test_a_tracing_endpoint_that_is_not_a_url_names_file_line_and_key(tmp_path: 
     with pytest.raises(UserError) as caught:
         load_mesh_config(path)
     assert f"{path}:2: tracing.otlp_endpoint: 'collector:4318' is not a URL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        # Consul answers 400 `Invalid wait time` to every query: no watch would ever sync
+        ('consul_wait = "30"', "discovery.consul_wait: invalid duration '30'"),
+        ('consul_wait = "0s"', "discovery.consul_wait: 0s is not between"),
+        ('consul_wait = "15m"', "discovery.consul_wait: 15m is not between"),
+        # the agent refuses the check (and so the registration) for ever
+        ('consul_check_interval = "5"', "discovery.consul_check_interval: invalid duration"),
+        ('consul_deregister_after = "30s"', "discovery.consul_deregister_after: 30s is not"),
+    ],
+)
+def test_consul_durations_the_agent_would_refuse_name_file_line_and_key(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    path = mesh_toml(tmp_path, f'[discovery]\nbackend = "consul"\n{line}\n')
+    with pytest.raises(UserError) as caught:
+        load_mesh_config(path)
+    assert f"{path}:3: {reason}" in str(caught.value)
+
+
+def test_consul_durations_within_consuls_bounds_load(tmp_path: Path) -> None:
+    path = mesh_toml(tmp_path, '[discovery]\nbackend = "consul"\nconsul_wait = "10m"\n'
+                     'consul_check_interval = "100ms"\nconsul_deregister_after = "1m30s"\n')
+    loaded = load_mesh_config(path).discovery
+    assert loaded is not None
+    assert (loaded.consul_wait, loaded.consul_check_interval, loaded.consul_deregister_after) == (
+        "10m", "100ms", "1m30s")

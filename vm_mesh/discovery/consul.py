@@ -12,11 +12,22 @@ lost is the agent's proof that it talks to our proxy, which a health probe on
 the host's own loopback does not need; the mesh traffic itself stays mutually
 authenticated. The check URL's host is where the local agent reaches the admin
 listener (`check_host`: loopback unless the admin port listens on one address).
+The agent may drop a registration: it reaps one whose check stayed critical
+for `DeregisterCriticalServiceAfter` (a proxy not ready for a while, say
+while its certificate could not be renewed), and one restarted without its
+data directory has none. Every `resync_s` the backend compares the agent's
+services (`/v1/agent/services`) with its own and registers again what is
+missing, as Nomad's Consul sync does, so a proxy that is ready again comes
+back instead of staying out of discovery until it restarts.
+
 Watching uses
 `/v1/health/service/<name>?passing&index=N&wait=...` and follows Consul's
 rules for blocking queries: a response is no proof of change, an index that
-goes backwards restarts from 0, an index below 1 is treated as 1, and
-failures back off exponentially so a flapping agent is not hammered.
+goes backwards restarts from 0, an index below 1 is treated as 1, the loop is
+rate-limited with a token bucket (two queries at once, then one per
+`query_interval_s` while every answer brings a change), so a service that churns
+is polled at a steady rate rather than in a busy loop, and failures back off
+exponentially so a flapping agent is not hammered.
 
 Several meshes (sites, or a staging and a production mesh) may share one
 Consul cluster, under the same service names. Each instance registers its
@@ -60,6 +71,7 @@ from vm_mesh.backoff import doubled
 from vm_mesh.blocking import in_own_thread
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
+from vm_mesh.token_bucket import TokenBucket
 
 log = logging.getLogger("vmesh.discovery.consul")
 
@@ -80,6 +92,9 @@ class ConsulSettings:
     check_timeout: str = "2s"
     check_host: str = "127.0.0.1"  # where the local agent reaches the admin port
     deregister_after: str = "1m"  # Consul's minimum; a dead host leaves the catalog after this
+    resync_s: float = 30.0  # how often registrations the agent dropped are made again
+    # while answers churn, one query per this many seconds after two at once (TokenBucket)
+    query_interval_s: float = 1.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     # the datacenters that names like `api.east` may name; None: any the agent knows
@@ -266,6 +281,7 @@ class ConsulDiscovery:
         self._registered: dict[str, Instance] = {}
         self._retrying: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        self._resync: asyncio.Task[None] | None = None
 
     async def register(self, instance: Instance) -> None:
         """Register with the agent; when it is down, keep trying in the background.
@@ -300,6 +316,27 @@ class ConsulDiscovery:
         self._registered[instance.instance_id] = instance
         log.info("registered with consul",
                  extra={"instance": instance.instance_id, "addr": instance.authority})
+        if self._resync is None:
+            self._resync = asyncio.create_task(self._register_what_the_agent_dropped())
+
+    async def _register_what_the_agent_dropped(self) -> None:
+        """Every `resync_s`, register again the instances the agent no longer has (module
+        docstring); an agent that does not answer is left to the watches to report."""
+        while True:
+            await asyncio.sleep(self.settings.resync_s)
+            try:
+                known = await asyncio.to_thread(self._client.agent.services)
+            except (consul.ConsulException, OSError):
+                continue
+            for instance_id, instance in list(self._registered.items()):
+                if instance_id in known or instance_id in self._retrying:
+                    continue
+                if self._registered.get(instance_id) is not instance:  # withdrawn meanwhile
+                    continue
+                log.warning("the consul agent dropped our registration; registering again",
+                            extra={"event": "discovery_consul_reregistered",
+                                   "instance": instance_id})
+                await self.register(instance)
 
     async def _retry(self, instance: Instance) -> None:
         failures = 1
@@ -366,7 +403,9 @@ class ConsulDiscovery:
         last: tuple[Instance, ...] | None = None
         confirmed_at = 0.0
         noted: set[str] = set()  # the strangers of the last answer, logged when they came
+        pace = TokenBucket(self.settings.query_interval_s, now=time.monotonic())
         while True:
+            await asyncio.sleep(pace.delay(time.monotonic()))
             try:
                 if unchecked is not None:
                     check_known(unchecked, await asyncio.to_thread(
@@ -426,6 +465,9 @@ class ConsulDiscovery:
         return set(found)
 
     async def close(self, withdraw: bool = True) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
+            self._resync = None
         if not withdraw:  # the successor re-registered the same ids; they stay in the agent
             for task in self._retrying.values():
                 task.cancel()

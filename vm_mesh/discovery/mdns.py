@@ -88,28 +88,56 @@ def trust_domain_of(properties: Mapping[bytes, bytes | None]) -> str | None:
     return value.decode(errors="replace") if value else None
 
 
+TXT_KEYS = ("svc", "id", "proto", "zone", "weight", "ver", "admin")
+MAX_WEIGHT = 10000  # as a service file's `weight`
+
+
+def _txt_text(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
+    """The vmesh keys of a TXT record as text; ValueError naming a key that is not UTF-8. Keys
+    of others are left alone, whatever their bytes."""
+    text = {}
+    for key in TXT_KEYS:
+        try:
+            text[key] = (properties.get(key.encode()) or b"").decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"{key} is not UTF-8") from None
+    return text
+
+
+def _txt_number(text: dict[str, str], key: str, default: int, low: int, high: int,
+                what: str) -> int:
+    """The integer under `key` (`default` when empty), between `low` and `high`; ValueError
+    saying what is wrong."""
+    raw = text[key]
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise ValueError(f"{key} {raw!r} is not a number")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(f"{key} {value} is not {what}")
+    return value
+
+
 def instance_from_txt(
     properties: Mapping[bytes, bytes | None], address: str, port: int
-) -> Instance | None:
-    """An instance from a resolved record; None when it is not a vmesh record."""
-    text = {k.decode(): (v or b"").decode() for k, v in properties.items()}
-    if not text.get("svc") or not text.get("id"):
-        return None
-    try:
-        weight = int(text.get("weight") or 100)
-        admin = int(text["admin"]) if text.get("admin") else None
-    except ValueError:
-        return None
+) -> Instance:
+    """The instance a resolved record announces; ValueError saying why it announces none (a
+    key missing, not UTF-8 or out of range: the bytes come from anyone on the LAN)."""
+    text = _txt_text(properties)
+    for key in ("svc", "id"):
+        if not text[key]:
+            raise ValueError(f"no {key}")
     return Instance(
         service=text["svc"],
         instance_id=text["id"],
         address=address,
         port=port,
-        admin_port=admin,
-        zone=text.get("zone", ""),
-        weight=weight,
-        version=text.get("ver", ""),
-        proto=text.get("proto") or "http",
+        admin_port=_txt_number(text, "admin", 0, 1, 65535, "a port") or None,
+        zone=text["zone"],
+        weight=_txt_number(text, "weight", 100, 0, MAX_WEIGHT, f"between 0 and {MAX_WEIGHT}"),
+        version=text["ver"],
+        proto=text["proto"] or "http",
     )
 
 
@@ -131,6 +159,7 @@ class MdnsDiscovery:
         self.first_browse_s = first_browse_s
         # names of other trust domains' instances the browse holds, logged as they came
         self._foreign: set[str] = set()
+        self._rejected: set[str] = set()  # names whose records announce no usable instance
         self._zeroconf = AsyncZeroconf(
             interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only
         )
@@ -207,6 +236,7 @@ class MdnsDiscovery:
         if state_change is ServiceStateChange.Removed:
             self._silent.discard(name)
             self._foreign.discard(name)  # forgotten: logged again if it comes back
+            self._rejected.discard(name)
             if self._known.pop(name, None) is not None:
                 self._notify()
             return
@@ -222,9 +252,25 @@ class MdnsDiscovery:
             return
         if self._is_foreign(name, trust_domain_of(info.properties)):
             return
-        instance = instance_from_txt(info.properties, info.parsed_addresses()[0], info.port)
-        if instance is not None and self._known.get(name) != instance:
+        try:
+            instance = instance_from_txt(info.properties, info.parsed_addresses()[0], info.port)
+        except ValueError as exc:
+            self._reject(name, str(exc))
+            return
+        self._rejected.discard(name)
+        if self._known.get(name) != instance:
             self._known[name] = instance
+            self._notify()
+
+    def _reject(self, name: str, why: str) -> None:
+        """`name`'s record announces no usable instance: it leaves the sets (whatever it said
+        before), logged once while it stays so (`_on_change` forgets it when it leaves)."""
+        if name not in self._rejected:
+            self._rejected.add(name)
+            log.warning("ignoring an mDNS record that announces no usable instance",
+                        extra={"event": "discovery_mdns_rejected", "reason": "discovery.bad_txt",
+                               "record": name, "detail": why})
+        if self._known.pop(name, None) is not None:
             self._notify()
 
     def _is_foreign(self, name: str, trust_domain: str | None) -> bool:

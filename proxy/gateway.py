@@ -267,12 +267,12 @@ class Gateway:
                           client)
 
     def _refuse(self, writer: asyncio.StreamWriter, refused: Refused, client: str) -> None:
-        self.metrics.refused.labels(refused.reason).inc()
-        # a connection that closed without a byte is a probe (the agent's TCP check)
-        level = logging.DEBUG if refused.reason == "gateway.no_hello" else logging.INFO
-        log.log(level, "gateway refused a connection",
-                extra={"event": "gateway_refused", "reason": refused.reason,
-                       "detail": str(refused)[:300], "client": client})
+        # a connection closed without a byte is a probe (the agent's TCP check), not a refusal
+        if refused.reason != "gateway.no_hello":
+            self.metrics.refused.labels(refused.reason).inc()
+            log.info("gateway refused a connection",
+                     extra={"event": "gateway_refused", "reason": refused.reason,
+                            "detail": str(refused)[:300], "client": client})
         with contextlib.suppress(Exception):
             if refused.alert is not None:
                 writer.write(alert(refused.alert))

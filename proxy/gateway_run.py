@@ -96,9 +96,11 @@ async def run(config: GatewayConfig) -> None:
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info(
+        "SIGHUP: a gateway has nothing to reload; restart it to read gateway.toml again"))
 
-    host, port = host_and_port(config.listen, 0)
-    server = await gateway.serve(host, port)
+    host, _, listen_port = config.listen.rpartition(":")  # checked when the file was read
+    server = await gateway.serve(host.strip("[]"), int(listen_port))
     port = server.sockets[0].getsockname()[1]
     await admin.serve_unix(paths.admin_socket(sites.GATEWAY_SERVICE))
     state.listening = True

@@ -33,7 +33,8 @@ class Endpoint:
     instance: Instance
     breaker: CircuitBreaker
     # its connections' key in the pool: `service@host:port`, the service its certificate names
-    # (`api` for `api.east`, an instance of `api` in datacenter east)
+    # (`api` for `api.east`, an instance of `api` in datacenter east), then `/<server name>`
+    # for another site's gateway, so connections to services behind one gateway never mix
     pool_key: str
     ewma: PeakEwma = field(default_factory=PeakEwma)
     last_seen: float = field(default_factory=time.time)
@@ -116,10 +117,11 @@ class ServiceEndpoints:
                 known.last_seen = time.time()
                 current[instance.instance_id] = known
             else:
+                key = f"{self._peer_service}@{instance.authority}"
+                if instance.server_name:
+                    key += f"/{instance.server_name}"
                 current[instance.instance_id] = Endpoint(
-                    instance,
-                    CircuitBreaker(self._breaker, rng=self._rng),
-                    f"{self._peer_service}@{instance.authority}",
+                    instance, CircuitBreaker(self._breaker, rng=self._rng), key
                 )
         self.endpoints = current
         self.view = view
@@ -147,6 +149,12 @@ class ServiceEndpoints:
         if self.refused is not None:  # a datacenter discovery does not know
             return NoEndpoints(self.refused.reason, str(self.refused))
         if not self.endpoints:
+            if self.view is not None and self.view.gateways_of:
+                return NoEndpoints(
+                    "no_endpoints",
+                    f"discovery lists no mesh gateway of datacenter {self.view.gateways_of}, "
+                    f"which carries {self.service} ([discovery] gateways of mesh.toml)",
+                )
             return NoEndpoints("no_endpoints", f"discovery lists no instance of {self.service}")
         return NoEndpoints(
             "all_endpoints_ejected", f"every instance of {self.service} is failing (circuit open)"
@@ -201,6 +209,9 @@ class ServiceEndpoints:
                     "pending": e.ewma.pending,
                     "breaker": e.breaker.describe(),
                     "last_seen": e.last_seen,
+                    # the instance is another site's gateway, carrying this name to the service
+                    "gateway": {"server_name": e.instance.server_name}
+                    if e.instance.server_name else None,
                 }
                 for e in self.endpoints.values()
             ],

@@ -115,8 +115,11 @@ class OutboundProxy:
         self.name = f"{context.config.instance} outbound"
 
     async def _connect(self, key: str) -> Upstream:
-        """Open an mTLS connection to `service@host:port` and check the server's identity."""
+        """Open an mTLS connection to `service@host:port` and check the server's identity; a key
+        `service@host:port/<server name>` is another site's gateway, which carries the connection
+        to the instance that the server name asks for (the identity checked is the same)."""
         service, _, address = key.partition("@")
+        address, _, server_name = address.partition("/")
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{service}"
@@ -127,7 +130,7 @@ class OutboundProxy:
             reason="upstream",
             what=address,
             ssl=self.ctx.tls.client,
-            server_hostname=service,
+            server_hostname=server_name or service,
         )
         ssl_object = connection.get_extra_info("ssl_object")
         try:

@@ -84,15 +84,21 @@ async def _frames_to_plain(tls: asyncio.StreamReader, plain: asyncio.StreamWrite
         plain.write_eof()
 
 
-def _cut(plain: asyncio.StreamWriter, tls: asyncio.StreamWriter) -> None:
-    """Cut both sides, so that neither peer takes a truncated stream for a whole one: the
-    plain side with an RST (SO_LINGER 0; a FIN would look like the stream's own end), the TLS
-    side without close_notify (its peer proxy sees no end frame and cuts its plain side)."""
+def reset(plain: asyncio.StreamWriter) -> None:
+    """Cut a plain TCP connection with an RST (SO_LINGER 0): a FIN would look like the
+    stream's own end, and its peer would take a truncated stream for a whole one."""
     sock = plain.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     plain.transport.abort()
+
+
+def _cut(plain: asyncio.StreamWriter, tls: asyncio.StreamWriter) -> None:
+    """Cut both sides, so that neither peer takes a truncated stream for a whole one: the
+    plain side with an RST (`reset`), the TLS side without close_notify (its peer proxy sees
+    no end frame and cuts its plain side)."""
+    reset(plain)
     tls.transport.abort()
 
 

@@ -9,7 +9,9 @@ keeps the documented contract (/work/shared/reference, section 3):
   anything else critical; an https URL's certificate is verified against the
   system's CAs unless `TLSSkipVerify`), a TCP check really connects to its `host:port`
   (connected passing, else critical); new checks start critical unless
-  `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured.
+  `Status` says otherwise; `DeregisterCriticalServiceAfter` is honoured. `TaggedAddresses`
+  (py-consul sends `tagged_addresses`, which Consul takes too) of
+  `{"lan"|"wan": {"address", "port"}}`, kept as registered.
 - `PUT /v1/agent/service/deregister/:id`: 200; 404 `Unknown service ID "x". Ensure that
   the service ID is passed, not the service name.` for an id the agent does not have, as
   current agents answer (the wording of hashicorp/consul#10894).
@@ -22,7 +24,8 @@ keeps the documented contract (/work/shared/reference, section 3):
   for ?passing`); `?index=N&wait=D` blocks until the index passes N or the wait
   ends (Go durations, default 5m, max 10m, bad -> 400 `Invalid wait time`,
   bad index -> 400 `Invalid index`); `X-Consul-Index` (never 0),
-  `X-Consul-KnownLeader`, `X-Consul-LastContact` on every answer.
+  `X-Consul-KnownLeader`, `X-Consul-LastContact` on every answer. `Service.TaggedAddresses`
+  holds the registered ones in the documented form `{"wan": {"address": ..., "port": ...}}`.
 - `?dc=` on these GETs, as over WAN federation (`federate(other)` joins two
   agents' datacenters): the agent's own datacenter or none is its own state;
   another datacenter of the federation is answered from that agent's state
@@ -110,6 +113,7 @@ class Service:
     tags: list[str]
     meta: dict[str, str]
     weights: dict[str, int]
+    tagged_addresses: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     modify_index: int = 0
     definition: dict[str, Any] = field(default_factory=dict)  # the registration body as sent
@@ -222,6 +226,16 @@ class FakeConsul:
         if not name:
             raise ValueError("Missing service name")
         weights = _lower_keys(data.get("weights") or {})
+        tagged = data.get("taggedaddresses") or data.get("tagged_addresses") or {}
+        if not isinstance(tagged, dict):
+            raise ValueError("TaggedAddresses is not an object")
+        tagged_addresses = {}
+        for tag, address in tagged.items():
+            fields = _lower_keys(address)
+            if not isinstance(fields, dict) or not isinstance(fields.get("port", 0), int):
+                raise ValueError(f"TaggedAddresses.{tag} is not {{address, port}}")
+            tagged_addresses[tag] = {"address": str(fields.get("address") or ""),
+                                     "port": int(fields.get("port") or 0)}
         service = Service(
             service_id=data.get("id") or name,
             name=name,
@@ -232,6 +246,7 @@ class FakeConsul:
             weights={"Passing": int(weights.get("passing", 1)),
                      "Warning": int(weights.get("warning", 1))},
             definition=body,
+            tagged_addresses=tagged_addresses,
         )
         definitions = []
         for key in ("check", "checks"):
@@ -371,7 +386,8 @@ class FakeConsul:
             service.service_id: {
                 "ID": service.service_id, "Service": service.name, "Tags": service.tags,
                 "Meta": service.meta, "Port": service.port, "Address": service.address,
-                "TaggedAddresses": {}, "Weights": service.weights, "EnableTagOverride": False,
+                "TaggedAddresses": service.tagged_addresses,
+                "Weights": service.weights, "EnableTagOverride": False,
                 "Datacenter": self.datacenter, "Namespace": "default",
             }
             for service in sorted(self.services.values(), key=lambda s: s.service_id)
@@ -407,7 +423,8 @@ class FakeConsul:
                          "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1},
                 "Service": {"ID": service.service_id, "Service": service.name,
                             "Tags": service.tags, "Address": service.address,
-                            "TaggedAddresses": {}, "Meta": service.meta, "Port": service.port,
+                            "TaggedAddresses": service.tagged_addresses, "Meta": service.meta,
+                            "Port": service.port,
                             "Weights": service.weights, "EnableTagOverride": False,
                             "Kind": "", "Proxy": {}, "Connect": {}, "Namespace": "default",
                             "CreateIndex": service.modify_index,

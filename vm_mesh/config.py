@@ -10,6 +10,7 @@ backend (all proxies of a mesh must find each other the same way):
     backend = "mdns"              # mdns (default) | consul | static
     interfaces = ["198.18.0.2"]
     datacenters = ["east"]        # consul: the sites `api.east.mesh` may name (default: any)
+    gateways = ["east"]           # consul: the sites reached through their mesh gateways
 
 A service file:
 
@@ -161,6 +162,9 @@ class Discovery:
     consul_deregister_after: ConsulDeregisterAfter = "1m"  # Consul's minimum
     # consul: the datacenters `<service>.<datacenter>.mesh` may name (None: any the agent knows)
     datacenters: tuple[Datacenter, ...] | None = None
+    # consul: the datacenters reached through their mesh gateways (`vmesh gateway run` there),
+    # whose networks this one does not route to
+    gateways: tuple[Datacenter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +286,61 @@ def load_mesh_config(path: Path | None = None) -> MeshConfig:
     if text is None:
         return MeshConfig()
     return _parse(path, text, MeshConfig)[0]
+
+
+def host_and_port(value: str, default_port: int) -> tuple[str, int]:
+    """(`host`, `port`) of `host:port`, `host`, `[v6]:port`, `[v6]` or a bare IPv6 address;
+    `default_port` when it names none. ValueError when the port is no port."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") or not rest else "?"
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, ""
+    if not host or (port and (not port.isdigit() or not 0 < int(port) <= 65535)):
+        raise ValueError(f"{value!r} is not host or host:port (like 198.18.0.5:4180)")
+    return host, int(port) if port else default_port
+
+
+def _reachable(value: str) -> str:
+    host_and_port(value, 0)
+    return value
+
+
+Reachable = Annotated[str, Check(_reachable)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """`/etc/vmesh/gateway.toml`: the mesh gateway of this host's site (`vmesh gateway run`).
+
+        datacenter = "east"                 # the site whose services it carries
+        listen = "0.0.0.0:4180"
+        wan_address = "198.18.0.5"          # where other sites reach it (port: listen's)
+        lan_address = "10.0.0.5"            # where its own site reaches it (default: listen's)
+    """
+
+    datacenter: Datacenter
+    wan_address: Reachable
+    listen: Address = f"0.0.0.0:{defaults.GATEWAY_PORT}"
+    lan_address: Reachable | None = None
+    instance_id: str = ""
+    # seconds a client has to send its whole ClientHello
+    hello_timeout: Seconds = 5.0
+    connect_timeout: Seconds = 2.0
+    drain: Seconds = 30.0  # how long open connections may go on after SIGTERM
+
+
+def load_gateway_config(path: Path | None = None) -> GatewayConfig:
+    """Read gateway.toml (default: its place under VMESH_ROOT); UserError when it is missing
+    or bad."""
+    path = path or paths.gateway_config()
+    text = _read_text(path)
+    if text is None:
+        raise UserError(f"{path}: no such file (a gateway needs at least `datacenter` and "
+                        "`wan_address`)")
+    return _parse(path, text, GatewayConfig)[0]
 
 
 @dataclass(frozen=True, slots=True)

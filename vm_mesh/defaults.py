@@ -7,6 +7,7 @@ TRUST_DOMAIN = "vmesh.local"
 OUTBOUND_PORT = 4140
 INBOUND_PORT = 4143
 ADMIN_PORT = 4191
+GATEWAY_PORT = 4180  # a mesh gateway: other sites' mTLS connections, routed by SNI
 IDENTITY_PORT = 8443
 
 LEAF_LIFETIME = timedelta(hours=24)

@@ -25,6 +25,11 @@ def service_config(service: str, under: Path | None = None) -> Path:
     return etc_dir(under) / "services" / f"{service}.toml"
 
 
+def gateway_config() -> Path:
+    """The mesh gateway's configuration file (`vmesh gateway run`)."""
+    return etc_dir() / "gateway.toml"
+
+
 def policy_dir() -> Path:
     return etc_dir() / "policy.d"
 

@@ -1,5 +1,6 @@
 """systemd unit files: the proxy (a template, one instance per service), the identity service,
-and the certificate helper (a template, one instance per program it certifies).
+the certificate helper (a template, one instance per program it certifies) and the mesh
+gateway.
 
 The units run as a dedicated user with the filesystem read-only
 (`ProtectSystem=strict`) except the service's own state directory and
@@ -22,6 +23,7 @@ STOP_MARGIN_S = 10
 PROXY_UNIT = "vmesh-proxy@.service"
 IDENTITY_UNIT = "vmesh-identity.service"
 CERT_HELPER_UNIT = "vmesh-cert-helper@.service"
+GATEWAY_UNIT = "vmesh-gateway.service"
 
 _HARDENING = """\
 NoNewPrivileges=yes
@@ -87,37 +89,45 @@ StandardOutput=journal
 StandardError=journal"""
 
 
-def proxy_unit(settings: UnitSettings) -> str:
-    """`vmesh-proxy@.service`: the instance name is the service (`vmesh-proxy@api`)."""
+def _daemon_unit(settings: UnitSettings, description: str, after: str, command: str,
+                 state: str, log_id: str) -> str:
+    """A long-running vmesh process's unit: `vmesh <command>`, started after `after`."""
     return f"""\
 [Unit]
-Description=vmesh sidecar proxy for %i
+Description={description}
 Wants=network-online.target
-After=network-online.target vmesh-identity.service
+After={after}
 StartLimitIntervalSec=60s
 StartLimitBurst=5
 
-{_service_section(settings, f"{settings.vmesh_bin} proxy run %i", "vmesh/%i", "vmesh-proxy@%i")}
+{_service_section(settings, f"{settings.vmesh_bin} {command}", state, log_id)}
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def proxy_unit(settings: UnitSettings) -> str:
+    """`vmesh-proxy@.service`: the instance name is the service (`vmesh-proxy@api`)."""
+    return _daemon_unit(settings, "vmesh sidecar proxy for %i",
+                        "network-online.target vmesh-identity.service", "proxy run %i",
+                        "vmesh/%i", "vmesh-proxy@%i")
 
 
 def identity_unit(settings: UnitSettings) -> str:
     """`vmesh-identity.service`: the CA host's CSR-signing service."""
-    return f"""\
-[Unit]
-Description=vmesh identity service (issues short-lived mesh certificates)
-Wants=network-online.target
-After=network-online.target
-StartLimitIntervalSec=60s
-StartLimitBurst=5
+    return _daemon_unit(settings,
+                        "vmesh identity service (issues short-lived mesh certificates)",
+                        "network-online.target", "identity serve", "vmesh/identity",
+                        "vmesh-identity")
 
-{_service_section(settings, f"{settings.vmesh_bin} identity serve", "vmesh/identity",
-                  "vmesh-identity")}
-[Install]
-WantedBy=multi-user.target
-"""
+
+def gateway_unit(settings: UnitSettings) -> str:
+    """`vmesh-gateway.service`: the site's mesh gateway (/etc/vmesh/gateway.toml), on the hosts
+    other sites reach; it holds no key, so it needs no certificate."""
+    return _daemon_unit(settings,
+                        "vmesh mesh gateway (other sites' mTLS connections, routed by SNI)",
+                        "network-online.target", "gateway run", "vmesh/vmesh-gateway",
+                        "vmesh-gateway")
 
 
 def cert_helper_unit(settings: UnitSettings) -> str:
@@ -156,7 +166,7 @@ WantedBy=multi-user.target
 def render(settings: UnitSettings) -> dict[str, str]:
     """File name -> content of every vmesh unit."""
     return {PROXY_UNIT: proxy_unit(settings), IDENTITY_UNIT: identity_unit(settings),
-            CERT_HELPER_UNIT: cert_helper_unit(settings)}
+            CERT_HELPER_UNIT: cert_helper_unit(settings), GATEWAY_UNIT: gateway_unit(settings)}
 
 
 def write_units(directory: Path, settings: UnitSettings) -> list[Path]:

@@ -190,8 +190,23 @@ def start_proxy_process(
 ) -> ProxyProcess:
     """Start `vmesh proxy run <service>` (after `prefix`, e.g. `ip netns exec <ns>`) until ready,
     its packages imported from `source` (the working directory comes first on the path)."""
+    return start_until_ready(["proxy", "run", service], service, "proxy ready", env, prefix,
+                             source)
+
+
+def start_gateway_process(env: dict[str, str], prefix: Sequence[str] = ()) -> ProxyProcess:
+    """Start `vmesh gateway run` (its gateway.toml under `env`'s VMESH_ROOT) until ready; its
+    admin socket is that of the service `vmesh-gateway`, its port `ports["port"]`."""
+    return start_until_ready(["gateway", "run"], "vmesh-gateway", "gateway ready", env, prefix)
+
+
+def start_until_ready(
+    args: list[str], service: str, ready: str, env: dict[str, str],
+    prefix: Sequence[str] = (), source: Path = REPO,
+) -> ProxyProcess:
+    """Start `vmesh <args>` until it logs `ready`, whose integer fields are its ports."""
     proc = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "vm_mesh", "proxy", "run", service],
+        [*prefix, sys.executable, "-m", "vm_mesh", *args],
         cwd=source,
         env=env,
         stdout=subprocess.PIPE,
@@ -199,19 +214,31 @@ def start_proxy_process(
         text=True,
     )
     proxy = ProxyProcess(service, Path(env["VMESH_ROOT"]), proc)
-    ready = threading.Event()
+    started = threading.Event()
 
     def on_record(record: dict) -> None:
-        if record.get("msg") == "proxy ready":
+        if record.get("msg") == ready:
             proxy.ports = {k: v for k, v in record.items() if isinstance(v, int) and k != "ts"}
-            ready.set()
+            started.set()
 
     follow_json_logs(proc, proxy.logs, on_record)
-    if not ready.wait(20):
+    if not started.wait(20):
         proxy.stop()
-        raise AssertionError(f"proxy {service} did not start: {proxy.logs[-10:]}")
+        raise AssertionError(f"{service} did not start: {proxy.logs[-10:]}")
     return proxy
 
+
+
+def get_via(front: ProxyProcess, host: str) -> httpx.Response:
+    """`GET /hello` for `host` through `front`'s outbound port."""
+    return httpx.get(f"http://{front.outbound}/hello", headers={"Host": host}, timeout=15)
+
+
+def upstream_of(front: ProxyProcess, service: str) -> dict:
+    """What `front`'s `/v1/endpoints` says of the upstream `service`."""
+    with front.admin() as admin:
+        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
+    return next(u for u in upstreams if u["service"] == service)
 
 
 def wait_until(predicate, within: float = 10.0, what: str = "condition") -> None:

@@ -20,6 +20,8 @@ import pytest
 
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import Mesh, ProxyProcess, wait_until
+from tests.integration.mesh import get_via as get
+from tests.integration.mesh import upstream_of as upstream
 from tests.integration.processes import Process, start_backend
 
 MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]\n'
@@ -47,16 +49,6 @@ def sites(tmp_path: Path, agent: FakeConsul) -> Iterator[Sites]:
     east_agent.stop()
     for backend in found.backends:
         backend.stop()
-
-
-def get(front: ProxyProcess, host: str) -> httpx.Response:
-    return httpx.get(f"http://{front.outbound}/hello", headers={"Host": host}, timeout=15)
-
-
-def upstream(front: ProxyProcess, service: str) -> dict:
-    with front.admin() as admin:
-        upstreams = admin.get("/v1/endpoints").json()["upstreams"]
-    return next(u for u in upstreams if u["service"] == service)
 
 
 def test_a_request_for_api_east_reaches_the_east_instance_over_mtls(

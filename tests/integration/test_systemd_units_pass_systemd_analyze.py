@@ -68,6 +68,18 @@ def test_the_cert_helper_unit_runs_as_the_program_it_certifies(tmp_path: Path) -
     assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
 
 
+def test_the_gateway_unit_runs_the_gateway(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    render(tmp_path, "--vmesh-bin", VMESH)
+    done = verify(analyze, tmp_path / "vmesh-gateway.service")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read(tmp_path / "vmesh-gateway.service")
+    service = unit["Service"]
+    assert service["ExecStart"] == f"{VMESH} gateway run"
+    assert service["ProtectSystem"] == "strict" and service["User"] == "vmesh"
+
+
 def test_verify_reports_a_missing_vmesh_binary(tmp_path: Path) -> None:
     analyze = require_tool("systemd-analyze")
     missing = tmp_path / "no-such-venv" / "vmesh"

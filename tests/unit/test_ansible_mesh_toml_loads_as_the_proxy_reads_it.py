@@ -19,7 +19,7 @@ def render(tmp_path: Path, **variables: object) -> Path:
         "ansible_managed": "Ansible managed", "vmesh_trust_domain": "vmesh.local",
         "vmesh_identity_url": "https://198.18.0.1:8443", "vmesh_discovery_interfaces": [],
         "vmesh_discovery_consul_url": "http://127.0.0.1:8500", "vmesh_tracing_otlp_endpoint": "",
-        "vmesh_discovery_datacenters": None,
+        "vmesh_discovery_datacenters": None, "vmesh_discovery_gateways": [],
     }
     text = environment.from_string(TEMPLATE.read_text()).render({**defaults, **variables})
     path = tmp_path / "mesh.toml"
@@ -49,6 +49,14 @@ def test_the_sites_names_may_name_reach_the_discovery_table(
     mesh = load_mesh_config(render(tmp_path, vmesh_discovery_backend="consul",
                                    vmesh_discovery_datacenters=datacenters))
     assert mesh.discovery is not None and mesh.discovery.datacenters == tuple(datacenters)
+
+
+def test_the_sites_reached_through_gateways_reach_the_discovery_table(tmp_path: Path) -> None:
+    mesh = load_mesh_config(render(tmp_path, vmesh_discovery_backend="consul",
+                                   vmesh_discovery_gateways=["east"]))
+    assert mesh.discovery is not None and mesh.discovery.gateways == ("east",)
+    plain = load_mesh_config(render(tmp_path, vmesh_discovery_backend="consul"))
+    assert plain.discovery is not None and plain.discovery.gateways == ()
 
 
 def test_a_tracing_endpoint_reaches_the_tracing_table_and_none_means_no_table(

@@ -7,7 +7,12 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Instance:
-    """One instance of a service: where its proxy takes mTLS traffic and serves admin."""
+    """One instance of a service: where its proxy takes mTLS traffic and serves admin.
+
+    An instance with a `server_name` is another site's mesh gateway, which carries the
+    connections that present that name (SNI) to an instance of the service there; its
+    address and port are the gateway's (vm_mesh.discovery.sites.gateway_server_name).
+    """
 
     service: str
     instance_id: str
@@ -18,6 +23,7 @@ class Instance:
     weight: int = 100
     version: str = ""
     proto: str = "http"
+    server_name: str = ""
 
     @property
     def authority(self) -> str:
@@ -39,6 +45,9 @@ class EndpointSet:
     source: str
     updated_at: float
     stale: bool = False
+    # the datacenter whose mesh gateways the instances are (their `server_name` names the
+    # service); "" when they are instances of the service itself
+    gateways_of: str = ""
 
 
 class NotDiscoverable(Exception):

@@ -54,6 +54,13 @@ datacenter" as one to a datacenter that does not exist; a known one that stops
 answering is an outage like the local agent's: retried with backoff, its last
 set kept, marked stale.
 
+A datacenter listed in `gateways` (mesh.toml's [discovery]) is reached through its mesh
+gateways (proxy/gateway.py), for networks that do not route to each other: the watch of
+`api.east` then lists east's passing `vmesh-gateway` instances instead, each at its `wan`
+tagged address (`Service.TaggedAddresses`, as Consul's own mesh gateways register), with the
+server name `api.east.<trust domain>` that the gateway routes by. A gateway registers with
+both tagged addresses, `lan` (its own site's hosts) and `wan` (other sites').
+
 py-consul is synchronous; each call runs in a worker thread, and a blocking
 query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
 """
@@ -62,11 +69,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import consul
 
+from vm_mesh import defaults
 from vm_mesh.backoff import doubled
 from vm_mesh.blocking import in_own_thread
 from vm_mesh.discovery import sites
@@ -99,6 +107,8 @@ class ConsulSettings:
     backoff_max_s: float = 30.0
     # the datacenters that names like `api.east` may name; None: any the agent knows
     datacenters: tuple[str, ...] | None = None
+    # the datacenters reached through their mesh gateways rather than straight
+    gateways: tuple[str, ...] = ()
 
 
 def next_index(previous: int, returned: int | str | None) -> int:
@@ -123,10 +133,14 @@ def backoff_delay(failures: int, settings: ConsulSettings) -> float:
 
 
 def registration(
-    instance: Instance, settings: ConsulSettings, trust_domain: str | None = None
+    instance: Instance,
+    settings: ConsulSettings,
+    trust_domain: str | None = None,
+    wan: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for py-consul's `agent.service.register` for `instance`; the meta
-    names `trust_domain` when it is known."""
+    names `trust_domain` when it is known. `wan`: where other datacenters reach the instance
+    (a mesh gateway), registered as its `wan` tagged address beside the `lan` one."""
     meta = {
         "id": instance.instance_id,
         "proto": instance.proto,
@@ -137,9 +151,14 @@ def registration(
     }
     if trust_domain:
         meta[TRUST_DOMAIN_KEY] = trust_domain
+    tagged = None
+    if wan is not None:
+        tagged = {"lan": {"address": instance.address, "port": instance.port},
+                  "wan": {"address": wan[0], "port": wan[1]}}
     return {
         "name": instance.service,
         "service_id": instance.instance_id,
+        "tagged_addresses": tagged,
         "address": instance.address,
         "port": instance.port,
         "meta": meta,
@@ -201,6 +220,36 @@ def instance_from_entry(entry: Mapping[str, Any]) -> Instance | None:
         version=meta.get("ver", ""),
         proto=meta.get("proto") or "http",
     )
+
+
+def wan_address(entry: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The `wan` tagged address of an entry's service, if it has one. Consul documents its
+    fields as `address` and `port`; either case is taken."""
+    tagged = (entry.get("Service") or {}).get("TaggedAddresses") or {}
+    wan = tagged.get("wan") if isinstance(tagged, Mapping) else None
+    if not isinstance(wan, Mapping):
+        return None
+    address = wan.get("address") or wan.get("Address")
+    port = wan.get("port") or wan.get("Port")
+    if not isinstance(address, str) or not address or not isinstance(port, int) or port <= 0:
+        return None
+    return address, port
+
+
+def gateways_from_health(
+    entries: list[Mapping[str, Any]] | None, server_name: str, trust_domain: str | None = None
+) -> tuple[Instance, ...]:
+    """The mesh gateways of a health answer for `vmesh-gateway` in another datacenter, each
+    at its `wan` tagged address (its own address when it has none) and carrying
+    `server_name`, in a stable order; those of another trust domain are left out."""
+    gateways = []
+    for entry in entries or []:
+        found = instance_from_entry(entry) if of_mesh(entry, trust_domain) else None
+        if found is None:
+            continue
+        address, port = wan_address(entry) or (found.address, found.port)
+        gateways.append(replace(found, address=address, port=port, server_name=server_name))
+    return tuple(sorted(gateways, key=lambda i: i.instance_id))
 
 
 def trust_domain_of(entry: Mapping[str, Any]) -> str | None:
@@ -279,16 +328,20 @@ class ConsulDiscovery:
             token=self.settings.token,
         )
         self._registered: dict[str, Instance] = {}
+        self._wan: dict[str, tuple[str, int]] = {}  # instance id -> its wan address, if any
         self._retrying: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
         self._resync: asyncio.Task[None] | None = None
 
-    async def register(self, instance: Instance) -> None:
+    async def register(self, instance: Instance, wan: tuple[str, int] | None = None) -> None:
         """Register with the agent; when it is down, keep trying in the background.
 
         A proxy must come up (and route on its last known good set) while the
-        local agent restarts, so an unreachable agent is logged, not raised.
+        local agent restarts, so an unreachable agent is logged, not raised. `wan`: where
+        other datacenters reach the instance (a mesh gateway).
         """
+        if wan is not None:
+            self._wan[instance.instance_id] = wan
         try:
             await self._register_once(instance)
         except (consul.ConsulException, OSError) as exc:
@@ -301,7 +354,8 @@ class ConsulDiscovery:
             self._retrying[instance.instance_id] = asyncio.create_task(self._retry(instance))
 
     async def _register_once(self, instance: Instance) -> None:
-        kwargs = registration(instance, self.settings, self.trust_domain)
+        kwargs = registration(instance, self.settings, self.trust_domain,
+                              self._wan.get(instance.instance_id))
         # shielded: a registration already on the wire completes even when its retry task is
         # cancelled, and `deregister`/`close` wait for it, so nothing is left behind
         call = asyncio.ensure_future(
@@ -374,6 +428,7 @@ class ConsulDiscovery:
         if in_flight is not None:  # a registration on the wire: let it land, then undo it
             await asyncio.gather(in_flight, return_exceptions=True)
         known = self._registered.pop(instance_id, None) is not None
+        self._wan.pop(instance_id, None)
         if not known and in_flight is None:
             return
         await asyncio.to_thread(self._client.agent.service.deregister, instance_id)
@@ -397,6 +452,10 @@ class ConsulDiscovery:
         name, datacenter = sites.split(service)
         if datacenter is not None:
             check_allowed(datacenter, self.settings.datacenters)
+        gateways_of = datacenter if datacenter in self.settings.gateways else ""
+        server_name = sites.gateway_server_name(
+            name, gateways_of, self.trust_domain or defaults.TRUST_DOMAIN)
+        queried = sites.GATEWAY_SERVICE if gateways_of else name
         unchecked = datacenter  # the datacenter still to find in the agent's list
         index = 0
         failures = 0
@@ -411,7 +470,7 @@ class ConsulDiscovery:
                     check_known(unchecked, await asyncio.to_thread(
                         self._client.catalog.datacenters))
                     unchecked = None
-                returned, entries = await in_own_thread(self._query, name, datacenter, index,
+                returned, entries = await in_own_thread(self._query, queried, datacenter, index,
                                                         name=f"consul-watch {service}")
             except (consul.ConsulException, OSError, ValueError) as exc:
                 failures += 1
@@ -423,7 +482,8 @@ class ConsulDiscovery:
                 index = 0
                 if failures == 1:
                     yield EndpointSet(service, last or (), source="consul",
-                                      updated_at=confirmed_at, stale=True)
+                                      updated_at=confirmed_at, stale=True,
+                                      gateways_of=gateways_of)
                 await asyncio.sleep(delay)
                 continue
             recovered = failures > 0
@@ -435,10 +495,12 @@ class ConsulDiscovery:
                          extra={"dst_service": service, "was": index, "now": returned})
             index = new_index
             noted = self._note_strangers(entries, noted)
-            instances = instances_from_health(entries, self.trust_domain)
+            instances = (gateways_from_health(entries, server_name, self.trust_domain)
+                         if gateways_of else instances_from_health(entries, self.trust_domain))
             if instances != last or recovered:
                 last = instances
-                yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at)
+                yield EndpointSet(service, instances, source="consul", updated_at=confirmed_at,
+                                  gateways_of=gateways_of)
 
     def _note_strangers(
         self, entries: list[Mapping[str, Any]] | None, noted: set[str]

@@ -6,6 +6,7 @@
     interfaces = ["198.18.0.2"]           # mdns: addresses of the interfaces to use
     file = "/etc/vmesh/endpoints.toml"    # static: the endpoints file
     datacenters = ["east", "west"]        # consul: the sites `api.east.mesh` may name
+    gateways = ["east"]                   # consul: the sites reached through their gateways
 
 mDNS and Consul are wrapped in `LastKnownGood`, so a backend that fails or has
 not answered yet after a restart leaves the proxy routing on the saved set,
@@ -43,6 +44,7 @@ def consul_settings(
         deregister_after=settings.consul_deregister_after,
         check_host=check_host,
         datacenters=settings.datacenters,
+        gateways=settings.gateways,
     )
 
 

@@ -39,6 +39,7 @@ def encode(endpoints: EndpointSet) -> bytes:
         "source": endpoints.source,
         "updated_at": endpoints.updated_at,
         "instances": [asdict(i) for i in endpoints.instances],
+        "gateways_of": endpoints.gateways_of,
     }
     return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
 
@@ -58,6 +59,7 @@ def decode(data: bytes) -> EndpointSet:
             source=SOURCE,
             updated_at=float(document["updated_at"]),
             stale=True,
+            gateways_of=str(document.get("gateways_of", "")),  # absent: saved by an older vmesh
         )
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a saved endpoint set: {exc}") from None

@@ -47,3 +47,28 @@ def check_destination(name: str) -> str:
         raise ValueError(f"{name!r} is neither a service name nor <service>.<datacenter> "
                          "(a service of another site, e.g. api.east)")
     return name
+
+
+# The TLS server name a caller sends to another site's mesh gateway, which routes the
+# connection by it without terminating TLS (proxy/gateway.py): `api.east.vmesh.local` is the
+# service `api` of datacenter `east` in trust domain `vmesh.local`, as Consul's mesh gateways
+# route `<service>.default.<dc>.internal.<trust domain>`.
+GATEWAY_SERVICE = "vmesh-gateway"  # the Consul service mesh gateways register as
+_GATEWAY_ROUTE = re.compile(rf"({_SERVICE})\.({_DATACENTER})")
+
+
+def gateway_server_name(service: str, datacenter: str, trust_domain: str) -> str:
+    """The server name that asks a gateway of `datacenter` for `service` of `trust_domain`."""
+    return f"{service}.{datacenter}.{trust_domain}"
+
+
+def gateway_route(server_name: str, trust_domain: str) -> tuple[str, str] | None:
+    """(`api`, `east`) for `api.east.<trust_domain>`; None for any other name (another trust
+    domain, a name that is no service and datacenter, the gateways' own service)."""
+    route = server_name.lower().removesuffix(f".{trust_domain.lower()}")
+    if route == server_name.lower():
+        return None
+    found = _GATEWAY_ROUTE.fullmatch(route)
+    if found is None or found.group(1) == GATEWAY_SERVICE:
+        return None
+    return found.group(1), found.group(2)

@@ -17,8 +17,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     systemd = add_command(commands, "systemd", "systemd unit files for vmesh.")
     actions = systemd.add_subparsers(dest="systemd_command", metavar="ACTION", required=True)
     render = add_command(actions, "render",
-                         "Write vmesh-proxy@.service, vmesh-identity.service and "
-                         "vmesh-cert-helper@.service.")
+                         "Write vmesh-proxy@.service, vmesh-identity.service, "
+                         "vmesh-cert-helper@.service and vmesh-gateway.service.")
     render.add_argument("--output", type=Path, default=None,
                         help="directory to write into (default: /etc/systemd/system)")
     render.add_argument("--vmesh-bin", default=DEFAULT_VMESH_BIN,

@@ -1,0 +1,133 @@
+"""`vmesh gateway run`: a mesh gateway process (proxy/gateway.py) with its admin API and its
+registration in its site's Consul.
+
+It reads `/etc/vmesh/gateway.toml` (vm_mesh.config.GatewayConfig) and mesh.toml
+(trust domain, `[discovery]`, which must be Consul), listens on 4180, serves
+the admin API's `/live`, `/ready`, `/metrics` and `/v1/endpoints` on the unix
+socket `/run/vmesh/vmesh-gateway.sock` (it holds no key, so it has no mTLS
+admin port), and registers as `vmesh-gateway` with its `lan` and `wan` tagged
+addresses and a TCP check of its port. SIGTERM or SIGINT deregisters, stops
+accepting, lets open connections go on for `drain` seconds, then cuts them.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+from typing import Any
+
+from proxy.admin import AdminServer
+from proxy.events import EventBus
+from proxy.gateway import Gateway, GatewayMetrics, LocalServices
+from proxy.observability import Observability
+from proxy.server import local_address
+from vm_mesh import __version__, paths
+from vm_mesh.config import GatewayConfig, host_and_port, load_mesh_config
+from vm_mesh.discovery import sites
+from vm_mesh.discovery.base import Instance
+from vm_mesh.errors import UserError
+
+log = logging.getLogger("vmesh.gateway")
+
+
+class GatewayState:
+    """What the gateway tells its admin API (proxy.admin.ProxyState)."""
+
+    service = sites.GATEWAY_SERVICE
+
+    def __init__(self, config: GatewayConfig, gateway: Gateway, services: LocalServices) -> None:
+        self._config = config
+        self._gateway = gateway
+        self._services = services
+        self.listening = False
+        self.draining = False
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not self.listening:
+            return False, "not listening yet"
+        return True, "ready"
+
+    def in_flight(self) -> int:
+        return len(self._gateway.connections)
+
+    def in_flight_inbound(self) -> int:
+        return len(self._gateway.connections)
+
+    def open_connections(self) -> int:
+        return len(self._gateway.connections)
+
+    def endpoints(self) -> dict[str, Any]:
+        return {"upstreams": self._services.describe()}
+
+    def certs(self) -> dict[str, Any]:
+        return {"identity": None, "chain": [], "bundle": [],
+                "error": None, "note": "a mesh gateway holds no key: it never terminates TLS"}
+
+    def config(self) -> dict[str, Any]:
+        return {"gateway": {"file": str(paths.gateway_config()),
+                            "settings": dataclasses.asdict(self._config)}}
+
+
+async def run(config: GatewayConfig) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then drain."""
+    mesh = load_mesh_config()
+    if mesh.discovery is None or mesh.discovery.backend != "consul":
+        raise UserError(f"{paths.mesh_config()}: a mesh gateway finds its site's instances in "
+                        'Consul: set [discovery] backend = "consul"')
+    from vm_mesh.discovery.consul import ConsulDiscovery
+    from vm_mesh.discovery.factory import consul_settings
+
+    discovery = ConsulDiscovery(consul_settings(mesh.discovery), trust_domain=mesh.trust_domain)
+    observability = Observability.attach(EventBus())
+    logging.getLogger().addHandler(observability.logs)
+    services = LocalServices(discovery)
+    gateway = Gateway(config.datacenter, mesh.trust_domain, services,
+                      GatewayMetrics(observability.metrics.registry),
+                      hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout)
+    state = GatewayState(config, gateway, services)
+    instance_id = config.instance_id or f"{sites.GATEWAY_SERVICE}-{socket.gethostname()}"
+    admin = AdminServer(state, observability, trust_domain=mesh.trust_domain,
+                        instance_id=instance_id, version=__version__)
+
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info(
+        "SIGHUP: a gateway has nothing to reload; restart it to read gateway.toml again"))
+
+    host, _, listen_port = config.listen.rpartition(":")  # checked when the file was read
+    server = await gateway.serve(host.strip("[]"), int(listen_port))
+    port = server.sockets[0].getsockname()[1]
+    await admin.serve_unix(paths.admin_socket(sites.GATEWAY_SERVICE))
+    state.listening = True
+    lan = host_and_port(config.lan_address or local_address(config.listen), port)
+    wan = host_and_port(config.wan_address, port)
+    instance = Instance(service=sites.GATEWAY_SERVICE, instance_id=instance_id, address=lan[0],
+                        port=lan[1], proto="tls", version=__version__)
+    await discovery.register(instance, wan=wan)
+    log.info("gateway ready", extra={"datacenter": config.datacenter, "port": port,
+                                     "lan": f"{lan[0]}:{lan[1]}", "wan": f"{wan[0]}:{wan[1]}",
+                                     "instance": instance_id})
+    await stopped.wait()
+
+    state.draining = True
+    log.info("draining", extra={"open": len(gateway.connections)})
+    await discovery.deregister(instance)
+    server.close()
+    open_connections = set(gateway.connections)
+    if open_connections:
+        _, cut = await asyncio.wait(open_connections, timeout=config.drain)
+        for task in cut:
+            task.cancel()
+        if cut:
+            log.warning("drain timeout: connections still open were cut",
+                        extra={"cut": len(cut)})
+            await asyncio.gather(*cut, return_exceptions=True)
+    await services.close()
+    await admin.close()
+    await discovery.close()
+    log.info("gateway stopped")

@@ -9,7 +9,9 @@ domain also gets metrics, stats, endpoints and certs; only operators get tap,
 logs and config. A certificate that is sent must verify, or the handshake
 fails. HTTP/1.1 is
 parsed by h11; streams are NDJSON over chunked encoding. A HEAD request gets the
-headers a GET would (a load balancer's `HEAD /ready` health check).
+headers a GET would (a load balancer's `HEAD /ready` health check). A client that
+reads nothing for the idle timeout while an answer or a stream waits for it is cut
+off (`admin.write_timeout`).
 """
 
 import asyncio
@@ -146,9 +148,24 @@ class _Exchange:
                 self.writer.write(data)
             if self.head and isinstance(event, h11.Response):
                 self.conn.send(h11.EndOfMessage())  # writes nothing: h11 knows HEAD has no body
-                await self.writer.drain()
+                await self._drain()
                 raise _HeadAnswered
-        await self.writer.drain()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait while the client's buffer is full, `idle_timeout` at most: a client that reads
+        nothing for that long (a stalled tap or log follower) is cut off, ConnectionResetError."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            log.info("admin client stopped reading; connection cut",
+                     extra={"reason": "admin.write_timeout",
+                            "path": self.target.partition("?")[0]})
+            self.writer.transport.abort()
+            raise ConnectionResetError(
+                f"the admin client read nothing for {self.idle_timeout:g}s"
+            ) from None
 
     async def respond(
         self, status: int, body: bytes, content_type: str, *, close: bool = False

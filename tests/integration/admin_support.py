@@ -56,12 +56,17 @@ class LocalAdmin:
 
 @contextlib.asynccontextmanager
 async def local_admin(
-    directory: Path, facts: ProxyState | None = None, bus: EventBus | None = None
+    directory: Path,
+    facts: ProxyState | None = None,
+    bus: EventBus | None = None,
+    *,
+    idle_timeout: float = 60.0,
 ) -> AsyncIterator[LocalAdmin]:
     """An admin server on `directory/api.sock`, closed on the way out."""
     bus = bus or EventBus()
     observability = Observability.attach(bus)
-    server = AdminServer(facts or FixedProxyFacts(), observability, trust_domain="vmesh.local")
+    server = AdminServer(facts or FixedProxyFacts(), observability, trust_domain="vmesh.local",
+                         idle_timeout=idle_timeout)
     socket_path = directory / "api.sock"
     await server.serve_unix(socket_path)
     try:

@@ -11,7 +11,9 @@ fails. HTTP/1.1 is
 parsed by h11; streams are NDJSON over chunked encoding. A HEAD request gets the
 headers a GET would (a load balancer's `HEAD /ready` health check). A client that
 reads nothing for the idle timeout while an answer or a stream waits for it is cut
-off (`admin.write_timeout`).
+off (`admin.write_timeout`), and a request must arrive whole within the request
+timeout of its first byte (else 408 `admin.request_timeout`), so that a client
+trickling one a byte at a time (slowloris) cannot hold a connection for long.
 """
 
 import asyncio
@@ -109,14 +111,20 @@ class _Exchange:
     """One HTTP/1.1 connection: h11 state plus the stream it writes to."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_timeout: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout: float,
+        request_timeout: float,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.target = ""  # of the request being answered
         self.head = False  # the request is a HEAD: it gets the headers a GET would get
+        self.deadline: float | None = None  # loop time by which the request must be whole
 
     def begin(self, request: h11.Request) -> None:
         """Answer `request` next."""
@@ -126,17 +134,38 @@ class _Exchange:
     def next_cycle(self) -> None:
         """Wait for the connection's next request (keep-alive)."""
         self.conn.start_next_cycle()
-        self.target, self.head = "", False
+        self.target, self.head, self.deadline = "", False, None
+        if self.conn.trailing_data[0]:  # its first bytes came with the request before
+            self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.request_timeout
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
         """The next request event; TimeoutError when the client sends nothing for
-        `idle_timeout` seconds (an idle or stalled connection is not kept for ever)."""
+        `idle_timeout` seconds (an idle or stalled connection is not kept for ever), and
+        AdminError 408 when the request is not whole `request_timeout` seconds after its
+        first byte (however steadily it trickles in)."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            async with asyncio.timeout(self.idle_timeout):
-                data = await self.reader.read(65536)
+            wait = self.idle_timeout
+            if self.deadline is not None:
+                wait = min(wait, self.deadline - asyncio.get_running_loop().time())
+            try:
+                async with asyncio.timeout(wait):
+                    data = await self.reader.read(65536)
+            except TimeoutError:
+                if self.deadline is None or asyncio.get_running_loop().time() < self.deadline:
+                    raise  # idle for `idle_timeout`: closed without an answer
+                raise AdminError(
+                    408,
+                    "admin.request_timeout",
+                    f"the request did not arrive whole within {self.request_timeout:g}s",
+                ) from None
+            if data and self.deadline is None:
+                self._start_deadline()
             self.conn.receive_data(data)
 
     async def send(self, *events: h11.Event) -> None:
@@ -204,9 +233,11 @@ class AdminServer:
         instance_id: str = "",
         version: str = "",
         idle_timeout: float = 60.0,
+        request_timeout: float = 10.0,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout  # for a client's next bytes, between and in requests
+        self.request_timeout = request_timeout  # for a request, from its first byte to its end
         self.obs = observability
         self.trust_domain = trust_domain
         self.instance_id = instance_id
@@ -294,7 +325,8 @@ class AdminServer:
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool
     ) -> None:
-        exchange = _Exchange(reader, writer, self.idle_timeout)
+        exchange = _Exchange(reader, writer, self.idle_timeout, self.request_timeout)
+        caller: spiffe.SpiffeId | None = None
         try:
             caller = _peer_identity(writer) if remote else None
             while True:
@@ -313,6 +345,9 @@ class AdminServer:
                 await exchange.json(
                     exc.error_status_hint, {"error": "admin.bad_request", "detail": str(exc)}
                 )
+        except AdminError as error:  # a request too slow to arrive: it ends the connection
+            with contextlib.suppress(h11.LocalProtocolError, ConnectionError, _HeadAnswered):
+                await self._refuse(exchange, error, caller, close=True)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception as error:  # a bug of ours: logged here, never a task's unread error
@@ -356,15 +391,28 @@ class AdminServer:
             handler = getattr(self, name)
             await handler(exchange, _Request(path, dict(parse_qsl(query)), caller))
         except AdminError as error:
-            log.info(
-                "admin request refused",
-                extra={
-                    "reason": error.reason,
-                    "path": path,
-                    "caller": str(caller) if caller else None,
-                },
-            )
-            await exchange.json(error.status, {"error": error.reason, "detail": error.detail})
+            await self._refuse(exchange, error, caller)
+
+    async def _refuse(
+        self,
+        exchange: _Exchange,
+        error: AdminError,
+        caller: spiffe.SpiffeId | None,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Log a refused request and answer it with its status and reason."""
+        log.info(
+            "admin request refused",
+            extra={
+                "reason": error.reason,
+                "path": exchange.target.partition("?")[0],
+                "caller": str(caller) if caller else None,
+            },
+        )
+        await exchange.json(
+            error.status, {"error": error.reason, "detail": error.detail}, close=close
+        )
 
     async def _failed(self, exchange: _Exchange, error: Exception) -> None:
         """Log a failure of the admin API's own, once, with its cause; answer 500 if no

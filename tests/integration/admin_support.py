@@ -61,12 +61,13 @@ async def local_admin(
     bus: EventBus | None = None,
     *,
     idle_timeout: float = 60.0,
+    request_timeout: float = 10.0,
 ) -> AsyncIterator[LocalAdmin]:
     """An admin server on `directory/api.sock`, closed on the way out."""
     bus = bus or EventBus()
     observability = Observability.attach(bus)
     server = AdminServer(facts or FixedProxyFacts(), observability, trust_domain="vmesh.local",
-                         idle_timeout=idle_timeout)
+                         idle_timeout=idle_timeout, request_timeout=request_timeout)
     socket_path = directory / "api.sock"
     await server.serve_unix(socket_path)
     try:

@@ -3,6 +3,7 @@ off after the idle timeout (its subscription ends, the log says why) instead of 
 connection, and its share of every request's tap work, for ever."""
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -47,3 +48,24 @@ async def test_a_tap_reader_that_stops_reading_is_cut_off_after_the_idle_timeout
     (cut,) = [r for r in caplog.records if getattr(r, "reason", None) == "admin.write_timeout"]
     assert cut.getMessage() == "admin client stopped reading; connection cut"
     assert getattr(cut, "path", None) == "/v1/tap"
+
+
+async def test_a_request_trickled_in_slower_than_the_request_timeout_gets_408(
+    tmp_path: Path,
+) -> None:
+    async with local_admin(tmp_path, idle_timeout=5, request_timeout=0.5) as admin:
+        reader, writer = await asyncio.open_unix_connection(str(admin.socket_path))
+        answer = asyncio.ensure_future(reader.read())
+        # a byte every 0.1 s never leaves the connection idle for its idle timeout
+        trickle = b"GET /ready HTTP/1.1\r\nHost: admin\r\nX-Slow: " + b"z" * 60 + b"\r\n\r\n"
+        for byte in trickle:
+            if answer.done():
+                break
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+        response = await asyncio.wait_for(answer, 10)
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"] == "admin.request_timeout"

@@ -47,6 +47,7 @@ MAX_HEADER_BYTES = 16 * 1024
 ALLOWED_METHODS = "GET, HEAD"
 SHUTDOWN_GRACE_S = 2.0
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
+MAX_LOGGED_PATH = 256  # characters of a request's path in a log line: a client chooses it
 
 T = TypeVar("T")
 
@@ -126,6 +127,13 @@ class _Exchange:
         self.head = False  # the request is a HEAD: it gets the headers a GET would get
         self.deadline: float | None = None  # loop time by which the request must be whole
 
+    @property
+    def logged_path(self) -> str:
+        """The path of the request being answered as log lines carry it: its first
+        `MAX_LOGGED_PATH` characters (anyone who reaches the port may send 50 kB of one)."""
+        path = self.target.partition("?")[0]
+        return path if len(path) <= MAX_LOGGED_PATH else path[:MAX_LOGGED_PATH] + "…"
+
     def begin(self, request: h11.Request) -> None:
         """Answer `request` next."""
         self.target = request.target.decode("ascii", "replace")
@@ -190,7 +198,7 @@ class _Exchange:
         except TimeoutError:
             log.info("admin client stopped reading; connection cut",
                      extra={"reason": "admin.write_timeout",
-                            "path": self.target.partition("?")[0]})
+                            "path": self.logged_path})
             self.writer.transport.abort()
             raise ConnectionResetError(
                 f"the admin client read nothing for {self.idle_timeout:g}s"
@@ -406,7 +414,7 @@ class AdminServer:
             "admin request refused",
             extra={
                 "reason": error.reason,
-                "path": exchange.target.partition("?")[0],
+                "path": exchange.logged_path,
                 "caller": str(caller) if caller else None,
             },
         )
@@ -417,7 +425,7 @@ class AdminServer:
     async def _failed(self, exchange: _Exchange, error: Exception) -> None:
         """Log a failure of the admin API's own, once, with its cause; answer 500 if no
         response has begun (the connection closes after it either way)."""
-        path = exchange.target.partition("?")[0]
+        path = exchange.logged_path
         log.error(
             "admin request failed",
             exc_info=error,

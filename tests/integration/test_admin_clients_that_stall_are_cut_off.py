@@ -1,6 +1,7 @@
 """Admin clients that stall, over a real unix socket: a tap reader that stops reading is cut
 off after the idle timeout (its subscription ends, the log says why) instead of holding its
-connection, and its share of every request's tap work, for ever."""
+connection, and its share of every request's tap work, for ever; a request trickled in a
+byte at a time, never idle for long (slowloris), gets 408 once the request timeout is up."""
 
 import asyncio
 import json
@@ -69,3 +70,4 @@ async def test_a_request_trickled_in_slower_than_the_request_timeout_gets_408(
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"connection: close" in head.lower()
     assert json.loads(body)["error"] == "admin.request_timeout"
+

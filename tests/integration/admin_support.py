@@ -2,12 +2,14 @@
 would tell it fixed."""
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from identity import pki
 from proxy.admin import AdminServer, ProxyState
 from proxy.events import EventBus
 from proxy.observability import Observability
@@ -74,3 +76,33 @@ async def local_admin(
         yield LocalAdmin(server, bus, observability, socket_path)
     finally:
         await server.close()
+
+
+def write_identity(
+    directory: Path,
+    issuer: pki.CertifiedKey,
+    anchor: pki.CertifiedKey,
+    spiffe_id: str,
+    trust_domain: str = "vmesh.local",
+) -> Path:
+    """`directory` with a key, a leaf of `spiffe_id` from `issuer`, and `anchor` as bundle."""
+    key = pki.generate_key()
+    leaf = pki.issue_leaf(
+        issuer,
+        key.public_key(),
+        spiffe_id=spiffe_id,
+        common_name=spiffe_id.rsplit("/", 1)[-1],
+        trust_domain=trust_domain,
+    )
+    pki.write_private(directory / "key.pem", pki.key_pem(key))
+    pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, issuer.cert))
+    pki.write_file(directory / "bundle.pem", pki.cert_pem(anchor.cert))
+    return directory
+
+
+def client_context(directory: Path, bundle: Path) -> ssl.SSLContext:
+    """A TLS client presenting `directory`'s leaf and trusting `bundle`."""
+    context = ssl.create_default_context(cafile=str(bundle))
+    context.check_hostname = False  # mesh leaves name a SPIFFE ID, not a host
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context

@@ -36,7 +36,7 @@ from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
 from proxy.stats import MAX_WINDOW_S
-from proxy.tap import TapFilter
+from proxy.tap import TapFilter, max_rate
 from proxy.tls import PeerIdentityError, peer_identity
 from vm_mesh.durations import parse_duration
 
@@ -516,10 +516,10 @@ class AdminServer:
         try:
             query = _tap_query(request.query)
             tap_filter = TapFilter.from_query(query)
-            rate = float(query.get("rate", "1000"))
+            rate = max_rate(query)
         except ValueError as exc:
             raise AdminError(400, "admin.bad_tap_filter", str(exc)) from None
-        subscription = self.obs.tap.subscribe(tap_filter, max_rate=max(1.0, min(rate, 10_000)))
+        subscription = self.obs.tap.subscribe(tap_filter, max_rate=rate)
         log.info(
             "tap started",
             extra={

@@ -1,9 +1,11 @@
 """An admin server run alone, on a unix socket in the test's event loop, with what a proxy
 would tell it fixed."""
 
+import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +108,12 @@ def client_context(directory: Path, bundle: Path) -> ssl.SSLContext:
     context.check_hostname = False  # mesh leaves name a SPIFFE ID, not a host
     context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
     return context
+
+
+async def eventually(condition: Callable[[], bool], what: str, deadline_s: float = 10) -> None:
+    """Wait until `condition()` holds; AssertionError naming `what` after `deadline_s`."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not happen within {deadline_s}s")
+        await asyncio.sleep(0.02)

@@ -8,21 +8,12 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from proxy.events import RequestEvent
-from tests.integration.admin_support import local_admin
-
-
-async def eventually(condition: Callable[[], bool], what: str, deadline_s: float = 10) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} did not happen within {deadline_s}s")
-        await asyncio.sleep(0.02)
+from tests.integration.admin_support import eventually, local_admin
 
 
 def _event(n: int) -> RequestEvent:
@@ -51,23 +42,34 @@ async def test_a_tap_reader_that_stops_reading_is_cut_off_after_the_idle_timeout
     assert getattr(cut, "path", None) == "/v1/tap"
 
 
+async def _read_to_the_end(client: socket.socket) -> bytes:
+    received = b""
+    while chunk := await asyncio.get_running_loop().sock_recv(client, 65536):
+        received += chunk
+    return received
+
+
 async def test_a_request_trickled_in_slower_than_the_request_timeout_gets_408(
     tmp_path: Path,
 ) -> None:
+    loop = asyncio.get_running_loop()
     async with local_admin(tmp_path, idle_timeout=5, request_timeout=0.5) as admin:
-        reader, writer = await asyncio.open_unix_connection(str(admin.socket_path))
-        answer = asyncio.ensure_future(reader.read())
-        # a byte every 0.1 s never leaves the connection idle for its idle timeout
-        trickle = b"GET /ready HTTP/1.1\r\nHost: admin\r\nX-Slow: " + b"z" * 60 + b"\r\n\r\n"
-        for byte in trickle:
-            if answer.done():
-                break
-            writer.write(bytes([byte]))
-            await asyncio.sleep(0.1)
-        response = await asyncio.wait_for(answer, 10)
-        writer.close()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.setblocking(False)
+            await loop.sock_connect(client, str(admin.socket_path))
+            answer = asyncio.ensure_future(_read_to_the_end(client))
+            # a byte every 0.1 s never leaves the connection idle for its idle timeout
+            trickle = b"GET /ready HTTP/1.1\r\nHost: admin\r\nX-Slow: " + b"z" * 60 + b"\r\n\r\n"
+            for byte in trickle:
+                if answer.done():
+                    break
+                try:
+                    await loop.sock_sendall(client, bytes([byte]))
+                except ConnectionError:  # answered and closed before this byte
+                    break
+                await asyncio.sleep(0.1)
+            response = await asyncio.wait_for(answer, 10)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"connection: close" in head.lower()
     assert json.loads(body)["error"] == "admin.request_timeout"
-

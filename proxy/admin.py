@@ -9,7 +9,11 @@ domain also gets metrics, stats, endpoints and certs; only operators get tap,
 logs and config. A certificate that is sent must verify, or the handshake
 fails. HTTP/1.1 is
 parsed by h11; streams are NDJSON over chunked encoding. A HEAD request gets the
-headers a GET would (a load balancer's `HEAD /ready` health check).
+headers a GET would (a load balancer's `HEAD /ready` health check). A client that
+reads nothing for the idle timeout while an answer or a stream waits for it is cut
+off (`admin.write_timeout`), and a request must arrive whole within the request
+timeout of its first byte (else 408 `admin.request_timeout`), so that a client
+trickling one a byte at a time (slowloris) cannot hold a connection for long.
 """
 
 import asyncio
@@ -32,7 +36,7 @@ from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
 from proxy.observability import Observability
 from proxy.stats import MAX_WINDOW_S
-from proxy.tap import TapFilter
+from proxy.tap import TapFilter, max_rate
 from proxy.tls import PeerIdentityError, peer_identity
 from vm_mesh.durations import parse_duration
 
@@ -43,6 +47,7 @@ MAX_HEADER_BYTES = 16 * 1024
 ALLOWED_METHODS = "GET, HEAD"
 SHUTDOWN_GRACE_S = 2.0
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
+MAX_LOGGED_PATH = 256  # characters of a request's path in a log line: a client chooses it
 
 T = TypeVar("T")
 
@@ -107,14 +112,27 @@ class _Exchange:
     """One HTTP/1.1 connection: h11 state plus the stream it writes to."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_timeout: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout: float,
+        request_timeout: float,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.target = ""  # of the request being answered
         self.head = False  # the request is a HEAD: it gets the headers a GET would get
+        self.deadline: float | None = None  # loop time by which the request must be whole
+
+    @property
+    def logged_path(self) -> str:
+        """The path of the request being answered as log lines carry it: its first
+        `MAX_LOGGED_PATH` characters (anyone who reaches the port may send 50 kB of one)."""
+        path = self.target.partition("?")[0]
+        return path if len(path) <= MAX_LOGGED_PATH else path[:MAX_LOGGED_PATH] + "…"
 
     def begin(self, request: h11.Request) -> None:
         """Answer `request` next."""
@@ -124,17 +142,38 @@ class _Exchange:
     def next_cycle(self) -> None:
         """Wait for the connection's next request (keep-alive)."""
         self.conn.start_next_cycle()
-        self.target, self.head = "", False
+        self.target, self.head, self.deadline = "", False, None
+        if self.conn.trailing_data[0]:  # its first bytes came with the request before
+            self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.request_timeout
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
         """The next request event; TimeoutError when the client sends nothing for
-        `idle_timeout` seconds (an idle or stalled connection is not kept for ever)."""
+        `idle_timeout` seconds (an idle or stalled connection is not kept for ever), and
+        AdminError 408 when the request is not whole `request_timeout` seconds after its
+        first byte (however steadily it trickles in)."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            async with asyncio.timeout(self.idle_timeout):
-                data = await self.reader.read(65536)
+            wait = self.idle_timeout
+            if self.deadline is not None:
+                wait = min(wait, self.deadline - asyncio.get_running_loop().time())
+            try:
+                async with asyncio.timeout(wait):
+                    data = await self.reader.read(65536)
+            except TimeoutError:
+                if self.deadline is None or asyncio.get_running_loop().time() < self.deadline:
+                    raise  # idle for `idle_timeout`: closed without an answer
+                raise AdminError(
+                    408,
+                    "admin.request_timeout",
+                    f"the request did not arrive whole within {self.request_timeout:g}s",
+                ) from None
+            if data and self.deadline is None:
+                self._start_deadline()
             self.conn.receive_data(data)
 
     async def send(self, *events: h11.Event) -> None:
@@ -146,9 +185,24 @@ class _Exchange:
                 self.writer.write(data)
             if self.head and isinstance(event, h11.Response):
                 self.conn.send(h11.EndOfMessage())  # writes nothing: h11 knows HEAD has no body
-                await self.writer.drain()
+                await self._drain()
                 raise _HeadAnswered
-        await self.writer.drain()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait while the client's buffer is full, `idle_timeout` at most: a client that reads
+        nothing for that long (a stalled tap or log follower) is cut off, ConnectionResetError."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            log.info("admin client stopped reading; connection cut",
+                     extra={"reason": "admin.write_timeout",
+                            "path": self.logged_path})
+            self.writer.transport.abort()
+            raise ConnectionResetError(
+                f"the admin client read nothing for {self.idle_timeout:g}s"
+            ) from None
 
     async def respond(
         self, status: int, body: bytes, content_type: str, *, close: bool = False
@@ -187,9 +241,11 @@ class AdminServer:
         instance_id: str = "",
         version: str = "",
         idle_timeout: float = 60.0,
+        request_timeout: float = 10.0,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout  # for a client's next bytes, between and in requests
+        self.request_timeout = request_timeout  # for a request, from its first byte to its end
         self.obs = observability
         self.trust_domain = trust_domain
         self.instance_id = instance_id
@@ -277,7 +333,8 @@ class AdminServer:
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool
     ) -> None:
-        exchange = _Exchange(reader, writer, self.idle_timeout)
+        exchange = _Exchange(reader, writer, self.idle_timeout, self.request_timeout)
+        caller: spiffe.SpiffeId | None = None
         try:
             caller = _peer_identity(writer) if remote else None
             while True:
@@ -296,6 +353,9 @@ class AdminServer:
                 await exchange.json(
                     exc.error_status_hint, {"error": "admin.bad_request", "detail": str(exc)}
                 )
+        except AdminError as error:  # a request too slow to arrive: it ends the connection
+            with contextlib.suppress(h11.LocalProtocolError, ConnectionError, _HeadAnswered):
+                await self._refuse(exchange, error, caller, close=True)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception as error:  # a bug of ours: logged here, never a task's unread error
@@ -339,20 +399,33 @@ class AdminServer:
             handler = getattr(self, name)
             await handler(exchange, _Request(path, dict(parse_qsl(query)), caller))
         except AdminError as error:
-            log.info(
-                "admin request refused",
-                extra={
-                    "reason": error.reason,
-                    "path": path,
-                    "caller": str(caller) if caller else None,
-                },
-            )
-            await exchange.json(error.status, {"error": error.reason, "detail": error.detail})
+            await self._refuse(exchange, error, caller)
+
+    async def _refuse(
+        self,
+        exchange: _Exchange,
+        error: AdminError,
+        caller: spiffe.SpiffeId | None,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Log a refused request and answer it with its status and reason."""
+        log.info(
+            "admin request refused",
+            extra={
+                "reason": error.reason,
+                "path": exchange.logged_path,
+                "caller": str(caller) if caller else None,
+            },
+        )
+        await exchange.json(
+            error.status, {"error": error.reason, "detail": error.detail}, close=close
+        )
 
     async def _failed(self, exchange: _Exchange, error: Exception) -> None:
         """Log a failure of the admin API's own, once, with its cause; answer 500 if no
         response has begun (the connection closes after it either way)."""
-        path = exchange.target.partition("?")[0]
+        path = exchange.logged_path
         log.error(
             "admin request failed",
             exc_info=error,
@@ -443,10 +516,10 @@ class AdminServer:
         try:
             query = _tap_query(request.query)
             tap_filter = TapFilter.from_query(query)
-            rate = float(query.get("rate", "1000"))
+            rate = max_rate(query)
         except ValueError as exc:
             raise AdminError(400, "admin.bad_tap_filter", str(exc)) from None
-        subscription = self.obs.tap.subscribe(tap_filter, max_rate=max(1.0, min(rate, 10_000)))
+        subscription = self.obs.tap.subscribe(tap_filter, max_rate=rate)
         log.info(
             "tap started",
             extra={

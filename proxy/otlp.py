@@ -3,6 +3,9 @@
 Each request event that carries a span (`proxy.tracecontext`) becomes one OTLP
 span: a CLIENT span at the caller's proxy, a SERVER span at the callee's, with
 the request's method, path, status, route and both identities as attributes.
+The query goes apart, in `url.query`, with every value redacted: a collector is
+often someone else's, and the proxy cannot tell an `access_token` from a page
+number (OpenTelemetry's URL conventions allow redacting what cannot be told).
 Spans wait in a bounded queue and leave in batches (JSON, `POST /v1/traces`)
 off the request path: a collector that is slow or down costs dropped spans,
 counted and logged once per outage, never a slower request.
@@ -32,6 +35,7 @@ CLOSE_WITHIN_S = 5.0  # for the last spans to leave, once the proxy has drained
 
 _CLIENT, _SERVER = 3, 2  # OTLP SpanKind
 _STATUS_ERROR = 2  # OTLP StatusCode
+REDACTED = "REDACTED"  # a query value's stand-in, as OpenTelemetry's conventions spell it
 
 
 def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
@@ -42,12 +46,23 @@ def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
     return {"key": key, "value": {"stringValue": value}}
 
 
+def redacted_query(query: str) -> str:
+    """`query` with its keys kept and every value replaced: `token=x&page=2&flag` ->
+    `token=REDACTED&page=REDACTED&flag`."""
+    return "&".join(
+        key + ("=" + REDACTED if sep else "")
+        for key, sep, _ in (part.partition("=") for part in query.split("&"))
+    )
+
+
 def span(event: RequestEvent) -> dict[str, Any]:
     """The OTLP/JSON span of a request event that has one (ids hex, times in ns as strings)."""
     start_ns = round(event.ts * 1e6) * 1000  # a float of epoch seconds holds microseconds
+    path, has_query, query = (event.path or "").partition("?")
     attributes = [
         _attribute("http.request.method", event.method),
-        _attribute("url.path", event.path),
+        _attribute("url.path", path),
+        _attribute("url.query", redacted_query(query) if has_query else None),
         _attribute("server.address", event.authority),
         _attribute("http.response.status_code", event.status),
         _attribute("error.type", error_reason(event.error)),

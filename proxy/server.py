@@ -112,6 +112,7 @@ class ProxyServer:
             instance_id=config.instance,
             version=config.version or __version__,
             idle_timeout=config.timeouts.idle,
+            request_timeout=config.timeouts.header,
         )
         self._tracing = mesh.tracing  # applied once the loop runs, in start()
         self.spans = SpanExport(self.ctx.bus, {

@@ -8,6 +8,7 @@ Feeds carry the events themselves: a reader formats its batch as it writes it
 path and in one go, which costs half as much as a line made per request.
 """
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,22 @@ from proxy.events import EventBus, RequestEvent
 from proxy.feed import BoundedFeed
 
 DEFAULT_MAX_RATE = 1000.0  # events per second per subscriber
+MAX_RATE = 10_000.0  # the most a subscriber may ask for
+
+
+def max_rate(query: Mapping[str, str]) -> float:
+    """The events a second the tap's `rate` asks for (default `DEFAULT_MAX_RATE`), within 1 and
+    `MAX_RATE`; ValueError for a rate that is no number."""
+    text = query.get("rate")
+    if text is None:
+        return DEFAULT_MAX_RATE
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if math.isnan(rate):
+        raise ValueError(f"rate {text!r}: expected events a second, like 100")
+    return max(1.0, min(rate, MAX_RATE))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,17 @@
 """An admin server run alone, on a unix socket in the test's event loop, with what a proxy
 would tell it fixed."""
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from identity import pki
 from proxy.admin import AdminServer, ProxyState
 from proxy.events import EventBus
 from proxy.observability import Observability
@@ -56,15 +60,60 @@ class LocalAdmin:
 
 @contextlib.asynccontextmanager
 async def local_admin(
-    directory: Path, facts: ProxyState | None = None, bus: EventBus | None = None
+    directory: Path,
+    facts: ProxyState | None = None,
+    bus: EventBus | None = None,
+    *,
+    idle_timeout: float = 60.0,
+    request_timeout: float = 10.0,
 ) -> AsyncIterator[LocalAdmin]:
     """An admin server on `directory/api.sock`, closed on the way out."""
     bus = bus or EventBus()
     observability = Observability.attach(bus)
-    server = AdminServer(facts or FixedProxyFacts(), observability, trust_domain="vmesh.local")
+    server = AdminServer(facts or FixedProxyFacts(), observability, trust_domain="vmesh.local",
+                         idle_timeout=idle_timeout, request_timeout=request_timeout)
     socket_path = directory / "api.sock"
     await server.serve_unix(socket_path)
     try:
         yield LocalAdmin(server, bus, observability, socket_path)
     finally:
         await server.close()
+
+
+def write_identity(
+    directory: Path,
+    issuer: pki.CertifiedKey,
+    anchor: pki.CertifiedKey,
+    spiffe_id: str,
+    trust_domain: str = "vmesh.local",
+) -> Path:
+    """`directory` with a key, a leaf of `spiffe_id` from `issuer`, and `anchor` as bundle."""
+    key = pki.generate_key()
+    leaf = pki.issue_leaf(
+        issuer,
+        key.public_key(),
+        spiffe_id=spiffe_id,
+        common_name=spiffe_id.rsplit("/", 1)[-1],
+        trust_domain=trust_domain,
+    )
+    pki.write_private(directory / "key.pem", pki.key_pem(key))
+    pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, issuer.cert))
+    pki.write_file(directory / "bundle.pem", pki.cert_pem(anchor.cert))
+    return directory
+
+
+def client_context(directory: Path, bundle: Path) -> ssl.SSLContext:
+    """A TLS client presenting `directory`'s leaf and trusting `bundle`."""
+    context = ssl.create_default_context(cafile=str(bundle))
+    context.check_hostname = False  # mesh leaves name a SPIFFE ID, not a host
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+async def eventually(condition: Callable[[], bool], what: str, deadline_s: float = 10) -> None:
+    """Wait until `condition()` holds; AssertionError naming `what` after `deadline_s`."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not happen within {deadline_s}s")
+        await asyncio.sleep(0.02)

@@ -20,38 +20,10 @@ from identity import pki
 from proxy.admin import AdminServer
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
-from tests.integration.admin_support import FixedProxyFacts
+from tests.integration.admin_support import FixedProxyFacts, client_context, write_identity
 from tests.support import require_tool
 
 TD = "vmesh.local"
-
-
-def _write_identity(
-    directory: Path,
-    issuer: pki.CertifiedKey,
-    anchor: pki.CertifiedKey,
-    spiffe_id: str,
-    trust_domain: str = TD,
-) -> Path:
-    key = pki.generate_key()
-    leaf = pki.issue_leaf(
-        issuer,
-        key.public_key(),
-        spiffe_id=spiffe_id,
-        common_name=spiffe_id.rsplit("/", 1)[-1],
-        trust_domain=trust_domain,
-    )
-    pki.write_private(directory / "key.pem", pki.key_pem(key))
-    pki.write_file(directory / "cert.pem", pki.cert_pem(leaf, issuer.cert))
-    pki.write_file(directory / "bundle.pem", pki.cert_pem(anchor.cert))
-    return directory
-
-
-def _client_context(directory: Path, bundle: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(bundle))
-    context.check_hostname = False  # mesh leaves name a SPIFFE ID, not a host
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return context
 
 
 @pytest.fixture
@@ -61,10 +33,10 @@ def pki_dirs(tmp_path: Path) -> dict[str, Path]:
     foreign_anchor = pki.create_anchor("other.example")
     foreign_issuer = pki.create_issuer(foreign_anchor, "other.example")
     dirs = {
-        "server": _write_identity(tmp_path / "server", issuer, anchor, f"spiffe://{TD}/svc/api"),
-        "operator": _write_identity(tmp_path / "op", issuer, anchor, f"spiffe://{TD}/operator/ann"),
-        "service": _write_identity(tmp_path / "web", issuer, anchor, f"spiffe://{TD}/svc/web"),
-        "foreign": _write_identity(
+        "server": write_identity(tmp_path / "server", issuer, anchor, f"spiffe://{TD}/svc/api"),
+        "operator": write_identity(tmp_path / "op", issuer, anchor, f"spiffe://{TD}/operator/ann"),
+        "service": write_identity(tmp_path / "web", issuer, anchor, f"spiffe://{TD}/svc/web"),
+        "foreign": write_identity(
             tmp_path / "evil",
             foreign_issuer,
             foreign_anchor,
@@ -127,7 +99,7 @@ def _request_event(i: int, status: int = 200) -> RequestEvent:
 
 def _tcp_client(dirs: dict[str, Path], who: str) -> httpx.AsyncClient:
     bundle = dirs[who] / "bundle.pem"
-    return httpx.AsyncClient(verify=_client_context(dirs[who], bundle), timeout=10)
+    return httpx.AsyncClient(verify=client_context(dirs[who], bundle), timeout=10)
 
 
 async def test_unix_socket_serves_everything_locally(admin) -> None:

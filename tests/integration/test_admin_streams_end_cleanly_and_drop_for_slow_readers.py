@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,7 @@ import pytest
 from proxy.admin import AdminServer
 from proxy.events import EventBus, RequestEvent
 from proxy.observability import Observability
-from tests.integration.admin_support import FixedProxyFacts
+from tests.integration.admin_support import FixedProxyFacts, eventually
 
 _ids = itertools.count()
 
@@ -52,14 +52,6 @@ def request_event(path: str = "/items/1") -> RequestEvent:
         dst_service="api", method="GET", authority="api", path=path, status=200,
         latency_ms=2.0, tls=True,
     )
-
-
-async def eventually(condition: Callable[[], bool], what: str, deadline_s: float = 10) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} did not happen within {deadline_s}s")
-        await asyncio.sleep(0.02)
 
 
 async def test_slow_tap_reader_is_told_what_it_lost_and_never_slows_publishing(

@@ -46,3 +46,14 @@ async def test_a_filter_the_tap_cannot_apply_is_refused(tmp_path: Path, query: d
         refused = await client.get("/v1/tap", params=query)
     assert refused.status_code == 400
     assert refused.json()["error"] == "admin.bad_tap_filter"
+
+
+@pytest.mark.parametrize("rate", ["fast", "nan", "1e"])
+async def test_a_rate_that_is_no_number_is_refused_by_name(tmp_path: Path, rate: str) -> None:
+    async with local_admin(tmp_path) as admin, admin.client() as client:
+        refused = await client.get("/v1/tap", params={"rate": rate})
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "admin.bad_tap_filter",
+        "detail": f"rate {rate!r}: expected events a second, like 100",
+    }

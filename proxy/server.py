@@ -25,6 +25,7 @@ from vm_mesh.config import (
     DiscoveryChoice,
     LoadedConfig,
     MeshConfig,
+    Timeouts,
     effective_discovery,
     load_mesh_config,
     load_service_config,
@@ -261,9 +262,16 @@ class ProxyServer:
         self.ctx.config = dataclasses.replace(
             current, **{name: getattr(fresh, name) for name in LIVE_CONFIG_FIELDS}
         )
-        self.inbound.pool.idle_timeout = fresh.timeouts.app_idle
-        self.outbound.pool.idle_timeout = fresh.timeouts.idle / 2
+        self._apply_timeouts(fresh.timeouts)
         log.info("service config reloaded", extra={"event": "config_reloaded"})
+
+    def _apply_timeouts(self, timeouts: Timeouts) -> None:
+        """Have the pools and the admin API follow reloaded timeouts (client connections and
+        requests read theirs from the config in force)."""
+        self.inbound.pool.idle_timeout = timeouts.app_idle
+        self.outbound.pool.idle_timeout = timeouts.idle / 2
+        self.admin.idle_timeout = timeouts.idle
+        self.admin.request_timeout = timeouts.header
 
     async def leave_discovery(self) -> None:
         """Deregister (peers stop picking this instance) but go on serving: the first step of

@@ -71,9 +71,8 @@ class Authority:
         check_token(record, token, host=host, service=identity.name, now=now)
         if self.store.host_revoked(host):
             raise Rejection("host.revoked", f"host {host} is revoked", 403)
-        if not self.store.use_token(token.token_id, now):
-            raise Rejection("token.already_used", f"token {token.token_id} was used already", 401)
-        return self._issue(identity, key, host=host, token_id=token.token_id, now=now)
+        return self._issue(identity, key, host=host, token_id=token.token_id, now=now,
+                           spends_token=True)
 
     def renew(self, body: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Exchange the current, valid leaf (proven by a signature with its key) for a new one."""
@@ -135,7 +134,10 @@ class Authority:
         host: str,
         token_id: str | None,
         now: float,
+        spends_token: bool = False,
     ) -> dict[str, Any]:
+        """Sign a leaf and record it (with the use of its token when it `spends_token`, in
+        the same transaction, so a failure to record it leaves the token usable)."""
         issuer = self.ca.active
         leaf = pki.issue_leaf(
             issuer,
@@ -155,7 +157,10 @@ class Authority:
             issued_at=now,
             token_id=token_id,
         )
-        self.store.record_issued(record)
+        if not spends_token:
+            self.store.record_issued(record)
+        elif not self.store.spend_token(record):
+            raise Rejection("token.already_used", f"token {token_id} was used already", 401)
         log.info(
             "certificate issued",
             extra={

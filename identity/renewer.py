@@ -66,6 +66,10 @@ class Renewer:
         """Renew forever; cancel the task to stop. Nothing else stops it: a failure of any
         kind (the CA away, a renewed leaf that does not load, the host out of resources, a
         bug) is logged, counted in `failures` and tried again, backing off."""
+        # Outside the retry loop, as it does not fail in practice: the proxy gives the validity of
+        # the leaf it holds in memory (it does not start without one, nor ever unloads it); the
+        # cert helper reads the file `keep` has just read (a failure there ends the helper, and
+        # its unit restarts it). Renewed leaves are read under supervision (`_attempt`).
         current = self.validity()
         due = self._scheduled(current)
         failed = 0  # attempts failed in a row

@@ -40,6 +40,8 @@ MAX_BODY_BYTES = 64 * 1024
 # A refused body up to this size is read and dropped before answering; a larger one is cut off.
 DRAIN_LIMIT_BYTES = 1024 * 1024
 SERVER_CERT_LIFETIME = timedelta(days=90)
+# After failing to renew its own certificate, the service tries again this much later.
+SERVER_CERT_RETRY = timedelta(minutes=1)
 # A request is read whole within this (from the wait for its first byte to its body's last).
 REQUEST_DEADLINE_S = 10.0
 
@@ -50,7 +52,8 @@ class IdentityServer(ThreadingHTTPServer):
     It follows the CA on disk (`follow_ca`): the bundle it hands out and verifies renewals
     against changes with `vmesh identity rotate` and `retire` at once; the issuer it signs
     with changes when it restarts. The certificate it presents (`certificate_lifetime`) is
-    replaced by a fresh one at half its life (`keep_certificate_fresh`).
+    replaced by a fresh one at half its life (`keep_certificate_fresh`), or, when that fails,
+    kept and replaced `certificate_retry` later.
     """
 
     daemon_threads = True
@@ -64,11 +67,13 @@ class IdentityServer(ThreadingHTTPServer):
         limiter: RateLimiter,
         certificate_lifetime: timedelta = SERVER_CERT_LIFETIME,
         request_deadline: float = REQUEST_DEADLINE_S,
+        certificate_retry: timedelta = SERVER_CERT_RETRY,
     ) -> None:
         self.authority = authority
         self.request_deadline = request_deadline
         self.names = names
         self.certificate_lifetime = certificate_lifetime
+        self.certificate_retry = certificate_retry
         self.ssl_context = server_context(authority, names, certificate_lifetime)
         self._fresh_until = self._half_life_from_now()
         self.limiter = limiter
@@ -107,29 +112,44 @@ class IdentityServer(ThreadingHTTPServer):
                                                   "detail": str(exc)})
                 return
             self.authority.ca = ca
-            if ca.issuing != signing:
-                self._present()
+            if ca.issuing != signing:  # its generation retired: one of the new issuer's now
+                self._fresh_until = 0.0  # (keep_certificate_fresh)
         log.info("certificate authority reloaded", extra={
             "anchors": [g.number for g in ca.generations if not g.retired],
             "signing": ca.issuing, "active": on_disk.issuing})
 
     def keep_certificate_fresh(self) -> None:
         """Present a new certificate once the current one is past half its life, so that a
-        service running longer than `certificate_lifetime` never presents an expired one."""
+        service running longer than `certificate_lifetime` never presents an expired one. One
+        that cannot be made (the issuer expired, its files not written) is logged, and the
+        current one presented until the next try, `certificate_retry` later."""
         with self._reloading:
             now = time.time()
             if now < self._fresh_until:
                 return
             try:
                 self.authority.check_issuer(now)
-            except Rejection as expired:  # no certificate to present: say so once a minute
-                self._fresh_until = now + 60
-                log.error("cannot renew the identity service's certificate",
-                          extra={"reason": expired.reason, "detail": expired.detail})
+                self._present()
+            except Rejection as expired:
+                self._retry_later(now, expired.reason, expired.detail)
                 return
-            self._present()
+            except Exception as error:  # a full disk, a bug: not a reason to drop connections
+                self._retry_later(now, "tls.certificate_renewal_failed",
+                                  f"{type(error).__name__}: {error}",
+                                  None if isinstance(error, OSError) else error)
+                return
         log.info("identity service certificate renewed",
                  extra={"lifetime_s": self.certificate_lifetime.total_seconds()})
+
+    def _retry_later(self, now: float, reason: str, detail: str,
+                     unexpected: Exception | None = None) -> None:
+        """Log why the certificate was not renewed (with the traceback of an `unexpected`
+        error), and try again `certificate_retry` from `now` (the caller holds the lock)."""
+        retry = self.certificate_retry.total_seconds()
+        self._fresh_until = now + retry
+        log.error("cannot renew the identity service's certificate; presenting the current one",
+                  exc_info=unexpected,
+                  extra={"reason": reason, "detail": detail, "retry_in_s": retry})
 
     def _present(self) -> None:
         """Present a fresh certificate from the issuer that signs (the caller holds the lock)."""

@@ -92,15 +92,6 @@ class Store:
             rows = db.execute("SELECT * FROM tokens ORDER BY created_at").fetchall()
         return [_token(row) for row in rows]
 
-    def use_token(self, token_id: str, now: float) -> bool:
-        """Mark a token used; False when another request used it first."""
-        with self._connect() as db:
-            cursor = db.execute(
-                "UPDATE tokens SET used_at = ? WHERE token_id = ? AND used_at IS NULL",
-                (now, token_id),
-            )
-        return cursor.rowcount == 1
-
     def revoke_token(self, token_id: str) -> bool:
         with self._connect() as db:
             cursor = db.execute("UPDATE tokens SET revoked = 1 WHERE token_id = ?", (token_id,))
@@ -108,18 +99,20 @@ class Store:
 
     def record_issued(self, cert: IssuedCert) -> None:
         with self._connect() as db:
-            db.execute(
-                "INSERT INTO certificates VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cert.serial,
-                    cert.identity,
-                    cert.host,
-                    cert.issuer_serial,
-                    cert.not_after,
-                    cert.issued_at,
-                    cert.token_id,
-                ),
+            _insert_issued(db, cert)
+
+    def spend_token(self, cert: IssuedCert) -> bool:
+        """Mark `cert`'s token used and record `cert`, both or neither (one transaction):
+        False when another request used the token first; an error leaves the token usable."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "UPDATE tokens SET used_at = ? WHERE token_id = ? AND used_at IS NULL",
+                (cert.issued_at, cert.token_id),
             )
+            if cursor.rowcount != 1:
+                return False
+            _insert_issued(db, cert)
+        return True
 
     def issued(self, serial: str) -> IssuedCert | None:
         with self._connect() as db:
@@ -139,6 +132,21 @@ class Store:
         with self._connect() as db:
             row = db.execute("SELECT 1 FROM revoked_hosts WHERE host = ?", (host,)).fetchone()
         return row is not None
+
+
+def _insert_issued(db: sqlite3.Connection, cert: IssuedCert) -> None:
+    db.execute(
+        "INSERT INTO certificates VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            cert.serial,
+            cert.identity,
+            cert.host,
+            cert.issuer_serial,
+            cert.not_after,
+            cert.issued_at,
+            cert.token_id,
+        ),
+    )
 
 
 def _token(row: tuple) -> TokenRecord:

@@ -265,6 +265,28 @@ async def test_a_registration_the_agent_dropped_is_made_again(
     assert agent.services == {}  # withdrawn on close, not registered again after it
 
 
+async def test_leaving_after_the_agent_dropped_the_registration_says_it_was_gone(
+    agent: FakeConsul, ready: list[ReadyServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drain after the agent dropped the registration (reaped, or an agent restarted without
+    its data) gets 404 from the agent: the log says the instance was already gone, not that
+    this proxy deregistered it."""
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.consul")
+    discovery = ConsulDiscovery(settings_for(agent))
+    first, _ = instances(f"api-{secrets.token_hex(3)}", ready)
+    try:
+        await discovery.register(first)
+        assert agent.deregister(first.instance_id)  # the agent drops it
+        caplog.clear()
+        await discovery.deregister(first)
+    finally:
+        await discovery.close()
+    said = [(r.getMessage(), getattr(r, "event", None)) for r in caplog.records
+            if getattr(r, "instance", None) == first.instance_id]
+    assert said == [("not deregistered from consul: the agent no longer had it",
+                     "discovery_consul_already_gone")]
+
+
 async def test_registering_while_the_agent_is_down_completes_when_it_returns(
     agent: FakeConsul, ready: list[ReadyServer]
 ) -> None:

@@ -454,8 +454,12 @@ class ConsulDiscovery:
         self._wan.pop(instance_id, None)
         if not known and in_flight is None:
             return
-        await asyncio.to_thread(self._client.agent.service.deregister, instance_id)
-        log.info("deregistered from consul", extra={"instance": instance_id})
+        if await asyncio.to_thread(self._client.agent.service.deregister, instance_id):
+            log.info("deregistered from consul",
+                     extra={"event": "discovery_consul_deregistered", "instance": instance_id})
+        else:  # 404: reaped after its check stayed critical, or an agent restarted without data
+            log.info("not deregistered from consul: the agent no longer had it",
+                     extra={"event": "discovery_consul_already_gone", "instance": instance_id})
 
     def _query(self, service: str, datacenter: str | None, index: int) -> tuple[Any, Any]:
         return self._client.health.service(

@@ -20,6 +20,7 @@ from proxy.rewatch import watch_again_on_failure
 from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
 from proxy.traffic import TrafficPolicy
+from proxy.upstream import Pool
 from vm_mesh.config import ServiceConfig
 from vm_mesh.discovery.base import Discovery, NotDiscoverable
 from vm_mesh.policy.store import PolicyStore
@@ -86,6 +87,8 @@ class ProxyContext:
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # the pools of connections to instances (the outbound proxy's): told as they come and go
+        self.upstream_pools: list[Pool] = []
 
     def _policy_changed(self, policy: Any) -> None:
         self.traffic = self.traffic.reloaded(policy)
@@ -276,7 +279,8 @@ class ProxyContext:
             async for view in watch_again_on_failure(
                 lambda: self.discovery.watch(service), service
             ):
-                endpoints.update(view)
+                arrived, departed = endpoints.update(view)
+                idle_closed = self._turn_over(endpoints, arrived, departed)
                 self._first_view[service].set()
                 log.info(
                     "endpoints updated",
@@ -285,6 +289,7 @@ class ProxyContext:
                         "source": view.source,
                         "instances": [i.instance_id for i in view.instances],
                         "stale": view.stale,
+                        "idle_closed": idle_closed,
                     },
                 )
         except NotDiscoverable as refusal:
@@ -293,6 +298,21 @@ class ProxyContext:
             log.warning("discovery refuses the service; its requests are refused",
                         extra={"dst_service": service, "reason": refusal.reason,
                                "detail": str(refusal)})
+
+    def _turn_over(self, endpoints: ServiceEndpoints, arrived: set[str], departed: set[str]
+                   ) -> int:
+        """Tell the pools which upstreams `endpoints`' update brought and took away (those no
+        other service still lists): the idle connections to instances gone are closed; how
+        many."""
+        if departed:
+            for other in self._services.values():
+                if other is not endpoints:
+                    departed -= other.pool_keys()
+        closed = 0
+        for pool in self.upstream_pools:
+            pool.readmit(arrived)
+            closed += pool.retire(departed)
+        return closed
 
     async def _sweep_unused_watches(self) -> None:
         """Stop watching the services no request has asked for in a while (UNUSED_SWEEPS

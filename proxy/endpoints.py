@@ -96,10 +96,12 @@ class ServiceEndpoints:
         self._unused_sweeps += 1
         return self._unused_sweeps >= UNUSED_SWEEPS
 
-    def update(self, view: EndpointSet) -> None:
+    def update(self, view: EndpointSet) -> tuple[set[str], set[str]]:
         """Install a new endpoint set; an instance still at the same address keeps its latency
         and breaker state, whatever else its announcement changed (a drain to weight 0, a new
-        version), and one at a new address (another process) starts afresh."""
+        version), and one at a new address (another process) starts afresh. Returns the pool
+        keys that came and those that went (`Endpoint.pool_key`)."""
+        before = self.pool_keys()
         current: dict[str, Endpoint] = {}
         for instance in view.instances:
             if (twin := current.get(instance.instance_id)) is not None:
@@ -125,6 +127,12 @@ class ServiceEndpoints:
                 )
         self.endpoints = current
         self.view = view
+        after = self.pool_keys()
+        return after - before, before - after
+
+    def pool_keys(self) -> set[str]:
+        """The pool keys of its endpoints."""
+        return {endpoint.pool_key for endpoint in self.endpoints.values()}
 
     def set_breaker(self, settings: BreakerSettings) -> None:
         """New breaker settings (a policy reload); every breaker keeps its current state."""

@@ -112,6 +112,7 @@ class OutboundProxy:
     def __init__(self, context: ProxyContext) -> None:
         self.ctx = context
         self.pool = Pool(self._connect, idle_timeout=context.config.timeouts.idle / 2)
+        context.upstream_pools.append(self.pool)  # closes what it holds to instances gone
         self.name = f"{context.config.instance} outbound"
 
     async def _connect(self, key: str) -> Upstream:

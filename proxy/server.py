@@ -214,7 +214,8 @@ class ProxyServer:
         settings = consul_settings(self.discovery.settings)
         client = consul.Consul(host=settings.host, port=settings.port, scheme=settings.scheme,
                                token=settings.token)
-        await watch(ConsulPolicySource(client), self._consul_policy_read, wait=settings.wait)
+        await watch(ConsulPolicySource(client), self._consul_policy_read, wait=settings.wait,
+                    query_interval_s=settings.query_interval_s)
 
     def _consul_policy_read(self, texts: tuple[tuple[str, str], ...]) -> None:
         """The documents of the agent's KV store, each time they change (the first answer

@@ -2,16 +2,19 @@
 
 A connection serves one request at a time and returns to the pool when its
 response ended cleanly with keep-alive, so a TLS handshake is paid once per
-connection, not per request. Every `SWEEP_EVERY` releases the pool closes the
-connections idle past its timeout and forgets upstreams with none left, so
-the instances that came and went over weeks leave no sockets or entries behind.
+connection, not per request. When an instance leaves discovery its idle
+connections are closed at once (`retire`, on the endpoint update, not per request),
+and those in flight to it are closed as they come back. Every `SWEEP_EVERY` releases
+the pool closes the connections idle past its timeout and forgets upstreams with
+none left, so the instances that came and went over weeks leave no sockets or
+entries behind.
 """
 
 import asyncio
 import contextlib
 import ssl as ssl_module
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from proxy.connection import Connection
@@ -110,6 +113,9 @@ class Pool:
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._idle: dict[str, list[Upstream]] = {}
+        # upstreams whose instance left discovery: a connection in flight to one is closed
+        # when it comes back (looked up only when its key has no idle list, never per request)
+        self._retired: set[str] = set()
         self._releases = 0
         self.opened = 0
         self.reused = 0
@@ -149,6 +155,9 @@ class Pool:
             self._sweep()
         idle = self._idle.get(upstream.key)
         if idle is None:
+            if upstream.key in self._retired:
+                upstream.close()
+                return
             idle = self._idle[upstream.key] = []
         if (not reusable or upstream.owes_body or not upstream.connection.settled
                 or len(idle) >= self.max_idle):
@@ -159,9 +168,26 @@ class Pool:
         upstream.connection.mark_idle()
         idle.append(upstream)
 
+    def retire(self, keys: Iterable[str]) -> int:
+        """The instances of `keys` left discovery: close their idle connections now, and each
+        in flight to them when it is released; how many were closed now."""
+        closed = 0
+        for key in keys:
+            self._retired.add(key)
+            for upstream in self._idle.pop(key, ()):
+                upstream.close()
+                closed += 1
+        return closed
+
+    def readmit(self, keys: Iterable[str]) -> None:
+        """The instances of `keys` are in discovery (again): their connections are pooled."""
+        self._retired.difference_update(keys)
+
     def _sweep(self) -> None:
         """Close the connections idle past the timeout (or closed by their peer) and forget
-        the upstreams that have none left."""
+        the upstreams that have none left, and which upstreams were retired (a connection in
+        flight to one since then is pooled, and closed by a later sweep)."""
+        self._retired.clear()
         now = self._clock()
         for key, idle in list(self._idle.items()):
             kept = []

@@ -266,6 +266,28 @@ async def test_a_registration_the_agent_dropped_is_made_again(
     assert agent.services == {}  # withdrawn on close, not registered again after it
 
 
+async def test_leaving_after_the_agent_dropped_the_registration_says_it_was_gone(
+    agent: FakeConsul, ready: list[ReadyServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drain after the agent dropped the registration (reaped, or an agent restarted without
+    its data) gets 404 from the agent: the log says the instance was already gone, not that
+    this proxy deregistered it."""
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.consul")
+    discovery = ConsulDiscovery(settings_for(agent))
+    first, _ = instances(f"api-{secrets.token_hex(3)}", ready)
+    try:
+        await discovery.register(first)
+        assert agent.deregister(first.instance_id)  # the agent drops it
+        caplog.clear()
+        await discovery.deregister(first)
+    finally:
+        await discovery.close()
+    said = [(r.getMessage(), getattr(r, "event", None)) for r in caplog.records
+            if getattr(r, "instance", None) == first.instance_id]
+    assert said == [("not deregistered from consul: the agent no longer had it",
+                     "discovery_consul_already_gone")]
+
+
 async def test_registering_while_the_agent_is_down_completes_when_it_returns(
     agent: FakeConsul, ready: list[ReadyServer]
 ) -> None:
@@ -313,6 +335,40 @@ async def test_foreign_instances_are_logged_once_while_they_stay_and_then_forgot
         await eventually(lambda: logged().count("theirs-1") == 2)
         assert logged().count("theirs-2") == 1
         assert watcher.ids == set()  # none of them is routed to
+    finally:
+        await watcher.stop()
+        await discovery.close()
+
+
+async def test_entries_with_meta_out_of_range_are_left_out_and_logged_once(
+    agent: FakeConsul, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever may register in Consul writes the meta: an entry whose `weight` or `admin` is out
+    of range announces no instance; it is left out, and logged once while it stays so."""
+    caplog.set_level(logging.INFO, logger="vmesh.discovery.consul")
+    service = f"api-{secrets.token_hex(3)}"
+    discovery = ConsulDiscovery(settings_for(agent), trust_domain="vmesh.local")
+
+    def register(instance_id: str, port: int, **meta: str) -> None:
+        agent.register({"ID": instance_id, "Name": service, "Address": "127.0.0.1",
+                        "Port": port, "Meta": {"td": "vmesh.local", "id": instance_id, **meta}})
+
+    def rejected() -> list[tuple[str, str, str]]:
+        return [(r.instance, r.reason, r.detail)  # type: ignore[attr-defined]
+                for r in caplog.records if getattr(r, "event", None) == "discovery_consul_rejected"]
+
+    watcher = Latest(discovery, service)
+    try:
+        register("negative", 42001, weight="-5")
+        register("bad-admin", 42002, admin="70000")
+        register("good", 42003, weight="10")
+        await eventually(lambda: watcher.ids == {"good"})
+        register("later", 42004)  # answers go on; the bad entries stay in every one of them
+        await eventually(lambda: watcher.ids == {"good", "later"})
+        assert sorted(rejected()) == [
+            ("bad-admin", "discovery.bad_meta", "admin 70000 is not a port"),
+            ("negative", "discovery.bad_meta", "weight '-5' is not a number"),
+        ]
     finally:
         await watcher.stop()
         await discovery.close()

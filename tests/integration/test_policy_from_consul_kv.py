@@ -9,6 +9,7 @@ prefix) on a real loopback socket.
 import asyncio
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,36 @@ async def test_a_kv_change_refused_beside_a_bad_file_applies_once_the_file_is_fi
         (tmp_path / "a.yaml").write_text(good)
         assert store.reload("file-change")
         assert [r.doc.name for r in store.current.routes_for("api")] == ["from-kv"]
+    finally:
+        watcher.cancel()
+
+
+async def test_a_watch_of_keys_that_churn_asks_at_a_bounded_rate(agent: FakeConsul) -> None:
+    """Consul's docs: a blocking loop over keys that change fast turns into a busy loop (client
+    CPU, load on the servers) unless it is rate-limited. The policy watch asks twice at once,
+    then once per `query_interval_s` while every answer brings a change."""
+    source = ConsulPolicySource(consul.Consul(host="127.0.0.1", port=agent.port))
+    delivered: list[tuple[tuple[str, str], ...]] = []
+    watcher = asyncio.create_task(watch(source, delivered.append, wait="1s",
+                                        query_interval_s=0.5))
+
+    def asked() -> int:
+        return sum(p.startswith("/v1/kv/vmesh/policy/") for p in list(agent.requests))
+
+    def churn() -> None:  # a key rewritten again and again: every answer differs from the last
+        for n in range(600):
+            agent.kv_put("vmesh/policy/api", ROUTE.format(name=f"r{n % 2}"))
+            time.sleep(0.003)
+
+    try:
+        await eventually(lambda: delivered)
+        before, started = asked(), time.monotonic()
+        await asyncio.to_thread(churn)
+        queries, elapsed = asked() - before, time.monotonic() - started
+        assert queries <= 2 + elapsed / 0.5 + 1
+        agent.kv_put("vmesh/policy/api", ROUTE.format(name="settled"))
+        await eventually(lambda: delivered[-1] == (
+            ("consul:vmesh/policy/api", ROUTE.format(name="settled")),))  # it still follows
     finally:
         watcher.cancel()
 

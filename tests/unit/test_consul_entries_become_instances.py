@@ -1,6 +1,8 @@
 """Consul health entries map to instances of our own trust domain; registrations carry it, the
 /ready check and the reaper."""
 
+import pytest
+
 from vm_mesh.discovery.base import Instance
 from vm_mesh.discovery.consul import (
     ConsulSettings,
@@ -26,6 +28,29 @@ def test_empty_service_address_falls_back_to_the_node_address() -> None:
         service="api", instance_id="api-1", address="198.18.0.5", port=4143, admin_port=4191,
         zone="rack-2", weight=30, version="1.4", proto="http",
     )
+
+
+@pytest.mark.parametrize(
+    ("service", "reason"),
+    [
+        ({"Port": 0}, "port 0 is not a port"),
+        ({"Port": 70000}, "port 70000 is not a port"),
+        ({"Port": "4143x"}, "port '4143x' is not a number"),
+        ({"Address": ""}, "no address"),  # and the node has none either
+        ({"Meta": {"weight": "-5"}}, "weight '-5' is not a number"),
+        ({"Meta": {"weight": "20000"}}, "weight 20000 is not between 0 and 10000"),
+        ({"Meta": {"admin": "70000"}}, "admin 70000 is not a port"),
+        ({"Meta": {"admin": "x"}}, "admin 'x' is not a number"),
+        ({"Weights": {"Passing": -1}}, "Weights.Passing -1 is not between 0 and 10000"),
+    ],
+)
+def test_an_entry_out_of_range_announces_no_instance_and_says_why(
+    service: dict, reason: str
+) -> None:
+    node = {"Node": "host-a", "Address": ""} if "Address" in service else ENTRY["Node"]
+    entry = {**ENTRY, "Node": node, "Service": {**ENTRY["Service"], **service}}
+    with pytest.raises(ValueError, match=reason):
+        instance_from_entry(entry)
 
 
 def test_entries_without_port_or_with_bad_meta_are_skipped() -> None:

@@ -129,3 +129,24 @@ async def test_connections_to_upstreams_long_unused_are_closed_and_forgotten() -
         assert pool.take(busy.key) is busy
     assert pool.describe()["idle"] == {}  # `busy` is in use
     assert {upstream.state for upstream in gone} == {"closed"}
+
+
+async def test_connections_to_an_instance_that_left_are_closed_idle_or_when_back(served) -> None:
+    _server, pool = served
+    idle, _ = await pool.acquire("web@198.18.0.1:4143")
+    in_flight, _ = await pool.acquire("web@198.18.0.1:4143")
+    pool.release(idle, reusable=True)
+    assert pool.retire(["web@198.18.0.1:4143"]) == 1  # the instance left discovery
+    assert idle.state == "closed"
+    pool.release(in_flight, reusable=True)  # its response ended after that
+    assert in_flight.state == "closed"
+    assert pool.describe()["idle"] == {}
+
+
+async def test_an_instance_back_in_discovery_has_its_connections_pooled_again(served) -> None:
+    _server, pool = served
+    pool.retire(["web@198.18.0.1:4143"])
+    pool.readmit(["web@198.18.0.1:4143"])
+    upstream, _ = await pool.acquire("web@198.18.0.1:4143")
+    pool.release(upstream, reusable=True)
+    assert pool.describe()["idle"] == {"web@198.18.0.1:4143": 1}

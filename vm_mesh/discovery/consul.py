@@ -66,9 +66,10 @@ query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,7 +78,7 @@ import consul
 from vm_mesh import defaults
 from vm_mesh.backoff import doubled
 from vm_mesh.blocking import in_own_thread
-from vm_mesh.discovery import sites
+from vm_mesh.discovery import announced, sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
 from vm_mesh.token_bucket import TokenBucket
 
@@ -192,29 +193,30 @@ def ready_check(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:
     }
 
 
-def instance_from_entry(entry: Mapping[str, Any]) -> Instance | None:
-    """An instance from one `/v1/health/service` entry; None when it lacks an address or port."""
+def instance_from_entry(entry: Mapping[str, Any]) -> Instance:
+    """The instance one `/v1/health/service` entry announces; ValueError saying why it
+    announces none (no address, port or name, a port, `weight` or `admin` out of range:
+    whoever may register in Consul writes them)."""
     service = entry.get("Service") or {}
     node = entry.get("Node") or {}
     address = service.get("Address") or node.get("Address") or ""  # "" means "the node's"
-    port = service.get("Port") or 0
     name = service.get("Service") or ""
-    if not address or not port or not name:
-        return None
+    if not address or not name:
+        raise ValueError("no address" if name else "no service name")
+    port = announced.port("port", service.get("Port"))
+    if port is None:
+        raise ValueError("no port")
     meta = service.get("Meta") or {}
-    weights = service.get("Weights") or {}
-    try:
-        admin = int(meta["admin"]) if meta.get("admin") else None
-        # ours from the meta (it may be 0); Consul's own for services registered otherwise
-        weight = int(meta["weight"]) if meta.get("weight") else int(weights.get("Passing", 1))
-    except (TypeError, ValueError):
-        return None
+    passing = (service.get("Weights") or {}).get("Passing")
+    # ours from the meta (it may be 0); Consul's own for services registered otherwise
+    weight = (announced.weight("weight", meta["weight"], 0) if meta.get("weight")
+              else announced.weight("Weights.Passing", passing, 1))
     return Instance(
         service=name,
         instance_id=meta.get("id") or service.get("ID") or f"{name}@{address}:{port}",
         address=address,
-        port=int(port),
-        admin_port=admin,
+        port=port,
+        admin_port=announced.port("admin", meta.get("admin")),
         zone=meta.get("zone", ""),
         weight=weight,
         version=meta.get("ver", ""),
@@ -243,10 +245,7 @@ def gateways_from_health(
     at its `wan` tagged address (its own address when it has none) and carrying
     `server_name`, in a stable order; those of another trust domain are left out."""
     gateways = []
-    for entry in entries or []:
-        found = instance_from_entry(entry) if of_mesh(entry, trust_domain) else None
-        if found is None:
-            continue
+    for entry, found in readable(entries, trust_domain):
         address, port = wan_address(entry) or (found.address, found.port)
         gateways.append(replace(found, address=address, port=port, server_name=server_name))
     return tuple(sorted(gateways, key=lambda i: i.instance_id))
@@ -271,8 +270,32 @@ def instances_from_health(
 ) -> tuple[Instance, ...]:
     """The instances of a health answer that belong to `trust_domain`'s mesh (`of_mesh`), in a
     stable order (unusable entries skipped)."""
-    found = (instance_from_entry(e) for e in entries or [] if of_mesh(e, trust_domain))
-    return tuple(sorted((i for i in found if i is not None), key=lambda i: i.instance_id))
+    found = (instance for _, instance in readable(entries, trust_domain))
+    return tuple(sorted(found, key=lambda i: i.instance_id))
+
+
+def readable(entries: list[Mapping[str, Any]] | None, trust_domain: str | None
+             ) -> Iterator[tuple[Mapping[str, Any], Instance]]:
+    """The entries of `trust_domain`'s mesh (`of_mesh`) that announce an instance, with it
+    (`unreadable` says why the others do not)."""
+    for entry in entries or []:
+        if of_mesh(entry, trust_domain):
+            with contextlib.suppress(ValueError):
+                yield entry, instance_from_entry(entry)
+
+
+def unreadable(entries: list[Mapping[str, Any]] | None, trust_domain: str | None
+               ) -> dict[str, str]:
+    """Why each entry of `trust_domain`'s mesh that announces no instance does not, by its
+    service id."""
+    found = {}
+    for entry in entries or []:
+        if of_mesh(entry, trust_domain):
+            try:
+                instance_from_entry(entry)
+            except ValueError as exc:
+                found[str((entry.get("Service") or {}).get("ID") or "")] = str(exc)
+    return found
 
 
 def check_allowed(datacenter: str, allowed: tuple[str, ...] | None) -> None:
@@ -431,8 +454,12 @@ class ConsulDiscovery:
         self._wan.pop(instance_id, None)
         if not known and in_flight is None:
             return
-        await asyncio.to_thread(self._client.agent.service.deregister, instance_id)
-        log.info("deregistered from consul", extra={"instance": instance_id})
+        if await asyncio.to_thread(self._client.agent.service.deregister, instance_id):
+            log.info("deregistered from consul",
+                     extra={"event": "discovery_consul_deregistered", "instance": instance_id})
+        else:  # 404: reaped after its check stayed critical, or an agent restarted without data
+            log.info("not deregistered from consul: the agent no longer had it",
+                     extra={"event": "discovery_consul_already_gone", "instance": instance_id})
 
     def _query(self, service: str, datacenter: str | None, index: int) -> tuple[Any, Any]:
         return self._client.health.service(
@@ -462,6 +489,7 @@ class ConsulDiscovery:
         last: tuple[Instance, ...] | None = None
         confirmed_at = 0.0
         noted: set[str] = set()  # the strangers of the last answer, logged when they came
+        rejected: set[str] = set()  # its entries that announce no instance, logged likewise
         pace = TokenBucket(self.settings.query_interval_s, now=time.monotonic())
         while True:
             await asyncio.sleep(pace.delay(time.monotonic()))
@@ -495,6 +523,7 @@ class ConsulDiscovery:
                          extra={"dst_service": service, "was": index, "now": returned})
             index = new_index
             noted = self._note_strangers(entries, noted)
+            rejected = self._note_unreadable(entries, rejected)
             instances = (gateways_from_health(entries, server_name, self.trust_domain)
                          if gateways_of else instances_from_health(entries, self.trust_domain))
             if instances != last or recovered:
@@ -524,6 +553,21 @@ class ConsulDiscovery:
                 log.info("ignoring a consul instance of another trust domain",
                          extra={"event": "discovery_consul_foreign", "trust_domain": trust_domain,
                                 **about})
+        return set(found)
+
+    def _note_unreadable(
+        self, entries: list[Mapping[str, Any]] | None, rejected: set[str]
+    ) -> set[str]:
+        """Log each entry of our mesh that announces no instance (left out) and is not in
+        `rejected`, those of the answer before; returns this answer's, so an entry is logged
+        once while it stays so."""
+        found = unreadable(entries, self.trust_domain)
+        for instance, why in found.items():
+            if instance not in rejected:
+                log.warning("ignoring a consul entry that announces no usable instance",
+                            extra={"event": "discovery_consul_rejected",
+                                   "reason": "discovery.bad_meta", "instance": instance,
+                                   "detail": why})
         return set(found)
 
     async def close(self, withdraw: bool = True) -> None:

@@ -48,7 +48,7 @@ from zeroconf import (
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 from vm_mesh.defaults import MDNS_SERVICE_TYPE
-from vm_mesh.discovery import sites
+from vm_mesh.discovery import announced, sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
 
 log = logging.getLogger("vmesh.discovery.mdns")
@@ -89,7 +89,6 @@ def trust_domain_of(properties: Mapping[bytes, bytes | None]) -> str | None:
 
 
 TXT_KEYS = ("svc", "id", "proto", "zone", "weight", "ver", "admin")
-MAX_WEIGHT = 10000  # as a service file's `weight`
 
 
 def _txt_text(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
@@ -102,21 +101,6 @@ def _txt_text(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
         except UnicodeDecodeError:
             raise ValueError(f"{key} is not UTF-8") from None
     return text
-
-
-def _txt_number(text: dict[str, str], key: str, default: int, low: int, high: int,
-                what: str) -> int:
-    """The integer under `key` (`default` when empty), between `low` and `high`; ValueError
-    saying what is wrong."""
-    raw = text[key]
-    if not raw:
-        return default
-    if not raw.isascii() or not raw.isdigit():
-        raise ValueError(f"{key} {raw!r} is not a number")
-    value = int(raw)
-    if not low <= value <= high:
-        raise ValueError(f"{key} {value} is not {what}")
-    return value
 
 
 def instance_from_txt(
@@ -133,9 +117,9 @@ def instance_from_txt(
         instance_id=text["id"],
         address=address,
         port=port,
-        admin_port=_txt_number(text, "admin", 0, 1, 65535, "a port") or None,
+        admin_port=announced.port("admin", text["admin"]),
         zone=text["zone"],
-        weight=_txt_number(text, "weight", 100, 0, MAX_WEIGHT, f"between 0 and {MAX_WEIGHT}"),
+        weight=announced.weight("weight", text["weight"], 100),
         version=text["ver"],
         proto=text["proto"] or "http",
     )

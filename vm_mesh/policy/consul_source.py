@@ -3,18 +3,22 @@
 Each key under the prefix holds one YAML file's worth of documents and is
 validated exactly like a file; errors name the key (`consul:vmesh/policy/api`).
 The consul index is handled as Consul's docs require: a result is no proof
-of change, an index that goes backwards restarts from 0, and failures back
-off so a flapping agent is not hammered.
+of change, an index that goes backwards restarts from 0, the loop is
+rate-limited with a token bucket (two queries at once, then one per
+`query_interval_s` while every answer brings a change, as discovery's watch),
+and failures back off so a flapping agent is not hammered.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import consul
 
 from vm_mesh.blocking import in_own_thread
+from vm_mesh.token_bucket import TokenBucket
 
 log = logging.getLogger("vmesh.policy")
 
@@ -54,12 +58,16 @@ def texts_of(items: list[dict[str, Any]] | None) -> Texts:
 
 
 async def watch(
-    source: ConsulPolicySource, on_change: Callable[[Texts], object], wait: str = "30s"
+    source: ConsulPolicySource, on_change: Callable[[Texts], object], wait: str = "30s",
+    query_interval_s: float = 1.0,
 ) -> None:
-    """Call `on_change(texts)` whenever the keys change; back off (1 s to 30 s) on errors."""
+    """Call `on_change(texts)` whenever the keys change; at most two queries at once, then one
+    per `query_interval_s` (TokenBucket); back off (1 s to 30 s) on errors."""
     backoff = 1.0
     last: Texts | None = None
+    pace = TokenBucket(query_interval_s, now=time.monotonic())
     while True:
+        await asyncio.sleep(pace.delay(time.monotonic()))
         try:
             _, texts = await in_own_thread(source.fetch, wait, name="consul-policy")
         except (consul.ConsulException, OSError) as exc:

@@ -48,6 +48,12 @@ ALLOWED_METHODS = "GET, HEAD"
 SHUTDOWN_GRACE_S = 2.0
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
 MAX_LOGGED_PATH = 256  # characters of a request's path in a log line: a client chooses it
+# Streams open at once per proxy, of each kind. Every tap subscriber is asked about every
+# request the proxy carries (filter, rate limit) and every follower about every log line:
+# more of them is more work on the data plane. 16 leave room for several operators, each
+# with a console and a CLI twin or two, and keep that work bounded.
+MAX_TAPS = 16
+MAX_LOG_FOLLOWS = 16
 
 T = TypeVar("T")
 
@@ -519,6 +525,7 @@ class AdminServer:
             rate = max_rate(query)
         except ValueError as exc:
             raise AdminError(400, "admin.bad_tap_filter", str(exc)) from None
+        _within_cap("tap", self.obs.tap.subscribers, MAX_TAPS)
         subscription = self.obs.tap.subscribe(tap_filter, max_rate=rate)
         log.info(
             "tap started",
@@ -551,17 +558,14 @@ class AdminServer:
             lines = [line for line in self.obs.logs.recent(level, limit=5000)
                      if line["ts"] >= since]
             recent = lines[len(lines) - limit:] if limit else []
-            feed = (
-                self.obs.logs.follow(level)
-                if request.query.get("follow") in ("1", "true")
-                else None
-            )
         except ValueError as exc:
             raise AdminError(400, "admin.bad_log_query", str(exc)) from None
-        if feed is None:
+        if request.query.get("follow") not in ("1", "true"):
             body = b"".join(_line(item) for item in recent)
             await exchange.respond(200, body, "application/x-ndjson")
             return
+        _within_cap("log follow", self.obs.logs.followers, MAX_LOG_FOLLOWS)
+        feed = self.obs.logs.follow(level)
         try:
             await self._stream(exchange, feed, recent, encode=_line)
         finally:
@@ -643,6 +647,18 @@ def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:
         return peer_identity(writer.get_extra_info("ssl_object"))
     except PeerIdentityError:
         return None
+
+
+def _within_cap(kind: str, open_now: int, cap: int) -> None:
+    """AdminError 503 `admin.too_many_streams` when `open_now` streams of `kind` are the most
+    a proxy serves at once: one more would add to the work of every request (or log line)."""
+    if open_now >= cap:
+        raise AdminError(
+            503,
+            "admin.too_many_streams",
+            f"this proxy serves at most {cap} {kind} streams at once and all are open; "
+            "close one (another console or script may hold them) and try again",
+        )
 
 
 def _tap_query(query: dict[str, str]) -> dict[str, str]:

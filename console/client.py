@@ -36,6 +36,7 @@ from vm_mesh.errors import cause_of, caused_by
 JSON_TIMEOUT = httpx.Timeout(3.0, connect=1.5)
 STREAM_TIMEOUT = httpx.Timeout(None, connect=1.5)
 MAX_LINE = 1 << 20  # one NDJSON object; a longer line means a broken or hostile peer
+MAX_REFUSAL = 400  # characters of an error answer's reason or detail shown to the user
 
 FilesStamp = tuple[tuple[int, int, int], ...]  # (inode, mtime ns, size) of each file
 
@@ -246,14 +247,29 @@ class AdminClient:
         if problem:
             raise AdminError(self.source.name, "admin.peer_identity", problem)
         if response.status_code != 200:
-            body = response.text.strip().splitlines()[0][:120] if response.text.strip() else ""
             raise AdminError(
                 self.source.name, f"admin.http_{response.status_code}",
-                f"{response.request.url.path} answered {response.status_code} {body}".rstrip(),
+                f"{response.request.url.path} answered {response.status_code} "
+                f"{_refusal(response)}".rstrip(),
             )
 
     def _errors_mapped(self) -> _ErrorMapper:
         return _ErrorMapper(self)
+
+
+def _refusal(response: httpx.Response) -> str:
+    """What an error answer says: the admin API's `reason: detail` (its detail whole, up to
+    `MAX_REFUSAL` characters: it says what to do), else the first line of the body, cut short."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        reason, detail = body.get("error"), body.get("detail")
+        if isinstance(reason, str) and isinstance(detail, str):
+            return f"{reason[:MAX_REFUSAL]}: {detail[:MAX_REFUSAL]}"
+    text = response.text.strip()
+    return text.splitlines()[0][:120] if text else ""
 
 
 class _ErrorMapper:

@@ -14,6 +14,10 @@ reads nothing for the idle timeout while an answer or a stream waits for it is c
 off (`admin.write_timeout`), and a request must arrive whole within the request
 timeout of its first byte (else 408 `admin.request_timeout`), so that a client
 trickling one a byte at a time (slowloris) cannot hold a connection for long.
+Connections to the TCP port carry TCP keep-alive probes, as the mesh's own do, so a
+follower whose host vanished is found out even on a quiet log; and a proxy serves at
+most `MAX_TAPS` taps and `MAX_LOG_FOLLOWS` log follows at once (503
+`admin.too_many_streams` beyond).
 """
 
 import asyncio
@@ -34,6 +38,7 @@ import h11
 from identity import spiffe
 from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
+from proxy.keepalive import keep_alive
 from proxy.observability import Observability
 from proxy.stats import MAX_WINDOW_S
 from proxy.tap import TapFilter, max_rate
@@ -279,7 +284,7 @@ class AdminServer:
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host,
                                                                           "port": port}
         server = await asyncio.start_server(
-            lambda r, w: self._track(self._connection(r, w, remote=True)),
+            lambda r, w: self._track(self._remote_connection(r, w)),
             ssl=ssl_context,
             ssl_handshake_timeout=10,
             **where,
@@ -335,6 +340,15 @@ class AdminServer:
         task = asyncio.ensure_future(coroutine)
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
+
+    async def _remote_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A connection to the TCP port, probed with TCP keep-alive as the mesh's own are: a
+        stream's client whose host vanished (no FIN) on a quiet log or tap is found out."""
+        with contextlib.suppress(OSError):  # a connection already reset: its reads will say so
+            keep_alive(writer.get_extra_info("socket"))
+        await self._connection(reader, writer, remote=True)
 
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool

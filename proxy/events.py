@@ -9,7 +9,7 @@ forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 import asyncio
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from proxy.stats import Series
@@ -19,8 +19,9 @@ Subscriber = Callable[["RequestEvent"], None]
 
 # Characters an event keeps of a field a client chooses (the Host header may be 32 kB, a
 # path 8 kB): the access log, its ring, tap feeds and queued spans keep what an event holds.
-MAX_CLIENT_TEXT = 1024
-TRUNCATED = "…"  # marks a field cut to MAX_CLIENT_TEXT
+# (As vm_mesh.logs cuts any text field of a log line.)
+MAX_CLIENT_TEXT: Final = 1024
+TRUNCATED: Final = "…"  # marks a field cut to MAX_CLIENT_TEXT
 
 
 class RequestEvent:

@@ -16,6 +16,7 @@ from tests.integration.mesh import Mesh, ProxyProcess, wait_until
 from tests.integration.processes import start_backend
 from tests.otlp_receiver import OtlpReceiver
 from vm_mesh.defaults import ERROR_HEADER
+from vm_mesh.logs import MAX_FIELD_CHARS
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 LONG_PATH = "/" + "p" * 7000  # the request line may be 8 kB
@@ -83,3 +84,16 @@ def test_a_long_host_is_refused_as_before_and_logged_cut(traced: TracedMesh) -> 
     request = access_line(traced.front)
     assert request["authority"] == cut(LONG_HOST)
     assert request["dst"]["service"] == cut(LONG_HOST)
+
+
+def test_every_log_line_of_a_long_host_carries_it_cut(traced: TracedMesh) -> None:
+    httpx.get(f"http://{traced.front.outbound}/", headers={"Host": LONG_HOST}, timeout=10)
+    access_line(traced.front)  # the request's last line
+    failed = traced.front.wait_for_log(lambda record: record.get("msg") == "request failed")
+    assert failed["dst_service"] == cut(LONG_HOST)
+    assert failed["detail"].endswith(TRUNCATED)
+    with traced.front.admin() as admin:
+        ring = [json.loads(line) for line in admin.get("/v1/logs").text.splitlines()]
+    for line in [*traced.front.logs, *ring]:
+        longest = max(len(value) for value in line.values() if isinstance(value, str))
+        assert longest <= MAX_FIELD_CHARS + len(TRUNCATED), line["msg"]

@@ -14,6 +14,7 @@ console and the checks can show why a source is unreachable.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import stat
 from collections.abc import AsyncIterator, Callable
@@ -36,18 +37,23 @@ from vm_mesh.errors import cause_of, caused_by
 JSON_TIMEOUT = httpx.Timeout(3.0, connect=1.5)
 STREAM_TIMEOUT = httpx.Timeout(None, connect=1.5)
 MAX_LINE = 1 << 20  # one NDJSON object; a longer line means a broken or hostile peer
+MAX_REFUSAL = 400  # characters of an error answer's detail shown to the user
+_REASON = re.compile(r"admin\.[a-z0-9_.]{1,64}")  # the admin API's stable reasons
 
 FilesStamp = tuple[tuple[int, int, int], ...]  # (inode, mtime ns, size) of each file
 
 
 class AdminError(Exception):
-    """A source could not answer; `reason` is stable, `detail` is for people."""
+    """A source could not answer; `reason` is stable, `detail` is for people, `status` the
+    HTTP status of an answer that refused the request (None when no answer came)."""
 
-    def __init__(self, source: str, reason: str, detail: str) -> None:
+    def __init__(self, source: str, reason: str, detail: str, *,
+                 status: int | None = None) -> None:
         super().__init__(f"{source}: {detail} [{reason}]")
         self.source = source
         self.reason = reason
         self.detail = detail
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +252,30 @@ class AdminClient:
         if problem:
             raise AdminError(self.source.name, "admin.peer_identity", problem)
         if response.status_code != 200:
-            body = response.text.strip().splitlines()[0][:120] if response.text.strip() else ""
-            raise AdminError(
-                self.source.name, f"admin.http_{response.status_code}",
-                f"{response.request.url.path} answered {response.status_code} {body}".rstrip(),
-            )
+            reason, said = _refusal(response)
+            answered = f"{response.request.url.path} answered {response.status_code}"
+            raise AdminError(self.source.name, reason,
+                             f"{answered}: {said}" if said else answered,
+                             status=response.status_code)
 
     def _errors_mapped(self) -> _ErrorMapper:
         return _ErrorMapper(self)
+
+
+def _refusal(response: httpx.Response) -> tuple[str, str]:
+    """The reason and the words of an error answer: the admin API's own reason and its detail
+    (whole, up to `MAX_REFUSAL` characters: it says what to do), else `admin.http_<status>`
+    and the first line of the body, cut short."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        reason, detail = body.get("error"), body.get("detail")
+        if isinstance(reason, str) and _REASON.fullmatch(reason) and isinstance(detail, str):
+            return reason, detail[:MAX_REFUSAL]
+    text = response.text.strip()
+    return f"admin.http_{response.status_code}", text.splitlines()[0][:120] if text else ""
 
 
 class _ErrorMapper:

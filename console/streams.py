@@ -60,11 +60,12 @@ class StreamFailure:
     final: bool = False
 
 
-def is_final(reason: str) -> bool:
+def is_final(error: AdminError) -> bool:
     """Failures that the same request will meet again: 4xx answers, no operator certificate,
     a peer that is no vmesh proxy. (A TLS failure is not: a proxy restarting mid-handshake,
-    a rotation under way or an operator certificate renewed since all pass.)"""
-    return reason.startswith("admin.http_4") or reason in (
+    a rotation under way or an operator certificate renewed since all pass; nor a 503 such
+    as `admin.too_many_streams`: a stream may free up.)"""
+    return (error.status is not None and 400 <= error.status < 500) or error.reason in (
         "admin.operator_cert_missing", "admin.peer_identity")
 
 
@@ -102,7 +103,7 @@ async def follow_source(source: Source, path: str, params: dict[str, str],
             if not retry:
                 return
         except AdminError as exc:
-            final = is_final(exc.reason) or (
+            final = is_final(exc) or (
                 untrusted_final and not ever_open and exc.reason == "admin.tls_untrusted")
             emit(StreamFailure(source.name, exc.reason, exc.detail, final))
             if final or not retry:

@@ -259,10 +259,9 @@ class TapView(View):
                f"{tap.received} events, {len(tap)} kept")
         if data.dropped_at_source:
             bar += f" · {data.dropped_at_source} dropped by proxies"
-        failing = sorted(k.removesuffix("/v1/tap") for k in data.stream_errors
-                         if k.endswith("/v1/tap"))
+        failing = _stream_failures(data, "/v1/tap")
         if failing:
-            bar += f" · no tap from {', '.join(failing)}"
+            bar += f" · no tap from {failing}"
         self.query_one(Bar).set(bar)
         marker = (tap.received if not tap.paused else -1, str(tap.filter))
         if marker == self._shown_at:
@@ -407,8 +406,11 @@ class LogsView(View):
     def refresh_from(self, data: MeshData) -> None:
         self._data = data
         log = self.query_one(Log)
-        self.query_one(Bar).set(
-            f"filter: {data.logs.filter} · {'following' if log.auto_scroll else 'not following'}")
+        bar = f"filter: {data.logs.filter} · {'following' if log.auto_scroll else 'not following'}"
+        failing = _stream_failures(data, "/v1/logs")
+        if failing:
+            bar += f" · no logs from {failing}"
+        self.query_one(Bar).set(bar)
         lines = data.logs.visible(self.MAX_LINES)
         if self._written is not None and self._written in lines:
             start = len(lines) - lines[::-1].index(self._written)
@@ -498,6 +500,13 @@ class ChecksView(View):
             if chosen.hint and chosen.status is not Status.OK:
                 hint += f" · hint: {chosen.hint}"
         self.query_one("#hint", Note).set(hint)
+
+
+def _stream_failures(data: MeshData, path: str) -> str:
+    """The sources whose stream of `path` is broken (and tried again), each with its reason:
+    `api (admin.too_many_streams), web (admin.connect_refused)`."""
+    return ", ".join(f"{key.removesuffix(path)} ({reason})"
+                     for key, reason in sorted(data.stream_errors.items()) if key.endswith(path))
 
 
 VIEW_CLASSES: dict[str, type[View]] = {

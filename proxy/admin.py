@@ -14,6 +14,10 @@ reads nothing for the idle timeout while an answer or a stream waits for it is c
 off (`admin.write_timeout`), and a request must arrive whole within the request
 timeout of its first byte (else 408 `admin.request_timeout`), so that a client
 trickling one a byte at a time (slowloris) cannot hold a connection for long.
+Connections to the TCP port carry TCP keep-alive probes, as the mesh's own do, so a
+follower whose host vanished is found out even on a quiet log; and a proxy serves at
+most `MAX_TAPS` taps and `MAX_LOG_FOLLOWS` log follows at once (503
+`admin.too_many_streams` beyond).
 """
 
 import asyncio
@@ -34,6 +38,7 @@ import h11
 from identity import spiffe
 from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
+from proxy.keepalive import keep_alive
 from proxy.observability import Observability
 from proxy.stats import MAX_WINDOW_S
 from proxy.tap import TapFilter, max_rate
@@ -48,6 +53,12 @@ ALLOWED_METHODS = "GET, HEAD"
 SHUTDOWN_GRACE_S = 2.0
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
 MAX_LOGGED_PATH = 256  # characters of a request's path in a log line: a client chooses it
+# Streams open at once per proxy, of each kind. Every tap subscriber is asked about every
+# request the proxy carries (filter, rate limit) and every follower about every log line:
+# more of them is more work on the data plane. 16 leave room for several operators, each
+# with a console and a CLI twin or two, and keep that work bounded.
+MAX_TAPS = 16
+MAX_LOG_FOLLOWS = 16
 
 T = TypeVar("T")
 
@@ -273,7 +284,7 @@ class AdminServer:
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host,
                                                                           "port": port}
         server = await asyncio.start_server(
-            lambda r, w: self._track(self._connection(r, w, remote=True)),
+            lambda r, w: self._track(self._remote_connection(r, w)),
             ssl=ssl_context,
             ssl_handshake_timeout=10,
             **where,
@@ -329,6 +340,15 @@ class AdminServer:
         task = asyncio.ensure_future(coroutine)
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
+
+    async def _remote_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A connection to the TCP port, probed with TCP keep-alive as the mesh's own are: a
+        stream's client whose host vanished (no FIN) on a quiet log or tap is found out."""
+        with contextlib.suppress(OSError):  # a connection already reset: its reads will say so
+            keep_alive(writer.get_extra_info("socket"))
+        await self._connection(reader, writer, remote=True)
 
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool
@@ -519,6 +539,7 @@ class AdminServer:
             rate = max_rate(query)
         except ValueError as exc:
             raise AdminError(400, "admin.bad_tap_filter", str(exc)) from None
+        _within_cap("tap", self.obs.tap.subscribers, MAX_TAPS)
         subscription = self.obs.tap.subscribe(tap_filter, max_rate=rate)
         log.info(
             "tap started",
@@ -551,17 +572,14 @@ class AdminServer:
             lines = [line for line in self.obs.logs.recent(level, limit=5000)
                      if line["ts"] >= since]
             recent = lines[len(lines) - limit:] if limit else []
-            feed = (
-                self.obs.logs.follow(level)
-                if request.query.get("follow") in ("1", "true")
-                else None
-            )
         except ValueError as exc:
             raise AdminError(400, "admin.bad_log_query", str(exc)) from None
-        if feed is None:
+        if request.query.get("follow") not in ("1", "true"):
             body = b"".join(_line(item) for item in recent)
             await exchange.respond(200, body, "application/x-ndjson")
             return
+        _within_cap("log follow", self.obs.logs.followers, MAX_LOG_FOLLOWS)
+        feed = self.obs.logs.follow(level)
         try:
             await self._stream(exchange, feed, recent, encode=_line)
         finally:
@@ -643,6 +661,18 @@ def _peer_identity(writer: asyncio.StreamWriter) -> spiffe.SpiffeId | None:
         return peer_identity(writer.get_extra_info("ssl_object"))
     except PeerIdentityError:
         return None
+
+
+def _within_cap(kind: str, open_now: int, cap: int) -> None:
+    """AdminError 503 `admin.too_many_streams` when `open_now` streams of `kind` are the most
+    a proxy serves at once: one more would add to the work of every request (or log line)."""
+    if open_now >= cap:
+        raise AdminError(
+            503,
+            "admin.too_many_streams",
+            f"this proxy serves at most {cap} {kind} streams at once and all are open; "
+            "close one (another console or script may hold them) and try again",
+        )
 
 
 def _tap_query(query: dict[str, str]) -> dict[str, str]:

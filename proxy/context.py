@@ -112,6 +112,7 @@ class ProxyContext:
         now = time.monotonic()
         event.latency_ms = (now - started) * 1000
         event.response_ms = ((event.response_at or now) - started) * 1000
+        event.bound_client_text()
         self.bus.publish(event)
 
     @contextlib.contextmanager

@@ -9,13 +9,19 @@ forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 import asyncio
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from proxy.stats import Series
 
 Direction = Literal["inbound", "outbound"]
 Subscriber = Callable[["RequestEvent"], None]
+
+# Characters an event keeps of a field a client chooses (the Host header may be 32 kB, a
+# path 8 kB): the access log, its ring, tap feeds and queued spans keep what an event holds.
+# (As vm_mesh.logs cuts any text field of a log line.)
+MAX_CLIENT_TEXT: Final = 1024
+TRUNCATED: Final = "…"  # marks a field cut to MAX_CLIENT_TEXT
 
 
 class RequestEvent:
@@ -127,6 +133,15 @@ class RequestEvent:
         self.stats_row: Series | None = None
         self._line: bytes | None = None
 
+    def bound_client_text(self) -> None:
+        """Cut each field a client chooses (authority, path, and the services an outbound
+        Host header names) to `MAX_CLIENT_TEXT` characters and `TRUNCATED`; once, as the
+        event is published. A field of the usual length costs a length check."""
+        self.authority = _bounded(self.authority)
+        self.path = _bounded(self.path)
+        self.dst_service = _bounded(self.dst_service)
+        self.service = _bounded(self.service)
+
     def to_tap(self) -> dict[str, Any]:
         """The tap event of DESIGN.md (one JSON object per line on `/v1/tap`)."""
         return {
@@ -205,6 +220,12 @@ _quoted = encode_basestring_ascii  # a str as a JSON string, by the json module'
 def _text(value: str | None) -> str:
     """A JSON string, or null."""
     return "null" if value is None else _quoted(value)
+
+
+def _bounded(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_CLIENT_TEXT:
+        return text
+    return text[:MAX_CLIENT_TEXT] + TRUNCATED
 
 
 class EventBus:

@@ -37,6 +37,11 @@ class LogBuffer(logging.Handler):
             if record.levelno >= minimum:
                 feed.offer(fields)
 
+    @property
+    def followers(self) -> int:
+        """The live feeds open (`follow` without its `unfollow` yet)."""
+        return len(self._followers)
+
     def recent(self, level: str = "debug", limit: int = 500) -> list[dict[str, Any]]:
         minimum = level_number(level)
         lines = [line for line in self._lines if LEVELS.get(line["level"], 0) >= minimum]

@@ -34,7 +34,7 @@ def test_a_service_certificate_is_refused_the_operator_only_tap(start_admin, vme
     assert vmesh("stat", *as_service).returncode == 0
     tap = vmesh("tap", *as_service, "--max", "1")
     assert tap.returncode == 1
-    assert "[admin.http_403]" in tap.stderr and "admin.operator_only" in tap.stderr
+    assert "/v1/tap answered 403: " in tap.stderr and "[admin.operator_only]" in tap.stderr
 
 
 def test_proxies_listed_in_a_static_discovery_file_are_polled(start_admin, vmesh_root) -> None:

@@ -45,7 +45,9 @@ keeps the documented contract (/work/shared/reference, section 3):
 Test hooks: `restore_snapshot(index)` makes the index go backwards, as a
 restored cluster does; `stop()`/`start()` take the agent down and back on the
 same port. `python -m tests.fake_consul --listen ADDRESS` runs one in the
-foreground (the e2e hosts start it inside a network namespace).
+foreground (the e2e hosts start it inside a network namespace); `--datacenter DC`
+names its datacenter and `--federate DC@ADDRESS` adds an agent of another one,
+federated with it in the same process.
 """
 
 import base64
@@ -614,21 +616,35 @@ class FakeConsul:
 
 
 def main() -> None:
-    """Serve until SIGTERM; one JSON line on stdout says where, once it listens."""
+    """Serve until SIGTERM; one JSON line per agent on stdout says where, once it listens."""
     import argparse
     import signal
 
     parser = argparse.ArgumentParser(description="A fake Consul agent for tests.")
     parser.add_argument("--listen", default="127.0.0.1", help="the address to listen on")
+    parser.add_argument("--datacenter", default="dc1", help="the agent's datacenter")
+    parser.add_argument("--federate", action="append", default=[], metavar="DC@ADDRESS",
+                        help="also an agent of datacenter DC on ADDRESS, federated with the "
+                             "others as over the WAN (agents federate within one process)")
     args = parser.parse_args()
-    agent = FakeConsul(args.listen)
-    agent.start()
-    print(json.dumps({"msg": "fake consul listening", "listen": f"{args.listen}:{agent.port}"}),
-          flush=True)
+    agents = [FakeConsul(args.listen, datacenter=args.datacenter)]
+    for spec in args.federate:
+        datacenter, _, address = spec.partition("@")
+        if not datacenter or not address:
+            parser.error(f"--federate {spec!r} is not DC@ADDRESS")
+        other = FakeConsul(address, datacenter=datacenter)
+        for agent in agents:
+            agent.federate(other)
+        agents.append(other)
+    for agent in agents:
+        agent.start()
+        print(json.dumps({"msg": "fake consul listening", "listen": f"{agent.host}:{agent.port}",
+                          "datacenter": agent.datacenter}), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
-    agent.stop()
+    for agent in agents:
+        agent.stop()
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.apps import first_answer, get, start_service_proxy
 from tests.e2e.lan import Host, hosts
-from tests.integration.mesh import ProxyProcess, start_proxy_process, wait_until
+from tests.integration.mesh import ProxyProcess, wait_until
 from tests.integration.processes import start_backend
 from tests.support import require_tool
 
@@ -61,19 +62,10 @@ class World:
         """Join, configure and start `service`'s proxy on `host`; `discovery` is the body of
         the host's mesh.toml [discovery] table (default: mDNS on the host's link)."""
         self.join(host, service)
-        config = host.root / "etc/vmesh/services" / f"{service}.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(
-            f'service = "{service}"\napp_port = {app_port}\n'
-            f'instance_id = "{service}-{host.namespace}"\n'
-            f'[listen]\ninbound = "{host.address}:0"\noutbound = "127.0.0.1:0"\n'
-            f'admin = "{host.address}:0"\nadvertise = "{host.address}"\n'
-            '[timeouts]\nconnect = "500ms"\nheader = "2s"\nidle = "10s"\ndrain = "2s"\n'
-        )
         discovery = discovery or f'backend = "mdns"\ninterfaces = ["{host.address}"]\n'
+        (host.root / "etc/vmesh").mkdir(parents=True, exist_ok=True)
         (host.root / "etc/vmesh/mesh.toml").write_text(f"[discovery]\n{discovery}")
-        proxy = start_proxy_process(service, host.env, prefix=host.command([]))
-        host.adopt(proxy.proc)
+        proxy = start_service_proxy(host, service, app_port, f"{service}-{host.namespace}")
         return proxy
 
     def backend(self, host: Host, name: str) -> int:
@@ -111,28 +103,6 @@ def _listening_url(proc: subprocess.Popen[str], message: str = "identity service
     threading.Thread(target=read, daemon=True).start()
     assert ready.wait(20), f"no {message!r} line"
     return found[0]
-
-
-def get(host: Host, proxy: ProxyProcess, service: str) -> tuple[int, dict]:
-    """curl from `host`'s app side through its outbound listener: (status, JSON body). Status 0
-    means curl gave up after 5 s."""
-    result = host.run(["curl", "-sS", "-m", "5", "-w", "\n%{http_code}", "-H",
-                       f"Host: {service}.mesh", f"http://127.0.0.1:{proxy.ports['outbound']}/hi"])
-    body, _, status = result.stdout.rpartition("\n")
-    try:
-        payload = json.loads(body)
-    except json.JSONDecodeError:
-        payload = {"raw": body, "stderr": result.stderr}
-    return int(status or 0), payload
-
-
-def first_answer(host: Host, proxy: ProxyProcess, service: str, within: float = 10) -> dict:
-    """The first 200 answer: a proxy watches a service from its first request on, so the first
-    requests may find no instance yet."""
-    answers: list[tuple[int, dict]] = []
-    wait_until(lambda: answers.append(get(host, proxy, service)) or answers[-1][0] == 200,
-               within=within, what=f"{proxy.service} reaching {service}")
-    return answers[-1][1]
 
 
 def endpoint_ids(proxy: ProxyProcess, service: str) -> set[str]:

@@ -70,7 +70,7 @@ class ProxyContext:
         self.draining = False
         self._clients: set[Downstream] = set()
         self._detecting = 0  # connections whose first bytes do not tell their protocol yet
-        self._tunnels: set[asyncio.Task[Any]] = set()  # relaying opaque TCP (`tunnelling`)
+        self._tunnels_cut = 0  # opaque TCP tunnels `cut_connections` ended (`tunnelling`)
         # the task of each client connection of every listener (the loop keeps only weak
         # references): `cut_connections` ends those still open at the drain deadline
         self.connections: set[asyncio.Task[None]] = set()
@@ -149,37 +149,24 @@ class ProxyContext:
 
     @contextlib.contextmanager
     def tunnelling(self) -> Iterator[None]:
-        """The task running the `with` block relays an opaque TCP tunnel: `cut_tunnels` ends
-        it at the drain deadline."""
-        task = asyncio.current_task()
-        if task is None:  # not in a task: nothing to cut
-            yield
-            return
-        self._tunnels.add(task)
+        """The `with` block relays an opaque TCP tunnel on a client connection's task: one
+        `cut_connections` ends is counted as a tunnel cut (its event says `proxy.tcp.DRAIN_CUT`)."""
         try:
             yield
-        finally:
-            self._tunnels.discard(task)
+        except asyncio.CancelledError:
+            self._tunnels_cut += 1
+            raise
 
-    async def cut_tunnels(self) -> int:
-        """Cut every opaque TCP tunnel still open (the drain deadline passed) and wait until
-        each has ended, counted and published as cut (`proxy.tcp.DRAIN_CUT`); how many."""
-        tasks = list(self._tunnels)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return len(tasks)
-
-    async def cut_connections(self) -> int:
+    async def cut_connections(self) -> tuple[int, int]:
         """End every client connection still open (the drain deadline passed) and wait until
-        each has ended: a request in flight on one ends as `cut_request` says and is published,
-        so its access log line and metrics come before the proxy stops; how many requests were
-        cut."""
+        each has ended: a request in flight on one ends as `cut_request` says, a tunnel as
+        `proxy.tcp.Tunnel.relay` does, and each is published, so its access log line and
+        metrics come before the proxy stops; how many requests and tunnels were cut."""
         tasks = list(self.connections)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return self._requests_cut
+        return self._requests_cut, self._tunnels_cut
 
     def cut_request(self, client: Downstream, event: RequestEvent) -> None:
         """The request of `event`, in flight on `client`, is cut at the drain deadline (its

@@ -326,12 +326,11 @@ class ProxyServer:
             await asyncio.wait_for(self.ctx.drained(), self.ctx.config.timeouts.drain)
         except TimeoutError:
             in_flight, connections = self.ctx.in_flight, self.ctx.open_clients
-            tunnels_cut = await self.ctx.cut_tunnels()
+            requests_cut, tunnels_cut = await self.ctx.cut_connections()
             log.warning(
                 "drain timeout: requests still in flight were cut",
                 extra={"in_flight": in_flight, "connections": connections,
-                       "tunnels_cut": tunnels_cut,
-                       "requests_cut": await self.ctx.cut_connections()},
+                       "tunnels_cut": tunnels_cut, "requests_cut": requests_cut},
             )
         for task in self._tasks:
             task.cancel()

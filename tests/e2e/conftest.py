@@ -1,6 +1,8 @@
 """Fixtures of the multi-host tests: SSH hosts in network namespaces (root only)."""
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +22,19 @@ def require_root() -> None:
 
 
 @pytest.fixture(scope="module")
-def three_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshCluster]:
-    """Three SSH hosts on one bridge, shared by the tests of a module."""
+def three_hosts() -> Iterator[SshCluster]:
+    """Three SSH hosts on one bridge, shared by the tests of a module.
+
+    Their directory is not under pytest's own temporary directory: the hosts' processes run
+    as other users (the roles' vmesh user), who must pass through it, and pytest makes its
+    directory private again whenever another pytest session starts."""
     require_root()
     for tool in ("ip", "ssh", "ssh-keygen", "/usr/sbin/sshd"):
         require_tool(tool)
-    workdir: Path = tmp_path_factory.mktemp("hosts")
-    with ssh_cluster(workdir, count=3) as cluster:
-        yield cluster
+    workdir = Path(tempfile.mkdtemp(prefix="vmesh-e2e-hosts-"))
+    workdir.chmod(0o711)
+    try:
+        with ssh_cluster(workdir, count=3) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(workdir)

@@ -16,7 +16,6 @@ import pwd
 import re
 import secrets
 import signal
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -88,19 +87,8 @@ def vmesh_user() -> Iterator[str]:
         subprocess.run(["userdel", VMESH_USER], check=True)
 
 
-def let_others_pass(path: Path) -> None:
-    """Let other users pass through (not list) the directories above `path`: the hosts'
-    processes run as the vmesh user and the cert-helper's, under the test's temporary
-    directory."""
-    for directory in (path, *path.parents):
-        mode = stat.S_IMODE(directory.stat().st_mode)
-        if not mode & stat.S_IXOTH:
-            directory.chmod(mode | stat.S_IXOTH)
-
-
 @pytest.fixture(scope="module")
 def mesh(vmesh_user: str, three_hosts: SshCluster) -> Iterator[Mesh]:
-    let_others_pass(three_hosts.workdir)
     wheels = build_wheel(three_hosts.workdir)
     wheel = next(wheels.glob("vmesh-0.1.0-*.whl"))
     wheelhouse = build_wheelhouse(three_hosts.workdir, wheel)

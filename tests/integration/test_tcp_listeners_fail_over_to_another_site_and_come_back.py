@@ -2,7 +2,9 @@
 HTTP requests do: while dc1 lists no instance of the service, each new connection goes to the
 failover destination in east (one decision per connection), under that destination in metrics,
 the tap event and the proxy's log line, and back to dc1 as soon as dc1 lists one again; each
-change is logged once, not once per connection.
+change is logged once, not once per connection. While the service's only instance is ejected
+by its circuit breaker, connections fail over too, and come back once the probe that the breaker
+lets through after its backoff has reached the instance.
 
 Each site has its own fake agent (federated as over the WAN) and VMESH_ROOT; one CA."""
 
@@ -115,3 +117,50 @@ def test_tcp_connections_fail_over_to_east_while_dc1_lists_no_instance_and_come_
     wait_until(lambda: changes(front, name) == [("failover", f"{name}.east"),
                                                 ("failover_ended", f"{name}.east")],
                what="the failover and its end, each logged once")
+
+
+def test_tcp_connections_fail_over_while_the_only_instance_is_ejected_and_return_after_its_probe(
+    tmp_path: Path,
+) -> None:
+    """Static discovery, which keeps listing an instance that stopped answering: the breaker,
+    not discovery, takes it out of rotation. The destination is another service of the site."""
+    mesh = Mesh(tmp_path)
+    policy = mesh.root / "etc/vmesh/policy.d/failover.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("kind: ServicePolicy\nservice: echo\nfailover: [echo-legacy]\n"
+                      "circuit_breaker: {consecutive_failures: 1, "
+                      "backoff: {min: 2s, max: 2s, jitter: 0}}\n")
+    apps = [start_echo("echo-app"), start_echo("echo-legacy-app")]
+    local = None
+    try:
+        local = mesh.start_proxy("echo", apps[0].port)
+        mesh.start_proxy("echo-legacy", apps[1].port)
+        front = mesh.start_proxy(
+            "front", 1, extra='[[tcp]]\nservice = "echo"\nlisten = "127.0.0.1:0"')
+        port = front.ports["tcp:echo"]
+        assert answered_by(port) == "echo-app"
+
+        local.proc.send_signal(signal.SIGSTOP)  # accepts no more handshakes, still listed
+        assert answered_by(port) == "closed"  # its handshake timed out: ejected at once
+        assert [answered_by(port) for _ in range(3)] == ["echo-legacy-app"] * 3
+        assert front.wait_for_log(
+            lambda line: line.get("msg") == "opaque TCP connection failed"
+        )["reason"] == "upstream.connect_failed"
+        shown = upstream(front, "echo")["failover"]
+        assert shown is not None
+        assert (shown["to"], shown["reason"]) == ("echo-legacy", "all_endpoints_ejected")
+
+        local.proc.send_signal(signal.SIGCONT)
+        # after the backoff, one connection probes the instance; once it got through, all go
+        wait_until(lambda: answered_by(port) == "echo-app", within=15, what="the probe")
+        assert [answered_by(port) for _ in range(3)] == ["echo-app"] * 3
+        assert upstream(front, "echo")["failover"] is None
+        wait_until(lambda: changes(front, "echo") == [("failover", "echo-legacy"),
+                                                      ("failover_ended", "echo-legacy")],
+                   what="the failover and its end, each logged once")
+    finally:
+        if local is not None:
+            local.proc.send_signal(signal.SIGCONT)
+        mesh.stop()
+        for app in apps:
+            app.stop()

@@ -12,8 +12,9 @@ from proxy.breaker import BreakerSettings
 from proxy.cert_metrics import CertExpiry
 from proxy.connection import Connection
 from proxy.downstream import Downstream
-from proxy.endpoints import UNUSED_SWEEPS, ServiceEndpoints
+from proxy.endpoints import UNUSED_SWEEPS, NoEndpoints, ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
+from proxy.failover import choose
 from proxy.observability import Observability
 from proxy.outbound_policy import OutboundPolicy
 from proxy.rewatch import watch_again_on_failure
@@ -260,6 +261,30 @@ class ProxyContext:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(first_view.wait(), FIRST_VIEW_TIMEOUT)
         return known
+
+    async def fail_over(self, own: ServiceEndpoints, event: RequestEvent) -> ServiceEndpoints:
+        """Where a request or TCP connection for `own`'s service goes while the service has no
+        available instance: the first destination of its ServicePolicy's `failover` that has
+        one (named in `event.dst_service`; the change logged once, `ServiceEndpoints.fail_over`).
+        NoEndpoints when none has (or it has none): the service's own reason, and the
+        destinations'."""
+        why = own.no_instance()
+        order = self.traffic.service(own.service).failover
+        if not order:
+            raise why
+        destinations: list[ServiceEndpoints] = []
+        for name in order:
+            if self.may_route_to(name):
+                destinations.append(self.known_endpoints(name) or await self.endpoints(name))
+        chosen = choose(destinations)
+        own.fail_over(chosen.service if chosen is not None else None, why)
+        if chosen is None:
+            reasons = ", ".join(f"{d.service}: {d.no_instance().reason}" for d in destinations)
+            raise NoEndpoints(
+                why.reason, f"{why}; failover found no available instance either ({reasons})"
+            )
+        event.dst_service = chosen.service
+        return chosen
 
     async def _watch(self, endpoints: ServiceEndpoints) -> None:
         service = endpoints.service

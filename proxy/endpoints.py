@@ -60,7 +60,8 @@ class ServiceEndpoints:
 
     def __init__(self, service: str, breaker: BreakerSettings, rng: random.Random) -> None:
         self.service = service
-        self._peer_service = sites.split(service)[0]
+        # the service its instances' certificates name: `api` for `api.east`
+        self.peer_service = sites.split(service)[0]
         self._breaker = breaker
         self._rng = rng
         self.endpoints: dict[str, Endpoint] = {}
@@ -119,7 +120,7 @@ class ServiceEndpoints:
                 known.last_seen = time.time()
                 current[instance.instance_id] = known
             else:
-                key = f"{self._peer_service}@{instance.authority}"
+                key = f"{self.peer_service}@{instance.authority}"
                 if instance.server_name:
                     key += f"/{instance.server_name}"
                 current[instance.instance_id] = Endpoint(
@@ -182,6 +183,13 @@ class ServiceEndpoints:
                         "requests fail", extra=fields)
         else:
             log.warning("failing over: the service has no available instance", extra=fields)
+
+    def fail_back_to(self, endpoint: Endpoint) -> None:
+        """`endpoint`, one of its own instances, was picked while it fails over: its requests
+        go to its own instances again, unless the pick is a mere probe of an ejected instance
+        (its breaker half-open)."""
+        if endpoint.breaker.state == "closed":
+            self.fail_back()
 
     def fail_back(self) -> None:
         """Its requests go to its own instances again (one is available): logged."""

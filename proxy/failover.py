@@ -4,8 +4,8 @@ that has one; back to its own as soon as one of them is available again.
 
 Pure: `choose` is a function of the destinations' availability, and a `Failover` says where
 a service's requests go instead of to its own instances, so that the proxy logs each change
-once, not each request (`ServiceEndpoints.fail_over`). The outbound proxy gathers the
-destinations from discovery and sends.
+once, not each request (`ServiceEndpoints.fail_over`). The proxy gathers the destinations
+from discovery (`ProxyContext.fail_over`) for HTTP requests and opaque TCP connections alike.
 """
 
 from collections.abc import Sequence

@@ -19,9 +19,8 @@ from proxy.connection import Connection, listen
 from proxy.context import ProxyContext
 from proxy.continue_body import ContinueBody
 from proxy.downstream import Downstream
-from proxy.endpoints import Endpoint, NoEndpoints, ServiceEndpoints
+from proxy.endpoints import Endpoint, NoEndpoints
 from proxy.events import RequestEvent
-from proxy.failover import choose
 from proxy.http1 import Http1Error, MessageEnd, RequestHead
 from proxy.keepalive import keep_alive
 from proxy.normalize import BadPath, normalize_target
@@ -361,7 +360,7 @@ class OutboundProxy:
         another instance is available (Envoy's `previous_hosts`), since the balancer would
         likely pick a fast-failing instance again. Interim responses go to `client` (None:
         a mirrored copy's go nowhere). With no instance of `backend` available, the request
-        goes to its failover destination (`_fail_over`)."""
+        goes to its failover destination (`ProxyContext.fail_over`)."""
         endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
         refused: set[str] = set()
         while True:
@@ -371,10 +370,10 @@ class OutboundProxy:
             if endpoint is None:
                 if refused or endpoints.service != backend:  # its failover's, never followed
                     raise endpoints.no_instance()
-                endpoints = await self._fail_over(endpoints, event)
+                endpoints = await self.ctx.fail_over(endpoints, event)
                 continue
-            if endpoints.failover is not None and endpoint.breaker.state == "closed":
-                endpoints.fail_back()  # an instance of its own is back (not a mere probe)
+            if endpoints.failover is not None:
+                endpoints.fail_back_to(endpoint)
             tried.add(endpoint.instance.instance_id)
             try:
                 return await self._send_to(endpoint, head, headers, body, event, client)
@@ -389,30 +388,6 @@ class OutboundProxy:
                     extra={"dst_service": endpoints.service,
                            "instance": endpoint.instance.instance_id, "detail": str(exc)},
                 )
-
-    async def _fail_over(self, own: ServiceEndpoints, event: RequestEvent) -> ServiceEndpoints:
-        """Where the requests for `own`'s service go while it has no available instance: the
-        first destination of its ServicePolicy's `failover` that has one. NoEndpoints when
-        none has (or it has none): the service's own reason, and the destinations'."""
-        why = own.no_instance()
-        order = self.ctx.traffic.service(own.service).failover
-        if not order:
-            raise why
-        destinations: list[ServiceEndpoints] = []
-        for name in order:
-            if self.ctx.may_route_to(name):
-                destinations.append(
-                    self.ctx.known_endpoints(name) or await self.ctx.endpoints(name)
-                )
-        chosen = choose(destinations)
-        own.fail_over(chosen.service if chosen is not None else None, why)
-        if chosen is None:
-            reasons = ", ".join(f"{d.service}: {d.no_instance().reason}" for d in destinations)
-            raise NoEndpoints(
-                why.reason, f"{why}; failover found no available instance either ({reasons})"
-            )
-        event.dst_service = chosen.service
-        return chosen
 
     async def _send_to(
         self,

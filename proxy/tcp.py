@@ -8,6 +8,11 @@ as its destination; any other, one silent for the service's `detect_timeout`
 `opaque_ports` go over mTLS (ALPN `vmesh-opaque/2`) to an instance's inbound
 port, which relays them to the app there. Between the two proxies the bytes
 are length-framed so either side's FIN crosses TLS as an end frame.
+
+The instance is chosen once per connection, as for an HTTP request: one of the
+service's own, else one of its ServicePolicy `failover` destination's
+(ProxyContext.fail_over); an instance of another site behind its mesh gateways
+(`api.east`) is reached through a gateway, asked for by the TLS server name.
 """
 
 import asyncio
@@ -21,8 +26,10 @@ from typing import TYPE_CHECKING
 
 from proxy.connection import Connection, listen
 from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
+from proxy.endpoints import Endpoint, NoEndpoints, ServiceEndpoints
 from proxy.events import RequestEvent
 from proxy.keepalive import keep_alive
+from proxy.metrics import error_reason
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
@@ -177,7 +184,8 @@ async def sniff(connection: Connection, within: float) -> str:
 
 class TcpUpstreamListener:
     """A local listener for one TCP upstream: each connection is detected (unless its port
-    is opaque), then served as HTTP requests or relayed to one instance."""
+    is opaque), then served as HTTP requests or relayed to one instance (of the upstream, or
+    of its failover destination)."""
 
     def __init__(self, context: "ProxyContext", service: str, http: "OutboundProxy") -> None:
         self.ctx = context
@@ -203,20 +211,19 @@ class TcpUpstreamListener:
             if detection == "http":  # no await until `handle` holds it as a client connection
                 await self.http.handle(connection, fixed_service=self.service)
                 return
-        peer = connection.get_extra_info("peername")
-        log.info(
-            "opaque TCP connection",
-            extra={"dst_service": self.service, "port": port, "detection": detection,
-                   "client": f"{peer[0]}:{peer[1]}" if peer else "local"},
-        )
-        await self.relay(*connection.into_streams())
+        await self.relay(*connection.into_streams(), port=port, detection=detection)
 
-    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Relay one connection to an instance of the service, as opaque bytes."""
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    port: int, detection: str) -> None:
+        """Relay one connection (to `port`, of the `detection` verdict) to an instance of the
+        service, or of its failover destination, as opaque bytes; logged with the destination
+        it went to, or why it went nowhere."""
         started = time.monotonic()
         peer = writer.get_extra_info("peername")
-        event = self.ctx.new_event("outbound", f"{peer[0]}:{peer[1]}" if peer else "local")
-        event.dst_service, event.tls = self.service, True
+        client = f"{peer[0]}:{peer[1]}" if peer else "local"
+        event = self.ctx.new_event("outbound", client)
+        event.service = event.dst_service = self.service
+        event.tls = True
         event.src_id = self.ctx.tls.identity_uri
         # in flight from the first await on, so that a drain waits for the connect too
         metrics = self.ctx.observability.metrics
@@ -224,7 +231,15 @@ class TcpUpstreamListener:
         with self.ctx.request_in_flight():
             try:
                 upstream = await self._open_upstream(event)
-                if upstream is not None:
+                fields = {"dst_service": event.dst_service, "upstream": self.service,
+                          "instance": event.dst_instance, "port": port,
+                          "detection": detection, "client": client}
+                if upstream is None:
+                    log.info("opaque TCP connection failed",
+                             extra={**fields, "reason": error_reason(event.error),
+                                    "detail": event.error})
+                else:
+                    log.info("opaque TCP connection", extra=fields)
                     meter = metrics.tcp_meter(event)
                     with self.ctx.tunnelling():
                         await Tunnel(event, meter, plain_is_client=True).relay(
@@ -235,24 +250,43 @@ class TcpUpstreamListener:
                 (meter or metrics.tcp_meter(event)).close(event.error)
                 self.ctx.publish(event, started)
 
+    async def _pick(self, event: RequestEvent) -> tuple[ServiceEndpoints, Endpoint]:
+        """An instance for one connection, chosen once: one of the service's own, else one of
+        its failover destination's (`ProxyContext.fail_over`, as for HTTP requests);
+        NoEndpoints when there is none."""
+        service = self.service
+        endpoints = self.ctx.known_endpoints(service) or await self.ctx.endpoints(service)
+        endpoint = endpoints.pick()
+        if endpoint is None:
+            endpoints = await self.ctx.fail_over(endpoints, event)
+            endpoint = endpoints.pick()
+            if endpoint is None:  # never: `choose` found one available just now
+                raise endpoints.no_instance()
+        elif endpoints.failover is not None:
+            endpoints.fail_back_to(endpoint)
+        return endpoints, endpoint
+
     async def _open_upstream(
         self, event: RequestEvent
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """An opaque mTLS connection to an instance of the service, its identity checked;
+        """An opaque mTLS connection to the instance `_pick` chose, its identity checked (an
+        instance that is another site's gateway is asked for the service by server name);
         None when there is none (the reason is in `event.error`)."""
-        endpoint = (await self.ctx.endpoints(self.service)).pick()
-        if endpoint is None:
-            event.error = "no_endpoints"
+        try:
+            endpoints, endpoint = await self._pick(event)
+        except NoEndpoints as none_left:
+            event.error = f"{none_left.reason}: {none_left}"[:200]
             return None
         instance = endpoint.instance
-        event.dst_instance, event.dst_addr = instance.instance_id, instance.authority
+        event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
+        peer_service = endpoints.peer_service
         try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     instance.address,
                     instance.port,
                     ssl=self.ctx.tls.client_opaque,
-                    server_hostname=self.service,
+                    server_hostname=instance.server_name or peer_service,
                 ),
                 self.ctx.config.timeouts.connect,
             )
@@ -268,7 +302,7 @@ class TcpUpstreamListener:
             endpoint.breaker.on_failure()
             event.error = f"upstream.bad_identity: {exc}"[:200]
             return None
-        expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{self.service}"
+        expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{peer_service}"
         if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
             up_writer.close()
             event.error = "upstream.opaque_not_supported"

@@ -29,10 +29,11 @@ def first_answer(host: Host, proxy: ProxyProcess, service: str, within: float = 
 
 
 def start_service_proxy(host: Host, service: str, app_port: int,
-                        instance_id: str) -> ProxyProcess:
+                        instance_id: str, extra: str = "") -> ProxyProcess:
     """Write `service`'s file on `host` (inbound and admin on the host's address, which it
-    announces; outbound on loopback) and start its proxy there, stopped with the host's
-    processes. The host's mesh.toml and the service's leaf must be in place."""
+    announces; outbound on loopback; `extra`: tables after those, e.g. [[tcp]] listeners) and
+    start its proxy there, stopped with the host's processes. The host's mesh.toml and the
+    service's leaf must be in place."""
     address = host.address
     config = host.root / "etc/vmesh/services" / f"{service}.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,7 @@ def start_service_proxy(host: Host, service: str, app_port: int,
         f'[listen]\ninbound = "{address}:0"\noutbound = "127.0.0.1:0"\n'
         f'admin = "{address}:0"\nadvertise = "{address}"\n'
         '[timeouts]\nconnect = "500ms"\nheader = "2s"\nidle = "10s"\ndrain = "2s"\n'
+        f"{extra}"
     )
     proxy = start_proxy_process(service, host.env, prefix=host.command([]))
     host.adopt(proxy.proc)

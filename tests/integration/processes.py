@@ -64,6 +64,13 @@ def start_backend(name: str, prefix: Sequence[str] = (), **options: object) -> P
     return start(args, prefix=prefix)
 
 
+def start_echo(name: str, prefix: Sequence[str] = (), listen: str = "127.0.0.1") -> Process:
+    """A TCP app (tests/integration/echo.py) that says `name`, then echoes, on a free port of
+    `listen`."""
+    return start(["-m", "tests.integration.echo", "--name", name, "--listen", listen],
+                 prefix=prefix)
+
+
 def mapped_files(pid: int) -> set[str]:
     """The files mapped into a running process's memory (its libraries among them)."""
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()

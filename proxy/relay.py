@@ -31,6 +31,7 @@ from proxy.retry import IDEMPOTENCY_KEY, resend_on_new_connection
 from proxy.retrying import AttemptFailed
 from proxy.upstream import Pool, Upstream
 from vm_mesh.defaults import CLIENT_ID_HEADER
+from vm_mesh.redaction import redacted_target
 
 Body = bytes | AsyncIterator[bytes] | ContinueBody | None
 
@@ -303,7 +304,7 @@ async def relay_response(
             "response cut off",
             extra={"reason": cut_off.reason, "detail": str(cut_off),
                    "dst_service": event.dst_service,
-                   "path": event.path},
+                   "path": redacted_target(event.path)},
         )
         return False
     except BaseException:

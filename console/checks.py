@@ -34,9 +34,9 @@ from console.models.checks import (
     check_discovery_source,
     check_helper_leaf,
     check_policy_loads,
-    check_policy_warning,
     check_port,
     check_reachable,
+    check_unprotected,
 )
 from console.sources import Source
 from identity import pki
@@ -193,7 +193,7 @@ def check_policy() -> list[Finding]:
     except PolicyInvalid as exc:
         return [check_policy_loads(directory, [str(e) for e in exc.errors])]
     return [check_policy_loads(directory, []), *(
-        check_policy_warning(w.file, w.line, w.reason, w.code)
+        check_unprotected(w.file, w.line, w.reason, w.code)
         for w in unknown_services(policy, paths.service_names()))]
 
 

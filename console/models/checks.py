@@ -188,8 +188,9 @@ def check_policy_loads(directory: str, errors: Sequence[str]) -> Finding:
                    "loaded before")
 
 
-def check_policy_warning(file: str, line: int, message: str, reason: str) -> Finding:
-    """A policy document that loads but does nothing on this host (`vm_mesh.policy.unprotected`)."""
+def check_unprotected(file: str, line: int, message: str, reason: str) -> Finding:
+    """An Authorization that loads but protects nothing on this host
+    (`vm_mesh.policy.unprotected`)."""
     return Finding("policy", Status.WARN, f"{file}:{line}", message, reason,
                    "correct the service's name, or put the document only on the hosts that "
                    "run the service")

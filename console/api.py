@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vm_mesh.redaction import redacted_target
+
 
 def parse_time(value: Any) -> datetime | None:
     """An aware UTC datetime from epoch seconds or an ISO 8601 string; None when absent."""
@@ -120,6 +122,8 @@ class TapEvent:
         dst = data.get("dst") or {}
         policy = data.get("policy") or {}
         status = data.get("status")
+        path = data.get("path")  # its query's values redacted here too, as a proxy of an
+        # earlier release sends them
         return cls(
             proxy=proxy,
             ts=float(data.get("ts") or 0.0),
@@ -134,7 +138,7 @@ class TapEvent:
             tls=bool(data.get("tls")),
             method=data.get("method"),
             authority=data.get("authority"),
-            path=data.get("path"),
+            path=redacted_target(path) if isinstance(path, str) else None,
             route=data.get("route"),
             status=int(status) if isinstance(status, int) else None,
             latency_ms=float(data.get("latency_ms") or 0.0),

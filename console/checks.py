@@ -3,7 +3,7 @@
 The judgements are the pure functions of `console.models.checks`; this module
 only gathers their inputs: polls of every admin source, the leaves this
 host's cert-helpers keep, the service configs of this host and who listens on
-their ports, and the identity service.
+their ports, its policy files, and the identity service.
 """
 
 from __future__ import annotations
@@ -33,14 +33,18 @@ from console.models.checks import (
     check_discovery,
     check_discovery_source,
     check_helper_leaf,
+    check_policy_loads,
     check_port,
     check_reachable,
+    check_unprotected,
 )
 from console.sources import Source
 from identity import pki
 from vm_mesh import paths
 from vm_mesh.config import load_service_config
 from vm_mesh.errors import UserError
+from vm_mesh.policy.files import PolicyInvalid, policy_files
+from vm_mesh.policy.unprotected import unknown_services
 
 IDENTITY_TIMEOUT_S = 3.0
 
@@ -175,6 +179,24 @@ def configured_ports() -> list[tuple[str, str, int]]:
     return result
 
 
+def check_policy() -> list[Finding]:
+    """Whether this host's policy files load, and a warning for each Authorization in them
+    that names no service of this host (none at all without policy files)."""
+    files = policy_files(paths.policy_dir())
+    if not files:
+        return []
+    from vm_mesh.policy.loader import load_files  # the YAML parser, only with documents
+
+    directory = str(paths.policy_dir())
+    try:
+        policy = load_files(files)
+    except PolicyInvalid as exc:
+        return [check_policy_loads(directory, [str(e) for e in exc.errors])]
+    return [check_policy_loads(directory, []), *(
+        check_unprotected(w.file, w.line, w.reason, w.code)
+        for w in unknown_services(policy, paths.service_names()))]
+
+
 def listeners() -> dict[int, tuple[str, bool | None]]:
     """TCP port -> (process name, whether it is a vmesh proxy; None when this user cannot
     tell) for this host's listeners."""
@@ -218,7 +240,8 @@ async def collect_findings(polls: Sequence[Poll], options: CheckOptions, now: da
                            sources_found: bool,
                            discovery_errors: Mapping[str, str] | None = None) -> list[Finding]:
     """Every finding about `polls` and this host, in a stable order: admin, certs, discovery,
-    clock, ports, identity. The one collector of `vmesh check` and the console's checks view.
+    clock, ports, policy, identity. The one collector of `vmesh check` and the console's checks
+    view.
 
     `sources_found`: whether any admin source was listed at all; `discovery_errors`: why each
     discovery backend that failed listed no proxies.
@@ -229,12 +252,13 @@ async def collect_findings(polls: Sequence[Poll], options: CheckOptions, now: da
     findings += [check_discovery_source(label, error)
                  for label, error in (discovery_errors or {}).items()]
     findings += await asyncio.to_thread(check_ports)
+    findings += await asyncio.to_thread(check_policy)
     findings.append(await check_identity(options))
     if not sources_found:
         findings.insert(0, Finding("admin", Status.FAIL, "this host", "no proxy admin API found",
                                    "admin.no_sources",
                                    f"no sockets in {paths.run_dir()}; pass --admin HOST:PORT"))
-    order = ["admin", "certs", "discovery", "clock", "ports", "identity"]
+    order = ["admin", "certs", "discovery", "clock", "ports", "policy", "identity"]
     return sorted(findings, key=lambda f: order.index(f.check) if f.check in order else 99)
 
 

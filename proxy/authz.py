@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Final, Literal
 
 from vm_mesh.policy.model import Authorization, AuthorizationRule, AuthzDefault
-from vm_mesh.policy.policyset import PolicySet, Sourced
+from vm_mesh.policy.policyset import PolicySet, Source, Sourced
 
 Verdict = Literal["allow", "deny", "audit"]
 
@@ -115,18 +115,31 @@ class _Gate:
     default_rule: str
 
 
-def _doc_label(doc: Authorization) -> str:
-    return doc.name or doc.service or "mesh"
+Labels = dict[Source, str]  # each document's label, which its rules' and default's begin with
+
+
+def _labels(docs: Sequence[Sourced[Authorization]]) -> Labels:
+    """Each document's label: its name, else its service (`mesh` for a mesh-wide one); where
+    two documents would share one, each of them with its file and line (`store@b.yaml:4`),
+    so that tap and metrics tell their rules apart."""
+    plain = [d.doc.name or d.doc.service or "mesh" for d in docs]
+    shared = {label for label in plain if plain.count(label) > 1}
+    return {
+        d.source: (f"{label}@{d.source.file.rsplit('/', 1)[-1]}:{d.source.line}"
+                   if label in shared else label)
+        for label, d in zip(plain, docs, strict=True)
+    }
 
 
 def _looks_at_requests(rule: AuthorizationRule) -> bool:
     return rule.methods is not None or rule.paths is not None or rule.routes is not None
 
 
-def _rules(docs: Sequence[Sourced[Authorization]], action: str) -> tuple[_Rule, ...]:
+def _rules(docs: Sequence[Sourced[Authorization]], action: str, labels: Labels
+           ) -> tuple[_Rule, ...]:
     return tuple(
         _Rule(
-            f"{_doc_label(d.doc)}.{rule.name or f'rules[{i}]'}",
+            f"{labels[d.source]}.{rule.name or f'rules[{i}]'}",
             rule,
             action == "deny" or not _looks_at_requests(rule),
         )
@@ -136,19 +149,24 @@ def _rules(docs: Sequence[Sourced[Authorization]], action: str) -> tuple[_Rule, 
     )
 
 
-def _strictest(docs: Sequence[Sourced[Authorization]]) -> tuple[AuthzDefault, str] | None:
-    defaults = [(d.doc.default, f"{_doc_label(d.doc)}.default") for d in docs if d.doc.default]
+def _strictest(docs: Sequence[Sourced[Authorization]], labels: Labels
+               ) -> tuple[AuthzDefault, str] | None:
+    defaults = [(d.doc.default, f"{labels[d.source]}.default") for d in docs if d.doc.default]
     if not defaults:
         return None
     return min(defaults, key=lambda pair: _STRICTNESS[pair[0]])
 
 
 def _gate(
-    service_docs: Sequence[Sourced[Authorization]], mesh_docs: Sequence[Sourced[Authorization]]
+    service_docs: Sequence[Sourced[Authorization]],
+    mesh_docs: Sequence[Sourced[Authorization]],
+    labels: Labels,
 ) -> _Gate:
     docs = [*service_docs, *mesh_docs]
-    default = _strictest(service_docs) or _strictest(mesh_docs) or (BUILTIN_DEFAULT, BUILTIN_RULE)
-    return _Gate(_rules(docs, "deny"), _rules(docs, "allow"), default[0], default[1])
+    default = (_strictest(service_docs, labels) or _strictest(mesh_docs, labels)
+               or (BUILTIN_DEFAULT, BUILTIN_RULE))
+    return _Gate(_rules(docs, "deny", labels), _rules(docs, "allow", labels), default[0],
+                 default[1])
 
 
 class Authorizer:
@@ -159,10 +177,12 @@ class Authorizer:
         self._mesh_prefix = f"spiffe://{trust_domain}/"
         own = policy.authorizations_for(service)
         mesh = policy.mesh_authorizations()
-        self._full = _gate(own, mesh)
+        labels = _labels([*own, *mesh])  # the same in both gates
+        self._full = _gate(own, mesh, labels)
         self._enforced = _gate(
             [d for d in own if d.doc.mode == "enforce"],
             [d for d in mesh if d.doc.mode == "enforce"],
+            labels,
         )
         specs = [rule.spec for rule in (*self._full.deny, *self._full.allow)]
         self.needs_route = any(spec.routes is not None for spec in specs)

@@ -3,13 +3,16 @@
 Metrics, tap and the access log are subscribers of the same bus; the
 forwarding path only fills a `RequestEvent` and publishes it. Fields are flat
 (cheap to fill); the nested tap shape of DESIGN.md is built only on demand by
-`to_tap()` or `tap_line()`, so events cost almost nothing when nobody taps.
+`to_tap()` or `tap_line()`, so events cost almost nothing when nobody taps; so is the
+redaction of a path's query values, which `path` keeps for the spans to split off.
 """
 
 import asyncio
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final, Literal
+
+from vm_mesh.redaction import redacted_target
 
 if TYPE_CHECKING:
     from proxy.stats import Series
@@ -143,7 +146,8 @@ class RequestEvent:
         self.service = _bounded(self.service)
 
     def to_tap(self) -> dict[str, Any]:
-        """The tap event of DESIGN.md (one JSON object per line on `/v1/tap`)."""
+        """The tap event of DESIGN.md (one JSON object per line on `/v1/tap`), its `path`
+        with the query's values redacted (`vm_mesh.redaction`); the access log's too."""
         return {
             "ts": self.ts,
             "id": self.id,
@@ -158,7 +162,7 @@ class RequestEvent:
             "tls": self.tls,
             "method": self.method,
             "authority": self.authority,
-            "path": self.path,
+            "path": redacted_target(self.path),
             "route": self.route,
             "status": self.status,
             "latency_ms": round(self.latency_ms, 3),
@@ -198,7 +202,7 @@ class RequestEvent:
                 '},"tls":', "true" if self.tls else "false",
                 ',"method":', _text(self.method),
                 ',"authority":', _text(self.authority),
-                ',"path":', _text(self.path),
+                ',"path":', _text(redacted_target(self.path)),
                 ',"route":', _quoted(self.route),
                 ',"status":', "null" if status is None else str(status),
                 ',"latency_ms":', repr(round(self.latency_ms, 3)),

@@ -25,13 +25,12 @@ from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_respo
 from proxy.keepalive import keep_alive
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import (
-    Body,
     UpstreamProtocolError,
+    may_resend,
     relay_response,
     request_headers,
     send_request,
 )
-from proxy.retry import IDEMPOTENT_METHODS
 from proxy.retrying import AttemptFailed
 from proxy.tcp import Tunnel
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
@@ -42,12 +41,6 @@ from vm_mesh.defaults import CLIENT_ID_HEADER
 log = logging.getLogger("vmesh.proxy.inbound")
 
 _CLIENT_ID = CLIENT_ID_HEADER.encode()
-
-
-def _repeatable(head: RequestHead, body: Body) -> bool:
-    """A request the proxy may send the app again when a connection fails under it: an
-    idempotent method (RFC 9110 9.2.2) whose body, if any, is still at hand."""
-    return head.method in IDEMPOTENT_METHODS and isinstance(body, bytes | None)
 
 
 class InboundProxy:
@@ -232,10 +225,10 @@ class InboundProxy:
             try:
                 response = await send_request(upstream, head, headers, body, idle, client)
             except AttemptFailed:
-                if pooled is None or not _repeatable(head, body):
+                if pooled is None or not may_resend(head, body):
                     raise
                 # the app closed this idle connection as the request went out (its keep-alive
-                # timeout fired): the request is safe to send again, on a new connection
+                # timeout fired): a request safe to repeat goes again, on a new connection
                 upstream = await self.pool.open(self.app)
                 response = await send_request(upstream, head, headers, body, idle, client)
         except TimeoutError:

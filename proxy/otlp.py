@@ -3,9 +3,9 @@
 Each request event that carries a span (`proxy.tracecontext`) becomes one OTLP
 span: a CLIENT span at the caller's proxy, a SERVER span at the callee's, with
 the request's method, path, status, route and both identities as attributes.
-The query goes apart, in `url.query`, with every value redacted: a collector is
-often someone else's, and the proxy cannot tell an `access_token` from a page
-number (OpenTelemetry's URL conventions allow redacting what cannot be told).
+The query goes apart, in `url.query`, with every value redacted (`vm_mesh.redaction`):
+a collector is often someone else's, and the proxy cannot tell an `access_token` from
+a page number.
 Spans wait in a bounded queue and leave in batches (JSON, `POST /v1/traces`)
 off the request path: a collector that is slow or down costs dropped spans,
 counted and logged once per outage, never a slower request.
@@ -23,6 +23,7 @@ import httpx
 from proxy.events import RequestEvent
 from proxy.metrics import error_reason
 from proxy.stats import is_success
+from vm_mesh.redaction import redacted_query
 
 log = logging.getLogger("vmesh.proxy.tracing")
 
@@ -35,7 +36,6 @@ CLOSE_WITHIN_S = 5.0  # for the last spans to leave, once the proxy has drained
 
 _CLIENT, _SERVER = 3, 2  # OTLP SpanKind
 _STATUS_ERROR = 2  # OTLP StatusCode
-REDACTED = "REDACTED"  # a query value's stand-in, as OpenTelemetry's conventions spell it
 
 
 def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
@@ -44,15 +44,6 @@ def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
     if isinstance(value, int):
         return {"key": key, "value": {"intValue": str(value)}}  # int64 is a string in JSON
     return {"key": key, "value": {"stringValue": value}}
-
-
-def redacted_query(query: str) -> str:
-    """`query` with its keys kept and every value replaced: `token=x&page=2&flag` ->
-    `token=REDACTED&page=REDACTED&flag`."""
-    return "&".join(
-        key + ("=" + REDACTED if sep else "")
-        for key, sep, _ in (part.partition("=") for part in query.split("&"))
-    )
 
 
 def span(event: RequestEvent) -> dict[str, Any]:

@@ -29,11 +29,11 @@ from proxy.relay import (
     Response,
     UpstreamProtocolError,
     discard,
+    may_resend,
     relay_response,
     request_headers,
     send_request,
 )
-from proxy.retry import IDEMPOTENCY_KEY, resend_on_new_connection
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.timeouts import TaskTimer
@@ -415,9 +415,7 @@ class OutboundProxy:
                 except AttemptFailed:
                     # the peer closed this pooled connection as the request went out, or died
                     # with the request: one safe to repeat goes once more, on a new connection
-                    if not resend_on_new_connection(
-                        head.method, head.header(IDEMPOTENCY_KEY) is not None, _repeatable(body)
-                    ):
+                    if not may_resend(head, body):
                         raise
                     upstream, _ = await self.pool.acquire(key)
                     response = await send_request(upstream, head, headers, body, client=client)
@@ -492,8 +490,3 @@ class _Exchange:
 
 def _status(response: Response) -> int:
     return response.status
-
-
-def _repeatable(body: Body) -> bool:
-    """The body can go again: it is at hand, or still with the client."""
-    return isinstance(body, bytes | None) or (isinstance(body, ContinueBody) and body.repeatable)

@@ -27,11 +27,26 @@ from proxy.http1 import (
     encode_response_head,
     forwardable_headers,
 )
+from proxy.retry import IDEMPOTENCY_KEY, resend_on_new_connection
 from proxy.retrying import AttemptFailed
 from proxy.upstream import Pool, Upstream
 from vm_mesh.defaults import CLIENT_ID_HEADER
+from vm_mesh.redaction import redacted_target
 
 Body = bytes | AsyncIterator[bytes] | ContinueBody | None
+
+
+def may_resend(head: RequestHead, body: Body) -> bool:
+    """Whether a request whose pooled connection failed under it, before any response, may
+    go once more on a new one (`resend_on_new_connection`: an idempotent method or an
+    `Idempotency-Key`, and a body at hand or still with the client). The inbound proxy
+    (to its app) and the outbound one (to an instance) both ask this."""
+    body_repeatable = isinstance(body, bytes | None) or (
+        isinstance(body, ContinueBody) and body.repeatable
+    )
+    return resend_on_new_connection(
+        head.method, head.header(IDEMPOTENCY_KEY) is not None, body_repeatable
+    )
 
 
 class UpstreamProtocolError(Exception):
@@ -289,7 +304,7 @@ async def relay_response(
             "response cut off",
             extra={"reason": cut_off.reason, "detail": str(cut_off),
                    "dst_service": event.dst_service,
-                   "path": event.path},
+                   "path": redacted_target(event.path)},
         )
         return False
     except BaseException:

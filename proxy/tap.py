@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from proxy.events import EventBus, RequestEvent
 from proxy.feed import BoundedFeed
+from vm_mesh.redaction import redacted_target
 
 DEFAULT_MAX_RATE = 1000.0  # events per second per subscriber
 MAX_RATE = 10_000.0  # the most a subscriber may ask for
@@ -73,7 +74,10 @@ class TapFilter:
     def matches(self, event: RequestEvent) -> bool:
         if self.service and self.service not in (event.dst_service, event.service):
             return False
-        if self.path_prefix and not (event.path or "").startswith(self.path_prefix):
+        # the path as the tap shows it: a filter cannot probe a query value it never shows
+        if self.path_prefix and not (redacted_target(event.path) or "").startswith(
+            self.path_prefix
+        ):
             return False
         if self.method and event.method != self.method:
             return False

@@ -25,6 +25,12 @@ def service_config(service: str, under: Path | None = None) -> Path:
     return etc_dir(under) / "services" / f"{service}.toml"
 
 
+def service_names() -> list[str]:
+    """The services this host has a service file for (`service_config`), sorted."""
+    services = etc_dir() / "services"
+    return sorted(p.stem for p in services.glob("*.toml")) if services.is_dir() else []
+
+
 def gateway_config() -> Path:
     """The mesh gateway's configuration file (`vmesh gateway run`)."""
     return etc_dir() / "gateway.toml"

@@ -7,7 +7,7 @@ the facts (admin APIs, files, sockets) happens in `console.checks`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -31,7 +31,7 @@ class Status(Enum):
 class Finding:
     """One result line of `vmesh check`."""
 
-    check: str  # certs | discovery | clock | ports | identity | admin
+    check: str  # certs | discovery | clock | ports | policy | identity | admin
     status: Status
     target: str
     message: str
@@ -175,6 +175,25 @@ def check_port(use: PortUse) -> Finding:
                        "ports.in_use_by_other",
                        "stop that process or give the service another port in its config")
     return Finding("ports", Status.OK, target, "listened on by its proxy", "ports.ok")
+
+
+def check_policy_loads(directory: str, errors: Sequence[str]) -> Finding:
+    """The host's policy files load, or fail with the first of their `errors`."""
+    if not errors:
+        return Finding("policy", Status.OK, directory, "loads", "policy.ok")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return Finding("policy", Status.FAIL, directory, f"does not load: {errors[0]}{more}",
+                   "policy.invalid",
+                   "`vmesh policy check` lists every error; proxies keep the policy they "
+                   "loaded before")
+
+
+def check_unprotected(file: str, line: int, message: str, reason: str) -> Finding:
+    """An Authorization that loads but protects nothing on this host
+    (`vm_mesh.policy.unprotected`)."""
+    return Finding("policy", Status.WARN, f"{file}:{line}", message, reason,
+                   "correct the service's name, or put the document only on the hosts that "
+                   "run the service")
 
 
 def check_reachable(check: str, target: str, error: str | None, reason: str | None,

@@ -18,12 +18,12 @@ from typing import Any
 import consul
 
 from vm_mesh.blocking import in_own_thread
+from vm_mesh.policy.files import CONSUL_PREFIX
 from vm_mesh.token_bucket import TokenBucket
 
 log = logging.getLogger("vmesh.policy")
 
 PREFIX = "vmesh/policy/"
-NAME_PREFIX = "consul:"
 
 Texts = tuple[tuple[str, str], ...]
 
@@ -53,7 +53,7 @@ def texts_of(items: list[dict[str, Any]] | None) -> Texts:
         if item["Key"].endswith("/") or not value:
             continue
         text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-        texts.append((NAME_PREFIX + item["Key"], text))
+        texts.append((CONSUL_PREFIX + item["Key"], text))
     return tuple(sorted(texts))
 
 

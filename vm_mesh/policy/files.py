@@ -9,6 +9,8 @@ from pathlib import Path
 
 from vm_mesh import paths
 
+CONSUL_PREFIX = "consul:"  # what the name of a document from Consul KV begins with
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyError:

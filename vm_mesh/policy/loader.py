@@ -73,6 +73,7 @@ def load_texts(texts: Iterable[tuple[str, str]]) -> PolicySet:
     for name, text in texts:
         names.append(name)
         parsed.extend(_parse_text(name, text, errors))
+    errors.extend(_decides_nothing(parsed))
     errors.extend(_cross_check(parsed))
     if errors:
         raise PolicyInvalid(errors)
@@ -194,6 +195,24 @@ def _check_duplicate_keys(name: str, node: Node, errors: list[PolicyError]) -> N
     elif isinstance(node, SequenceNode):
         for item in node.value:
             _check_duplicate_keys(name, item, errors)
+
+
+def _decides_nothing(parsed: list[_Parsed]) -> list[PolicyError]:
+    """Authorization documents with neither rules nor a default: loaded, they would change no
+    decision while their author believes the service protected."""
+    errors = []
+    for item in parsed:
+        doc = item.doc
+        if isinstance(doc, Authorization) and not doc.rules and doc.default is None:
+            label = doc.name or doc.service or f"(document {item.source.document})"
+            errors.append(PolicyError(
+                item.source.file,
+                _line(_node_at(item.node, ("rules",))),
+                f"Authorization {label}: decides nothing: it has no rules and no default; "
+                "give it rules, or a default (deny, allow-mesh, allow-all)",
+                "policy.empty_authorization",
+            ))
+    return errors
 
 
 def _cross_check(parsed: list[_Parsed]) -> list[PolicyError]:

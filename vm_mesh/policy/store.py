@@ -3,7 +3,8 @@
 A valid change replaces the PolicySet atomically (readers hold the old one
 until their request ends; connections are never touched). An invalid change
 is refused: every error is logged in the `vmesh policy check` format and the
-previous policy stays in force.
+previous policy stays in force. A load that changes the policy also warns of each
+Authorization that names no service of this host (`vm_mesh.policy.unprotected`).
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from pathlib import Path
 from vm_mesh import paths
 from vm_mesh.policy.files import PolicyError, PolicyInvalid, policy_files
 from vm_mesh.policy.policyset import PolicySet
+from vm_mesh.policy.unprotected import unknown_services
 
 log = logging.getLogger("vmesh.policy")
 
@@ -100,8 +102,20 @@ class PolicyStore:
             extra={"event": "policy_loaded", "trigger": trigger, "digest": policy.digest(),
                    "generation": self.generation, "changed": changed},
         )
+        if changed:
+            self._warn_of_unknown_services(policy)
         for listener in self._listeners:
             listener(policy)
+
+    @staticmethod
+    def _warn_of_unknown_services(policy: PolicySet) -> None:
+        """Log each Authorization that names no service of this host (`unprotected`)."""
+        for warning in unknown_services(policy, paths.service_names()):
+            log.warning(
+                str(warning),
+                extra={"event": "policy_warning", "code": warning.code, "file": warning.file,
+                       "line": warning.line},
+            )
 
     def set_extra_texts(self, texts: tuple[tuple[str, str], ...], trigger: str = "consul") -> bool:
         """Replace the documents of another source and reload; refused like a bad file. The

@@ -17,7 +17,9 @@ trickling one a byte at a time (slowloris) cannot hold a connection for long.
 Connections to the TCP port carry TCP keep-alive probes, as the mesh's own do, so a
 follower whose host vanished is found out even on a quiet log; and a proxy serves at
 most `MAX_TAPS` taps and `MAX_LOG_FOLLOWS` log follows at once (503
-`admin.too_many_streams` beyond).
+`admin.too_many_streams` beyond). The port and the socket each hold at most
+`max_connections` connections, counted apart from the data plane's listeners, so the API
+answers while those are full; more wait in the backlog (`proxy.listener_limits`).
 """
 
 import asyncio

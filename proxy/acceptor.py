@@ -1,18 +1,26 @@
-"""A listening socket whose accepted connections are each handed to a coroutine.
+"""A listening socket whose accepted connections are each handed to a coroutine, at most as
+many at once as its `ConnectionLimit` allows.
 
 The inbound side does its own TLS handshake on every accepted socket (with
 `loop.connect_accepted_socket`), so that a refused handshake raises where it
 can be logged and tapped. That needs the raw socket before any byte is read,
 which `loop.create_server` does not give on every event loop (uvloop starts
-reading before the protocol could pause it).
+reading before the protocol could pause it). Nor can an `asyncio.Server` stop
+accepting for a while and go on: an Acceptor at its cap simply does not accept,
+and new connections wait in the kernel's backlog until one of its own ends.
 """
 
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from proxy.connection import Connection
+from proxy.listener_limits import ConnectionLimit
 
 log = logging.getLogger("vmesh.proxy.acceptor")
 
@@ -22,9 +30,11 @@ BACKOFF_S = 0.1
 
 
 class Acceptor:
-    """Accepts TCP connections on `host:port` (or on the listening socket `sock`, e.g. one
-    inherited from the proxy before) until closed, each handed to `on_connection` in a task
-    kept in `tasks`; `sockets` as on asyncio.Server."""
+    """Accepts connections on TCP `host:port` (or on the listening socket `sock`, e.g. one
+    inherited from the proxy before, or a unix socket) until closed, each handed to
+    `on_connection` in a task kept in `tasks`, while fewer than `limit`'s cap are open;
+    `sockets` as on asyncio.Server. A task that fails with an error nobody handled is a
+    bug: logged with its traceback, the listener goes on."""
 
     def __init__(
         self,
@@ -32,6 +42,7 @@ class Acceptor:
         port: int,
         on_connection: Callable[[socket.socket], Awaitable[None]],
         tasks: set[asyncio.Task[None]],
+        limit: ConnectionLimit,
         backlog: int = 1024,
         sock: socket.socket | None = None,
     ) -> None:
@@ -40,8 +51,10 @@ class Acceptor:
             sock = socket.create_server((host, port), family=family, backlog=backlog)
         self._sock = sock
         self._sock.setblocking(False)
+        self._tcp = sock.family != socket.AF_UNIX
         self._on_connection = on_connection
         self._connections = tasks  # strong references: the loop keeps only weak ones
+        self.limit = limit
         self._loop_task = asyncio.create_task(self._accept_loop())
 
     @property
@@ -50,9 +63,12 @@ class Acceptor:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        limit = self.limit
         while True:
+            if limit.saturated:
+                await limit.room()  # meanwhile the kernel's backlog holds new connections
             try:
-                conn, _ = await loop.sock_accept(self._sock)
+                conn, peer = await loop.sock_accept(self._sock)
             except OSError as exc:
                 if exc.errno not in _TRANSIENT:
                     log.error("listener stopped", extra={"reason": "accept_failed",
@@ -61,13 +77,49 @@ class Acceptor:
                 log.error("accept failed", extra={"reason": "accept_failed", "detail": str(exc)})
                 await asyncio.sleep(BACKOFF_S)  # out of descriptors: let connections finish
                 continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            limit.opened()
             task = asyncio.ensure_future(self._on_connection(conn))
             self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+            task.add_done_callback(functools.partial(self._ended, str(peer)))
+
+    def _ended(self, peer: str, task: "asyncio.Task[None]") -> None:
+        self._connections.discard(task)
+        self.limit.closed()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("connection handler failed", extra={"peer": peer}, exc_info=error)
 
     def close(self) -> None:
         """Stop accepting; connections already accepted go on."""
         self._loop_task.cancel()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def listen(
+    host: str,
+    port: int,
+    handler: Callable[[Connection], Coroutine[Any, Any, None]],
+    tasks: set[asyncio.Task[None]],
+    limit: ConnectionLimit,
+    sock: socket.socket | None = None,
+) -> Acceptor:
+    """A TCP listener on `host:port` (or on the listening socket `sock`) each of whose
+    connections, a `Connection`, runs `handler` in a task kept in `tasks`; one whose handler
+    fails is aborted."""
+
+    async def serve(accepted: socket.socket) -> None:
+        connection = Connection()
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, accepted)
+        except OSError:
+            accepted.close()
+            return
+        try:
+            await handler(connection)
+        except Exception:
+            connection.abort()
+            raise
+
+    return Acceptor(host, port, serve, tasks, limit, sock=sock)

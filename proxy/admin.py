@@ -17,11 +17,14 @@ trickling one a byte at a time (slowloris) cannot hold a connection for long.
 Connections to the TCP port carry TCP keep-alive probes, as the mesh's own do, so a
 follower whose host vanished is found out even on a quiet log; and a proxy serves at
 most `MAX_TAPS` taps and `MAX_LOG_FOLLOWS` log follows at once (503
-`admin.too_many_streams` beyond).
+`admin.too_many_streams` beyond). The port and the socket each hold at most
+`max_connections` connections, counted apart from the data plane's listeners, so the API
+answers while those are full; more wait in the backlog (`proxy.listener_limits`).
 """
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -36,9 +39,11 @@ from urllib.parse import parse_qsl
 import h11
 
 from identity import spiffe
+from proxy.acceptor import Acceptor
 from proxy.events import RequestEvent
 from proxy.feed import BoundedFeed
 from proxy.keepalive import keep_alive
+from proxy.listener_limits import DEFAULT_ADMIN_MAX_CONNECTIONS
 from proxy.observability import Observability
 from proxy.stats import MAX_WINDOW_S
 from proxy.tap import TapFilter, max_rate
@@ -51,6 +56,8 @@ MAX_REQUEST_BODY = 16 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 ALLOWED_METHODS = "GET, HEAD"
 SHUTDOWN_GRACE_S = 2.0
+HANDSHAKE_TIMEOUT_S = 10.0
+UNIX_BACKLOG = 128
 STREAM_FLUSH_S = 0.05  # tap and log streams write at most 20 times a second
 MAX_LOGGED_PATH = 256  # characters of a request's path in a log line: a client chooses it
 # Streams open at once per proxy, of each kind. Every tap subscriber is asked about every
@@ -253,6 +260,7 @@ class AdminServer:
         version: str = "",
         idle_timeout: float = 60.0,
         request_timeout: float = 10.0,
+        max_connections: int = DEFAULT_ADMIN_MAX_CONNECTIONS,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout  # for a client's next bytes, between and in requests
@@ -261,8 +269,9 @@ class AdminServer:
         self.trust_domain = trust_domain
         self.instance_id = instance_id
         self.version = version
-        self._servers: list[asyncio.Server] = []
-        self._tcp_servers: list[asyncio.Server] = []
+        self.max_connections = max_connections  # of each listener: the port, the socket
+        self._servers: list[Acceptor] = []
+        self._tcp_servers: list[Acceptor] = []
         self._unix_sockets: list[tuple[Path, int]] = []  # (path, inode) to remove on close
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
@@ -270,25 +279,22 @@ class AdminServer:
     async def serve_unix(self, path: Path) -> None:
         """Listen on a unix socket, readable and writable by owner and group only."""
         _clear_socket_path(path)
-        server = await asyncio.start_unix_server(
-            lambda r, w: self._track(self._connection(r, w, remote=False)), path=str(path)
-        )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen(UNIX_BACKLOG)
         _restrict_socket(path)
-        self._servers.append(server)
+        limit = self.obs.listeners.add("admin-socket", self.max_connections)
+        self._servers.append(Acceptor("", 0, self._local_connection, self._connections, limit,
+                                      sock=sock))
         self._unix_sockets.append((path, _inode(path)))
 
     async def serve_tcp(self, host: str, port: int, ssl_context: ssl.SSLContext,
                         sock: socket.socket | None = None) -> socket.socket:
         """Listen with TLS (`ssl_context` decides whether client certificates are required)
         on `host:port` or on the listening socket `sock`; returns the listening socket."""
-        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host,
-                                                                          "port": port}
-        server = await asyncio.start_server(
-            lambda r, w: self._track(self._remote_connection(r, w)),
-            ssl=ssl_context,
-            ssl_handshake_timeout=10,
-            **where,
-        )
+        limit = self.obs.listeners.add("admin", self.max_connections)
+        server = Acceptor(host, port, functools.partial(self._remote_connection, ssl_context),
+                          self._connections, limit, sock=sock)
         self._servers.append(server)
         self._tcp_servers.append(server)
         return server.sockets[0]
@@ -314,8 +320,6 @@ class AdminServer:
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
         self._servers.clear()
         for path, inode in self._unix_sockets:
             _remove_socket(path, inode)
@@ -336,19 +340,21 @@ class AdminServer:
         work.cancel()
         return None
 
-    def _track(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+    async def _local_connection(self, sock: socket.socket) -> None:
+        """A connection to the unix socket."""
+        streams = await _streams(sock)
+        if streams is not None:
+            await self._connection(*streams, remote=False)
 
-    async def _remote_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """A connection to the TCP port, probed with TCP keep-alive as the mesh's own are: a
-        stream's client whose host vanished (no FIN) on a quiet log or tap is found out."""
+    async def _remote_connection(self, ssl_context: ssl.SSLContext, sock: socket.socket) -> None:
+        """A connection to the TCP port, over TLS, probed with TCP keep-alive as the mesh's own
+        are: a stream's client whose host vanished (no FIN) on a quiet log or tap is found
+        out."""
         with contextlib.suppress(OSError):  # a connection already reset: its reads will say so
-            keep_alive(writer.get_extra_info("socket"))
-        await self._connection(reader, writer, remote=True)
+            keep_alive(sock)
+        streams = await _streams(sock, ssl_context)
+        if streams is not None:
+            await self._connection(*streams, remote=True)
 
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, remote: bool
@@ -518,6 +524,8 @@ class AdminServer:
                 "in_flight": self.state.in_flight(),
                 "in_flight_inbound": self.state.in_flight_inbound(),  # of in_flight: from peers
                 "tcp_open": self.state.open_connections(),  # linkerd's TCP_CONN
+                # per listener: connections open, cap, saturated now, times it was
+                "listeners": self.obs.listeners.snapshot(),
                 "routes": [r for r in rows if r["direction"] == "inbound"],
                 "upstreams": [r for r in rows if r["direction"] == "outbound"],
             },
@@ -632,6 +640,23 @@ class AdminServer:
         finally:
             gone.cancel()
             closing.cancel()
+
+
+async def _streams(sock: socket.socket, ssl_context: ssl.SSLContext | None = None
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """An accepted connection as asyncio streams, after its TLS handshake with `ssl_context`
+    (within `HANDSHAKE_TIMEOUT_S`); None, and the socket closed, when that fails."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    tls: dict[str, Any] = {} if ssl_context is None else {
+        "ssl": ssl_context, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT_S}
+    try:
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, **tls)
+    except (OSError, ssl.SSLError, TimeoutError):
+        sock.close()
+        return None
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 def _clear_socket_path(path: Path) -> None:

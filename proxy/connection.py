@@ -11,16 +11,11 @@ the transport's buffer is full: a slow side holds back the fast one.
 """
 
 import asyncio
-import logging
-import socket
 from collections import deque
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from proxy.http1 import Event, Http1Error, MessageEnd, RequestReader, ResponseReader
 from proxy.lazytimer import LazyTimer
-
-log = logging.getLogger("vmesh.proxy")
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 _OPAQUE_LIMIT = 2**16
@@ -248,46 +243,3 @@ class Connection(asyncio.Protocol):
             stream_reader.feed_eof()
         writer = asyncio.StreamWriter(self.transport, protocol, stream_reader, self._loop)
         return stream_reader, writer
-
-
-class ServedConnection(Connection):
-    """An accepted connection that starts its handler as a task once it is made."""
-
-    def __init__(
-        self,
-        handler: Callable[[Connection], Coroutine[Any, Any, None]],
-        tasks: set[asyncio.Task[None]],
-    ) -> None:
-        super().__init__()
-        self._handler = handler
-        self._tasks = tasks  # strong references: the loop keeps only weak ones
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        task = self._loop.create_task(self._handler(self))
-        self._tasks.add(task)
-        task.add_done_callback(self._handler_done)
-
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        """Forget the finished handler; a failure it did not handle is a bug, logged with its
-        traceback (the connection is closed, the proxy goes on)."""
-        self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            peer = str(self.get_extra_info("peername"))
-            log.error("connection handler failed", extra={"peer": peer}, exc_info=error)
-            self.abort()
-
-
-async def listen(
-    host: str,
-    port: int,
-    handler: Callable[[Connection], Coroutine[Any, Any, None]],
-    tasks: set[asyncio.Task[None]],
-    sock: socket.socket | None = None,
-) -> asyncio.Server:
-    """A TCP listener on `host:port` (or on the listening socket `sock`) each of whose
-    connections runs `handler` as a task kept in `tasks`."""
-    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
-    return await asyncio.get_running_loop().create_server(
-        lambda: ServedConnection(handler, tasks), **where
-    )

@@ -23,6 +23,7 @@ from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, RequestHead
 from proxy.inbound_policy import InboundAuthorization, annotate, forbidden_response
 from proxy.keepalive import keep_alive
+from proxy.listener_limits import ConnectionLimit
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import (
     UpstreamProtocolError,
@@ -68,10 +69,12 @@ class InboundProxy:
         )
         return Upstream(key, connection)
 
-    async def serve(self, host: str, port: int, sock: socket.socket | None = None) -> Acceptor:
-        """Listen for peer proxies (on `sock` if given); every accepted socket is handshaken
-        by `_handshake`, in a task kept in the context's `connections`."""
-        return Acceptor(host, port, self._handshake, self.ctx.connections, sock=sock)
+    def serve(self, host: str, port: int, limit: ConnectionLimit,
+              sock: socket.socket | None = None) -> Acceptor:
+        """Listen for peer proxies (on `sock` if given), at most `limit` connections at once;
+        every accepted socket is handshaken by `_handshake`, in a task kept in the context's
+        `connections`."""
+        return Acceptor(host, port, self._handshake, self.ctx.connections, limit, sock=sock)
 
     async def _handshake(self, sock: socket.socket) -> None:
         """TLS on an accepted socket; a refused handshake is logged and tapped with its reason."""

@@ -15,7 +15,8 @@ from collections.abc import Awaitable
 from typing import Final
 from urllib.parse import urlsplit
 
-from proxy.connection import Connection, listen
+from proxy.acceptor import Acceptor, listen
+from proxy.connection import Connection
 from proxy.context import ProxyContext
 from proxy.continue_body import ContinueBody
 from proxy.downstream import Downstream
@@ -23,6 +24,7 @@ from proxy.endpoints import Endpoint, NoEndpoints
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, MessageEnd, RequestHead
 from proxy.keepalive import keep_alive
+from proxy.listener_limits import ConnectionLimit
 from proxy.normalize import BadPath, normalize_target
 from proxy.relay import (
     Body,
@@ -148,10 +150,11 @@ class OutboundProxy:
         self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
         return Upstream(key, connection, identity)
 
-    async def serve(self, host: str, port: int, sock: socket.socket | None = None,
-                    ) -> asyncio.Server:
-        """Listen for the app (on `sock` if given); each connection is served by `handle`."""
-        return await listen(host, port, self.handle, self.ctx.connections, sock)
+    def serve(self, host: str, port: int, limit: ConnectionLimit,
+              sock: socket.socket | None = None) -> Acceptor:
+        """Listen for the app (on `sock` if given), at most `limit` connections at once; each
+        connection is served by `handle`."""
+        return listen(host, port, self.handle, self.ctx.connections, limit, sock)
 
     async def handle(self, connection: Connection, fixed_service: str | None = None) -> None:
         """Serve the requests of one app connection; `fixed_service` (a per-upstream TCP

@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from proxy.admin import AdminServer
 from proxy.context import ProxyContext
 from proxy.handover import InheritedListeners, notify_ready
 from proxy.inbound import InboundProxy
+from proxy.listener_limits import ConnectionLimit, ListenerCaps, listener_caps
 from proxy.outbound import OutboundProxy
 from proxy.span_export import SpanExport
 from proxy.state import RunningProxyState
@@ -24,6 +26,7 @@ from vm_mesh import __version__, paths
 from vm_mesh.config import (
     DiscoveryChoice,
     LoadedConfig,
+    MaxConnections,
     MeshConfig,
     Timeouts,
     effective_discovery,
@@ -76,6 +79,12 @@ def open_discovery(loaded: LoadedConfig, choice: DiscoveryChoice) -> Discovery:
     )
 
 
+def open_file_caps(settings: MaxConnections, tcp_listeners: int) -> ListenerCaps:
+    """The listeners' caps: those the service file sets, the rest shares of this process's
+    open-file limit (RLIMIT_NOFILE, soft)."""
+    return listener_caps(settings, resource.getrlimit(resource.RLIMIT_NOFILE)[0], tcp_listeners)
+
+
 def local_address(listen: str) -> str:
     """Where a process on this host reaches a listener on `listen` (loopback for a wildcard)."""
     host, _ = _split(listen)
@@ -106,6 +115,7 @@ class ProxyServer:
         self.discovery = choose_discovery(loaded, mesh, mesh_path)
         self.ctx = ProxyContext(config, tls, open_discovery(loaded, self.discovery), policy)
         self.state = RunningProxyState(self.ctx, str(loaded.path), self.discovery)
+        self.caps = open_file_caps(config.max_connections, len(config.tcp))
         self.admin = AdminServer(
             self.state,
             self.ctx.observability,
@@ -114,6 +124,7 @@ class ProxyServer:
             version=config.version or __version__,
             idle_timeout=config.timeouts.idle,
             request_timeout=config.timeouts.header,
+            max_connections=self.caps.admin,
         )
         self._tracing = mesh.tracing  # applied once the loop runs, in start()
         self.spans = SpanExport(self.ctx.bus, {
@@ -123,7 +134,7 @@ class ProxyServer:
         })
         self.inbound = InboundProxy(self.ctx)
         self.outbound = OutboundProxy(self.ctx)
-        self._servers: list[asyncio.Server | Acceptor] = []
+        self._servers: list[Acceptor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ports: dict[str, int] = {}
 
@@ -132,23 +143,30 @@ class ProxyServer:
         logging.getLogger().addHandler(self.ctx.observability.logs)
         self.spans.apply(self._tracing)  # before the listeners: every request may have a span
         inherited = InheritedListeners.from_environ()
+        limits = self.ctx.observability.listeners
+        caps = self.caps
+        log.info("connection limits", extra={"event": "listener_caps", "inbound": caps.inbound,
+                                              "outbound": caps.outbound, "each_tcp": caps.tcp,
+                                              "each_admin": caps.admin})
 
-        def where(name: str, address: str) -> tuple[str, int, socket.socket | None]:
+        def where(name: str, address: str, cap: int
+                  ) -> tuple[str, int, ConnectionLimit, socket.socket | None]:
             host, port = _split(address)
-            return host, port, inherited.take(name, host, port)
+            return host, port, limits.add(name, cap), inherited.take(name, host, port)
 
-        inbound = await self.inbound.serve(*where("inbound", config.listen.inbound))
-        outbound = await self.outbound.serve(*where("outbound", config.listen.outbound))
+        inbound = self.inbound.serve(*where("inbound", config.listen.inbound, caps.inbound))
+        outbound = self.outbound.serve(*where("outbound", config.listen.outbound, caps.outbound))
         self._servers += [inbound, outbound]
         listeners = {"inbound": inbound.sockets[0], "outbound": outbound.sockets[0]}
         for upstream in config.tcp:
             listener = TcpUpstreamListener(self.ctx, upstream.service, self.outbound)
             name = f"tcp:{upstream.service}"
-            server = await listener.serve(*where(name, upstream.listen))
+            server = listener.serve(*where(name, upstream.listen, caps.tcp))
             self._servers.append(server)
             listeners[name] = server.sockets[0]
         await self.admin.serve_unix(paths.admin_socket(config.service))
-        admin_host, admin_port, admin_sock = where("admin", config.listen.admin)
+        admin_host, admin_port = _split(config.listen.admin)
+        admin_sock = inherited.take("admin", admin_host, admin_port)
         admin_tls = self.ctx.tls.admin_front
         assert admin_tls is not None, "no certificates loaded"  # refused in __init__
         listeners["admin"] = await self.admin.serve_tcp(

@@ -24,11 +24,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.connection import Connection, listen
+from proxy.acceptor import Acceptor, listen
+from proxy.connection import Connection
 from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
 from proxy.endpoints import Endpoint, NoEndpoints, ServiceEndpoints
 from proxy.events import RequestEvent
 from proxy.keepalive import keep_alive
+from proxy.listener_limits import ConnectionLimit
 from proxy.metrics import error_reason
 from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
 
@@ -192,10 +194,11 @@ class TcpUpstreamListener:
         self.service = service
         self.http = http
 
-    async def serve(self, host: str, port: int, sock: socket.socket | None = None,
-                    ) -> asyncio.Server:
-        """Listen for the app (on `sock` if given); each connection is served by `handle`."""
-        return await listen(host, port, self.handle, self.ctx.connections, sock)
+    def serve(self, host: str, port: int, limit: ConnectionLimit,
+              sock: socket.socket | None = None) -> Acceptor:
+        """Listen for the app (on `sock` if given), at most `limit` connections at once; each
+        connection is served by `handle`."""
+        return listen(host, port, self.handle, self.ctx.connections, limit, sock)
 
     async def handle(self, connection: Connection) -> None:
         """Detect with the policy in force now (a reload applies to new connections)."""

@@ -21,6 +21,11 @@ A service file:
     outbound = "127.0.0.1:4140"
     admin = "127.0.0.1:4191"
     advertise = "127.0.0.1"       # the address other hosts reach the inbound port on
+    [max_connections]             # optional; defaults share the open-file limit out
+    inbound = 16000
+    outbound = 16000
+    tcp = 1000                    # each [[tcp]] listener
+    admin = 64                    # each of the admin port and the admin socket
     [[tcp]]                       # TCP upstreams: a local listener per upstream (HTTP detected)
     service = "db"
     listen = "127.0.0.1:15432"
@@ -142,6 +147,21 @@ class Timeouts:
     drain: Seconds = 30.0
 
 
+Cap = Annotated[int, Range(ge=1)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaxConnections:
+    """The `[max_connections]` table: the most connections each listener holds at once (at
+    its cap it stops accepting until one closes); one left out is a share of the open-file
+    limit (`proxy.listener_limits.listener_caps`)."""
+
+    inbound: Cap | None = None
+    outbound: Cap | None = None
+    tcp: Cap | None = None  # each [[tcp]] listener
+    admin: Cap | None = None  # each of the admin port and the admin socket
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Discovery:
     """The `[discovery]` table of mesh.toml: which backend finds the other services.
@@ -187,6 +207,7 @@ class ServiceConfig:
     max_destinations: Annotated[int, Range(ge=1)] = 1024
     listen: Listen = Listen()
     timeouts: Timeouts = Timeouts()
+    max_connections: MaxConnections = MaxConnections()
     discovery: Discovery | None = None  # see `effective_discovery`: mesh.toml wins
     tcp: tuple[TcpUpstream, ...] = ()
 

@@ -24,3 +24,17 @@ class TokenBucket:
         self._tokens = min(float(self.burst), refilled) - 1.0
         self._stamp = now
         return 0.0 if self._tokens >= 0 else -self._tokens * self.interval_s
+
+    def take(self, now: float) -> bool:
+        """Take a token for an action at `now` if there is one (True); else False, and
+        nothing is spent: for an action that is skipped, not delayed (a log line)."""
+        if self.interval_s <= 0:
+            return True
+        refilled = min(float(self.burst), self._tokens + max(now - self._stamp, 0.0)
+                       / self.interval_s)
+        self._stamp = now
+        if refilled < 1.0:
+            self._tokens = refilled
+            return False
+        self._tokens = refilled - 1.0
+        return True

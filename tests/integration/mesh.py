@@ -156,13 +156,15 @@ class Mesh:
     def start_proxy(
         self, service: str, app_port: int, extra: str = "", certificate: bool = True,
         instance_id: str | None = None, idle: str = "10s", drain: str = "10s",
+        prefix: Sequence[str] = (),
     ) -> ProxyProcess:
-        """Configure, certify and start the proxy of `service`; it is added to discovery."""
+        """Configure, certify and start the proxy of `service` (after `prefix`, e.g.
+        `prlimit --nofile=256`); it is added to discovery."""
         instance_id = instance_id or f"{service}-{len(self.proxies) + 1}"
         self.configure(service, app_port, extra, instance_id, idle, drain)
         if certificate:
             self.issue(service)
-        proxy = start_proxy_process(service, self.env, source=self.source)
+        proxy = start_proxy_process(service, self.env, prefix, self.source)
         self.proxies.append(proxy)
         self.add_instance(service, proxy.ports["inbound"], instance_id)
         return proxy

@@ -7,11 +7,8 @@ otherwise hold its stream (and its place among the proxy's streams) for ever."""
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.integration.mesh import Mesh, ProxyProcess, wait_until
 from tests.integration.processes import start_backend
@@ -40,15 +37,6 @@ def probed(hop: list[str]) -> bool:
 def probed_alone(accepted: list[str]) -> bool:
     """The one connection accepted has its keep-alive timer running."""
     return len(accepted) == 1 and accepted[0].startswith("timer:(keepalive,")
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    mesh = Mesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def test_a_pooled_connection_between_proxies_is_probed(mesh: Mesh) -> None:

@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
-from proxy.connection import Connection, listen
+from proxy.acceptor import listen
+from proxy.connection import Connection
+from proxy.listener_limits import ConnectionLimit
 
 
 async def test_the_failure_is_logged_the_connection_closed_and_the_next_one_served(
@@ -22,7 +24,7 @@ async def test_the_failure_is_logged_the_connection_closed_and_the_next_one_serv
         connection.close()
 
     tasks: set[asyncio.Task[None]] = set()
-    server = await listen("127.0.0.1", 0, handler, tasks)
+    server = listen("127.0.0.1", 0, handler, tasks, ConnectionLimit("test", 8))
     port = server.sockets[0].getsockname()[1]
     try:
         with caplog.at_level(logging.ERROR, logger="vmesh.proxy"):
@@ -39,4 +41,3 @@ async def test_the_failure_is_logged_the_connection_closed_and_the_next_one_serv
         assert not tasks
     finally:
         server.close()
-        await server.wait_closed()

@@ -1,0 +1,51 @@
+"""The listeners' connection caps: those the service file sets, the rest shares of the open-file
+limit that keep every listener at its cap within it; and a listener that fills up logs the
+saturation once per episode, no more than its log pace allows however often it flaps."""
+
+import logging
+
+import pytest
+
+from proxy.listener_limits import (
+    FDS_PER_PROXIED_CONNECTION,
+    SATURATION_LOG_BURST,
+    ConnectionLimit,
+    listener_caps,
+)
+from vm_mesh.config import MaxConnections
+
+
+@pytest.mark.parametrize("nofile", [1024, 65536])
+@pytest.mark.parametrize("tcp_listeners", [0, 3])
+def test_the_default_caps_all_full_stay_within_the_open_file_limit(
+    nofile: int, tcp_listeners: int
+) -> None:
+    caps = listener_caps(MaxConnections(), nofile, tcp_listeners)
+    data = caps.inbound + caps.outbound + caps.tcp * tcp_listeners
+    assert data * FDS_PER_PROXIED_CONNECTION + 2 * caps.admin < nofile
+    assert caps.inbound == caps.outbound == caps.tcp > caps.admin
+
+
+def test_caps_the_file_sets_are_kept_and_an_unlimited_file_limit_is_bounded() -> None:
+    caps = listener_caps(MaxConnections(outbound=3, admin=5), -1, 0)
+    assert (caps.outbound, caps.admin) == (3, 5)
+    assert caps.inbound > 1000
+
+
+def test_each_saturation_is_logged_once_and_flapping_within_the_pace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limit = ConnectionLimit("outbound", 2)
+    with caplog.at_level(logging.INFO, logger="vmesh.proxy.listeners"):
+        limit.opened()
+        assert not limit.saturated
+        limit.opened()
+        assert limit.saturated
+        for _ in range(5):  # closes and fills up again: an episode each time
+            limit.closed()
+            limit.opened()
+    assert limit.saturations == 6
+    events = [r.event for r in caplog.records]  # type: ignore[attr-defined]
+    assert events == ["listener_saturated", "listener_resumed"] * SATURATION_LOG_BURST
+    limit.closed()
+    assert limit.snapshot() == {"open": 1, "max": 2, "saturated": False, "saturations": 6}

@@ -235,6 +235,7 @@ def _revoke_host(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from identity import castate, pki, spiffe
+    from identity.client import LeafFiles
 
     ca = castate.load(_ca_dir())
     try:
@@ -251,9 +252,8 @@ def _operator(args: argparse.Namespace) -> int:
         lifetime=timedelta(seconds=_seconds(args.ttl, "--ttl")),
     )
     out = args.out or paths.state_dir("operator")
-    pki.write_private(out / "key.pem", pki.key_pem(key))
-    pki.write_file(out / "cert.pem", pki.cert_pem(leaf, ca.active.cert))
-    pki.write_file(out / "bundle.pem", pki.cert_pem(*ca.bundle))
+    LeafFiles(out).save(pki.key_pem(key), pki.cert_pem(leaf, ca.active.cert).decode(),
+                        pki.cert_pem(*ca.bundle).decode())
     expires = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M}Z"
     print(f"operator certificate for {identity} in {out} (expires {expires})")
     return 0

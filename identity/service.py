@@ -30,6 +30,7 @@ from identity.authority import Authority
 from identity.errors import Rejection
 from identity.ratelimit import RateLimiter
 from vm_mesh.errors import UserError
+from vm_mesh.files import write_together
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -360,8 +361,8 @@ def _present_certificate(
         ip_addresses=ips,
     )
     tls_dir = castate.server_directory(ca)
-    pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
-    pki.write_file(tls_dir / "cert.pem", pki.cert_pem(cert, ca.active.cert))
+    write_together(tls_dir, [("key.pem", pki.key_pem(key), 0o600),
+                             ("cert.pem", pki.cert_pem(cert, ca.active.cert), 0o644)])
     context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
 
 

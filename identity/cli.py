@@ -44,6 +44,13 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         default=[],
         help="extra DNS name or IP for the service's certificate (repeatable)",
     )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.IDENTITY_MAX_CONNECTIONS,
+        help="connections open at once; beyond it no more are accepted until one closes "
+             "(default %(default)s)",
+    )
     serve.set_defaults(handler=_serve)
 
     token = add_command(sub, "token", "Create, list and revoke one-time join tokens.")
@@ -142,7 +149,10 @@ def _serve(args: argparse.Namespace) -> int:
         {socket.gethostname(), "localhost", "127.0.0.1", *args.san}
         | ({host} if host not in ("0.0.0.0", "::") else set())
     )
-    server = IdentityServer((host.strip("[]"), int(port)), authority, names, RateLimiter())
+    if args.max_connections < 1:
+        raise UserError(f"--max-connections {args.max_connections}: must be at least 1")
+    server = IdentityServer((host.strip("[]"), int(port)), authority, names, RateLimiter(),
+                            max_connections=args.max_connections)
     logging.getLogger("vmesh.identity").info(
         "identity service listening",
         extra={"listen": f"{host}:{server.server_address[1]}", "trust_domain": ca.trust_domain},

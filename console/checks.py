@@ -3,7 +3,8 @@
 The judgements are the pure functions of `console.models.checks`; this module
 only gathers their inputs: polls of every admin source, the leaves this
 host's cert-helpers keep, the service configs of this host and who listens on
-their ports, its policy files, and the identity service.
+their ports, its policy files, the identity service, and the issuers of the CA when this
+host keeps it.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from console.models.checks import (
     check_discovery,
     check_discovery_source,
     check_helper_leaf,
+    check_issuer_constraint,
     check_policy_loads,
     check_port,
     check_reachable,
     check_unprotected,
 )
 from console.sources import Source
-from identity import pki
+from identity import castate, pki
 from vm_mesh import paths
 from vm_mesh.config import load_service_config
 from vm_mesh.errors import UserError
@@ -162,6 +164,20 @@ async def check_identity(options: CheckOptions) -> Finding:
     return check_reachable("identity", url, None, None, "")
 
 
+def ca_issuers() -> list[Finding]:
+    """Whether each trusted issuer of the CA on this host, if it is the CA host, is
+    name-constrained to its trust domain (nothing when there is no CA here, or this user may
+    not read it)."""
+    directory = paths.state_dir("identity")
+    try:
+        trust_domain, active, generations = castate.generations(directory)
+    except (OSError, ValueError, KeyError, UserError):
+        return []
+    return [check_issuer_constraint(g.number, g.number == active,
+                                    pki.is_constrained_to(g.issuer, trust_domain), trust_domain)
+            for g in generations if not g.retired]
+
+
 def configured_ports() -> list[tuple[str, str, int]]:
     """(service, role, port) from every valid service file of this host (port 0: the OS
     picks one, nothing to check)."""
@@ -254,6 +270,7 @@ async def collect_findings(polls: Sequence[Poll], options: CheckOptions, now: da
     findings += await asyncio.to_thread(check_ports)
     findings += await asyncio.to_thread(check_policy)
     findings.append(await check_identity(options))
+    findings += await asyncio.to_thread(ca_issuers)
     if not sources_found:
         findings.insert(0, Finding("admin", Status.FAIL, "this host", "no proxy admin API found",
                                    "admin.no_sources",

@@ -13,6 +13,7 @@ console and the checks can show why a source is unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
@@ -30,7 +31,9 @@ from cryptography import x509
 from console.sources import Source
 from identity import pki
 from vm_mesh import paths
+from vm_mesh.defaults import LEAF_FILES
 from vm_mesh.errors import cause_of, caused_by
+from vm_mesh.files import settle
 
 # Per-request timeouts: short connect (a dead host must not stall a view),
 # a read timeout for JSON, none between lines of a stream (taps may be quiet).
@@ -91,6 +94,7 @@ class OperatorCredentials:
     def stamp(self) -> FilesStamp:
         """The state of the three files (AdminError when one is missing): a new certificate,
         key or bundle, even written in place, changes it."""
+        self._settle()
         stamps = []
         for what, path in (("certificate", self.cert), ("key", self.key), ("CA bundle", self.ca)):
             try:
@@ -105,6 +109,15 @@ class OperatorCredentials:
                 )
             stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
         return tuple(stamps)
+
+    def _settle(self) -> None:
+        """Finish moving in place the files of a `vmesh identity operator` cut off halfway
+        (they are replaced together, see `vm_mesh.files.write_together`), so that the key
+        and the certificate read belong together; when this user may not, they stay."""
+        directory = self.cert.parent
+        if (self.ca, self.key, self.cert) == tuple(directory / name for name in LEAF_FILES):
+            with contextlib.suppress(OSError):
+                settle(directory, LEAF_FILES)
 
     def _load(self) -> ssl.SSLContext:
         try:

@@ -139,17 +139,14 @@ def retire(directory: Path, number: int) -> None:
     _write_meta_and_bundle(directory, meta)
 
 
-def load(directory: Path, issuing: int | None = None) -> CertificateAuthority:
-    """Load the CA with the key of the issuer that signs: generation `issuing`'s, by default
-    the active one's (the anchor keys are not needed to issue)."""
+def generations(directory: Path) -> tuple[str, int, tuple[Generation, ...]]:
+    """The trust domain, the active generation's number and every generation of the CA in
+    `directory`, read without any key (what `vmesh check` judges)."""
     meta = _read_meta(directory)
-    signing = meta["active"] if issuing is None else issuing
-    if signing not in meta["generations"] or signing in meta["retired"]:
-        raise UserError(f"generation {signing} of the CA in {directory} is retired or gone")
-    generations = []
+    found = []
     for number in meta["generations"]:
         gen = directory / f"gen-{number}"
-        generations.append(
+        found.append(
             Generation(
                 number=number,
                 anchor=pki.load_certs((gen / "anchor.pem").read_bytes())[0],
@@ -157,14 +154,22 @@ def load(directory: Path, issuing: int | None = None) -> CertificateAuthority:
                 retired=number in meta["retired"],
             )
         )
+    return meta["trust_domain"], meta["active"], tuple(found)
+
+
+def load(directory: Path, issuing: int | None = None) -> CertificateAuthority:
+    """Load the CA with the key of the issuer that signs: generation `issuing`'s, by default
+    the active one's (the anchor keys are not needed to issue)."""
+    trust_domain, active, found = generations(directory)
+    signing = active if issuing is None else issuing
+    if not any(g.number == signing and not g.retired for g in found):
+        raise UserError(f"generation {signing} of the CA in {directory} is retired or gone")
     issuer_dir = directory / f"gen-{signing}"
     issuer = pki.CertifiedKey(
         key=pki.load_key((issuer_dir / "issuer.key").read_bytes()),
         cert=pki.load_certs((issuer_dir / "issuer.pem").read_bytes())[0],
     )
-    return CertificateAuthority(
-        directory, meta["trust_domain"], tuple(generations), issuer, signing
-    )
+    return CertificateAuthority(directory, trust_domain, found, issuer, signing)
 
 
 def served_anchor(ca: CertificateAuthority) -> x509.Certificate:

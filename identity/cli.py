@@ -44,6 +44,13 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         default=[],
         help="extra DNS name or IP for the service's certificate (repeatable)",
     )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.IDENTITY_MAX_CONNECTIONS,
+        help="connections open at once; beyond it no more are accepted until one closes "
+             "(default %(default)s)",
+    )
     serve.set_defaults(handler=_serve)
 
     token = add_command(sub, "token", "Create, list and revoke one-time join tokens.")
@@ -142,7 +149,10 @@ def _serve(args: argparse.Namespace) -> int:
         {socket.gethostname(), "localhost", "127.0.0.1", *args.san}
         | ({host} if host not in ("0.0.0.0", "::") else set())
     )
-    server = IdentityServer((host.strip("[]"), int(port)), authority, names, RateLimiter())
+    if args.max_connections < 1:
+        raise UserError(f"--max-connections {args.max_connections}: must be at least 1")
+    server = IdentityServer((host.strip("[]"), int(port)), authority, names, RateLimiter(),
+                            max_connections=args.max_connections)
     logging.getLogger("vmesh.identity").info(
         "identity service listening",
         extra={"listen": f"{host}:{server.server_address[1]}", "trust_domain": ca.trust_domain},
@@ -235,6 +245,7 @@ def _revoke_host(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from identity import castate, pki, spiffe
+    from identity.client import LeafFiles
 
     ca = castate.load(_ca_dir())
     try:
@@ -251,9 +262,8 @@ def _operator(args: argparse.Namespace) -> int:
         lifetime=timedelta(seconds=_seconds(args.ttl, "--ttl")),
     )
     out = args.out or paths.state_dir("operator")
-    pki.write_private(out / "key.pem", pki.key_pem(key))
-    pki.write_file(out / "cert.pem", pki.cert_pem(leaf, ca.active.cert))
-    pki.write_file(out / "bundle.pem", pki.cert_pem(*ca.bundle))
+    LeafFiles(out).save(pki.key_pem(key), pki.cert_pem(leaf, ca.active.cert).decode(),
+                        pki.cert_pem(*ca.bundle).decode())
     expires = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M}Z"
     print(f"operator certificate for {identity} in {out} (expires {expires})")
     return 0

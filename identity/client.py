@@ -26,6 +26,8 @@ from vm_mesh.files import settle, write_together
 log = logging.getLogger("vmesh.identity.client")
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# The most of a trust bundle (anchors, PEM) read from a service not yet authenticated.
+MAX_BUNDLE_BYTES = 64 * 1024
 
 
 class IdentityRefused(Exception):
@@ -113,6 +115,19 @@ async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLConte
         raise InvalidAnswer(url, "the body is not JSON") from None
 
 
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of `response` (decoded), or None as soon as it is over `limit` bytes."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def _store_issued(files: LeafFiles, url: str, answer: Any, key: ec.EllipticCurvePrivateKey,
                   identity: str) -> x509.Certificate:
     """Store the leaf of an answer to a join or renewal, with `key`, once it is known to be a
@@ -144,10 +159,17 @@ async def fetch_pinned_anchor(url: str, pin: str) -> x509.Certificate:
     anchor: only it may authenticate the identity service a token is sent to (an impostor
     could list its own anchor beside the real one, which is public).
     """
-    async with httpx.AsyncClient(verify=False, timeout=TIMEOUT) as client:
-        response = await client.get(url.rstrip("/") + "/v1/bundle")
-    response.raise_for_status()
-    for anchor in pki.load_certs(response.content):
+    async with httpx.AsyncClient(verify=False, timeout=TIMEOUT) as client, \
+            client.stream("GET", url.rstrip("/") + "/v1/bundle") as response:
+        response.raise_for_status()
+        bundle = await _read_at_most(response, MAX_BUNDLE_BYTES)
+    if bundle is None:
+        raise UserError(
+            f"identity.bundle_too_large: the identity service at {url} published a trust "
+            f"bundle over {MAX_BUNDLE_BYTES} bytes; nothing was read further or stored "
+            "(check the --identity URL)"
+        )
+    for anchor in pki.load_certs(bundle):
         if anchor_pin(anchor) == pin:
             return anchor
     raise UserError(

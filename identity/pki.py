@@ -60,6 +60,8 @@ def _signing_cert(
     issuer: CertifiedKey | None,
     key: ec.EllipticCurvePrivateKey,
 ) -> x509.Certificate:
+    """A CA certificate; an intermediate (one with an `issuer`) is name-constrained to the
+    URIs of `trust_domain` (`trust_domain_constraint`)."""
     signer_key = issuer.key if issuer else key
     builder = (
         x509.CertificateBuilder()
@@ -96,8 +98,28 @@ def _signing_cert(
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
             critical=False,
-        )
+        ).add_extension(trust_domain_constraint(trust_domain), critical=True)
     return builder.sign(signer_key, hashes.SHA256())
+
+
+def trust_domain_constraint(trust_domain: str) -> x509.NameConstraints:
+    """What an issuer of `trust_domain` may certify: URIs whose host is the trust domain
+    (`spiffe://<td>/...`; RFC 5280 matches a URI constraint against the host). Names of
+    other types stay free (the identity service's own DNS names and addresses). A stolen
+    issuer key thus cannot mint identities of another trust domain for a relying party that
+    trusts this one's anchor beside that domain's."""
+    return x509.NameConstraints(
+        permitted_subtrees=[x509.UniformResourceIdentifier(trust_domain)], excluded_subtrees=None
+    )
+
+
+def is_constrained_to(issuer: x509.Certificate, trust_domain: str) -> bool:
+    """Whether `issuer` carries `trust_domain_constraint(trust_domain)`, critical."""
+    try:
+        extension = issuer.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return extension.critical and extension.value == trust_domain_constraint(trust_domain)
 
 
 def create_anchor(
@@ -129,7 +151,8 @@ def create_issuer(
     now: datetime | None = None,
     lifetime: timedelta = defaults.ISSUER_LIFETIME,
 ) -> CertifiedKey:
-    """An intermediate CA (path length 0) signed by `anchor`; it signs every leaf."""
+    """An intermediate CA (path length 0) signed by `anchor`, name-constrained to the URIs of
+    `trust_domain`; it signs every leaf."""
     now = now or utcnow()
     key = generate_key()
     cert = _signing_cert(

@@ -4,6 +4,11 @@
     POST /v1/renew   {"certificate", "csr", "proof"}           -> leaf chain + bundle
     GET  /v1/bundle                                             -> trust bundle (PEM)
     GET  /healthz                                               -> {"status": "ok"}
+    GET  /metrics                                               -> Prometheus text
+
+At most `max_connections` connections are open at once (`identity.conncap`): beyond it the
+service accepts nothing more until one closes, so a flood waits in the listen queue instead
+of exhausting its file descriptors.
 
 Renewal proves possession of the current leaf by a signature over the new CSR
 made with the current key, so that an expired or foreign leaf is refused with
@@ -20,16 +25,24 @@ import socketserver
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from identity import castate, pki
 from identity.authority import Authority
+from identity.conncap import ConnectionCap
 from identity.errors import Rejection
 from identity.ratelimit import RateLimiter
+from vm_mesh import defaults
 from vm_mesh.errors import UserError
+from vm_mesh.files import write_together
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -44,6 +57,12 @@ SERVER_CERT_LIFETIME = timedelta(days=90)
 SERVER_CERT_RETRY = timedelta(minutes=1)
 # A request is read whole within this (from the wait for its first byte to its body's last).
 REQUEST_DEADLINE_S = 10.0
+# At the cap, how long the accept loop waits for a place before it looks for a shutdown.
+CAP_WAIT_S = 0.5
+
+
+class _AtCap(OSError):
+    """No place for another connection yet: it is left in the listen queue."""
 
 
 class IdentityServer(ThreadingHTTPServer):
@@ -68,8 +87,11 @@ class IdentityServer(ThreadingHTTPServer):
         certificate_lifetime: timedelta = SERVER_CERT_LIFETIME,
         request_deadline: float = REQUEST_DEADLINE_S,
         certificate_retry: timedelta = SERVER_CERT_RETRY,
+        max_connections: int = defaults.IDENTITY_MAX_CONNECTIONS,
     ) -> None:
         self.authority = authority
+        self.connections = ConnectionCap(max_connections)
+        self.metrics = _metrics(self.connections)
         self.request_deadline = request_deadline
         self.names = names
         self.certificate_lifetime = certificate_lifetime
@@ -88,6 +110,24 @@ class IdentityServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = port
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection once there is a place for it (`_AtCap` when none freed yet:
+        `serve_forever` then looks for a shutdown and comes back)."""
+        if not self.connections.admit(CAP_WAIT_S):
+            raise _AtCap
+        try:
+            return super().get_request()
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close an accepted connection and give back its place."""
+        try:
+            super().shutdown_request(request)
+        finally:
+            self.connections.release()
 
     def follow_ca(self) -> None:
         """Load the CA again if `rotate` or `retire` changed it since it was last loaded. The
@@ -176,7 +216,10 @@ class IdentityServer(ThreadingHTTPServer):
                 },
             )
             return
-        super().finish_request(tls, client_address)
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()  # its descriptor now, before its place is given back
 
 
 class _ReadsByDeadline(socket.SocketIO):
@@ -239,6 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz":
             self._json(HTTPStatus.OK, {"status": "ok"})
+        elif self.path == "/metrics":
+            self._send(HTTPStatus.OK, generate_latest(self.server.metrics), CONTENT_TYPE_LATEST)
         elif self.path == "/v1/bundle":
             bundle = pki.cert_pem(*self.server.authority.ca.bundle)
             self._send(HTTPStatus.OK, bundle, "application/x-pem-file")
@@ -330,6 +375,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+class _ConnectionMetrics(Collector):
+    """The service's connections as metrics: open, the cap, and the times it was reached."""
+
+    def __init__(self, connections: ConnectionCap) -> None:
+        self.connections = connections
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("identity_connections_open", "Connections open now.",
+                                value=self.connections.open)
+        yield GaugeMetricFamily("identity_connections_max",
+                                "The cap on open connections (--max-connections).",
+                                value=self.connections.limit)
+        yield CounterMetricFamily(
+            "identity_connection_cap_reached",
+            "Times the service reached its connection cap and stopped accepting.",
+            value=self.connections.episodes)
+
+
+def _metrics(connections: ConnectionCap) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_ConnectionMetrics(connections))
+    return registry
+
+
 def server_context(
     authority: Authority, names: list[str], lifetime: timedelta = SERVER_CERT_LIFETIME
 ) -> ssl.SSLContext:
@@ -360,8 +429,8 @@ def _present_certificate(
         ip_addresses=ips,
     )
     tls_dir = castate.server_directory(ca)
-    pki.write_private(tls_dir / "key.pem", pki.key_pem(key))
-    pki.write_file(tls_dir / "cert.pem", pki.cert_pem(cert, ca.active.cert))
+    write_together(tls_dir, [("key.pem", pki.key_pem(key), 0o600),
+                             ("cert.pem", pki.cert_pem(cert, ca.active.cert), 0o644)])
     context.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
 
 

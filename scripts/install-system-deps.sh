@@ -18,6 +18,7 @@ packages=(
     prometheus       # a real scraper of /metrics
     python3-dev      # Python's headers, for that compile (Debian's python3)
     socat            # raw bytes for bad-input tests
+    strace           # proves the identity files are fsynced with their directory
     systemd          # systemd-analyze verify for rendered units
     tcpdump          # packet stamps for bench/compare.py --hops
     testssl.sh       # independent TLS configuration check

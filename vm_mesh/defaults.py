@@ -9,6 +9,8 @@ INBOUND_PORT = 4143
 ADMIN_PORT = 4191
 GATEWAY_PORT = 4180  # a mesh gateway: other sites' mTLS connections, routed by SNI
 IDENTITY_PORT = 8443
+# The identity service's cap on open connections (`vmesh identity serve --max-connections`).
+IDENTITY_MAX_CONNECTIONS = 256
 
 LEAF_LIFETIME = timedelta(hours=24)
 ISSUER_LIFETIME = timedelta(days=365)

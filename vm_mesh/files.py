@@ -1,5 +1,6 @@
-"""Atomic file writes (temp file + fsync + rename) for state, config and certificates, one
-file at a time or several that must change together (a key and its certificate)."""
+"""Atomic, durable file writes (temp file + fsync + rename + fsync of the directory) for
+state, config and certificates, one file at a time or several that must change together (a
+key and its certificate)."""
 
 import contextlib
 import os
@@ -12,7 +13,8 @@ STAGE = ".next"  # where `write_together` puts the files before they move in pla
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` atomically (temp file + rename) with `mode`, creating parent dirs."""
+    """Write `data` atomically (temp file + rename) and durably (both synced to disk) with
+    `mode`, creating parent dirs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -25,6 +27,17 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make the renames into `directory` durable: without this fsync a power cut may undo
+    them, even though the files' own data was synced."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -53,4 +66,5 @@ def settle(directory: Path, names: Sequence[str]) -> None:
     for name in names:
         with contextlib.suppress(FileNotFoundError):  # moved by the writer meanwhile
             (stage / name).replace(directory / name)
+    sync_directory(directory)
     shutil.rmtree(stage, ignore_errors=True)

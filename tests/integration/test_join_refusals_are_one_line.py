@@ -1,6 +1,7 @@
 """`vmesh join` refusals are one line naming what failed: a token that is not one, a token
 made for another CA (anchor pin mismatch), an impostor that lists the real anchor beside its
-own (the token never reaches it); `--discovery consul` writes a Consul table into mesh.toml,
+own (the token never reaches it), a published bundle too large to be one (it is not read
+whole); `--discovery consul` writes a Consul table into mesh.toml,
 and one that contradicts mesh.toml is refused."""
 
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from identity import castate
 from identity.authority import Authority
+from identity.client import MAX_BUNDLE_BYTES
 from identity.service import server_context
 from identity.store import Store
 from tests.integration.identity_service import running_identity_service, vmesh
@@ -134,3 +136,18 @@ def test_a_managed_service_file_is_kept_and_only_the_certificate_fetched(tmp_pat
     assert kept.returncode == 0, kept.stderr
     assert service_file.read_text() == written
     assert (tmp_path / "vm1/var/lib/vmesh/api/cert.pem").is_file()
+
+
+def test_a_published_bundle_over_the_limit_is_refused_and_no_token_sent(tmp_path: Path) -> None:
+    ca_root, other_root = two_authorities(tmp_path)
+    token = vmesh(ca_root, "identity", "token", "create", "--host", "vm1",
+                  "--services", "api").stdout.strip()
+    real = (ca_root / "var/lib/vmesh/identity/bundle.pem").read_bytes()
+    flood = real * (MAX_BUNDLE_BYTES * 64 // len(real))  # the real anchor, over and over
+    with impostor(other_root / "var/lib/vmesh/identity", flood) as (url, received):
+        result = join(tmp_path / "vm1", token, url)
+    assert result.returncode != 0
+    line = one_line(result.stderr)
+    assert "identity.bundle_too_large" in line and url in line
+    assert received == []
+    assert not (tmp_path / "vm1/var/lib/vmesh/api").exists()

@@ -5,6 +5,7 @@ may still be being written."""
 
 from pathlib import Path
 
+from console.client import OperatorCredentials
 from identity import castate, pki
 from identity.client import LeafFiles
 from vm_mesh.defaults import LEAF_FILES
@@ -77,3 +78,31 @@ def test_a_leaf_is_read_after_a_cut_off_renewal_is_settled(tmp_path: Path) -> No
 
     assert files.leaf() == pairs[1][2]
     assert files.key.read_bytes() == pairs[1][0] and files.cert.read_bytes() == pairs[1][1]
+
+
+def test_operator_credentials_are_read_after_a_cut_off_operator_run_is_settled(
+    tmp_path: Path,
+) -> None:
+    castate.init(tmp_path / "ca", "vmesh.local")
+    ca = castate.load(tmp_path / "ca")
+    operator = tmp_path / "operator"
+    pairs = []
+    for _ in range(2):
+        key = pki.generate_key()
+        leaf = pki.issue_leaf(ca.active, key.public_key(),
+                              spiffe_id="spiffe://vmesh.local/operator/alice",
+                              common_name="alice", trust_domain="vmesh.local")
+        pairs.append((pki.key_pem(key), pki.cert_pem(leaf, ca.active.cert)))
+    bundle = pki.cert_pem(*ca.bundle)
+    LeafFiles(operator).save(pairs[0][0], pairs[0][1].decode(), bundle.decode())
+    stage = operator / STAGE  # the second run, cut off after moving its key
+    write_file(stage / "bundle.pem", bundle)
+    write_file(stage / "key.pem", pairs[1][0], 0o600)
+    write_file(stage / "cert.pem", pairs[1][1])
+    (stage / "key.pem").replace(operator / "key.pem")
+
+    credentials = OperatorCredentials(operator / "cert.pem", operator / "key.pem",
+                                      operator / "bundle.pem")
+    credentials.ssl_context()  # the key and the certificate load as a pair
+    assert (operator / "cert.pem").read_bytes() == pairs[1][1]
+    assert not stage.exists()

@@ -352,6 +352,44 @@ def _cert(owner: str, kind: str, data: dict[str, Any]) -> CertInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Failover:
+    """Where a proxy sends an upstream's requests while it has no available instance of its
+    own (ServicePolicy `failover`): `to` (None: no destination has one either), why, since."""
+
+    to: str | None
+    reason: str
+    detail: str
+    since: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Failover | None:
+        if not isinstance(data, dict):
+            return None
+        to = data.get("to")
+        return cls(to=str(to) if to else None, reason=str(data.get("reason") or "-"),
+                   detail=str(data.get("detail") or ""), since=parse_time(data.get("since")))
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One instance of an upstream as a proxy balances over it."""
+
+    id: str
+    addr: str
+    breaker: str  # closed | open | half-open; `-` when the proxy does not say
+    gateway: str | None  # the server name a mesh gateway carries to the instance, if through one
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Endpoint:
+        breaker = data.get("breaker")
+        gateway = data.get("gateway")
+        return cls(id=str(data.get("id") or "-"), addr=str(data.get("addr") or "-"),
+                   breaker=str(breaker.get("state") or "-") if isinstance(breaker, dict) else "-",
+                   gateway=str(gateway.get("server_name") or "-")
+                   if isinstance(gateway, dict) else None)
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamEndpoints:
     """What discovery says about one upstream service, as a proxy sees it."""
 
@@ -360,6 +398,16 @@ class UpstreamEndpoints:
     instances: int
     updated_at: datetime | None
     stale: bool
+    members: tuple[Endpoint, ...] = ()  # the instances, when the proxy lists them
+    failover: Failover | None = None
+    refused: tuple[str, str] | None = None  # (reason, detail): discovery refuses the name
+
+    @property
+    def datacenter(self) -> str | None:
+        """The Consul datacenter of `api.east`: `east`; None for a service of the proxy's
+        own site."""
+        _, dot, datacenter = self.service.partition(".")
+        return datacenter if dot else None
 
 
 def parse_endpoints(data: dict[str, Any] | list[Any]) -> list[UpstreamEndpoints]:
@@ -374,6 +422,8 @@ def parse_endpoints(data: dict[str, Any] | list[Any]) -> list[UpstreamEndpoints]
     result = []
     for item in items or ():
         instances = item.get("instances") or 0  # missing, null or []: none
+        listed = instances if isinstance(instances, list) else []
+        refused = item.get("refused")
         result.append(
             UpstreamEndpoints(
                 service=str(item.get("service") or "-"),
@@ -381,6 +431,10 @@ def parse_endpoints(data: dict[str, Any] | list[Any]) -> list[UpstreamEndpoints]
                 instances=len(instances) if isinstance(instances, list) else int(instances),
                 updated_at=parse_time(item.get("updated_at") or item.get("last_seen")),
                 stale=bool(item.get("stale")),
+                members=tuple(Endpoint.from_json(i) for i in listed if isinstance(i, dict)),
+                failover=Failover.from_json(item.get("failover")),
+                refused=(str(refused.get("reason") or "-"), str(refused.get("detail") or ""))
+                if isinstance(refused, dict) else None,
             )
         )
     return result

@@ -51,7 +51,7 @@ Screen { layout: vertical; }
 #keys { dock: bottom; height: 1; background: $panel; color: $text-muted; padding: 0 1; }
 ContentSwitcher { height: 1fr; }
 .viewbar { height: 1; color: $text-muted; padding: 0 1; }
-#problems { height: auto; max-height: 5; padding: 0 1; }
+#problems, #failovers { height: auto; max-height: 5; padding: 0 1; }
 #hint { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
 View { height: 1fr; }
 View DataTable { height: 1fr; }

@@ -1,4 +1,5 @@
-"""`vmesh tap|top|stat|certs|logs|check|console`: the console's views as plain text and JSON.
+"""`vmesh tap|top|stat|endpoints|certs|logs|check|console`: the console's views as plain
+text and JSON.
 
 Text output uses linkerd viz column names so people and scripts recognise
 them; `--json` prints one JSON object per line (streams stay streams).
@@ -60,6 +61,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _source_options(p)
     _json_option(p)
     p.set_defaults(handler=_stat)
+
+    p = add_command(commands, "endpoints",
+                    "Each proxy's upstreams by datacenter: failovers, refusals, instances, "
+                    "breakers, gateways.")
+    _source_options(p)
+    _json_option(p)
+    p.set_defaults(handler=_endpoints)
 
     p = add_command(commands, "tap", "Stream the requests passing through the proxies.")
     _source_options(p)
@@ -266,6 +274,31 @@ def _stat(args: argparse.Namespace) -> int:
             for r in rows
         ]
         print(fmt.columns(header, table, right=frozenset(range(2, 9))))
+    _report_failures(polls)
+    return 0 if any(p.ok for p in polls) else 1
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from console import format as fmt
+    from console.collect import poll_all
+    from console.models.endpoints import endpoint_json, endpoint_rows, failover_lines
+
+    polls = asyncio.run(poll_all(_sources(args), _credentials(args), what=("endpoints",)))
+    upstreams = {p.source.name: p.endpoints for p in polls if p.ok}
+    if args.json:
+        for proxy in sorted(upstreams):
+            for up in sorted(upstreams[proxy], key=lambda u: u.service):
+                _print_json(endpoint_json(proxy, up))
+    else:
+        header = ("PROXY", "UPSTREAM", "DC", "INSTANCE", "ADDRESS", "STATE", "DETAIL")
+        print(fmt.columns(header, [
+            (r.proxy, r.upstream, r.datacenter, r.instance or "-", r.address, r.state,
+             r.detail) for r in endpoint_rows(upstreams)]))
+        for line in failover_lines(upstreams, time.time()):
+            print(f"failover {line}")
     _report_failures(polls)
     return 0 if any(p.ok for p in polls) else 1
 

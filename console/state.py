@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from console.api import LogLine, ProxyCerts, TapEvent
+from console.api import LogLine, ProxyCerts, TapEvent, UpstreamEndpoints
 from console.collect import Poll
 from console.models.checks import Finding
 from console.models.edges import EdgeTable
@@ -30,6 +30,7 @@ class MeshData:
         self.statuses: dict[str, SourceStatus] = {}
         self.polls: dict[str, Poll] = {}
         self.certs: dict[str, ProxyCerts] = {}
+        self.endpoints: dict[str, list[UpstreamEndpoints]] = {}  # per source: its upstreams
         self.tap = TapBuffer(tap_capacity)
         self.top = TopTable(watched_since=clock())
         self.edges = EdgeTable()
@@ -50,7 +51,7 @@ class MeshData:
 
     def remove_source(self, name: str) -> None:
         """Forget a source the console no longer follows (found again under another name)."""
-        for table in (self.statuses, self.polls, self.certs):
+        for table in (self.statuses, self.polls, self.certs, self.endpoints):
             table.pop(name, None)
         for key in [k for k in self.stream_errors if k.startswith(f"{name}/")]:
             del self.stream_errors[key]
@@ -65,6 +66,7 @@ class MeshData:
             status.stats = poll.stats or status.stats
             if poll.certs is not None:
                 self.certs[poll.source.name] = poll.certs
+            self.endpoints[poll.source.name] = poll.endpoints
         else:
             status.failed(poll.reason or "admin.error", poll.detail or "")
 

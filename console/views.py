@@ -29,6 +29,7 @@ from console.api import LogLine, TapEvent, common_name, short_identity
 from console.hosts import HostSampler, ProxyProcess
 from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
+from console.models.endpoints import endpoint_rows, failover_lines
 from console.models.logs import LogFilter, next_level
 from console.models.overview import overview_rows
 from console.models.routes import route_rows
@@ -57,11 +58,11 @@ def sync_table(table: DataTable, rows: Sequence[Row]) -> None:
     current = [row_key.value for row_key in table.rows]
     with table.app.batch_update():
         if keys == current:
-            columns = list(table.columns)
+            columns = list(table.columns.items())
             for key, cells in rows:
-                for column, cell in zip(columns, cells, strict=True):
-                    if table.get_cell(key, column) != cell:
-                        table.update_cell(key, column, cell)
+                for (column, spec), cell in zip(columns, cells, strict=True):
+                    if table.get_cell(key, column) != cell:  # an auto-width column may grow
+                        table.update_cell(key, column, cell, update_width=spec.auto_width)
             return
         cursor_key = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
@@ -332,6 +333,37 @@ def _tap_cells(e: TapEvent) -> tuple[Cell, ...]:
             fmt.ms(e.latency_ms), e.destination_name, "yes" if e.tls else "no")
 
 
+class EndpointsView(View):
+    """Per proxy, each upstream with its datacenter and state (a failover: where to, why and
+    since when), and each instance it balances over with its breaker and gateway."""
+
+    title = "endpoints"
+    HEALTH_STYLES = {"ok": "green", "degraded": "yellow", "down": "red"}
+
+    def compose(self) -> ComposeResult:
+        yield Bar("upstreams of each proxy, instances under them · DC local: the proxy's own "
+                  "site", classes="viewbar")
+        yield _table(("PROXY", 8), ("UPSTREAM", 16), ("DC", 6), ("ADDRESS", 15),
+                     ("STATE", 9), ("DETAIL", None))
+        yield Note(id="failovers")
+
+    def refresh_from(self, data: MeshData) -> None:
+        rows: list[Row] = []
+        for row in endpoint_rows(data.endpoints):
+            rows.append((row.key, (
+                "" if row.instance else row.proxy,
+                f"  {row.instance}" if row.instance else Text(row.upstream, style="bold"),
+                row.datacenter,
+                row.address,
+                styled(row.state, self.HEALTH_STYLES[row.health]),
+                row.detail,
+            )))
+        sync_table(self.query_one(DataTable), rows)
+        self.query_one("#failovers", Note).set(Text("\n").join(
+            Text.assemble(("failover ", "bold yellow"), line)
+            for line in failover_lines(data.endpoints, data.clock())))
+
+
 class EdgesView(View):
     """Who talks to whom, with identities and whether mTLS was on."""
 
@@ -518,4 +550,5 @@ VIEW_CLASSES: dict[str, type[View]] = {
     "logs": LogsView,
     "hosts": HostsView,
     "checks": ChecksView,
+    "endpoints": EndpointsView,
 }

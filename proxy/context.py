@@ -94,8 +94,9 @@ class ProxyContext:
     def _policy_changed(self, policy: Any) -> None:
         self.traffic = self.traffic.reloaded(policy)
         for service, endpoints in self._services.items():
-            settings = self.traffic.service(service).circuit_breaker
-            endpoints.set_breaker(_breaker_settings(settings))
+            traffic = self.traffic.service(service)
+            endpoints.set_breaker(_breaker_settings(traffic.circuit_breaker))
+            endpoints.follow_failover_policy(traffic.failover)
 
     def next_id(self) -> str:
         self._last_id += 1

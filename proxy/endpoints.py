@@ -193,13 +193,26 @@ class ServiceEndpoints:
 
     def fail_back(self) -> None:
         """Its requests go to its own instances again (one is available): logged."""
+        self._end_failover("failover ends: the service has an available instance again",
+                           "failover.instance_available")
+
+    def follow_failover_policy(self, order: tuple[str, ...]) -> None:
+        """A policy reload made `order` its failover destinations: a failover to one no
+        longer listed (or with none listed) ends at once, logged, so that `/v1/endpoints`
+        says what the next request does, not what the policy before said."""
+        current = self.failover
+        if current is None or (order and (current.to is None or current.to in order)):
+            return
+        self._end_failover("failover ends: the reloaded policy no longer fails over there",
+                           "failover.removed_by_policy")
+
+    def _end_failover(self, message: str, reason: str) -> None:
         current = self.failover
         if current is None:
             return
         self.failover = None
-        log.info("failover ends: the service has an available instance again",
-                 extra={"event": "failover_ended", "dst_service": self.service,
-                        "failover_from": current.to})
+        log.info(message, extra={"event": "failover_ended", "dst_service": self.service,
+                                 "failover_from": current.to, "reason": reason})
 
     def describe(self) -> dict[str, Any]:
         view = self.view

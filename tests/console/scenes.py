@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from console.api import LogLine, ProxyCerts, ProxyStats, TapEvent
+from console.api import LogLine, ProxyCerts, ProxyStats, TapEvent, parse_endpoints
 from console.checks import judge_polls
 from console.collect import Poll
 from console.sources import Source
@@ -81,6 +81,34 @@ def stats_json(service: str, rps: float, success: float, p50: float, p99: float,
             "upstreams": [row(name) for name in upstreams]}
 
 
+def endpoints_json() -> dict[str, Any]:
+    """web's upstreams: api failed over to api.east four minutes ago (dc1 lists no instance
+    of api), api.east reached through east's mesh gateway, store with one instance ejected."""
+    def instance(instance_id: str, port: int, breaker: str,
+                 gateway: str | None = None) -> dict[str, Any]:
+        return {"id": instance_id, "addr": f"127.0.0.1:{port}", "zone": "", "weight": 100,
+                "version": "0.1.0", "ewma_ms": 3.0, "pending": 0,
+                "breaker": {"state": breaker, "consecutive_failures": 0, "ejections": 0,
+                            "reopens_in_s": 0.0},
+                "last_seen": NOW.timestamp() - 5,
+                "gateway": {"server_name": gateway} if gateway else None}
+
+    def upstream(service: str, *instances: dict[str, Any],
+                 failover: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"service": service, "source": "consul", "updated_at": NOW.timestamp() - 300,
+                "age_s": 300.0, "stale": False, "refused": None, "failover": failover,
+                "instances": list(instances)}
+
+    return {"upstreams": [
+        upstream("api", failover={"to": "api.east", "reason": "no_endpoints",
+                                  "detail": "discovery lists no instance of api",
+                                  "since": NOW.timestamp() - 240}),
+        upstream("api.east", instance("east-gw-1", 4180, "closed", f"api.east.{TD}")),
+        upstream("store", instance("store-1", 4143, "closed"),
+                 instance("store-2", 4144, "open")),
+    ]}
+
+
 def scene(*, api_instances: int = 0) -> MeshData:
     """Three proxies (one down), a leaf expired, traffic and logs, frozen at NOW.
 
@@ -101,7 +129,8 @@ def scene(*, api_instances: int = 0) -> MeshData:
         stats = stats_json(service, rps, success, p50, p99, in_flight, upstreams)
         poll = Poll(source, True, ready=ready, at=NOW.timestamp() - 1,
                     stats=ProxyStats.from_json(stats),
-                    certs=ProxyCerts.from_json(name, certs_json(service, left, f"5e{i}")))
+                    certs=ProxyCerts.from_json(name, certs_json(service, left, f"5e{i}")),
+                    endpoints=parse_endpoints(endpoints_json()) if upstreams else [])
         data.apply_poll(poll)
     down = Source("cache", "unix", "/run/vmesh/cache.sock")
     data.apply_poll(Poll(down, False, "admin.connect_refused",

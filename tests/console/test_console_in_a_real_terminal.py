@@ -18,7 +18,7 @@ pytestmark = pytest.mark.needs_tool("tmux")
 
 
 class Terminal:
-    """One tmux server of our own (-L) with one 80x24 window."""
+    """One tmux server of our own (-L) with one window, 80x24 unless told."""
 
     def __init__(self, tmux: str) -> None:
         self.tmux = tmux
@@ -28,8 +28,11 @@ class Terminal:
         return subprocess.run([self.tmux, "-L", self.server, *args], capture_output=True,
                               text=True, check=False, timeout=10)
 
-    def start(self, command: str) -> None:
-        result = self.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "24",
+    def start(self, command: str, width: int = 80, height: int = 24) -> None:
+        # COLUMNS and LINES say the window's size: under pytest the command was handed 80
+        # and 24, which Textual takes over the size of the window
+        result = self.run("new-session", "-d", "-s", "console", "-x", str(width),
+                          "-y", str(height), "-e", f"COLUMNS={width}", "-e", f"LINES={height}",
                           command)
         assert result.returncode == 0, result.stderr
 

@@ -210,6 +210,26 @@ def test_requests_fail_over_while_dc1s_instance_is_ejected_and_return_after_its_
     api.logged(("failover", f"{api.name}.east"), ("failover_ended", f"{api.name}.east"))
 
 
+def test_a_reload_that_drops_the_failover_ends_it_at_once(
+    agent: FakeConsul, sites: Sites
+) -> None:
+    api = FailingOver.start(sites)
+    api.local.proc.send_signal(signal.SIGUSR1)  # dc1 lists no instance: east takes the requests
+    wait_until(lambda: api.answered_by() == api.there, within=15, what="failover to east")
+
+    policy = sites.home.root / "etc/vmesh/policy.d/failover.yaml"
+    policy.write_text(f"kind: ServicePolicy\nservice: {api.name}\n")  # `failover` gone
+    api.front.proc.send_signal(signal.SIGHUP)
+    ended = api.front.wait_for_log(lambda line: line.get("event") == "failover_ended")
+    assert (ended["dst_service"], ended["failover_from"], ended["reason"]) == (
+        api.name, f"{api.name}.east", "failover.removed_by_policy")
+    # no instance of dc1's has come back, yet what the proxy shows follows the new policy
+    assert api.failover() is None
+    assert api.answered_by() == "no_endpoints"  # and so do the requests: none goes east
+    assert api.failover() is None
+    api.logged(("failover", f"{api.name}.east"), ("failover_ended", f"{api.name}.east"))
+
+
 def test_a_datacenter_the_agent_does_not_know_is_refused_and_not_watched(
     agent: FakeConsul, sites: Sites
 ) -> None:

@@ -85,12 +85,34 @@ def test_each_change_of_destination_is_logged_once_and_shown_in_endpoints(
         ("failing over: the service has no available instance", "api.west", "no_endpoints"),
         ("failover found no destination with an available instance either; requests fail",
          None, "no_endpoints"),
-        ("failover ends: the service has an available instance again", None, None),
+        ("failover ends: the service has an available instance again", None,
+         "failover.instance_available"),
     ]
     assert caplog.records[-1].failover_from is None  # type: ignore[attr-defined]
     assert {k: v for k, v in shown.items() if k != "since"} == {
         "to": None, "reason": "no_endpoints", "detail": "discovery lists no instance of api"}
     assert api.failover is None and api.describe()["failover"] is None
+
+
+def test_a_reload_ends_a_failover_to_a_destination_its_policy_no_longer_lists(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = destination("api")
+    api.fail_over("api.east", api.no_instance())
+    with caplog.at_level(logging.INFO, logger="vmesh.proxy"):
+        api.follow_failover_policy(("api.west", "api.east"))  # still listed: it stays
+        assert api.failover is not None and api.failover.to == "api.east"
+        api.follow_failover_policy(("api.west",))  # east dropped: the next request chooses
+        assert api.failover is None and api.describe()["failover"] is None
+        api.fail_over(None, api.no_instance())  # no destination had an instance
+        api.follow_failover_policy(("api.west",))  # the next request chooses again
+        api.follow_failover_policy(())  # no failover left at all
+    assert api.failover is None
+    assert [(r.event, r.failover_from, r.reason) for r in caplog.records  # type: ignore[attr-defined]
+            if getattr(r, "event", None) == "failover_ended"] == [
+        ("failover_ended", "api.east", "failover.removed_by_policy"),
+        ("failover_ended", None, "failover.removed_by_policy"),
+    ]
 
 
 FAILOVER = """\

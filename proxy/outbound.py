@@ -350,8 +350,8 @@ class OutboundProxy:
         request went to). Interim responses go to `client` (None: a mirrored copy's go
         nowhere)."""
 
-        async def send_to(_endpoints: ServiceEndpoints, endpoint: Endpoint) -> Response:
-            return await self._send_to(endpoint, head, headers, body, event, client)
+        def send_to(_endpoints: ServiceEndpoints, endpoint: Endpoint) -> Awaitable[Response]:
+            return self._send_to(endpoint, head, headers, body, event, client)
 
         return await self.ctx.to_an_instance(backend, event, tried, send_to)
 

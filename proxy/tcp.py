@@ -9,10 +9,12 @@ as its destination; any other, one silent for the service's `detect_timeout`
 port, which relays them to the app there. Between the two proxies the bytes
 are length-framed so either side's FIN crosses TLS as an end frame.
 
-The instance is chosen once per connection, as for an HTTP request: one of the
-service's own, else one of its ServicePolicy `failover` destination's
-(ProxyContext.fail_over); an instance of another site behind its mesh gateways
-(`api.east`) is reached through a gateway, asked for by the TLS server name.
+The instance is chosen when the connection opens, as for an HTTP request
+(ProxyContext.to_an_instance): one of the service's own, else one of its
+ServicePolicy `failover` destination's; another when connecting to it fails, since
+none of the client's bytes were sent yet. An instance of another site behind its
+mesh gateways (`api.east`) is reached through a gateway, asked for by the TLS
+server name.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from proxy.connection import Connection, listen
@@ -258,8 +260,8 @@ class TcpUpstreamListener:
         instance when connecting fails, before any byte of the client's was sent); None when
         there is none (the reason is in `event.error`)."""
 
-        async def connect(endpoints: ServiceEndpoints, endpoint: Endpoint) -> Streams:
-            return await self._connect(endpoints, endpoint, event)
+        def connect(endpoints: ServiceEndpoints, endpoint: Endpoint) -> Awaitable[Streams]:
+            return self._connect(endpoints, endpoint, event)
 
         try:
             return await self.ctx.to_an_instance(self.service, event, set(), connect)
@@ -276,8 +278,7 @@ class TcpUpstreamListener:
         another site's gateway is asked for the service by server name). Its breaker learns
         of it as of an HTTP request: a probe starts with the connect; a refused or timed-out
         connect, a failed handshake, or one whose result is refused (`upstream_refusal`) is a
-        failure (AttemptFailed
-        `connect-failure`), a usable connection a success."""
+        failure (AttemptFailed `connect-failure`), a usable connection a success."""
         instance = endpoint.instance
         event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
         breaker = endpoint.breaker

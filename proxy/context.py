@@ -5,18 +5,19 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from proxy.breaker import BreakerSettings
 from proxy.cert_metrics import CertExpiry
 from proxy.connection import Connection
 from proxy.downstream import Downstream
-from proxy.endpoints import UNUSED_SWEEPS, NoEndpoints, ServiceEndpoints
+from proxy.endpoints import UNUSED_SWEEPS, Endpoint, NoEndpoints, ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
 from proxy.failover import choose
 from proxy.observability import Observability
 from proxy.outbound_policy import OutboundPolicy
+from proxy.retrying import AttemptFailed
 from proxy.rewatch import watch_again_on_failure
 from proxy.shadow import ShadowDispatcher
 from proxy.tls import TlsMaterial
@@ -35,6 +36,9 @@ EVENT_BATCH = 128
 WATCH_SWEEP_S = 60.0  # how often watches of services no request asks for are looked for
 # the reason of a request still in flight at its proxy's drain deadline (`cut_request`)
 DRAIN_TIMEOUT = "proxy.drain_timeout"
+CONNECT_ATTEMPTS = 3  # instances tried when connecting fails, before the attempt fails
+
+T = TypeVar("T")
 
 
 class ProxyContext:
@@ -286,6 +290,48 @@ class ProxyContext:
             )
         event.dst_service = chosen.service
         return chosen
+
+    async def to_an_instance(
+        self,
+        backend: str,
+        event: RequestEvent,
+        tried: set[str],
+        attempt: Callable[[ServiceEndpoints, Endpoint], Awaitable[T]],
+    ) -> T:
+        """`attempt` (an HTTP request, an opaque TCP connection) at one instance of `backend`;
+        an instance that could not be connected to (AttemptFailed `connect-failure`: nothing
+        was sent) is skipped for another, up to CONNECT_ATTEMPTS instances, as Linkerd does.
+        `tried` holds the instances earlier attempts of the same request went to: a retry goes
+        elsewhere while another instance is available (Envoy's `previous_hosts`), since the
+        balancer would likely pick a fast-failing instance again. With no instance of
+        `backend` available, the attempt goes to its failover destination (`fail_over`)."""
+        endpoints = self.known_endpoints(backend) or await self.endpoints(backend)
+        refused: set[str] = set()
+        while True:
+            endpoint = endpoints.pick(exclude=refused | tried) if tried else None
+            if endpoint is None:
+                endpoint = endpoints.pick(exclude=refused)
+            if endpoint is None:
+                if refused or endpoints.service != backend:  # its failover's, never followed
+                    raise endpoints.no_instance()
+                endpoints = await self.fail_over(endpoints, event)
+                continue
+            if endpoints.failover is not None:
+                endpoints.fail_back_to(endpoint)
+            tried.add(endpoint.instance.instance_id)
+            try:
+                return await attempt(endpoints, endpoint)
+            except AttemptFailed as exc:
+                refused.add(endpoint.instance.instance_id)
+                if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
+                    raise
+                if len(refused) == len(endpoints.endpoints):
+                    raise
+                log.info(
+                    "instance refused the connection; trying another",
+                    extra={"dst_service": endpoints.service,
+                           "instance": endpoint.instance.instance_id, "detail": str(exc)},
+                )
 
     async def _watch(self, endpoints: ServiceEndpoints) -> None:
         service = endpoints.service

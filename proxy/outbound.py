@@ -20,7 +20,7 @@ from proxy.connection import Connection
 from proxy.context import ProxyContext
 from proxy.continue_body import ContinueBody
 from proxy.downstream import Downstream
-from proxy.endpoints import Endpoint, NoEndpoints
+from proxy.endpoints import Endpoint, NoEndpoints, ServiceEndpoints
 from proxy.events import RequestEvent
 from proxy.http1 import Http1Error, MessageEnd, RequestHead
 from proxy.keepalive import keep_alive
@@ -39,7 +39,7 @@ from proxy.relay import (
 from proxy.retrying import AttemptFailed, DeadlineExceeded, RetriesExhausted
 from proxy.route import RequestFacts
 from proxy.timeouts import TaskTimer
-from proxy.tls import ALPN_HTTP, PeerIdentityError, peer_identity
+from proxy.tls import ALPN_HTTP, upstream_refusal
 from proxy.tracecontext import hand_on, join_trace
 from proxy.upstream import Pool, Upstream, dial
 from vm_mesh.discovery import sites
@@ -47,7 +47,6 @@ from vm_mesh.discovery import sites
 log = logging.getLogger("vmesh.proxy.outbound")
 
 MAX_BUFFERED_BODY = 64 * 1024  # bodies up to this size are kept, so they can be retried
-CONNECT_ATTEMPTS = 3  # instances tried when connecting fails, before the attempt fails
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
@@ -134,21 +133,13 @@ class OutboundProxy:
             ssl=self.ctx.tls.client,
             server_hostname=server_name or service,
         )
-        ssl_object = connection.get_extra_info("ssl_object")
-        try:
-            identity = str(peer_identity(ssl_object))
-        except PeerIdentityError as exc:
+        refusal = upstream_refusal(connection.get_extra_info("ssl_object"), expected, ALPN_HTTP)
+        if refusal is not None:
             connection.close()
-            raise AttemptFailed("connect-failure", f"upstream.bad_identity: {exc}") from None
-        if identity != expected or ssl_object.selected_alpn_protocol() != ALPN_HTTP:
-            connection.close()
-            raise AttemptFailed(
-                "connect-failure",
-                f"upstream.wrong_identity: {address} is {identity}, expected {expected}",
-            )
+            raise AttemptFailed("connect-failure", refusal)
         keep_alive(connection.get_extra_info("socket"))
         self.ctx.observability.metrics.connections.labels("outbound", "true").inc()
-        return Upstream(key, connection, identity)
+        return Upstream(key, connection, expected)
 
     def serve(self, host: str, port: int, limit: ConnectionLimit,
               sock: socket.socket | None = None) -> Acceptor:
@@ -357,40 +348,15 @@ class OutboundProxy:
         backend: str,
         client: Downstream | None,
     ) -> Response:
-        """Send to one instance of `backend`; an instance that refuses the connection (nothing
-        was sent) is skipped for another, whatever the method, as Linkerd does. `tried` holds
-        the instances earlier attempts of this request went to: a retry goes elsewhere while
-        another instance is available (Envoy's `previous_hosts`), since the balancer would
-        likely pick a fast-failing instance again. Interim responses go to `client` (None:
-        a mirrored copy's go nowhere). With no instance of `backend` available, the request
-        goes to its failover destination (`ProxyContext.fail_over`)."""
-        endpoints = self.ctx.known_endpoints(backend) or await self.ctx.endpoints(backend)
-        refused: set[str] = set()
-        while True:
-            endpoint = endpoints.pick(exclude=refused | tried) if tried else None
-            if endpoint is None:
-                endpoint = endpoints.pick(exclude=refused)
-            if endpoint is None:
-                if refused or endpoints.service != backend:  # its failover's, never followed
-                    raise endpoints.no_instance()
-                endpoints = await self.ctx.fail_over(endpoints, event)
-                continue
-            if endpoints.failover is not None:
-                endpoints.fail_back_to(endpoint)
-            tried.add(endpoint.instance.instance_id)
-            try:
-                return await self._send_to(endpoint, head, headers, body, event, client)
-            except AttemptFailed as exc:
-                refused.add(endpoint.instance.instance_id)
-                if exc.outcome != "connect-failure" or len(refused) >= CONNECT_ATTEMPTS:
-                    raise
-                if len(refused) == len(endpoints.endpoints):
-                    raise
-                log.info(
-                    "instance refused the connection; trying another",
-                    extra={"dst_service": endpoints.service,
-                           "instance": endpoint.instance.instance_id, "detail": str(exc)},
-                )
+        """Send to one instance of `backend`, another if connecting to it fails
+        (`ProxyContext.to_an_instance`: `tried` holds the instances earlier attempts of this
+        request went to). Interim responses go to `client` (None: a mirrored copy's go
+        nowhere)."""
+
+        def send_to(_endpoints: ServiceEndpoints, endpoint: Endpoint) -> Awaitable[Response]:
+            return self._send_to(endpoint, head, headers, body, event, client)
+
+        return await self.ctx.to_an_instance(backend, event, tried, send_to)
 
     async def _send_to(
         self,

@@ -9,10 +9,12 @@ as its destination; any other, one silent for the service's `detect_timeout`
 port, which relays them to the app there. Between the two proxies the bytes
 are length-framed so either side's FIN crosses TLS as an end frame.
 
-The instance is chosen once per connection, as for an HTTP request: one of the
-service's own, else one of its ServicePolicy `failover` destination's
-(ProxyContext.fail_over); an instance of another site behind its mesh gateways
-(`api.east`) is reached through a gateway, asked for by the TLS server name.
+The instance is chosen when the connection opens, as for an HTTP request
+(ProxyContext.to_an_instance): one of the service's own, else one of its
+ServicePolicy `failover` destination's; another when connecting to it fails, since
+none of the client's bytes were sent yet. An instance of another site behind its
+mesh gateways (`api.east`) is reached through a gateway, asked for by the TLS
+server name.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from proxy.acceptor import Acceptor, listen
@@ -32,7 +34,8 @@ from proxy.events import RequestEvent
 from proxy.keepalive import keep_alive
 from proxy.listener_limits import ConnectionLimit
 from proxy.metrics import error_reason
-from proxy.tls import ALPN_OPAQUE, PeerIdentityError, peer_identity
+from proxy.retrying import AttemptFailed
+from proxy.tls import ALPN_OPAQUE, upstream_refusal
 
 if TYPE_CHECKING:
     from proxy.context import ProxyContext
@@ -53,6 +56,7 @@ END_OF_STREAM = (0).to_bytes(FRAME_HEADER, "big")
 
 
 Count = Callable[[float], None]
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class _Flow:
@@ -253,67 +257,58 @@ class TcpUpstreamListener:
                 (meter or metrics.tcp_meter(event)).close(event.error)
                 self.ctx.publish(event, started)
 
-    async def _pick(self, event: RequestEvent) -> tuple[ServiceEndpoints, Endpoint]:
-        """An instance for one connection, chosen once: one of the service's own, else one of
-        its failover destination's (`ProxyContext.fail_over`, as for HTTP requests);
-        NoEndpoints when there is none."""
-        service = self.service
-        endpoints = self.ctx.known_endpoints(service) or await self.ctx.endpoints(service)
-        endpoint = endpoints.pick()
-        if endpoint is None:
-            endpoints = await self.ctx.fail_over(endpoints, event)
-            endpoint = endpoints.pick()
-            if endpoint is None:  # never: `choose` found one available just now
-                raise endpoints.no_instance()
-        elif endpoints.failover is not None:
-            endpoints.fail_back_to(endpoint)
-        return endpoints, endpoint
+    async def _open_upstream(self, event: RequestEvent) -> Streams | None:
+        """An opaque mTLS connection to an instance of the service, or of its failover
+        destination, chosen as for an HTTP request (`ProxyContext.to_an_instance`: another
+        instance when connecting fails, before any byte of the client's was sent); None when
+        there is none (the reason is in `event.error`)."""
 
-    async def _open_upstream(
-        self, event: RequestEvent
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """An opaque mTLS connection to the instance `_pick` chose, its identity checked (an
-        instance that is another site's gateway is asked for the service by server name);
-        None when there is none (the reason is in `event.error`)."""
+        def connect(endpoints: ServiceEndpoints, endpoint: Endpoint) -> Awaitable[Streams]:
+            return self._connect(endpoints, endpoint, event)
+
         try:
-            endpoints, endpoint = await self._pick(event)
+            return await self.ctx.to_an_instance(self.service, event, set(), connect)
         except NoEndpoints as none_left:
             event.error = f"{none_left.reason}: {none_left}"[:200]
-            return None
+        except AttemptFailed as failed:
+            event.error = str(failed)[:200]
+        return None
+
+    async def _connect(
+        self, endpoints: ServiceEndpoints, endpoint: Endpoint, event: RequestEvent
+    ) -> Streams:
+        """An opaque mTLS connection to `endpoint`, an instance of `endpoints` (one that is
+        another site's gateway is asked for the service by server name). Its breaker learns
+        of it as of an HTTP request: a probe starts with the connect; a refused or timed-out
+        connect, a failed handshake, or one whose result is refused (`upstream_refusal`) is a
+        failure (AttemptFailed `connect-failure`), a usable connection a success."""
         instance = endpoint.instance
         event.dst_instance, event.dst_addr = instance.instance_id, endpoint.authority
-        peer_service = endpoints.peer_service
+        breaker = endpoint.breaker
+        breaker.on_request()
         try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     instance.address,
                     instance.port,
                     ssl=self.ctx.tls.client_opaque,
-                    server_hostname=instance.server_name or peer_service,
+                    server_hostname=instance.server_name or endpoints.peer_service,
                 ),
                 self.ctx.config.timeouts.connect,
             )
         except (TimeoutError, ConnectionError, OSError) as exc:
-            endpoint.breaker.on_failure()
-            event.error = f"upstream.connect_failed: {exc}"[:200]
-            return None
+            breaker.on_failure()
+            raise AttemptFailed("connect-failure", f"upstream.connect_failed: {exc}") from None
+        except BaseException:  # cut at the drain deadline: no outcome
+            breaker.on_abandoned()
+            raise
+        expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{endpoints.peer_service}"
+        refusal = upstream_refusal(up_writer.get_extra_info("ssl_object"), expected, ALPN_OPAQUE)
+        if refusal is not None:
+            up_writer.close()
+            breaker.on_failure()
+            raise AttemptFailed("connect-failure", refusal)
         keep_alive(up_writer.get_extra_info("socket"))
-        try:
-            identity = str(peer_identity(up_writer.get_extra_info("ssl_object")))
-        except PeerIdentityError as exc:
-            up_writer.close()
-            endpoint.breaker.on_failure()
-            event.error = f"upstream.bad_identity: {exc}"[:200]
-            return None
-        expected = f"spiffe://{self.ctx.config.trust_domain}/svc/{peer_service}"
-        if up_writer.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN_OPAQUE:
-            up_writer.close()
-            event.error = "upstream.opaque_not_supported"
-            return None
-        if identity != expected:
-            up_writer.close()
-            event.error = f"upstream.wrong_identity: {identity}"
-            return None
-        endpoint.breaker.on_success()
-        event.dst_id = identity
+        breaker.on_success()
+        event.dst_id = expected
         return up_reader, up_writer

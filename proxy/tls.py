@@ -254,3 +254,23 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> spiffe.Sp
         return certinfo.identity(cert)
     except ValueError as exc:
         raise PeerIdentityError(str(exc)) from None
+
+
+def upstream_refusal(
+    ssl_object: ssl.SSLObject | None, expected: str, protocol: str
+) -> str | None:
+    """Why an upstream connection whose handshake succeeded must not be used (None: it may):
+    its certificate names no mesh identity (`upstream.bad_identity`) or another one than
+    `expected` (`upstream.wrong_identity`: discovery lists something else as the service),
+    or the peer did not agree to the ALPN `protocol` asked for (`upstream.http_not_supported`,
+    `upstream.opaque_not_supported`: it speaks another version of the protocol)."""
+    try:
+        identity = str(peer_identity(ssl_object))
+    except PeerIdentityError as exc:
+        return f"upstream.bad_identity: {exc}"[:200]
+    if identity != expected:
+        return f"upstream.wrong_identity: {identity}, expected {expected}"[:200]
+    if ssl_object is None or ssl_object.selected_alpn_protocol() != protocol:
+        kind = "http" if protocol == ALPN_HTTP else "opaque"
+        return f"upstream.{kind}_not_supported: {identity} did not agree to ALPN {protocol}"
+    return None

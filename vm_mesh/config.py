@@ -116,6 +116,11 @@ def _service_name(value: str) -> str:
     return value
 
 
+def _destination(value: str) -> str:
+    """A `[[tcp]]` upstream: a service of this site (`db`), or another site's (`db.east`)."""
+    return sites.check_destination(value) if "." in value else _service_name(value)
+
+
 Address = Annotated[str, Check(_address)]
 Datacenter = Annotated[str, Check(sites.check_datacenter)]
 Seconds = Annotated[float, Parse(_seconds)]
@@ -131,7 +136,7 @@ class Listen:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TcpUpstream:
-    service: str
+    service: Annotated[str, Check(_destination)]
     listen: Address
 
 
@@ -225,12 +230,46 @@ class LoadedConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+_TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]*?)\s*\]\]?")
+
+
+def _table_of(line: str) -> str | None:
+    """The name of the table (or array of tables) whose header `line` is; None for another."""
+    header = _TABLE_HEADER.match(line)
+    return re.sub(r"\s*\.\s*", ".", header.group(1)) if header else None
+
+
 def _line_of(text: str, location: tuple[Any, ...]) -> int:
-    """Best line for an error at `location`: the line that sets its last key, else 1."""
+    """Best line for an error at `location`: the line that sets its last key within its
+    table (the n-th of an array of tables: `tcp[1].service`), else its table's header, else
+    the first line that sets a key of that name, else 1."""
+    lines = text.splitlines()
+    headers = [n for n, line in enumerate(lines) if _table_of(line) is not None]
+    first, last, found = 0, (headers[0] if headers else len(lines)), 0
+    names: list[str] = []
+    for position, part in enumerate(location):
+        if not isinstance(part, str):
+            continue
+        names.append(part)
+        following = location[position + 1] if position + 1 < len(location) else None
+        nth = following if isinstance(following, int) else 0
+        tables = [n for n in headers if _table_of(lines[n]) == ".".join(names)]
+        if len(tables) > nth:
+            first, found = tables[nth], tables[nth] + 1
+            last = next((n for n in headers if n > first), len(lines))
+            continue
+        key = re.compile(rf"^\s*{re.escape(part)}\s*=")
+        found = next((n + 1 for n in range(first, last) if key.match(lines[n])), found)
+        break
+    return found or _first_setting(lines, location)
+
+
+def _first_setting(lines: list[str], location: tuple[Any, ...]) -> int:
+    """The first line that sets one of `location`'s keys (the last first), else 1."""
     keys = [str(part) for part in location if isinstance(part, str)]
     for key in reversed(keys):
         pattern = re.compile(rf"^\s*{re.escape(key)}\s*=|^\s*\[+\s*{re.escape(key)}\s*\]+")
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             if pattern.search(line):
                 return number
     return 1

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +70,25 @@ def start_echo(name: str, prefix: Sequence[str] = (), listen: str = "127.0.0.1")
     `listen`."""
     return start(["-m", "tests.integration.echo", "--name", name, "--listen", listen],
                  prefix=prefix)
+
+
+def answered_by(port: int) -> str:
+    """Send a line through the listener at `port` and end the input: the name of the app that
+    answered (its echo checked), or what the client saw instead (`closed`, `reset`)."""
+    received = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"ping\n")
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                received += chunk
+    except ConnectionResetError:
+        return "reset"
+    if not received:
+        return "closed"
+    name, _, echo = received.decode().partition("\n")
+    assert echo == "ping\n", received
+    return name
 
 
 def mapped_files(pid: int) -> set[str]:

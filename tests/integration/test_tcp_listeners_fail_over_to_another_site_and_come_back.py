@@ -10,7 +10,6 @@ Each site has its own fake agent (federated as over the WAN) and VMESH_ROOT; one
 
 import secrets
 import signal
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import TRUST_DOMAIN, Mesh, ProxyProcess, wait_until
 from tests.integration.mesh import upstream_of as upstream
-from tests.integration.processes import Process, start_echo
+from tests.integration.processes import Process, answered_by, start_echo
 
 
 @dataclass
@@ -40,25 +39,6 @@ def sites(tmp_path: Path, agent: FakeConsul, east: FakeConsul) -> Iterator[Sites
     far.stop()
     for app in found.apps:
         app.stop()
-
-
-def answered_by(port: int) -> str:
-    """Send a line through the listener at `port` and end the input: the name of the app that
-    answered (its echo checked), or what the client saw instead (`closed`, `reset`)."""
-    received = b""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"ping\n")
-            sock.shutdown(socket.SHUT_WR)
-            while chunk := sock.recv(65536):
-                received += chunk
-    except ConnectionResetError:
-        return "reset"
-    if not received:
-        return "closed"
-    name, _, echo = received.decode().partition("\n")
-    assert echo == "ping\n", received
-    return name
 
 
 def changes(front: ProxyProcess, service: str) -> list[tuple[str, str | None]]:

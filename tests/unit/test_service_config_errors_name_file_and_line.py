@@ -58,6 +58,19 @@ def test_a_missing_key_points_at_its_table(tmp_path: Path) -> None:
     assert message == "5: tcp[0].listen: Field required"
 
 
+def test_a_tcp_upstream_names_a_service_or_another_sites(tmp_path: Path) -> None:
+    upstreams = ('[[tcp]]\nservice = "db"\nlisten = "127.0.0.1:5432"\n'
+                 '[[tcp]]\nservice = "db.east"\nlisten = "127.0.0.1:5433"\n')
+    path = tmp_path / "web.toml"
+    path.write_text(GOOD + upstreams)
+    config = load_service_config(path).config
+    assert [upstream.service for upstream in config.tcp] == ["db", "db.east"]
+    message = _error(tmp_path, GOOD + upstreams + '[[tcp]]\nlisten = "127.0.0.1:5434"\n'
+                     'service = "Db"\n')
+    assert message == ("11: tcp[2].service: 'Db' is not a service name "
+                       "(lowercase letters, digits, '-')")
+
+
 def test_a_number_given_as_text_is_refused_with_what_was_given(tmp_path: Path) -> None:
     message = _error(tmp_path, 'service = "web"\napp_port = "8080"\n')
     assert message == "2: app_port: Input should be a valid integer (got '8080')"

@@ -156,7 +156,7 @@ class InboundProxy:
                 head.target,
                 (head.header(b"host") or b"").decode("ascii", "replace"),
             )
-            traceparent = join_trace(head.headers, event)
+            traceparent = join_trace(head.headers, event, self.ctx.exporting_spans)
             with self.ctx.request_in_flight(inbound=True):
                 self._stats.started(event)  # its row is this service's, known already
                 try:

@@ -202,7 +202,7 @@ class OutboundProxy:
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
         event.src_id = own_id
-        traceparent = join_trace(head.headers, event)
+        traceparent = join_trace(head.headers, event, self.ctx.exporting_spans)
         with self.ctx.request_in_flight():
             try:
                 return await self._forward(client, head, event, fixed_service, timer, traceparent)

@@ -116,7 +116,7 @@ class ProxyServer:
             request_timeout=config.timeouts.header,
         )
         self._tracing = mesh.tracing  # applied once the loop runs, in start()
-        self.spans = SpanExport(self.ctx.bus, {
+        self.spans = SpanExport(self.ctx, {
             "service.name": config.service,
             "service.instance.id": config.instance,
             "service.version": config.version,

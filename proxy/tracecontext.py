@@ -3,7 +3,8 @@
 A request that arrives with a valid `traceparent` gets its trace id recorded in
 its event. When the trace is sampled (flag 01), the proxy also makes a span of
 its own: the `traceparent` it hands on names that span as the parent, and the
-span is exported (`proxy.otlp`). As in Linkerd, the proxy never starts a trace:
+span is exported (`proxy.otlp`); with no collector to export to, the proxy makes no span
+and hands the `traceparent` on as it came. As in Linkerd, the proxy never starts a trace:
 an app or an ingress decides what is sampled. A value the specification says
 to ignore (malformed, all-zero ids, version ff) is forwarded untouched.
 """
@@ -62,10 +63,13 @@ def new_span_id() -> str:
     return span_id
 
 
-def join_trace(headers: list[tuple[bytes, bytes]], event: RequestEvent) -> bytes | None:
-    """Record the trace of a request (its `headers`) in `event`; when it is sampled, start
-    this hop's span in it and return the `traceparent` to hand on (else None: forward what
-    came). Two `traceparent` headers name no one trace: they are ignored."""
+def join_trace(
+    headers: list[tuple[bytes, bytes]], event: RequestEvent, exporting: bool
+) -> bytes | None:
+    """Record the trace of a request (its `headers`) in `event`; when it is sampled and spans
+    are `exporting`, start this hop's span in it and return the `traceparent` to hand on (else
+    None: forward what came, since a span no collector gets would orphan the next hop's).
+    Two `traceparent` headers name no one trace: they are ignored."""
     traceparent = None
     for name, value in headers:
         if name == b"traceparent":
@@ -78,7 +82,7 @@ def join_trace(headers: list[tuple[bytes, bytes]], event: RequestEvent) -> bytes
     if parent is None:
         return None
     event.trace_id = parent.trace_id
-    if not parent.sampled:
+    if not (exporting and parent.sampled):
         return None
     event.parent_span_id = parent.parent_id
     event.span_id = span_id = new_span_id()

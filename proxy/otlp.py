@@ -7,14 +7,19 @@ The query goes apart, in `url.query`, with every value redacted (`vm_mesh.redact
 a collector is often someone else's, and the proxy cannot tell an `access_token` from
 a page number.
 Spans wait in a bounded queue and leave in batches (JSON, `POST /v1/traces`)
-off the request path: a collector that is slow or down costs dropped spans,
-counted and logged once per outage, never a slower request.
+off the request path. A collector that is down or says to wait (429, 502, 503,
+504) gets the batch again after its `Retry-After`, or a backoff doubling from
+1 s to 30 s, while newer spans queue behind it; one that rejects a batch (any
+other error status) loses that batch alone. Spans that find the queue full, or
+are rejected, cost counted drops logged once per episode, never a slower request.
 """
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -34,8 +39,36 @@ FLUSH_INTERVAL_S = 1.0
 POST_TIMEOUT_S = 5.0
 CLOSE_WITHIN_S = 5.0  # for the last spans to leave, once the proxy has drained
 
+# OTLP/HTTP: these answers (and no answer at all) mean "try again later"; others, never
+RETRYABLE = frozenset({429, 502, 503, 504})
+FIRST_RETRY_S = 1.0  # backoff: doubles at each failed try, up to MAX_RETRY_S
+MAX_RETRY_S = 30.0  # also caps a collector's Retry-After
+
 _CLIENT, _SERVER = 3, 2  # OTLP SpanKind
 _STATUS_ERROR = 2  # OTLP StatusCode
+
+
+def retry_delay(retry_after: str | None, previous: float | None) -> float:
+    """Seconds to wait before trying the collector again: its `Retry-After` (seconds or an
+    HTTP date) when it sent one, else twice the `previous` wait (the first: `FIRST_RETRY_S`);
+    never less than `FIRST_RETRY_S` nor more than `MAX_RETRY_S`."""
+    if retry_after is not None:
+        value = retry_after.strip()
+        asked = None
+        if value.isdigit():
+            asked = float(value)
+        else:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                asked = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        if asked is not None:
+            return min(max(asked, FIRST_RETRY_S), MAX_RETRY_S)
+    return FIRST_RETRY_S if previous is None else min(max(previous, FIRST_RETRY_S) * 2, MAX_RETRY_S)
+
+
+async def _until(event: asyncio.Event, within: float) -> None:
+    """Wait for `event`, at most `within` seconds."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), within)
 
 
 def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
@@ -95,8 +128,10 @@ class SpanExporter:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
-        self._failing = False
+        self._failing = False  # the collector is unavailable (its batch waits)
         self._overflowing = False
+        self._rejecting = False  # the collector rejects batches (they are dropped)
+        self._stopped = asyncio.Event()  # ends a wait between two tries
 
     def observe(self, event: RequestEvent) -> None:
         if event.span_id is None:
@@ -122,6 +157,7 @@ class SpanExporter:
         `within` seconds the ones left are dropped, counted and logged."""
         self._stopping = True
         self._full.set()
+        self._stopped.set()
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task, within)  # a batch cut off goes back
@@ -135,39 +171,69 @@ class SpanExporter:
 
     async def _run(self) -> None:
         async with httpx.AsyncClient(timeout=POST_TIMEOUT_S) as client:
+            retry_in: float | None = None  # the collector is unavailable: wait, then again
             while not (self._stopping and not self._queue):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), FLUSH_INTERVAL_S)
+                if retry_in is None:
+                    await _until(self._full, FLUSH_INTERVAL_S)
+                else:
+                    await _until(self._stopped, retry_in)
                 self._full.clear()
-                if not await self._send_all(client) and self._stopping:
+                retry_in = await self._send_all(client, retry_in)
+                if retry_in is not None and self._stopping:
                     return  # the collector fails: what is left is counted by `close`
 
-    async def _send_all(self, client: httpx.AsyncClient) -> bool:
-        """Send the queue in batches; False when the collector failed (the batch is lost)."""
+    async def _send_all(self, client: httpx.AsyncClient, retried: float | None) -> float | None:
+        """Send the queue in batches. None once it is empty; while the collector is
+        unavailable, the seconds to wait before trying again (`retried`: the last wait),
+        with the batch back at the head of the queue."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
             try:
                 body = await self._encode(batch)
                 answer = await client.post(self.endpoint, content=body,
                                            headers={"content-type": "application/json"})
-                answer.raise_for_status()
             except httpx.HTTPError as exc:
-                self.dropped += len(batch)
-                if not self._failing:  # once per outage, not once per batch
-                    log.warning("trace collector refused spans; dropping them until it answers",
-                                extra={"event": "tracing_export_failed",
-                                       "endpoint": self.endpoint, "detail": str(exc)})
-                self._failing = True
-                return False
+                return self._unavailable(batch, str(exc) or type(exc).__name__, None, retried)
             except asyncio.CancelledError:
                 self._queue.extendleft(reversed(batch))  # not sent: `close` counts them
                 raise
-            if self._failing or self._overflowing:
-                log.info("trace collector keeps up again",
-                         extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,
-                                "dropped": self.dropped})
-            self._failing = self._overflowing = False
-        return True
+            if answer.status_code in RETRYABLE:
+                return self._unavailable(batch, f"HTTP {answer.status_code}",
+                                         answer.headers.get("retry-after"), retried)
+            if answer.is_success:
+                self._sent()
+            else:
+                self._rejected(batch, answer)
+        return None
+
+    def _unavailable(self, batch: list[RequestEvent], detail: str, retry_after: str | None,
+                     retried: float | None) -> float:
+        """Put `batch` back to be sent again, and say once per outage that the collector is
+        unavailable; the seconds to wait: its `Retry-After`, else the backoff's next step."""
+        self._queue.extendleft(reversed(batch))
+        if not self._failing:  # once per outage, not once per batch
+            log.warning("trace collector unavailable; spans wait and are sent again",
+                        extra={"event": "tracing_export_failed",
+                               "endpoint": self.endpoint, "detail": detail})
+        self._failing = True
+        return retry_delay(retry_after, retried)
+
+    def _rejected(self, batch: list[RequestEvent], answer: httpx.Response) -> None:
+        """The collector will never take `batch` (a 4xx, a 500): drop it, counted, and say so
+        once until a batch is taken again."""
+        self.dropped += len(batch)
+        if not self._rejecting:
+            log.warning("trace collector rejected spans; dropping them",
+                        extra={"event": "tracing_export_rejected", "endpoint": self.endpoint,
+                               "status": answer.status_code, "detail": answer.text[:200]})
+        self._rejecting = True
+
+    def _sent(self) -> None:
+        if self._failing or self._overflowing or self._rejecting:
+            log.info("trace collector keeps up again",
+                     extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,
+                            "dropped": self.dropped})
+        self._failing = self._overflowing = self._rejecting = False
 
     async def _encode(self, batch: list[RequestEvent]) -> bytes:
         """The ExportTraceServiceRequest of `batch` as JSON, encoded a slice at a time."""

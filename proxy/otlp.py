@@ -27,6 +27,7 @@ import httpx
 
 from proxy.events import RequestEvent
 from proxy.metrics import error_reason
+from proxy.span_tally import SpanTally
 from proxy.stats import is_success
 from vm_mesh.redaction import redacted_query
 
@@ -119,8 +120,10 @@ class SpanExporter:
     batch does not stall the requests the loop carries.
     """
 
-    def __init__(self, endpoint: str, resource: dict[str, str]) -> None:
+    def __init__(self, endpoint: str, resource: dict[str, str],
+                 tally: SpanTally | None = None) -> None:
         self.endpoint = endpoint
+        self._tally = tally or SpanTally()
         self._resource = json.dumps(
             {"attributes": [_attribute(k, v) for k, v in resource.items() if v]})
         self._queue: deque[RequestEvent] = deque()
@@ -137,7 +140,7 @@ class SpanExporter:
         if event.span_id is None:
             return
         if len(self._queue) >= MAX_QUEUED:
-            self.dropped += 1
+            self._drop("queue_full", 1)
             if not self._overflowing:  # once per episode, not once per span
                 self._overflowing = True
                 log.warning("trace collector slower than the traffic; dropping spans",
@@ -163,7 +166,7 @@ class SpanExporter:
                 await asyncio.wait_for(self._task, within)  # a batch cut off goes back
         if self._queue:
             lost = len(self._queue)
-            self.dropped += lost
+            self._drop("cut", lost)
             self._queue.clear()
             log.warning("spans not sent before the exporter stopped",
                         extra={"event": "tracing_export_cut", "endpoint": self.endpoint,
@@ -201,7 +204,7 @@ class SpanExporter:
                 return self._unavailable(batch, f"HTTP {answer.status_code}",
                                          answer.headers.get("retry-after"), retried)
             if answer.is_success:
-                self._sent()
+                self._sent(len(batch))
             else:
                 self._rejected(batch, answer)
         return None
@@ -221,14 +224,19 @@ class SpanExporter:
     def _rejected(self, batch: list[RequestEvent], answer: httpx.Response) -> None:
         """The collector will never take `batch` (a 4xx, a 500): drop it, counted, and say so
         once until a batch is taken again."""
-        self.dropped += len(batch)
+        self._drop("rejected", len(batch))
         if not self._rejecting:
             log.warning("trace collector rejected spans; dropping them",
                         extra={"event": "tracing_export_rejected", "endpoint": self.endpoint,
                                "status": answer.status_code, "detail": answer.text[:200]})
         self._rejecting = True
 
-    def _sent(self) -> None:
+    def _drop(self, reason: str, count: int) -> None:
+        self.dropped += count
+        self._tally.dropped[reason] += count
+
+    def _sent(self, count: int) -> None:
+        self._tally.sent += count
         if self._failing or self._overflowing or self._rejecting:
             log.info("trace collector keeps up again",
                      extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from proxy.span_tally import SpanTally
 from vm_mesh.config import Tracing
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class SpanExport:
 
     def __init__(self, ctx: "ProxyContext", resource: dict[str, str]) -> None:
         self._ctx = ctx
+        self._tally = SpanTally(ctx.observability.metrics.registry)
         self._resource = resource  # service.name and the like, on every batch
         self.exporter: SpanExporter | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -51,7 +53,7 @@ class SpanExport:
 
         log.info("exporting the spans of sampled traces",
                  extra={"event": "tracing_enabled", "endpoint": endpoint})
-        exporter = self.exporter = SpanExporter(endpoint, self._resource)
+        exporter = self.exporter = SpanExporter(endpoint, self._resource, self._tally)
         self._unsubscribe = self._ctx.bus.subscribe(exporter.observe)
         exporter.start()
         self._ctx.exporting_spans = True

@@ -28,7 +28,6 @@ import httpx
 from proxy.events import RequestEvent
 from proxy.metrics import error_reason
 from proxy.span_tally import SpanTally
-from proxy.stats import is_success
 from vm_mesh.redaction import redacted_query
 
 log = logging.getLogger("vmesh.proxy.tracing")
@@ -80,17 +79,46 @@ def _attribute(key: str, value: str | int | None) -> dict[str, Any] | None:
     return {"key": key, "value": {"stringValue": value}}
 
 
+# the methods the HTTP specifications define; others are `_OTHER` (a label of bounded size)
+KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+
+
+def host_and_port(authority: str) -> tuple[str, int | None]:
+    """`server.address` and `server.port` of a Host value: `api:8080` -> (`api`, 8080),
+    `[::1]` -> (`::1`, None)."""
+    host, colon, port = authority.rpartition(":")
+    if not colon or not port.isdigit() or (host.startswith("[") != host.endswith("]")):
+        host, port = authority, ""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port) if port else None
+
+
 def span(event: RequestEvent) -> dict[str, Any]:
-    """The OTLP/JSON span of a request event that has one (ids hex, times in ns as strings)."""
+    """The OTLP/JSON span of a request event that has one (ids hex, times in ns as strings),
+    as OpenTelemetry's HTTP semantic conventions name things: a 4xx is an error of the
+    CLIENT span (the caller's proxy), not of the SERVER span; `error.type` is the proxy's
+    reason, else the status that made it an error."""
     start_ns = round(event.ts * 1e6) * 1000  # a float of epoch seconds holds microseconds
     path, has_query, query = (event.path or "").partition("?")
+    client = event.direction == "outbound"
+    status = event.status
+    failed = event.error is not None or status is None or status >= (400 if client else 500)
+    error_type = error_reason(event.error) or (str(status) if failed and status else None)
+    method = event.method if event.method in KNOWN_METHODS else "_OTHER"
+    host, port = host_and_port(event.authority or "")
     attributes = [
-        _attribute("http.request.method", event.method),
+        _attribute("http.request.method", method),
+        _attribute("http.request.method_original", event.method if method == "_OTHER" else None),
+        _attribute("url.scheme", "http"),
         _attribute("url.path", path),
         _attribute("url.query", redacted_query(query) if has_query else None),
-        _attribute("server.address", event.authority),
-        _attribute("http.response.status_code", event.status),
-        _attribute("error.type", error_reason(event.error)),
+        _attribute("server.address", host),
+        _attribute("server.port", port),
+        _attribute("network.protocol.version", "1.1"),
+        _attribute("http.response.status_code", status),
+        _attribute("error.type", error_type),
         _attribute("vmesh.direction", event.direction),
         _attribute("vmesh.route", event.route),
         _attribute("vmesh.dst_service", event.dst_service),
@@ -103,12 +131,12 @@ def span(event: RequestEvent) -> dict[str, Any]:
         "traceId": event.trace_id,
         "spanId": event.span_id,
         "parentSpanId": event.parent_span_id,
-        "name": f"{event.method} {event.dst_service or '-'}",
-        "kind": _CLIENT if event.direction == "outbound" else _SERVER,
+        "name": f"{'HTTP' if method == '_OTHER' else method} {event.dst_service or '-'}",
+        "kind": _CLIENT if client else _SERVER,
         "startTimeUnixNano": str(start_ns),
         "endTimeUnixNano": str(start_ns + round(event.latency_ms * 1e6)),
         "attributes": [a for a in attributes if a is not None],
-        "status": {} if is_success(event) else {"code": _STATUS_ERROR},
+        "status": {"code": _STATUS_ERROR} if failed else {},
     }
 
 

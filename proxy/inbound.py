@@ -213,7 +213,7 @@ class InboundProxy:
         )
         headers = request_headers(head, body, [(_CLIENT_ID, caller.encode())])
         if traceparent is not None:  # this hop's span is the app's parent
-            hand_on(headers, traceparent)
+            hand_on(headers, traceparent, event.trace_state)
         pooled = self.pool.take(self.app)
         upstream = pooled or await self._app_connection(client, event)
         if upstream is None:

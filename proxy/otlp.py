@@ -131,6 +131,7 @@ def span(event: RequestEvent) -> dict[str, Any]:
         "traceId": event.trace_id,
         "spanId": event.span_id,
         "parentSpanId": event.parent_span_id,
+        "traceState": event.trace_state,
         "name": f"{'HTTP' if method == '_OTHER' else method} {event.dst_service or '-'}",
         "kind": _CLIENT if client else _SERVER,
         "startTimeUnixNano": str(start_ns),

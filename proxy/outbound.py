@@ -244,7 +244,7 @@ class OutboundProxy:
             body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
         if traceparent is not None:
-            hand_on(headers, traceparent)
+            hand_on(headers, traceparent, event.trace_state)
         if not self.ctx.may_route_to(dest.service):
             limit = self.ctx.config.max_destinations
             return await self._fail(

@@ -18,9 +18,10 @@ UNSAMPLED = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "00f067aa0ba902b7"  # the app's span that made the request
 
 
-def _get(curl: str, url: str, traceparent: str) -> dict:
+def _get(curl: str, url: str, traceparent: str, *headers: str) -> dict:
+    extra = [arg for header in headers for arg in ("-H", header)]
     result = subprocess.run([curl, "-sS", "-H", "Host: web", "-H", f"traceparent: {traceparent}",
-                             url], capture_output=True, text=True, timeout=30, check=True)
+                             *extra, url], capture_output=True, text=True, timeout=30, check=True)
     return json.loads(result.stdout)
 
 
@@ -62,6 +63,31 @@ def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) 
         assert client["resource"]["service.instance.id"] == "front-2"
         # the unsampled request went first through the same exporters: it made no span
         assert receiver.of_trace(UNSAMPLED) == []
+    finally:
+        mesh.stop()
+        backend.stop()
+        receiver.stop()
+
+
+def test_the_tracestate_is_handed_on_cleaned_and_kept_in_each_span(tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    receiver = OtlpReceiver().start()
+    mesh = Mesh(tmp_path)
+    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
+    mesh_toml.write_text(mesh_toml.read_text()
+                         + f'[tracing]\notlp_endpoint = "{receiver.endpoint}"\n')
+    backend = start_backend("web")
+    try:
+        mesh.start_proxy("web", backend.port)
+        front = mesh.start_proxy("front", 1)
+        answer = _get(curl, f"http://{front.outbound}/items/7", f"00-{TRACE}-{PARENT}-01",
+                      "tracestate: congo=t61rcWkgMzE,Bad Key=1, rojo=00f067aa0ba902b7")
+        wait_until(lambda: len(receiver.of_trace(TRACE)) == 2, within=20,
+                   what="a span from each proxy")
+        state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"  # the member of bad grammar gone
+        assert answer["tracestate"] == state
+        assert answer["traceparent"].startswith(f"00-{TRACE}-")  # the trace goes on
+        assert [s["traceState"] for s in receiver.of_trace(TRACE)] == [state, state]
     finally:
         mesh.stop()
         backend.stop()

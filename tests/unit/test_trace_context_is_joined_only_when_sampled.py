@@ -28,7 +28,7 @@ def test_a_sampled_trace_gets_a_span_of_this_hop_handed_on_as_the_parent() -> No
     assert event.span_id is not None and len(event.span_id) == 16 and event.span_id != PARENT
     assert handed == f"00-{TRACE}-{event.span_id}-01".encode()
     headers = [(b"host", b"api"), (b"traceparent", b"old"), (b"accept", b"*/*")]
-    hand_on(headers, handed)
+    hand_on(headers, handed, "")
     assert headers == [(b"host", b"api"), (b"traceparent", handed), (b"accept", b"*/*")]
 
 

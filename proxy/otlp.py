@@ -9,8 +9,9 @@ a page number.
 Spans wait in a bounded queue and leave in batches (JSON, `POST /v1/traces`)
 off the request path. A collector that is down or says to wait (429, 502, 503,
 504) gets the batch again after its `Retry-After`, or a backoff doubling from
-1 s to 30 s, while newer spans queue behind it; one that rejects a batch (any
-other error status) loses that batch alone. Spans that find the queue full, or
+1 s to 30 s, while newer spans queue behind it; one that finds a batch too
+large (413) gets it, and the next ones, in halves; one that rejects a batch
+(any other error status) loses that batch alone. Spans that find the queue full, or
 are rejected, cost counted drops logged once per episode, never a slower request.
 """
 
@@ -33,7 +34,7 @@ from vm_mesh.redaction import redacted_query
 log = logging.getLogger("vmesh.proxy.tracing")
 
 MAX_QUEUED = 2048  # spans waiting to leave; more are dropped
-BATCH = 512  # spans per request to the collector
+BATCH = 512  # spans per request to the collector (fewer once it says 413, too large)
 ENCODE_SLICE = 64  # spans built and encoded between two turns of the event loop
 FLUSH_INTERVAL_S = 1.0
 POST_TIMEOUT_S = 5.0
@@ -156,6 +157,7 @@ class SpanExporter:
         self._resource = json.dumps(
             {"attributes": [_attribute(k, v) for k, v in resource.items() if v]})
         self._queue: deque[RequestEvent] = deque()
+        self.batch = BATCH  # spans per request: what the collector takes in one
         self._full = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +179,7 @@ class SpanExporter:
                                    "queued": MAX_QUEUED})
             return
         self._queue.append(event)
-        if len(self._queue) >= BATCH:
+        if len(self._queue) >= self.batch:
             self._full.set()
 
     def start(self) -> None:
@@ -219,7 +221,7 @@ class SpanExporter:
         unavailable, the seconds to wait before trying again (`retried`: the last wait),
         with the batch back at the head of the queue."""
         while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+            batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
             try:
                 body = await self._encode(batch)
                 answer = await client.post(self.endpoint, content=body,
@@ -234,6 +236,8 @@ class SpanExporter:
                                          answer.headers.get("retry-after"), retried)
             if answer.is_success:
                 self._sent(len(batch))
+            elif answer.status_code == 413 and len(batch) > 1:
+                self._halve(batch)
             else:
                 self._rejected(batch, answer)
         return None
@@ -249,6 +253,15 @@ class SpanExporter:
                                "endpoint": self.endpoint, "detail": detail})
         self._failing = True
         return retry_delay(retry_after, retried)
+
+    def _halve(self, batch: list[RequestEvent]) -> None:
+        """The collector found `batch` too large (413): send it, and every batch after it,
+        in halves (the collector's limit holds as long as the exporter)."""
+        self._queue.extendleft(reversed(batch))
+        self.batch = len(batch) // 2
+        log.info("trace collector takes smaller batches",
+                 extra={"event": "tracing_batch_smaller", "endpoint": self.endpoint,
+                        "spans": self.batch})
 
     def _rejected(self, batch: list[RequestEvent], answer: httpx.Response) -> None:
         """The collector will never take `batch` (a 4xx, a 500): drop it, counted, and say so

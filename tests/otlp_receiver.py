@@ -5,8 +5,9 @@ here. It keeps the OTLP/HTTP contract for JSON: `POST /v1/traces` with
 `Content-Type: application/json` and an `ExportTraceServiceRequest` body
 (`resourceSpans` > `scopeSpans` > `spans`) answers 200 with an empty
 `ExportTraceServiceResponse`; another path is 404, another media type 415, a
-body that is not that JSON 400. `refuse_next` makes it answer the next POSTs as an
-overloaded or strict collector does (429 with `Retry-After`, 503, 400...), keeping nothing.
+body that is not that JSON 400, one over `max_body` 413. `refuse_next` makes it answer
+the next POSTs as an overloaded or strict collector does (429 with `Retry-After`, 503,
+400...), keeping nothing.
 """
 
 import json
@@ -19,8 +20,10 @@ from typing import Any
 class OtlpReceiver:
     """Keeps every span received, with the resource attributes of its batch."""
 
-    def __init__(self, address: str = "127.0.0.1") -> None:
-        """Listen on `address` (a free port), loopback unless test hosts must reach it."""
+    def __init__(self, address: str = "127.0.0.1", max_body: int | None = None) -> None:
+        """Listen on `address` (a free port), loopback unless test hosts must reach it;
+        a body over `max_body` bytes is refused with 413, as a collector's limit does."""
+        self.max_body = max_body
         self.spans: list[dict[str, Any]] = []  # each span, plus "resource": {key: value}
         self.posted = threading.Event()  # set by each POST as it arrives
         self.answering = threading.Event()  # cleared: answers wait (a slow collector)
@@ -76,6 +79,8 @@ class OtlpReceiver:
                     refusal = receiver._refusals.popleft() if receiver._refusals else None
                 if refusal is not None:
                     return self._answer(refusal[0], {"message": "refused"}, refusal[1])
+                if receiver.max_body is not None and len(body) > receiver.max_body:
+                    return self._answer(413, {"message": "request body too large"})
                 if self.path != "/v1/traces":
                     return self._answer(404, {})
                 if self.headers.get("content-type", "").split(";")[0] != "application/json":

@@ -152,3 +152,22 @@ def test_the_next_try_waits_as_the_collector_asks_within_bounds(
     retry_after: str | None, previous: float | None, wait: float,
 ) -> None:
     assert retry_delay(retry_after, previous) == wait
+
+
+async def test_a_batch_too_large_for_the_collector_is_sent_in_smaller_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = OtlpReceiver(max_body=100_000).start()  # about 128 of these spans
+    try:
+        exporter = SpanExporter(receiver.endpoint, {})
+        exporter.start()
+        with caplog.at_level(logging.INFO, logger="vmesh.proxy.tracing"):
+            for event in sampled(BATCH):
+                exporter.observe(event)
+            await exporter.close()
+    finally:
+        receiver.stop()
+    assert exporter.dropped == 0
+    assert sorted(int(s["spanId"], 16) for s in receiver.spans) == list(range(1, BATCH + 1))
+    halved = [r.spans for r in warnings(caplog, "tracing_batch_smaller")]  # type: ignore[attr-defined]
+    assert halved == [BATCH // 2 ** n for n in range(1, len(halved) + 1)]

@@ -66,6 +66,16 @@ def retry_delay(retry_after: str | None, previous: float | None) -> float:
     return FIRST_RETRY_S if previous is None else min(max(previous, FIRST_RETRY_S) * 2, MAX_RETRY_S)
 
 
+def partial_success(answer: bytes) -> tuple[int, str]:
+    """The spans a collector's success answer says it refused, and why (OTLP's
+    `partialSuccess`); (0, "") for a whole success or an answer that says nothing."""
+    try:
+        partial = json.loads(answer or b"{}").get("partialSuccess") or {}
+        return int(partial.get("rejectedSpans") or 0), str(partial.get("errorMessage", ""))[:200]
+    except (ValueError, TypeError, AttributeError):
+        return 0, ""
+
+
 async def _until(event: asyncio.Event, within: float) -> None:
     """Wait for `event`, at most `within` seconds."""
     with contextlib.suppress(TimeoutError):
@@ -235,11 +245,16 @@ class SpanExporter:
                 return self._unavailable(batch, f"HTTP {answer.status_code}",
                                          answer.headers.get("retry-after"), retried)
             if answer.is_success:
-                self._sent(len(batch))
+                refused, detail = partial_success(answer.content)
+                self._tally.sent += len(batch) - refused
+                if refused:
+                    self._rejected(refused, answer.status_code, detail)
+                else:
+                    self._resumed()
             elif answer.status_code == 413 and len(batch) > 1:
                 self._halve(batch)
             else:
-                self._rejected(batch, answer)
+                self._rejected(len(batch), answer.status_code, answer.text[:200])
         return None
 
     def _unavailable(self, batch: list[RequestEvent], detail: str, retry_after: str | None,
@@ -263,22 +278,22 @@ class SpanExporter:
                  extra={"event": "tracing_batch_smaller", "endpoint": self.endpoint,
                         "spans": self.batch})
 
-    def _rejected(self, batch: list[RequestEvent], answer: httpx.Response) -> None:
-        """The collector will never take `batch` (a 4xx, a 500): drop it, counted, and say so
-        once until a batch is taken again."""
-        self._drop("rejected", len(batch))
+    def _rejected(self, count: int, status: int, detail: str) -> None:
+        """The collector will never take `count` spans (a 4xx, a 500, a partial success):
+        drop them, counted, and say so once until a batch is taken whole again."""
+        self._drop("rejected", count)
         if not self._rejecting:
             log.warning("trace collector rejected spans; dropping them",
                         extra={"event": "tracing_export_rejected", "endpoint": self.endpoint,
-                               "status": answer.status_code, "detail": answer.text[:200]})
+                               "status": status, "detail": detail})
         self._rejecting = True
 
     def _drop(self, reason: str, count: int) -> None:
         self.dropped += count
         self._tally.dropped[reason] += count
 
-    def _sent(self, count: int) -> None:
-        self._tally.sent += count
+    def _resumed(self) -> None:
+        """A batch was taken whole: say so once, after spans were lost or held."""
         if self._failing or self._overflowing or self._rejecting:
             log.info("trace collector keeps up again",
                      extra={"event": "tracing_export_resumed", "endpoint": self.endpoint,

@@ -29,7 +29,7 @@ class OtlpReceiver:
         self.answering = threading.Event()  # cleared: answers wait (a slow collector)
         self.answering.set()
         self.posts = 0  # POSTs answered, refused ones included
-        self._refusals: deque[tuple[int, dict[str, str]]] = deque()
+        self._refusals: deque[tuple[int, dict[str, str], dict[str, Any]]] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((address, 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -47,10 +47,12 @@ class OtlpReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def refuse_next(self, status: int, headers: dict[str, str] | None = None) -> None:
-        """Answer one more POST (after those already refused) with `status` and `headers`."""
+    def refuse_next(self, status: int, headers: dict[str, str] | None = None,
+                    body: dict[str, Any] | None = None) -> None:
+        """Answer one more POST (after those already refused) with `status`, `headers` and
+        `body` (a 200 with `partialSuccess`: the collector refused some spans of the batch)."""
         with self._lock:
-            self._refusals.append((status, headers or {}))
+            self._refusals.append((status, headers or {}, body or {"message": "refused"}))
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -78,7 +80,7 @@ class OtlpReceiver:
                     receiver.posts += 1
                     refusal = receiver._refusals.popleft() if receiver._refusals else None
                 if refusal is not None:
-                    return self._answer(refusal[0], {"message": "refused"}, refusal[1])
+                    return self._answer(refusal[0], refusal[2], refusal[1])
                 if receiver.max_body is not None and len(body) > receiver.max_body:
                     return self._answer(413, {"message": "request body too large"})
                 if self.path != "/v1/traces":

@@ -171,3 +171,19 @@ async def test_a_batch_too_large_for_the_collector_is_sent_in_smaller_ones(
     assert sorted(int(s["spanId"], 16) for s in receiver.spans) == list(range(1, BATCH + 1))
     halved = [r.spans for r in warnings(caplog, "tracing_batch_smaller")]  # type: ignore[attr-defined]
     assert halved == [BATCH // 2 ** n for n in range(1, len(halved) + 1)]
+
+
+async def test_spans_a_collector_took_only_in_part_are_counted_as_rejected(
+    receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver.refuse_next(200, body={"partialSuccess": {"rejectedSpans": "3",
+                                                       "errorMessage": "3 spans too old"}})
+    exporter = SpanExporter(receiver.endpoint, {})
+    exporter.start()
+    with caplog.at_level(logging.INFO, logger="vmesh.proxy.tracing"):
+        for event in sampled(10):
+            exporter.observe(event)
+        await exporter.close()
+    assert exporter.dropped == 3
+    [rejected] = warnings(caplog, "tracing_export_rejected")
+    assert rejected.detail == "3 spans too old"  # type: ignore[attr-defined]

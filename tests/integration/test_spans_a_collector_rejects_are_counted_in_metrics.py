@@ -4,9 +4,13 @@ collector rejected), so an operator sees a tracing gap without reading logs."""
 
 from pathlib import Path
 
-from tests.integration.mesh import Mesh, wait_until
+from tests.integration.mesh import wait_until
 from tests.integration.processes import start_backend
-from tests.integration.test_sampled_traces_get_a_span_at_each_proxy import PARENT, _get
+from tests.integration.test_sampled_traces_get_a_span_at_each_proxy import (
+    PARENT,
+    _get,
+    exporting_mesh,
+)
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import require_tool
 
@@ -15,10 +19,7 @@ def test_a_rejected_span_and_a_sent_one_are_counted(tmp_path: Path) -> None:
     curl = require_tool("curl")
     receiver = OtlpReceiver().start()
     receiver.refuse_next(400)  # the first batch: a collector that will never take it
-    mesh = Mesh(tmp_path)
-    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
-    mesh_toml.write_text(mesh_toml.read_text()
-                         + f'[tracing]\notlp_endpoint = "{receiver.endpoint}"\n')
+    mesh = exporting_mesh(tmp_path, receiver.endpoint)
     backend = start_backend("web")
     try:
         front = mesh.start_proxy("front", 1)

@@ -52,6 +52,12 @@ def test_an_unsampled_trace_is_recorded_and_forwarded_as_it_came() -> None:
     f"ff-{TRACE}-{PARENT}-01",  # the forbidden version
     f"00-{TRACE}-{PARENT}-01-extra",  # version 00 has exactly four fields
     f"00-{TRACE[:-1]}-{PARENT}-01",  # a short trace id
+    f"00-{TRACE}-{PARENT}0-01",  # a long parent id
+    f"0g-{TRACE}-{PARENT}-01",  # a version that is not hex
+    f"00-{TRACE}-{PARENT}-0x",  # flags that are not hex
+    f"00-{TRACE}-{PARENT}-01-",  # version 00 ends with its flags
+    f"01-{TRACE}-{PARENT}-01.future",  # a later version's fields follow a dash
+    f"00_{TRACE}_{PARENT}_01",  # not dashes
 ])
 def test_a_value_the_specification_says_to_ignore_is_left_alone(value: str) -> None:
     event = _event()

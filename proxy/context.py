@@ -73,6 +73,7 @@ class ProxyContext:
         self._in_flight = InFlight(self, inbound=False)
         self._in_flight_inbound = InFlight(self, inbound=True)
         self.draining = False
+        self.exporting_spans = False  # a collector takes this proxy's spans (`SpanExport`)
         self._clients: set[Downstream] = set()
         self._detecting = 0  # connections whose first bytes do not tell their protocol yet
         self._tunnels_cut = 0  # opaque TCP tunnels `cut_connections` ended (`tunnelling`)

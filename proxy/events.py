@@ -66,6 +66,7 @@ class RequestEvent:
         "status",
         "tls",
         "trace_id",
+        "trace_state",
         "ts",
     )
 
@@ -128,6 +129,7 @@ class RequestEvent:
         # this proxy's span of a sampled trace (proxy.tracecontext), and its parent's
         self.span_id = span_id
         self.parent_span_id = parent_span_id
+        self.trace_state = ""  # the `tracestate` of that span, as handed on
         # when the response head came (time.monotonic(); 0.0: the proxy answered itself),
         # and the time to it: what latency metrics and stats measure, as Linkerd's do
         self.response_at = 0.0

@@ -159,7 +159,7 @@ class InboundProxy:
                 head.target,
                 (head.header(b"host") or b"").decode("ascii", "replace"),
             )
-            traceparent = join_trace(head.headers, event)
+            traceparent = join_trace(head.headers, event, self.ctx.exporting_spans)
             with self.ctx.request_in_flight(inbound=True):
                 self._stats.started(event)  # its row is this service's, known already
                 try:
@@ -216,7 +216,7 @@ class InboundProxy:
         )
         headers = request_headers(head, body, [(_CLIENT_ID, caller.encode())])
         if traceparent is not None:  # this hop's span is the app's parent
-            hand_on(headers, traceparent)
+            hand_on(headers, traceparent, event.trace_state)
         pooled = self.pool.take(self.app)
         upstream = pooled or await self._app_connection(client, event)
         if upstream is None:

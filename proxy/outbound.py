@@ -196,7 +196,7 @@ class OutboundProxy:
         event = self.ctx.new_event("outbound", client.peer_addr)
         event.method, event.path, event.tls = head.method, head.target, True
         event.src_id = own_id
-        traceparent = join_trace(head.headers, event)
+        traceparent = join_trace(head.headers, event, self.ctx.exporting_spans)
         with self.ctx.request_in_flight():
             try:
                 return await self._forward(client, head, event, fixed_service, timer, traceparent)
@@ -238,7 +238,7 @@ class OutboundProxy:
             body, body_size = (b"" if head.content_length is not None else None), 0
         headers = request_headers(head, body, [])
         if traceparent is not None:
-            hand_on(headers, traceparent)
+            hand_on(headers, traceparent, event.trace_state)
         if not self.ctx.may_route_to(dest.service):
             limit = self.ctx.config.max_destinations
             return await self._fail(

@@ -127,7 +127,7 @@ class ProxyServer:
             max_connections=self.caps.admin,
         )
         self._tracing = mesh.tracing  # applied once the loop runs, in start()
-        self.spans = SpanExport(self.ctx.bus, {
+        self.spans = SpanExport(self.ctx, {
             "service.name": config.service,
             "service.instance.id": config.instance,
             "service.version": config.version,

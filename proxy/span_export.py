@@ -11,20 +11,23 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.events import EventBus
+from proxy.span_tally import SpanTally
 from vm_mesh.config import Tracing
 
 if TYPE_CHECKING:
+    from proxy.context import ProxyContext
     from proxy.otlp import SpanExporter
 
 log = logging.getLogger("vmesh.proxy.tracing")
 
 
 class SpanExport:
-    """The exporter in force (if any), subscribed to the proxy's request events."""
+    """The exporter in force (if any), subscribed to the proxy's request events; the proxy
+    makes spans (`ProxyContext.exporting_spans`) only while there is one."""
 
-    def __init__(self, bus: EventBus, resource: dict[str, str]) -> None:
-        self._bus = bus
+    def __init__(self, ctx: "ProxyContext", resource: dict[str, str]) -> None:
+        self._ctx = ctx
+        self._tally = SpanTally(ctx.observability.metrics.registry)
         self._resource = resource  # service.name and the like, on every batch
         self.exporter: SpanExporter | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -50,9 +53,10 @@ class SpanExport:
 
         log.info("exporting the spans of sampled traces",
                  extra={"event": "tracing_enabled", "endpoint": endpoint})
-        exporter = self.exporter = SpanExporter(endpoint, self._resource)
-        self._unsubscribe = self._bus.subscribe(exporter.observe)
+        exporter = self.exporter = SpanExporter(endpoint, self._resource, self._tally)
+        self._unsubscribe = self._ctx.bus.subscribe(exporter.observe)
         exporter.start()
+        self._ctx.exporting_spans = True
 
     async def close(self) -> None:
         """Send every span still queued (a stopping proxy's last requests), then stop."""
@@ -65,5 +69,6 @@ class SpanExport:
         exporter, unsubscribe = self.exporter, self._unsubscribe
         assert exporter is not None and unsubscribe is not None
         self.exporter = self._unsubscribe = None
+        self._ctx.exporting_spans = False
         unsubscribe()
         return exporter

@@ -5,11 +5,14 @@ here. It keeps the OTLP/HTTP contract for JSON: `POST /v1/traces` with
 `Content-Type: application/json` and an `ExportTraceServiceRequest` body
 (`resourceSpans` > `scopeSpans` > `spans`) answers 200 with an empty
 `ExportTraceServiceResponse`; another path is 404, another media type 415, a
-body that is not that JSON 400.
+body that is not that JSON 400, one over `max_body` 413. `refuse_next` makes it answer
+the next POSTs as an overloaded or strict collector does (429 with `Retry-After`, 503,
+400...), keeping nothing.
 """
 
 import json
 import threading
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,12 +20,16 @@ from typing import Any
 class OtlpReceiver:
     """Keeps every span received, with the resource attributes of its batch."""
 
-    def __init__(self, address: str = "127.0.0.1") -> None:
-        """Listen on `address` (a free port), loopback unless test hosts must reach it."""
+    def __init__(self, address: str = "127.0.0.1", max_body: int | None = None) -> None:
+        """Listen on `address` (a free port), loopback unless test hosts must reach it;
+        a body over `max_body` bytes is refused with 413, as a collector's limit does."""
+        self.max_body = max_body
         self.spans: list[dict[str, Any]] = []  # each span, plus "resource": {key: value}
         self.posted = threading.Event()  # set by each POST as it arrives
         self.answering = threading.Event()  # cleared: answers wait (a slow collector)
         self.answering.set()
+        self.posts = 0  # POSTs answered, refused ones included
+        self._refusals: deque[tuple[int, dict[str, str], dict[str, Any]]] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((address, 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -39,6 +46,13 @@ class OtlpReceiver:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def refuse_next(self, status: int, headers: dict[str, str] | None = None,
+                    body: dict[str, Any] | None = None) -> None:
+        """Answer one more POST (after those already refused) with `status`, `headers` and
+        `body` (a 200 with `partialSuccess`: the collector refused some spans of the batch)."""
+        with self._lock:
+            self._refusals.append((status, headers or {}, body or {"message": "refused"}))
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -62,6 +76,13 @@ class OtlpReceiver:
                 receiver.posted.set()
                 receiver.answering.wait(timeout=30)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver._lock:
+                    receiver.posts += 1
+                    refusal = receiver._refusals.popleft() if receiver._refusals else None
+                if refusal is not None:
+                    return self._answer(refusal[0], refusal[2], refusal[1])
+                if receiver.max_body is not None and len(body) > receiver.max_body:
+                    return self._answer(413, {"message": "request body too large"})
                 if self.path != "/v1/traces":
                     return self._answer(404, {})
                 if self.headers.get("content-type", "").split(";")[0] != "application/json":
@@ -72,9 +93,12 @@ class OtlpReceiver:
                     return self._answer(400, {"message": "not an ExportTraceServiceRequest"})
                 return self._answer(200, {})
 
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
+            def _answer(self, status: int, body: dict[str, Any],
+                        headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()

@@ -166,7 +166,8 @@ class Backend:
         return 200, {"name": self.name, "path": path, "method": request.method.decode(),
                      "client_id": headers.get(CLIENT_ID_HEADER), "body_bytes": len(body),
                      "host": headers.get("host"),
-                     "traceparent": headers.get("traceparent")}
+                     "traceparent": headers.get("traceparent"),
+                     "tracestate": headers.get("tracestate")}
 
 
 async def main() -> None:

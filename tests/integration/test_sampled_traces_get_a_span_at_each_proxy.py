@@ -1,7 +1,8 @@
 """A request that carries a sampled W3C trace gets a span at each proxy it crosses, exported
 over OTLP/HTTP (to tests/otlp_receiver.py, which keeps the collector's contract): the
 caller's proxy a CLIENT span, the callee's a SERVER span under it, and the app is handed a
-`traceparent` whose parent is the callee proxy's span."""
+`traceparent` whose parent is the callee proxy's span, and the `tracestate` that came
+(less what its grammar refuses)."""
 
 import json
 import signal
@@ -18,19 +19,25 @@ UNSAMPLED = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "00f067aa0ba902b7"  # the app's span that made the request
 
 
-def _get(curl: str, url: str, traceparent: str) -> dict:
+def _get(curl: str, url: str, traceparent: str, *headers: str) -> dict:
+    extra = [arg for header in headers for arg in ("-H", header)]
     result = subprocess.run([curl, "-sS", "-H", "Host: web", "-H", f"traceparent: {traceparent}",
-                             url], capture_output=True, text=True, timeout=30, check=True)
+                             *extra, url], capture_output=True, text=True, timeout=30, check=True)
     return json.loads(result.stdout)
+
+
+def exporting_mesh(tmp_path: Path, endpoint: str) -> Mesh:
+    """A mesh whose proxies export their spans to the collector at `endpoint`."""
+    mesh = Mesh(tmp_path)
+    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
+    mesh_toml.write_text(mesh_toml.read_text() + f'[tracing]\notlp_endpoint = "{endpoint}"\n')
+    return mesh
 
 
 def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) -> None:
     curl = require_tool("curl")
     receiver = OtlpReceiver().start()
-    mesh = Mesh(tmp_path)
-    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
-    tracing = f'[tracing]\notlp_endpoint = "{receiver.endpoint}"\n'
-    mesh_toml.write_text(mesh_toml.read_text() + tracing)
+    mesh = exporting_mesh(tmp_path, receiver.endpoint)
     backend = start_backend("web")
     try:
         mesh.start_proxy("web", backend.port)
@@ -38,7 +45,11 @@ def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) 
         url = f"http://{front.outbound}/items/7"
         unsampled = _get(curl, url, f"00-{UNSAMPLED}-{PARENT}-00")
         assert unsampled["traceparent"] == f"00-{UNSAMPLED}-{PARENT}-00"  # forwarded untouched
-        answer = _get(curl, url, f"00-{TRACE}-{PARENT}-01")
+        # a member of bad grammar is dropped alone; the rest goes on, and is each span's
+        answer = _get(curl, url, f"00-{TRACE}-{PARENT}-01",
+                      "tracestate: congo=t61rcWkgMzE,Bad Key=1, rojo=00f067aa0ba902b7")
+        state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+        assert answer["tracestate"] == state
 
         wait_until(lambda: len(receiver.of_trace(TRACE)) == 2, within=20,
                    what="a span from each proxy")
@@ -52,6 +63,7 @@ def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) 
             assert attributes["http.response.status_code"] == {"intValue": "200"}
             assert attributes["url.path"] == {"stringValue": "/items/7"}
             assert attributes["vmesh.dst_service"] == {"stringValue": "web"}
+            assert span["traceState"] == state
             assert int(span["startTimeUnixNano"]) < int(span["endTimeUnixNano"])
         # the client span starts before it sends, the server span after it receives; a span
         # ends when its proxy records it, after its response left, and a process descheduled
@@ -70,10 +82,8 @@ def test_each_proxy_adds_its_span_and_hands_it_on_as_the_parent(tmp_path: Path) 
 
 def test_a_collector_that_is_down_costs_spans_not_requests(tmp_path: Path) -> None:
     curl = require_tool("curl")
-    mesh = Mesh(tmp_path)
-    mesh_toml = tmp_path / "etc/vmesh/mesh.toml"
     nobody = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens there
-    mesh_toml.write_text(mesh_toml.read_text() + f'[tracing]\notlp_endpoint = "{nobody}"\n')
+    mesh = exporting_mesh(tmp_path, nobody)
     backend = start_backend("web")
     try:
         mesh.start_proxy("web", backend.port)

@@ -23,18 +23,24 @@ def _carrying(*traceparents: str) -> list[tuple[bytes, bytes]]:
 
 def test_a_sampled_trace_gets_a_span_of_this_hop_handed_on_as_the_parent() -> None:
     event = _event()
-    handed = join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event)
+    handed = join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event, True)
     assert event.trace_id == TRACE and event.parent_span_id == PARENT
     assert event.span_id is not None and len(event.span_id) == 16 and event.span_id != PARENT
     assert handed == f"00-{TRACE}-{event.span_id}-01".encode()
     headers = [(b"host", b"api"), (b"traceparent", b"old"), (b"accept", b"*/*")]
-    hand_on(headers, handed)
+    hand_on(headers, handed, "")
     assert headers == [(b"host", b"api"), (b"traceparent", handed), (b"accept", b"*/*")]
+
+
+def test_with_no_collector_a_sampled_trace_is_recorded_and_forwarded_as_it_came() -> None:
+    event = _event()
+    assert join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event, False) is None
+    assert (event.trace_id, event.span_id) == (TRACE, None)
 
 
 def test_an_unsampled_trace_is_recorded_and_forwarded_as_it_came() -> None:
     event = _event()
-    assert join_trace(_carrying(f"00-{TRACE}-{PARENT}-00"), event) is None
+    assert join_trace(_carrying(f"00-{TRACE}-{PARENT}-00"), event, True) is None
     assert (event.trace_id, event.span_id) == (TRACE, None)
 
 
@@ -46,11 +52,17 @@ def test_an_unsampled_trace_is_recorded_and_forwarded_as_it_came() -> None:
     f"ff-{TRACE}-{PARENT}-01",  # the forbidden version
     f"00-{TRACE}-{PARENT}-01-extra",  # version 00 has exactly four fields
     f"00-{TRACE[:-1]}-{PARENT}-01",  # a short trace id
+    f"00-{TRACE}-{PARENT}0-01",  # a long parent id
+    f"0g-{TRACE}-{PARENT}-01",  # a version that is not hex
+    f"00-{TRACE}-{PARENT}-0x",  # flags that are not hex
+    f"00-{TRACE}-{PARENT}-01-",  # version 00 ends with its flags
+    f"01-{TRACE}-{PARENT}-01.future",  # a later version's fields follow a dash
+    f"00_{TRACE}_{PARENT}_01",  # not dashes
 ])
 def test_a_value_the_specification_says_to_ignore_is_left_alone(value: str) -> None:
     event = _event()
     assert parse_traceparent(value.encode()) is None
-    assert join_trace(_carrying(value), event) is None
+    assert join_trace(_carrying(value), event, True) is None
     assert (event.trace_id, event.span_id) == (None, None)
 
 
@@ -58,7 +70,7 @@ def test_two_traceparent_headers_are_left_alone() -> None:
     event = _event()
     other = "5" * 32
     assert join_trace(_carrying(f"00-{TRACE}-{PARENT}-01", f"00-{other}-{PARENT}-01"),
-                      event) is None
+                      event, True) is None
     assert (event.trace_id, event.span_id) == (None, None)
 
 
@@ -69,7 +81,7 @@ def test_two_traceparent_headers_are_left_alone() -> None:
 def test_only_the_flags_this_version_knows_are_handed_on(received: str, handed_flags: str,
                                                         ) -> None:
     event = _event()
-    handed = join_trace(_carrying(received), event)
+    handed = join_trace(_carrying(received), event, True)
     assert handed == f"00-{TRACE}-{event.span_id}-{handed_flags}".encode()
 
 
@@ -80,7 +92,7 @@ def test_a_later_version_is_read_by_its_first_four_fields() -> None:
 
 def test_the_span_carries_the_request_as_otlp_json_says() -> None:
     event = _event("inbound")
-    join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event)
+    join_trace(_carrying(f"00-{TRACE}-{PARENT}-01"), event, True)
     event.status, event.error = 502, "app.connect_failed: refused"
     exported = span(event)
     assert (exported["traceId"], exported["parentSpanId"]) == (TRACE, PARENT)

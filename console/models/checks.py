@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from console.api import CertInfo, UpstreamEndpoints, common_name
+from console.format import ago
 from console.models.certs import Health, health, time_left
 
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
@@ -90,7 +91,8 @@ def check_helper_leaf(name: str, leaf: CertInfo, now: datetime) -> Finding:
 
 def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetime
                     ) -> list[Finding]:
-    """Each upstream a proxy resolves: stale or last-known-good data is a warning. (Not an
+    """Each upstream a proxy resolves: stale or last-known-good data is a warning, and so is
+    one with no instance whose requests fail over to another site's (`failover`). (Not an
     old set as such: the backends hand on a set when it changes, so a steady service's set
     is as old as its last change.)"""
     findings = []
@@ -104,6 +106,16 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
                 "discovery.first_answer_pending",
                 "the answer comes within seconds; should this stay, check mDNS/Consul on "
                 "this host"))
+        elif up.instances == 0 and up.failover is not None and up.failover.to:
+            when = ago((now - up.failover.since).total_seconds()
+                       if up.failover.since else None)
+            findings.append(Finding(
+                "discovery", Status.WARN, target,
+                f"no instances known (source {up.source}); requests go to "
+                f"{up.failover.to} instead (failed over {when}: {up.failover.reason})",
+                "discovery.failed_over",
+                f"{up.service}'s own instances are down: start {up.service} or check its "
+                "registration; its ServicePolicy failover serves meanwhile"))
         elif up.instances == 0:
             findings.append(Finding(
                 "discovery", Status.FAIL, target, f"no instances known (source {up.source})",

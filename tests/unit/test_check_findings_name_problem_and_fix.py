@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from console.api import ProxyCerts, UpstreamEndpoints
+from console.api import Failover, ProxyCerts, UpstreamEndpoints
 from console.checks import judge_polls
 from console.collect import Poll
 from console.models.checks import (
@@ -62,6 +62,21 @@ def test_discovery_staleness() -> None:
         (Status.WARN, "discovery.first_answer_pending")]
     assert "5s old" in findings[2].message
     assert findings[4].message == "waiting for discovery's first answer"
+
+
+def test_an_upstream_failed_over_to_another_site_warns_where_its_requests_go() -> None:
+    since = NOW - timedelta(minutes=4)
+    moved = UpstreamEndpoints("api", "consul", 0, NOW, False, failover=Failover(
+        "api.east", "no_endpoints", "discovery lists no instance of api", since))
+    stranded = UpstreamEndpoints("store", "consul", 0, NOW, False, failover=Failover(
+        None, "no_endpoints", "discovery lists no instance of store", since))
+    served, lost = check_discovery("web", [moved, stranded], NOW)
+    assert (served.status, served.reason) == (Status.WARN, "discovery.failed_over")
+    assert served.message == ("no instances known (source consul); requests go to api.east "
+                              "instead (failed over 4m ago: no_endpoints)")
+    assert "api" in served.hint and "failover" in served.hint
+    # a failover that found no destination either serves nothing: still a failure
+    assert (lost.status, lost.reason) == (Status.FAIL, "discovery.no_instances")
 
 
 def test_clock_skew_warns_then_fails_beyond_the_certificate_backdate() -> None:

@@ -123,11 +123,20 @@ class _Answer:
 
 
 def _require_https(url: str) -> None:
-    """Refuse an identity URL that is not https: over plain HTTP anyone on the path could
-    take the token or answer with a leaf and bundle of their own."""
-    if not url.lower().startswith("https://"):
+    """Refuse an identity URL that is no URL, or not https: over plain HTTP anyone on the path
+    could take the token or answer with a leaf and bundle of their own."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except httpx.InvalidURL as exc:
+        raise UserError(f"identity.url_invalid: {url} is not a URL ({exc}); use "
+                        "https://HOST:8443") from None
+    if parsed.scheme != "https":
         raise UserError(f"identity.url_not_https: {url} is not an https:// URL; vmesh talks to "
                         "the identity service only over TLS (use https://HOST:8443)")
+    if not parsed.host or not 0 < (port or 443) <= 65535:
+        raise UserError(f"identity.url_invalid: {url} names no host or no port (1-65535); use "
+                        "https://HOST:8443")
 
 
 async def _exchange(url: str, method: str, path: str, *, verify: ssl.SSLContext | bool,

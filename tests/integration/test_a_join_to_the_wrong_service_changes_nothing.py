@@ -1,8 +1,9 @@
-"""`vmesh join` against something that is not the identity service it needs (a plain-HTTP
-URL, another HTTP server, an answer too large to be one, a service that stalls, a CA whose
-issuer expired, an error page) fails in one line naming the URL and the reason, exits
-non-zero, and leaves the host as it was: no certificate, no service file, no mesh.toml. A
-renewal answered with more than an answer can be fails the same way and keeps the files."""
+"""`vmesh join` against something that is not the identity service it needs (no URL, a
+plain-HTTP URL, another HTTP server, an answer too large to be one, a service that stalls,
+a CA whose issuer expired, an error page) fails in one line naming the URL and the reason,
+exits non-zero, and leaves the host as it was: no certificate, no service file, no
+mesh.toml. A renewal answered with more than an answer can be fails the same way and keeps
+the files."""
 
 import ssl
 import subprocess
@@ -66,6 +67,13 @@ def test_an_http_url_is_refused_before_the_token_is_sent(tmp_path: Path) -> None
         result = join(tmp_path / "vm1", token, url)
     assert "identity.url_not_https" in refused_and_untouched(tmp_path / "vm1", result, url)
     assert received == []
+
+
+@pytest.mark.parametrize("url", ["https://[::1", "https://127.0.0.1:99999", "https://:8443"])
+def test_an_identity_url_that_is_not_one_is_named(tmp_path: Path, url: str) -> None:
+    _, token, _ = ca_with_token(tmp_path / "ca")
+    result = join(tmp_path / "vm1", token, url)
+    assert "identity.url_invalid" in refused_and_untouched(tmp_path / "vm1", result, url)
 
 
 @pytest.mark.parametrize(("reply", "reason"), [

@@ -1,8 +1,8 @@
 """`vmesh join` refusals are one line naming what failed: a token that is not one, a token
-made for another CA (anchor pin mismatch), an impostor that lists the real anchor beside its
-own (the token never reaches it), a published bundle too large to be one (it is not read
-whole); `impostor` is a `hostile_identity` service; `--discovery consul` writes a Consul table into mesh.toml,
-and one that contradicts mesh.toml is refused."""
+made for another CA (anchor pin mismatch), an impostor (a `hostile_identity` service) that
+lists the real anchor beside its own (the token never reaches it), a published bundle too
+large to be one (it is not read whole); `--discovery consul` writes a Consul table into
+mesh.toml, and one that contradicts mesh.toml is refused."""
 
 from pathlib import Path
 

@@ -2,7 +2,8 @@
 NameConstraints, permitted URI host `<td>`): a leaf their key signs for another trust domain
 fails the chain check of a proxy's handshake, while the leaves of the mesh keep verifying in
 the proxies, in the identity client and in renewal. A CA made before, whose issuers lack the
-constraint, keeps working, and `vmesh check` names each such issuer and how to replace it."""
+constraint, keeps working, and `vmesh check` and `vmesh identity status` name each such
+issuer and how to replace it, in the same words."""
 
 import asyncio
 import json

@@ -152,8 +152,10 @@ async def _exchange(url: str, method: str, path: str, *, verify: ssl.SSLContext 
             status = response.status_code
     except (TimeoutError, httpx.TimeoutException):
         raise UserError(f"identity.timeout: the identity service at {url} did not answer "
-                        f"{method} {path} within {EXCHANGE_DEADLINE_S:g} s; nothing was stored "
-                        "(check the --identity URL and that the service runs)") from None
+                        f"{method} {path} in time ({TIMEOUT.connect:g} s to connect, "
+                        f"{TIMEOUT.read:g} s between reads, {EXCHANGE_DEADLINE_S:g} s in all); "
+                        "nothing was stored (check the identity URL and that the service "
+                        "runs)") from None
     if content is None:
         raise UserError(f"{reason}: the identity service at {url} answered {method} {path} "
                         f"with over {limit} bytes; nothing was read further or stored "

@@ -34,7 +34,7 @@ from console.models.checks import (
     check_discovery,
     check_discovery_source,
     check_helper_leaf,
-    check_issuer_constraint,
+    check_issuer_constraints,
     check_policy_loads,
     check_port,
     check_reachable,
@@ -173,9 +173,7 @@ def ca_issuers() -> list[Finding]:
         trust_domain, active, generations = castate.generations(directory)
     except (OSError, ValueError, KeyError, UserError):
         return []
-    return [check_issuer_constraint(g.number, g.number == active,
-                                    pki.is_constrained_to(g.issuer, trust_domain), trust_domain)
-            for g in generations if not g.retired]
+    return check_issuer_constraints(trust_domain, active, generations)
 
 
 def configured_ports() -> list[tuple[str, str, int]]:

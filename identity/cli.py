@@ -286,10 +286,14 @@ def _retire(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from console.models.checks import Status, check_issuer_constraints
     from identity import castate
     from identity.store import Store
 
     ca = castate.load(_ca_dir())
+    warnings = [finding for finding in check_issuer_constraints(ca.trust_domain, ca.issuing,
+                                                                ca.generations)
+                if finding.status is Status.WARN]
     now = time.time()
     leaves = [c for c in Store(ca.database).all_issued() if c.not_after > now]
     rows, problems = [], []
@@ -326,6 +330,8 @@ def _status(args: argparse.Namespace) -> int:
                     "certificates": rows,
                     "valid_leaves": len(leaves),
                     "problems": problems,
+                    "warnings": [{"reason": w.reason, "target": w.target,
+                                  "message": w.message, "hint": w.hint} for w in warnings],
                 }
             )
         )
@@ -339,6 +345,8 @@ def _status(args: argparse.Namespace) -> int:
             )
         for problem in problems:
             print(f"PROBLEM: {problem}")
+        for warning in warnings:
+            print(warning.line())
     return 1 if problems else 0
 
 

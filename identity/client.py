@@ -5,6 +5,8 @@ Files in the service's state directory (written atomically):
 `key.pem` (0600), `cert.pem` (leaf followed by the issuer) and `bundle.pem`.
 """
 
+import asyncio
+import json
 import logging
 import ssl
 from dataclasses import dataclass
@@ -20,14 +22,20 @@ from identity import pki, spiffe
 from identity.authority import proof_of_possession
 from identity.tokens import anchor_pin, parse_token
 from vm_mesh.defaults import LEAF_FILES
-from vm_mesh.errors import UserError, caused_by
+from vm_mesh.errors import UserError, cause_of
 from vm_mesh.files import settle, write_together
 
 log = logging.getLogger("vmesh.identity.client")
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# How long one exchange with the identity service may take in all (a service that sends its
+# answer a byte at a time never trips the read timeout).
+EXCHANGE_DEADLINE_S = 20.0
 # The most of a trust bundle (anchors, PEM) read from a service not yet authenticated.
 MAX_BUNDLE_BYTES = 64 * 1024
+# The most of an answer to a join or renewal read: a leaf chain and a bundle, as JSON.
+MAX_ANSWER_BYTES = 4 * MAX_BUNDLE_BYTES
+X509_V_ERR_CERT_HAS_EXPIRED = 10  # OpenSSL's verify code (ssl.SSLCertVerificationError)
 
 
 class IdentityRefused(Exception):
@@ -100,19 +108,72 @@ def _trusting(anchors_pem: str) -> ssl.SSLContext:
     return context
 
 
-async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext) -> Any:
-    async with httpx.AsyncClient(verify=context, timeout=TIMEOUT) as client:
-        response = await client.post(url.rstrip("/") + path, json=body)
-    if response.status_code != 200:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the identity service answered: its status and its whole (bounded) body."""
+
+    status: int
+    body: bytes
+
+    def json(self, url: str) -> Any:
         try:
-            answer = response.json()
-            raise IdentityRefused(answer["error"], answer["detail"])
-        except (ValueError, KeyError, TypeError):
-            raise IdentityRefused(f"http.{response.status_code}", response.text[:200]) from None
+            return json.loads(self.body)
+        except ValueError:
+            raise InvalidAnswer(url, "the body is not JSON") from None
+
+
+def _require_https(url: str) -> None:
+    """Refuse an identity URL that is no URL, or not https: over plain HTTP anyone on the path
+    could take the token or answer with a leaf and bundle of their own."""
     try:
-        return response.json()
-    except ValueError:
-        raise InvalidAnswer(url, "the body is not JSON") from None
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except httpx.InvalidURL as exc:
+        raise UserError(f"identity.url_invalid: {url} is not a URL ({exc}); use "
+                        "https://HOST:8443") from None
+    if parsed.scheme != "https":
+        raise UserError(f"identity.url_not_https: {url} is not an https:// URL; vmesh talks to "
+                        "the identity service only over TLS (use https://HOST:8443)")
+    if not parsed.host or not 0 < (port or 443) <= 65535:
+        raise UserError(f"identity.url_invalid: {url} names no host or no port (1-65535); use "
+                        "https://HOST:8443")
+
+
+async def _exchange(url: str, method: str, path: str, *, verify: ssl.SSLContext | bool,
+                    limit: int, reason: str, body: dict[str, Any] | None = None) -> _Answer:
+    """One request to the identity service at `url`: its answer read to at most `limit` bytes
+    (`reason`, and nothing read further, beyond that), all within EXCHANGE_DEADLINE_S."""
+    _require_https(url)
+    try:
+        async with asyncio.timeout(EXCHANGE_DEADLINE_S), \
+                httpx.AsyncClient(verify=verify, timeout=TIMEOUT) as client, \
+                client.stream(method, url.rstrip("/") + path, json=body) as response:
+            content = await _read_at_most(response, limit)
+            status = response.status_code
+    except (TimeoutError, httpx.TimeoutException):
+        raise UserError(f"identity.timeout: the identity service at {url} did not answer "
+                        f"{method} {path} in time ({TIMEOUT.connect:g} s to connect, "
+                        f"{TIMEOUT.read:g} s between reads, {EXCHANGE_DEADLINE_S:g} s in all); "
+                        "nothing was stored (check the identity URL and that the service "
+                        "runs)") from None
+    if content is None:
+        raise UserError(f"{reason}: the identity service at {url} answered {method} {path} "
+                        f"with over {limit} bytes; nothing was read further or stored "
+                        "(check the --identity URL)")
+    return _Answer(status, content)
+
+
+async def _post(url: str, path: str, body: dict[str, Any], context: ssl.SSLContext) -> Any:
+    answer = await _exchange(url, "POST", path, verify=context, limit=MAX_ANSWER_BYTES,
+                             reason="identity.answer_too_large", body=body)
+    if answer.status != 200:
+        try:
+            refusal = json.loads(answer.body)
+            raise IdentityRefused(str(refusal["error"]), str(refusal["detail"]))
+        except (ValueError, KeyError, TypeError):
+            text = " ".join(answer.body.decode(errors="replace").split())
+            raise IdentityRefused(f"http.{answer.status}", text[:200]) from None
+    return answer.json(url)
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
@@ -159,17 +220,18 @@ async def fetch_pinned_anchor(url: str, pin: str) -> x509.Certificate:
     anchor: only it may authenticate the identity service a token is sent to (an impostor
     could list its own anchor beside the real one, which is public).
     """
-    async with httpx.AsyncClient(verify=False, timeout=TIMEOUT) as client, \
-            client.stream("GET", url.rstrip("/") + "/v1/bundle") as response:
-        response.raise_for_status()
-        bundle = await _read_at_most(response, MAX_BUNDLE_BYTES)
-    if bundle is None:
-        raise UserError(
-            f"identity.bundle_too_large: the identity service at {url} published a trust "
-            f"bundle over {MAX_BUNDLE_BYTES} bytes; nothing was read further or stored "
-            "(check the --identity URL)"
-        )
-    for anchor in pki.load_certs(bundle):
+    answer = await _exchange(url, "GET", "/v1/bundle", verify=False, limit=MAX_BUNDLE_BYTES,
+                             reason="identity.bundle_too_large")
+    if answer.status != 200:
+        raise UserError(f"identity.bundle_unavailable: the identity service at {url} answered "
+                        f"GET /v1/bundle with HTTP {answer.status}; check the --identity URL")
+    try:
+        bundle = pki.load_certs(answer.body)
+    except ValueError:
+        raise UserError(f"identity.bundle_invalid: {url} answered GET /v1/bundle without a PEM "
+                        "trust bundle (not a vmesh identity service?); check the --identity "
+                        "URL") from None
+    for anchor in bundle:
         if anchor_pin(anchor) == pin:
             return anchor
     raise UserError(
@@ -200,17 +262,27 @@ async def obtain(
             _trusting(pki.cert_pem(anchor).decode()),
         )
     except httpx.ConnectError as exc:
-        if not caused_by(exc, ssl.SSLCertVerificationError):
+        unverified = cause_of(exc, ssl.SSLCertVerificationError)
+        if unverified is None:
             raise
-        raise UserError(
-            f"the identity service at {url} does not prove it is the CA this token was made "
-            "for (its certificate does not chain to the anchor the token pins; if that CA "
-            "rotated its anchor after the token was made, make a new token)"
-        ) from None
+        raise UserError(_not_proven(url, unverified)) from None
     files = LeafFiles(directory)
     leaf = _store_issued(files, url, answer, key, identity)
     log.info("joined the mesh", extra=_described(identity, leaf))
     return files.leaf()
+
+
+def _not_proven(url: str, error: ssl.SSLCertVerificationError) -> str:
+    """Why the identity service at `url` is not the CA a token pins: an expired certificate
+    of that CA (what its operator mends), or a chain to another anchor."""
+    if error.verify_code == X509_V_ERR_CERT_HAS_EXPIRED:
+        return (f"identity.certificate_expired: the identity service at {url} presents a "
+                f"certificate chain that has expired ({error.verify_message}); the token was "
+                "not sent: on the CA host `vmesh identity status` names it and `vmesh identity "
+                "rotate` replaces it")
+    return (f"the identity service at {url} does not prove it is the CA this token was made "
+            "for (its certificate does not chain to the anchor the token pins; if that CA "
+            "rotated its anchor after the token was made, make a new token)")
 
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> str:

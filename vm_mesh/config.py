@@ -343,8 +343,11 @@ def load_mesh_config(path: Path | None = None) -> MeshConfig:
     """Read mesh.toml (default: its place under VMESH_ROOT); a missing file means defaults."""
     path = path or paths.mesh_config()
     text = _read_text(path)
-    if text is None:
-        return MeshConfig()
+    return MeshConfig() if text is None else parse_mesh_config(path, text)
+
+
+def parse_mesh_config(path: Path, text: str) -> MeshConfig:
+    """mesh.toml's `text` (from `path`, or to be written there); UserError when invalid."""
     return _parse(path, text, MeshConfig)[0]
 
 

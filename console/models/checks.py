@@ -15,6 +15,8 @@ from enum import Enum
 from console.api import CertInfo, UpstreamEndpoints, common_name
 from console.format import ago
 from console.models.certs import Health, health, time_left
+from identity import pki
+from identity.castate import Generation
 
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
 # Leaves start 5 minutes in the past (defaults.CLOCK_SKEW_BACKDATE): beyond that, mTLS breaks.
@@ -238,3 +240,12 @@ def check_issuer_constraint(generation: int, active: bool, constrained: bool,
                    f"lacks the name constraint to spiffe://{trust_domain} (made before vmesh "
                    "set it): its key could sign identities of other trust domains",
                    "identity.issuer_unconstrained", hint)
+
+
+def check_issuer_constraints(trust_domain: str, active: int,
+                             generations: Iterable[Generation]) -> list[Finding]:
+    """`check_issuer_constraint` of every trusted generation of a CA (what `vmesh check` and
+    `vmesh identity status` say on the CA host)."""
+    return [check_issuer_constraint(g.number, g.number == active,
+                                    pki.is_constrained_to(g.issuer, trust_domain), trust_domain)
+            for g in generations if not g.retired]

@@ -2,7 +2,8 @@
 NameConstraints, permitted URI host `<td>`): a leaf their key signs for another trust domain
 fails the chain check of a proxy's handshake, while the leaves of the mesh keep verifying in
 the proxies, in the identity client and in renewal. A CA made before, whose issuers lack the
-constraint, keeps working, and `vmesh check` names each such issuer and how to replace it."""
+constraint, keeps working, and `vmesh check` and `vmesh identity status` name each such
+issuer and how to replace it, in the same words."""
 
 import asyncio
 import json
@@ -127,3 +128,16 @@ def test_a_ca_made_before_the_constraint_works_and_check_says_how_to_replace_it(
         x509.NameConstraints).critical
     vmesh(tmp_path, "identity", "retire", "1")
     assert unconstrained_findings(tmp_path) == []
+
+
+def test_identity_status_says_what_check_says_of_an_unconstrained_issuer(tmp_path: Path) -> None:
+    vmesh(tmp_path, "identity", "init")
+    assert "name constraint" not in vmesh(tmp_path, "identity", "status").stdout
+    without_name_constraints(tmp_path / "var/lib/vmesh/identity", 1)
+    status = vmesh(tmp_path, "identity", "status")  # a warning, as in vmesh check: exit 0
+    said = [line for line in vmesh(tmp_path, "check", check=False).stdout.splitlines()
+            if "lacks the name constraint" in line]
+    assert len(said) == 1 and said[0] in status.stdout.splitlines()
+    [warning] = json.loads(vmesh(tmp_path, "identity", "status", "--json").stdout)["warnings"]
+    assert warning["reason"] == "identity.issuer_unconstrained"
+    assert "vmesh identity rotate" in warning["hint"]

@@ -1,21 +1,13 @@
 """`vmesh join` refusals are one line naming what failed: a token that is not one, a token
-made for another CA (anchor pin mismatch), an impostor that lists the real anchor beside its
-own (the token never reaches it), a published bundle too large to be one (it is not read
-whole); `--discovery consul` writes a Consul table into mesh.toml,
-and one that contradicts mesh.toml is refused."""
+made for another CA (anchor pin mismatch), an impostor (a `hostile_identity` service) that
+lists the real anchor beside its own (the token never reaches it), a published bundle too
+large to be one (it is not read whole); `--discovery consul` writes a Consul table into
+mesh.toml, and one that contradicts mesh.toml is refused."""
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from identity import castate
-from identity.authority import Authority
 from identity.client import MAX_BUNDLE_BYTES
-from identity.service import server_context
-from identity.store import Store
+from tests.integration.hostile_identity import Reply, hostile_service, tls_of
 from tests.integration.identity_service import running_identity_service, vmesh
 from vm_mesh.config import load_mesh_config, load_service_config
 
@@ -51,39 +43,11 @@ def test_malformed_and_foreign_tokens_are_refused_in_one_line(tmp_path: Path) ->
     assert not (tmp_path / "vm2/var/lib/vmesh/api/cert.pem").exists()
 
 
-@contextmanager
-def impostor(own_ca: Path, published_bundle: bytes) -> Iterator[tuple[str, list[bytes]]]:
+def impostor(own_ca: Path, published_bundle: bytes):
     """An HTTPS identity service of another CA that publishes `published_bundle` (the real
     CA's anchors are public, so it can list them beside its own); yields its URL and the
     join requests it received."""
-    ca = castate.load(own_ca)
-    context = server_context(Authority(ca, Store(ca.database), timedelta(hours=1)),
-                             ["127.0.0.1"])
-    received: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-length", str(len(published_bundle)))
-            self.end_headers()
-            self.wfile.write(published_bundle)
-
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["content-length"])))
-            self.send_response(500)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    return hostile_service(Reply(published_bundle), tls=tls_of(own_ca))
 
 
 def test_a_token_is_not_sent_to_an_impostor_that_lists_the_real_anchor(tmp_path: Path) -> None:

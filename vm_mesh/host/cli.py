@@ -144,9 +144,10 @@ def _join(args: argparse.Namespace) -> int:
     import subprocess
 
     from identity.client import obtain
-    from vm_mesh.host.join import JoinRequest, write_mesh_discovery, write_service_file
+    from vm_mesh.host.join import HostFiles, JoinRequest, planned_files
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
+    files = HostFiles(())
     if args.use_service_file:
         from vm_mesh.config import load_service
 
@@ -155,18 +156,20 @@ def _join(args: argparse.Namespace) -> int:
         raise UserError("vmesh join: --app-port is required (or --use-service-file to keep "
                         "an existing service file)")
     else:
-        request = JoinRequest(args.service, args.app_port, args.identity, args.instance_id,
-                              args.advertise, args.inbound, args.outbound, args.admin,
-                              args.discovery, args.consul_url)
-        mesh_path = write_mesh_discovery(request)
-        path = write_service_file(request)
-        if mesh_path is not None:
-            print(f"wrote the [discovery] table of {mesh_path}")
-        print(f"wrote {path}")
+        files = planned_files(JoinRequest(args.service, args.app_port, args.identity,
+                                          args.instance_id, args.advertise, args.inbound,
+                                          args.outbound, args.admin, args.discovery,
+                                          args.consul_url))
     host = args.host or socket.gethostname()
-    with _joining(args.identity):
-        leaf = asyncio.run(obtain(args.identity, args.token, host=host, service=args.service,
-                                  directory=paths.state_dir(args.service)))
+    try:
+        with _joining(args.identity):
+            leaf = asyncio.run(obtain(args.identity, args.token, host=host,
+                                      service=args.service,
+                                      directory=paths.state_dir(args.service)))
+    except UserError as exc:
+        raise UserError(f"{exc}; this host was left as it was", exc.exit_code) from None
+    for path in files.write():
+        print(f"wrote {path}")
     until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     print(f"certificate for {args.service} valid until {until} in {paths.state_dir(args.service)}")
     if args.no_start:

@@ -1,9 +1,10 @@
 """`vmesh join`: onboard a host's service in one command.
 
-Writes the service file (and, when the host's mesh.toml has no `[discovery]`
+Judges the service file (and, when the host's mesh.toml has no `[discovery]`
 table yet, that table: the backend is a host-wide choice), exchanges the
 one-time token for the first certificate (the identity service is
-authenticated by the anchor pin the token carries), then starts the proxy:
+authenticated by the anchor pin the token carries), writes those files only
+then (a refused join leaves the host as it was), then starts the proxy:
 `systemctl enable --now vmesh-proxy@<service>` where systemd runs, the proxy
 in the foreground otherwise.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vm_mesh import paths
-from vm_mesh.config import ServiceConfig, load_mesh_config
+from vm_mesh.config import ServiceConfig, load_mesh_config, parse_mesh_config
 from vm_mesh.errors import UserError
 from vm_mesh.files import write_file
 from vm_mesh.schema import Invalid, dotted, load
@@ -68,16 +69,6 @@ def service_file(request: JoinRequest) -> str:
     return text
 
 
-def write_service_file(request: JoinRequest) -> Path:
-    """Write the service file; an existing different file is left alone and reported."""
-    text = service_file(request)
-    path = paths.service_config(request.service)
-    if path.exists() and path.read_text() != text:
-        raise UserError(f"{path} exists with other settings; edit it or remove it, then join again")
-    write_file(path, text.encode())
-    return path
-
-
 def discovery_table(request: JoinRequest) -> str:
     """The `[discovery]` table `join` adds to mesh.toml."""
     lines = ["[discovery]", f"backend = {_quote(request.discovery or 'mdns')}"]
@@ -86,8 +77,41 @@ def discovery_table(request: JoinRequest) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_mesh_discovery(request: JoinRequest) -> Path | None:
-    """Add the `[discovery]` table to mesh.toml unless it has one; the path when written.
+@dataclass(frozen=True, slots=True)
+class HostFiles:
+    """The files `join` writes once the host has its certificate: (path, text) each."""
+
+    writes: tuple[tuple[Path, str], ...]
+
+    def write(self) -> list[Path]:
+        """Write them; the paths written."""
+        for path, text in self.writes:
+            write_file(path, text.encode())
+        return [path for path, _ in self.writes]
+
+
+def planned_files(request: JoinRequest) -> HostFiles:
+    """What `join` will write, judged before anything is: UserError, and nothing written, when
+    the values are invalid or contradict the host's files."""
+    writes = [(path, text) for path, text in (_mesh_discovery(request), _service_file(request))
+              if text is not None]
+    return HostFiles(tuple(writes))
+
+
+def _service_file(request: JoinRequest) -> tuple[Path, str | None]:
+    """The service file and its text (None: already there as asked); an existing different
+    file is left alone and reported."""
+    text = service_file(request)
+    path = paths.service_config(request.service)
+    if not path.exists():
+        return path, text
+    if path.read_text() != text:
+        raise UserError(f"{path} exists with other settings; edit it or remove it, then join again")
+    return path, None
+
+
+def _mesh_discovery(request: JoinRequest) -> tuple[Path, str | None]:
+    """mesh.toml and its text with the `[discovery]` table added (None: it has one).
 
     A host's proxies must all find the others the same way, so a `--discovery`
     that contradicts the table already there is refused rather than ignored.
@@ -101,9 +125,8 @@ def write_mesh_discovery(request: JoinRequest) -> Path | None:
             where = f" at {chosen.consul_url}" if chosen.backend == "consul" else ""
             raise UserError(f"{path} already chooses discovery backend {chosen.backend!r}{where}; "
                             "edit it or drop --discovery/--consul-url")
-        return None
+        return path, None
     old = path.read_text() if path.exists() else ""
     text = (old.rstrip("\n") + "\n\n" if old.strip() else "") + discovery_table(request)
-    write_file(path, text.encode())
-    load_mesh_config(path)  # what we wrote must load
-    return path
+    parse_mesh_config(path, text)  # what join will write must load
+    return path, text

@@ -34,7 +34,6 @@ from console.models.checks import (
     check_discovery,
     check_discovery_source,
     check_helper_leaf,
-    check_issuer_constraints,
     check_policy_loads,
     check_port,
     check_reachable,
@@ -42,6 +41,7 @@ from console.models.checks import (
 )
 from console.sources import Source
 from identity import castate, pki
+from identity.issuer_checks import check_issuer_constraints
 from vm_mesh import paths
 from vm_mesh.config import load_service_config
 from vm_mesh.errors import UserError

@@ -286,9 +286,10 @@ def _retire(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from console.models.checks import Status, check_issuer_constraints
     from identity import castate
+    from identity.issuer_checks import check_issuer_constraints
     from identity.store import Store
+    from vm_mesh.findings import Status
 
     ca = castate.load(_ca_dir())
     warnings = [finding for finding in check_issuer_constraints(ca.trust_domain, ca.issuing,

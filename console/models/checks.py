@@ -10,41 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import Enum
 
 from console.api import CertInfo, UpstreamEndpoints, common_name
 from console.format import ago
 from console.models.certs import Health, health, time_left
-from identity import pki
-from identity.castate import Generation
+from vm_mesh.findings import Finding, Status
 
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
 # Leaves start 5 minutes in the past (defaults.CLOCK_SKEW_BACKDATE): beyond that, mTLS breaks.
 CLOCK_SKEW_FAIL = timedelta(minutes=5)
 DATE_RESOLUTION = timedelta(seconds=1)  # of an HTTP Date header
-
-
-class Status(Enum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One result line of `vmesh check`."""
-
-    check: str  # certs | discovery | clock | ports | policy | identity | admin
-    status: Status
-    target: str
-    message: str
-    reason: str
-    hint: str = ""
-
-    def line(self) -> str:
-        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[self.status.value]
-        text = f"[{mark}] {self.check:<9} {self.target}: {self.message}"
-        return f"{text} (hint: {self.hint})" if self.hint and self.status is not Status.OK else text
 
 
 def exit_code(findings: Iterable[Finding]) -> int:
@@ -216,36 +191,3 @@ def check_reachable(check: str, target: str, error: str | None, reason: str | No
     if error is None:
         return Finding(check, Status.OK, target, "reachable", f"{check}.reachable")
     return Finding(check, Status.FAIL, target, error, reason or f"{check}.unreachable", hint)
-
-
-def check_issuer_constraint(generation: int, active: bool, constrained: bool,
-                            trust_domain: str) -> Finding:
-    """The issuer of a trusted generation of the CA on this host: name-constrained to its
-    trust domain, or (a CA made before vmesh set the constraint) not, so that its key, if
-    stolen, could sign identities of another trust domain for a relying party trusting both."""
-    target = f"issuer of CA generation {generation}"
-    if constrained:
-        return Finding("identity", Status.OK, target,
-                       f"name-constrained to spiffe://{trust_domain}",
-                       "identity.issuer_constrained")
-    if active:
-        hint = ("run `vmesh identity rotate` (its new issuer carries the constraint), restart "
-                "the identity service once every proxy has the new bundle "
-                "(`ansible/rotate-certs.yml` takes every host through it), then "
-                f"`vmesh identity retire {generation}` once every leaf has renewed")
-    else:
-        hint = (f"run `vmesh identity retire {generation}` once every leaf has renewed from a "
-                "newer generation (a leaf lifetime after the identity service signs with it)")
-    return Finding("identity", Status.WARN, target,
-                   f"lacks the name constraint to spiffe://{trust_domain} (made before vmesh "
-                   "set it): its key could sign identities of other trust domains",
-                   "identity.issuer_unconstrained", hint)
-
-
-def check_issuer_constraints(trust_domain: str, active: int,
-                             generations: Iterable[Generation]) -> list[Finding]:
-    """`check_issuer_constraint` of every trusted generation of a CA (what `vmesh check` and
-    `vmesh identity status` say on the CA host)."""
-    return [check_issuer_constraint(g.number, g.number == active,
-                                    pki.is_constrained_to(g.issuer, trust_domain), trust_domain)
-            for g in generations if not g.retired]

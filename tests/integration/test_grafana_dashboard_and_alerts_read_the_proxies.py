@@ -142,6 +142,10 @@ def test_every_panel_reads_the_proxies_and_the_golden_ones_show_the_traffic(
 
 def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
     web = mesh.start_proxy("web", app_port)
+    # cache has no instance: its requests go to web, its failover
+    policy = tmp_path / "etc/vmesh/policy.d/cache.yaml"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("kind: ServicePolicy\nservice: cache\nfailover: [web]\n")
     # front also carries opaque TCP for `vault`, of which discovery lists no instance
     front = mesh.start_proxy("front", 1, extra='[[tcp]]\nservice = "vault"\nlisten = "127.0.0.1:0"')
     scraper = mesh.issue("prometheus", directory=tmp_path / "scraper", kind="operator")
@@ -168,6 +172,7 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
                 query_until(url, 'sum by (direction) (request_total{dst_service="web"})',
                             both_scraped)
             assert client.get("/", headers={"host": "nowhere"}).status_code == 503
+            assert client.get("/", headers={"host": "cache"}).status_code == 200
         _refused_handshake(web.ports["inbound"])
         _no_instance_for_opaque_tcp(front)
         _queries_read_what_the_proxies_serve(panels, proxies)

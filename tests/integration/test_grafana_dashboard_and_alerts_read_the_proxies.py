@@ -204,6 +204,17 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
         left = shown("Leaf certificate time left")
         assert len(left) == 2
         assert all(0 < float(r["value"][1]) <= 24 * 3600 for r in left)
+        use = shown("Listener use")
+        assert {(r["metric"]["instance"], r["metric"]["listener"]) for r in use} >= {
+            (f"127.0.0.1:{front.ports['admin']}", name)
+            for name in ("inbound", "outbound", "tcp:vault", "admin", "admin-socket")}
+        assert all(0 <= float(r["value"][1]) < 1 for r in use)  # far from their caps
+        endpoints = shown("Ejected instances and failovers")
+        assert {(r["metric"]["dst_service"], r["metric"]["endpoint_state"]): float(r["value"][1])
+                for r in endpoints if r["metric"]["dst_service"] == "web"} == {
+            ("web", "ready"): 1, ("web", "ejected"): 0}
+        failovers = shown("Ejected instances and failovers", 1)
+        assert [r["metric"] for r in failovers] == [{"dst_service": "cache", "failover_to": "web"}]
         for queries in panels.values():  # the rest: valid, if nothing to show yet
             for expr in queries:
                 query(url, expr)

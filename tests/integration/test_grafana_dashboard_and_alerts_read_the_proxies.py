@@ -31,6 +31,16 @@ BATCH = 10
 # enough that the rates of the test's few seconds of traffic stay above zero while it asks
 VARIABLES = {"$service": ".*", "$__rate_interval": "5m"}
 # a selector: a name before `{` or a range `[` (the dashboard writes `name{}` for a bare one)
+ROUTE = """\
+kind: HTTPRoute
+name: items
+service: web
+rules:
+  - matches:
+      - path: {prefix: /items/}
+"""
+ROUTE_ALERTS = ("VmeshRouteErrorBudgetBurnFast", "VmeshRouteErrorBudgetBurnSlow",
+                "VmeshRouteLatencyBudgetBurnFast", "VmeshRouteLatencyBudgetBurnSlow")
 METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)[{\[]")
 # families the queries read that this mesh's traffic does not produce (they need policy:
 # retries, a traffic split, an Authorization): only their names are checked, by `# TYPE`
@@ -146,6 +156,8 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
     policy = tmp_path / "etc/vmesh/policy.d/cache.yaml"
     policy.parent.mkdir(parents=True, exist_ok=True)
     policy.write_text("kind: ServicePolicy\nservice: cache\nfailover: [web]\n")
+    # the requests for web's /items/ are its route `items`, matched at the caller's proxy
+    (policy.parent / "web.yaml").write_text(ROUTE)
     # front also carries opaque TCP for `vault`, of which discovery lists no instance
     front = mesh.start_proxy("front", 1, extra='[[tcp]]\nservice = "vault"\nlisten = "127.0.0.1:0"')
     scraper = mesh.issue("prometheus", directory=tmp_path / "scraper", kind="operator")
@@ -215,6 +227,11 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
             ("web", "ready"): 1, ("web", "ejected"): 0}
         failovers = shown("Ejected instances and failovers", 1)
         assert [r["metric"] for r in failovers] == [{"dst_service": "cache", "failover_to": "web"}]
+        for alert in ROUTE_ALERTS:  # the traffic each judges: by route, as the routes name it
+            judged = _alerts()[alert][0].rsplit(" and ", 1)[1].split(" > ")[0]
+            routes = query_until(url, judged, lambda result: bool(result))
+            assert {(r["metric"]["dst_service"], r["metric"]["route"]) for r in routes} >= {
+                ("web", "items")}, alert
         for queries in panels.values():  # the rest: valid, if nothing to show yet
             for expr in queries:
                 query(url, expr)

@@ -6,6 +6,7 @@ in tests/integration/alerts/ and below)."""
 
 import json
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -20,6 +21,7 @@ from tests.integration.processes import start_backend
 from tests.integration.prometheus import query, query_until, running_prometheus, scrape_config
 from tests.integration.promql_vocabulary import served_series, unserved
 from tests.support import require_tool
+from vm_mesh.cli import build_parser
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana" / "vmesh-golden.json"
@@ -265,3 +267,20 @@ def test_every_alert_has_a_promtool_test() -> None:
               for case in yaml.safe_load(path.read_text())["tests"]
               for rule in case["alert_rule_test"] if rule["exp_alerts"]}
     assert set(_alerts()) - tested == set()
+
+
+def test_every_alert_says_where_to_look_with_commands_that_exist() -> None:
+    """Each alert's description names a `vmesh` command (or an admin API path) to diagnose
+    with, and every `vmesh ...` it names parses, options included (`<host>`: a value)."""
+    parser = build_parser()
+    for alert, (_, annotations) in _alerts().items():
+        description = json.loads(annotations)[0].get("description", "")
+        commands = re.findall(r"`(vmesh [^`]*)`", description)
+        assert commands or "/v1/" in description, f"{alert}: no command or admin path"
+        for command in commands:
+            # placeholders such as <host> stand for a value
+            words = [re.sub(r"^<.*>$", "x", w) for w in shlex.split(command)[1:]]
+            try:
+                parser.parse_args(words)
+            except SystemExit:
+                raise AssertionError(f"{alert}: `{command}` does not parse") from None

@@ -41,6 +41,10 @@ rules:
   - matches:
       - path: {prefix: /items/}
 """
+REUSE = "Connections opened per request between proxies"
+# a window in which a pooled connection can carry all the requests (scrapes every second)
+POOLED_WINDOW = "4s"
+POOLED_REQUESTS = 500
 ROUTE_ALERTS = ("VmeshRouteErrorBudgetBurnFast", "VmeshRouteErrorBudgetBurnSlow",
                 "VmeshRouteLatencyBudgetBurnFast", "VmeshRouteLatencyBudgetBurnSlow")
 METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)[{\[]")
@@ -121,6 +125,25 @@ def _no_instance_for_opaque_tcp(front) -> None:
     wait_until(lambda: front.metric("tcp_close_total", dst_service="vault",
                                     error="no_endpoints") == 1,
                what="the connection closed for want of an instance")
+
+
+def _reuse_shows_traffic_on_pooled_connections(url: str, front, expr: str) -> None:
+    """In a window where every request went on a connection pooled before it (the steady
+    state of keep-alive), the reuse panel shows 0 connections opened per request (it showed
+    requests per connection, then infinite)."""
+    expr = expr.replace("[5m]", f"[{POOLED_WINDOW}]")
+    window = f'[{POOLED_WINDOW}]'
+    quiet = (f'sum(increase(request_total{{direction="outbound"}}{window})) > 0 and '
+             f'sum(increase(connection_open_total{{direction="outbound"}}{window})) == 0')
+    with httpx.Client(base_url=f"http://{front.outbound}") as client:
+        # requests go on, on the pooled connection, until a whole window has opened none
+        for n in range(POOLED_REQUESTS):
+            assert client.get(f"/items/{n}", headers={"host": "web"}).status_code == 200
+            if query(url, quiet):
+                break
+        else:
+            raise AssertionError(f"no window without a connection opened: {query(url, expr)}")
+        assert [r["value"][1] for r in query(url, expr)] == ["0"]
 
 
 def _queries_read_what_the_proxies_serve(panels: dict[str, list[str]], proxies) -> None:
@@ -210,8 +233,8 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
         errors = shown("Errors by reason")
         assert {(r["metric"]["dst_service"], r["metric"]["error"]) for r in errors} == {
             ("nowhere", "no_endpoints")}
-        reuse = shown("Requests per connection between proxies")
-        assert float(reuse[0]["value"][1]) > 1  # pooled: fewer handshakes than requests
+        reuse = shown(REUSE)
+        assert 0 < float(reuse[0]["value"][1]) < 1  # pooled: fewer handshakes than requests
         refused = shown("Refused handshakes and denied requests")
         assert [r["metric"] for r in refused] == [
             {"direction": "inbound", "error": "tls.handshake_failed"}]
@@ -234,6 +257,7 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
             routes = query_until(url, judged, lambda result: bool(result))
             assert {(r["metric"]["dst_service"], r["metric"]["route"]) for r in routes} >= {
                 ("web", "items")}, alert
+        _reuse_shows_traffic_on_pooled_connections(url, front, panels[REUSE][0])
         for queries in panels.values():  # the rest: valid, if nothing to show yet
             for expr in queries:
                 query(url, expr)

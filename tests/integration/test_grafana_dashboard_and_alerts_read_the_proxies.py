@@ -308,3 +308,13 @@ def test_every_alert_says_where_to_look_with_commands_that_exist() -> None:
                 parser.parse_args(words)
             except SystemExit:
                 raise AssertionError(f"{alert}: `{command}` does not parse") from None
+
+
+def test_the_documented_scrape_interval_gives_the_dashboards_rates_samples() -> None:
+    """The dashboard's rates go over $__rate_interval, 4 scrape intervals as Grafana's data
+    source assumes them (15 s unless set): Prometheus must scrape at least that often, or a
+    window holds one sample and a rate is nothing."""
+    config = yaml.safe_load((DOCS / "prometheus" / "prometheus.yml").read_text())
+    interval = config.get("global", {}).get("scrape_interval", "1m")  # Prometheus' default
+    assert interval in ("5s", "10s", "15s"), interval
+    assert "$__rate_interval" in DASHBOARD.read_text()

@@ -252,6 +252,12 @@ def _panels_show_the_mesh(mesh: Mesh, app_port: int, tmp_path: Path) -> None:
             ("web", "ready"): 1, ("web", "ejected"): 0}
         failovers = shown("Ejected instances and failovers", 1)
         assert [r["metric"] for r in failovers] == [{"dst_service": "cache", "failover_to": "web"}]
+        by_route = shown("Route success rate")
+        assert {(r["metric"]["dst_service"], r["metric"]["route"]): float(r["value"][1])
+                for r in by_route if r["metric"]["dst_service"] == "web"}[("web", "items")] == 1.0
+        slowest = shown("Route latency p99")
+        assert any(r["metric"] == {"dst_service": "web", "route": "items"}
+                   and float(r["value"][1]) > 0 for r in slowest)
         for alert in ROUTE_ALERTS:  # the traffic each judges: by route, as the routes name it
             judged = _alerts()[alert][0].rsplit(" and ", 1)[1].split(" > ")[0]
             routes = query_until(url, judged, lambda result: bool(result))

@@ -12,6 +12,7 @@ from proxy.breaker import BreakerSettings
 from proxy.cert_metrics import CertExpiry
 from proxy.connection import Connection
 from proxy.downstream import Downstream
+from proxy.endpoint_metrics import EndpointStates
 from proxy.endpoints import UNUSED_SWEEPS, Endpoint, NoEndpoints, ServiceEndpoints
 from proxy.events import EventBus, RequestEvent
 from proxy.failover import choose
@@ -89,6 +90,7 @@ class ProxyContext:
         # the instance name is not live-reloadable, and may cost a gethostname() per call
         self._id_prefix = f"{config.instance}:"
         self._services: dict[str, ServiceEndpoints] = {}
+        EndpointStates(self.observability.metrics.registry, self._services.values)
         self._refusal_logged = False  # since the last sweep (`may_route_to`)
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}

@@ -13,10 +13,13 @@ the caller's own identity, and the gateway holds no key and reads no request.
 
 A connection the gateway cannot route is refused with a TLS alert (so the
 caller's handshake fails at once with a reason), a log line and a count in
-`gateway_refused_total{reason}`: not TLS, no whole ClientHello in time or in
-`MAX_HELLO_BYTES`, no server name, a name that is no service of this site
-(`gateway.unknown_name`, `gateway.other_site`), no passing instance, none
-that accepts the connection.
+`gateway_refused_total{reason}`. The count is exact; the log is not flooded by a scanner
+or a misconfigured site: the first refusal of each reason is logged, the next ones within
+`refusal_log_interval` only counted, and one line at the interval's end says how many
+(proxy/repeated_log.py, as the proxy logs its own repeated refusals). Reasons: not
+TLS, no whole ClientHello in time or in `MAX_HELLO_BYTES`, no server name, a name that
+is no service of this site (`gateway.unknown_name`, `gateway.other_site`), no passing
+instance, none that accepts the connection.
 """
 
 import asyncio
@@ -32,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from proxy import clienthello
 from proxy.keepalive import keep_alive
+from proxy.repeated_log import RepeatedLog
 from proxy.tcp import reset
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import Discovery, EndpointSet, Instance, NotDiscoverable
@@ -229,6 +233,7 @@ class Gateway:
         metrics: GatewayMetrics,
         hello_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        refusal_log_interval: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
         self.datacenter = datacenter
@@ -237,6 +242,8 @@ class Gateway:
         self.metrics = metrics
         self.hello_timeout = hello_timeout
         self.connect_timeout = connect_timeout
+        self.refusal_log_interval = refusal_log_interval
+        self._refusals_logged = RepeatedLog()
         self._rng = rng or random.Random()
         self.connections: set[asyncio.Task[None]] = set()
 
@@ -270,13 +277,29 @@ class Gateway:
         # a connection closed without a byte is a probe (the agent's TCP check), not a refusal
         if refused.reason != "gateway.no_hello":
             self.metrics.refused.labels(refused.reason).inc()
-            log.info("gateway refused a connection",
-                     extra={"event": "gateway_refused", "reason": refused.reason,
-                            "detail": str(refused)[:300], "client": client})
+            if self._refusals_logged.first(refused.reason):
+                log.info("gateway refused a connection",
+                         extra={"event": "gateway_refused", "reason": refused.reason,
+                                "detail": str(refused)[:300], "client": client})
+                asyncio.get_running_loop().call_later(
+                    self.refusal_log_interval, self._tell_unlogged, refused.reason)
         with contextlib.suppress(Exception):
             if refused.alert is not None:
                 writer.write(alert(refused.alert))
             writer.close()
+
+    def _tell_unlogged(self, reason: str) -> None:
+        """End `reason`'s log period: one line with the refusals not logged in it, if any."""
+        unlogged = self._refusals_logged.close(reason)
+        if unlogged:
+            log.info("gateway refused more connections than it logged",
+                     extra={"event": "gateway_refused_unlogged", "reason": reason,
+                            "suppressed": unlogged, "within_s": self.refusal_log_interval})
+
+    def tell_unlogged_refusals(self) -> None:
+        """End every open log period now (the gateway stops): no count goes untold."""
+        for reason in self._refusals_logged.open_keys():
+            self._tell_unlogged(reason)
 
     async def _connect(
         self, service: str

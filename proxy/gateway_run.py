@@ -86,7 +86,8 @@ async def run(config: GatewayConfig) -> None:
     services = LocalServices(discovery)
     gateway = Gateway(config.datacenter, mesh.trust_domain, services,
                       GatewayMetrics(observability.metrics.registry),
-                      hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout)
+                      hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout,
+                      refusal_log_interval=config.refusal_log_interval)
     state = GatewayState(config, gateway, services)
     instance_id = config.instance_id or f"{sites.GATEWAY_SERVICE}-{socket.gethostname()}"
     admin = AdminServer(state, observability, trust_domain=mesh.trust_domain,
@@ -127,6 +128,7 @@ async def run(config: GatewayConfig) -> None:
             log.warning("drain timeout: connections still open were cut",
                         extra={"cut": len(cut)})
             await asyncio.gather(*cut, return_exceptions=True)
+    gateway.tell_unlogged_refusals()
     await services.close()
     await admin.close()
     await discovery.close()

@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable
@@ -90,3 +91,17 @@ def request_head(raw: bytes) -> RequestHead:
     head = reader.next_event()
     assert isinstance(head, RequestHead)
     return head
+
+
+def client_hello(server_name: str | None, maximum: ssl.TLSVersion | None = None) -> bytes:
+    """The first flight of a real TLS client, as a gateway reads it off the wire."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if maximum is not None:
+        context.maximum_version = maximum
+    client = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                              server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()

@@ -20,6 +20,13 @@ or a misconfigured site: the first refusal of each reason is logged, the next on
 TLS, no whole ClientHello in time or in `MAX_HELLO_BYTES`, no server name, a name that
 is no service of this site (`gateway.unknown_name`, `gateway.other_site`), no passing
 instance, none that accepts the connection.
+
+The instances come from the site's Consul through last known good
+(vm_mesh.discovery.lastknown), as a proxy's do: while the local agent fails or does not
+answer, the gateway goes on carrying connections to the instances it last knew (saved on
+disk, so a gateway restarted during the outage has them too), logs the switch each way, and
+counts the services it routes on such a stale set in `gateway_discovery_stale_services`; its
+`/ready` stays 200 and says so.
 """
 
 import asyncio
@@ -36,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from proxy import clienthello
 from proxy.keepalive import keep_alive
 from proxy.repeated_log import RepeatedLog
+from proxy.rewatch import watch_again_on_failure
 from proxy.tcp import reset
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import Discovery, EndpointSet, Instance, NotDiscoverable
@@ -104,6 +112,9 @@ class GatewayMetrics:
                              ["dst_service", "direction"], registry=registry)
         self.open = Gauge("gateway_open_connections", "Connections being carried now",
                           registry=registry)
+        self.stale = Gauge("gateway_discovery_stale_services",
+                           "Services routed on their last known instances: discovery fails",
+                           registry=registry)
 
 
 @dataclass
@@ -122,6 +133,11 @@ class LocalServices:
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery
         self._watches: dict[str, _Watch] = {}
+
+    def stale(self) -> list[str]:
+        """The services routed on a stale set: discovery failed since it last confirmed it."""
+        return [service for service, watch in self._watches.items()
+                if watch.current is not None and watch.current.stale]
 
     async def instances(self, service: str) -> tuple[Instance, ...]:
         """The passing instances of `service` (waiting up to FIRST_SET_S for a new watch);
@@ -144,9 +160,11 @@ class LocalServices:
         return watch.current.instances if watch.current is not None else ()
 
     async def _follow(self, service: str, watch: _Watch) -> None:
-        sets: AsyncIterator[EndpointSet] = self.discovery.watch(service)
+        sets: AsyncIterator[EndpointSet] = watch_again_on_failure(
+            lambda: self.discovery.watch(service), service)
         try:
             async for found in sets:
+                _log_staleness(service, watch.current, found)
                 watch.current = found
                 watch.answered.set()
         except NotDiscoverable as refusal:
@@ -182,6 +200,21 @@ class LocalServices:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watches.clear()
+
+
+def _log_staleness(service: str, before: EndpointSet | None, now: EndpointSet) -> None:
+    """Log a switch to a stale set (discovery fails: the last known instances carry on) and
+    back to a fresh one."""
+    if now.stale and (before is None or not before.stale):
+        log.warning("discovery does not answer; carrying connections to the last known "
+                    "instances", extra={"event": "gateway_discovery_stale",
+                                        "dst_service": service, "source": now.source,
+                                        "instances": len(now.instances),
+                                        "confirmed_at": now.updated_at})
+    elif before is not None and before.stale and not now.stale:
+        log.info("discovery answers again", extra={"event": "gateway_discovery_fresh",
+                                                   "dst_service": service,
+                                                   "instances": len(now.instances)})
 
 
 async def read_hello(

@@ -26,6 +26,7 @@ from vm_mesh import __version__, paths
 from vm_mesh.config import GatewayConfig, host_and_port, load_mesh_config
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import Instance
+from vm_mesh.discovery.lastknown import LastKnownGood
 from vm_mesh.errors import UserError
 
 log = logging.getLogger("vmesh.gateway")
@@ -48,6 +49,10 @@ class GatewayState:
             return False, "draining"
         if not self.listening:
             return False, "not listening yet"
+        stale = self._services.stale()
+        if stale:  # still ready: it carries connections to the last known instances
+            return True, (f"ready; discovery does not answer for {', '.join(sorted(stale))}: "
+                          "carrying connections to the last known instances")
         return True, "ready"
 
     def in_flight(self) -> int:
@@ -83,9 +88,11 @@ async def run(config: GatewayConfig) -> None:
     discovery = ConsulDiscovery(consul_settings(mesh.discovery), trust_domain=mesh.trust_domain)
     observability = Observability.attach(EventBus())
     logging.getLogger().addHandler(observability.logs)
-    services = LocalServices(discovery)
-    gateway = Gateway(config.datacenter, mesh.trust_domain, services,
-                      GatewayMetrics(observability.metrics.registry),
+    services = LocalServices(
+        LastKnownGood(discovery, paths.state_dir(sites.GATEWAY_SERVICE) / "discovery"))
+    metrics = GatewayMetrics(observability.metrics.registry)
+    metrics.stale.set_function(lambda: len(services.stale()))
+    gateway = Gateway(config.datacenter, mesh.trust_domain, services, metrics,
                       hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout,
                       refusal_log_interval=config.refusal_log_interval)
     state = GatewayState(config, gateway, services)

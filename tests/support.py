@@ -1,6 +1,7 @@
 """Helpers shared by the test suites."""
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -9,7 +10,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -105,3 +106,30 @@ def client_hello(server_name: str | None, maximum: ssl.TLSVersion | None = None)
     with pytest.raises(ssl.SSLWantReadError):
         client.do_handshake()
     return outgoing.read()
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    """A port on loopback that sends back what it reads, one connection at a time: an instance
+    behind a mesh gateway, which splices bytes and so needs no TLS to carry a connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection, contextlib.suppress(OSError):
+                while data := connection.recv(65536):
+                    connection.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (closing alone does not)
+        listener.close()
+        thread.join(timeout=5)

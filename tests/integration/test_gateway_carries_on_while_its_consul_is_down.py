@@ -4,7 +4,6 @@ says so, `gateway_discovery_stale_services` counts the services concerned; a gat
 during the outage has the saved instances too; once the agent answers again, so does it."""
 
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,32 +17,13 @@ from tests.integration.mesh import (
     start_gateway_process,
     wait_until,
 )
-from tests.support import client_hello
+from tests.support import client_hello, echo_server
 
 
 @pytest.fixture
 def echo() -> Iterator[int]:
-    """An instance's port on loopback that sends back what it reads (the gateway splices
-    bytes, so it needs no TLS to carry a connection to it)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stopping = threading.Event()
-
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                while data := connection.recv(65536):
-                    connection.sendall(data)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stopping.set()
-    listener.close()
-    thread.join(timeout=5)
+    with echo_server() as port:
+        yield port
 
 
 def carried(gateway: ProxyProcess, service: str) -> bool:

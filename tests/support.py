@@ -133,3 +133,13 @@ def echo_server() -> Iterator[int]:
             listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (closing alone does not)
         listener.close()
         thread.join(timeout=5)
+
+
+def exchange(sock: socket.socket, data: bytes) -> bytes:
+    """Send `data`, half-close, and read until the peer closes: all it sent back."""
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received

@@ -121,13 +121,19 @@ def gateway_pid(root: Path) -> int:
     return int((root / "run/vmesh/gateway.pid").read_text())
 
 
+def gateway_started(root: Path, agent: FakeConsul) -> int:
+    """Run the role with the gateway enabled until it passes its check: its PID."""
+    output = playbook(root)
+    assert output.startswith("rc=0\n"), output
+    wait_until(lambda: agent.health_entries("vmesh-gateway", passing=True), within=15,
+               what="the gateway passing its agent's TCP check")
+    return gateway_pid(root)
+
+
 def test_a_gateway_turned_off_is_stopped_deregistered_and_removed(
     host: Path, agent: FakeConsul
 ) -> None:
-    assert playbook(host).startswith("rc=0\n")
-    wait_until(lambda: agent.health_entries("vmesh-gateway", passing=True), within=15,
-               what="the gateway passing its agent's TCP check")
-    pid = gateway_pid(host)
+    pid = gateway_started(host, agent)
 
     consul = f"http://127.0.0.1:{agent.port}"
     off = playbook(host, vmesh_gateway_enabled=False, vmesh_discovery_consul_url=consul)
@@ -144,10 +150,7 @@ def test_a_gateway_turned_off_is_stopped_deregistered_and_removed(
 def test_a_gateway_restarted_by_an_upgrade_leaves_rotation_and_drains_first(
     host: Path, agent: FakeConsul
 ) -> None:
-    assert playbook(host).startswith("rc=0\n")
-    wait_until(lambda: agent.health_entries("vmesh-gateway", passing=True), within=15,
-               what="the gateway passing its agent's TCP check")
-    pid = gateway_pid(host)
+    pid = gateway_started(host, agent)
     [entry] = agent.health_entries("vmesh-gateway", passing=True)
     port = entry["Service"]["Port"]
     with echo_server() as echo:

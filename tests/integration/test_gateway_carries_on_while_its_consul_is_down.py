@@ -17,7 +17,7 @@ from tests.integration.mesh import (
     start_gateway_process,
     wait_until,
 )
-from tests.support import client_hello, echo_server
+from tests.support import client_hello, echo_server, exchange
 
 
 @pytest.fixture
@@ -31,12 +31,7 @@ def carried(gateway: ProxyProcess, service: str) -> bool:
     comes back from the echoing instance."""
     hello = client_hello(f"{service}.dc1.{TRUST_DOMAIN}")
     with socket.create_connection(("127.0.0.1", gateway.ports["port"]), timeout=10) as raw:
-        raw.sendall(hello)
-        raw.shutdown(socket.SHUT_WR)
-        answer = b""
-        while data := raw.recv(65536):
-            answer += data
-    return answer == hello
+        return exchange(raw, hello) == hello
 
 
 def ready(gateway: ProxyProcess) -> tuple[int, str]:

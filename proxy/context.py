@@ -18,6 +18,7 @@ from proxy.events import EventBus, RequestEvent
 from proxy.failover import choose
 from proxy.observability import Observability
 from proxy.outbound_policy import OutboundPolicy
+from proxy.repeated_log import RepeatedLog
 from proxy.retrying import AttemptFailed
 from proxy.rewatch import watch_again_on_failure
 from proxy.shadow import ShadowDispatcher
@@ -34,6 +35,7 @@ FIRST_VIEW_TIMEOUT = 2.0
 # request events reach metrics, stats, tap and the access log this many at a time, or 50 ms
 # after the first one held (`EventBus`)
 EVENT_BATCH = 128
+DESTINATIONS_FULL = "destinations_full"
 WATCH_SWEEP_S = 60.0  # how often watches of services no request asks for are looked for
 # the reason of a request still in flight at its proxy's drain deadline (`cut_request`)
 DRAIN_TIMEOUT = "proxy.drain_timeout"
@@ -91,7 +93,8 @@ class ProxyContext:
         self._id_prefix = f"{config.instance}:"
         self._services: dict[str, ServiceEndpoints] = {}
         EndpointStates(self.observability.metrics.registry, self._services.values)
-        self._refusal_logged = False  # since the last sweep (`may_route_to`)
+        # `may_route_to`'s refusals: the first after each sweep is logged, the rest counted
+        self._refusals = RepeatedLog()
         self._first_view: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -233,10 +236,9 @@ class ProxyContext:
         `max_destinations` services are. The first refusal after each sweep is logged."""
         if service in self._services or len(self._services) < self.config.max_destinations:
             return True
-        if not self._refusal_logged:
-            self._refusal_logged = True
+        if self._refusals.first(DESTINATIONS_FULL):
             log.warning("too many destination services; refusing requests for new ones",
-                        extra={"event": "destinations_full", "dst_service": service,
+                        extra={"event": DESTINATIONS_FULL, "dst_service": service,
                                "max_destinations": self.config.max_destinations})
         return False
 
@@ -383,7 +385,11 @@ class ProxyContext:
         watch each for as long as the proxy runs; a later request starts it again."""
         while True:
             await asyncio.sleep(WATCH_SWEEP_S)
-            self._refusal_logged = False
+            unlogged = self._refusals.close(DESTINATIONS_FULL)
+            if unlogged:
+                log.warning("refused more requests for new services than were logged",
+                            extra={"event": "destinations_full_unlogged", "suppressed": unlogged,
+                                   "within_s": WATCH_SWEEP_S})
             for service, endpoints in list(self._services.items()):
                 if endpoints.unused_for_long():
                     self._stop_watching(service)

@@ -13,10 +13,20 @@ the caller's own identity, and the gateway holds no key and reads no request.
 
 A connection the gateway cannot route is refused with a TLS alert (so the
 caller's handshake fails at once with a reason), a log line and a count in
-`gateway_refused_total{reason}`: not TLS, no whole ClientHello in time or in
-`MAX_HELLO_BYTES`, no server name, a name that is no service of this site
-(`gateway.unknown_name`, `gateway.other_site`), no passing instance, none
-that accepts the connection.
+`gateway_refused_total{reason}`. The count is exact; the log is not flooded by a scanner
+or a misconfigured site: the first refusal of each reason is logged, the next ones within
+`refusal_log_interval` only counted, and one line at the interval's end says how many
+(proxy/repeated_log.py, as the proxy logs its own repeated refusals). Reasons: not
+TLS, no whole ClientHello in time or in `MAX_HELLO_BYTES`, no server name, a name that
+is no service of this site (`gateway.unknown_name`, `gateway.other_site`), no passing
+instance, none that accepts the connection.
+
+The instances come from the site's Consul through last known good
+(vm_mesh.discovery.lastknown), as a proxy's do: while the local agent fails or does not
+answer, the gateway goes on carrying connections to the instances it last knew (saved on
+disk, so a gateway restarted during the outage has them too), logs the switch each way, and
+counts the services it routes on such a stale set in `gateway_discovery_stale_services`; its
+`/ready` stays 200 and says so.
 """
 
 import asyncio
@@ -32,6 +42,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from proxy import clienthello
 from proxy.keepalive import keep_alive
+from proxy.repeated_log import RepeatedLog
+from proxy.rewatch import watch_again_on_failure
 from proxy.tcp import reset
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import Discovery, EndpointSet, Instance, NotDiscoverable
@@ -100,6 +112,9 @@ class GatewayMetrics:
                              ["dst_service", "direction"], registry=registry)
         self.open = Gauge("gateway_open_connections", "Connections being carried now",
                           registry=registry)
+        self.stale = Gauge("gateway_discovery_stale_services",
+                           "Services routed on their last known instances: discovery fails",
+                           registry=registry)
 
 
 @dataclass
@@ -118,6 +133,11 @@ class LocalServices:
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery
         self._watches: dict[str, _Watch] = {}
+
+    def stale(self) -> list[str]:
+        """The services routed on a stale set: discovery failed since it last confirmed it."""
+        return [service for service, watch in self._watches.items()
+                if watch.current is not None and watch.current.stale]
 
     async def instances(self, service: str) -> tuple[Instance, ...]:
         """The passing instances of `service` (waiting up to FIRST_SET_S for a new watch);
@@ -140,9 +160,11 @@ class LocalServices:
         return watch.current.instances if watch.current is not None else ()
 
     async def _follow(self, service: str, watch: _Watch) -> None:
-        sets: AsyncIterator[EndpointSet] = self.discovery.watch(service)
+        sets: AsyncIterator[EndpointSet] = watch_again_on_failure(
+            lambda: self.discovery.watch(service), service)
         try:
             async for found in sets:
+                _log_staleness(service, watch.current, found)
                 watch.current = found
                 watch.answered.set()
         except NotDiscoverable as refusal:
@@ -178,6 +200,21 @@ class LocalServices:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watches.clear()
+
+
+def _log_staleness(service: str, before: EndpointSet | None, now: EndpointSet) -> None:
+    """Log a switch to a stale set (discovery fails: the last known instances carry on) and
+    back to a fresh one."""
+    if now.stale and (before is None or not before.stale):
+        log.warning("discovery does not answer; carrying connections to the last known "
+                    "instances", extra={"event": "gateway_discovery_stale",
+                                        "dst_service": service, "source": now.source,
+                                        "instances": len(now.instances),
+                                        "confirmed_at": now.updated_at})
+    elif before is not None and before.stale and not now.stale:
+        log.info("discovery answers again", extra={"event": "gateway_discovery_fresh",
+                                                   "dst_service": service,
+                                                   "instances": len(now.instances)})
 
 
 async def read_hello(
@@ -229,6 +266,7 @@ class Gateway:
         metrics: GatewayMetrics,
         hello_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        refusal_log_interval: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
         self.datacenter = datacenter
@@ -237,6 +275,8 @@ class Gateway:
         self.metrics = metrics
         self.hello_timeout = hello_timeout
         self.connect_timeout = connect_timeout
+        self.refusal_log_interval = refusal_log_interval
+        self._refusals_logged = RepeatedLog()
         self._rng = rng or random.Random()
         self.connections: set[asyncio.Task[None]] = set()
 
@@ -270,13 +310,29 @@ class Gateway:
         # a connection closed without a byte is a probe (the agent's TCP check), not a refusal
         if refused.reason != "gateway.no_hello":
             self.metrics.refused.labels(refused.reason).inc()
-            log.info("gateway refused a connection",
-                     extra={"event": "gateway_refused", "reason": refused.reason,
-                            "detail": str(refused)[:300], "client": client})
+            if self._refusals_logged.first(refused.reason):
+                log.info("gateway refused a connection",
+                         extra={"event": "gateway_refused", "reason": refused.reason,
+                                "detail": str(refused)[:300], "client": client})
+                asyncio.get_running_loop().call_later(
+                    self.refusal_log_interval, self._tell_unlogged, refused.reason)
         with contextlib.suppress(Exception):
             if refused.alert is not None:
                 writer.write(alert(refused.alert))
             writer.close()
+
+    def _tell_unlogged(self, reason: str) -> None:
+        """End `reason`'s log period: one line with the refusals not logged in it, if any."""
+        unlogged = self._refusals_logged.close(reason)
+        if unlogged:
+            log.info("gateway refused more connections than it logged",
+                     extra={"event": "gateway_refused_unlogged", "reason": reason,
+                            "suppressed": unlogged, "within_s": self.refusal_log_interval})
+
+    def tell_unlogged_refusals(self) -> None:
+        """End every open log period now (the gateway stops): no count goes untold."""
+        for reason in self._refusals_logged.open_keys():
+            self._tell_unlogged(reason)
 
     async def _connect(
         self, service: str

@@ -8,6 +8,12 @@ socket `/run/vmesh/vmesh-gateway.sock` (it holds no key, so it has no mTLS
 admin port), and registers as `vmesh-gateway` with its `lan` and `wan` tagged
 addresses and a TCP check of its port. SIGTERM or SIGINT deregisters, stops
 accepting, lets open connections go on for `drain` seconds, then cuts them.
+
+SIGUSR1 takes it out of other sites' rotation before a restart (as a proxy leaves
+discovery, and as HAProxy drains a server): it deregisters and goes on carrying, so the
+callers' proxies stop picking it and close their idle connections through it; its
+`/ready` answers 503 "left discovery" meanwhile and `/v1/stats`' `in_flight_inbound`
+counts what it still carries. SIGTTIN registers it again (an upgrade that failed).
 """
 
 import asyncio
@@ -15,6 +21,7 @@ import dataclasses
 import logging
 import signal
 import socket
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from proxy.admin import AdminServer
@@ -26,9 +33,42 @@ from vm_mesh import __version__, paths
 from vm_mesh.config import GatewayConfig, host_and_port, load_mesh_config
 from vm_mesh.discovery import sites
 from vm_mesh.discovery.base import Instance
+from vm_mesh.discovery.consul import ConsulDiscovery
+from vm_mesh.discovery.lastknown import LastKnownGood
 from vm_mesh.errors import UserError
 
 log = logging.getLogger("vmesh.gateway")
+
+
+class Registration:
+    """The gateway's instance in its site's Consul: leaves and joins again on signals."""
+
+    def __init__(self, discovery: ConsulDiscovery, instance: Instance, wan: tuple[str, int],
+                 state: "GatewayState") -> None:
+        self.discovery = discovery
+        self.instance = instance
+        self.wan = wan
+        self.state = state
+
+    async def join(self) -> None:
+        await self.discovery.register(self.instance, wan=self.wan)
+
+    async def leave(self) -> None:
+        """Deregister and go on carrying (SIGUSR1): other sites stop picking this gateway."""
+        if self.state.left_discovery or self.state.draining:
+            return
+        self.state.left_discovery = True
+        log.info("leaving discovery; still carrying",
+                 extra={"event": "discovery_left", "open": self.state.open_connections()})
+        await self.discovery.deregister(self.instance)
+
+    async def rejoin(self) -> None:
+        """Register again after `leave` (SIGTTIN)."""
+        if not self.state.left_discovery or self.state.draining:
+            return
+        await self.join()
+        self.state.left_discovery = False
+        log.info("rejoined discovery", extra={"event": "discovery_rejoined"})
 
 
 class GatewayState:
@@ -42,12 +82,19 @@ class GatewayState:
         self._services = services
         self.listening = False
         self.draining = False
+        self.left_discovery = False
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        if self.left_discovery:
+            return False, "left discovery (out of other sites' rotation; still carrying)"
         if not self.listening:
             return False, "not listening yet"
+        stale = self._services.stale()
+        if stale:  # still ready: it carries connections to the last known instances
+            return True, (f"ready; discovery does not answer for {', '.join(sorted(stale))}: "
+                          "carrying connections to the last known instances")
         return True, "ready"
 
     def in_flight(self) -> int:
@@ -77,16 +124,18 @@ async def run(config: GatewayConfig) -> None:
     if mesh.discovery is None or mesh.discovery.backend != "consul":
         raise UserError(f"{paths.mesh_config()}: a mesh gateway finds its site's instances in "
                         'Consul: set [discovery] backend = "consul"')
-    from vm_mesh.discovery.consul import ConsulDiscovery
     from vm_mesh.discovery.factory import consul_settings
 
     discovery = ConsulDiscovery(consul_settings(mesh.discovery), trust_domain=mesh.trust_domain)
     observability = Observability.attach(EventBus())
     logging.getLogger().addHandler(observability.logs)
-    services = LocalServices(discovery)
-    gateway = Gateway(config.datacenter, mesh.trust_domain, services,
-                      GatewayMetrics(observability.metrics.registry),
-                      hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout)
+    services = LocalServices(
+        LastKnownGood(discovery, paths.state_dir(sites.GATEWAY_SERVICE) / "discovery"))
+    metrics = GatewayMetrics(observability.metrics.registry)
+    metrics.stale.set_function(lambda: len(services.stale()))
+    gateway = Gateway(config.datacenter, mesh.trust_domain, services, metrics,
+                      hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout,
+                      refusal_log_interval=config.refusal_log_interval)
     state = GatewayState(config, gateway, services)
     instance_id = config.instance_id or f"{sites.GATEWAY_SERVICE}-{socket.gethostname()}"
     admin = AdminServer(state, observability, trust_domain=mesh.trust_domain,
@@ -96,6 +145,13 @@ async def run(config: GatewayConfig) -> None:
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
+    changing: set[asyncio.Task[None]] = set()
+
+    def change(step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.ensure_future(step())
+        changing.add(task)
+        task.add_done_callback(changing.discard)
+
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info(
         "SIGHUP: a gateway has nothing to reload; restart it to read gateway.toml again"))
 
@@ -108,7 +164,10 @@ async def run(config: GatewayConfig) -> None:
     wan = host_and_port(config.wan_address, port)
     instance = Instance(service=sites.GATEWAY_SERVICE, instance_id=instance_id, address=lan[0],
                         port=lan[1], proto="tls", version=__version__)
-    await discovery.register(instance, wan=wan)
+    registration = Registration(discovery, instance, wan, state)
+    await registration.join()
+    loop.add_signal_handler(signal.SIGUSR1, change, registration.leave)
+    loop.add_signal_handler(signal.SIGTTIN, change, registration.rejoin)
     log.info("gateway ready", extra={"datacenter": config.datacenter, "port": port,
                                      "lan": f"{lan[0]}:{lan[1]}", "wan": f"{wan[0]}:{wan[1]}",
                                      "instance": instance_id})
@@ -116,6 +175,7 @@ async def run(config: GatewayConfig) -> None:
 
     state.draining = True
     log.info("draining", extra={"open": len(gateway.connections)})
+    await asyncio.gather(*changing, return_exceptions=True)
     await discovery.deregister(instance)
     server.close()
     open_connections = set(gateway.connections)
@@ -127,6 +187,7 @@ async def run(config: GatewayConfig) -> None:
             log.warning("drain timeout: connections still open were cut",
                         extra={"cut": len(cut)})
             await asyncio.gather(*cut, return_exceptions=True)
+    gateway.tell_unlogged_refusals()
     await services.close()
     await admin.close()
     await discovery.close()

@@ -1,14 +1,16 @@
 """Helpers shared by the test suites."""
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -90,3 +92,54 @@ def request_head(raw: bytes) -> RequestHead:
     head = reader.next_event()
     assert isinstance(head, RequestHead)
     return head
+
+
+def client_hello(server_name: str | None, maximum: ssl.TLSVersion | None = None) -> bytes:
+    """The first flight of a real TLS client, as a gateway reads it off the wire."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if maximum is not None:
+        context.maximum_version = maximum
+    client = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                              server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    """A port on loopback that sends back what it reads, one connection at a time: an instance
+    behind a mesh gateway, which splices bytes and so needs no TLS to carry a connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection, contextlib.suppress(OSError):
+                while data := connection.recv(65536):
+                    connection.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (closing alone does not)
+        listener.close()
+        thread.join(timeout=5)
+
+
+def exchange(sock: socket.socket, data: bytes) -> bytes:
+    """Send `data`, half-close, and read until the peer closes: all it sent back."""
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received

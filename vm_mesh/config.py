@@ -393,6 +393,8 @@ class GatewayConfig:
     hello_timeout: Seconds = 5.0
     connect_timeout: Seconds = 2.0
     drain: Seconds = 30.0  # how long open connections may go on after SIGTERM
+    # a refusal's reason is logged once in this long; the repeats are counted, then told
+    refusal_log_interval: Seconds = 10.0
 
 
 def load_gateway_config(path: Path | None = None) -> GatewayConfig:

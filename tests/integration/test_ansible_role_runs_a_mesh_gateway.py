@@ -2,11 +2,15 @@
 under a VMESH_ROOT of its own, the process path of hosts without systemd): a host whose
 vmesh_gateway_enabled is true gets gateway.toml and a running `vmesh gateway run`, registered in
 its site's Consul (the fake agent) at the WAN address the inventory gave; a second run changes
-nothing; a host without Consul discovery fails with a sentence that says what is missing."""
+nothing; a host without Consul discovery fails with a sentence that says what is missing.
+Turned off again, the role stops the gateway, deregisters it and removes its configuration.
+Before a restart (upgrade.yml), its drain tasks take it out of the agent's passing set and wait
+until the connection it still carries ends; the restart then registers it again."""
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +20,7 @@ import pytest
 
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import REPO, TRUST_DOMAIN, wait_until
+from tests.support import client_hello, echo_server
 
 BIN = Path(sys.executable).parent
 PLAYBOOK = """\
@@ -28,6 +33,12 @@ PLAYBOOK = """\
     - name: Run the gateway
       ansible.builtin.include_role: {name: vmesh_gateway}
 """
+# what upgrade.yml does with a gateway host's gateway, the installation left out
+RESTART = PLAYBOOK.replace("""    - name: Run the gateway
+""", """    - name: Take the gateway out of rotation and drain it
+      ansible.builtin.include_role: {name: vmesh_gateway, tasks_from: drain}
+    - name: Run the gateway
+""")
 
 
 @pytest.fixture
@@ -51,10 +62,10 @@ def host(tmp_path: Path, agent: FakeConsul) -> Iterator[Path]:
                    what="the gateway exiting")
 
 
-def playbook(root: Path, **variables: str) -> str:
-    """Run the play on `root` as a host without systemd: its output; asserts nothing."""
+def start_playbook(root: Path, play: str = PLAYBOOK, **variables: object) -> subprocess.Popen:
+    """Start `play` on `root` as a host without systemd."""
     path = root.parent / "gateway.yml"
-    path.write_text(PLAYBOOK)
+    path.write_text(play)
     extra = {"vmesh_root": str(root), "vmesh_service_manager": "process",
              "vmesh_manage_user": False, "vmesh_discovery_backend": "consul",
              "vmesh_gateway_enabled": True, "vmesh_gateway_datacenter": "dc1",
@@ -63,10 +74,20 @@ def playbook(root: Path, **variables: str) -> str:
              **variables}
     env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(Path.home()),
            "ANSIBLE_ROLES_PATH": str(REPO / "ansible/roles"), "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+    return subprocess.Popen([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
                              "-e", json.dumps(extra), str(path)],
-                            env=env, capture_output=True, text=True, timeout=240)
-    return f"rc={result.returncode}\n{result.stdout}{result.stderr}"
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(run: subprocess.Popen) -> str:
+    """The output of a play started by `start_playbook`, once it ended."""
+    output, _ = run.communicate(timeout=240)
+    return f"rc={run.returncode}\n{output}"
+
+
+def playbook(root: Path, play: str = PLAYBOOK, **variables: object) -> str:
+    """Run `play` on `root` as a host without systemd: its output; asserts nothing."""
+    return finished(start_playbook(root, play, **variables))
 
 
 def test_an_enabled_gateway_runs_and_registers_at_its_wan_address(
@@ -94,3 +115,67 @@ def test_a_gateway_without_consul_discovery_fails_naming_what_it_needs(host: Pat
     assert not output.startswith("rc=0\n")
     assert 'needs vmesh_discovery_backend "consul" (it is "mdns")' in output
     assert not (host / "etc/vmesh/gateway.toml").exists()
+
+
+def gateway_pid(root: Path) -> int:
+    return int((root / "run/vmesh/gateway.pid").read_text())
+
+
+def gateway_started(root: Path, agent: FakeConsul) -> int:
+    """Run the role with the gateway enabled until it passes its check: its PID."""
+    output = playbook(root)
+    assert output.startswith("rc=0\n"), output
+    wait_until(lambda: agent.health_entries("vmesh-gateway", passing=True), within=15,
+               what="the gateway passing its agent's TCP check")
+    return gateway_pid(root)
+
+
+def test_a_gateway_turned_off_is_stopped_deregistered_and_removed(
+    host: Path, agent: FakeConsul
+) -> None:
+    pid = gateway_started(host, agent)
+
+    consul = f"http://127.0.0.1:{agent.port}"
+    off = playbook(host, vmesh_gateway_enabled=False, vmesh_discovery_consul_url=consul)
+    assert off.startswith("rc=0\n"), off
+    assert not Path(f"/proc/{pid}").exists()
+    assert agent.health_entries("vmesh-gateway", passing=False) == []
+    assert not (host / "etc/vmesh/gateway.toml").exists()
+    assert not (host / "run/vmesh/gateway.pid").exists()
+
+    again = playbook(host, vmesh_gateway_enabled=False, vmesh_discovery_consul_url=consul)
+    assert again.startswith("rc=0\n") and "changed=0" in again, again
+
+
+def test_a_gateway_restarted_by_an_upgrade_leaves_rotation_and_drains_first(
+    host: Path, agent: FakeConsul
+) -> None:
+    pid = gateway_started(host, agent)
+    [entry] = agent.health_entries("vmesh-gateway", passing=True)
+    port = entry["Service"]["Port"]
+    with echo_server() as echo:
+        agent.register({"ID": "echo-1", "Name": "echo", "Address": "127.0.0.1", "Port": echo,
+                        "Meta": {"td": TRUST_DOMAIN}})
+        hello = client_hello(f"echo.dc1.{TRUST_DOMAIN}")
+        carried = socket.create_connection(("127.0.0.1", port), timeout=10)
+        carried.sendall(hello)
+        assert carried.recv(len(hello), socket.MSG_WAITALL) == hello  # carried to echo
+
+        run = start_playbook(host, RESTART, vmesh_gateway_drain_wait_s=60)
+        try:
+            wait_until(lambda: not agent.health_entries("vmesh-gateway", passing=True),
+                       within=60, what="the gateway leaving its site's Consul")
+            with socket.socket(socket.AF_UNIX) as probe:  # out of rotation, still carrying
+                probe.connect(str(host / "run/vmesh/vmesh-gateway.sock"))
+                probe.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert b"left discovery" in probe.recv(4096)
+            carried.sendall(b"still there")
+            assert carried.recv(11, socket.MSG_WAITALL) == b"still there"
+            assert run.poll() is None and gateway_pid(host) == pid  # waiting for the drain
+        finally:
+            carried.close()
+        output = finished(run)
+    assert output.startswith("rc=0\n"), output
+    assert gateway_pid(host) != pid and not Path(f"/proc/{pid}").exists()
+    wait_until(lambda: agent.health_entries("vmesh-gateway", passing=True), within=15,
+               what="the restarted gateway registered and passing again")

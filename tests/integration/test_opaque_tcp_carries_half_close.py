@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.mesh import Mesh, ProxyProcess, wait_until
-from tests.support import free_port, require_tool
+from tests.support import exchange, free_port, require_tool
 
 
 @pytest.fixture
@@ -62,12 +62,7 @@ def test_client_half_close_reaches_the_server_and_the_reply_still_arrives(
 ) -> None:
     payload = b"half-close " * 5000
     with socket.create_connection(("127.0.0.1", front.ports["tcp:echo"]), timeout=10) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    assert received == payload
+        assert exchange(sock, payload) == payload
 
 
 def test_an_open_connection_shows_in_metrics_with_its_bytes_so_far(front: ProxyProcess) -> None:

@@ -10,20 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.clienthello import MAX_HELLO_BYTES, BadHello, Hello, parse
-
-
-def client_hello(server_name: str | None, maximum: ssl.TLSVersion | None = None) -> bytes:
-    """The first flight of a real TLS client, as a gateway reads it off the wire."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if maximum is not None:
-        context.maximum_version = maximum
-    client = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
-                              server_hostname=server_name)
-    with pytest.raises(ssl.SSLWantReadError):
-        client.do_handshake()
-    return outgoing.read()
+from tests.support import client_hello
 
 
 def in_records(hello: bytes, size: int) -> bytes:

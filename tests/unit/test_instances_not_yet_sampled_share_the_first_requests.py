@@ -7,25 +7,8 @@ from collections import Counter
 
 import pytest
 
-from proxy.balance import PeakEwma, pick
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Endpoint:
-    def __init__(self, name: str, clock: Clock) -> None:
-        self.name = name
-        self.ewma = PeakEwma(clock)
-        self.weight = 100
-
-    def available(self) -> bool:
-        return True
+from proxy.balance import pick
+from tests.unit.balance_helpers import Clock, Endpoint
 
 
 @pytest.mark.parametrize("learned_apart_s", [0.0001, 5.0])  # one discovery answer; two

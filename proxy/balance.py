@@ -13,6 +13,15 @@ As in Finagle and tower, the average also decays towards zero while nothing is
 observed: an endpoint that was slow once, or a new one still at the default
 estimate, becomes the cheaper choice again after a while and is tried, instead
 of being starved for good by endpoints that keep answering fast.
+
+Two endpoints neither of which has answered yet differ in their default
+estimates only by when the proxy learned of them (each decays from then): they
+are compared by outstanding requests per unit of weight alone, and equals are
+drawn at random, so that a freshly started proxy, and every proxy of a fleet,
+does not send its first requests all to the instance discovery listed first.
+
+An opaque TCP connection is load on its endpoint for as long as it is open (one
+outstanding request), and its connect and handshake time is its latency sample.
 """
 
 import math
@@ -37,9 +46,11 @@ class PeakEwma:
         self.value = DEFAULT_RTT_MS
         self._stamp = clock()
         self.pending = 0
+        self.sampled = False  # an observation came: `value` is no longer the default
 
     def observe(self, rtt_ms: float) -> None:
         now = self._clock()
+        self.sampled = True
         if rtt_ms > self.value:
             self.value = rtt_ms
         else:
@@ -69,7 +80,8 @@ E = TypeVar("E", bound=Balanced)
 
 
 def pick(endpoints: Sequence[E], rng: random.Random) -> E | None:
-    """P2C: of two random available endpoints the cheaper per unit of weight, drained ones
+    """P2C: of two random available endpoints the cheaper per unit of weight (of two that
+    have not answered yet, the less loaded; of equals, either at random), drained ones
     (weight 0) only when no other is available; None when none is available."""
     candidates = [e for e in endpoints if e.weight and e.available()]
     if not candidates:
@@ -82,6 +94,13 @@ def pick(endpoints: Sequence[E], rng: random.Random) -> E | None:
     i = int(rng.random() * count)
     j = int(rng.random() * (count - 1))
     first, second = candidates[i], candidates[j + (j >= i)]  # two distinct, uniformly
-    if first.ewma.cost * second.weight <= second.ewma.cost * first.weight:
+    ours, theirs = first.ewma, second.ewma
+    if ours.sampled or theirs.sampled:
+        if ours.cost * second.weight <= theirs.cost * first.weight:
+            return first
+        return second
+    # neither answered yet: their default estimates differ only in age, which would always
+    # favour the one created first; only their load tells them apart, equals go either way
+    if (ours.pending + 1) * second.weight <= (theirs.pending + 1) * first.weight:
         return first
     return second

@@ -12,9 +12,12 @@ are length-framed so either side's FIN crosses TLS as an end frame.
 The instance is chosen when the connection opens, as for an HTTP request
 (ProxyContext.to_an_instance): one of the service's own, else one of its
 ServicePolicy `failover` destination's; another when connecting to it fails, since
-none of the client's bytes were sent yet. An instance of another site behind its
-mesh gateways (`api.east`) is reached through a gateway, asked for by the TLS
-server name.
+none of the client's bytes were sent yet. The balancer sees each open tunnel as an
+outstanding request on its instance, from the connect until it closes, and the
+connect and handshake time as the instance's latency, as Linkerd does: connections
+held open spread over the instances, and new ones go to those carrying fewer. An
+instance of another site behind its mesh gateways (`api.east`) is reached through a
+gateway, asked for by the TLS server name.
 """
 
 import asyncio
@@ -27,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from proxy.acceptor import Acceptor, listen
+from proxy.balance import PeakEwma
 from proxy.connection import Connection
 from proxy.detect import DEFAULT_DETECT_TIMEOUT, Protocol, detect
 from proxy.endpoints import Endpoint, NoEndpoints, ServiceEndpoints
@@ -57,6 +61,9 @@ END_OF_STREAM = (0).to_bytes(FRAME_HEADER, "big")
 
 Count = Callable[[float], None]
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# an opaque connection to an instance: its streams, and the load estimate of the instance,
+# which counts the connection as outstanding until it closes (`TcpUpstreamListener._connect`)
+Opened = tuple[asyncio.StreamReader, asyncio.StreamWriter, PeakEwma]
 
 
 class _Flow:
@@ -246,24 +253,28 @@ class TcpUpstreamListener:
                              extra={**fields, "reason": error_reason(event.error),
                                     "detail": event.error})
                 else:
-                    log.info("opaque TCP connection", extra=fields)
-                    meter = metrics.tcp_meter(event)
-                    with self.ctx.tunnelling():
-                        await Tunnel(event, meter, plain_is_client=True).relay(
-                            reader, writer, *upstream
-                        )
+                    up_reader, up_writer, load = upstream
+                    try:
+                        log.info("opaque TCP connection", extra=fields)
+                        meter = metrics.tcp_meter(event)
+                        with self.ctx.tunnelling():
+                            await Tunnel(event, meter, plain_is_client=True).relay(
+                                reader, writer, up_reader, up_writer
+                            )
+                    finally:
+                        load.pending -= 1  # the tunnel is closed: no longer load on the instance
             finally:
                 writer.close()
                 (meter or metrics.tcp_meter(event)).close(event.error)
                 self.ctx.publish(event, started)
 
-    async def _open_upstream(self, event: RequestEvent) -> Streams | None:
+    async def _open_upstream(self, event: RequestEvent) -> Opened | None:
         """An opaque mTLS connection to an instance of the service, or of its failover
         destination, chosen as for an HTTP request (`ProxyContext.to_an_instance`: another
         instance when connecting fails, before any byte of the client's was sent); None when
         there is none (the reason is in `event.error`)."""
 
-        def connect(endpoints: ServiceEndpoints, endpoint: Endpoint) -> Awaitable[Streams]:
+        def connect(endpoints: ServiceEndpoints, endpoint: Endpoint) -> Awaitable[Opened]:
             return self._connect(endpoints, endpoint, event)
 
         try:
@@ -275,6 +286,23 @@ class TcpUpstreamListener:
         return None
 
     async def _connect(
+        self, endpoints: ServiceEndpoints, endpoint: Endpoint, event: RequestEvent
+    ) -> Opened:
+        """`_open` to `endpoint`, seen by the balancer as an outstanding request from the
+        connect on (until the tunnel closes: the caller's to end, unless connecting failed),
+        its connect and handshake time as the instance's latency."""
+        load = endpoint.ewma
+        load.pending += 1
+        started = time.monotonic()
+        try:
+            up_reader, up_writer = await self._open(endpoints, endpoint, event)
+        except BaseException:
+            load.pending -= 1
+            raise
+        load.observe((time.monotonic() - started) * 1000)
+        return up_reader, up_writer, load
+
+    async def _open(
         self, endpoints: ServiceEndpoints, endpoint: Endpoint, event: RequestEvent
     ) -> Streams:
         """An opaque mTLS connection to `endpoint`, an instance of `endpoints` (one that is

@@ -91,6 +91,24 @@ def answered_by(port: int) -> str:
     return name
 
 
+def held_open(port: int) -> tuple[socket.socket, str]:
+    """A connection through the listener at `port`, held open: its socket (the caller's to
+    close) and the name of the app it reached, which that app said first (the client speaks
+    first, so that protocol detection tells it opaque at once)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    received = b""
+    try:
+        sock.sendall(b"ping\n")
+        while not received.endswith(b"\n"):
+            chunk = sock.recv(1)
+            assert chunk, f"closed before the app said its name: {received!r}"
+            received += chunk
+    except BaseException:
+        sock.close()
+        raise
+    return sock, received.decode().rstrip("\n")
+
+
 def mapped_files(pid: int) -> set[str]:
     """The files mapped into a running process's memory (its libraries among them)."""
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()

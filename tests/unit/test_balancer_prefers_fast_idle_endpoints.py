@@ -4,25 +4,7 @@ import random
 from collections import Counter
 
 from proxy.balance import DEFAULT_RTT_MS, PeakEwma, pick
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Endpoint:
-    def __init__(self, name: str, clock: Clock, up: bool = True, weight: int = 100) -> None:
-        self.name = name
-        self.ewma = PeakEwma(clock)
-        self.up = up
-        self.weight = weight
-
-    def available(self) -> bool:
-        return self.up
+from tests.unit.balance_helpers import Clock, Endpoint
 
 
 def test_a_slow_response_raises_the_cost_at_once() -> None:

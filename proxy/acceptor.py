@@ -100,8 +100,8 @@ class Acceptor:
             task.add_done_callback(functools.partial(self._ended, str(peer)))
 
     def _accept_failed(self, exc: OSError) -> None:
-        """Log a failed accept() if the pace allows (the first of an episode, then one a
-        minute), else count it for the next line."""
+        """Log a failed accept() if the pace allows (one line a minute at most: the first of
+        an episode, unless a line went out within the minute), else count it for the next."""
         self._failures += 1
         if not self._failure_log.take(time.monotonic()):
             self._failures_unlogged += 1

@@ -246,8 +246,33 @@ class RouteStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerLoad:
+    """One listener of a proxy (`inbound`, `outbound`, `tcp:<service>`, `admin`,
+    `admin-socket`): its connections open now against its cap, and whether it is at it."""
+
+    name: str
+    open: int
+    max: int
+    saturated: bool
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> ListenerLoad:
+        return cls(name=name, open=int(_number(data, "open") or 0),
+                   max=int(_number(data, "max") or 0), saturated=data.get("saturated") is True)
+
+
+def _listeners(value: Any) -> tuple[ListenerLoad, ...]:
+    """The listeners of `/v1/stats`; none from a proxy of a version without caps."""
+    if not isinstance(value, dict):
+        return ()
+    return tuple(ListenerLoad.from_json(str(name), data)
+                 for name, data in sorted(value.items()) if isinstance(data, dict))
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyStats:
-    """`GET /v1/stats`: who the proxy is, and its routes (inbound) and upstreams (outbound)."""
+    """`GET /v1/stats`: who the proxy is, its routes (inbound) and upstreams (outbound), and
+    its listeners' connections against their caps."""
 
     service: str | None
     instance: str | None
@@ -255,6 +280,7 @@ class ProxyStats:
     window_s: float | None
     tcp_open: int | None
     routes: tuple[RouteStats, ...]
+    listeners: tuple[ListenerLoad, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProxyStats:
@@ -268,6 +294,7 @@ class ProxyStats:
             window_s=_number(data, "window_s", "window"),
             tcp_open=int(tcp) if tcp is not None else None,
             routes=tuple(routes),
+            listeners=_listeners(data.get("listeners")),
         )
 
     @property

@@ -34,6 +34,7 @@ from console.models.checks import (
     check_discovery,
     check_discovery_source,
     check_helper_leaf,
+    check_listeners,
     check_policy_loads,
     check_port,
     check_reachable,
@@ -60,7 +61,7 @@ class CheckOptions:
 
 
 def judge_polls(polls: Sequence[Poll], now: datetime) -> list[Finding]:
-    """Findings about admin reachability, certificates, discovery and clocks."""
+    """Findings about admin reachability, listeners, certificates, discovery and clocks."""
     findings: list[Finding] = []
     seen_ca: set[str] = set()
     for poll in polls:
@@ -75,6 +76,8 @@ def judge_polls(polls: Sequence[Poll], now: datetime) -> list[Finding]:
             findings.append(Finding("admin", Status.WARN, name, "answers but is not ready",
                                     "admin.not_ready",
                                     f"see `vmesh logs --service {name} --level warning`"))
+        if poll.stats is not None:
+            findings += check_listeners(name, poll.stats.service or name, poll.stats.listeners)
         for cert in poll.certs.certs if poll.certs else ():
             if cert.kind != "leaf":
                 if cert.serial in seen_ca:
@@ -253,9 +256,9 @@ def check_ports() -> list[Finding]:
 async def collect_findings(polls: Sequence[Poll], options: CheckOptions, now: datetime, *,
                            sources_found: bool,
                            discovery_errors: Mapping[str, str] | None = None) -> list[Finding]:
-    """Every finding about `polls` and this host, in a stable order: admin, certs, discovery,
-    clock, ports, policy, identity. The one collector of `vmesh check` and the console's checks
-    view.
+    """Every finding about `polls` and this host, in a stable order: admin, listeners, certs,
+    discovery, clock, ports, policy, identity. The one collector of `vmesh check` and the
+    console's checks view.
 
     `sources_found`: whether any admin source was listed at all; `discovery_errors`: why each
     discovery backend that failed listed no proxies.
@@ -273,7 +276,8 @@ async def collect_findings(polls: Sequence[Poll], options: CheckOptions, now: da
         findings.insert(0, Finding("admin", Status.FAIL, "this host", "no proxy admin API found",
                                    "admin.no_sources",
                                    f"no sockets in {paths.run_dir()}; pass --admin HOST:PORT"))
-    order = ["admin", "certs", "discovery", "clock", "ports", "policy", "identity"]
+    order = ["admin", "listeners", "certs", "discovery", "clock", "ports", "policy",
+             "identity"]
     return sorted(findings, key=lambda f: order.index(f.check) if f.check in order else 99)
 
 

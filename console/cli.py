@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the handlers import these lazily
     from console.app import ConsoleApp
     from console.client import OperatorCredentials
     from console.collect import Poll
+    from console.models.listeners import CrowdedListener
     from console.sources import Source, Sources
 
 
@@ -57,7 +58,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(handler=_console)
 
     p = add_command(commands, "stat",
-                    "Golden metrics per service: success, rps, latency, requests in flight.")
+                    "Golden metrics per service: success, rps, latency, requests in flight, "
+                    "listeners at or near their connection cap.")
     _source_options(p)
     _json_option(p)
     p.set_defaults(handler=_stat)
@@ -258,10 +260,12 @@ def _stat(args: argparse.Namespace) -> int:
                          "latency_p50_ms": g.p50_ms if g else None,
                          "latency_p95_ms": g.p95_ms if g else None,
                          "latency_p99_ms": g.p99_ms if g else None, "tcp_conn": row.tcp_conn,
-                         "in_flight": g.in_flight if g else None})
+                         "in_flight": g.in_flight if g else None,
+                         "listeners_near_cap": None if row.crowded is None
+                         else [c.to_json() for c in row.crowded]})
     else:
         header = ("NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
-                  "LATENCY_P99", "TCP_CONN", "IN_FLIGHT")
+                  "LATENCY_P99", "TCP_CONN", "IN_FLIGHT", "LISTENERS")
         table = [
             (r.name, r.meshed,
              fmt.percent(r.golden.success_rate) if r.golden else "-",
@@ -270,12 +274,20 @@ def _stat(args: argparse.Namespace) -> int:
              fmt.ms(r.golden.p95_ms) if r.golden else "-",
              fmt.ms(r.golden.p99_ms) if r.golden else "-",
              "-" if r.tcp_conn is None else str(r.tcp_conn),
-             str(r.golden.in_flight) if r.golden else "-")
+             str(r.golden.in_flight) if r.golden else "-",
+             _listeners_cell(r.crowded))
             for r in rows
         ]
         print(fmt.columns(header, table, right=frozenset(range(2, 9))))
     _report_failures(polls)
     return 0 if any(p.ok for p in polls) else 1
+
+
+def _listeners_cell(crowded: tuple[CrowdedListener, ...] | None) -> str:
+    """`ok`, or each listener full or near its cap with its proxy: `web-2 outbound 3/3 full`."""
+    if crowded is None:
+        return "-"
+    return ", ".join(f"{c.proxy} {c.summary}" for c in crowded) or "ok"
 
 
 def _endpoints(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from console.models.certs import cert_rows, format_span, timeline_bar
 from console.models.checks import Status
 from console.models.endpoints import endpoint_rows, failover_lines
 from console.models.logs import LogFilter, next_level
-from console.models.overview import overview_rows
+from console.models.overview import crowded_listeners, overview_rows
 from console.models.routes import route_rows
 from console.models.tap import TapFilter
 from console.models.top import SORT_KEYS
@@ -135,7 +135,7 @@ def _table(*columns: tuple[str, int | None]) -> DataTable[Cell]:
 
 class OverviewView(View):
     """Every service with its golden metrics, its instances under it; unreachable ones with
-    their reason."""
+    their reason, and listeners full or near their connection cap."""
 
     title = "overview"
     HEALTH_STYLES = {"ok": "green", "degraded": "yellow", "down": "red", "pending": ""}
@@ -171,6 +171,11 @@ class OverviewView(View):
         problems += [
             Text.assemble((f"{label}: ", "bold red"), f"{error} [discovery.source_unreachable]")
             for label, error in sorted(data.discovery_errors.items())
+        ]
+        problems += [
+            Text.assemble((f"{c.proxy}: ", f"bold {'red' if c.saturated else 'yellow'}"),
+                          f"listener {c.listener} {c.message} [{c.reason}]")
+            for c in crowded_listeners(list(data.statuses.values()))
         ]
         self.query_one("#problems", Note).set(Text("\n").join(problems))
 

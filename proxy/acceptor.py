@@ -8,6 +8,11 @@ which `loop.create_server` does not give on every event loop (uvloop starts
 reading before the protocol could pause it). Nor can an `asyncio.Server` stop
 accepting for a while and go on: an Acceptor at its cap simply does not accept,
 and new connections wait in the kernel's backlog until one of its own ends.
+
+Out of file descriptors (or kernel memory), accept() fails until connections end; the
+Acceptor retries every `BACKOFF_S` and logs the failure once per episode, at most one
+line per `ACCEPT_FAILURE_LOG_INTERVAL_S` (a token bucket, as the saturation log), each
+line counting the failures it left out, and `accepting again` when the episode ends.
 """
 
 import asyncio
@@ -16,17 +21,20 @@ import errno
 import functools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from proxy.connection import Connection
 from proxy.listener_limits import ConnectionLimit
+from vm_mesh.token_bucket import TokenBucket
 
 log = logging.getLogger("vmesh.proxy.acceptor")
 
 # accept() errors that concern one connection or a passing shortage, not the listener
 _TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED}
 BACKOFF_S = 0.1
+ACCEPT_FAILURE_LOG_INTERVAL_S = 60.0
 
 
 class Acceptor:
@@ -55,6 +63,10 @@ class Acceptor:
         self._on_connection = on_connection
         self._connections = tasks  # strong references: the loop keeps only weak ones
         self.limit = limit
+        self._failure_log = TokenBucket(ACCEPT_FAILURE_LOG_INTERVAL_S, 1, now=time.monotonic())
+        self._failures = 0  # of accept() in a row, this episode
+        self._failures_unlogged = 0  # since the last line about them
+        self._episode_logged = False
         self._loop_task = asyncio.create_task(self._accept_loop())
 
     @property
@@ -72,17 +84,44 @@ class Acceptor:
             except OSError as exc:
                 if exc.errno not in _TRANSIENT:
                     log.error("listener stopped", extra={"reason": "accept_failed",
+                                                         "listener": limit.listener,
                                                          "detail": str(exc)})
                     return
-                log.error("accept failed", extra={"reason": "accept_failed", "detail": str(exc)})
+                self._accept_failed(exc)
                 await asyncio.sleep(BACKOFF_S)  # out of descriptors: let connections finish
                 continue
+            if self._failures:
+                self._accepting_again()
             if self._tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             limit.opened()
             task = asyncio.ensure_future(self._on_connection(conn))
             self._connections.add(task)
             task.add_done_callback(functools.partial(self._ended, str(peer)))
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Log a failed accept() if the pace allows (one line a minute at most: the first of
+        an episode, unless a line went out within the minute), else count it for the next."""
+        self._failures += 1
+        if not self._failure_log.take(time.monotonic()):
+            self._failures_unlogged += 1
+            return
+        self._episode_logged = True
+        log.error("accept failed", extra={"reason": "accept_failed",
+                                          "listener": self.limit.listener, "detail": str(exc),
+                                          "failures_unlogged": self._failures_unlogged})
+        self._failures_unlogged = 0
+
+    def _accepting_again(self) -> None:
+        """The episode of failures is over: say so if it was logged, with what was left out."""
+        if self._episode_logged:
+            log.info("accepting again", extra={"event": "accept_resumed",
+                                               "listener": self.limit.listener,
+                                               "failures": self._failures,
+                                               "failures_unlogged": self._failures_unlogged})
+            self._failures_unlogged = 0
+        self._failures = 0
+        self._episode_logged = False
 
     def _ended(self, peer: str, task: "asyncio.Task[None]") -> None:
         self._connections.discard(task)

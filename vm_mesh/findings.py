@@ -18,7 +18,7 @@ class Status(Enum):
 class Finding:
     """One result line of `vmesh check`."""
 
-    check: str  # certs | discovery | clock | ports | policy | identity | admin
+    check: str  # admin | listeners | certs | discovery | clock | ports | policy | identity
     status: Status
     target: str
     message: str

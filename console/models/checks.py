@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from console.api import CertInfo, UpstreamEndpoints, common_name
+from console.api import CertInfo, ListenerLoad, UpstreamEndpoints, common_name
 from console.format import ago
 from console.models.certs import Health, health, time_left
+from console.models.listeners import NEAR_CAP, config_key, crowded
 from vm_mesh.findings import Finding, Status
 
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
@@ -109,6 +110,29 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
             findings.append(Finding(
                 "discovery", Status.OK, target,
                 f"{up.instances} instance(s) from {up.source}", "discovery.fresh"))
+    return findings
+
+
+def check_listeners(owner: str, service: str, listeners: Sequence[ListenerLoad]
+                    ) -> list[Finding]:
+    """A proxy's listeners against their connection caps: one at its cap fails (it accepts
+    nothing now), one above `NEAR_CAP` of it warns; nothing from a proxy without caps."""
+    if not listeners:
+        return []
+    full = crowded(owner, listeners)
+    if not full:
+        return [Finding("listeners", Status.OK, owner,
+                        f"{len(listeners)} listeners below {NEAR_CAP:.0%} of their caps",
+                        "listeners.below_cap")]
+    findings = []
+    for c in full:
+        findings.append(Finding(
+            "listeners", Status.FAIL if c.saturated else Status.WARN, f"{owner} {c.listener}",
+            c.message, c.reason,
+            f"find who holds the connections with `ss -tnp` on its host; if the load is real, "
+            f"raise `[max_connections] {config_key(c.listener)}` in "
+            f"/etc/vmesh/services/{service}.toml (and the unit's LimitNOFILE) and restart "
+            f"vmesh-proxy@{service}"))
     return findings
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from console.api import ProxyStats, RouteStats
+from console.models.listeners import CrowdedListener, crowded
 from vm_mesh.quantiles import weighted_percentile
 
 
@@ -110,6 +111,8 @@ class StatRow:
     meshed: str  # ready/known instances, as linkerd shows "1/1"
     golden: Golden | None
     tcp_conn: int | None
+    # its proxies' listeners full or near their cap; None: no instance reported listeners
+    crowded: tuple[CrowdedListener, ...] | None = None
 
 
 def by_service(statuses: list[SourceStatus]) -> list[tuple[str, list[SourceStatus]]]:
@@ -131,13 +134,21 @@ def stat_rows(statuses: list[SourceStatus]) -> list[StatRow]:
         tcp = [m.stats.tcp_open for m in members
                if m.stats and m.reachable and m.stats.tcp_open is not None]
         answered = any(m.reachable and m.stats for m in members)
+        reported = any(m.reachable and m.stats and m.stats.listeners for m in members)
         rows.append(StatRow(
             name=name,
             meshed=f"{ready}/{len(members)}",
             golden=combine(routes) if answered else None,
             tcp_conn=sum(tcp) if tcp else None,
+            crowded=tuple(crowded_listeners(members)) if reported else None,
         ))
     return rows
+
+
+def crowded_listeners(statuses: list[SourceStatus]) -> list[CrowdedListener]:
+    """The listeners full or near their cap of every proxy that answers, by proxy."""
+    return [c for s in sorted(statuses, key=lambda s: s.name) if s.reachable and s.stats
+            for c in crowded(s.name, s.stats.listeners)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,12 @@ def test_stat_prints_linkerd_columns_and_names_an_unreachable_proxy(start_admin)
     result, rows = wait_for(stat_once_api_failed, 20, "a failed request in api's stats")
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50",
-                                "LATENCY_P95", "LATENCY_P99", "TCP_CONN", "IN_FLIGHT"]
+                                "LATENCY_P95", "LATENCY_P99", "TCP_CONN", "IN_FLIGHT",
+                                "LISTENERS"]
     assert rows["api"][1] == "1/1"
     assert 80.0 <= float(rows["api"][2].removesuffix("%")) < 100.0  # 1 in 10 simulated fails
     assert float(rows["api"][3]) > 0
+    assert rows["api"][9] == "ok"  # its admin listeners, far below their caps
     assert rows["cache"][1] == "0/1"
     assert "cache: connection to" in result.stderr and "[admin.connect_refused]" in result.stderr
     assert result.returncode == 0

@@ -1,0 +1,119 @@
+"""Roles vmesh, vmesh_identity and vmesh_proxy, run by the real ansible-playbook on this
+machine as one host (the CA, running service `api`): what an operator who runs site.yml again
+relies on. A second run changes nothing; `--check` completes on a deployed host and on a fresh
+one, changing nothing; a bad value in mesh.toml or a service file fails the play with the
+validator's `file:line: reason` and leaves the file in force and the proxy serving it; a bad
+variable fails before anything is written, naming it; the join token never reaches the
+output, even with -v."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.integration.ansible_host import LocalHost, Run
+from tests.integration.supervised import admin_get
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalHost, Run]]:
+    """The host after a first run (with -vvv, as an operator debugging would); that run."""
+    host = LocalHost(tmp_path_factory.mktemp("ansible"))
+    try:
+        first = host.playbook("-vvv")
+        assert first.returncode == 0, first.output[-4000:]
+        yield host, first
+    finally:
+        host.stop()
+
+
+def proxy_pid(host: LocalHost) -> int:
+    """The PID of api's running proxy (a handover would replace it), once it is ready."""
+    assert admin_get(host.root, "api", "/ready").status_code == 200
+    supervisor = psutil.Process(int((host.root / "run/vmesh/svc-api.pid").read_text()))
+    [proxy] = [child for child in supervisor.children() if "proxy" in child.cmdline()]
+    return proxy.pid
+
+
+def test_the_join_token_never_reaches_the_output(deployed: tuple[LocalHost, Run]) -> None:
+    _, first = deployed
+    assert "Exchange the token for the first certificate - api" in first.output
+    assert "vmesh1." not in first.output  # every join token starts so
+
+
+def test_a_second_run_changes_nothing(deployed: tuple[LocalHost, Run]) -> None:
+    host, _ = deployed
+    again = host.playbook()
+    assert again.returncode == 0 and again.changed == 0, again.output[-4000:]
+
+
+def test_check_mode_on_a_deployed_host_completes_and_changes_nothing(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    pid = proxy_pid(host)
+    check = host.playbook("--check")
+    assert check.returncode == 0 and check.changed == 0, check.output[-4000:]
+    assert proxy_pid(host) == pid
+
+
+def test_check_mode_on_a_fresh_host_completes_and_writes_nothing(tmp_path: Path) -> None:
+    host = LocalHost(tmp_path)
+    check = host.playbook("--check")
+    assert check.returncode == 0, check.output[-4000:]
+    assert check.changed > 0  # what a real run would do
+    assert not (host.root / "etc/vmesh/mesh.toml").exists()
+    assert not (host.root / "etc/vmesh/services/api.toml").exists()
+    assert not list((host.root / "run/vmesh").iterdir())  # nothing started
+
+
+def test_a_bad_mesh_toml_value_fails_with_the_validators_reason_and_keeps_the_file(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    mesh_toml = host.root / "etc/vmesh/mesh.toml"
+    before, pid = mesh_toml.read_text(), proxy_pid(host)
+    run = host.playbook(vmesh_tracing_otlp_endpoint="collector:4318")
+    assert run.returncode != 0
+    assert "tracing.otlp_endpoint: 'collector:4318' is not a URL" in run.output, run.output[-4000:]
+    assert mesh_toml.read_text() == before
+    assert proxy_pid(host) == pid  # not handed over to a proxy that would read it
+
+
+def test_a_bad_service_file_value_fails_with_the_validators_reason_and_keeps_the_file(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    service_toml = host.root / "etc/vmesh/services/api.toml"
+    before, pid = service_toml.read_text(), proxy_pid(host)
+    run = host.playbook(vmesh_proxy_services=[{**host.service, "drain_timeout": "soon"}])
+    assert run.returncode != 0
+    assert "timeouts.drain:" in run.output, run.output[-4000:]
+    assert service_toml.read_text() == before
+    assert proxy_pid(host) == pid
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ({"app_port": 8080, "command": ["/bin/app"]},
+     "vmesh_proxy_services[0] needs name (a service name: lowercase letters, digits, '-')"),
+    ({"name": "Api_1", "app_port": 8080, "command": ["/bin/app"]},
+     "vmesh_proxy_services[0] needs name (a service name: lowercase letters, digits, '-'), "
+     "not 'Api_1'"),
+    ({"name": "api", "app_port": "http", "command": ["/bin/app"]},
+     "vmesh_proxy_services[0] (api) needs app_port (1-65535), not 'http'"),
+    ({"name": "api", "app_port": 8080, "command": "/bin/app --port 8080"},
+     "vmesh_proxy_services[0] (api) needs command as a list (argv), "
+     "not '/bin/app --port 8080'"),
+])
+def test_a_bad_service_item_fails_naming_it_before_anything_is_written(
+    deployed: tuple[LocalHost, Run], item: dict, message: str,
+) -> None:
+    host, _ = deployed
+    files = {p: p.read_text() for p in (host.root / "etc/vmesh").rglob("*.toml")}
+    pid = proxy_pid(host)
+    run = host.playbook(vmesh_proxy_services=[item])
+    assert run.returncode != 0
+    assert message in " ".join(run.output.split()), run.output[-4000:]
+    assert {p: p.read_text() for p in (host.root / "etc/vmesh").rglob("*.toml")} == files
+    assert proxy_pid(host) == pid

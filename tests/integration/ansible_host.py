@@ -50,7 +50,7 @@ class Run:
 
 class LocalHost:
     """A VMESH_ROOT under `workdir` and the inventory variables that deploy service `api`
-    (the test backend as its app) there."""
+    (the test backend as its app) and a cert-helper for `scraper` there."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -80,6 +80,9 @@ class LocalHost:
             "vmesh_identity_url": f"https://127.0.0.1:{identity}",
             "vmesh_proxy_services": [self.service], "vmesh_proxy_ready_timeout_s": 30,
             "vmesh_stop_timeout_s": 10,
+            # a cert-helper's leaf, as Prometheus' would be, kept by a helper run as root here
+            "vmesh_proxy_cert_helpers": ["scraper"],
+            "vmesh_proxy_cert_helper_users": {"scraper": "root"},
         }
 
     def playbook(self, *options: str, play: str = SITE_PLAY, **variables: object) -> Run:

@@ -37,8 +37,10 @@ def proxy_pid(host: LocalHost) -> int:
 
 
 def test_the_join_token_never_reaches_the_output(deployed: tuple[LocalHost, Run]) -> None:
-    _, first = deployed
+    host, first = deployed
     assert "Exchange the token for the first certificate - api" in first.output
+    assert "Exchange the token for the first certificate - scraper" in first.output
+    assert (host.root / "var/lib/vmesh/scraper/cert.pem").is_file()
     assert "vmesh1." not in first.output  # every join token starts so
 
 

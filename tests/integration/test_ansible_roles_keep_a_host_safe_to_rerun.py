@@ -1,11 +1,13 @@
 """Roles vmesh, vmesh_identity and vmesh_proxy, run by the real ansible-playbook on this
-machine as one host (the CA, running service `api`): what an operator who runs site.yml again
-relies on. A second run changes nothing; `--check` completes on a deployed host and on a fresh
-one, changing nothing; a bad value in mesh.toml or a service file fails the play with the
-validator's `file:line: reason` and leaves the file in force and the proxy serving it; a bad
-variable fails before anything is written, naming it; the join token never reaches the
-output, even with -v."""
+machine as one host (the CA, running service `api` and a cert-helper): what an operator who
+runs site.yml again relies on. A second run changes nothing; `--check` completes on a deployed
+host and on a fresh one, changing nothing; a change the proxy reloads on SIGHUP (mesh.toml's
+tracing, a service's timeouts) reaches it without a handover; a bad value in mesh.toml or a
+service file fails the play with the validator's `file:line: reason` and leaves the file in
+force and the proxy serving it; a bad variable fails before anything is written, naming it;
+the join token never reaches the output, even with -vvv."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import psutil
 import pytest
 
 from tests.integration.ansible_host import LocalHost, Run
+from tests.integration.mesh import wait_until
 from tests.integration.supervised import admin_get
 
 
@@ -68,6 +71,33 @@ def test_check_mode_on_a_fresh_host_completes_and_writes_nothing(tmp_path: Path)
     assert not (host.root / "etc/vmesh/mesh.toml").exists()
     assert not (host.root / "etc/vmesh/services/api.toml").exists()
     assert not list((host.root / "run/vmesh").iterdir())  # nothing started
+
+
+def events_logged(host: LocalHost, after: int) -> set[str]:
+    """The `event`s api's supervisor and proxy logged past byte `after` of their log."""
+    with (host.root / "var/log/vmesh/svc-api.log").open("rb") as log:
+        log.seek(after)
+        lines = log.read().decode().splitlines()
+    return {json.loads(line).get("event", "") for line in lines if line.startswith("{")}
+
+
+def test_a_tracing_or_timeouts_change_reaches_the_running_proxy_by_a_reload(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    log_size = (host.root / "var/log/vmesh/svc-api.log").stat().st_size
+    pid = proxy_pid(host)
+    run = host.playbook(vmesh_tracing_otlp_endpoint="http://127.0.0.1:9/v1/traces",
+                        vmesh_proxy_services=[{**host.service, "drain_timeout": "3s"}])
+    assert run.returncode == 0 and run.changed > 0, run.output[-4000:]
+    wait_until(lambda: {"config_reloaded", "tracing_enabled"} <= events_logged(host, log_size),
+               within=10, what="the proxy reloading its service file and mesh.toml's tracing")
+    assert proxy_pid(host) == pid  # reloaded (SIGHUP), not handed over to a new proxy
+    restored = host.playbook()
+    assert restored.returncode == 0 and restored.changed > 0, restored.output[-4000:]
+    wait_until(lambda: "tracing_disabled" in events_logged(host, log_size), within=10,
+               what="the proxy no longer exporting spans")
+    assert proxy_pid(host) == pid
 
 
 def test_a_bad_mesh_toml_value_fails_with_the_validators_reason_and_keeps_the_file(

@@ -5,13 +5,12 @@ of hosts without systemd), static discovery and loopback ports only."""
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from tests.e2e.playbooks import PlaybookRun
 from tests.integration.mesh import REPO, wait_until
 from tests.support import free_ports
 
@@ -30,23 +29,6 @@ SITE_PLAY = """\
     - name: Run the services
       ansible.builtin.include_role: {name: vmesh_proxy}
 """
-_RECAP = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)",
-                    re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Run:
-    """What ansible-playbook printed, its exit code and its recap's changed count."""
-
-    returncode: int
-    output: str
-
-    @property
-    def changed(self) -> int:
-        match = _RECAP.search(self.output)
-        assert match, self.output[-3000:]
-        return int(match.group(2))
-
 
 class LocalHost:
     """A VMESH_ROOT under `workdir` and the inventory variables that deploy service `api`
@@ -85,7 +67,7 @@ class LocalHost:
             "vmesh_proxy_cert_helper_users": {"scraper": "root"},
         }
 
-    def playbook(self, *options: str, play: str = SITE_PLAY, **variables: object) -> Run:
+    def playbook(self, *options: str, play: str = SITE_PLAY, **variables: object) -> PlaybookRun:
         """ansible-playbook of `play` on this host with the variables (and `variables` over
         them); asserts nothing."""
         path = self.workdir / "play.yml"
@@ -93,11 +75,10 @@ class LocalHost:
         env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(Path.home()),
                "ANSIBLE_ROLES_PATH": str(REPO / "ansible/roles"), "ANSIBLE_NOCOLOR": "1",
                "ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp")}
-        result = subprocess.run(
+        return PlaybookRun.of(subprocess.run(
             [str(BIN / "ansible-playbook"), "-i", str(self.inventory),
              "-e", json.dumps({**self.variables, **variables}), *options, str(path)],
-            env=env, capture_output=True, text=True, timeout=300)
-        return Run(result.returncode, result.stdout + result.stderr)
+            env=env, capture_output=True, text=True, timeout=300))
 
     def stop(self) -> None:
         """Stop every process the roles started here, by its PID file's PID."""

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.ansible_host import LocalHost, Run
+from tests.e2e.playbooks import PlaybookRun as Run
+from tests.integration.ansible_host import LocalHost
 from tests.integration.mesh import wait_until
 from tests.integration.supervised import admin_get
 
@@ -50,7 +51,7 @@ def test_the_join_token_never_reaches_the_output(deployed: tuple[LocalHost, Run]
 def test_a_second_run_changes_nothing(deployed: tuple[LocalHost, Run]) -> None:
     host, _ = deployed
     again = host.playbook()
-    assert again.returncode == 0 and again.changed == 0, again.output[-4000:]
+    assert again.returncode == 0 and again.changed() == {"localhost": 0}, again.output[-4000:]
 
 
 def test_check_mode_on_a_deployed_host_completes_and_changes_nothing(
@@ -59,7 +60,7 @@ def test_check_mode_on_a_deployed_host_completes_and_changes_nothing(
     host, _ = deployed
     pid = proxy_pid(host)
     check = host.playbook("--check")
-    assert check.returncode == 0 and check.changed == 0, check.output[-4000:]
+    assert check.returncode == 0 and check.changed() == {"localhost": 0}, check.output[-4000:]
     assert proxy_pid(host) == pid
 
 
@@ -67,7 +68,7 @@ def test_check_mode_on_a_fresh_host_completes_and_writes_nothing(tmp_path: Path)
     host = LocalHost(tmp_path)
     check = host.playbook("--check")
     assert check.returncode == 0, check.output[-4000:]
-    assert check.changed > 0  # what a real run would do
+    assert check.changed()["localhost"] > 0  # what a real run would do
     assert not (host.root / "etc/vmesh/mesh.toml").exists()
     assert not (host.root / "etc/vmesh/services/api.toml").exists()
     assert not list((host.root / "run/vmesh").iterdir())  # nothing started
@@ -89,41 +90,36 @@ def test_a_tracing_or_timeouts_change_reaches_the_running_proxy_by_a_reload(
     pid = proxy_pid(host)
     run = host.playbook(vmesh_tracing_otlp_endpoint="http://127.0.0.1:9/v1/traces",
                         vmesh_proxy_services=[{**host.service, "drain_timeout": "3s"}])
-    assert run.returncode == 0 and run.changed > 0, run.output[-4000:]
+    assert run.returncode == 0 and run.changed()["localhost"] > 0, run.output[-4000:]
     wait_until(lambda: {"config_reloaded", "tracing_enabled"} <= events_logged(host, log_size),
                within=10, what="the proxy reloading its service file and mesh.toml's tracing")
     assert proxy_pid(host) == pid  # reloaded (SIGHUP), not handed over to a new proxy
     restored = host.playbook()
-    assert restored.returncode == 0 and restored.changed > 0, restored.output[-4000:]
+    assert restored.returncode == 0 and restored.changed()["localhost"] > 0, restored.output[-4000:]
     wait_until(lambda: "tracing_disabled" in events_logged(host, log_size), within=10,
                what="the proxy no longer exporting spans")
     assert proxy_pid(host) == pid
 
 
-def test_a_bad_mesh_toml_value_fails_with_the_validators_reason_and_keeps_the_file(
-    deployed: tuple[LocalHost, Run],
+@pytest.mark.parametrize(("file", "variables", "reason"), [
+    ("mesh.toml", {"vmesh_tracing_otlp_endpoint": "collector:4318"},
+     "tracing.otlp_endpoint: 'collector:4318' is not a URL"),
+    ("services/api.toml", {"drain_timeout": "soon"}, "timeouts.drain:"),
+], ids=["mesh.toml", "service file"])
+def test_a_bad_config_value_fails_with_the_validators_reason_and_keeps_the_file(
+    deployed: tuple[LocalHost, Run], file: str, variables: dict, reason: str,
 ) -> None:
     host, _ = deployed
-    mesh_toml = host.root / "etc/vmesh/mesh.toml"
-    before, pid = mesh_toml.read_text(), proxy_pid(host)
-    run = host.playbook(vmesh_tracing_otlp_endpoint="collector:4318")
+    path = host.root / "etc/vmesh" / file
+    before, pid = path.read_text(), proxy_pid(host)
+    if file == "mesh.toml":
+        run = host.playbook(**variables)
+    else:
+        run = host.playbook(vmesh_proxy_services=[{**host.service, **variables}])
     assert run.returncode != 0
-    assert "tracing.otlp_endpoint: 'collector:4318' is not a URL" in run.output, run.output[-4000:]
-    assert mesh_toml.read_text() == before
+    assert reason in run.output, run.output[-4000:]
+    assert path.read_text() == before
     assert proxy_pid(host) == pid  # not handed over to a proxy that would read it
-
-
-def test_a_bad_service_file_value_fails_with_the_validators_reason_and_keeps_the_file(
-    deployed: tuple[LocalHost, Run],
-) -> None:
-    host, _ = deployed
-    service_toml = host.root / "etc/vmesh/services/api.toml"
-    before, pid = service_toml.read_text(), proxy_pid(host)
-    run = host.playbook(vmesh_proxy_services=[{**host.service, "drain_timeout": "soon"}])
-    assert run.returncode != 0
-    assert "timeouts.drain:" in run.output, run.output[-4000:]
-    assert service_toml.read_text() == before
-    assert proxy_pid(host) == pid
 
 
 @pytest.mark.parametrize(("item", "message"), [

@@ -145,3 +145,15 @@ def test_a_bad_service_item_fails_naming_it_before_anything_is_written(
     assert message in " ".join(run.output.split()), run.output[-4000:]
     assert {p: p.read_text() for p in (host.root / "etc/vmesh").rglob("*.toml")} == files
     assert proxy_pid(host) == pid
+
+
+def test_an_unknown_service_manager_fails_naming_the_choices(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    pid = proxy_pid(host)
+    run = host.playbook(vmesh_service_manager="upstart")
+    assert run.returncode != 0
+    assert ('vmesh_service_manager must be "systemd", "process" or "" (detect), not "upstart"'
+            in " ".join(run.output.split())), run.output[-4000:]
+    assert proxy_pid(host) == pid

@@ -64,6 +64,18 @@ def test_check_mode_on_a_deployed_host_completes_and_changes_nothing(
     assert proxy_pid(host) == pid
 
 
+def test_a_join_token_the_ca_refuses_to_make_fails_saying_why(tmp_path: Path) -> None:
+    host = LocalHost(tmp_path)
+    try:
+        run = host.playbook(vmesh_proxy_token_ttl="forever")
+    finally:
+        host.stop()
+    assert run.returncode != 0
+    assert ("no join token for api on localhost from localhost: vmesh: --ttl: "
+            in " ".join(run.output.split())), run.output[-4000:]
+    assert not (host.root / "var/lib/vmesh/api/cert.pem").exists()
+
+
 def test_check_mode_on_a_fresh_host_completes_and_writes_nothing(tmp_path: Path) -> None:
     host = LocalHost(tmp_path)
     check = host.playbook("--check")

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "identity.cli",
     "proxy.cli",
     "vm_mesh.policy.cli",
+    "vm_mesh.config_cli",
     "console.cli",
     "vm_mesh.demo.cli",
     "vm_mesh.host.cli",

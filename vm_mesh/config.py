@@ -312,6 +312,15 @@ def _read_text(path: Path) -> str | None:
         raise UserError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
 
+def check_config_file(path: Path, model: type[M]) -> M:
+    """Read and validate `path` as a `model` file (any name: a new version before it is put in
+    place); UserError as `file:line: reason` lines when it is missing or bad."""
+    text = _read_text(path)
+    if text is None:
+        raise UserError(f"{path}: no such file")
+    return _parse(path, text, model)[0]
+
+
 def load_service_config(path: Path) -> LoadedConfig:
     """Read and validate a service file; UserError as `file:line: reason` when it is bad."""
     text = _read_text(path)

@@ -33,6 +33,16 @@ class PlaybookRun:
     def changed(self) -> dict[str, int]:
         return {host: counts["changed"] for host, counts in self.recap.items()}
 
+    @classmethod
+    def of(cls, result: subprocess.CompletedProcess[str]) -> PlaybookRun:
+        """The run that `result` (of ansible-playbook) reports."""
+        recap = {
+            m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                         "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+            for m in _RECAP.finditer(result.stdout)
+        }
+        return cls(result.returncode, result.stdout + result.stderr, recap)
+
 
 def build_wheel(dest: Path, pure: bool = False) -> Path:
     """`pip wheel --no-deps` of this repository into `dest/wheels`, compiled, or `pure`: the
@@ -110,12 +120,5 @@ def run_playbook(cluster: SshCluster, inventory: Path, playbook: str,
     argv += ["--extra-vars", json.dumps(extra_vars)]
     if limit is not None:
         argv += ["--limit", limit]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
-                            cwd=PLAYBOOKS)
-    output = result.stdout + result.stderr
-    recap = {
-        m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)),
-                     "unreachable": int(m.group(4)), "failed": int(m.group(5))}
-        for m in _RECAP.finditer(result.stdout)
-    }
-    return PlaybookRun(result.returncode, output, recap)
+    return PlaybookRun.of(subprocess.run(argv, env=env, capture_output=True, text=True,
+                                         timeout=timeout_s, cwd=PLAYBOOKS))

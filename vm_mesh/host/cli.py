@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     join = add_command(commands, "join", "Join a service on this host to the mesh: write its "
                        "service file, fetch its first certificate, start its proxy.")
     join.add_argument("--token", required=True, help="the one-time join token "
-                      "(from `vmesh identity token create` on the CA host)")
+                      "(from `vmesh identity token create` on the CA host); `-`: read it from "
+                      "standard input, where no process listing or log shows it")
     join.add_argument("--identity", required=True, metavar="URL",
                       help="the identity service, e.g. https://ca.example:8443")
     join.add_argument("--service", required=True, help="the service this host runs")
@@ -85,7 +87,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
                         "identity_url of /etc/vmesh/mesh.toml)")
     helper.add_argument("--token", default=os.environ.get("VMESH_JOIN_TOKEN"),
                         help="a one-time join token for NAME (`vmesh identity token create`), "
-                        "needed when DIR holds no valid leaf (default: $VMESH_JOIN_TOKEN)")
+                        "needed when DIR holds no valid leaf (default: $VMESH_JOIN_TOKEN; "
+                        "`-`: read it from standard input)")
     helper.add_argument("--dir", type=Path, default=None, metavar="DIR",
                         help="where cert.pem, key.pem and bundle.pem are kept (default: "
                         "/var/lib/vmesh/NAME); run the helper as the user that reads them")
@@ -148,6 +151,7 @@ def _join(args: argparse.Namespace) -> int:
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
     files = HostFiles(())
+    token = _token(args.token)
     if args.use_service_file:
         from vm_mesh.config import load_service
 
@@ -163,8 +167,7 @@ def _join(args: argparse.Namespace) -> int:
     host = args.host or socket.gethostname()
     try:
         with _joining(args.identity):
-            leaf = asyncio.run(obtain(args.identity, args.token, host=host,
-                                      service=args.service,
+            leaf = asyncio.run(obtain(args.identity, token, host=host, service=args.service,
                                       directory=paths.state_dir(args.service)))
     except UserError as exc:
         raise UserError(f"{exc}; this host was left as it was", exc.exit_code) from None
@@ -183,6 +186,16 @@ def _join(args: argparse.Namespace) -> int:
     print(f"no systemd here: running the proxy of {args.service} in the foreground", flush=True)
     argv = proxy_argv(args.service)
     os.execv(argv[0], argv)
+
+
+def _token(value: str) -> str:
+    """A --token value; `-` is the first line of standard input (Ansible hands it over so)."""
+    if value != "-":
+        return value
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise UserError("--token -: no token on standard input")
+    return token
 
 
 @contextlib.contextmanager
@@ -221,15 +234,16 @@ def _cert_helper(args: argparse.Namespace) -> int:
                         f"identity_url in {paths.mesh_config()}")
     directory = args.dir or paths.state_dir(args.name)
     host = args.host or socket.gethostname()
+    token = _token(args.token) if args.token else None
     if args.once:
         with _joining(url):
-            leaf = asyncio.run(ensure_leaf(url, args.name, directory, args.token, host)).leaf()
+            leaf = asyncio.run(ensure_leaf(url, args.name, directory, token, host)).leaf()
         print(f"{directory}: {identity_of(leaf)}, valid until "
               f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
         return 0
     configure()
     with _joining(url):
-        return asyncio.run(run_until_stopped(url, args.name, directory, args.token, host))
+        return asyncio.run(run_until_stopped(url, args.name, directory, token, host))
 
 
 def _renew(args: argparse.Namespace) -> int:

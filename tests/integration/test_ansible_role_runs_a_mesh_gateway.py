@@ -117,6 +117,19 @@ def test_a_gateway_without_consul_discovery_fails_naming_what_it_needs(host: Pat
     assert not (host / "etc/vmesh/gateway.toml").exists()
 
 
+def test_a_bad_gateway_value_fails_the_play_and_keeps_the_running_gateway(
+    host: Path, agent: FakeConsul
+) -> None:
+    pid = gateway_started(host, agent)
+    config = (host / "etc/vmesh/gateway.toml").read_text()
+
+    bad = playbook(host, vmesh_gateway_drain="soon")
+    assert not bad.startswith("rc=0\n")
+    assert "drain: invalid duration 'soon'" in bad, bad
+    assert (host / "etc/vmesh/gateway.toml").read_text() == config
+    assert gateway_pid(host) == pid and Path(f"/proc/{pid}").exists()
+
+
 def gateway_pid(root: Path) -> int:
     return int((root / "run/vmesh/gateway.pid").read_text())
 

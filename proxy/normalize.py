@@ -3,7 +3,10 @@
 Follows Istio's hardened normalization (after CVE-2021-31920): a single
 percent-decoding pass (never twice), `%00` rejected, `%2F`/`%5C` and `\\`
 turned into `/`, repeated slashes merged, `.` and `..` resolved as RFC 3986
-§5.2.4 says, the query split off before any path match. Unreserved
+§5.2.4 says, the query split off before any path match. A dot segment with
+parameters (`..;x`, `.;`) is rejected: RFC 3986 does not resolve it, but servlet
+containers do (`/public/..;/admin` is their `/admin`), so it would carry a request
+past a policy written for the path the proxy sees. Unreserved
 characters are decoded, every other escape is kept with upper-case hex. The
 proxy forwards the normalized path, so no policy can be bypassed by
 spelling a path differently.
@@ -25,6 +28,7 @@ NOT_ORIGIN_FORM = "http1.path.not_origin_form"
 INVALID_CHARACTER = "http1.path.invalid_character"
 INVALID_ESCAPE = "http1.path.invalid_percent_encoding"
 NUL = "http1.path.nul"
+DOT_SEGMENT_PARAMETER = "http1.path.dot_segment_parameter"
 
 
 class BadPath(ValueError):
@@ -83,7 +87,7 @@ def _normalize(raw: str) -> Target:
         return Target(path, query)  # nothing to decode, merge or resolve: already normal
     _check_escapes(query, raw)
     path = _decode_once(path, raw).replace("\\", "/")
-    path = _remove_dot_segments(_SLASHES.sub("/", path))
+    path = _remove_dot_segments(_SLASHES.sub("/", path), raw)
     return Target(path or "/", query)
 
 
@@ -124,10 +128,12 @@ def _decode_once(path: str, raw: str) -> str:
     return "".join(out)
 
 
-def _remove_dot_segments(path: str) -> str:
+def _remove_dot_segments(path: str, raw: str) -> str:
     segments = path.split("/")[1:]
     result: list[str] = []
     for segment in segments:
+        if segment.partition(";")[0] in (".", "..") and ";" in segment:
+            raise BadPath(DOT_SEGMENT_PARAMETER, raw)
         if segment == "..":
             if result:
                 result.pop()

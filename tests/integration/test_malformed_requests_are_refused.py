@@ -66,6 +66,8 @@ CASES = {
         b"GET http://web.mesh@evil/ HTTP/1.1\r\nHost: web\r\n\r\n", 400,
         "http1.userinfo_in_target"),
     "nul in path": (b"GET /a%00b HTTP/1.1\r\nHost: web\r\n\r\n", 400, None),
+    "dot segment with a parameter": (b"GET /public/..;/admin HTTP/1.1\r\nHost: web\r\n\r\n",
+                                     400, "http1.path.dot_segment_parameter"),
     "CONNECT": (b"CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n", 405,
                 "http1.connect_not_allowed"),
     "protocol upgrade": (b"GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\n"

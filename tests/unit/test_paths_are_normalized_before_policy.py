@@ -25,6 +25,7 @@ from proxy.normalize import BadPath, normalize_target
         ("/%41%7e", "/A~", ""),
         ("/a%20b%3f", "/a%20b%3F", ""),
         ("/%252F", "/%252F", ""),  # decoded once only: %25 stays an escape
+        ("/a/...;x/b", "/a/...;x/b", ""),  # `...` is a name, not a dot segment
     ],
 )
 def test_normalized_paths(raw: str, path: str, query: str) -> None:
@@ -45,6 +46,10 @@ def test_normalized_paths(raw: str, path: str, query: str) -> None:
         ("/a#frag", normalize.INVALID_CHARACTER),
         ("http://x/a", normalize.NOT_ORIGIN_FORM),
         ("*", normalize.NOT_ORIGIN_FORM),
+        # a servlet container reads `..;x` as `..`: /public/..;/admin would be its /admin
+        ("/public/..;/admin", normalize.DOT_SEGMENT_PARAMETER),
+        ("/public/%2e%2e;jsessionid=1/admin", normalize.DOT_SEGMENT_PARAMETER),
+        ("/public/.;/admin", normalize.DOT_SEGMENT_PARAMETER),
     ],
 )
 def test_rejected_targets_have_stable_reasons(raw: str, reason: str) -> None:

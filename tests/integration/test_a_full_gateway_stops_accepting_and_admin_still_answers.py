@@ -37,9 +37,23 @@ GATEWAY_TOML = ('datacenter = "dc1"\nlisten = "127.0.0.1:0"\nwan_address = "127.
 
 def start_gateway(agent: FakeConsul, tmp_path: Path, extra: str = "",
                   prefix: tuple[str, ...] = ()) -> ProxyProcess:
-    site = Mesh(tmp_path / "dc1", discovery=agent.discovery_table())
+    """A gateway whose agent has made its one TCP check (which connects to the gateway's port
+    as a caller does) and whose listener holds no connection."""
+    once = agent.discovery_table().replace('consul_check_interval = "100ms"',
+                                           'consul_check_interval = "24h"')
+    assert once != agent.discovery_table()
+    site = Mesh(tmp_path / "dc1", discovery=once)
     (site.root / "etc/vmesh/gateway.toml").write_text(GATEWAY_TOML + extra)
-    return start_gateway_process(site.env, prefix)
+    gateway = start_gateway_process(site.env, prefix)
+    try:
+        wait_until(lambda: agent.health_entries("vmesh-gateway", passing=True),
+                   what="the gateway passing its agent's TCP check")
+        wait_until(lambda: gateway.metric("tcp_open_connections", listener="gateway") == 0,
+                   what="the agent's check connection closed")
+    except BaseException:
+        gateway.stop()
+        raise
+    return gateway
 
 
 def connect(gateway: ProxyProcess, sockets: contextlib.ExitStack) -> socket.socket:

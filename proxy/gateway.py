@@ -27,12 +27,18 @@ answer, the gateway goes on carrying connections to the instances it last knew (
 disk, so a gateway restarted during the outage has them too), logs the switch each way, and
 counts the services it routes on such a stale set in `gateway_discovery_stale_services`; its
 `/ready` stays 200 and says so.
+
+The listener holds at most its cap of connections at once (gateway.toml's `[max_connections]
+gateway`, by default a share of the open-file limit), as a proxy's listeners do
+(proxy/listener_limits.py): at the cap it accepts nothing, new connections wait in the
+kernel's backlog until one closes, and a flood costs the gateway no descriptor beyond it.
 """
 
 import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -41,7 +47,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from proxy import clienthello
+from proxy.acceptor import Acceptor
 from proxy.keepalive import keep_alive
+from proxy.listener_limits import ConnectionLimit
 from proxy.repeated_log import RepeatedLog
 from proxy.rewatch import watch_again_on_failure
 from proxy.tcp import reset
@@ -280,13 +288,18 @@ class Gateway:
         self._rng = rng or random.Random()
         self.connections: set[asyncio.Task[None]] = set()
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
-        return await asyncio.start_server(self._accepted, host, port)
+    def serve(self, host: str, port: int, limit: ConnectionLimit) -> Acceptor:
+        """Listen on `host:port`, holding at most `limit`'s cap of connections at once (at the
+        cap it accepts nothing: new ones wait in the kernel's backlog)."""
+        return Acceptor(host, port, self._accepted, self.connections, limit)
 
-    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.ensure_future(self.handle(reader, writer))
-        self.connections.add(task)
-        task.add_done_callback(self.connections.discard)
+    async def _accepted(self, sock: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
+        except OSError:
+            sock.close()
+            return
+        await self.handle(reader, writer)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Carry one connection, or refuse it (alert, log, count)."""

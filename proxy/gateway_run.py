@@ -9,6 +9,10 @@ admin port), and registers as `vmesh-gateway` with its `lan` and `wan` tagged
 addresses and a TCP check of its port. SIGTERM or SIGINT deregisters, stops
 accepting, lets open connections go on for `drain` seconds, then cuts them.
 
+The port and the admin socket each hold at most their `[max_connections]` cap of
+connections (proxy/listener_limits.py): `/metrics` and `/v1/stats` show them as the
+listeners `gateway` and `admin-socket`, as a proxy's.
+
 SIGUSR1 takes it out of other sites' rotation before a restart (as a proxy leaves
 discovery, and as HAProxy drains a server): it deregisters and goes on carrying, so the
 callers' proxies stop picking it and close their idle connections through it; its
@@ -27,6 +31,7 @@ from typing import Any
 from proxy.admin import AdminServer
 from proxy.events import EventBus
 from proxy.gateway import Gateway, GatewayMetrics, LocalServices
+from proxy.listener_limits import gateway_caps, soft_open_file_limit
 from proxy.observability import Observability
 from proxy.server import local_address
 from vm_mesh import __version__, paths
@@ -138,8 +143,12 @@ async def run(config: GatewayConfig) -> None:
                       refusal_log_interval=config.refusal_log_interval)
     state = GatewayState(config, gateway, services)
     instance_id = config.instance_id or f"{sites.GATEWAY_SERVICE}-{socket.gethostname()}"
+    caps = gateway_caps(config.max_connections, soft_open_file_limit())
+    log.info("connection limits", extra={"event": "listener_caps", "gateway": caps.gateway,
+                                          "admin": caps.admin})
     admin = AdminServer(state, observability, trust_domain=mesh.trust_domain,
-                        instance_id=instance_id, version=__version__)
+                        instance_id=instance_id, version=__version__,
+                        max_connections=caps.admin)
 
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
@@ -156,7 +165,8 @@ async def run(config: GatewayConfig) -> None:
         "SIGHUP: a gateway has nothing to reload; restart it to read gateway.toml again"))
 
     host, _, listen_port = config.listen.rpartition(":")  # checked when the file was read
-    server = await gateway.serve(host.strip("[]"), int(listen_port))
+    server = gateway.serve(host.strip("[]"), int(listen_port),
+                           observability.listeners.add("gateway", caps.gateway))
     port = server.sockets[0].getsockname()[1]
     await admin.serve_unix(paths.admin_socket(sites.GATEWAY_SERVICE))
     state.listening = True

@@ -9,6 +9,8 @@ accepted and as their task ends: per connection, nothing per request.
 The defaults share the open-file limit (RLIMIT_NOFILE) out: `RESERVED_FDS` for the proxy's
 own files and sockets, one descriptor per admin connection, two per proxied connection (the
 client's and the one to the app or a peer), the rest split evenly among the data listeners.
+A mesh gateway (`vmesh gateway run`) has one data listener and the admin socket, capped the
+same way (`gateway_caps`).
 
 Each listener logs the start of a saturation (`listener.saturated`) and its end, once per
 episode; a listener that fills up again and again logs at most `SATURATION_LOG_BURST`
@@ -18,6 +20,7 @@ line counting the episodes it did not log.
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from vm_mesh.config import MaxConnections
+from vm_mesh.config import GatewayMaxConnections, MaxConnections
 from vm_mesh.token_bucket import TokenBucket
 
 log = logging.getLogger("vmesh.proxy.listeners")
@@ -50,22 +53,49 @@ class ListenerCaps:
     admin: int  # each of the admin port and the admin socket
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayCaps:
+    """The caps of a mesh gateway's listeners."""
+
+    gateway: int  # the listener other sites connect to
+    admin: int  # the admin socket
+
+
+def _share(nofile: int, admin_fds: int, data_listeners: int) -> int:
+    """Each data listener's share of the open-file limit `nofile` (negative: unlimited), once
+    the process's own files and `admin_fds` for its admin listeners are set aside."""
+    if nofile < 0:
+        nofile = UNLIMITED_NOFILE
+    budget = nofile - RESERVED_FDS - admin_fds
+    return max(1, budget // (FDS_PER_PROXIED_CONNECTION * data_listeners))
+
+
 def listener_caps(settings: MaxConnections, nofile: int, tcp_listeners: int) -> ListenerCaps:
     """The caps `settings` (the service file's `[max_connections]`) sets, and for the ones it
     leaves out, shares of the open-file limit `nofile` (negative: unlimited) that together
     keep the listeners at their caps within it."""
-    if nofile < 0:
-        nofile = UNLIMITED_NOFILE
     admin = settings.admin or DEFAULT_ADMIN_MAX_CONNECTIONS
-    data_listeners = 2 + tcp_listeners
-    budget = nofile - RESERVED_FDS - 2 * admin
-    share = max(1, budget // (FDS_PER_PROXIED_CONNECTION * data_listeners))
+    share = _share(nofile, 2 * admin, 2 + tcp_listeners)
     return ListenerCaps(
         inbound=settings.inbound or share,
         outbound=settings.outbound or share,
         tcp=settings.tcp or share,
         admin=admin,
     )
+
+
+def gateway_caps(settings: GatewayMaxConnections, nofile: int) -> GatewayCaps:
+    """The caps gateway.toml's `[max_connections]` sets, and for the listener it leaves out
+    the open-file limit `nofile` (negative: unlimited) less the admin socket's cap and the
+    gateway's own files, two descriptors per carried connection (the caller's, the
+    instance's)."""
+    admin = settings.admin or DEFAULT_ADMIN_MAX_CONNECTIONS
+    return GatewayCaps(gateway=settings.gateway or _share(nofile, admin, 1), admin=admin)
+
+
+def soft_open_file_limit() -> int:
+    """This process's open-file limit (RLIMIT_NOFILE, soft; negative: unlimited)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class ConnectionLimit:

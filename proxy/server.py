@@ -5,7 +5,6 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,12 @@ from proxy.admin import AdminServer
 from proxy.context import ProxyContext
 from proxy.handover import InheritedListeners, notify_ready
 from proxy.inbound import InboundProxy
-from proxy.listener_limits import ConnectionLimit, ListenerCaps, listener_caps
+from proxy.listener_limits import (
+    ConnectionLimit,
+    ListenerCaps,
+    listener_caps,
+    soft_open_file_limit,
+)
 from proxy.outbound import OutboundProxy
 from proxy.span_export import SpanExport
 from proxy.state import RunningProxyState
@@ -82,7 +86,7 @@ def open_discovery(loaded: LoadedConfig, choice: DiscoveryChoice) -> Discovery:
 def open_file_caps(settings: MaxConnections, tcp_listeners: int) -> ListenerCaps:
     """The listeners' caps: those the service file sets, the rest shares of this process's
     open-file limit (RLIMIT_NOFILE, soft)."""
-    return listener_caps(settings, resource.getrlimit(resource.RLIMIT_NOFILE)[0], tcp_listeners)
+    return listener_caps(settings, soft_open_file_limit(), tcp_listeners)
 
 
 def local_address(listen: str) -> str:

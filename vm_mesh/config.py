@@ -384,6 +384,16 @@ Reachable = Annotated[str, Check(_reachable)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayMaxConnections:
+    """gateway.toml's `[max_connections]`: the most connections each of the gateway's
+    listeners holds at once (at its cap it stops accepting until one closes); one left out is
+    a share of the open-file limit (`proxy.listener_limits.gateway_caps`)."""
+
+    gateway: Cap | None = None  # the listener other sites connect to (`listen`)
+    admin: Cap | None = None  # the admin socket
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayConfig:
     """`/etc/vmesh/gateway.toml`: the mesh gateway of this host's site (`vmesh gateway run`).
 
@@ -391,6 +401,9 @@ class GatewayConfig:
         listen = "0.0.0.0:4180"
         wan_address = "198.18.0.5"          # where other sites reach it (port: listen's)
         lan_address = "10.0.0.5"            # where its own site reaches it (default: listen's)
+        [max_connections]                   # optional; defaults share the open-file limit out
+        gateway = 16000                     # the listener other sites connect to
+        admin = 64                          # the admin socket
     """
 
     datacenter: Datacenter
@@ -404,6 +417,7 @@ class GatewayConfig:
     drain: Seconds = 30.0  # how long open connections may go on after SIGTERM
     # a refusal's reason is logged once in this long; the repeats are counted, then told
     refusal_log_interval: Seconds = 10.0
+    max_connections: GatewayMaxConnections = GatewayMaxConnections()
 
 
 def load_gateway_config(path: Path | None = None) -> GatewayConfig:

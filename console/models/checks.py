@@ -15,6 +15,7 @@ from console.api import CertInfo, ListenerLoad, UpstreamEndpoints, common_name
 from console.format import ago
 from console.models.certs import Health, health, time_left
 from console.models.listeners import NEAR_CAP, config_key, crowded
+from vm_mesh.discovery.sites import GATEWAY_SERVICE
 from vm_mesh.findings import Finding, Status
 
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
@@ -115,8 +116,9 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
 
 def check_listeners(owner: str, service: str, listeners: Sequence[ListenerLoad]
                     ) -> list[Finding]:
-    """A proxy's listeners against their connection caps: one at its cap fails (it accepts
-    nothing now), one above `NEAR_CAP` of it warns; nothing from a proxy without caps."""
+    """A proxy's (or a mesh gateway's) listeners against their connection caps: one at its
+    cap fails (it accepts nothing now), one above `NEAR_CAP` of it warns; nothing from a
+    proxy without caps."""
     if not listeners:
         return []
     full = crowded(owner, listeners)
@@ -124,16 +126,23 @@ def check_listeners(owner: str, service: str, listeners: Sequence[ListenerLoad]
         return [Finding("listeners", Status.OK, owner,
                         f"{len(listeners)} listeners below {NEAR_CAP:.0%} of their caps",
                         "listeners.below_cap")]
+    config_file, unit = _config_and_unit(service)
     findings = []
     for c in full:
         findings.append(Finding(
             "listeners", Status.FAIL if c.saturated else Status.WARN, f"{owner} {c.listener}",
             c.message, c.reason,
             f"find who holds the connections with `ss -tnp` on its host; if the load is real, "
-            f"raise `[max_connections] {config_key(c.listener)}` in "
-            f"/etc/vmesh/services/{service}.toml (and the unit's LimitNOFILE) and restart "
-            f"vmesh-proxy@{service}"))
+            f"raise `[max_connections] {config_key(c.listener)}` in {config_file} (and the "
+            f"unit's LimitNOFILE) and restart {unit}"))
     return findings
+
+
+def _config_and_unit(service: str) -> tuple[str, str]:
+    """The file that sets the caps of `service`'s listeners and the unit that runs it."""
+    if service == GATEWAY_SERVICE:
+        return "/etc/vmesh/gateway.toml", GATEWAY_SERVICE
+    return f"/etc/vmesh/services/{service}.toml", f"vmesh-proxy@{service}"
 
 
 def check_discovery_source(label: str, error: str) -> Finding:

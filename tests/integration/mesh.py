@@ -66,6 +66,11 @@ class ProxyProcess:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
         )
 
+    def listener(self, name: str) -> dict:
+        """What `/v1/stats` says of the listener `name`: open, max, saturated, saturations."""
+        with self.admin() as admin:
+            return admin.get("/v1/stats").json()["listeners"][name]
+
     def stop(self, sig: int = signal.SIGTERM, within: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -250,3 +255,17 @@ def wait_until(predicate, within: float = 10.0, what: str = "condition") -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {within}s")
         time.sleep(0.05)
+
+
+def wait_full(process: ProxyProcess, listener: str, cap: int) -> None:
+    """Wait until `listener` of `process` holds `cap` connections, then check that its metrics,
+    `/v1/stats` and its log show it full for the first time."""
+    wait_until(lambda: process.metric("tcp_open_connections", listener=listener) == cap,
+               what=f"{cap} connections open on the {listener} listener")
+    assert process.metric("tcp_listener_saturated", listener=listener) == 1
+    assert process.metric("tcp_max_connections", listener=listener) == cap
+    assert process.metric("tcp_listener_saturations_total", listener=listener) == 1
+    assert process.listener(listener) == {"open": cap, "max": cap, "saturated": True,
+                                          "saturations": 1}
+    line = process.wait_for_log(lambda line: line.get("reason") == "listener.saturated")
+    assert (line["listener"], line["max_connections"]) == (listener, cap)

@@ -8,7 +8,7 @@ import contextlib
 import select
 import socket
 
-from tests.integration.mesh import Mesh, ProxyProcess, wait_until
+from tests.integration.mesh import Mesh, ProxyProcess, wait_full, wait_until
 from tests.support import require_tool
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: nowhere\r\n\r\n"
@@ -30,24 +30,11 @@ def answer_head(sock: socket.socket) -> bytes:
     return sock.recv(65536)
 
 
-def outbound_listener(proxy: ProxyProcess) -> dict:
-    with proxy.admin() as admin:
-        return admin.get("/v1/stats").json()["listeners"]["outbound"]
-
-
 def test_the_connection_over_the_cap_waits_until_one_closes(mesh: Mesh) -> None:
     proxy = mesh.start_proxy("web", 1, extra=f"[max_connections]\noutbound = {CAP}\n")
     with contextlib.ExitStack() as sockets:
         held = [connect(proxy, sockets) for _ in range(CAP)]
-        wait_until(lambda: proxy.metric("tcp_open_connections", listener="outbound") == CAP,
-                   what=f"{CAP} connections open on the outbound listener")
-        assert proxy.metric("tcp_listener_saturated", listener="outbound") == 1
-        assert proxy.metric("tcp_max_connections", listener="outbound") == CAP
-        assert proxy.metric("tcp_listener_saturations_total", listener="outbound") == 1
-        assert outbound_listener(proxy) == {"open": CAP, "max": CAP, "saturated": True,
-                                            "saturations": 1}
-        line = proxy.wait_for_log(lambda line: line.get("reason") == "listener.saturated")
-        assert (line["listener"], line["max_connections"]) == ("outbound", CAP)
+        wait_full(proxy, "outbound", CAP)
 
         waiting = connect(proxy, sockets)  # the kernel takes it into the backlog
         waiting.sendall(REQUEST)
@@ -72,9 +59,9 @@ def test_admin_answers_while_a_flood_fills_the_data_plane(mesh: Mesh) -> None:
     proxy = mesh.start_proxy("web", 1, prefix=[prlimit, f"--nofile={NOFILE}:{NOFILE}", "--"])
     with contextlib.ExitStack() as sockets:
         flood = [connect(proxy, sockets) for _ in range(FLOOD)]
-        wait_until(lambda: outbound_listener(proxy)["saturated"],
+        wait_until(lambda: proxy.listener("outbound")["saturated"],
                    what="the outbound listener full")
-        cap = outbound_listener(proxy)["max"]
+        cap = proxy.listener("outbound")["max"]
         assert cap < NOFILE  # a share of the proxy's descriptors, not all of them
         with proxy.admin() as admin:
             assert admin.get("/ready").json() == {"ready": True, "reason": "ok"}

@@ -2,7 +2,8 @@
 under a VMESH_ROOT of its own, the process path of hosts without systemd): a host whose
 vmesh_gateway_enabled is true gets gateway.toml and a running `vmesh gateway run`, registered in
 its site's Consul (the fake agent) at the WAN address the inventory gave; a second run changes
-nothing; a host without Consul discovery fails with a sentence that says what is missing.
+nothing; a host without Consul discovery fails with a sentence that says what is missing; the
+cap the inventory sets is the running gateway's, and a bad one fails the play.
 Turned off again, the role stops the gateway, deregisters it and removes its configuration.
 Before a restart (upgrade.yml), its drain tasks take it out of the agent's passing set and wait
 until the connection it still carries ends; the restart then registers it again."""
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.fake_consul import FakeConsul
@@ -128,6 +130,20 @@ def test_a_bad_gateway_value_fails_the_play_and_keeps_the_running_gateway(
     assert "drain: invalid duration 'soon'" in bad, bad
     assert (host / "etc/vmesh/gateway.toml").read_text() == config
     assert gateway_pid(host) == pid and Path(f"/proc/{pid}").exists()
+
+
+def test_the_gateway_cap_set_in_the_inventory_is_in_force(host: Path, agent: FakeConsul) -> None:
+    output = playbook(host, vmesh_gateway_max_connections=500)
+    assert output.startswith("rc=0\n"), output
+    assert "[max_connections]\ngateway = 500\n" in (host / "etc/vmesh/gateway.toml").read_text()
+    socket_path = host / "run/vmesh/vmesh-gateway.sock"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
+                      base_url="http://admin", timeout=10) as admin:
+        assert admin.get("/v1/stats").json()["listeners"]["gateway"]["max"] == 500
+
+    bad = playbook(host, vmesh_gateway_max_connections=0)
+    assert not bad.startswith("rc=0\n")
+    assert "max_connections.gateway: Input should be greater than or equal to 1" in bad, bad
 
 
 def gateway_pid(root: Path) -> int:

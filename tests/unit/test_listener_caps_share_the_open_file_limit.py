@@ -1,6 +1,7 @@
-"""The listeners' connection caps: those the service file sets, the rest shares of the open-file
-limit that keep every listener at its cap within it; and a listener that fills up logs the
-saturation once per episode, no more than its log pace allows however often it flaps."""
+"""The listeners' connection caps (a proxy's and a mesh gateway's): those the file sets, the
+rest shares of the open-file limit that keep every listener at its cap within it; and a
+listener that fills up logs the saturation once per episode, no more than its log pace
+allows however often it flaps."""
 
 import logging
 
@@ -10,9 +11,11 @@ from proxy.listener_limits import (
     FDS_PER_PROXIED_CONNECTION,
     SATURATION_LOG_BURST,
     ConnectionLimit,
+    GatewayCaps,
+    gateway_caps,
     listener_caps,
 )
-from vm_mesh.config import MaxConnections
+from vm_mesh.config import GatewayMaxConnections, MaxConnections
 
 
 @pytest.mark.parametrize("nofile", [1024, 65536])
@@ -30,6 +33,17 @@ def test_caps_the_file_sets_are_kept_and_an_unlimited_file_limit_is_bounded() ->
     caps = listener_caps(MaxConnections(outbound=3, admin=5), -1, 0)
     assert (caps.outbound, caps.admin) == (3, 5)
     assert caps.inbound > 1000
+
+
+@pytest.mark.parametrize("nofile", [256, 1024, 65536])
+def test_a_gateway_full_by_default_stays_within_the_open_file_limit(nofile: int) -> None:
+    caps = gateway_caps(GatewayMaxConnections(), nofile)
+    assert caps.gateway * FDS_PER_PROXIED_CONNECTION + caps.admin < nofile
+    assert caps.gateway >= nofile // 4  # the gateway's one data listener takes the rest
+
+
+def test_a_gateway_keeps_the_caps_its_file_sets() -> None:
+    assert gateway_caps(GatewayMaxConnections(gateway=3, admin=5), -1) == GatewayCaps(3, 5)
 
 
 def test_each_saturation_is_logged_once_and_flapping_within_the_pace(

@@ -56,6 +56,16 @@ def test_check_fails_a_full_listener_warns_near_the_cap_and_names_the_key_to_rai
     assert findings[1].message == "60/64 connections, 93% of its cap"
 
 
+def test_check_names_gateway_toml_for_a_full_mesh_gateway() -> None:
+    stats = proxy("vmesh-gateway", "vmesh-gateway", {"gateway": (3, 3),
+                                                     "admin-socket": (0, 64)}).stats
+    assert stats is not None
+    [finding] = check_listeners("vmesh-gateway", "vmesh-gateway", stats.listeners)
+    assert (finding.status, finding.target) == (Status.FAIL, "vmesh-gateway gateway")
+    assert ("raise `[max_connections] gateway` in /etc/vmesh/gateway.toml (and the unit's "
+            "LimitNOFILE) and restart vmesh-gateway") in finding.hint
+
+
 def test_check_passes_listeners_below_the_mark_and_says_nothing_without_them() -> None:
     stats = proxy("web", "web", {"inbound": (79, 100), "outbound": (0, 100)}).stats
     assert stats is not None

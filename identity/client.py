@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from identity import pki, spiffe
 from identity.authority import proof_of_possession
 from identity.tokens import anchor_pin, parse_token
+from identity.url import check_identity_url
 from vm_mesh.defaults import LEAF_FILES
 from vm_mesh.errors import UserError, cause_of
 from vm_mesh.files import settle, write_together
@@ -123,20 +124,11 @@ class _Answer:
 
 
 def _require_https(url: str) -> None:
-    """Refuse an identity URL that is no URL, or not https: over plain HTTP anyone on the path
-    could take the token or answer with a leaf and bundle of their own."""
+    """Refuse an identity URL that is no URL, or not https (identity.url's rule)."""
     try:
-        parsed = httpx.URL(url)
-        port = parsed.port
-    except httpx.InvalidURL as exc:
-        raise UserError(f"identity.url_invalid: {url} is not a URL ({exc}); use "
-                        "https://HOST:8443") from None
-    if parsed.scheme != "https":
-        raise UserError(f"identity.url_not_https: {url} is not an https:// URL; vmesh talks to "
-                        "the identity service only over TLS (use https://HOST:8443)")
-    if not parsed.host or not 0 < (port or 443) <= 65535:
-        raise UserError(f"identity.url_invalid: {url} names no host or no port (1-65535); use "
-                        "https://HOST:8443")
+        check_identity_url(url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 async def _exchange(url: str, method: str, path: str, *, verify: ssl.SSLContext | bool,

@@ -76,7 +76,7 @@ from typing import Any
 import consul
 
 from vm_mesh import defaults
-from vm_mesh.backoff import doubled
+from vm_mesh.backoff import full_jitter
 from vm_mesh.blocking import in_own_thread
 from vm_mesh.discovery import announced, sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
@@ -127,10 +127,12 @@ def next_index(previous: int, returned: int | str | None) -> int:
 
 
 def backoff_delay(failures: int, settings: ConsulSettings) -> float:
-    """Seconds to wait after `failures` consecutive failed queries (exponential, capped)."""
+    """Seconds to wait after `failures` consecutive failed queries: drawn from a window that
+    doubles from `backoff_min_s` up to `backoff_max_s` (full jitter), so the proxies of every
+    host do not all ask a restarted agent again at the same instant."""
     if failures <= 0:
         return 0.0
-    return doubled(settings.backoff_min_s, settings.backoff_max_s, failures - 1)
+    return full_jitter(settings.backoff_min_s, settings.backoff_max_s, failures - 1)
 
 
 def registration(

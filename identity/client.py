@@ -57,6 +57,16 @@ class InvalidAnswer(UserError):
                          f"without a usable leaf ({why}); nothing was stored")
 
 
+class LeafNotStored(UserError):
+    """The identity service issued a leaf that could not be written where it belongs (a full
+    disk, a path whose parent is a file): the files in place stay as they were."""
+
+    def __init__(self, identity: str, error: OSError) -> None:
+        where = error.filename or "the state directory"
+        super().__init__(f"identity.leaf_not_stored: the identity service issued a leaf for "
+                         f"{identity}, but writing {where} failed: {error.strerror or error}")
+
+
 @dataclass(frozen=True, slots=True)
 class LeafFiles:
     """Where a service's key, leaf chain and trust bundle live."""
@@ -201,7 +211,10 @@ def _store_issued(files: LeafFiles, url: str, answer: Any, key: ec.EllipticCurve
         raise InvalidAnswer(url, "its leaf is not for the key this request sent")
     if named != identity:
         raise InvalidAnswer(url, f"its leaf is of {named}, not {identity}")
-    files.save(pki.key_pem(key), chain_pem, bundle_pem)
+    try:
+        files.save(pki.key_pem(key), chain_pem, bundle_pem)
+    except OSError as exc:
+        raise LeafNotStored(identity, exc) from None
     return chain[0]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from console.models.checks import ACL_TOKEN_REFUSED
 from console.sources import Source, SourceProvider
 from vm_mesh import defaults, paths
 from vm_mesh.config import Discovery as DiscoverySettings
@@ -118,14 +119,10 @@ class ConsulAdmins:
         self._client: consul.Consul | None = None
 
     def _list(self) -> list[Instance]:
-        import consul
-
-        from vm_mesh.discovery.consul import instances_from_health
+        from vm_mesh.discovery.consul import agent_client, instances_from_health
 
         if self._client is None:
-            self._client = consul.Consul(
-                host=self.settings.host, port=self.settings.port, scheme=self.settings.scheme,
-                token=self.settings.token, connections_timeout=CONSUL_TIMEOUT_S)
+            self._client = agent_client(self.settings, connections_timeout=CONSUL_TIMEOUT_S)
         _, services = self._client.catalog.services()
         found: list[Instance] = []
         for name in sorted(services or {}):
@@ -134,8 +131,13 @@ class ConsulAdmins:
         return found
 
     async def sources(self) -> list[Source]:
+        import consul
+
         try:
             instances = await asyncio.to_thread(self._list)
+        except consul.ACLPermissionDenied as exc:
+            raise PermissionError(f"agent at {self.settings.host}:{self.settings.port} "
+                                  f"{ACL_TOKEN_REFUSED} ({exc})") from None
         except OSError as exc:  # requests' errors are OSErrors, with very long messages
             text = str(exc).lower()
             why = next((w for w in ("refused", "timed out", "reset") if w in text), "failed")

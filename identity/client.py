@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from identity import pki, spiffe
 from identity.authority import proof_of_possession
 from identity.tokens import anchor_pin, parse_token
+from identity.url import check_identity_url
 from vm_mesh.defaults import LEAF_FILES
 from vm_mesh.errors import UserError, cause_of
 from vm_mesh.files import settle, write_together
@@ -54,6 +55,16 @@ class InvalidAnswer(UserError):
     def __init__(self, url: str, why: str) -> None:
         super().__init__(f"identity.invalid_answer: the identity service at {url} answered "
                          f"without a usable leaf ({why}); nothing was stored")
+
+
+class LeafNotStored(UserError):
+    """The identity service issued a leaf that could not be written where it belongs (a full
+    disk, a path whose parent is a file): the files in place stay as they were."""
+
+    def __init__(self, identity: str, error: OSError) -> None:
+        where = error.filename or "the state directory"
+        super().__init__(f"identity.leaf_not_stored: the identity service issued a leaf for "
+                         f"{identity}, but writing {where} failed: {error.strerror or error}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,20 +134,11 @@ class _Answer:
 
 
 def _require_https(url: str) -> None:
-    """Refuse an identity URL that is no URL, or not https: over plain HTTP anyone on the path
-    could take the token or answer with a leaf and bundle of their own."""
+    """Refuse an identity URL that is no URL, or not https (identity.url's rule)."""
     try:
-        parsed = httpx.URL(url)
-        port = parsed.port
-    except httpx.InvalidURL as exc:
-        raise UserError(f"identity.url_invalid: {url} is not a URL ({exc}); use "
-                        "https://HOST:8443") from None
-    if parsed.scheme != "https":
-        raise UserError(f"identity.url_not_https: {url} is not an https:// URL; vmesh talks to "
-                        "the identity service only over TLS (use https://HOST:8443)")
-    if not parsed.host or not 0 < (port or 443) <= 65535:
-        raise UserError(f"identity.url_invalid: {url} names no host or no port (1-65535); use "
-                        "https://HOST:8443")
+        check_identity_url(url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 async def _exchange(url: str, method: str, path: str, *, verify: ssl.SSLContext | bool,
@@ -209,7 +211,10 @@ def _store_issued(files: LeafFiles, url: str, answer: Any, key: ec.EllipticCurve
         raise InvalidAnswer(url, "its leaf is not for the key this request sent")
     if named != identity:
         raise InvalidAnswer(url, f"its leaf is of {named}, not {identity}")
-    files.save(pki.key_pem(key), chain_pem, bundle_pem)
+    try:
+        files.save(pki.key_pem(key), chain_pem, bundle_pem)
+    except OSError as exc:
+        raise LeafNotStored(identity, exc) from None
     return chain[0]
 
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vm_mesh.backoff import doubled
+from vm_mesh.backoff import full_jitter
 from vm_mesh.policy.model import MAX_REPLAY_BODY, Retry
 from vm_mesh.policy.model import RetryBudget as RetryBudgetSpec
 
@@ -71,8 +71,7 @@ class RetryPolicy:
 
     def backoff(self, retries_done: int, rng: random.Random) -> float:
         """Seconds to wait before the next try: full jitter over an exponential ceiling."""
-        ceiling = doubled(self.spec.backoff.base, self.spec.backoff.max, retries_done)
-        return rng.uniform(0, ceiling)
+        return full_jitter(self.spec.backoff.base, self.spec.backoff.max, retries_done, rng)
 
 
 def resend_on_new_connection(

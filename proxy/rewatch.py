@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from vm_mesh.backoff import doubled
+from vm_mesh.backoff import full_jitter
 from vm_mesh.discovery.base import EndpointSet, NotDiscoverable
 
 log = logging.getLogger("vmesh.proxy")
@@ -22,10 +22,11 @@ async def watch_again_on_failure(
     service: str,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[EndpointSet]:
-    """The views of `watch()`, which is started again after a failure, 1 s later and then
-    twice as long each time in a row up to 30 s: one error of a backend must not freeze a
-    service's endpoints until the proxy restarts (it routes on the last view meanwhile).
-    NotDiscoverable (the backend refuses the name for good) is raised, not retried."""
+    """The views of `watch()`, which is started again after a failure, within 1 s and then
+    within twice as long each time in a row up to 30 s (full jitter): one error of a backend
+    must not freeze a service's endpoints until the proxy restarts (it routes on the last
+    view meanwhile), nor bring every proxy back to it at once. NotDiscoverable (the backend
+    refuses the name for good) is raised, not retried."""
     failures = 0
     while True:
         try:
@@ -37,7 +38,7 @@ async def watch_again_on_failure(
             raise
         except Exception as exc:
             failures += 1
-            delay = doubled(WATCH_RETRY_MIN_S, WATCH_RETRY_MAX_S, failures - 1)
+            delay = full_jitter(WATCH_RETRY_MIN_S, WATCH_RETRY_MAX_S, failures - 1)
             log.error(
                 "discovery watch failed; watching again",
                 extra={"dst_service": service, "error": repr(exc), "retry_in_s": delay},

@@ -228,16 +228,13 @@ class ProxyServer:
 
     async def _watch_consul_policy(self) -> None:
         """Policy documents from the agent's KV store (`vmesh/policy/...`) join the files."""
-        import consul
-
+        from vm_mesh.discovery.consul import agent_client
         from vm_mesh.discovery.factory import consul_settings
         from vm_mesh.policy.consul_source import ConsulPolicySource, watch
 
         settings = consul_settings(self.discovery.settings)
-        client = consul.Consul(host=settings.host, port=settings.port, scheme=settings.scheme,
-                               token=settings.token)
-        await watch(ConsulPolicySource(client), self._consul_policy_read, wait=settings.wait,
-                    query_interval_s=settings.query_interval_s)
+        await watch(ConsulPolicySource(agent_client(settings)), self._consul_policy_read,
+                    wait=settings.wait, query_interval_s=settings.query_interval_s)
 
     def _consul_policy_read(self, texts: tuple[tuple[str, str], ...]) -> None:
         """The documents of the agent's KV store, each time they change (the first answer

@@ -42,6 +42,14 @@ keeps the documented contract (/work/shared/reference, section 3):
   `?index=N&wait=D` as for health. `PUT /v1/kv/:key` (body = value) answers
   `true`; `DELETE /v1/kv/:key[?recurse]` answers `true`.
 
+- ACL tokens, as `X-Consul-Token` (or `Authorization: Bearer`, or `?token=`): each request's
+  is recorded in `tokens` (None for none). With `acl_token` set the agent enforces ACLs with
+  `default_policy = "deny"` and that one token allowed everything: any other token is a 403
+  `ACL not found` on every endpoint; no token (the anonymous token) is a 403 `Permission
+  denied` on writes and KV reads, and the lists of services and health entries come back
+  empty with `X-Consul-Results-Filtered-By-ACLs: true` (Consul filters what the token may
+  not read); `/v1/catalog/datacenters` needs no permission.
+
 Test hooks: `restore_snapshot(index)` makes the index go backwards, as a
 restored cluster does; `stop()`/`start()` take the agent down and back on the
 same port. `python -m tests.fake_consul --listen ADDRESS` runs one in the
@@ -133,11 +141,15 @@ class FakeConsul:
     """The agent's state, its HTTP server and its check runner."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, datacenter: str = "dc1", node: str = NODE
+        self, host: str = "127.0.0.1", port: int = 0, datacenter: str = "dc1", node: str = NODE,
+        acl_token: str | None = None,
     ) -> None:
         """An agent of `datacenter` to serve on `host:port` once started (port 0: one the OS
-        picks)."""
+        picks); with `acl_token`, ACLs are enforced and that is the token allowed (module
+        docstring)."""
         self.host = host
+        self.acl_token = acl_token
+        self.tokens: list[str | None] = []  # the ACL token of every request, None for none
         self.datacenter = datacenter
         self.node = node
         self.federation: list[FakeConsul] = []  # the other datacenters' agents, over the WAN
@@ -452,10 +464,13 @@ class FakeConsul:
                 return None
 
             def _answer(self, status: int, body: bytes, content_type: str,
-                        index: int | None = None) -> None:
+                        index: int | None = None, filtered: bool = False) -> None:
+                """`filtered`: entries the token may not read were left out of `body`."""
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                if filtered:
+                    self.send_header("X-Consul-Results-Filtered-By-ACLs", "true")
                 if index is not None:
                     self.send_header("X-Consul-Index", str(max(index, 1)))
                     self.send_header("X-Consul-KnownLeader", "true")
@@ -466,11 +481,40 @@ class FakeConsul:
             def _error(self, status: int, text: str) -> None:
                 self._answer(status, text.encode(), "text/plain; charset=utf-8")
 
+            def _token(self, url: Any) -> str | None:
+                """The request's ACL token, wherever Consul takes it from."""
+                bearer = self.headers.get("Authorization", "")
+                return (self.headers.get("X-Consul-Token")
+                        or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
+                        or parse_qs(url.query).get("token", [""])[0] or None)
+
+            def _access(self, url: Any) -> str | None:
+                """Record the request's token and judge it: "allowed", "anonymous" (no token
+                while ACLs are enforced), or None after answering 403 `ACL not found` for a
+                token the agent does not know."""
+                token = self._token(url)
+                agent.tokens.append(token)
+                if agent.acl_token is None or token == agent.acl_token:
+                    return "allowed"
+                if token is None:
+                    return "anonymous"
+                self._error(403, "ACL not found")
+                return None
+
+            def _may_write(self, url: Any) -> bool:
+                """Whether the request may change state (else answered with a 403)."""
+                access = self._access(url)
+                if access == "anonymous":
+                    self._error(403, "Permission denied")
+                return access == "allowed"
+
             def do_PUT(self) -> None:
                 url = urlparse(self.path)
                 agent.requests.append(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if not self._may_write(url):
+                    return
                 if url.path == "/v1/agent/service/register":
                     try:
                         agent.register(json.loads(body or b"{}"))
@@ -495,6 +539,8 @@ class FakeConsul:
             def do_DELETE(self) -> None:
                 url = urlparse(self.path)
                 agent.requests.append(self.path)
+                if not self._may_write(url):
+                    return
                 if not url.path.startswith("/v1/kv/"):
                     self._error(404, "")
                     return
@@ -566,7 +612,13 @@ class FakeConsul:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 agent.requests.append(self.path)
+                access = self._access(url)
+                if access is None:
+                    return
                 if url.path.startswith("/v1/kv/"):
+                    if access == "anonymous":
+                        self._error(403, "Permission denied")
+                        return
                     self._kv_get(url)
                     return
                 query = parse_qs(url.query, keep_blank_values=True)
@@ -575,16 +627,19 @@ class FakeConsul:
                     return
                 if url.path == "/v1/agent/services":
                     with agent.changed:
-                        body = json.dumps(agent.agent_services()).encode()
-                    self._answer(200, body, "application/json")
+                        services = agent.agent_services() if access == "allowed" else {}
+                    self._answer(200, json.dumps(services).encode(), "application/json",
+                                 filtered=access == "anonymous")
                     return
                 if url.path == "/v1/catalog/services":
                     source = self._datacenter(query)
                     if source is None:
                         return
                     with source.changed:
-                        body, index = json.dumps(source.catalog()).encode(), source.index
-                    self._answer(200, body, "application/json", index)
+                        catalog = source.catalog() if access == "allowed" else {}
+                        index = source.index
+                    self._answer(200, json.dumps(catalog).encode(), "application/json", index,
+                                 filtered=access == "anonymous")
                     return
                 if not url.path.startswith("/v1/health/service/"):
                     self._error(404, "")
@@ -608,9 +663,10 @@ class FakeConsul:
                     return
                 with source.changed:
                     self._block(source, *blocking, lambda: source.index)
-                    entries = source.health_entries(name, passing)
+                    entries = source.health_entries(name, passing) if access == "allowed" else []
                     index = source.index
-                self._answer(200, json.dumps(entries).encode(), "application/json", index)
+                self._answer(200, json.dumps(entries).encode(), "application/json", index,
+                             filtered=access == "anonymous")
 
         return Handler
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from identity.url import check_identity_url
 from vm_mesh import defaults, paths
 from vm_mesh.discovery import sites
 from vm_mesh.durations import parse_duration
@@ -124,6 +125,8 @@ def _destination(value: str) -> str:
 Address = Annotated[str, Check(_address)]
 Datacenter = Annotated[str, Check(sites.check_datacenter)]
 Seconds = Annotated[float, Parse(_seconds)]
+# the identity client's own rule, so a URL it would refuse at the first renewal fails at load
+IdentityUrl = Annotated[str, Check(check_identity_url)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,7 +207,7 @@ class ServiceConfig:
     version: str = ""
     zone: str = ""
     weight: Annotated[int, Range(ge=0, le=10000)] = 100
-    identity_url: str | None = None
+    identity_url: IdentityUrl | None = None
     access_log: bool = False
     # services this proxy routes to at once; a request for one more is refused (503) until
     # the watch of an unused one is let go: an app that names a new Host in every request
@@ -343,7 +346,7 @@ class MeshConfig:
     """`/etc/vmesh/mesh.toml`: what every proxy of the host shares."""
 
     trust_domain: str = defaults.TRUST_DOMAIN
-    identity_url: str | None = None
+    identity_url: IdentityUrl | None = None
     discovery: Discovery | None = None  # None: the file has no [discovery] table
     tracing: Tracing | None = None  # None: no spans are exported
 

@@ -51,8 +51,12 @@ def write_together(directory: Path, files: Sequence[tuple[str, bytes, int]]) -> 
     written to a stage first, the last one marking it complete, then moved in place."""
     stage = directory / STAGE
     shutil.rmtree(stage, ignore_errors=True)  # an earlier, cut-off one: these are newer
-    for name, data, mode in files:
-        write_file(stage / name, data, mode)
+    try:
+        for name, data, mode in files:
+            write_file(stage / name, data, mode)
+    except BaseException:  # nothing in place has changed yet: leave no half stage behind
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     settle(directory, [name for name, _, _ in files])
 
 

@@ -145,8 +145,17 @@ def _config_and_unit(service: str) -> tuple[str, str]:
     return f"/etc/vmesh/services/{service}.toml", f"vmesh-proxy@{service}"
 
 
+# what a Consul source's error says when the agent refused the ACL token (console.discovered)
+ACL_TOKEN_REFUSED = "refused the ACL token"
+
+
 def check_discovery_source(label: str, error: str) -> Finding:
     """A discovery backend the console could not list proxies from."""
+    if ACL_TOKEN_REFUSED in error:
+        return Finding("discovery", Status.FAIL, label, f"cannot list proxies: {error}",
+                       "discovery.consul_acl_refused",
+                       "set consul_token in mesh.toml's [discovery] (or CONSUL_HTTP_TOKEN when "
+                       "it has none) to a token that may read the catalog")
     return Finding("discovery", Status.FAIL, label, f"cannot list proxies: {error}",
                    "discovery.source_unreachable",
                    "proxies keep routing on their last known good view; check the backend "

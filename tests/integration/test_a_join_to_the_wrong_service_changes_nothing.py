@@ -34,9 +34,17 @@ def ca_with_token(root: Path) -> tuple[Path, str, bytes]:
 def refused_and_untouched(host: Path, result, url: str) -> str:
     """The one line of a refused join, once it is known to name `url` and to have left
     `host` as it was."""
+    line = refused_before_the_exchange(host, result, url)
+    assert "this host was left as it was" in line
+    return line
+
+
+def refused_before_the_exchange(host: Path, result, url: str) -> str:
+    """The one line of a join refused as it was planned (the service file it would write does
+    not load), once it is known to name `url` and to have left `host` as it was."""
     assert result.returncode != 0
     line = one_line(result.stderr)
-    assert url in line and "this host was left as it was" in line
+    assert url in line
     assert not (host / "var/lib/vmesh/api").exists()
     assert not (host / "etc/vmesh/services/api.toml").exists()
     assert not (host / "etc/vmesh/mesh.toml").exists()
@@ -65,7 +73,8 @@ def test_an_http_url_is_refused_before_the_token_is_sent(tmp_path: Path) -> None
     _, token, bundle = ca_with_token(tmp_path / "ca")
     with hostile_service(Reply(bundle)) as (url, received):  # the real anchor, over plain HTTP
         result = join(tmp_path / "vm1", token, url)
-    assert "identity.url_not_https" in refused_and_untouched(tmp_path / "vm1", result, url)
+    line = refused_before_the_exchange(tmp_path / "vm1", result, url)
+    assert "identity_url: identity.url_not_https" in line
     assert received == []
 
 
@@ -73,7 +82,8 @@ def test_an_http_url_is_refused_before_the_token_is_sent(tmp_path: Path) -> None
 def test_an_identity_url_that_is_not_one_is_named(tmp_path: Path, url: str) -> None:
     _, token, _ = ca_with_token(tmp_path / "ca")
     result = join(tmp_path / "vm1", token, url)
-    assert "identity.url_invalid" in refused_and_untouched(tmp_path / "vm1", result, url)
+    line = refused_before_the_exchange(tmp_path / "vm1", result, url)
+    assert "identity_url: identity.url_invalid" in line
 
 
 @pytest.mark.parametrize(("reply", "reason"), [

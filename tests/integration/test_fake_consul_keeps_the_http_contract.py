@@ -137,3 +137,34 @@ def test_unknown_or_unreachable_datacenters_are_500_in_consuls_words(
     answer = httpx.get(f"{base}/v1/health/service/api?dc=east")
     assert (answer.status_code, answer.text) == (500, "Remote DC has no server currently reachable")
     assert httpx.get(f"{base}/v1/catalog/datacenters").json() == ["dc1", "east"]
+
+
+def test_the_token_of_each_request_is_recorded_wherever_it_is_sent(agent: FakeConsul) -> None:
+    base = f"http://127.0.0.1:{agent.port}/v1/catalog/services"
+    httpx.get(base, headers={"X-Consul-Token": "from-header"})
+    httpx.get(base, headers={"Authorization": "Bearer from-bearer"})
+    httpx.get(f"{base}?token=from-query")
+    httpx.get(base)
+    assert agent.tokens == ["from-header", "from-bearer", "from-query", None]
+
+
+def test_an_agent_enforcing_acls_refuses_unknown_tokens_and_filters_for_anonymous() -> None:
+    agent = FakeConsul(acl_token="the-secret")
+    agent.start()
+    try:
+        allowed = consul.Consul(port=agent.port, token="the-secret")
+        assert allowed.agent.service.register("api", service_id="api-1", port=4143)
+        assert list(allowed.health.service("api")[1]) != []
+
+        with pytest.raises(consul.ACLPermissionDenied, match=r"^ACL not found$"):
+            consul.Consul(port=agent.port, token="another").health.service("api")
+        anonymous = consul.Consul(port=agent.port)
+        with pytest.raises(consul.ACLPermissionDenied, match=r"^Permission denied$"):
+            anonymous.agent.service.register("web", service_id="web-1", port=4143)
+        listed = httpx.get(f"http://127.0.0.1:{agent.port}/v1/health/service/api")
+        assert (listed.status_code, listed.json()) == (200, [])
+        assert listed.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+        assert anonymous.catalog.datacenters() == ["dc1"]
+        assert agent.tokens[:2] == ["the-secret", "the-secret"] and agent.tokens[2] == "another"
+    finally:
+        agent.stop()

@@ -51,3 +51,26 @@ def test_a_missing_file_fails(tmp_path: Path) -> None:
     result = check("mesh", tmp_path / "absent.toml")
     expected = f"vmesh: {tmp_path}/absent.toml: no such file\n"
     assert (result.returncode, result.stderr) == (1, expected)
+
+
+@pytest.mark.parametrize(("kind", "url", "reason"), [
+    ("mesh", "http://ca.example:8443", "identity.url_not_https"),
+    ("mesh", "https://:8443", "identity.url_invalid"),
+    ("mesh", "https://[::1", "identity.url_invalid"),
+    ("service", "http://ca.example:8443", "identity.url_not_https"),
+])
+def test_an_identity_url_the_client_would_refuse_is_refused_at_load(
+        tmp_path: Path, kind: str, url: str, reason: str) -> None:
+    """The proxy would only find out at its first renewal, hours later."""
+    path = tmp_path / "candidate"
+    path.write_text(GOOD[kind].replace("\n", f'\nidentity_url = "{url}"\n', 1))
+    result = check(kind, path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"vmesh: {path}:2: identity_url: {reason}: {url} "), \
+        result.stderr
+
+
+def test_an_https_identity_url_passes(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.toml"
+    path.write_text('identity_url = "https://ca.example:8443"\n')
+    assert check("mesh", path).returncode == 0

@@ -20,7 +20,8 @@ def test_written_file_loads_as_the_proxy_reads_it() -> None:
 
 
 def test_quotes_in_values_cannot_inject_settings() -> None:
-    text = service_file(JoinRequest("cart", 8080, 'https://ca"\napp_port = 1\n#'))
+    text = service_file(JoinRequest("cart", 8080, "https://ca",
+                                    instance_id='cart-a"\napp_port = 1\n#'))
     assert tomllib.loads(text)["app_port"] == 8080
 
 
@@ -28,7 +29,8 @@ def test_quotes_in_values_cannot_inject_settings() -> None:
     ("request_", "where"),
     [(JoinRequest("Cart!", 8080, "https://ca"), "service"),
      (JoinRequest("cart", 0, "https://ca"), "app_port"),
-     (JoinRequest("cart", 8080, "https://ca", inbound="nowhere"), "listen.inbound")],
+     (JoinRequest("cart", 8080, "https://ca", inbound="nowhere"), "listen.inbound"),
+     (JoinRequest("cart", 8080, "http://ca:8443"), "identity_url")],
 )
 def test_bad_values_are_refused_naming_the_setting(request_: JoinRequest, where: str) -> None:
     with pytest.raises(UserError, match=rf"^vmesh join: {where}: "):

@@ -61,6 +61,12 @@ tagged address (`Service.TaggedAddresses`, as Consul's own mesh gateways registe
 server name `api.east.<trust domain>` that the gateway routes by. A gateway registers with
 both tagged addresses, `lan` (its own site's hosts) and `wan` (other sites').
 
+The ACL token is mesh.toml's `consul_token` when it has one, else CONSUL_HTTP_TOKEN
+(`agent_client`): an explicit setting outranks the environment, as with Consul's own tools
+(py-consul on its own lets the environment win). A token the agent refuses (403: `ACL not
+found`, `Permission denied`) is logged as such (`discovery_consul_acl_refused`) and named in
+`/ready`, not taken for an agent that is down.
+
 py-consul is synchronous; each call runs in a worker thread, and a blocking
 query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
 """
@@ -68,6 +74,7 @@ query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -76,7 +83,7 @@ from typing import Any
 import consul
 
 from vm_mesh import defaults
-from vm_mesh.backoff import doubled
+from vm_mesh.backoff import full_jitter
 from vm_mesh.blocking import in_own_thread
 from vm_mesh.discovery import announced, sites
 from vm_mesh.discovery.base import EndpointSet, Instance, NotDiscoverable
@@ -112,6 +119,15 @@ class ConsulSettings:
     gateways: tuple[str, ...] = ()
 
 
+def agent_client(settings: ConsulSettings, **options: Any) -> consul.Consul:
+    """A py-consul client of the agent `settings` name, sending `settings.token` when set and
+    CONSUL_HTTP_TOKEN only otherwise (py-consul alone prefers the environment's)."""
+    client = consul.Consul(host=settings.host, port=settings.port, scheme=settings.scheme,
+                           **options)
+    client.token = settings.token or os.environ.get("CONSUL_HTTP_TOKEN") or None
+    return client
+
+
 def next_index(previous: int, returned: int | str | None) -> int:
     """The index for the next blocking query, per Consul's blocking-query rules.
 
@@ -127,10 +143,12 @@ def next_index(previous: int, returned: int | str | None) -> int:
 
 
 def backoff_delay(failures: int, settings: ConsulSettings) -> float:
-    """Seconds to wait after `failures` consecutive failed queries (exponential, capped)."""
+    """Seconds to wait after `failures` consecutive failed queries: drawn from a window that
+    doubles from `backoff_min_s` up to `backoff_max_s` (full jitter), so the proxies of every
+    host do not all ask a restarted agent again at the same instant."""
     if failures <= 0:
         return 0.0
-    return doubled(settings.backoff_min_s, settings.backoff_max_s, failures - 1)
+    return full_jitter(settings.backoff_min_s, settings.backoff_max_s, failures - 1)
 
 
 def registration(
@@ -344,16 +362,12 @@ class ConsulDiscovery:
     ) -> None:
         self.settings = settings or ConsulSettings()
         self.trust_domain = trust_domain
-        self._client = consul.Consul(
-            host=self.settings.host,
-            port=self.settings.port,
-            scheme=self.settings.scheme,
-            token=self.settings.token,
-        )
+        self._client = agent_client(self.settings)
         self._registered: dict[str, Instance] = {}
         self._wan: dict[str, tuple[str, int]] = {}  # instance id -> its wan address, if any
         self._retrying: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        self._refused: dict[str, str] = {}  # instance id -> why the agent refused our token
         self._resync: asyncio.Task[None] | None = None
 
     async def register(self, instance: Instance, wan: tuple[str, int] | None = None) -> None:
@@ -367,14 +381,26 @@ class ConsulDiscovery:
             self._wan[instance.instance_id] = wan
         try:
             await self._register_once(instance)
+        except consul.ACLPermissionDenied as exc:
+            self._refused[instance.instance_id] = str(exc)
+            log.error("the consul agent refused our ACL token; set consul_token in mesh.toml's "
+                      "[discovery] to a token that may register this service (registering "
+                      "again in the background)",
+                      extra={"event": "discovery_consul_acl_refused",
+                             "instance": instance.instance_id, "error": str(exc)})
+            self._retry_in_background(instance)
         except (consul.ConsulException, OSError) as exc:
             log.warning("consul agent unreachable; registering in the background",
                         extra={"event": "discovery_consul_error", "instance": instance.instance_id,
                                "error": str(exc) or type(exc).__name__})
-            previous = self._retrying.pop(instance.instance_id, None)
-            if previous is not None:
-                previous.cancel()
-            self._retrying[instance.instance_id] = asyncio.create_task(self._retry(instance))
+            self._retry_in_background(instance)
+
+    def _retry_in_background(self, instance: Instance) -> None:
+        """Keep registering `instance` with backoff until the agent takes it."""
+        previous = self._retrying.pop(instance.instance_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._retrying[instance.instance_id] = asyncio.create_task(self._retry(instance))
 
     async def _register_once(self, instance: Instance) -> None:
         kwargs = registration(instance, self.settings, self.trust_domain,
@@ -391,6 +417,7 @@ class ConsulDiscovery:
             if call.done():
                 self._in_flight.pop(instance.instance_id, None)
         self._registered[instance.instance_id] = instance
+        self._refused.pop(instance.instance_id, None)
         log.info("registered with consul",
                  extra={"instance": instance.instance_id, "addr": instance.authority})
         if self._resync is None:
@@ -421,7 +448,12 @@ class ConsulDiscovery:
             await asyncio.sleep(backoff_delay(failures, self.settings))
             try:
                 await self._register_once(instance)
+            except consul.ACLPermissionDenied as exc:
+                self._refused[instance.instance_id] = str(exc)
+                failures += 1
+                continue
             except (consul.ConsulException, OSError):
+                self._refused.pop(instance.instance_id, None)
                 failures += 1
                 continue
             self._retrying.pop(instance.instance_id, None)
@@ -435,7 +467,11 @@ class ConsulDiscovery:
         settings = self.settings
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         waiting = f"registering with consul at {settings.scheme}://{host}:{settings.port}"
-        if instance.instance_id in self._retrying:
+        refused = self._refused.get(instance.instance_id)
+        if refused is not None and instance.instance_id in self._retrying:
+            waiting += (f" (the agent refused the ACL token ({refused}); set consul_token in "
+                        "mesh.toml's [discovery]; trying again)")
+        elif instance.instance_id in self._retrying:
             waiting += " (the agent did not answer; trying again)"
         return waiting
 
@@ -445,6 +481,7 @@ class ConsulDiscovery:
     async def _withdraw(self, instance_id: str) -> None:
         """Stop registering `instance_id` and take it out of the agent if it may be there."""
         retrying = self._retrying.pop(instance_id, None)
+        self._refused.pop(instance_id, None)
         if retrying is not None:
             retrying.cancel()
         in_flight = self._in_flight.pop(instance_id, None)

@@ -146,8 +146,9 @@ def _join(args: argparse.Namespace) -> int:
     import socket
     import subprocess
 
-    from identity.client import obtain
-    from vm_mesh.host.join import HostFiles, JoinRequest, planned_files
+    from identity.client import LeafNotStored, obtain
+    from vm_mesh.defaults import LEAF_FILES
+    from vm_mesh.host.join import HostFiles, JoinRequest, Snapshot, planned_files
     from vm_mesh.host.launcher import proxy_argv, systemd_is_pid1
 
     files = HostFiles(())
@@ -165,13 +166,28 @@ def _join(args: argparse.Namespace) -> int:
                                           args.outbound, args.admin, args.discovery,
                                           args.consul_url))
     host = args.host or socket.gethostname()
+    directory = paths.state_dir(args.service)
+    before = Snapshot.of([*files.paths, *(directory / name for name in LEAF_FILES)])
+    spent = (f"nothing of the join was kept, and the token is spent: ask for a new one "
+             f"(`vmesh identity token create --host {host} --services {args.service}` on the "
+             "CA host), then join again")
     try:
         with _joining(args.identity):
             leaf = asyncio.run(obtain(args.identity, token, host=host, service=args.service,
-                                      directory=paths.state_dir(args.service)))
+                                      directory=directory))
+    except LeafNotStored as exc:
+        before.restore()
+        raise UserError(f"{exc}; {spent}") from None
     except UserError as exc:
         raise UserError(f"{exc}; this host was left as it was", exc.exit_code) from None
-    for path in files.write():
+    try:
+        written = files.write()
+    except OSError as exc:  # the leaf is stored, the files that go with it are not
+        before.restore()
+        raise UserError(f"the identity service issued the leaf of {args.service}, but writing "
+                        f"{exc.filename or 'its files'} failed: {exc.strerror or exc}; {spent}"
+                        ) from None
+    for path in written:
         print(f"wrote {path}")
     until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     print(f"certificate for {args.service} valid until {until} in {paths.state_dir(args.service)}")

@@ -4,13 +4,17 @@ Judges the service file (and, when the host's mesh.toml has no `[discovery]`
 table yet, that table: the backend is a host-wide choice), exchanges the
 one-time token for the first certificate (the identity service is
 authenticated by the anchor pin the token carries), writes those files only
-then (a refused join leaves the host as it was), then starts the proxy:
+then (a refused join leaves the host as it was; one whose files cannot be written
+after the certificate was issued puts back what it found, `Snapshot`, and says the
+token is spent), then starts the proxy:
 `systemctl enable --now vmesh-proxy@<service>` where systemd runs, the proxy
 in the foreground otherwise.
 """
 
+import contextlib
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +87,10 @@ class HostFiles:
 
     writes: tuple[tuple[Path, str], ...]
 
+    @property
+    def paths(self) -> list[Path]:
+        return [path for path, _ in self.writes]
+
     def write(self) -> list[Path]:
         """Write them; the paths written."""
         for path, text in self.writes:
@@ -130,3 +138,41 @@ def _mesh_discovery(request: JoinRequest) -> tuple[Path, str | None]:
     text = (old.rstrip("\n") + "\n\n" if old.strip() else "") + discovery_table(request)
     parse_mesh_config(path, text)  # what join will write must load
     return path, text
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What some files held before a join (bytes and mode; None when absent) and the
+    directories it found missing, to put the host back as it was when the join fails after
+    its certificate was issued."""
+
+    files: tuple[tuple[Path, tuple[bytes, int] | None], ...]
+    missing_dirs: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, paths: Iterable[Path]) -> "Snapshot":
+        files = tuple((path, _held(path)) for path in paths)
+        missing = {parent for path, _ in files for parent in path.parents
+                   if not parent.exists()}
+        return cls(files, tuple(sorted(missing, key=lambda p: len(p.parts), reverse=True)))
+
+    def restore(self) -> None:
+        """Put every file back (remove the new ones), then the directories made since, when
+        empty; what cannot be undone (the cause of the failure, often) is left."""
+        for path, held in self.files:
+            with contextlib.suppress(OSError):
+                if held is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    write_file(path, held[0], held[1])
+        for directory in self.missing_dirs:  # the deepest first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def _held(path: Path) -> tuple[bytes, int] | None:
+    """The bytes and permission bits of the file at `path`; None when there is none."""
+    try:
+        return path.read_bytes(), path.stat().st_mode & 0o7777
+    except (FileNotFoundError, NotADirectoryError):
+        return None

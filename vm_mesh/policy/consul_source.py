@@ -17,6 +17,7 @@ from typing import Any
 
 import consul
 
+from vm_mesh.backoff import full_jitter
 from vm_mesh.blocking import in_own_thread
 from vm_mesh.policy.files import CONSUL_PREFIX
 from vm_mesh.token_bucket import TokenBucket
@@ -24,6 +25,8 @@ from vm_mesh.token_bucket import TokenBucket
 log = logging.getLogger("vmesh.policy")
 
 PREFIX = "vmesh/policy/"
+POLICY_RETRY_MIN_S = 1.0  # the backoff window after the first failed query; doubles to the max
+POLICY_RETRY_MAX_S = 30.0
 
 Texts = tuple[tuple[str, str], ...]
 
@@ -62,8 +65,9 @@ async def watch(
     query_interval_s: float = 1.0,
 ) -> None:
     """Call `on_change(texts)` whenever the keys change; at most two queries at once, then one
-    per `query_interval_s` (TokenBucket); back off (1 s to 30 s) on errors."""
-    backoff = 1.0
+    per `query_interval_s` (TokenBucket); back off on errors (full jitter over a window
+    doubling from 1 s to 30 s, so the proxies of every host do not come back together)."""
+    failures = 0
     last: Texts | None = None
     pace = TokenBucket(query_interval_s, now=time.monotonic())
     while True:
@@ -71,14 +75,15 @@ async def watch(
         try:
             _, texts = await in_own_thread(source.fetch, wait, name="consul-policy")
         except (consul.ConsulException, OSError) as exc:
+            delay = full_jitter(POLICY_RETRY_MIN_S, POLICY_RETRY_MAX_S, failures)
+            failures += 1
             log.warning("consul policy watch failed; retrying",
                         extra={"event": "policy_consul_error", "error": str(exc),
-                               "retry_in_s": backoff})
+                               "retry_in_s": delay})
             source.index = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            await asyncio.sleep(delay)
             continue
-        backoff = 1.0
+        failures = 0
         if texts != last:
             last = texts
             on_change(texts)

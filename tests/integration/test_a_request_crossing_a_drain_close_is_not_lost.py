@@ -94,13 +94,13 @@ class Handover:
     """`web`'s app behind an old proxy and its successor, reached at one `address` by
     `front`'s proxy."""
 
-    def __init__(self, root: Path) -> None:
-        self.mesh = Mesh(root)
-        self.app: Process = start_backend("web")
+    def __init__(self, mesh: Mesh, app: Process, cleanup: contextlib.ExitStack) -> None:
+        self.mesh, self.app = mesh, app
         self.old: ProxyProcess = self.mesh.start_proxy("web", self.app.port, instance_id="web-1")
         # the new version's proxy, in front of the same app
         successor = self.mesh.start_proxy("web", self.app.port, instance_id="web-1")
         self.address = HandoverAddress(self.old.ports["inbound"], successor.ports["inbound"])
+        cleanup.callback(self.address.close)
         self.mesh.instances = [{"service": "web", "id": "web-1", "address": "127.0.0.1",
                                 "port": self.address.port}]
         self.mesh.write_endpoints()
@@ -114,17 +114,16 @@ class Handover:
         stats = httpx.get(f"http://127.0.0.1:{self.app.port}/_stats", timeout=10).json()
         return int(stats["by_path"].get(path, 0))
 
-    def stop(self) -> None:
-        self.mesh.stop()
-        self.address.close()
-        self.app.stop()
-
 
 @pytest.fixture
 def handover(tmp_path: Path) -> Iterator[Handover]:
-    deployed = Handover(tmp_path)
-    yield deployed
-    deployed.stop()
+    """What it started is stopped (the proxies first) even when a later part fails to start."""
+    with contextlib.ExitStack() as cleanup:
+        app = start_backend("web")
+        cleanup.callback(app.stop)
+        mesh = Mesh(tmp_path)
+        cleanup.callback(mesh.stop)
+        yield Handover(mesh, app, cleanup)
 
 
 def test_a_post_sent_as_the_draining_proxy_closes_its_connection_is_answered_once(

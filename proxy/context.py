@@ -128,14 +128,17 @@ class ProxyContext:
         self.bus.publish(event)
 
     @contextlib.contextmanager
-    def downstream(self, connection: Connection, proxy_name: str) -> Iterator[Downstream]:
-        """A client connection of this proxy, known to `drain_clients` until it closes."""
+    def downstream(self, connection: Connection, proxy_name: str,
+                   from_peer_proxy: bool = False) -> Iterator[Downstream]:
+        """A client connection of this proxy, known to `drain_clients` until it closes; one
+        `from_peer_proxy` is told when it is closed idle (`Downstream.close_idle`)."""
         timeouts = self.config.timeouts
         client = Downstream(
             connection,
             proxy_name=proxy_name,
             header_timeout=timeouts.header,
             idle_timeout=timeouts.idle,
+            announces_idle_close=from_peer_proxy,
         )
         if self.draining:
             client.drain()

@@ -7,6 +7,11 @@ client that reads nothing of a response for `idle_timeout` while the proxy has
 more to send is cut off, so it cannot hold the upstream connection for ever.
 When the proxy drains, a connection ends after its next response (which says
 `connection: close`), or once it has been idle for `DRAIN_IDLE_GRACE_S`.
+
+A connection closed idle hands on nothing that arrives after (a request that crossed the
+close on the wire). The inbound proxy says so first, to the peer proxy at the other end:
+`IDLE_CLOSED_RESPONSE`, a 408 (RFC 9110 15.5.9: the request in transit, if any, may be
+sent again), tells it that whatever request it sent on the connection was never read.
 """
 
 import asyncio
@@ -14,7 +19,7 @@ import logging
 import time
 
 from proxy.connection import Connection
-from proxy.http1 import Http1Error, MessageEnd, RequestHead, RequestReader
+from proxy.http1 import IDLE_CLOSED_HEADER, Http1Error, MessageEnd, RequestHead, RequestReader
 from vm_mesh.defaults import ERROR_HEADER
 
 log = logging.getLogger("vmesh.proxy")
@@ -23,6 +28,17 @@ log = logging.getLogger("vmesh.proxy")
 # fail: a connection used this recently is more likely to carry another request soon than
 # to stay silent, so on drain it gets this long to do so and hear `connection: close`.
 DRAIN_IDLE_GRACE_S = 0.5
+
+# What the inbound proxy sends on a connection it closes idle: a request crossing it was not
+# read, so the peer proxy may send it again, whatever its method (`relay.closed_unread`). The
+# word is the hop-by-hop `IDLE_CLOSED_HEADER`, which only a proxy sends; `vmesh-error` tells
+# an app that gets this 408 (its body could not go again) why.
+IDLE_CLOSED = "proxy.idle_closed"
+_IDLE_CLOSED = IDLE_CLOSED_HEADER.decode()
+IDLE_CLOSED_RESPONSE = (
+    f"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n{ERROR_HEADER}: {IDLE_CLOSED}\r\n"
+    f"{_IDLE_CLOSED}: 1\r\nconnection: close, {_IDLE_CLOSED}\r\n\r\n"
+).encode()
 
 
 class Downstream:
@@ -35,7 +51,10 @@ class Downstream:
         proxy_name: str,
         header_timeout: float,
         idle_timeout: float,
+        announces_idle_close: bool = False,
     ) -> None:
+        """`announces_idle_close`: send `IDLE_CLOSED_RESPONSE` before closing the connection
+        idle (the client is a peer proxy, which knows it)."""
         self.connection = connection
         if connection.reader is None:
             connection.start(RequestReader())
@@ -47,6 +66,8 @@ class Downstream:
         self.waiting = False  # between requests, with no byte of the next one yet
         self.idle_since = 0.0  # time.monotonic() when it last began waiting
         self.draining = False
+        self.announces_idle_close = announces_idle_close
+        self.closed_idle = False  # by `close_idle`: nothing more is handed on
         peer = connection.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
 
@@ -80,13 +101,16 @@ class Downstream:
                 else:
                     await connection.wait(max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:
-                if deadline is None:
+                if deadline is not None:
+                    raise Http1Error(
+                        408, "http1.header_timeout", "the request head did not arrive in time"
+                    ) from None
+                if self.close_idle():
                     return None
-                raise Http1Error(
-                    408, "http1.header_timeout", "the request head did not arrive in time"
-                ) from None
             finally:
                 self.waiting = False
+            if self.closed_idle:  # by `drain` meanwhile: a request that came since is dropped
+                return None
 
     @property
     def may_keep_alive(self) -> bool:
@@ -104,13 +128,29 @@ class Downstream:
         if self.waiting:
             left = self.idle_since + DRAIN_IDLE_GRACE_S - time.monotonic()
             if left <= 0:
-                self.connection.close()
+                self.close_idle()
             else:
                 asyncio.get_running_loop().call_later(left, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
         if self.waiting:
-            self.connection.close()
+            self.close_idle()
+
+    def close_idle(self) -> bool:
+        """Close the connection between requests, unless bytes of the next one are in (False:
+        that request is served). From then on nothing that arrives is handed on, so a peer
+        proxy told so (`announces_idle_close`) may send again the request it has in transit."""
+        if self.closed_idle:
+            return True
+        connection = self.connection
+        if not connection.settled:
+            return False
+        self.closed_idle = True
+        transport = connection.transport
+        if self.announces_idle_close and transport is not None and not transport.is_closing():
+            connection.write(IDLE_CLOSED_RESPONSE)
+        connection.close()
+        return True
 
     def body(self) -> "RequestBody":
         """The current request's body chunks, as they arrive."""

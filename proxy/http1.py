@@ -27,9 +27,14 @@ MAX_HEAD_BYTES = MAX_REQUEST_LINE + MAX_HEADER_BYTES
 # What a reason phrase may not hold (RFC 9112 4: HTAB, SP, VCHAR, obs-text).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
+# An inbound proxy's word, on a connection it closes idle, that it read no request on it
+# (`downstream.IDLE_CLOSED_RESPONSE`); hop-by-hop, so no app's response passes for it.
+IDLE_CLOSED_HEADER = b"vmesh-idle-closed"
+
 # Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
     {
+        IDLE_CLOSED_HEADER,
         b"connection",
         b"keep-alive",
         b"proxy-connection",

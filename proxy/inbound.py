@@ -134,7 +134,7 @@ class InboundProxy:
         self.ctx.publish(event, started)
 
     async def _http(self, connection: Connection, caller: str) -> None:
-        with self.ctx.downstream(connection, self.name) as client:
+        with self.ctx.downstream(connection, self.name, from_peer_proxy=True) as client:
             await self._serve(client, caller)
 
     async def _serve(self, client: Downstream, caller: str) -> None:

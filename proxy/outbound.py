@@ -30,6 +30,8 @@ from proxy.relay import (
     Body,
     Response,
     UpstreamProtocolError,
+    body_repeatable,
+    closed_unread,
     discard,
     may_resend,
     relay_response,
@@ -375,19 +377,24 @@ class OutboundProxy:
         key = endpoint.pool_key
         try:
             upstream = self.pool.take(key)
+            pooled = upstream is not None
             if upstream is None:
                 upstream = await self.pool.open(key)
+            try:
                 response = await send_request(upstream, head, headers, body, client=client)
+            except AttemptFailed:
+                # the peer closed this pooled connection as the request went out, or died
+                # with the request: one safe to repeat goes once more, on a new connection
+                if not (pooled and may_resend(head, body)):
+                    raise
+                response = await self._send_anew(key, head, headers, body, client)
             else:
-                try:
-                    response = await send_request(upstream, head, headers, body, client=client)
-                except AttemptFailed:
-                    # the peer closed this pooled connection as the request went out, or died
-                    # with the request: one safe to repeat goes once more, on a new connection
-                    if not may_resend(head, body):
-                        raise
-                    upstream, _ = await self.pool.acquire(key)
-                    response = await send_request(upstream, head, headers, body, client=client)
+                # the peer proxy closed the connection idle (a drain, its idle timeout) and
+                # says so: the request crossed the close unread, and goes again, whatever it is
+                if response.head.status == 408 and closed_unread(response.head) \
+                        and body_repeatable(body):
+                    upstream.close()
+                    response = await self._send_anew(key, head, headers, body, client)
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise
@@ -405,8 +412,21 @@ class OutboundProxy:
             endpoint.breaker.on_failure()
         else:
             endpoint.breaker.on_success()
-        event.dst_id = upstream.peer_id
+        event.dst_id = response.upstream.peer_id
         return response
+
+    async def _send_anew(
+        self,
+        key: str,
+        head: RequestHead,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        client: Downstream | None,
+    ) -> Response:
+        """Send once more, on a new connection to `key`: the first attempt's did not take the
+        request (`_send_to`)."""
+        upstream = await self.pool.open(key)
+        return await send_request(upstream, head, headers, body, client=client)
 
     async def _fail(
         self, client: Downstream, event: RequestEvent, status: int, reason: str, detail: str

@@ -16,6 +16,7 @@ from proxy.continue_body import EXPECT_CONTINUE, ContinueBody
 from proxy.downstream import Downstream
 from proxy.events import RequestEvent
 from proxy.http1 import (
+    IDLE_CLOSED_HEADER,
     LAST_CHUNK,
     NOT_FORWARDED,
     Http1Error,
@@ -41,12 +42,22 @@ def may_resend(head: RequestHead, body: Body) -> bool:
     go once more on a new one (`resend_on_new_connection`: an idempotent method or an
     `Idempotency-Key`, and a body at hand or still with the client). The inbound proxy
     (to its app) and the outbound one (to an instance) both ask this."""
-    body_repeatable = isinstance(body, bytes | None) or (
-        isinstance(body, ContinueBody) and body.repeatable
-    )
     return resend_on_new_connection(
-        head.method, head.header(IDEMPOTENCY_KEY) is not None, body_repeatable
+        head.method, head.header(IDEMPOTENCY_KEY) is not None, body_repeatable(body)
     )
+
+
+def body_repeatable(body: Body) -> bool:
+    """Whether another attempt can send the body: none, at hand, or still with the client."""
+    return isinstance(body, bytes | None) or (isinstance(body, ContinueBody) and body.repeatable)
+
+
+def closed_unread(head: ResponseHead) -> bool:
+    """Whether a response is a peer proxy's word that it closed the connection idle
+    (`downstream.IDLE_CLOSED_RESPONSE`): the request sent on it crossed the close and was
+    never read, so it may go again on a new connection, whatever its method. (The word is a
+    hop-by-hop header, which the peer proxy never passes on from its app.)"""
+    return head.status == 408 and any(name == IDLE_CLOSED_HEADER for name, _ in head.headers)
 
 
 class UpstreamProtocolError(Exception):

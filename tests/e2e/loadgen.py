@@ -1,9 +1,10 @@
 """A bounded load generator: `python -m tests.e2e.loadgen --port P --service S ...`.
 
-Sends GET requests to a local outbound proxy (`Host: <service>`) from a few workers, each
-on a keep-alive connection, at a fixed total rate, until SIGTERM, `--max-requests` or
-`--max-seconds` - whichever comes first. Every answer that is not a 200 (or no answer at
-all) counts as failed. Prints one JSON summary on stdout at the end.
+Sends GET requests (or, with `--method POST`, small POSTs) to a local outbound proxy
+(`Host: <service>`) from a few workers, each on a keep-alive connection, at a fixed total
+rate, until SIGTERM, `--max-requests` or `--max-seconds` - whichever comes first. Every
+answer that is not a 200 (or no answer at all) counts as failed. Prints one JSON summary on
+stdout at the end.
 """
 
 import argparse
@@ -19,9 +20,11 @@ TIMEOUT_S = 10.0
 
 class Load:
     def __init__(self, port: int, service: str, rate: float, max_requests: int,
-                 max_seconds: float) -> None:
+                 max_seconds: float, method: str = "GET") -> None:
         self.port = port
         self.service = service
+        self.method = method
+        self.body = b'{"load": 1}' if method == "POST" else None
         self.interval = 1.0 / rate
         self.max_requests = max_requests
         self.deadline = time.monotonic() + max_seconds
@@ -50,7 +53,8 @@ class Load:
                 break
             started = time.time()
             try:
-                conn.request("GET", "/load", headers={"Host": self.service})
+                conn.request(self.method, "/load", body=self.body,
+                             headers={"Host": self.service})
                 response = conn.getresponse()
                 body = response.read()
                 if response.status == 200:
@@ -73,10 +77,12 @@ def main() -> None:
     parser.add_argument("--service", required=True)
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second, total")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--method", choices=["GET", "POST"], default="GET")
     parser.add_argument("--max-requests", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, required=True)
     args = parser.parse_args()
-    load = Load(args.port, args.service, args.rate, args.max_requests, args.max_seconds)
+    load = Load(args.port, args.service, args.rate, args.max_requests, args.max_seconds,
+                args.method)
     signal.signal(signal.SIGTERM, lambda *_: load.stop.set())
     started = time.monotonic()
     workers = [threading.Thread(target=load.worker) for _ in range(args.workers)]

@@ -86,14 +86,15 @@ class LoadSummary:
 
 
 @contextlib.contextmanager
-def load(port: int, service: str, rate: int = 100, max_seconds: int = 60,
+def load(port: int, service: str, rate: int = 100, max_seconds: int = 60, method: str = "GET",
          ) -> Iterator[LoadSummary]:
-    """`tests.e2e.loadgen` (keep-alive workers, every non-200 a failure) against a local
-    outbound listener for the block; the summary is filled in when the block ends."""
+    """`tests.e2e.loadgen` (keep-alive workers sending `method`, every non-200 a failure)
+    against a local outbound listener for the block; the summary is filled in when the block
+    ends."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.e2e.loadgen", "--port", str(port), "--service", service,
          "--rate", str(rate), "--max-requests", str(rate * max_seconds),
-         "--max-seconds", str(max_seconds)],
+         "--max-seconds", str(max_seconds), "--method", method],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     summary = LoadSummary()

@@ -1,5 +1,6 @@
 """`vmesh run` keeps its proxy's listening sockets: SIGUSR2 hands the proxy over to a new
-process while the app keeps running and requests flow through it both ways, none failing; a
+process while the app keeps running and requests flow through it both ways (a caller's
+POSTs too), none failing; a
 new proxy that cannot start leaves the old one serving; a crashed proxy's successor answers
 the connections that arrived while it was down; over mDNS, SIGUSR1 takes the proxy out of its
 peers' view while it goes on serving, and its successor brings it back."""
@@ -80,7 +81,7 @@ def test_sigusr2_hands_over_to_a_new_proxy_on_the_same_sockets_without_a_failed_
     [old_pid] = front.proxy_pids()
     [app_pid] = [r["pid"] for r in front.run.find(msg="started", child="app")]
     with load(front.ready["outbound"], "shop") as outbound, \
-            load(front.edge_port, "front") as inbound:
+            load(front.edge_port, "front", method="POST") as inbound:
         wait_until(lambda: requests_seen(front.root, "front", "outbound") >= 50
                    and requests_seen(front.root, "front", "inbound") >= 50,
                    within=30, what="both loads flowing through front's proxy")

@@ -18,7 +18,7 @@ meta, so `vmesh targets` lists it for Prometheus. The data path still holds no k
 
 The port and the admin socket each hold at most their `[max_connections]` cap of
 connections (proxy/listener_limits.py): `/metrics` and `/v1/stats` show them as the
-listeners `gateway` and `admin-socket`, as a proxy's.
+listeners `gateway` and `admin-socket` (and `admin`, the admin port), as a proxy's.
 
 SIGUSR1 takes it out of other sites' rotation before a restart (as a proxy leaves
 discovery, and as HAProxy drains a server): it deregisters and goes on carrying, so the

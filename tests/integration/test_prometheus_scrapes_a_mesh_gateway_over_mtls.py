@@ -4,13 +4,14 @@ documented scrape config reads its `gateway_*` metrics; a caller without a clien
 gets `/ready` and `/live` only; and the port serves the leaf the gateway renews itself and the
 one another program puts in its directory, without a restart."""
 
+import contextlib
 import json
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import yaml
 from cryptography import x509
 
 from identity.client import LeafFiles
@@ -24,10 +25,9 @@ from tests.integration.mesh import (
     start_gateway_process,
     wait_until,
 )
-from tests.integration.prometheus import query_until, running_prometheus
+from tests.integration.prometheus import documented_config, query_until, running_prometheus
 from tests.support import client_hello
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "prometheus"
 GATEWAY_TOML = ('datacenter = "dc1"\nlisten = "127.0.0.1:0"\nwan_address = "127.0.0.1"\n'
                 'instance_id = "gw-1"\nadmin_port = 0\n')
 
@@ -36,6 +36,17 @@ def gateway_site(tmp_path: Path, agent: FakeConsul) -> Mesh:
     site = Mesh(tmp_path / "dc1", discovery=agent.discovery_table())
     (site.root / "etc/vmesh/gateway.toml").write_text(GATEWAY_TOML)
     return site
+
+
+@contextlib.contextmanager
+def certified_gateway(site: Mesh) -> Iterator[ProxyProcess]:
+    """The site's gateway, with a leaf of svc/vmesh-gateway put in its state directory."""
+    site.issue("vmesh-gateway")
+    gateway = start_gateway_process(site.env)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
 
 
 def knock_for_another_site(gateway: ProxyProcess) -> None:
@@ -56,10 +67,8 @@ def test_prometheus_scrapes_the_gateway_that_vmesh_targets_lists(
     tmp_path: Path, agent: FakeConsul
 ) -> None:
     site = gateway_site(tmp_path, agent)
-    site.issue("vmesh-gateway")
     scraper = site.issue("prometheus", directory=tmp_path / "scraper")
-    gateway = start_gateway_process(site.env)
-    try:
+    with certified_gateway(site) as gateway:
         knock_for_another_site(gateway)
         admin = f"127.0.0.1:{gateway.ports['admin']}"
 
@@ -71,15 +80,8 @@ def test_prometheus_scrapes_the_gateway_that_vmesh_targets_lists(
             {"targets": [admin], "labels": {"vmesh_instance": "gw-1", "vmesh_discovery": "consul"}}
         ]
 
-        # the documented config, its paths moved here: the scraper's certificate, the targets
-        config = yaml.safe_load(
-            (DOCS / "prometheus.yml").read_text()
-            .replace("/var/lib/vmesh/prometheus", str(scraper))
-            .replace("/etc/prometheus/vmesh-targets.json", str(targets))
-            .replace("/etc/prometheus/vmesh-alerts.yml", str(DOCS / "vmesh-alerts.yml")))
-        config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
         config_file = tmp_path / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(config))
+        documented_config(config_file, scraper, targets)
         with running_prometheus(config_file, tmp_path / "tsdb") as url:
             refused = query_until(url, 'gateway_refused_total{vmesh_instance="gw-1"}', bool)
             listeners = query_until(url, 'tcp_max_connections{vmesh_instance="gw-1"}',
@@ -88,18 +90,14 @@ def test_prometheus_scrapes_the_gateway_that_vmesh_targets_lists(
                 for r in refused] == [("gateway.other_site", admin, "1")]
         assert {r["metric"]["listener"] for r in listeners} == {"gateway", "admin",
                                                                  "admin-socket"}
-    finally:
-        gateway.stop()
 
 
 def test_without_a_client_certificate_only_health_answers_and_a_new_leaf_is_served(
     tmp_path: Path, agent: FakeConsul
 ) -> None:
     site = gateway_site(tmp_path, agent)
-    site.issue("vmesh-gateway")
     caller = site.issue("web", directory=tmp_path / "web")
-    gateway = start_gateway_process(site.env)
-    try:
+    with certified_gateway(site) as gateway:
         base = f"https://127.0.0.1:{gateway.ports['admin']}"
         anonymous = ssl.create_default_context(cafile=str(caller / "bundle.pem"))
         anonymous.check_hostname = False  # mesh leaves name a SPIFFE ID, not this address
@@ -128,8 +126,6 @@ def test_without_a_client_certificate_only_health_answers_and_a_new_leaf_is_serv
         assert handed != first
         wait_until(lambda: served_serial(port) == handed,
                    what="the admin port serving the leaf put in its directory")
-    finally:
-        gateway.stop()
 
 
 def test_the_admin_port_serves_each_renewed_leaf(tmp_path: Path, agent: FakeConsul) -> None:

@@ -13,7 +13,8 @@ proxy does on 4191 (same audiences: any mesh identity reads `/metrics`, `/v1/sta
 `/v1/endpoints`; no client certificate gets `/ready` and `/live` only), with a leaf of its
 own (`svc/vmesh-gateway`, in its state directory, first obtained with `vmesh cert-helper
 vmesh-gateway --once`) that it renews as a proxy does when mesh.toml names `identity_url`,
-and reloads whenever the files change. The port is registered as the instance's `admin`
+and reloads whenever the files change; `/metrics` gives its validity as a proxy's
+(`identity_cert_expiration_timestamp_seconds`). The port is registered as the instance's `admin`
 meta, so `vmesh targets` lists it for Prometheus. The data path still holds no key.
 
 The port and the admin socket each hold at most their `[max_connections]` cap of
@@ -36,6 +37,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from proxy.admin import AdminServer
+from proxy.cert_metrics import CertExpiry
 from proxy.events import EventBus
 from proxy.gateway import Gateway, GatewayMetrics, LocalServices
 from proxy.listener_limits import gateway_caps, soft_open_file_limit
@@ -185,6 +187,8 @@ async def run(config: GatewayConfig) -> None:
                       hello_timeout=config.hello_timeout, connect_timeout=config.connect_timeout,
                       refusal_log_interval=config.refusal_log_interval)
     tls = admin_port_tls(config)
+    if tls is not None:  # its expiry, for the alerts that watch the proxies' leaves
+        CertExpiry(observability.metrics.registry, tls)
     state = GatewayState(config, gateway, services, tls)
     instance_id = config.instance_id or f"{sites.GATEWAY_SERVICE}-{socket.gethostname()}"
     caps = gateway_caps(config.max_connections, soft_open_file_limit())

@@ -149,6 +149,10 @@ def test_the_admin_port_serves_each_renewed_leaf(tmp_path: Path, agent: FakeCons
             assert renewed["identity"] == f"spiffe://{TRUST_DOMAIN}/svc/vmesh-gateway"
             wait_until(lambda: served_serial(port) != first, within=10,
                        what="the admin port serving the renewed leaf")
-            assert served_serial(port) == new_serial_hex(LeafFiles(directory).leaf())
+            leaf = LeafFiles(directory).leaf()
+            assert served_serial(port) == new_serial_hex(leaf)
+            # what the expiry alerts watch, for the proxies' leaves and the gateway's
+            assert gateway.metric("identity_cert_expiration_timestamp_seconds") == (
+                leaf.not_valid_after_utc.timestamp())
         finally:
             gateway.stop()

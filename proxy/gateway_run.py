@@ -191,7 +191,8 @@ async def run(config: GatewayConfig) -> None:
         CertExpiry(observability.metrics.registry, tls)
     state = GatewayState(config, gateway, services, tls)
     instance_id = config.instance_id or f"{sites.GATEWAY_SERVICE}-{socket.gethostname()}"
-    caps = gateway_caps(config.max_connections, soft_open_file_limit())
+    caps = gateway_caps(config.max_connections, soft_open_file_limit(),
+                        admin_listeners=1 if config.admin_port is None else 2)
     log.info("connection limits", extra={"event": "listener_caps", "gateway": caps.gateway,
                                           "admin": caps.admin})
     admin = AdminServer(state, observability, trust_domain=mesh.trust_domain,

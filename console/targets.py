@@ -2,8 +2,9 @@
 
 Prometheus finds targets in Consul by itself, but not over mDNS or in vmesh's
 static file: `vmesh targets --out FILE` writes every proxy's admin address
-(port 4191, mTLS) that discovery lists, one group per proxy labelled with its
-instance id, and Prometheus re-reads the file when it changes. The file is
+(port 4191, mTLS) that discovery lists, and every mesh gateway's that has an
+admin port (it registers it in Consul as a proxy does), one group per proxy
+labelled with its instance id, and Prometheus re-reads the file when it changes. The file is
 replaced in one rename, so Prometheus never reads half of it.
 """
 

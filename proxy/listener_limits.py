@@ -58,7 +58,7 @@ class GatewayCaps:
     """The caps of a mesh gateway's listeners."""
 
     gateway: int  # the listener other sites connect to
-    admin: int  # the admin socket
+    admin: int  # each of the admin socket and the admin port (when it has one)
 
 
 def _share(nofile: int, admin_fds: int, data_listeners: int) -> int:
@@ -84,13 +84,15 @@ def listener_caps(settings: MaxConnections, nofile: int, tcp_listeners: int) -> 
     )
 
 
-def gateway_caps(settings: GatewayMaxConnections, nofile: int) -> GatewayCaps:
+def gateway_caps(settings: GatewayMaxConnections, nofile: int,
+                 admin_listeners: int = 1) -> GatewayCaps:
     """The caps gateway.toml's `[max_connections]` sets, and for the listener it leaves out
-    the open-file limit `nofile` (negative: unlimited) less the admin socket's cap and the
-    gateway's own files, two descriptors per carried connection (the caller's, the
-    instance's)."""
+    the open-file limit `nofile` (negative: unlimited) less the admin cap of each of its
+    `admin_listeners` (the socket, and the port if it has one) and the gateway's own files,
+    two descriptors per carried connection (the caller's, the instance's)."""
     admin = settings.admin or DEFAULT_ADMIN_MAX_CONNECTIONS
-    return GatewayCaps(gateway=settings.gateway or _share(nofile, admin, 1), admin=admin)
+    return GatewayCaps(gateway=settings.gateway or _share(nofile, admin_listeners * admin, 1),
+                       admin=admin)
 
 
 def soft_open_file_limit() -> int:

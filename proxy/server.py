@@ -47,7 +47,6 @@ log = logging.getLogger("vmesh.proxy")
 # Service-file fields read afresh for every connection, so a SIGHUP can change them.
 LIVE_CONFIG_FIELDS = ("timeouts",)
 
-CERT_CHECK_INTERVAL = 2.0
 # A request allocates a hundred or so containers that die with it; the default first threshold
 # (700) ran a collection every few requests and promoted whatever was in flight then.
 GC_THRESHOLDS = (20_000, 20, 20)
@@ -193,7 +192,7 @@ class ProxyServer:
             self.state.policy_unread = f"consul at {self.discovery.settings.consul_url}"
         await self.ctx.discovery.register(instance)
         self._tasks += [
-            asyncio.create_task(self._watch_certificates()),
+            asyncio.create_task(self.ctx.tls.follow()),
             asyncio.create_task(self.ctx.policy.watch()),
         ]
         if self.discovery.settings.backend == "consul":
@@ -220,11 +219,6 @@ class ProxyServer:
         if notify_ready({name: sock.fileno() for name, sock in listeners.items()}):
             log.info("told the supervisor: ready; it keeps a copy of the listeners",
                      extra={"listeners": sorted(listeners)})
-
-    async def _watch_certificates(self) -> None:
-        while True:
-            await asyncio.sleep(CERT_CHECK_INTERVAL)
-            self.ctx.tls.reload()
 
     async def _watch_consul_policy(self) -> None:
         """Policy documents from the agent's KV store (`vmesh/policy/...`) join the files."""

@@ -10,6 +10,7 @@ Mesh hops negotiate ALPN: `http/1.1` for HTTP, `vmesh-opaque/2` for opaque TCP (
 framed, see proxy/tcp.py; the version keeps a peer with another framing from being used).
 """
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -32,6 +33,7 @@ ALPN_OPAQUE = "vmesh-opaque/2"
 # our own chain asks whether it fits together, not whether it is in date (an expired
 # leaf still loads, and `/v1/certs` shows it expired, as peers will find it)
 _NO_CHECK_TIME = 0x200000
+CHECK_INTERVAL_S = 2.0  # how often `follow` looks at the files
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -188,6 +190,13 @@ class TlsMaterial:
             },
         )
         return True
+
+    async def follow(self, interval: float = CHECK_INTERVAL_S) -> None:
+        """Reload the files whenever they change (a renewal by this process or another, a
+        rotation), until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.reload()
 
     def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _: Any) -> None:
         if self._loaded is not None:

@@ -393,7 +393,7 @@ class GatewayMaxConnections:
     a share of the open-file limit (`proxy.listener_limits.gateway_caps`)."""
 
     gateway: Cap | None = None  # the listener other sites connect to (`listen`)
-    admin: Cap | None = None  # the admin socket
+    admin: Cap | None = None  # each of the admin socket and the admin port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -404,6 +404,8 @@ class GatewayConfig:
         listen = "0.0.0.0:4180"
         wan_address = "198.18.0.5"          # where other sites reach it (port: listen's)
         lan_address = "10.0.0.5"            # where its own site reaches it (default: listen's)
+        admin_port = 4191                   # optional: the admin API over mTLS on listen's
+                                            # address (Prometheus); needs a leaf of its own
         [max_connections]                   # optional; defaults share the open-file limit out
         gateway = 16000                     # the listener other sites connect to
         admin = 64                          # the admin socket
@@ -421,6 +423,9 @@ class GatewayConfig:
     # a refusal's reason is logged once in this long; the repeats are counted, then told
     refusal_log_interval: Seconds = 10.0
     max_connections: GatewayMaxConnections = GatewayMaxConnections()
+    # the admin API over mTLS, as a proxy's port 4191 (0: any free port); None: the admin
+    # socket only, and the gateway holds no key at all
+    admin_port: Annotated[int, Range(ge=0, le=65535)] | None = None
 
 
 def load_gateway_config(path: Path | None = None) -> GatewayConfig:

@@ -123,7 +123,8 @@ def identity_unit(settings: UnitSettings) -> str:
 
 def gateway_unit(settings: UnitSettings) -> str:
     """`vmesh-gateway.service`: the site's mesh gateway (/etc/vmesh/gateway.toml), on the hosts
-    other sites reach; it holds no key, so it needs no certificate."""
+    other sites reach; its data path holds no key (only an `admin_port` needs a leaf, which
+    the gateway renews itself)."""
     return _daemon_unit(settings,
                         "vmesh mesh gateway (other sites' mTLS connections, routed by SNI)",
                         "network-online.target", "gateway run", "vmesh/vmesh-gateway",

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from textual.widgets import DataTable
 
 from console.app import ConsoleApp
@@ -31,14 +30,13 @@ from tests.console.test_cli_twins_print_columns_and_json import vmesh
 from tests.fake_consul import FakeConsul
 from tests.integration.mesh import TRUST_DOMAIN, Mesh, ProxyProcess
 from tests.integration.processes import Process, start_backend
-from tests.integration.prometheus import query_until, running_prometheus
+from tests.integration.prometheus import documented_config, query_until, running_prometheus
 from tests.support import free_port
 from vm_mesh import paths
 from vm_mesh.config import Discovery
 from vm_mesh.discovery.base import Discovery as Backend
 from vm_mesh.discovery.base import Instance
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "prometheus"
 MDNS = 'backend = "mdns"\ninterfaces = ["127.0.0.1"]'  # mesh.toml's [discovery] table
 
 
@@ -210,16 +208,10 @@ def test_prometheus_scrapes_every_proxy_that_vmesh_targets_lists(over_mdns: TwoP
         name: [address] for name, address in names.items()}
     assert {groups[name]["labels"]["vmesh_discovery"] for name in names} == {"mdns"}
 
-    # the documented config, its paths moved here: for cert-helper's certificate the operator
-    # one the fixture made (any mesh identity reads /metrics), the targets file and the rules
-    config = yaml.safe_load(
-        (DOCS / "prometheus.yml").read_text()
-        .replace("/var/lib/vmesh/prometheus", str(paths.state_dir("operator")))
-        .replace("/etc/prometheus/vmesh-targets.json", str(targets))
-        .replace("/etc/prometheus/vmesh-alerts.yml", str(DOCS / "vmesh-alerts.yml")))
-    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    # the documented config; for cert-helper's certificate the operator one the fixture made
+    # (any mesh identity reads /metrics)
     config_file = tmp_path / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(config))
+    documented_config(config_file, paths.state_dir("operator"), targets)
     with running_prometheus(config_file, tmp_path / "tsdb") as url:
         up = query_until(url, f'up{{vmesh_instance=~".*{over_mdns.suffix}.*"}}',
                          lambda result: len(result) == 2

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import yaml
 
 from identity import pki
 from tests.integration.mesh import TRUST_DOMAIN
@@ -42,6 +43,22 @@ def scrape_config(path: Path, certificates: Path, *, targets: tuple[str, ...],
             }
         )
     )
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "prometheus"
+
+
+def documented_config(path: Path, certificates: Path, targets: Path) -> None:
+    """Write docs/prometheus/prometheus.yml with its paths moved here (the scraper's
+    `certificates`, the `targets` file `vmesh targets` wrote, the documented rules), scraping
+    every second."""
+    config = yaml.safe_load(
+        (DOCS / "prometheus.yml").read_text()
+        .replace("/var/lib/vmesh/prometheus", str(certificates))
+        .replace("/etc/prometheus/vmesh-targets.json", str(targets))
+        .replace("/etc/prometheus/vmesh-alerts.yml", str(DOCS / "vmesh-alerts.yml")))
+    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    path.write_text(yaml.safe_dump(config))
 
 
 @contextlib.contextmanager

@@ -43,3 +43,9 @@ def test_the_inventory_sets_its_addresses_port_and_drain(tmp_path: Path) -> None
                     vmesh_gateway_lan_address="198.18.1.5", vmesh_gateway_drain="5s")
     assert (config.listen, config.wan_address, config.lan_address, config.drain) == (
         "198.18.1.5:4181", "198.18.0.5:14180", "198.18.1.5", 5.0)
+
+
+def test_an_admin_port_is_written_only_when_the_inventory_gives_one(tmp_path: Path) -> None:
+    assert render(tmp_path, vmesh_gateway_datacenter="east").admin_port is None
+    assert render(tmp_path, vmesh_gateway_datacenter="east",
+                  vmesh_gateway_admin_port=4191).admin_port == 4191

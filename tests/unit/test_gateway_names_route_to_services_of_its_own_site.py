@@ -87,6 +87,14 @@ def test_a_gateway_registers_its_lan_and_wan_addresses() -> None:
     assert registration(gateway, ConsulSettings())["tagged_addresses"] is None
 
 
+def test_a_gateway_with_an_admin_port_announces_it_and_is_still_checked_on_its_port() -> None:
+    gateway = Instance("vmesh-gateway", "gw-1", "10.9.0.2", 4180, proto="tls", admin_port=4191)
+    kwargs = registration(gateway, ConsulSettings(), "vmesh.local", wan=("198.18.0.8", 4180))
+    assert kwargs["meta"]["admin"] == "4191"  # what `vmesh targets` hands Prometheus
+    # the port that carries other sites' connections is what the agent judges
+    assert kwargs["check"]["TCP"] == "10.9.0.2:4180" and "HTTP" not in kwargs["check"]
+
+
 def test_connections_to_two_services_through_one_gateway_never_share_a_pool_key() -> None:
     keys = []
     for service in ("api", "web"):

@@ -9,6 +9,7 @@ import pytest
 
 from proxy.listener_limits import (
     FDS_PER_PROXIED_CONNECTION,
+    RESERVED_FDS,
     SATURATION_LOG_BURST,
     ConnectionLimit,
     GatewayCaps,
@@ -36,10 +37,14 @@ def test_caps_the_file_sets_are_kept_and_an_unlimited_file_limit_is_bounded() ->
 
 
 @pytest.mark.parametrize("nofile", [256, 1024, 65536])
-def test_a_gateway_full_by_default_stays_within_the_open_file_limit(nofile: int) -> None:
-    caps = gateway_caps(GatewayMaxConnections(), nofile)
-    assert caps.gateway * FDS_PER_PROXIED_CONNECTION + caps.admin < nofile
-    assert caps.gateway >= nofile // 4  # the gateway's one data listener takes the rest
+@pytest.mark.parametrize("admin_listeners", [1, 2])  # the socket; and an admin port
+def test_a_gateway_full_by_default_stays_within_the_open_file_limit(
+        nofile: int, admin_listeners: int) -> None:
+    caps = gateway_caps(GatewayMaxConnections(), nofile, admin_listeners)
+    set_aside = RESERVED_FDS + admin_listeners * caps.admin  # its own files, its admin
+    assert caps.gateway * FDS_PER_PROXIED_CONNECTION + set_aside <= nofile
+    # the gateway's one data listener takes the rest: one connection more would not fit
+    assert (caps.gateway + 1) * FDS_PER_PROXIED_CONNECTION + set_aside > nofile
 
 
 def test_a_gateway_keeps_the_caps_its_file_sets() -> None:

@@ -192,14 +192,15 @@ def ready_check(instance: Instance, settings: ConsulSettings) -> dict[str, Any]:
 
     TLSSkipVerify because our leaves name no host (module docstring). Without an
     admin port (never the case for a running proxy) it falls back to a TCP check
-    of the inbound port.
+    of the inbound port; a mesh gateway's is always a TCP check of the port it carries
+    connections on (its admin port, when it has one, is for scrapers).
     """
     timing = {
         "Interval": settings.check_interval,
         "Timeout": settings.check_timeout,
         "DeregisterCriticalServiceAfter": settings.deregister_after,
     }
-    if instance.admin_port is None:
+    if instance.admin_port is None or instance.service == sites.GATEWAY_SERVICE:
         return {"Name": "vmesh inbound port", "TCP": instance.authority, **timing}
     host = f"[{settings.check_host}]" if ":" in settings.check_host else settings.check_host
     return {

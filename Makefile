@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint system-deps venv
+.PHONY: demo test lint system-deps venv constraints
 
 venv: $(VENV)/.installed
 
@@ -26,3 +26,7 @@ test: system-deps venv lint
 
 demo: system-deps venv
 	$(BIN)/vmesh demo
+
+# the versions of vmesh's libraries the tests ran with, which role vmesh installs on every host
+constraints: venv
+	$(BIN)/python scripts/pin_dependencies.py > ansible/roles/vmesh/files/constraints.txt

@@ -101,11 +101,15 @@ def service_vars(host: SshHost, service: str, app_port: int = 8080) -> dict[str,
             "vmesh_discovery_interfaces": f"'{json.dumps([host.address])}'"}
 
 
+CONSTRAINTS = PLAYBOOKS / "roles/vmesh/files/constraints.txt"
+
+
 def build_wheelhouse(dest: Path, wheel: Path) -> Path:
-    """The dependencies of `wheel` as wheels, so hosts install with `--no-index` (offline)."""
+    """The dependencies of `wheel` as wheels, at the versions role vmesh pins (its
+    constraints.txt), so hosts install with `--no-index` (offline)."""
     wheelhouse = dest / "wheelhouse"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(wheelhouse),
-                    str(wheel)], check=True, capture_output=True, text=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-c", str(CONSTRAINTS),
+                    "-w", str(wheelhouse), str(wheel)], check=True, capture_output=True, text=True)
     return wheelhouse
 
 

@@ -26,7 +26,9 @@ import psutil
 import pytest
 
 from identity import pki
+from scripts.pin_dependencies import read_constraints
 from tests.e2e.playbooks import (
+    CONSTRAINTS,
     REPO,
     build_wheel,
     build_wheelhouse,
@@ -179,12 +181,27 @@ def load_through_front(mesh: Mesh) -> Iterator[LoadResult]:
           f"by backend {result.backends}")
 
 
+def installed_versions(host: SshHost) -> dict[str, str]:
+    """The distributions in the host's vmesh venv, by canonical name: their versions."""
+    result = host.run(
+        str(host.vmesh_root / "opt/vmesh/venv/bin/python"), "-c",
+        "import json, re; from importlib import metadata; print(json.dumps("
+        "{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
+        " for d in metadata.distributions()}))")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_every_host_gets_its_own_vmesh_of_the_asked_version(mesh: Mesh) -> None:
+    pinned = read_constraints(CONSTRAINTS.read_text())
     for host in mesh.cluster.hosts:
         result = vmesh(host, "--version")
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "vmesh 0.1.0"
         assert (host.vmesh_root / "etc/vmesh/mesh.toml").is_file()
+        # the libraries the release was tested with, each at its pinned version
+        installed = installed_versions(host)
+        assert {name: installed.get(name) for name in pinned} == pinned, host.name
 
 
 def test_the_ca_host_serves_certificates_from_its_own_anchor(mesh: Mesh) -> None:

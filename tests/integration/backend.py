@@ -177,9 +177,12 @@ async def main() -> None:
     parser.add_argument("--fail-every", type=int, default=0)
     parser.add_argument("--status", type=int, default=503)
     parser.add_argument("--delay", type=float, default=0.0)
+    # several instances on one port, as the same app on several hosts of one machine
+    parser.add_argument("--reuse-port", action="store_true")
     args = parser.parse_args()
     backend = Backend(args.name, args.fail_every, args.status, args.delay)
-    server = await asyncio.start_server(backend.serve, "127.0.0.1", args.port, reuse_address=True)
+    server = await asyncio.start_server(backend.serve, "127.0.0.1", args.port, reuse_address=True,
+                                        reuse_port=args.reuse_port)
     port = server.sockets[0].getsockname()[1]
     print(f"LISTENING {port}", flush=True)
     async with server:

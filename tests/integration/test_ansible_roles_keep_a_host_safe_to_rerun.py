@@ -5,7 +5,9 @@ host and on a fresh one, changing nothing; a change the proxy reloads on SIGHUP 
 tracing, a service's timeouts) reaches it without a handover; a bad value in mesh.toml or a
 service file fails the play with the validator's `file:line: reason` and leaves the file in
 force and the proxy serving it; a bad variable fails before anything is written, naming it;
-the join token never reaches the output, even with -vvv."""
+the join token never reaches the output, even with -vvv. upgrade.yml and rotate-certs.yml
+under `--check` complete and change nothing: a host at the asked version is left alone, one
+that is not is reported as one that would be upgraded."""
 
 import json
 from collections.abc import Iterator
@@ -14,9 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+import vm_mesh
 from tests.e2e.playbooks import PlaybookRun as Run
 from tests.integration.ansible_host import LocalHost
-from tests.integration.mesh import wait_until
+from tests.integration.mesh import REPO, wait_until
 from tests.integration.supervised import admin_get
 
 
@@ -61,6 +64,55 @@ def test_check_mode_on_a_deployed_host_completes_and_changes_nothing(
     pid = proxy_pid(host)
     check = host.playbook("--check")
     assert check.returncode == 0 and check.changed() == {"localhost": 0}, check.output[-4000:]
+    assert proxy_pid(host) == pid
+
+
+def state_files(host: LocalHost) -> dict[Path, bytes]:
+    """The CA's state and api's key, certificates and bundle, byte for byte."""
+    return {path: path.read_bytes() for name in ("identity", "api")
+            for path in (host.root / "var/lib/vmesh" / name).rglob("*") if path.is_file()}
+
+
+def test_check_mode_of_an_upgrade_to_the_running_version_changes_nothing(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    pid = proxy_pid(host)
+    check = host.playbook("--check", play=REPO / "ansible/upgrade.yml",
+                          vmesh_version=vm_mesh.__version__)
+    assert check.returncode == 0 and check.changed() == {"localhost": 0}, check.output[-4000:]
+    assert "upgraded to" not in check.output
+    assert proxy_pid(host) == pid
+
+
+def test_check_mode_of_an_upgrade_reports_the_host_it_would_upgrade_and_touches_nothing(
+    deployed: tuple[LocalHost, Run], tmp_path: Path,
+) -> None:
+    host, _ = deployed
+    pid, files = proxy_pid(host), state_files(host)
+    # the release on the controller, which --check compares with the host's copy, never installs
+    (tmp_path / "vmesh-9.9.9-py3-none-any.whl").write_bytes(b"the 9.9.9 release")
+    check = host.playbook("--check", play=REPO / "ansible/upgrade.yml",
+                          vmesh_version="9.9.9", vmesh_wheel_dir=str(tmp_path))
+    assert check.returncode == 0, check.output[-4000:]
+    assert check.changed()["localhost"] > 0  # the wheel it would copy and install
+    assert "vmesh rollout (check mode): localhost would be upgraded to 9.9.9" in check.output
+    assert not (host.root / "opt/vmesh/wheels/vmesh-9.9.9-py3-none-any.whl").exists()
+    assert proxy_pid(host) == pid  # not drained, not handed over
+    assert state_files(host) == files
+
+
+def test_check_mode_of_a_certificate_rotation_completes_and_changes_nothing(
+    deployed: tuple[LocalHost, Run],
+) -> None:
+    host, _ = deployed
+    pid, files = proxy_pid(host), state_files(host)
+    check = host.playbook("--check", play=REPO / "ansible/rotate-certs.yml")
+    assert check.returncode == 0 and check.changed() == {"localhost": 0}, check.output[-4000:]
+    assert ("vmesh rotation (check mode): would add a new anchor and issuer on localhost, renew "
+            "every leaf from that issuer and then retire generations 1") in " ".join(
+                check.output.split())
+    assert state_files(host) == files  # no new generation, no renewed leaf, no new bundle
     assert proxy_pid(host) == pid
 
 

@@ -7,11 +7,15 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed
 
-# setup.py compiles the proxy's request path (mypyc) into the tree: a change to it rebuilds
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard proxy/*.py)
+# setup.py compiles the proxy's request path (mypyc) into the tree: a change to it rebuilds.
+# The libraries vmesh runs on are installed at the versions hosts get (CONSTRAINTS), so the
+# tests run with exactly what role vmesh installs; to move to newer ones, upgrade them in the
+# venv, run the tests, then `make constraints`.
+CONSTRAINTS := ansible/roles/vmesh/files/constraints.txt
+$(VENV)/.installed: pyproject.toml setup.py $(CONSTRAINTS) $(wildcard proxy/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 system-deps:
@@ -29,4 +33,5 @@ demo: system-deps venv
 
 # the versions of vmesh's libraries the tests ran with, which role vmesh installs on every host
 constraints: venv
-	$(BIN)/python scripts/pin_dependencies.py > ansible/roles/vmesh/files/constraints.txt
+	$(BIN)/python scripts/pin_dependencies.py > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)

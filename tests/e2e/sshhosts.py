@@ -44,7 +44,9 @@ class SshHost:
 
     def run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
         """Run a command inside the host's network namespace (the test's own checks)."""
-        env = {**os.environ, "VMESH_ROOT": str(self.vmesh_root)}
+        # a host's programs import its own install, never the tree under test (PYTHONPATH)
+        env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+               "VMESH_ROOT": str(self.vmesh_root)}
         return subprocess.run(
             ["ip", "netns", "exec", self.netns, *argv],
             env=env, text=True, capture_output=True, check=False, **kwargs,

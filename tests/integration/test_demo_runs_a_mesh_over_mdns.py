@@ -114,14 +114,17 @@ def running_demo(directory: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 def web_answered(directory: Path) -> bool:
-    """Whether a web proxy of the running demo in `directory` has answered a request with
-    success (the demo's load reaches web first), read over the console's admin sockets."""
+    """Whether the running demo in `directory` has had a successful answer from `web` reach
+    its load, read over the console's admin sockets. The load sends one request at a time, so
+    once web's proxies have answered two requests with success, the first answer was
+    in (a proxy counts a request as it answers it, before the caller reads the answer)."""
     console = directory / "console"
+    successes = 0
     for link in (console / "run/vmesh").glob("web-*.sock"):
         for row in admin_stats(console, link.stem)["routes"]:
-            if row["requests"] and row["success_rate"]:
-                return True
-    return False
+            if row["requests"]:
+                successes += round(row["requests"] * (row["success_rate"] or 0))
+    return successes >= 2
 
 
 def ctrl_c(demo: subprocess.Popen[str]) -> tuple[str, str]:

@@ -25,8 +25,13 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Most tests wait on processes, sockets and SSH rather than a CPU: TEST_WORKERS pytest workers
+# run them side by side, a test module to a worker (its module-scoped hosts are set up once).
+# Tests share the machine safely: free ports, mDNS names and trust domains of their own,
+# namespaces and subnets picked at random.
+TEST_WORKERS ?= 2
 test: system-deps venv lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: system-deps venv
 	$(BIN)/vmesh demo

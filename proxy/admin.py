@@ -49,6 +49,7 @@ from proxy.stats import MAX_WINDOW_S
 from proxy.tap import TapFilter, max_rate
 from proxy.tls import PeerIdentityError, peer_identity
 from vm_mesh.durations import parse_duration
+from vm_mesh.paths import check_socket_path
 
 log = logging.getLogger("vmesh.admin")
 
@@ -277,8 +278,9 @@ class AdminServer:
         self._closing = asyncio.Event()
 
     async def serve_unix(self, path: Path) -> None:
-        """Listen on a unix socket, readable and writable by owner and group only."""
-        _clear_socket_path(path)
+        """Listen on a unix socket, readable and writable by owner and group only; UserError
+        when its path is too long for one."""
+        _clear_socket_path(check_socket_path(path))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))
         sock.listen(UNIX_BACKLOG)

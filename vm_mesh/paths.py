@@ -3,6 +3,11 @@
 import os
 from pathlib import Path
 
+from vm_mesh.errors import UserError
+
+# a unix socket's address (sun_path) holds 108 bytes on Linux, its terminating NUL among them
+MAX_SOCKET_PATH_BYTES = 107
+
 
 def root() -> Path:
     """The filesystem prefix: `/` on a host, a temporary directory in tests."""
@@ -57,3 +62,13 @@ def handover_status(service: str) -> Path:
 def admin_socket(service: str) -> Path:
     """The proxy's local admin API socket (no auth: protected by file permissions)."""
     return run_dir() / f"{service}.sock"
+
+
+def check_socket_path(path: Path, remedy: str = "set a shorter VMESH_ROOT") -> Path:
+    """`path`, if a unix socket can be bound or reached there; UserError ending in `remedy`
+    if it is too long (a deep VMESH_ROOT), which the kernel would only call "path too long"."""
+    length = len(os.fsencode(path))
+    if length > MAX_SOCKET_PATH_BYTES:
+        raise UserError(f"{path}: a unix socket's path holds at most {MAX_SOCKET_PATH_BYTES} "
+                        f"bytes, this one has {length}; {remedy}")
+    return path

@@ -4,13 +4,17 @@ stops cleanly, after its --duration or on Ctrl-C, leaving no process or socket b
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.integration.mesh import REPO, wait_until
 from tests.integration.supervised import admin_stats
@@ -65,8 +69,16 @@ def assert_left_nothing(directory: Path) -> None:
     assert sockets == []
 
 
-def test_demo_serves_traffic_through_every_tier_and_cleans_up(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
+@pytest.fixture
+def directory() -> Iterator[Path]:
+    """A --dir for a demo, short as `make demo`'s: every instance's admin socket is a unix
+    socket's path under it (a pytest tmp_path, deeper under xdist, may be too long)."""
+    parent = Path(tempfile.mkdtemp(prefix="vmd-"))
+    yield parent / "demo"
+    shutil.rmtree(parent)
+
+
+def test_demo_serves_traffic_through_every_tier_and_cleans_up(directory: Path) -> None:
     result = subprocess.run(demo_command(directory, "--duration", "4"), cwd=REPO,
                             capture_output=True, text=True, timeout=180, env=dict(os.environ))
     assert result.returncode == 0, result.stderr + result.stdout
@@ -133,8 +145,7 @@ def ctrl_c(demo: subprocess.Popen[str]) -> tuple[str, str]:
     return demo.communicate(timeout=60)  # the proxies drain, then the apps stop
 
 
-def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
+def test_ctrl_c_stops_every_process_of_the_demo(directory: Path) -> None:
     with running_demo(directory) as demo:
         assert len(processes_under(directory)) == 13  # identity, 6 apps, 6 proxies
         # what a new user runs next: from the console's host, everything checks out, once the
@@ -152,8 +163,7 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
 
 
 def test_a_second_demo_in_the_same_directory_is_refused_while_the_first_runs(
-        tmp_path: Path) -> None:
-    directory = tmp_path / "demo"
+        directory: Path) -> None:
     with running_demo(directory) as first:
         running = processes_under(directory)
         links = sorted((directory / "console/run/vmesh").iterdir())
@@ -178,3 +188,17 @@ def test_a_second_demo_in_the_same_directory_is_refused_while_the_first_runs(
                            capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
     assert_left_nothing(directory)
+
+
+def test_a_directory_too_deep_for_the_sockets_is_refused_before_anything_starts(
+        tmp_path: Path) -> None:
+    directory = tmp_path / ("deep-" * 12) / "demo"
+    refused = subprocess.run(demo_command(directory, "--duration", "1"), cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    socket_path = directory / "hosts/store-1/run/vmesh/store.sock"
+    assert refused.stderr == (
+        f"vmesh: {socket_path}: a unix socket's path holds at most 107 bytes, this one has "
+        f"{len(str(socket_path))}; pass a shorter --dir\n")
+    assert refused.stdout == ""
+    assert not directory.exists()  # nothing was started, nothing written

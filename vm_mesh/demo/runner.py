@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -30,6 +31,7 @@ import httpx
 from identity.client import obtain
 from vm_mesh.errors import UserError
 from vm_mesh.files import write_file
+from vm_mesh.paths import check_socket_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,12 @@ class Demo:
         self.trust_domain = f"demo-{secrets.token_hex(3)}.local"
         self._marker: IO[bytes] | None = None  # locked for as long as this demo runs
 
+    def _log(self, name: str) -> Path:
+        """Where the process `name` of this run logs."""
+        return self.logs / f"{name}.log"
+
     def _spawn(self, name: str, args: list[str], root: Path) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
+        log = self._log(name).open("ab")
         process = subprocess.Popen(
             [sys.executable, *args],
             env={**os.environ, "VMESH_ROOT": str(root)},
@@ -108,18 +114,28 @@ class Demo:
         self.logs.mkdir(parents=True)
         self._marker = _locked(marker)
 
+    def _check_directory(self) -> None:
+        """Refuse a --dir so deep that an instance's admin socket would not fit a unix socket's
+        path, before anything starts."""
+        sockets = [self.directory / "hosts" / spec.instance / "run/vmesh" / f"{spec.service}.sock"
+                   for spec in INSTANCES]
+        check_socket_path(max(sockets, key=lambda path: len(os.fsencode(path))),
+                          "pass a shorter --dir")
+
     def start(self) -> None:
+        self._check_directory()
         self._claim()
         ca_root = self.directory / "ca"
         self._vmesh(ca_root, "identity", "init", "--trust-domain", self.trust_domain)
         identity_port = _free_port()
         identity_url = f"https://127.0.0.1:{identity_port}"
-        self._spawn(
+        identity = self._spawn(
             "identity",
             ["-m", "vm_mesh", "identity", "serve", "--listen", f"127.0.0.1:{identity_port}"],
             ca_root,
         )
-        _wait_for(lambda: _identity_up(identity_url), "the identity service")
+        _wait_for(lambda: _identity_up(identity_url), "the identity service", identity,
+                  self._log("identity"))
         print(f"identity service on {identity_url}, trust domain {self.trust_domain}")
         sockets = self.console_root / "run" / "vmesh"
         sockets.mkdir(parents=True)
@@ -198,9 +214,11 @@ class Demo:
         if spec.calls:
             app += ["--calls", spec.calls]
         self._spawn(f"{spec.instance}-app", app, root)
-        self._spawn(f"{spec.instance}-proxy", ["-m", "vm_mesh", "proxy", "run", spec.service], root)
+        proxy = self._spawn(f"{spec.instance}-proxy",
+                            ["-m", "vm_mesh", "proxy", "run", spec.service], root)
         admin_socket = root / "run/vmesh" / f"{spec.service}.sock"
-        _wait_for(lambda: _ready(admin_socket), f"the proxy of {spec.instance}")
+        _wait_for(lambda: _ready(admin_socket), f"the proxy of {spec.instance}", proxy,
+                  self._log(f"{spec.instance}-proxy"))
         (sockets / f"{spec.instance}.sock").symlink_to(admin_socket)
         if spec.instance == "web-1":
             self.web_outbound = f"127.0.0.1:{outbound_port}"
@@ -236,11 +254,19 @@ def _locked(marker: Path) -> IO[bytes]:
     return handle
 
 
-def _wait_for(predicate, what: str, within: float = 30.0) -> None:
+def _wait_for(predicate: Callable[[], bool], what: str, process: subprocess.Popen[bytes],
+              log: Path, within: float = 30.0) -> None:
+    """Wait until `predicate` holds for `what`, which `process` (logging to `log`) brings up;
+    UserError as soon as the process exits, with the last line it logged, or after `within`
+    seconds."""
     deadline = time.monotonic() + within
     while not predicate():
+        if process.poll() is not None:
+            lines = log.read_text(errors="replace").strip().splitlines() or ["(nothing)"]
+            raise UserError(f"demo: {what} exited (code {process.returncode}) saying "
+                            f"{lines[-1]!r}; its log: {log}")
         if time.monotonic() > deadline:
-            raise UserError(f"demo: {what} did not come up within {within:.0f}s (see the logs)")
+            raise UserError(f"demo: {what} did not come up within {within:.0f}s; its log: {log}")
         time.sleep(0.1)
 
 

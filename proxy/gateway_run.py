@@ -141,7 +141,7 @@ class GatewayState:
 
 def admin_port_tls(config: GatewayConfig) -> TlsMaterial | None:
     """The leaf the admin port serves, from the gateway's state directory; None without an
-    admin port; UserError when there is none usable."""
+    admin port; UserError when there is none usable or it is another identity's."""
     if config.admin_port is None:
         return None
     tls = TlsMaterial(paths.state_dir(sites.GATEWAY_SERVICE))
@@ -151,6 +151,12 @@ def admin_port_tls(config: GatewayConfig) -> TlsMaterial | None:
             f"{sites.GATEWAY_SERVICE}, and {tls.directory} holds none usable ({tls.last_error}); "
             f"obtain it as the gateway's user: vmesh cert-helper {sites.GATEWAY_SERVICE} "
             "--once --token TOKEN"
+        )
+    if (tls.identity.kind, tls.identity.name) != ("svc", sites.GATEWAY_SERVICE):
+        raise UserError(
+            f"{paths.gateway_config()}: admin_port serves a certificate of "
+            f"svc/{sites.GATEWAY_SERVICE}, and {tls.directory} holds one of {tls.identity_uri}: "
+            f"put the gateway's own there (vmesh cert-helper {sites.GATEWAY_SERVICE} --once)"
         )
     return tls
 

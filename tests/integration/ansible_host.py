@@ -33,6 +33,8 @@ INSTALLED_ROLES = [
      "ansible.builtin.include_role": {"name": "vmesh_identity"}},
     {"name": "Run the services",
      "ansible.builtin.include_role": {"name": "vmesh_proxy"}},
+    {"name": "Run the site's mesh gateway where it is enabled",
+     "ansible.builtin.include_role": {"name": "vmesh_gateway"}},
 ]
 
 
@@ -62,9 +64,14 @@ class LocalHost:
         for directory in ("etc/vmesh/services", "run/vmesh", "var/log/vmesh", "var/lib/vmesh",
                           "opt/vmesh/venv/bin"):
             (self.root / directory).mkdir(parents=True, exist_ok=True)
-        vmesh = self.root / "opt/vmesh/venv/bin/vmesh"
-        vmesh.write_text(f"#!/bin/sh\ncd {REPO}\nexec {sys.executable} -m vm_mesh \"$@\"\n")
-        vmesh.chmod(0o755)
+        # the installed venv's two entry points the roles call, running this tree
+        venv = self.root / "opt/vmesh/venv/bin"
+        (venv / "vmesh").write_text(
+            f"#!/bin/sh\ncd {REPO}\nexec {sys.executable} -m vm_mesh \"$@\"\n")
+        (venv / "python").write_text(
+            f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} \"$@\"\n")
+        for entry_point in venv.iterdir():
+            entry_point.chmod(0o755)
         (self.root / "etc/vmesh/endpoints.toml").write_text("")
         identity, app, inbound, outbound, admin = free_ports(5)
         if ca is not None:

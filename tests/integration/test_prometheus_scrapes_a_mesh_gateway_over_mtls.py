@@ -156,3 +156,17 @@ def test_the_admin_port_serves_each_renewed_leaf(tmp_path: Path, agent: FakeCons
                 leaf.not_valid_after_utc.timestamp())
         finally:
             gateway.stop()
+
+
+def test_a_gateway_given_another_identity_leaf_refuses_to_start_saying_whose(
+    tmp_path: Path, agent: FakeConsul
+) -> None:
+    site = gateway_site(tmp_path, agent)
+    site.issue("web", directory=site.root / "var/lib/vmesh/vmesh-gateway")
+    refused = vmesh(site.root, "gateway", "run", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"vmesh: {site.root}/etc/vmesh/gateway.toml: admin_port serves a certificate of "
+        f"svc/vmesh-gateway, and {site.root}/var/lib/vmesh/vmesh-gateway holds one of "
+        f"spiffe://{TRUST_DOMAIN}/svc/web: put the gateway's own there "
+        "(vmesh cert-helper vmesh-gateway --once)\n")

@@ -232,6 +232,7 @@ class InboundProxy:
                     raise
                 # the app closed this idle connection as the request went out (its keep-alive
                 # timeout fired): a request safe to repeat goes again, on a new connection
+                self.ctx.observability.metrics.resends.labels("inbound", "app.reset").inc()
                 upstream = await self.pool.open(self.app)
                 response = await send_request(upstream, head, headers, body, idle, client)
         except TimeoutError:

@@ -142,6 +142,14 @@ class ProxyMetrics:
         self.tcp_write = Counter(
             "tcp_write_bytes", "Bytes written to the client side.", TCP_LABELS, registry=r
         )
+        self.resends = Counter(
+            "request_resend",
+            "Requests sent again on a new connection because the connection they went out on "
+            "did not take them (closed idle as they crossed), by reason; none reached the "
+            "other side twice.",
+            ["direction", "reason"],
+            registry=r,
+        )
         self.tls_failures = Counter(
             "tls_handshake_failure",
             "TLS handshakes refused (no valid mesh identity, bad chain, timeout), by reason.",

@@ -387,14 +387,16 @@ class OutboundProxy:
                 # with the request: one safe to repeat goes once more, on a new connection
                 if not (pooled and may_resend(head, body)):
                     raise
-                response = await self._send_anew(key, head, headers, body, client)
+                response = await self._send_anew(key, head, headers, body, client,
+                                                 "upstream.reset")
             else:
                 # the peer proxy closed the connection idle (a drain, its idle timeout) and
                 # says so: the request crossed the close unread, and goes again, whatever it is
                 if response.head.status == 408 and closed_unread(response.head) \
                         and body_repeatable(body):
                     upstream.close()
-                    response = await self._send_anew(key, head, headers, body, client)
+                    response = await self._send_anew(key, head, headers, body, client,
+                                                      "proxy.idle_closed")
         except (AttemptFailed, UpstreamProtocolError):
             endpoint.breaker.on_failure()
             raise
@@ -422,9 +424,11 @@ class OutboundProxy:
         headers: list[tuple[bytes, bytes]],
         body: Body,
         client: Downstream | None,
+        reason: str,
     ) -> Response:
         """Send once more, on a new connection to `key`: the first attempt's did not take the
-        request (`_send_to`)."""
+        request (`_send_to`), for `reason`, which the resend metric counts."""
+        self.ctx.observability.metrics.resends.labels("outbound", reason).inc()
         upstream = await self.pool.open(key)
         return await send_request(upstream, head, headers, body, client=client)
 

@@ -143,4 +143,6 @@ def test_a_post_sent_as_the_draining_proxy_closes_its_connection_is_answered_onc
     assert answer.json()["path"] == "/orders/new"
     assert handover.executed("/orders/new") == 1
     assert handover.address.connections == 2  # the request went again, to the successor
+    assert handover.front.metric("request_resend_total", direction="outbound",
+                                 reason="proxy.idle_closed") == 1
     assert handover.old.proc.wait(WITHIN_S) == 0

@@ -144,11 +144,18 @@ def _reached(instances: TwoInstances, method: str) -> list[str]:
     return [app for app, seen, path in instances.apps.seen if (seen, path) == (method, "/held")]
 
 
+def resends(instances: TwoInstances) -> float:
+    """The front's count of requests sent again after their pooled connection was lost."""
+    return instances.front.metric("request_resend_total", direction="outbound",
+                                  reason="upstream.reset")
+
+
 def test_a_post_is_not_sent_again_and_its_caller_gets_502(two_instances: TwoInstances) -> None:
     response = _cut_off(two_instances, "POST", {})
     assert (response.status_code, response.headers.get("vmesh-error")) == (502, "upstream.reset")
     assert " outbound: " in response.text  # the front's answer, not one the instance relayed
     assert _reached(two_instances, "POST") == two_instances.apps.held_by  # executed once
+    assert resends(two_instances) == 0
 
 
 @pytest.mark.parametrize(("method", "headers"), [
@@ -163,3 +170,4 @@ def test_a_request_safe_to_repeat_is_answered_by_the_other_instance(
     other = ({"web-1", "web-2"} - {dead}).pop()
     assert (response.status_code, response.text) == (200, f"{other} /held")
     assert _reached(two_instances, method) == [dead, other]
+    assert resends(two_instances) == 1  # what the operator sees of it

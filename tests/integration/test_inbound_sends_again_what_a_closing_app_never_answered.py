@@ -6,7 +6,7 @@ from tests.integration.policy_mesh import PolicyMesh, policy_mesh_fixture  # noq
 
 
 def test_a_get_is_sent_again_and_a_post_is_not(policy_mesh: PolicyMesh) -> None:
-    app, _ = policy_mesh.service("closing")
+    app, proxy = policy_mesh.service("closing")
     front = policy_mesh.mesh.start_proxy("front", 1)
     with policy_mesh.client(front) as client:
         first = client.get("/first", headers={"Host": "closing"})
@@ -20,6 +20,9 @@ def test_a_get_is_sent_again_and_a_post_is_not(policy_mesh: PolicyMesh) -> None:
     stats = policy_mesh.stats(app)
     # /again was dropped once and answered on a new connection; the POST reached the app once
     assert (stats["by_path"], stats["dropped"]) == ({"/first": 1, "/again": 1}, 2)
+    # counted where the operator sees it: once, the GET (the POST went nowhere again)
+    assert proxy.metric("request_resend_total", direction="inbound",
+                        reason="app.reset") == 1
 
 
 def test_a_post_with_an_idempotency_key_is_sent_again(policy_mesh: PolicyMesh) -> None:

@@ -164,6 +164,9 @@ class ServiceEndpoints:
                     f"discovery lists no mesh gateway of datacenter {self.view.gateways_of}, "
                     f"which carries {self.service} ([discovery] gateways of mesh.toml)",
                 )
+            if self.view is not None and self.view.error:
+                return NoEndpoints("no_endpoints", f"discovery lists no instance of "
+                                   f"{self.service}; its last query failed: {self.view.error}")
             return NoEndpoints("no_endpoints", f"discovery lists no instance of {self.service}")
         return NoEndpoints(
             "all_endpoints_ejected", f"every instance of {self.service} is failing (circuit open)"

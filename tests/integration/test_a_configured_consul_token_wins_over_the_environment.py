@@ -82,3 +82,29 @@ def test_a_token_the_agent_does_not_know_is_named_by_the_proxy_and_vmesh_check(
     assert "consul_token" in consul["hint"]
     assert not registered(acl_agent, name)
     assert httpx.get(f"http://127.0.0.1:{acl_agent.port}/v1/agent/services").json() == {}
+
+
+def test_watches_the_agent_refuses_for_the_token_say_so_to_the_log_and_the_caller(
+        tmp_path: Path, acl_agent: FakeConsul, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    mesh = Mesh(tmp_path, discovery=acl_agent.discovery_table() + 'consul_token = "revoked"\n')
+    try:
+        proxy = mesh.start_proxy(f"api{secrets.token_hex(3)}", 1)
+        policy = proxy.wait_for_log(lambda r: r.get("event") == "discovery_consul_acl_refused"
+                                    and "policy" in r["msg"])
+        answer = httpx.get(f"http://{proxy.outbound}/", headers={"host": "web"}, timeout=30)
+        watch = proxy.wait_for_log(lambda r: r.get("event") == "discovery_consul_acl_refused"
+                                   and r.get("dst_service") == "web")
+    finally:
+        mesh.stop()
+    # the caller is told why there is no instance, not only that there is none
+    assert (answer.status_code, answer.headers["vmesh-error"]) == (503, "no_endpoints")
+    assert answer.text.endswith("outbound: discovery lists no instance of web; its last query "
+                                "failed: the consul agent refused our ACL token (ACL not found) "
+                                "(no_endpoints)\n"), answer.text
+    assert "a token that may read the keys under vmesh/policy/ (retrying)" in policy["msg"]
+    assert (watch["level"], watch["error"]) == ("error", "ACL not found")
+    assert "a token that may read web (retrying)" in watch["msg"]
+    generic = [r for r in proxy.logs if r.get("event") in ("discovery_consul_error",
+                                                           "policy_consul_error")]
+    assert generic == []

@@ -48,6 +48,8 @@ class EndpointSet:
     # the datacenter whose mesh gateways the instances are (their `server_name` names the
     # service); "" when they are instances of the service itself
     gateways_of: str = ""
+    # why the backend's last query failed, on a set kept stale meanwhile ("" when it answered)
+    error: str = ""
 
 
 class NotDiscoverable(Exception):

@@ -64,8 +64,9 @@ both tagged addresses, `lan` (its own site's hosts) and `wan` (other sites').
 The ACL token is mesh.toml's `consul_token` when it has one, else CONSUL_HTTP_TOKEN
 (`agent_client`): an explicit setting outranks the environment, as with Consul's own tools
 (py-consul on its own lets the environment win). A token the agent refuses (403: `ACL not
-found`, `Permission denied`) is logged as such (`discovery_consul_acl_refused`) and named in
-`/ready`, not taken for an agent that is down.
+found`, `Permission denied`) is logged as such (`discovery_consul_acl_refused`, by the
+registration, the watches and the KV policy watch) and named in `/ready` and in the 503 of a
+service whose watch it refuses, not taken for an agent that is down.
 
 py-consul is synchronous; each call runs in a worker thread, and a blocking
 query lasts at most `wait` (plus Consul's jitter), which bounds shutdown.
@@ -351,6 +352,16 @@ def strangers(entries: list[Mapping[str, Any]] | None, trust_domain: str | None
             if trust_domain_of(e) != trust_domain}
 
 
+def log_refused_token(exc: consul.ACLPermissionDenied, needs: str, then: str,
+                      **fields: object) -> None:
+    """Log that the agent refused our ACL token (`discovery_consul_acl_refused`): a setting to
+    fix, not an agent that is down. `needs`: what the token must allow; `then`: what the
+    caller does meanwhile."""
+    log.error(f"the consul agent refused our ACL token; set consul_token in mesh.toml's "
+              f"[discovery] to a token that may {needs} ({then})",
+              extra={"event": "discovery_consul_acl_refused", "error": str(exc), **fields})
+
+
 class ConsulDiscovery:
     """A `Discovery` backend over the local Consul agent's HTTP API.
 
@@ -384,11 +395,8 @@ class ConsulDiscovery:
             await self._register_once(instance)
         except consul.ACLPermissionDenied as exc:
             self._refused[instance.instance_id] = str(exc)
-            log.error("the consul agent refused our ACL token; set consul_token in mesh.toml's "
-                      "[discovery] to a token that may register this service (registering "
-                      "again in the background)",
-                      extra={"event": "discovery_consul_acl_refused",
-                             "instance": instance.instance_id, "error": str(exc)})
+            log_refused_token(exc, "register this service", "registering again in the "
+                              "background", instance=instance.instance_id)
             self._retry_in_background(instance)
         except (consul.ConsulException, OSError) as exc:
             log.warning("consul agent unreachable; registering in the background",
@@ -541,15 +549,21 @@ class ConsulDiscovery:
             except (consul.ConsulException, OSError, ValueError) as exc:
                 failures += 1
                 delay = backoff_delay(failures, self.settings)
-                log.warning("consul watch failed; retrying",
-                            extra={"event": "discovery_consul_error", "dst_service": service,
-                                   "error": str(exc) or type(exc).__name__,
-                                   "retry_in_s": delay})
+                if isinstance(exc, consul.ACLPermissionDenied):
+                    log_refused_token(exc, f"read {queried}", "retrying", dst_service=service,
+                                      retry_in_s=delay)
+                    error = f"the consul agent refused our ACL token ({exc})"
+                else:
+                    log.warning("consul watch failed; retrying",
+                                extra={"event": "discovery_consul_error", "dst_service": service,
+                                       "error": str(exc) or type(exc).__name__,
+                                       "retry_in_s": delay})
+                    error = f"consul: {str(exc) or type(exc).__name__}"
                 index = 0
                 if failures == 1:
                     yield EndpointSet(service, last or (), source="consul",
                                       updated_at=confirmed_at, stale=True,
-                                      gateways_of=gateways_of)
+                                      gateways_of=gateways_of, error=error)
                 await asyncio.sleep(delay)
                 continue
             recovered = failures > 0

@@ -19,6 +19,7 @@ import consul
 
 from vm_mesh.backoff import full_jitter
 from vm_mesh.blocking import in_own_thread
+from vm_mesh.discovery.consul import log_refused_token
 from vm_mesh.policy.files import CONSUL_PREFIX
 from vm_mesh.token_bucket import TokenBucket
 
@@ -77,9 +78,13 @@ async def watch(
         except (consul.ConsulException, OSError) as exc:
             delay = full_jitter(POLICY_RETRY_MIN_S, POLICY_RETRY_MAX_S, failures)
             failures += 1
-            log.warning("consul policy watch failed; retrying",
-                        extra={"event": "policy_consul_error", "error": str(exc),
-                               "retry_in_s": delay})
+            if isinstance(exc, consul.ACLPermissionDenied):
+                log_refused_token(exc, f"read the keys under {source.prefix}", "retrying",
+                                  retry_in_s=delay)
+            else:
+                log.warning("consul policy watch failed; retrying",
+                            extra={"event": "policy_consul_error", "error": str(exc),
+                                   "retry_in_s": delay})
             source.index = None
             await asyncio.sleep(delay)
             continue

@@ -428,6 +428,7 @@ class UpstreamEndpoints:
     members: tuple[Endpoint, ...] = ()  # the instances, when the proxy lists them
     failover: Failover | None = None
     refused: tuple[str, str] | None = None  # (reason, detail): discovery refuses the name
+    error: str = ""  # why discovery's last query for it failed, while its set is stale
 
     @property
     def datacenter(self) -> str | None:
@@ -462,6 +463,7 @@ def parse_endpoints(data: dict[str, Any] | list[Any]) -> list[UpstreamEndpoints]
                 failover=Failover.from_json(item.get("failover")),
                 refused=(str(refused.get("reason") or "-"), str(refused.get("detail") or ""))
                 if isinstance(refused, dict) else None,
+                error=str(item.get("error") or ""),
             )
         )
     return result

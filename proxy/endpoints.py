@@ -225,6 +225,7 @@ class ServiceEndpoints:
             "updated_at": view.updated_at if view else None,
             "age_s": round(time.time() - view.updated_at, 1) if view else None,
             "stale": view.stale if view else None,
+            "error": (view.error or None) if view else None,
             "refused": (
                 {"reason": self.refused.reason, "detail": str(self.refused)}
                 if self.refused else None

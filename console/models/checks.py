@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from console.api import CertInfo, ListenerLoad, UpstreamEndpoints, common_name
 from console.format import ago
 from console.models.certs import Health, health, time_left
+from console.models.endpoints import failed_query
 from console.models.listeners import NEAR_CAP, config_key, crowded
 from vm_mesh.discovery.sites import GATEWAY_SERVICE
 from vm_mesh.findings import Finding, Status
@@ -97,14 +98,18 @@ def check_discovery(owner: str, upstreams: list[UpstreamEndpoints], now: datetim
                 "registration; its ServicePolicy failover serves meanwhile"))
         elif up.instances == 0:
             findings.append(Finding(
-                "discovery", Status.FAIL, target, f"no instances known (source {up.source})",
+                "discovery", Status.FAIL, target,
+                f"no instances known (source {up.source}{failed_query(up)})",
                 "discovery.no_instances",
+                f"the discovery backend fails to answer for {up.service}: fix what it says"
+                if up.error else
                 f"start {up.service} or check its registration (`vmesh check` on its host)"))
         elif up.stale or up.source == "last-known-good":
             shown = f"{int(age.total_seconds())}s old" if age else "age unknown"
             findings.append(Finding(
                 "discovery", Status.WARN, target,
-                f"stale: {up.instances} instance(s) from {up.source}, {shown}",
+                f"stale: {up.instances} instance(s) from {up.source}, {shown}"
+                f"{failed_query(up)}",
                 "discovery.stale",
                 "the discovery backend is not answering; check mDNS/Consul on this host"))
         else:

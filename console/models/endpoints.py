@@ -46,6 +46,11 @@ def since(failover: Failover) -> str:
     return f"{failover.since:%H:%M:%S}" if failover.since else "-"
 
 
+def failed_query(up: UpstreamEndpoints) -> str:
+    """`; its last query failed: <why>` when discovery's last query for `up` failed, else ""."""
+    return f"; its last query failed: {up.error}" if up.error else ""
+
+
 def upstream_state(up: UpstreamEndpoints) -> tuple[str, str, str]:
     """(state, health, detail) of one upstream: a refusal or a failover first, then what
     its instances are."""
@@ -56,15 +61,16 @@ def upstream_state(up: UpstreamEndpoints) -> tuple[str, str, str]:
         health = "degraded" if up.failover.to else "down"
         return "failover", health, f"{where} since {since(up.failover)} ({up.failover.reason})"
     listed = len(up.members) or up.instances
+    failed = failed_query(up)
     if not listed:
-        return "none", "down", f"discovery lists no instance (source {up.source})"
+        return "none", "down", f"discovery lists no instance (source {up.source}{failed})"
     ejected = sum(1 for m in up.members if m.breaker == "open")
     if ejected == listed:
         return "ejected", "down", f"all {listed} ejected by their breakers"
     if ejected:
         return "degraded", "degraded", f"{ejected} of {listed} ejected"
     if up.stale:
-        return "stale", "degraded", f"{listed} from {up.source}, stale"
+        return "stale", "degraded", f"{listed} from {up.source}, stale{failed}"
     return "ok", "ok", f"{listed} from {up.source}"
 
 
@@ -112,7 +118,7 @@ def endpoint_json(proxy: str, up: UpstreamEndpoints) -> dict[str, Any]:
     failover = up.failover
     return {
         "proxy": proxy, "upstream": up.service, "datacenter": datacenter_of(up),
-        "state": state, "source": up.source, "stale": up.stale,
+        "state": state, "source": up.source, "stale": up.stale, "error": up.error or None,
         "refused": {"reason": up.refused[0], "detail": up.refused[1]} if up.refused else None,
         "failover": {"to": failover.to, "reason": failover.reason, "detail": failover.detail,
                      "since": failover.since.astimezone(UTC).isoformat()

@@ -95,6 +95,8 @@ def test_watches_the_agent_refuses_for_the_token_say_so_to_the_log_and_the_calle
         answer = httpx.get(f"http://{proxy.outbound}/", headers={"host": "web"}, timeout=30)
         watch = proxy.wait_for_log(lambda r: r.get("event") == "discovery_consul_acl_refused"
                                    and r.get("dst_service") == "web")
+        with proxy.admin() as admin:
+            [web] = admin.get("/v1/endpoints").json()["upstreams"]
     finally:
         mesh.stop()
     # the caller is told why there is no instance, not only that there is none
@@ -105,6 +107,9 @@ def test_watches_the_agent_refuses_for_the_token_say_so_to_the_log_and_the_calle
     assert "a token that may read the keys under vmesh/policy/ (retrying)" in policy["msg"]
     assert (watch["level"], watch["error"]) == ("error", "ACL not found")
     assert "a token that may read web (retrying)" in watch["msg"]
+    # and the console's endpoints view and `vmesh check`, which read /v1/endpoints
+    assert (web["service"], web["stale"], web["error"]) == (
+        "web", True, "the consul agent refused our ACL token (ACL not found)")
     generic = [r for r in proxy.logs if r.get("event") in ("discovery_consul_error",
                                                            "policy_consul_error")]
     assert generic == []

@@ -101,3 +101,17 @@ def test_port_held_by_another_process_fails() -> None:
     assert check_port(PortUse("api", "inbound", 4143, "python (pid 9)", True)).status is Status.OK
     hidden = check_port(PortUse("api", "inbound", 4143, "a process of another user", None))
     assert (hidden.status, hidden.reason) == (Status.WARN, "ports.holder_not_visible")
+
+
+def test_an_upstream_whose_discovery_query_fails_is_judged_with_the_cause() -> None:
+    refused = "the consul agent refused our ACL token (ACL not found)"
+    empty = UpstreamEndpoints("api", "consul", 0, NOW, True, error=refused)
+    kept = UpstreamEndpoints("store", "consul", 2, NOW - timedelta(seconds=5), True,
+                             error="consul: timed out")
+    none, stale = check_discovery("web", [empty, kept], NOW)
+    assert (none.status, none.reason) == (Status.FAIL, "discovery.no_instances")
+    assert none.message == f"no instances known (source consul; its last query failed: {refused})"
+    assert none.hint == "the discovery backend fails to answer for api: fix what it says"
+    assert (stale.status, stale.reason) == (Status.WARN, "discovery.stale")
+    assert stale.message == ("stale: 2 instance(s) from consul, 5s old; its last query failed: "
+                             "consul: timed out")

@@ -67,3 +67,18 @@ def test_instances_are_listed_under_their_upstream_with_breaker_and_gateway() ->
     assert east["instances"] == [{"id": "east-gw-1", "addr": "127.0.0.1:4180",
                                   "datacenter": "east", "breaker": "closed",
                                   "gateway": "api.east.vmesh.local"}]
+
+
+def test_an_upstream_whose_discovery_query_fails_says_why() -> None:
+    refused = "the consul agent refused our ACL token (ACL not found)"
+    assert states(
+        upstream("api", error=refused),
+        upstream("store", ("closed",), stale=True, error="consul: [Errno 111] refused"),
+    ) == [
+        ("api", "local", "none", f"discovery lists no instance (source consul; its last query "
+                                 f"failed: {refused})"),
+        ("store", "local", "stale", "1 from consul, stale; its last query failed: consul: "
+                                    "[Errno 111] refused"),
+    ]
+    [api] = parse_endpoints({"upstreams": [upstream("api", error=refused)]})
+    assert endpoint_json("web", api)["error"] == refused

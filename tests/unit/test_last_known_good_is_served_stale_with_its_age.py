@@ -32,9 +32,18 @@ def test_fresh_sets_win_over_the_saved_one() -> None:
 def test_backend_that_never_answered_gives_way_to_the_saved_set() -> None:
     saved = decode(encode(FRESH))
     never = EndpointSet("api", (), source="consul", updated_at=0.0, stale=True)
-    assert choose(never, saved) is saved
+    assert choose(never, saved) == saved
     assert choose(never, None) is never
     assert age_seconds(never) == 0.0
+
+
+def test_the_saved_set_served_for_a_failing_backend_says_why_it_fails() -> None:
+    failing = EndpointSet("api", (), source="consul", updated_at=0.0, stale=True,
+                          error="consul: [Errno 111] Connection refused")
+    served = choose(failing, decode(encode(FRESH)))
+    assert (served.instances, served.source, served.stale) == (API, SOURCE, True)
+    assert served.error == "consul: [Errno 111] Connection refused"
+    assert decode(encode(served)).error == ""  # what is saved is the set, not the failure
 
 
 def test_backend_stale_set_with_instances_keeps_its_own_age() -> None:

@@ -78,13 +78,13 @@ def choose(fresh: EndpointSet, saved: EndpointSet | None) -> EndpointSet:
     A fresh (not stale) set always wins. A stale set from the backend that
     still lists instances is served as last known good with the backend's own
     age (it knows when it last confirmed it); an empty stale set (the backend
-    never answered) gives way to the saved one.
+    never answered) gives way to the saved one, which then carries the backend's error.
     """
     if not fresh.stale:
         return fresh
     if fresh.instances:
         return replace(fresh, source=SOURCE)
-    return fresh if saved is None else saved
+    return fresh if saved is None else replace(saved, error=fresh.error)
 
 
 class LastKnownGood:

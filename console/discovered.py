@@ -30,7 +30,12 @@ if TYPE_CHECKING:  # for the annotations only: both are imported where they are 
 
     from vm_mesh.discovery.mdns import MdnsDiscovery
 
-BROWSE_WINDOW_S = 1.5  # mDNS answers trickle in: the first listing waits this long
+# mDNS answers trickle in: the first listing waits this long. A responder multicasts a record
+# at most once a second (RFC 6762 6; python-zeroconf holds a repeat back a second rather than
+# drop it), so where other queriers asked just before (proxies watching, another console), the
+# answer to our first query comes a second late: the window covers that, and the answer to
+# the browser's second query (sent after about a second)
+BROWSE_WINDOW_S = 2.5
 RESOLVE_WAIT_S = 3.0  # and then this long at most for the instances seen to resolve
 CONSUL_TIMEOUT_S = 3.0  # each HTTP call to the agent
 

@@ -144,9 +144,9 @@ class ProxyMetrics:
         )
         self.resends = Counter(
             "request_resend",
-            "Requests sent again on a new connection because the connection they went out on "
-            "did not take them (closed idle as they crossed), by reason; none reached the "
-            "other side twice.",
+            "Requests sent again on a new connection because the pooled one they went out on "
+            "was lost before any answer (closed idle as they crossed, or reset), by reason: "
+            "only requests safe to repeat, or that the peer proxy says it never read.",
             ["direction", "reason"],
             registry=r,
         )
